@@ -1,0 +1,1 @@
+"""The ``shoal`` command: one entry point for every shoalfs process and admin task."""

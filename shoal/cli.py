@@ -1,0 +1,222 @@
+"""``shoal``: the command line of shoalfs.
+
+Exit codes (stable, for scripts):
+    0  done, and the cluster is healthy where that was checked
+    1  the operation failed (the message says why)
+    2  wrong usage or configuration (the message says what to change)
+    3  the operation worked but the cluster is not healthy (a server is down)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
+
+DESCRIPTION = """\
+shoalfs: replicated storage for self-hosted Kubernetes.
+
+Start a local lab cluster with 'shoal up', check it with 'shoal status', stop it with
+'shoal down'. 'shoal storaged' runs one daemon (what 'shoal up' and the Kubernetes
+manifests start). Run 'shoal COMMAND --help' for each command's options.
+"""
+
+EPILOG = "exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 cluster unhealthy"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shoal", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "storaged", help="run a storage daemon in the foreground",
+        description="Run a storage daemon (chunk role) in the foreground, logging to stderr. "
+                    "Settings come from --config (TOML, a [storaged] table with the same names "
+                    "as these flags) and are overridden by flags. Stops cleanly on SIGTERM or "
+                    "SIGINT: requests in progress finish first.", epilog=EPILOG)
+    p.add_argument("--config", metavar="FILE", help="TOML config file")
+    p.add_argument("--listen", action="append", metavar="ADDR",
+                   help="tcp://HOST:PORT or unix:///PATH; repeat for several "
+                        "(default tcp://127.0.0.1:7700; port 0 lets the kernel pick)")
+    p.add_argument("--data-dir", metavar="DIR", help="where chunks are stored (required)")
+    p.add_argument("--secret-file", metavar="FILE",
+                   help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
+    p.add_argument("--capacity", metavar="SIZE",
+                   help="most bytes chunks may use, e.g. 500GiB (default: the disk's size)")
+    p.add_argument("--reserve", metavar="SIZE",
+                   help="disk space always left free for the system (default 64MiB)")
+    p.add_argument("--zone", help="failure domain (rack, host) this server is in")
+    p.add_argument("--address-file", metavar="FILE",
+                   help="write the bound addresses here once listening (JSON)")
+    p.add_argument("--max-frame", metavar="SIZE", help="largest message accepted (default 65MiB)")
+    p.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="requests in flight per connection before BUSY (default 32)")
+    p.add_argument("--max-connections", type=int, metavar="N",
+                   help="connections served at once (default 256)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="text is key=value per line (default), json one object per line")
+
+    p = sub.add_parser(
+        "up", help="start a local cluster on loopback",
+        description="Start a local cluster on 127.0.0.1: N chunk servers, each with its own data "
+                    "directory and port, and a cluster secret, all under --workdir. Writes "
+                    "WORKDIR/cluster.json describing it. Running it again starts only what is "
+                    "not running. Returns once every server answers.", epilog=EPILOG)
+    _workdir_flag(p)
+    p.add_argument("--chunk-servers", type=int, default=3, metavar="N",
+                   help="number of chunk servers (default 3)")
+
+    p = sub.add_parser("down", help="stop the local cluster (data is kept)",
+                       description="Stop every process 'shoal up' started in --workdir. Data "
+                                   "directories and the secret stay, so 'shoal up' brings the "
+                                   "same data back.", epilog=EPILOG)
+    _workdir_flag(p)
+
+    p = sub.add_parser("status", help="show whether every server is up, and its usage",
+                       description="Ask each server of the cluster for its health and usage. "
+                                   "Exit code 3 when any server does not answer.", epilog=EPILOG)
+    _workdir_flag(p)
+    p.add_argument("--cluster", metavar="FILE", help="a cluster.json (instead of --workdir)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("secret", help="manage cluster secrets",
+                       description="'shoal secret generate FILE' writes a new random cluster "
+                                   "secret to FILE with mode 600 (refuses to overwrite).")
+    p.add_argument("action", choices=["generate"])
+    p.add_argument("file", type=Path)
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _workdir_flag(p: argparse.ArgumentParser) -> None:
+    from .cluster import default_workdir
+    p.add_argument("--workdir", type=Path, default=default_workdir(), metavar="DIR",
+                   help="where the cluster's data, logs and cluster.json live "
+                        f"(default {default_workdir()})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = globals()[f"cmd_{args.command}"]
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def cmd_storaged(args: argparse.Namespace) -> int:
+    from storaged import daemon
+    from storaged.config import ConfigError, load_config
+    from storaged.logs import setup_logging
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        config = load_config(args.config, flags)
+    except ConfigError as exc:
+        print(f"shoal storaged: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config.log_level, config.log_format)
+    try:
+        daemon.run(config)
+    except (ValueError, RuntimeError, OSError) as exc:
+        logging.getLogger("storaged").error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from . import cluster as local
+
+    if args.chunk_servers < 1:
+        print("shoal up: --chunk-servers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        described = local.up(args.workdir, args.chunk_servers)
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"shoal up: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"cluster is up; described in {args.workdir / 'cluster.json'}")
+    return _print_status(local.status(described), as_json=False)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from . import cluster as local
+
+    try:
+        stopped = local.down(args.workdir)
+    except FileNotFoundError as exc:
+        print(f"shoal down: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}; data kept in {args.workdir}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import cluster as local
+    from .clusterfile import FILENAME, ClusterFile
+
+    path = Path(args.cluster) if args.cluster else args.workdir / FILENAME
+    try:
+        described = ClusterFile.load(path)
+        results = local.status(described)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"shoal status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return _print_status(results, as_json=args.json)
+
+
+def _print_status(results: list[Any], as_json: bool) -> int:
+    healthy = all(r.healthy for r in results)
+    if as_json:
+        print(json.dumps({"healthy": healthy, "chunk_servers": [vars(r) for r in results]},
+                         indent=2, default=str))
+    else:
+        print(f"{'SERVER':<10} {'ADDRESS':<24} {'STATE':<6} {'CHUNKS':>8} {'USED':>10} "
+              f"{'FREE':>10}  ID")
+        for r in results:
+            if r.healthy:
+                d = r.detail
+                print(f"{r.name:<10} {r.address:<24} {'up':<6} {d['chunks']:>8} "
+                      f"{_human(d['used']):>10} {_human(d['free']):>10}  {d['server_id'][:12]}")
+            else:
+                print(f"{r.name:<10} {r.address:<24} {'DOWN':<6} {r.error}")
+        print("healthy" if healthy else "NOT HEALTHY: a server does not answer")
+    return EXIT_OK if healthy else EXIT_UNHEALTHY
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return str(n)
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    from storaged.rpc import auth
+    try:
+        auth.write_secret_file(args.file)
+    except FileExistsError:
+        print(f"shoal secret: {args.file} exists; not overwriting a cluster secret", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"wrote a new cluster secret to {args.file}")
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from storaged import __version__
+    print(f"shoalfs {__version__}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Starting and stopping the daemons of a local cluster as detached background processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def spawn_daemon(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m storaged ARGS`` in its own session, so it outlives ``shoal up``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "storaged", *args],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            start_new_session=True, close_fds=True,
+        )
+
+
+def wait_for_address_file(path: Path, proc: subprocess.Popen[bytes], log_path: Path,
+                           timeout: float = 30.0) -> dict[str, object]:
+    """Wait until the daemon reports where it listens; raise with its log if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"storaged exited with code {proc.returncode}; "
+                               f"last log lines:\n{tail(log_path)}")
+        time.sleep(0.05)
+    raise RuntimeError(f"storaged did not start within {timeout:.0f}s; see {log_path}")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def is_our_process(pid: int, marker: str) -> bool:
+    """True if ``pid`` is alive and its command line mentions ``marker`` (a pid may be reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return marker in cmdline
+
+
+def stop_process(pid: int, marker: str, timeout: float = 15.0) -> bool:
+    """SIGTERM, wait, then SIGKILL. Returns False if it was not running."""
+    if not is_our_process(pid, marker):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_our_process(pid, marker) or _is_zombie(pid):
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True

@@ -1,0 +1,1 @@
+"""The chunk role: immutable, content-addressed chunks on a local disk."""

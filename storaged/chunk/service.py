@@ -1,0 +1,75 @@
+"""The chunk role's RPC methods: thin async wrappers running the store in worker threads.
+
+Disk work (write + fsync, read + hash) blocks, so it runs in trio worker threads, bounded by
+a limiter: enough to overlap fsyncs of several clients, few enough that memory for chunks
+in flight stays predictable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import trio
+
+from .. import __version__
+from ..rpc.methods import MethodTable
+from .store import ChunkStore
+
+DISK_THREADS = 8
+
+
+class ChunkService:
+    def __init__(self, store: ChunkStore, *, zone: str = "") -> None:
+        self.store = store
+        self.zone = zone
+        self.started = time.monotonic()
+        self._disk = trio.CapacityLimiter(DISK_THREADS)
+
+    def register(self, table: MethodTable) -> None:
+        table.add("chunk.put", self.put)
+        table.add("chunk.get", self.get)
+        table.add("chunk.stat", self.stat)
+        table.add("chunk.has", self.has)
+        table.add("chunk.delete", self.delete)
+        table.add("chunk.list", self.list)
+        table.add("chunk.usage", self.usage)
+        table.add("health", self.health)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
+
+    async def put(self, chunk_id: str, data: bytes) -> dict[str, Any]:
+        created = await self._run(self.store.put, chunk_id, data)
+        return {"size": len(data), "created": created}
+
+    async def get(self, chunk_id: str, offset: int = 0, length: int | None = None) -> bytes:
+        return await self._run(self.store.get, chunk_id, offset, length)
+
+    async def stat(self, chunk_id: str) -> dict[str, Any]:
+        return await self._run(self.store.stat, chunk_id)
+
+    async def has(self, chunk_id: str) -> bool:
+        return await self._run(self.store.has, chunk_id)
+
+    async def delete(self, chunk_id: str) -> bool:
+        return await self._run(self.store.delete, chunk_id)
+
+    async def list(self, after: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        ids, next_after = await self._run(self.store.list, after, limit)
+        return {"ids": ids, "next": next_after}
+
+    async def usage(self) -> dict[str, int]:
+        usage = await self._run(self.store.usage)
+        return usage.as_dict()
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "role": "chunk",
+            "server_id": self.store.server_id,
+            "zone": self.zone,
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "corrupted_found": self.store.corrupted_found,
+        }

@@ -1,0 +1,320 @@
+"""Chunks on a local disk, durable before acknowledged, verified on every read.
+
+Layout under the data directory::
+
+    server-id                 this server's identity, created once
+    LOCK                      held (flock) while a storaged process owns the directory
+    chunks/ab/cd/<id>         a chunk, named by its id; two levels of 256-way fan-out keep a
+                              hundred million chunks at ~1,500 per directory
+    tmp/                      chunks being written; anything here at start-up is debris
+    quarantine/<id>.<time>    copies that failed their hash, kept for a post-mortem
+
+A ``put`` writes a temp file, fsyncs it, renames it into place and fsyncs the directory:
+after a crash at any point a chunk is either whole under its name or absent. Every method
+is blocking and thread-safe; the RPC service runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import failpoints
+from ..rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
+from .ids import chunk_id, is_chunk_id
+
+log = logging.getLogger("storaged.chunk")
+
+MiB = 1024 * 1024
+MAX_CHUNK_SIZE = 64 * MiB
+MAX_LIST_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Usage:
+    capacity: int
+    used: int
+    free: int
+    chunks: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"capacity": self.capacity, "used": self.used, "free": self.free,
+                "chunks": self.chunks}
+
+
+class ChunkStore:
+    def __init__(self, root: str | os.PathLike[str], *, capacity: int | None = None,
+                 reserve: int = 64 * MiB) -> None:
+        """``capacity`` caps what chunks may use (default: the filesystem's size);
+        ``reserve`` is disk space always left free for the rest of the system."""
+        self.root = Path(root)
+        self.chunk_dir = self.root / "chunks"
+        self.tmp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
+        self.capacity = capacity
+        self.reserve = reserve
+        self.server_id = ""
+        self.corrupted_found = 0
+        self._lock = threading.Lock()
+        self._used = 0
+        self._count = 0
+        self._reserved = 0  # bytes promised to puts in progress
+        self._known_dirs: set[str] = set()
+        self._lock_fd: int | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take ownership of the directory, clean debris, and count what is stored."""
+        for d in (self.root, self.chunk_dir, self.tmp_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise RuntimeError(f"{self.root} is in use by another storaged process") from None
+        self.server_id = self._load_server_id()
+        removed = 0
+        for leftover in self.tmp_dir.iterdir():
+            leftover.unlink()
+            removed += 1
+        if removed:
+            _fsync_dir(self.tmp_dir)
+            log.info("removed %d unfinished chunk writes left by a crash", removed)
+        self._used, self._count = self._scan()
+        log.info("chunk store %s: %d chunks, %d bytes", self.root, self._count, self._used)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _load_server_id(self) -> str:
+        path = self.root / "server-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        new_id = uuid.uuid4().hex
+        tmp = self.root / "server-id.tmp"
+        with open(tmp, "w") as f:
+            f.write(new_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        _fsync_dir(self.root)
+        return new_id
+
+    def _scan(self) -> tuple[int, int]:
+        used = count = 0
+        for level1 in os.scandir(self.chunk_dir):
+            for level2 in os.scandir(level1.path):
+                self._known_dirs.add(level2.path)
+                for entry in os.scandir(level2.path):
+                    if is_chunk_id(entry.name):
+                        used += entry.stat().st_size
+                        count += 1
+                    else:
+                        log.warning("ignoring stray file %s", entry.path)
+        return used, count
+
+    # -- paths --------------------------------------------------------------------------
+
+    def _path(self, cid: str) -> Path:
+        if not is_chunk_id(cid):
+            raise InvalidArgument(f"not a chunk id: {cid[:80]!r} (64 lowercase hex digits)")
+        return self.chunk_dir / cid[:2] / cid[2:4] / cid
+
+    def _ensure_dir(self, directory: Path) -> None:
+        key = str(directory)
+        if key in self._known_dirs:
+            return
+        for d in (directory.parent, directory):
+            try:
+                d.mkdir()
+                _fsync_dir(d.parent)  # the new directory's name must survive a crash too
+            except FileExistsError:
+                pass
+        self._known_dirs.add(key)
+
+    # -- operations ---------------------------------------------------------------------
+
+    def put(self, cid: str, data: bytes) -> bool:
+        """Store ``data`` under ``cid``; True if newly stored, False if a good copy existed."""
+        final = self._path(cid)
+        if len(data) > MAX_CHUNK_SIZE:
+            raise InvalidArgument(f"chunk of {len(data)} bytes exceeds {MAX_CHUNK_SIZE}")
+        actual = chunk_id(data)
+        if actual != cid:
+            raise HashMismatch(f"data hashes to {actual}, not {cid}; nothing stored")
+        if self._existing_copy_is_good(cid, final):
+            return False
+        self._reserve(len(data))
+        tmp = self.tmp_dir / f"{cid}.{uuid.uuid4().hex}"
+        try:
+            self._write_durably(tmp, data)
+            failpoints.hit("chunk.put.before_rename")
+            self._ensure_dir(final.parent)
+            with self._lock:
+                existed = final.exists()
+                old_size = final.stat().st_size if existed else 0
+                os.rename(tmp, final)
+                self._used += len(data) - old_size
+                self._count += 0 if existed else 1
+            _fsync_dir(final.parent)
+        finally:
+            with self._lock:
+                self._reserved -= len(data)
+            if tmp.exists():
+                tmp.unlink()
+        return True
+
+    def _existing_copy_is_good(self, cid: str, final: Path) -> bool:
+        try:
+            current = final.read_bytes()
+        except FileNotFoundError:
+            return False
+        if chunk_id(current) == cid:
+            return True
+        self._quarantine(cid, final, "found corrupted while a new copy was written")
+        return False
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            free = self._free_locked()
+            if size > free:
+                raise NoSpace(f"chunk of {size} bytes does not fit: {free} bytes free "
+                              f"(capacity {self._capacity()}, reserve {self.reserve})")
+            self._reserved += size
+
+    def _write_durably(self, tmp: Path, data: bytes) -> None:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise _no_space_or(exc)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError as exc:
+            raise _no_space_or(exc)
+        finally:
+            os.close(fd)
+
+    def get(self, cid: str, offset: int = 0, length: int | None = None) -> bytes:
+        """The chunk's bytes (or a range), only after the whole chunk matched its hash."""
+        path = self._path(cid)
+        if offset < 0 or (length is not None and length < 0):
+            raise InvalidArgument("offset and length must not be negative")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"chunk {cid} is not on this server") from None
+        if chunk_id(data) != cid:
+            self._quarantine(cid, path, "failed its hash on read")
+            raise Corrupted(f"chunk {cid} is corrupted on this server; read another replica")
+        if offset == 0 and (length is None or length >= len(data)):
+            return data
+        end = len(data) if length is None else offset + length
+        return data[offset:end]
+
+    def stat(self, cid: str) -> dict[str, object]:
+        path = self._path(cid)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise NotFound(f"chunk {cid} is not on this server") from None
+        return {"id": cid, "size": st.st_size, "mtime": st.st_mtime}
+
+    def has(self, cid: str) -> bool:
+        return self._path(cid).exists()
+
+    def delete(self, cid: str) -> bool:
+        """Remove a chunk; False (not an error) when it was not here: deletes are retried."""
+        path = self._path(cid)
+        with self._lock:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            self._used -= size
+            self._count -= 1
+        _fsync_dir(path.parent)
+        return True
+
+    def list(self, after: str | None = None, limit: int = 1000) -> tuple[list[str], str | None]:
+        """Ids in ascending order after ``after``; the second value resumes the listing."""
+        if after is not None and not is_chunk_id(after):
+            raise InvalidArgument("after must be a chunk id or nil")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be in 1..{MAX_LIST_LIMIT}")
+        start = after or ""
+        found: list[str] = []
+        for level1 in sorted(os.listdir(self.chunk_dir)):
+            if level1 < start[:2]:
+                continue
+            for level2 in sorted(os.listdir(self.chunk_dir / level1)):
+                if level1 + level2 < start[:4]:
+                    continue
+                names = os.listdir(self.chunk_dir / level1 / level2)
+                found.extend(sorted(n for n in names if n > start and is_chunk_id(n)))
+                if len(found) > limit:
+                    return found[:limit], found[limit - 1]
+        return found, None
+
+    def usage(self) -> Usage:
+        with self._lock:
+            return Usage(self._capacity(), self._used, self._free_locked(), self._count)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        if self.capacity is not None:
+            return self.capacity
+        st = os.statvfs(self.root)
+        return st.f_blocks * st.f_frsize
+
+    def _free_locked(self) -> int:
+        st = os.statvfs(self.root)
+        disk_free = st.f_bavail * st.f_frsize - self.reserve - self._reserved
+        quota_free = self._capacity() - self._used - self._reserved
+        return max(0, min(disk_free, quota_free))
+
+    def _quarantine(self, cid: str, path: Path, why: str) -> None:
+        target = self.quarantine_dir / f"{cid}.{int(time.time())}"
+        with self._lock:
+            try:
+                size = path.stat().st_size
+                os.rename(path, target)
+            except FileNotFoundError:
+                return
+            self._used -= size
+            self._count -= 1
+            self.corrupted_found += 1
+        log.error("chunk %s %s; moved to %s", cid, why, target)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _no_space_or(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"disk full while writing a chunk: {exc.strerror}")
+    return exc

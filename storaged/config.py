@@ -1,0 +1,111 @@
+"""storaged settings: defaults, overlaid by a TOML config file, overlaid by flags.
+
+The config file holds the same names as the flags (with ``_`` or ``-``)::
+
+    [storaged]
+    listen = ["tcp://0.0.0.0:7700", "unix:///run/shoalfs/chunk.sock"]
+    data_dir = "/var/lib/shoalfs/chunk"
+    secret_file = "/etc/shoalfs/secret"
+    capacity = "500GiB"
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .rpc.address import parse_address
+from .rpc.server import Limits
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def parse_size(value: str | int) -> int:
+    """``"10GiB"``, ``"512M"``, ``4096`` → bytes (K/M/G/T are powers of 10, Ki/Mi/Gi/Ti of 2)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE_RE.fullmatch(str(value))
+    if not match:
+        raise ConfigError(f"not a size: {value!r} (examples: 4096, 512MiB, 10G)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+@dataclass
+class StoragedConfig:
+    listen: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:7700"])
+    data_dir: str = ""
+    secret_file: str = ""
+    capacity: int | None = None
+    reserve: int = 64 * 2**20
+    zone: str = ""
+    address_file: str = ""
+    max_frame: int = Limits.max_frame
+    max_in_flight: int = Limits.max_in_flight
+    max_connections: int = Limits.max_connections
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def limits(self) -> Limits:
+        return Limits(max_frame=self.max_frame, max_in_flight=self.max_in_flight,
+                      max_connections=self.max_connections)
+
+    def apply(self, values: dict[str, Any], origin: str) -> None:
+        """Overlay ``values`` (from a file or flags; None means 'not given')."""
+        known = {f.name for f in fields(self)}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"{origin}: unknown setting {raw_key!r}")
+            if value is None:
+                continue
+            if key in ("capacity", "reserve", "max_frame"):
+                value = parse_size(value)
+            if key == "listen" and isinstance(value, str):
+                value = [value]
+            setattr(self, key, value)
+
+    def validate(self) -> None:
+        if not self.data_dir:
+            raise ConfigError("data_dir is required (--data-dir or data_dir in the config file)")
+        if not self.secret_file:
+            raise ConfigError("secret_file is required (--secret-file); "
+                              "create one with: shoal secret generate FILE")
+        if not self.listen:
+            raise ConfigError("listen needs at least one address")
+        for address in self.listen:
+            try:
+                parse_address(address)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be text or json")
+        if self.max_frame < 1 << 20:
+            raise ConfigError("max_frame must be at least 1MiB")
+
+
+def load_config(path: str | None, flags: dict[str, Any]) -> StoragedConfig:
+    config = StoragedConfig()
+    if path:
+        try:
+            document = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        section = document.get("storaged", document)
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: [storaged] must be a table")
+        config.apply(section, path)
+    config.apply(flags, "flags")
+    config.validate()
+    return config

@@ -1,0 +1,19 @@
+"""msgpack-RPC for shoalfs: a sans-I/O protocol, a trio server and a pooled trio client.
+
+The wire protocol, methods and error codes are documented in docs/rpc.md.
+"""
+
+from .address import Address, parse_address
+from .client import RpcClient, open_client
+from .errors import (AuthFailed, Busy, Corrupted, HashMismatch, Internal, InvalidArgument,
+                     InvalidRequest, MethodNotFound, NoSpace, NotFound, RemoteError, RpcError,
+                     Timeout, Unauthenticated, Unavailable)
+from .methods import MethodTable
+from .server import Limits, RpcServer
+
+__all__ = [
+    "Address", "AuthFailed", "Busy", "Corrupted", "HashMismatch", "Internal", "InvalidArgument",
+    "InvalidRequest", "Limits", "MethodNotFound", "MethodTable", "NoSpace", "NotFound",
+    "RemoteError", "RpcClient", "RpcError", "RpcServer", "Timeout", "Unauthenticated",
+    "Unavailable", "open_client", "parse_address",
+]

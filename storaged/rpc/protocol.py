@@ -1,0 +1,173 @@
+"""msgpack-RPC framing with no I/O: bytes in, messages out; messages in, bytes out.
+
+Keeping the protocol free of sockets (the h11 habit) lets the tests drive it with byte
+strings cut at every possible boundary, and lets the same code serve TCP, unix sockets and
+anything else trio can stream over.
+
+The wire format is plain msgpack-RPC, one msgpack value per message, no extra framing:
+
+    request       [0, msgid, method, params]
+    response      [1, msgid, error, result]
+    notification  [2, method, params]
+
+msgpack has no length prefix, so the "frame size" limit is enforced on the bytes a single
+message may occupy before it is complete: a peer cannot make us buffer more than
+``max_frame`` bytes of one unfinished message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+import msgpack
+
+REQUEST = 0
+RESPONSE = 1
+NOTIFICATION = 2
+
+MAX_MSGID = 2**32 - 1
+
+
+class ProtocolError(Exception):
+    """The byte stream cannot be understood any more; the only safe move is to close it."""
+
+
+class FrameTooLarge(ProtocolError):
+    """One message grew past the frame limit before it was complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    msgid: int
+    method: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    msgid: int
+    error: Any
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidMessage:
+    """A well-formed msgpack value that is not a valid msgpack-RPC message.
+
+    ``msgid`` is set when the value looked enough like a request for an error reply to be
+    addressed to it; otherwise the peer is not speaking the protocol and gets disconnected.
+    """
+
+    msgid: int | None
+    reason: str
+
+
+Message = Union[Request, Response, Notification]
+Event = Union[Request, Response, Notification, InvalidMessage]
+
+
+def _is_msgid(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_MSGID
+
+
+def classify(obj: Any) -> Event:
+    """Turn one decoded msgpack value into a protocol event."""
+    if not isinstance(obj, list) or not obj:
+        return InvalidMessage(None, "a message must be a non-empty array")
+    kind = obj[0]
+    if kind == REQUEST and type(kind) is int:
+        if len(obj) != 4:
+            msgid = obj[1] if len(obj) > 1 and _is_msgid(obj[1]) else None
+            return InvalidMessage(msgid, "a request must have 4 elements")
+        _, msgid, method, params = obj
+        if not _is_msgid(msgid):
+            return InvalidMessage(None, "request msgid must be an integer in [0, 2**32)")
+        if not isinstance(method, str):
+            return InvalidMessage(msgid, "request method must be a string")
+        if not isinstance(params, list):
+            return InvalidMessage(msgid, "request params must be an array")
+        return Request(msgid, method, params)
+    if kind == RESPONSE and type(kind) is int:
+        if len(obj) != 4 or not _is_msgid(obj[1]):
+            return InvalidMessage(None, "a response must be [1, msgid, error, result]")
+        return Response(obj[1], obj[2], obj[3])
+    if kind == NOTIFICATION and type(kind) is int:
+        if len(obj) != 3 or not isinstance(obj[1], str) or not isinstance(obj[2], list):
+            return InvalidMessage(None, "a notification must be [2, method, params]")
+        return Notification(obj[1], obj[2])
+    return InvalidMessage(None, f"unknown message type {kind!r}")
+
+
+def encode(message: Message) -> bytes:
+    """Serialize one message. Raises TypeError for values msgpack cannot carry."""
+    if isinstance(message, Request):
+        obj: list[Any] = [REQUEST, message.msgid, message.method, message.params]
+    elif isinstance(message, Response):
+        obj = [RESPONSE, message.msgid, message.error, message.result]
+    elif isinstance(message, Notification):
+        obj = [NOTIFICATION, message.method, message.params]
+    else:
+        raise TypeError(f"not a message: {message!r}")
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+class MessageReader:
+    """Streaming decoder: feed it whatever the socket produced, get whole events back.
+
+    Bytes may arrive cut anywhere (one byte at a time) or coalesced (many messages in one
+    read); both give the same events. After a ProtocolError the reader is poisoned: the
+    stream is out of sync and must be closed.
+    """
+
+    def __init__(self, max_frame: int) -> None:
+        if max_frame < 64:
+            raise ValueError("max_frame is unreasonably small")
+        self.max_frame = max_frame
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            use_list=True,
+            max_buffer_size=max_frame,
+            strict_map_key=False,
+        )
+        self._fed = 0
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished message held in memory."""
+        return self._fed - self._unpacker.tell()
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Consume ``data`` and return every event it completed, in order."""
+        if self._broken is not None:
+            raise self._broken
+        events: list[Event] = []
+        view = memoryview(data)
+        try:
+            while view:
+                room = self.max_frame - self.buffered
+                if room <= 0:
+                    raise FrameTooLarge(
+                        f"a message exceeded the frame limit of {self.max_frame} bytes"
+                    )
+                piece, view = view[:room], view[room:]
+                self._unpacker.feed(piece)
+                self._fed += len(piece)
+                for obj in self._unpacker:
+                    events.append(classify(obj))
+        except ProtocolError as exc:
+            self._broken = exc
+            raise
+        except (ValueError, msgpack.UnpackException, UnicodeDecodeError) as exc:
+            # FormatError, StackError, BufferFull, invalid UTF-8 in a str, bad ext types:
+            # the stream can no longer be trusted to be in sync.
+            self._broken = ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}")
+            raise self._broken from exc
+        return events

@@ -1,0 +1,251 @@
+"""The trio side of a msgpack-RPC server: accept, authenticate, dispatch, enforce limits.
+
+Each connection reads in one task and runs each request in a task of its own, so many
+requests are in flight on one connection and a slow ``put`` does not hold up a ``health``.
+Responses go out whole under a per-connection send lock, in completion order (msgpack-RPC
+matches them by msgid, not by order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from . import auth
+from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
+                     Unauthenticated)
+from .methods import MethodTable
+from .protocol import (InvalidMessage, MessageReader, Notification, ProtocolError, Request,
+                       Response, encode)
+
+log = logging.getLogger("storaged.rpc")
+
+MiB = 1024 * 1024
+RECEIVE_SIZE = 1 * MiB
+LINGER_SECONDS = 2.0
+LINGER_DRAIN_BYTES = 128 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-server protection against one peer taking everything.
+
+    ``max_frame`` must hold the largest chunk plus its envelope; ``max_frame * max_in_flight``
+    bounds what one connection can make us hold in memory.
+    """
+
+    max_frame: int = 65 * MiB
+    max_in_flight: int = 32
+    max_connections: int = 256
+    handshake_timeout: float = 10.0
+
+
+class RpcServer:
+    def __init__(self, methods: MethodTable, secret: bytes, limits: Limits = Limits()) -> None:
+        self.methods = methods
+        self.secret = secret
+        self.limits = limits
+        self.connections = 0
+
+    async def serve(self, listeners: list[trio.SocketListener], *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ``task_status.started()`` once listening."""
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(trio.serve_listeners, self.handle_stream, [listener])
+            task_status.started()
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        if self.connections >= self.limits.max_connections:
+            notice = Busy(f"server has reached its limit of {self.limits.max_connections} connections")
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(encode(Notification("error", [notice.to_wire()])))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        self.connections += 1
+        try:
+            await _ServerConnection(self, stream).run()
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+
+class _ServerConnection:
+    def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.stream = stream
+        self.reader = MessageReader(server.limits.max_frame)
+        self.send_lock = trio.Lock()
+        self.in_flight = 0
+        self.authenticated = False
+        self.server_nonce: bytes | None = None
+        self.closing = False
+        self.deadline_scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._handshake_deadline, nursery.cancel_scope)
+            await self._read_loop(nursery)
+            self.deadline_scope.cancel()
+            if self.closing:
+                nursery.cancel_scope.cancel()
+            # On a clean EOF the requests already in flight finish and answer.
+
+    async def _handshake_deadline(self, scope: trio.CancelScope) -> None:
+        with self.deadline_scope:
+            await trio.sleep(self.server.limits.handshake_timeout)
+        if not self.authenticated and not self.deadline_scope.cancelled_caught:
+            log.info("closing connection: no authentication within %.0fs",
+                     self.server.limits.handshake_timeout)
+            self.closing = True
+            scope.cancel()
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        while not self.closing:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.closing = True
+                return
+            if not data:
+                return
+            try:
+                events = self.reader.feed(data)
+            except ProtocolError as exc:
+                log.warning("closing connection: %s", exc)
+                await self._notify_error(InvalidRequest(str(exc)))
+                self.closing = True
+                return
+            for event in events:
+                await self._on_event(event, nursery)
+                if self.closing:
+                    return
+
+    async def _on_event(self, event: Any, nursery: trio.Nursery) -> None:
+        if isinstance(event, Request):
+            if event.method.startswith("auth."):
+                await self._handshake(event)
+            elif not self.authenticated and not self._is_public(event.method):
+                await self._reply_error(event.msgid, Unauthenticated(
+                    "authenticate first: call auth.challenge, then auth.login"))
+            elif self.in_flight >= self.server.limits.max_in_flight:
+                await self._reply_error(event.msgid, Busy(
+                    f"more than {self.server.limits.max_in_flight} requests in flight on one connection"))
+            else:
+                self.in_flight += 1
+                nursery.start_soon(self._dispatch, event)
+        elif isinstance(event, InvalidMessage) and event.msgid is not None:
+            await self._reply_error(event.msgid, InvalidRequest(event.reason))
+        elif isinstance(event, InvalidMessage):
+            log.warning("closing connection: %s", event.reason)
+            await self._notify_error(InvalidRequest(event.reason))
+            self.closing = True
+        elif isinstance(event, Notification):
+            log.debug("ignoring notification %s", event.method)
+        else:  # a Response: this server never sends requests
+            await self._notify_error(InvalidRequest("unexpected response message"))
+            self.closing = True
+
+    def _is_public(self, method: str) -> bool:
+        try:
+            return self.server.methods.get(method).public
+        except RpcError:
+            return False
+
+    async def _handshake(self, request: Request) -> None:
+        """Handled inline, in arrival order, so requests pipelined after a login see it."""
+        secret = self.server.secret
+        if request.method == "auth.challenge":
+            params = request.params
+            if len(params) > 1 or (params and not isinstance(params[0], bytes)):
+                await self._reply_error(request.msgid, InvalidArgument(
+                    "auth.challenge([client_nonce: bin])"))
+                return
+            self.server_nonce = auth.new_nonce()
+            proof = auth.server_proof(secret, params[0], self.server_nonce) if params else None
+            await self._reply(request.msgid, {"nonce": self.server_nonce, "server_proof": proof})
+        elif request.method == "auth.login":
+            nonce, self.server_nonce = self.server_nonce, None  # one attempt per nonce
+            params = request.params
+            if nonce is None:
+                await self._reply_error(request.msgid, Unauthenticated(
+                    "call auth.challenge before auth.login"))
+                return
+            if (len(params) != 1 or not isinstance(params[0], bytes)
+                    or not auth.proofs_equal(params[0], auth.client_proof(secret, nonce))):
+                log.warning("authentication failed; closing connection")
+                await self._reply_error(request.msgid, AuthFailed(
+                    "proof does not match: the client does not hold this cluster's secret"))
+                await self._hang_up()
+                return
+            self.authenticated = True
+            self.deadline_scope.cancel()
+            await self._reply(request.msgid, True)
+        else:
+            await self._reply_error(request.msgid, InvalidRequest(
+                f"unknown handshake method {request.method!r}"))
+
+    async def _dispatch(self, request: Request) -> None:
+        try:
+            method = self.server.methods.get(request.method)
+            result = await method.handler(*method.bind(request.params))
+            data = encode(Response(request.msgid, None, result))
+        except RpcError as exc:
+            data = encode(Response(request.msgid, exc.to_wire(), None))
+        except Exception:
+            log.exception("method %s failed", request.method)
+            error = Internal(f"{request.method} failed on the server; see its log")
+            data = encode(Response(request.msgid, error.to_wire(), None))
+        try:
+            await self._send(data)
+        finally:
+            self.in_flight -= 1
+
+    async def _reply(self, msgid: int, result: Any) -> None:
+        await self._send(encode(Response(msgid, None, result)))
+
+    async def _reply_error(self, msgid: int, error: RpcError) -> None:
+        await self._send(encode(Response(msgid, error.to_wire(), None)))
+
+    async def _notify_error(self, error: RpcError) -> None:
+        """Tell the peer why it is being disconnected, then hang up."""
+        with trio.move_on_after(LINGER_SECONDS):
+            await self._send(encode(Notification("error", [error.to_wire()])))
+        await self._hang_up()
+
+    async def _hang_up(self) -> None:
+        """Shut our side and drain a bounded amount before the socket is closed.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy
+        our last message before the peer reads it (a client still sending a too-large frame
+        would only see "connection reset", not why).
+        """
+        self.closing = True
+        with trio.move_on_after(LINGER_SECONDS):
+            if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                async with self.send_lock:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.stream.send_eof()
+            drained = 0
+            while drained < LINGER_DRAIN_BYTES:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                if not data:
+                    break
+                drained += len(data)
+
+    async def _send(self, data: bytes) -> None:
+        async with self.send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.closing = True

@@ -1,0 +1,254 @@
+"""The RPC server and client in one trio loop, over real TCP and unix sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+from trio.testing import trio_test
+
+from storaged.rpc import (AuthFailed, Busy, Internal, InvalidArgument, Limits, MethodNotFound,
+                          MethodTable, NotFound, RpcClient, RpcServer, Timeout, Unavailable, auth)
+from storaged.rpc.address import bound_address, open_listener, open_stream, parse_address
+from storaged.rpc.protocol import MessageReader, Notification, Request, Response, encode
+
+SECRET = b"k" * 32
+
+
+async def echo(value: Any = None) -> Any:
+    return value
+
+
+async def nap(seconds: float, tag: str = "") -> str:
+    await trio.sleep(seconds)
+    return tag
+
+
+async def missing() -> None:
+    raise NotFound("nothing here")
+
+
+async def crash() -> None:
+    raise ValueError("handler bug")
+
+
+def methods() -> MethodTable:
+    t = MethodTable()
+    for name, fn in [("echo", echo), ("nap", nap), ("missing", missing), ("crash", crash)]:
+        t.add(name, fn)
+    return t
+
+
+@contextlib.asynccontextmanager
+async def serving(limits: Limits = Limits(), address: str = "tcp://127.0.0.1:0",
+                  secret: bytes = SECRET):
+    requested = parse_address(address)
+    listener = await open_listener(requested)
+    server = RpcServer(methods(), secret, limits)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, [listener])
+        yield str(bound_address(listener, requested)), server
+        nursery.cancel_scope.cancel()
+
+
+class RawPeer:
+    """A hand-driven connection, for sending exactly the bytes a test wants."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.reader = MessageReader(1 << 26)
+        self.events: list[Any] = []
+
+    @classmethod
+    async def open(cls, address: str) -> RawPeer:
+        return cls(await open_stream(parse_address(address)))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def next_event(self, timeout: float = 5.0) -> Any:
+        """The next message, or None at end of stream."""
+        with trio.fail_after(timeout):
+            while not self.events:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return None
+                self.events.extend(self.reader.feed(data))
+        return self.events.pop(0)
+
+    async def request(self, msgid: int, method: str, params: list[Any]) -> Response:
+        await self.send(encode(Request(msgid, method, params)))
+        event = await self.next_event()
+        assert isinstance(event, Response), event
+        return event
+
+    async def login(self, secret: bytes = SECRET) -> Response:
+        hello = await self.request(1, "auth.challenge", [])
+        return await self.request(2, "auth.login", [auth.client_proof(secret, hello.result["nonce"])])
+
+
+@trio_test
+async def test_many_calls_in_flight_on_one_connection_complete_out_of_order():
+    async with serving() as (address, _), RpcClient(SECRET, connections_per_server=1) as client:
+        finished: list[str] = []
+
+        async def one(i: int) -> None:
+            tag = await client.call(address, "nap", 0.3 if i % 2 else 0.0, f"t{i}")
+            assert tag == f"t{i}"
+            finished.append(tag)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(one, i)
+        assert len(finished) == 40
+        assert len(client._pools[parse_address(address)]) == 1
+        # every quick call finished before every slow one although they were interleaved
+        assert all(int(t[1:]) % 2 == 0 for t in finished[:20])
+
+
+@trio_test
+async def test_errors_come_back_as_matching_exceptions():
+    async with serving() as (address, _), RpcClient(SECRET) as client:
+        with pytest.raises(NotFound, match="nothing here"):
+            await client.call(address, "missing")
+        with pytest.raises(Internal):
+            await client.call(address, "crash")
+        with pytest.raises(MethodNotFound):
+            await client.call(address, "no.such.method")
+        with pytest.raises(InvalidArgument, match="seconds must be float"):
+            await client.call(address, "nap", "soon")
+        payload = {"b": os.urandom(10), "n": [1, 2.5, None, True, "s"]}
+        assert await client.call(address, "echo", payload) == payload
+
+
+@trio_test
+async def test_unix_socket_and_stale_socket_file_replaced(tmp_path=None):
+    path = f"/tmp/shoalfs-test-{os.getpid()}.sock"
+    open(path, "w").close()  # debris from a dead server
+    try:
+        async with serving(address=f"unix://{path}") as (address, _), RpcClient(SECRET) as client:
+            assert await client.call(address, "echo", 5) == 5
+    finally:
+        os.unlink(path)
+
+
+@trio_test
+async def test_in_flight_limit_answers_busy_and_keeps_serving():
+    async with serving(Limits(max_in_flight=2)) as (address, _):
+        async with RpcClient(SECRET, connections_per_server=1) as client:
+            outcomes: list[str] = []
+
+            async def one() -> None:
+                try:
+                    await client.call(address, "nap", 0.3)
+                    outcomes.append("ok")
+                except Busy:
+                    outcomes.append("busy")
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(one)
+            assert outcomes.count("ok") == 2 and outcomes.count("busy") == 4
+            assert await client.call(address, "echo", "still here") == "still here"
+
+
+@trio_test
+async def test_connection_limit_refuses_with_a_reason_and_serves_the_others():
+    async with serving(Limits(max_connections=1)) as (address, _):
+        async with RpcClient(SECRET) as first, RpcClient(SECRET) as second:
+            assert await first.call(address, "echo", 1) == 1
+            with pytest.raises(Unavailable, match="limit of 1 connections"):
+                await second.call(address, "echo", 2, retries=0)
+            assert await first.call(address, "echo", 3) == 3
+
+
+@trio_test
+async def test_oversized_frame_closes_only_that_connection():
+    async with serving(Limits(max_frame=1 << 20)) as (address, server):
+        async with RpcClient(SECRET) as greedy, RpcClient(SECRET) as polite:
+            assert await polite.call(address, "echo", 1) == 1
+            with pytest.raises(Unavailable, match="frame limit"):
+                await greedy.call(address, "echo", b"\0" * (2 << 20), retries=0)
+            assert await polite.call(address, "echo", 2) == 2
+            assert await greedy.call(address, "echo", 3) == 3  # reconnects
+
+
+@trio_test
+async def test_nothing_but_the_handshake_is_answered_before_login():
+    async with serving() as (address, _):
+        peer = await RawPeer.open(address)
+        reply = await peer.request(9, "echo", ["hi"])
+        assert reply.error["code"] == "UNAUTHENTICATED" and reply.result is None
+        reply = await peer.request(10, "auth.login", [b"x" * 32])
+        assert reply.error["code"] == "UNAUTHENTICATED"  # no challenge was issued
+        assert (await peer.login()).result is True
+        assert (await peer.request(11, "echo", ["hi"])).result == "hi"
+
+
+@trio_test
+async def test_a_wrong_proof_fails_and_closes_the_connection():
+    async with serving() as (address, _):
+        peer = await RawPeer.open(address)
+        reply = await peer.login(secret=b"w" * 32)
+        assert reply.error["code"] == "AUTH_FAILED"
+        assert await peer.next_event() is None  # hung up
+        async with RpcClient(b"w" * 32) as wrong:
+            with pytest.raises(AuthFailed):
+                await wrong.call(address, "echo", 1)
+
+
+@trio_test
+async def test_client_refuses_a_server_without_the_secret():
+    async with serving(secret=b"x" * 32) as (address, _), RpcClient(SECRET) as client:
+        with pytest.raises(AuthFailed, match="does not hold"):
+            await client.call(address, "echo", 1)
+
+
+@trio_test
+async def test_idle_unauthenticated_connections_are_closed():
+    async with serving(Limits(handshake_timeout=0.3)) as (address, server):
+        peer = await RawPeer.open(address)
+        assert await peer.next_event(timeout=5) is None
+        assert server.connections == 0
+
+
+@trio_test
+async def test_garbage_gets_an_error_notice_and_a_hang_up_and_others_are_unaffected():
+    async with serving() as (address, _), RpcClient(SECRET) as client:
+        for garbage in [b"\xc1", msgpack.packb({"a": 1}), msgpack.packb([7, 1, "x", []])]:
+            peer = await RawPeer.open(address)
+            await peer.send(garbage)
+            notice = await peer.next_event()
+            assert isinstance(notice, Notification) and notice.params[0]["code"] == "INVALID_REQUEST"
+            assert await peer.next_event() is None
+        peer = await RawPeer.open(address)
+        reply = await peer.request(3, "auth.challenge", [b"x", b"y"])  # addressable: a reply
+        assert reply.error["code"] == "INVALID_ARGUMENT"
+        assert await client.call(address, "echo", "fine") == "fine"
+
+
+@trio_test
+async def test_timeouts_do_not_poison_the_connection():
+    async with serving() as (address, _), RpcClient(SECRET, connections_per_server=1) as client:
+        with pytest.raises(Timeout):
+            await client.call(address, "nap", 1.0, "late", timeout=0.1)
+        assert await client.call(address, "echo", "next") == "next"
+        await trio.sleep(1.0)  # the late answer arrives and is dropped
+        assert await client.call(address, "echo", "after") == "after"
+
+
+@trio_test
+async def test_client_reconnects_after_the_server_restarts():
+    path = f"/tmp/shoalfs-restart-{os.getpid()}.sock"
+    async with RpcClient(SECRET) as client:
+        async with serving(address=f"unix://{path}") as (address, _):
+            assert await client.call(address, "echo", 1) == 1
+        with pytest.raises(Unavailable):
+            await client.call(address, "echo", 2, retries=0)
+        async with serving(address=f"unix://{path}") as (address, _):
+            assert await client.call(address, "echo", 3) == 3
+    os.unlink(path)

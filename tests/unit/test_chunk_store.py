@@ -1,0 +1,158 @@
+"""The chunk store on a real directory: durability layout, verification, space, paging."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from storaged.chunk.ids import chunk_id, is_chunk_id
+from storaged.chunk.store import ChunkStore
+from storaged.rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ChunkStore(tmp_path / "data", reserve=0)
+    s.open()
+    yield s
+    s.close()
+
+
+def put(store: ChunkStore, data: bytes) -> str:
+    cid = chunk_id(data)
+    store.put(cid, data)
+    return cid
+
+
+def test_ids_are_blake3_hex():
+    assert chunk_id(b"") == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    assert is_chunk_id(chunk_id(b"x")) and not is_chunk_id("../" + "a" * 61)
+    big = os.urandom(3 << 20)  # the threaded path must give the same answer
+    from blake3 import blake3
+    assert chunk_id(big) == blake3(big).hexdigest()
+
+
+def test_put_get_round_trip_and_ranges(store):
+    data = os.urandom(100_000)
+    cid = chunk_id(data)
+    assert store.put(cid, data) is True
+    assert store.put(cid, data) is False  # a good copy is already there
+    assert store.get(cid) == data
+    assert store.get(cid, 10, 20) == data[10:30]
+    assert store.get(cid, 99_990) == data[99_990:]
+    assert store.get(cid, 200_000, 5) == b""
+    assert store.has(cid) and store.stat(cid)["size"] == 100_000
+    with pytest.raises(InvalidArgument):
+        store.get(cid, -1)
+
+
+def test_chunks_fan_out_into_two_directory_levels(store):
+    cid = put(store, b"hello")
+    assert (store.chunk_dir / cid[:2] / cid[2:4] / cid).read_bytes() == b"hello"
+
+
+def test_hash_mismatch_stores_nothing(store):
+    with pytest.raises(HashMismatch):
+        store.put(chunk_id(b"one"), b"two")
+    assert not store.has(chunk_id(b"one"))
+    assert list(store.tmp_dir.iterdir()) == []
+    assert store.usage().chunks == 0
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "A" * 64, "a" * 63, "", "g" * 64])
+def test_ids_that_are_not_hashes_never_reach_the_filesystem(store, bad):
+    with pytest.raises(InvalidArgument):
+        store.get(bad)
+    with pytest.raises(InvalidArgument):
+        store.put(bad, b"x")
+
+
+def test_a_corrupted_copy_is_detected_quarantined_and_replaceable(store):
+    data = os.urandom(5000)
+    cid = put(store, data)
+    path = store.chunk_dir / cid[:2] / cid[2:4] / cid
+    raw = bytearray(path.read_bytes())
+    raw[1234] ^= 0x01
+    path.write_bytes(raw)
+    with pytest.raises(Corrupted):
+        store.get(cid, 0, 10)  # even a range read verifies the whole chunk
+    assert not store.has(cid)
+    assert store.corrupted_found == 1
+    assert len(list(store.quarantine_dir.iterdir())) == 1
+    assert store.put(cid, data) is True
+    assert store.get(cid) == data
+
+
+def test_put_over_a_silently_corrupted_copy_rewrites_it(store):
+    data = b"precious" * 100
+    cid = put(store, data)
+    path = store.chunk_dir / cid[:2] / cid[2:4] / cid
+    path.write_bytes(b"rotten!!" * 100)  # same length, other bytes: bit rot
+    assert store.put(cid, data) is True
+    assert path.read_bytes() == data
+    assert store.usage().used == len(data)
+
+
+def test_delete_is_idempotent_and_updates_usage(store):
+    cid = put(store, b"a" * 1000)
+    assert store.usage().as_dict()["used"] == 1000
+    assert store.delete(cid) is True
+    assert store.delete(cid) is False
+    assert store.usage().used == 0 and store.usage().chunks == 0
+    with pytest.raises(NotFound):
+        store.get(cid)
+    with pytest.raises(NotFound):
+        store.stat(cid)
+
+
+def test_list_pages_through_every_chunk_in_order(store):
+    ids = sorted(put(store, f"chunk {i}".encode()) for i in range(60))
+    seen, after = [], None
+    while True:
+        page, after = store.list(after, 7)
+        seen.extend(page)
+        assert len(page) <= 7
+        if after is None:
+            break
+    assert seen == ids
+    assert store.list(None, 60) == (ids, None)
+    with pytest.raises(InvalidArgument):
+        store.list(None, 0)
+    with pytest.raises(InvalidArgument):
+        store.list("nonsense", 5)
+
+
+def test_configured_capacity_refuses_new_chunks_cleanly_and_reads_go_on(tmp_path):
+    store = ChunkStore(tmp_path / "d", capacity=10_000, reserve=0)
+    store.open()
+    kept = put(store, b"k" * 6000)
+    with pytest.raises(NoSpace, match="does not fit"):
+        put(store, b"n" * 6000)
+    assert list(store.tmp_dir.iterdir()) == []
+    assert store.usage().chunks == 1 and store.usage().free == 4000
+    assert store.get(kept) == b"k" * 6000
+    store.close()
+
+
+def test_open_cleans_unfinished_writes_and_recounts(tmp_path):
+    store = ChunkStore(tmp_path / "d", reserve=0)
+    store.open()
+    cid = put(store, b"z" * 321)
+    (store.tmp_dir / "half-written").write_bytes(b"partial")
+    server_id = store.server_id
+    store.close()
+    again = ChunkStore(tmp_path / "d", reserve=0)
+    again.open()
+    assert list(again.tmp_dir.iterdir()) == []
+    assert again.usage().chunks == 1 and again.usage().used == 321
+    assert again.server_id == server_id and again.get(cid) == b"z" * 321
+    again.close()
+
+
+def test_two_stores_cannot_share_a_directory(tmp_path):
+    first = ChunkStore(tmp_path / "d")
+    first.open()
+    with pytest.raises(RuntimeError, match="in use"):
+        ChunkStore(tmp_path / "d").open()
+    first.close()

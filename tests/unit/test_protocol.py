@@ -1,0 +1,132 @@
+"""The msgpack-RPC protocol driven with byte strings only: no sockets."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from storaged.rpc.protocol import (FrameTooLarge, InvalidMessage, MessageReader, Notification,
+                                   ProtocolError, Request, Response, classify, encode)
+
+MESSAGES = [
+    Request(1, "chunk.put", ["ab" * 32, b"\x00\xffdata"]),
+    Response(1, None, {"size": 6, "created": True}),
+    Response(2, {"code": "NOT_FOUND", "message": "gone"}, None),
+    Notification("error", [{"code": "BUSY", "message": "full"}]),
+    Request(2**32 - 1, "health", []),
+]
+
+
+def stream() -> bytes:
+    return b"".join(encode(m) for m in MESSAGES)
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_each_message_type_round_trips(message):
+    reader = MessageReader(1 << 20)
+    assert reader.feed(encode(message)) == [message]
+
+
+def test_wire_shape_is_plain_msgpack_rpc():
+    assert msgpack.unpackb(encode(Request(7, "m", [1])), raw=False) == [0, 7, "m", [1]]
+    assert msgpack.unpackb(encode(Response(7, None, 2)), raw=False) == [1, 7, None, 2]
+    assert msgpack.unpackb(encode(Notification("n", [])), raw=False) == [2, "n", []]
+
+
+def test_coalesced_stream_gives_every_message_in_order():
+    assert MessageReader(1 << 20).feed(stream()) == MESSAGES
+
+
+def test_byte_at_a_time_gives_the_same_messages():
+    reader = MessageReader(1 << 20)
+    events = []
+    for i, byte in enumerate(stream()):
+        events.extend(reader.feed(bytes([byte])))
+    assert events == MESSAGES
+    assert reader.buffered == 0
+
+
+def test_every_two_piece_split_gives_the_same_messages():
+    data = stream()
+    for cut in range(len(data) + 1):
+        reader = MessageReader(1 << 20)
+        assert reader.feed(data[:cut]) + reader.feed(data[cut:]) == MESSAGES, cut
+
+
+def test_empty_feed_is_harmless():
+    assert MessageReader(1 << 20).feed(b"") == []
+
+
+@pytest.mark.parametrize("obj, msgid, fragment", [
+    ({"not": "an array"}, None, "non-empty array"),
+    ([], None, "non-empty array"),
+    ([0, 1, "m"], 1, "4 elements"),
+    ([0, 1, 5, []], 1, "method must be a string"),
+    ([0, 1, "m", {}], 1, "params must be an array"),
+    ([0, -1, "m", []], None, "msgid"),
+    ([0, 2**32, "m", []], None, "msgid"),
+    ([0, True, "m", []], None, "msgid"),
+    ([0, "1", "m", []], None, "msgid"),
+    ([1, 1, None], None, "response"),
+    ([2, "n"], None, "notification"),
+    ([2, 3, []], None, "notification"),
+    ([9, 1, "m", []], None, "unknown message type"),
+    ([True, 1, "m", []], None, "unknown message type"),
+])
+def test_invalid_messages_are_reported_with_the_msgid_when_known(obj, msgid, fragment):
+    event = classify(obj)
+    assert isinstance(event, InvalidMessage)
+    assert event.msgid == msgid
+    assert fragment in event.reason
+
+
+def test_malformed_msgpack_poisons_the_reader():
+    reader = MessageReader(1 << 20)
+    with pytest.raises(ProtocolError):
+        reader.feed(b"\xc1")  # 0xc1 is never used in msgpack
+    with pytest.raises(ProtocolError):
+        reader.feed(encode(Request(1, "health", [])))
+
+
+def test_invalid_utf8_in_a_string_is_a_protocol_error():
+    with pytest.raises(ProtocolError):
+        MessageReader(1 << 20).feed(b"\x94\x00\x01\xa2\xff\xfe\x90")
+
+
+def test_deep_nesting_is_a_protocol_error_not_a_crash():
+    with pytest.raises(ProtocolError):
+        MessageReader(1 << 20).feed(b"\x91" * 5000)
+
+
+def test_message_over_the_frame_limit_is_refused_even_in_pieces():
+    big = encode(Request(1, "chunk.put", ["x", b"\0" * 5000]))
+    reader = MessageReader(4096)
+    with pytest.raises(FrameTooLarge):
+        for i in range(0, len(big), 100):
+            reader.feed(big[i:i + 100])
+    assert reader.buffered <= 4096
+
+
+def test_a_huge_length_header_never_makes_the_reader_buffer_past_the_limit():
+    reader = MessageReader(4096)
+    header = b"\x94\x00\x01\xa1m\x91\xc6" + (10**9).to_bytes(4, "big")  # bin32 of 1 GB
+    with pytest.raises(ProtocolError):
+        reader.feed(header)
+        for _ in range(10):
+            reader.feed(b"\0" * 1024)
+    assert reader.buffered <= 4096
+
+
+def test_message_of_exactly_the_limit_passes_and_many_small_ones_coalesce():
+    payload = b"\0" * 4000
+    one = encode(Request(1, "p", [payload]))
+    reader = MessageReader(len(one))
+    assert reader.feed(one) == [Request(1, "p", [payload])]
+    # ten messages, each under the limit, arriving in one read far over it
+    many = one * 10
+    assert len(MessageReader(len(one)).feed(many)) == 10
+
+
+def test_encode_refuses_values_msgpack_cannot_carry():
+    with pytest.raises(TypeError):
+        encode(Response(1, None, object()))
