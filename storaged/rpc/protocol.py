@@ -77,6 +77,19 @@ def _is_msgid(value: Any) -> bool:
     return type(value) is int and 0 <= value <= MAX_MSGID
 
 
+def _method_name(value: Any) -> str | None:
+    """Method names are str, but many msgpack-rpc clients still send them as bin (msgpack's
+    old "raw" type, from before str and bin were separate); accept those when valid UTF-8."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
 def classify(obj: Any) -> Event:
     """Turn one decoded msgpack value into a protocol event."""
     if not isinstance(obj, list) or not obj:
@@ -86,10 +99,11 @@ def classify(obj: Any) -> Event:
         if len(obj) != 4:
             msgid = obj[1] if len(obj) > 1 and _is_msgid(obj[1]) else None
             return InvalidMessage(msgid, "a request must have 4 elements")
-        _, msgid, method, params = obj
+        _, msgid, raw_method, params = obj
         if not _is_msgid(msgid):
             return InvalidMessage(None, "request msgid must be an integer in [0, 2**32)")
-        if not isinstance(method, str):
+        method = _method_name(raw_method)
+        if method is None:
             return InvalidMessage(msgid, "request method must be a string")
         if not isinstance(params, list):
             return InvalidMessage(msgid, "request params must be an array")
@@ -99,9 +113,10 @@ def classify(obj: Any) -> Event:
             return InvalidMessage(None, "a response must be [1, msgid, error, result]")
         return Response(obj[1], obj[2], obj[3])
     if kind == NOTIFICATION and type(kind) is int:
-        if len(obj) != 3 or not isinstance(obj[1], str) or not isinstance(obj[2], list):
+        method = _method_name(obj[1]) if len(obj) == 3 else None
+        if method is None or not isinstance(obj[2], list):
             return InvalidMessage(None, "a notification must be [2, method, params]")
-        return Notification(obj[1], obj[2])
+        return Notification(method, obj[2])
     return InvalidMessage(None, f"unknown message type {kind!r}")
 
 

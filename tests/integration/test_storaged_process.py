@@ -59,7 +59,7 @@ def test_sigkill_between_fsync_and_rename_leaves_no_half_chunk(storaged, secret,
     )], cwd=Path(__file__).parents[2]) if (tmp_path / "blob").write_bytes(data) else None
     tmp_dir = server.data_dir / "tmp"
     deadline = time.monotonic() + 20
-    while not any(tmp_dir.iterdir()):
+    while [p.stat().st_size for p in tmp_dir.iterdir()] != [len(data)]:  # written, in failpoint
         assert time.monotonic() < deadline, "the put never reached its temp file"
         time.sleep(0.02)
     server.kill()

@@ -80,6 +80,12 @@ def test_invalid_messages_are_reported_with_the_msgid_when_known(obj, msgid, fra
     assert fragment in event.reason
 
 
+def test_method_names_sent_as_bin_are_accepted_when_utf8():
+    assert classify([0, 1, b"chunk.get", []]) == Request(1, "chunk.get", [])
+    assert classify([2, b"hello", []]) == Notification("hello", [])
+    assert isinstance(classify([0, 1, b"\xff\xfe", []]), InvalidMessage)
+
+
 def test_malformed_msgpack_poisons_the_reader():
     reader = MessageReader(1 << 20)
     with pytest.raises(ProtocolError):

@@ -1,0 +1,85 @@
+"""The shoal command as a user runs it: help, exit codes, and a local cluster's life cycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storaged.chunk.ids import chunk_id
+from tests.helpers import call
+
+
+def shoal(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
+                            text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("command", ["storaged", "up", "down", "status", "secret", "version"])
+def test_every_subcommand_explains_itself(command):
+    result = shoal(command, "--help")
+    assert result.returncode == 0 and "usage: shoal " + command in result.stdout
+    assert len(result.stdout.splitlines()) > 3
+
+
+def test_top_level_help_lists_commands_and_exit_codes():
+    out = shoal("--help").stdout
+    for word in ("storaged", "up", "down", "status", "exit codes"):
+        assert word in out
+    assert shoal().returncode == 2  # no command is a usage error
+    assert shoal("version", check=True).stdout.startswith("shoalfs ")
+
+
+def test_up_status_down_and_a_dead_server(tmp_path):
+    workdir = tmp_path / "cluster"
+    up = shoal("up", "--workdir", str(workdir), "--chunk-servers", "3", check=True)
+    assert "healthy" in up.stdout and up.stdout.count(" up ") == 3
+    described = json.loads((workdir / "cluster.json").read_text())
+    servers = described["chunk_servers"]
+    try:
+        assert len({s["address"] for s in servers}) == 3
+        assert len({s["data_dir"] for s in servers}) == 3
+        assert Path(described["secret_file"]).stat().st_mode & 0o777 == 0o600
+        secret = Path(described["secret_file"]).read_bytes().strip()
+        call(servers[0]["address"], secret, "chunk.put", chunk_id(b"kept"), b"kept")
+
+        status = shoal("status", "--workdir", str(workdir), "--json", check=True)
+        assert json.loads(status.stdout)["healthy"] is True
+
+        os.kill(servers[1]["pid"], signal.SIGKILL)
+        time.sleep(0.2)
+        status = shoal("status", "--workdir", str(workdir))
+        assert status.returncode == 3 and "DOWN" in status.stdout
+
+        again = shoal("up", "--workdir", str(workdir), check=True)  # restarts only chunk2
+        after = json.loads((workdir / "cluster.json").read_text())["chunk_servers"]
+        assert after[0]["pid"] == servers[0]["pid"] and after[1]["pid"] != servers[1]["pid"]
+        assert "healthy" in again.stdout
+    finally:
+        down = shoal("down", "--workdir", str(workdir))
+    assert down.returncode == 0 and "chunk1" in down.stdout
+    assert shoal("status", "--workdir", str(workdir)).returncode == 1  # no cluster any more
+    # data survives down/up
+    shoal("up", "--workdir", str(workdir), check=True)
+    try:
+        first = json.loads((workdir / "cluster.json").read_text())["chunk_servers"][0]
+        assert call(first["address"], secret, "chunk.get", chunk_id(b"kept")) == b"kept"
+    finally:
+        shoal("down", "--workdir", str(workdir), check=True)
+
+
+def test_secret_generate_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "secret"
+    assert shoal("secret", "generate", str(target)).returncode == 0
+    before = target.read_text()
+    assert shoal("secret", "generate", str(target)).returncode == 1
+    assert target.read_text() == before
