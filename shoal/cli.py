@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in flight per connection before BUSY (default 32)")
     p.add_argument("--max-connections", type=int, metavar="N",
                    help="connections served at once (default 256)")
+    p.add_argument("--max-request-memory", metavar="SIZE",
+                   help="bytes all requests in progress may hold together; past it the server "
+                        "stops reading until some finish (default 512MiB)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"],
                    help="text is key=value per line (default), json one object per line")

@@ -52,12 +52,14 @@ class StoragedConfig:
     max_frame: int = Limits.max_frame
     max_in_flight: int = Limits.max_in_flight
     max_connections: int = Limits.max_connections
+    max_request_memory: int = Limits.max_request_memory
     log_level: str = "info"
     log_format: str = "text"
 
     def limits(self) -> Limits:
         return Limits(max_frame=self.max_frame, max_in_flight=self.max_in_flight,
-                      max_connections=self.max_connections)
+                      max_connections=self.max_connections,
+                      max_request_memory=self.max_request_memory)
 
     def apply(self, values: dict[str, Any], origin: str) -> None:
         """Overlay ``values`` (from a file or flags; None means 'not given')."""
@@ -68,7 +70,7 @@ class StoragedConfig:
                 raise ConfigError(f"{origin}: unknown setting {raw_key!r}")
             if value is None:
                 continue
-            if key in ("capacity", "reserve", "max_frame"):
+            if key in ("capacity", "reserve", "max_frame", "max_request_memory"):
                 value = parse_size(value)
             if key == "listen" and isinstance(value, str):
                 value = [value]

@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from . import auth
+from .budget import ByteBudget, payload_size
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
                      Unauthenticated)
 from .methods import MethodTable
@@ -34,14 +35,16 @@ LINGER_DRAIN_BYTES = 128 * MiB
 class Limits:
     """Per-server protection against one peer taking everything.
 
-    ``max_frame`` must hold the largest chunk plus its envelope; ``max_frame * max_in_flight``
-    bounds what one connection can make us hold in memory.
+    ``max_frame`` must hold the largest chunk plus its envelope. ``max_request_memory``
+    bounds the bytes all requests in progress hold together (see budget.py); one
+    connection's unfinished frame adds at most ``max_frame`` on top.
     """
 
     max_frame: int = 65 * MiB
     max_in_flight: int = 32
     max_connections: int = 256
     handshake_timeout: float = 10.0
+    max_request_memory: int = 512 * MiB
 
 
 class RpcServer:
@@ -50,6 +53,7 @@ class RpcServer:
         self.secret = secret
         self.limits = limits
         self.connections = 0
+        self.budget = ByteBudget(limits.max_request_memory)
 
     async def serve(self, listeners: list[trio.SocketListener], *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -139,8 +143,10 @@ class _ServerConnection:
                 await self._reply_error(event.msgid, Busy(
                     f"more than {self.server.limits.max_in_flight} requests in flight on one connection"))
             else:
+                size = payload_size(event.params)
+                await self.server.budget.acquire(size)  # stops reading while memory is spent
                 self.in_flight += 1
-                nursery.start_soon(self._dispatch, event)
+                nursery.start_soon(self._dispatch, event, size)
         elif isinstance(event, InvalidMessage) and event.msgid is not None:
             await self._reply_error(event.msgid, InvalidRequest(event.reason))
         elif isinstance(event, InvalidMessage):
@@ -192,7 +198,7 @@ class _ServerConnection:
             await self._reply_error(request.msgid, InvalidRequest(
                 f"unknown handshake method {request.method!r}"))
 
-    async def _dispatch(self, request: Request) -> None:
+    async def _dispatch(self, request: Request, size: int) -> None:
         try:
             method = self.server.methods.get(request.method)
             result = await method.handler(*method.bind(request.params))
@@ -207,6 +213,8 @@ class _ServerConnection:
             await self._send(data)
         finally:
             self.in_flight -= 1
+            with trio.CancelScope(shield=True):
+                await self.server.budget.release(size)
 
     async def _reply(self, msgid: int, result: Any) -> None:
         await self._send(encode(Response(msgid, None, result)))

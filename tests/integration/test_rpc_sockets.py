@@ -28,6 +28,17 @@ async def nap(seconds: float, tag: str = "") -> str:
     return tag
 
 
+HOLDING = {"now": 0, "most": 0}
+
+
+async def hold(data: bytes, seconds: float) -> int:
+    HOLDING["now"] += 1
+    HOLDING["most"] = max(HOLDING["most"], HOLDING["now"])
+    await trio.sleep(seconds)
+    HOLDING["now"] -= 1
+    return len(data)
+
+
 async def missing() -> None:
     raise NotFound("nothing here")
 
@@ -38,7 +49,8 @@ async def crash() -> None:
 
 def methods() -> MethodTable:
     t = MethodTable()
-    for name, fn in [("echo", echo), ("nap", nap), ("missing", missing), ("crash", crash)]:
+    for name, fn in [("echo", echo), ("nap", nap), ("hold", hold), ("missing", missing),
+                     ("crash", crash)]:
         t.add(name, fn)
     return t
 
@@ -252,3 +264,21 @@ async def test_client_reconnects_after_the_server_restarts():
         async with serving(address=f"unix://{path}") as (address, _):
             assert await client.call(address, "echo", 3) == 3
     os.unlink(path)
+
+
+@trio_test
+async def test_request_memory_budget_throttles_instead_of_failing():
+    HOLDING.update(now=0, most=0)
+    limits = Limits(max_request_memory=1 << 20)
+    async with serving(limits) as (address, server), RpcClient(SECRET) as client:
+        results: list[int] = []
+
+        async def one() -> None:
+            results.append(await client.call(address, "hold", b"m" * 600_000, 0.1))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(one)
+        assert results == [600_000] * 6  # nobody was refused
+        assert HOLDING["most"] == 1      # but two 600 kB requests never ran at once
+        assert server.budget.in_use == 0

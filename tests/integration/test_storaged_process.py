@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -189,11 +190,14 @@ def test_a_corrupted_chunk_file_is_detected_and_never_served(storaged, secret):
     assert call(server.address, secret, "chunk.get", cid) == data
 
 
-def test_sigterm_stops_cleanly_and_releases_the_directory(storaged, secret):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_cleanly_and_release_the_directory(storaged, secret, signum):
     server = storaged()
     call(server.address, secret, "chunk.put", chunk_id(b"kept"), b"kept")
-    assert server.terminate() == 0
-    assert "stopping" in server.read_log() and "stopped" in server.read_log()
+    server.proc.send_signal(signum)
+    assert server.proc.wait(20) == 0
+    assert f"received {signum.name}, stopping" in server.read_log()
+    assert "stopped" in server.read_log()
     again = StoragedProcess(server.data_dir, server.secret_file).start()
     try:
         assert call(again.address, secret, "chunk.get", chunk_id(b"kept")) == b"kept"
