@@ -41,10 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "as these flags) and are overridden by flags. Stops cleanly on SIGTERM or "
                     "SIGINT: requests in progress finish first.", epilog=EPILOG)
     p.add_argument("--config", metavar="FILE", help="TOML config file")
+    p.add_argument("--roles", metavar="ROLES",
+                   help="chunk, meta, or chunk,meta (default chunk)")
     p.add_argument("--listen", action="append", metavar="ADDR",
                    help="tcp://HOST:PORT or unix:///PATH; repeat for several "
                         "(default tcp://127.0.0.1:7700; port 0 lets the kernel pick)")
-    p.add_argument("--data-dir", metavar="DIR", help="where chunks are stored (required)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where chunks (and, by default, the meta database) are stored (required)")
+    p.add_argument("--meta-db", metavar="FILE",
+                   help="the meta role's SQLite database (default DATA_DIR/meta.db)")
+    p.add_argument("--meta", metavar="ADDR",
+                   help="the meta role's address: a chunk server sends it heartbeats")
+    p.add_argument("--advertise", metavar="ADDR",
+                   help="the address clients should use for this chunk server "
+                        "(default: the first --listen address as bound)")
+    p.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
+                   help="seconds between heartbeats to the meta role (default 2)")
+    p.add_argument("--heartbeat-timeout", type=float, metavar="SECONDS",
+                   help="meta role: a chunk server silent this long is down (default 10)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
     p.add_argument("--capacity", metavar="SIZE",

@@ -40,10 +40,19 @@ def parse_size(value: str | int) -> int:
     return int(float(number) * _UNITS[(unit or "").lower()])
 
 
+ROLES = ("chunk", "meta")
+
+
 @dataclass
 class StoragedConfig:
+    roles: list[str] = field(default_factory=lambda: ["chunk"])
     listen: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:7700"])
+    advertise: str = ""
     data_dir: str = ""
+    meta_db: str = ""
+    meta: str = ""
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 10.0
     secret_file: str = ""
     capacity: int | None = None
     reserve: int = 64 * 2**20
@@ -74,6 +83,8 @@ class StoragedConfig:
                 value = parse_size(value)
             if key == "listen" and isinstance(value, str):
                 value = [value]
+            if key == "roles" and isinstance(value, str):
+                value = [r.strip() for r in value.split(",") if r.strip()]
             setattr(self, key, value)
 
     def validate(self) -> None:
@@ -89,6 +100,16 @@ class StoragedConfig:
                 parse_address(address)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if not self.roles or set(self.roles) - set(ROLES):
+            raise ConfigError(f"roles must be a non-empty subset of {', '.join(ROLES)}")
+        for address in filter(None, (self.meta, self.advertise)):
+            try:
+                parse_address(address)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.heartbeat_interval <= 0 or self.heartbeat_timeout <= 0:
+            raise ConfigError("heartbeat_interval and heartbeat_timeout must be positive "
+                              "(the timeout should be several intervals of the chunk servers)")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:

@@ -1,23 +1,30 @@
-"""Run a storaged process: open the store, listen, serve until SIGTERM or SIGINT.
+"""Run a storaged process: open its roles' state, listen, serve until SIGTERM or SIGINT.
 
-Stopping is clean: listeners close, requests already running finish (disk work in worker
-threads cannot be interrupted half-way anyway), then the store's lock is released.
+A process runs the chunk role, the meta role, or both (``--roles chunk,meta``). Stopping is
+clean: listeners close, requests already running finish (disk and database work in worker
+threads cannot be interrupted half-way anyway), then the stores are closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from . import __version__
 from .chunk.service import ChunkService
 from .chunk.store import ChunkStore
 from .config import StoragedConfig
-from .rpc import auth
+from .meta.db import open_database
+from .meta.service import MetaService
+from .rpc import RpcClient, RpcError, auth
 from .rpc.address import bound_address, open_listener, parse_address
 from .rpc.methods import MethodTable
 from .rpc.server import RpcServer
@@ -27,18 +34,38 @@ log = logging.getLogger("storaged")
 
 def run(config: StoragedConfig) -> None:
     secret = auth.load_secret(config.secret_file)
-    store = ChunkStore(config.data_dir, capacity=config.capacity, reserve=config.reserve)
-    store.open()
-    try:
-        trio.run(_serve, config, store, secret)
-    finally:
-        store.close()
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        chunk = meta = None
+        if "chunk" in config.roles:
+            store = ChunkStore(config.data_dir, capacity=config.capacity, reserve=config.reserve)
+            store.open()
+            stack.callback(store.close)
+            chunk = ChunkService(store, zone=config.zone)
+        if "meta" in config.roles:
+            conn = open_database(config.meta_db or Path(config.data_dir) / "meta.db")
+            stack.callback(conn.close)
+            meta = MetaService(conn, heartbeat_timeout=config.heartbeat_timeout)
+        trio.run(_serve, config, secret, chunk, meta)
     log.info("stopped")
 
 
-async def _serve(config: StoragedConfig, store: ChunkStore, secret: bytes) -> None:
+async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | None,
+                 meta: MetaService | None) -> None:
     table = MethodTable()
-    ChunkService(store, zone=config.zone).register(table)
+    started = time.monotonic()
+    for service in (chunk, meta):
+        if service is not None:
+            service.register(table)
+
+    async def health() -> dict[str, Any]:
+        info: dict[str, Any] = {"status": "ok", "roles": config.roles, "version": __version__,
+                                "uptime_seconds": round(time.monotonic() - started, 3)}
+        if chunk is not None:
+            info.update(chunk.health_info())
+        return info
+
+    table.add("health", health)
     server = RpcServer(table, secret, config.limits())
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         requested = [parse_address(a) for a in config.listen]
@@ -46,13 +73,39 @@ async def _serve(config: StoragedConfig, store: ChunkStore, secret: bytes) -> No
         addresses = [str(bound_address(l, a)) for l, a in zip(listeners, requested)]
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, listeners)
+            server_id = chunk.store.server_id if chunk is not None else ""
             if config.address_file:
-                _write_address_file(config.address_file, addresses, store.server_id)
-            log.info("serving chunk role id=%s on %s", store.server_id, " ".join(addresses))
+                _write_address_file(config.address_file, addresses, server_id)
+            log.info("serving roles %s on %s", ",".join(config.roles), " ".join(addresses))
+            if meta is not None:
+                nursery.start_soon(meta.run_liveness)
+            if chunk is not None and config.meta:
+                advertised = config.advertise or addresses[0]
+                nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised)
             async for signum in signals:
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkService,
+                           address: str) -> None:
+    """Tell the meta role we are alive, how full we are, and where to reach us."""
+    registered = False
+    async with RpcClient(secret, timeout=config.heartbeat_interval * 2) as client:
+        while True:
+            try:
+                usage = (await chunk.usage())
+                await client.call(config.meta, "cluster.heartbeat", chunk.store.server_id,
+                                  address, config.zone, usage)
+                if not registered:
+                    log.info("registered with the meta role at %s", config.meta)
+                registered = True
+            except RpcError as exc:
+                if registered:
+                    log.warning("heartbeat to %s failed: %s", config.meta, exc)
+                registered = False
+            await trio.sleep(config.heartbeat_interval)
 
 
 def _write_address_file(path: str, addresses: list[str], server_id: str) -> None:

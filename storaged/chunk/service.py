@@ -7,12 +7,10 @@ in flight stays predictable.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import trio
 
-from .. import __version__
 from ..rpc.methods import MethodTable
 from .store import ChunkStore
 
@@ -23,7 +21,6 @@ class ChunkService:
     def __init__(self, store: ChunkStore, *, zone: str = "") -> None:
         self.store = store
         self.zone = zone
-        self.started = time.monotonic()
         self._disk = trio.CapacityLimiter(DISK_THREADS)
 
     def register(self, table: MethodTable) -> None:
@@ -34,7 +31,6 @@ class ChunkService:
         table.add("chunk.delete", self.delete)
         table.add("chunk.list", self.list)
         table.add("chunk.usage", self.usage)
-        table.add("health", self.health)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
@@ -63,13 +59,6 @@ class ChunkService:
         usage = await self._run(self.store.usage)
         return usage.as_dict()
 
-    async def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "role": "chunk",
-            "server_id": self.store.server_id,
-            "zone": self.zone,
-            "version": __version__,
-            "uptime_seconds": round(time.monotonic() - self.started, 3),
-            "corrupted_found": self.store.corrupted_found,
-        }
+    def health_info(self) -> dict[str, Any]:
+        return {"server_id": self.store.server_id, "zone": self.zone,
+                "corrupted_found": self.store.corrupted_found}

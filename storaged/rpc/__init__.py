@@ -5,14 +5,14 @@ The wire protocol, methods and error codes are documented in docs/rpc.md.
 
 from .address import Address, parse_address
 from .client import RpcClient, open_client
-from .errors import (AuthFailed, Busy, Corrupted, HashMismatch, Internal, InvalidArgument,
+from .errors import (AuthFailed, Busy, Corrupted, FsError, HashMismatch, Internal, InvalidArgument,
                      InvalidRequest, MethodNotFound, NoSpace, NotFound, RemoteError, RpcError,
                      Timeout, Unauthenticated, Unavailable)
 from .methods import MethodTable
 from .server import Limits, RpcServer
 
 __all__ = [
-    "Address", "AuthFailed", "Busy", "Corrupted", "HashMismatch", "Internal", "InvalidArgument",
+    "Address", "AuthFailed", "Busy", "Corrupted", "FsError", "HashMismatch", "Internal", "InvalidArgument",
     "InvalidRequest", "Limits", "MethodNotFound", "MethodTable", "NoSpace", "NotFound",
     "RemoteError", "RpcClient", "RpcError", "RpcServer", "Timeout", "Unauthenticated",
     "Unavailable", "open_client", "parse_address",

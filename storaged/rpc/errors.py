@@ -7,6 +7,8 @@ never compares strings. Codes are part of the protocol: add new ones, never rena
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 
@@ -100,6 +102,19 @@ class Timeout(Unavailable):
     code = "TIMEOUT"
 
 
+class FsError(RpcError):
+    """A filesystem error with a POSIX errno; the wire code is the errno's name ("ENOENT").
+
+    The FUSE layer hands ``errno`` straight to the kernel, so the application sees exactly
+    what the meta role decided.
+    """
+
+    def __init__(self, errno_value: int, message: str = "") -> None:
+        self.errno = errno_value
+        self.code = errno.errorcode.get(errno_value, "EIO")
+        super().__init__(message or os.strerror(errno_value))
+
+
 class RemoteError(RpcError):
     """An error whose code this client does not know (a newer server, a foreign peer)."""
 
@@ -117,10 +132,17 @@ _BY_CODE: dict[str, type[RpcError]] = {
 }
 
 
+_ERRNO_BY_NAME = {name: value for value, name in errno.errorcode.items()}
+
+
 def error_from_wire(error: Any) -> RpcError:
     """Rebuild the matching exception from a response's error slot (any peer's shape)."""
     if isinstance(error, dict) and isinstance(error.get("code"), str):
         code, message = error["code"], str(error.get("message", ""))
         cls = _BY_CODE.get(code)
-        return cls(message) if cls is not None else RemoteError(code, message)
+        if cls is not None:
+            return cls(message)
+        if code in _ERRNO_BY_NAME:
+            return FsError(_ERRNO_BY_NAME[code], message)
+        return RemoteError(code, message)
     return RemoteError("REMOTE", repr(error))

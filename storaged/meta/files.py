@@ -1,0 +1,134 @@
+"""File contents in metadata: chunk maps, sizes, truncation, quota, and setattr.
+
+A file's bytes are described by rows (idx, chunk_id, length): piece ``idx`` of the file is
+the first ``length`` bytes of that chunk; anything past ``length`` in the piece, and any
+piece without a row, reads as zeros. So truncation and holes are metadata-only changes.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import stat
+from typing import Any
+
+from ..chunk.ids import is_chunk_id
+from ..rpc.errors import FsError
+from .namespace import Attr, getattr_, now_ns
+
+MAX_FILE_SIZE = 1 << 50  # 1 PiB: far past anything real, well inside SQLite's integers
+
+
+def _volume_row(conn: sqlite3.Connection, ino: int) -> tuple[int, int, int, int]:
+    row = conn.execute("SELECT v.id, v.chunk_size, v.capacity, v.used_bytes FROM volumes v "
+                       "JOIN inodes i ON i.volume = v.id WHERE i.id=?", (ino,)).fetchone()
+    if row is None:
+        raise FsError(errno.ENOENT, f"no inode {ino}")
+    return row
+
+
+def _charge(conn: sqlite3.Connection, ino: int, volume: int, capacity: int, used: int,
+            delta: int) -> None:
+    """Move ``delta`` stored bytes onto the inode and its volume, refusing past the quota."""
+    if delta > 0 and used + delta > capacity:
+        raise FsError(errno.ENOSPC, f"volume is full: {used} of {capacity} bytes used, "
+                                    f"{delta} more needed")
+    conn.execute("UPDATE inodes SET stored=stored+? WHERE id=?", (delta, ino))
+    conn.execute("UPDATE volumes SET used_bytes=used_bytes+? WHERE id=?", (delta, volume))
+
+
+def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int) -> list[list[Any]]:
+    """Rows for pieces first..last inclusive: [[idx, chunk_id, length], ...]."""
+    return [list(r) for r in conn.execute(
+        "SELECT idx, chunk_id, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ? "
+        "ORDER BY idx", (ino, first, last))]
+
+
+def commit(conn: sqlite3.Connection, ino: int, size: int, pieces: list[list[Any]],
+           mtime_ns: int | None = None) -> Attr:
+    """Record written pieces (already durable on their chunk servers) and the file's size.
+
+    The size only grows here (shrinking is setattr's job), so two mounts committing writes
+    in either order end with the larger size, as a local filesystem would.
+    """
+    attr = getattr_(conn, ino)
+    if not stat.S_ISREG(attr["mode"]):
+        raise FsError(errno.EINVAL, f"inode {ino} is not a regular file")
+    if not 0 <= size <= MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG, f"file size {size} is out of range")
+    volume, chunk_size, capacity, used = _volume_row(conn, ino)
+    delta = 0
+    for piece in pieces:
+        if (not isinstance(piece, list) or len(piece) != 3 or type(piece[0]) is not int
+                or not is_chunk_id(piece[1]) or type(piece[2]) is not int):
+            raise FsError(errno.EINVAL, f"malformed piece {piece!r}: want [idx, chunk_id, length]")
+        idx, cid, length = piece
+        if not 0 <= idx <= MAX_FILE_SIZE // chunk_size or not 0 < length <= chunk_size:
+            raise FsError(errno.EINVAL, f"piece {idx} with length {length} is out of range")
+        old = conn.execute("SELECT length FROM chunks WHERE inode=? AND idx=?", (ino, idx)).fetchone()
+        delta += length - (old[0] if old else 0)
+        conn.execute("INSERT OR REPLACE INTO chunks (inode, idx, chunk_id, length) VALUES (?,?,?,?)",
+                     (ino, idx, cid, length))
+    _charge(conn, ino, volume, capacity, used, delta)
+    t = now_ns()
+    conn.execute("UPDATE inodes SET size=MAX(size, ?), mtime_ns=?, ctime_ns=? WHERE id=?",
+                 (size, mtime_ns if mtime_ns is not None else t, t, ino))
+    return getattr_(conn, ino)
+
+
+def truncate(conn: sqlite3.Connection, ino: int, size: int) -> None:
+    """Set the size; bytes past it are dropped from the chunk map (metadata only)."""
+    if not 0 <= size <= MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size} is out of range")
+    volume, chunk_size, capacity, used = _volume_row(conn, ino)
+    keep_whole = size // chunk_size  # pieces below this index are untouched
+    tail = size - keep_whole * chunk_size
+    freed = conn.execute("SELECT COALESCE(SUM(length), 0) FROM chunks WHERE inode=? AND idx>?",
+                         (ino, keep_whole)).fetchone()[0]
+    conn.execute("DELETE FROM chunks WHERE inode=? AND idx>?", (ino, keep_whole))
+    row = conn.execute("SELECT length FROM chunks WHERE inode=? AND idx=?",
+                       (ino, keep_whole)).fetchone()
+    if row is not None:
+        if tail == 0:
+            conn.execute("DELETE FROM chunks WHERE inode=? AND idx=?", (ino, keep_whole))
+            freed += row[0]
+        elif row[0] > tail:
+            conn.execute("UPDATE chunks SET length=? WHERE inode=? AND idx=?", (tail, ino, keep_whole))
+            freed += row[0] - tail
+    _charge(conn, ino, volume, capacity, used, -freed)
+    conn.execute("UPDATE inodes SET size=? WHERE id=?", (size, ino))
+
+
+SETTABLE = {"mode", "uid", "gid", "size", "atime_ns", "mtime_ns"}
+
+
+def setattr_(conn: sqlite3.Connection, ino: int, changes: dict[str, Any]) -> Attr:
+    """chmod, chown, truncate, utimens; ctime always moves. A time of -1 means "now"."""
+    unknown = set(changes) - SETTABLE
+    if unknown:
+        raise FsError(errno.EINVAL, f"cannot set {sorted(unknown)}")
+    for key, value in changes.items():
+        if type(value) is not int:
+            raise FsError(errno.EINVAL, f"{key} must be an integer")
+    attr = getattr_(conn, ino)
+    t = now_ns()
+    if "size" in changes:
+        if stat.S_ISDIR(attr["mode"]):
+            raise FsError(errno.EISDIR, "cannot truncate a directory")
+        if not stat.S_ISREG(attr["mode"]):
+            raise FsError(errno.EINVAL, "only regular files can be truncated")
+        truncate(conn, ino, changes["size"])
+        if changes["size"] != attr["size"]:
+            conn.execute("UPDATE inodes SET mtime_ns=? WHERE id=?", (t, ino))
+    if "mode" in changes:
+        mode = (attr["mode"] & ~0o7777) | (changes["mode"] & 0o7777)
+        conn.execute("UPDATE inodes SET mode=? WHERE id=?", (mode, ino))
+    for key in ("uid", "gid"):
+        if key in changes:
+            conn.execute(f"UPDATE inodes SET {key}=? WHERE id=?", (changes[key], ino))
+    for key in ("atime_ns", "mtime_ns"):
+        if key in changes:
+            value = t if changes[key] == -1 else changes[key]
+            conn.execute(f"UPDATE inodes SET {key}=? WHERE id=?", (value, ino))
+    conn.execute("UPDATE inodes SET ctime_ns=? WHERE id=?", (t, ino))
+    return getattr_(conn, ino)

@@ -1,0 +1,133 @@
+"""The meta database, documented column by column. This file is the one place it is described.
+
+Every mutating filesystem operation is one SQLite transaction (``BEGIN IMMEDIATE`` ...
+``COMMIT``) in WAL mode with ``synchronous=FULL``: when the meta role answers, the change is
+on disk, and a crash at any point leaves the database as before or after the operation.
+Times are integer nanoseconds since the epoch, taken from the meta server's clock unless a
+client sets them explicitly (utimens), so two mounts never disagree about "now".
+
+volumes — one row per volume (a CSI volume, a mount target)
+    id           integer key
+    name         unique name (the CSI volume id / what `shoal mount` takes)
+    capacity     quota in bytes: writes that would store more fail with ENOSPC
+    replicas     R: each chunk is written to R distinct chunk servers
+    chunk_size   bytes per chunk; file offset o lives in chunk o // chunk_size
+    root         the inode id of the volume's root directory
+    used_bytes   bytes the volume's chunk maps reference (sum of inodes.stored); holes and
+                 replicas are not counted, so `df` shows what users wrote
+    used_inodes  number of inodes in the volume
+    created_ns   creation time
+    params       JSON text: the parameters the volume was created with (StorageClass)
+
+inodes — files, directories, symlinks, fifos, sockets, devices
+    id           inode number (AUTOINCREMENT: never reused, so a stale handle never reaches
+                 a different file)
+    volume       owning volume
+    mode         st_mode: type bits and permission bits
+    uid, gid     owner
+    nlink        hard links: dentries pointing here, plus 1 ('.') and 1 per subdirectory
+                 ('..') for directories. An inode with nlink 0 is an orphan: unlinked but
+                 maybe still open somewhere; removed by `forget`
+    size         st_size in bytes
+    stored       bytes referenced by this inode's chunk rows (for quota and st_blocks)
+    atime_ns, mtime_ns, ctime_ns   timestamps
+    rdev         device number for character and block devices, else 0
+    target       symlink target bytes, NULL for other types
+
+dentries — directory entries
+    id           integer key; also the readdir cookie: listing a directory goes by id, so
+                 entries added or removed during a listing never make it skip or repeat one
+    parent       the directory's inode
+    name         the entry's name, bytes (1..255, no '/', no NUL)
+    inode        the inode it names
+
+xattrs — extended attributes
+    inode, name (bytes), value (bytes)
+
+chunks — the chunk map: which chunk holds each chunk_size piece of a file
+    inode        the file
+    idx          piece number: bytes [idx*chunk_size, (idx+1)*chunk_size)
+    chunk_id     BLAKE3 id of the chunk's content (on R chunk servers)
+    length       valid bytes of the chunk for this file; bytes past it read as zeros. A
+                 truncate shortens this instead of rewriting the chunk. No row: a hole
+
+servers — the cluster map
+    id           the chunk server's server-id (from its data directory)
+    address      where it listens
+    zone         failure domain
+    capacity, used, free   bytes, as last reported
+    chunks       chunk count, as last reported
+    last_seen_ns time of the last heartbeat; a server silent for longer than the heartbeat
+                 timeout is down
+    state        'up' or 'down' as last decided by the liveness check
+"""
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta_info (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    capacity INTEGER NOT NULL,
+    replicas INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    root INTEGER NOT NULL,
+    used_bytes INTEGER NOT NULL DEFAULT 0,
+    used_inodes INTEGER NOT NULL DEFAULT 0,
+    created_ns INTEGER NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS inodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    volume INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    nlink INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    stored INTEGER NOT NULL DEFAULT 0,
+    atime_ns INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    target BLOB
+);
+CREATE INDEX IF NOT EXISTS inodes_volume ON inodes(volume);
+CREATE TABLE IF NOT EXISTS dentries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL,
+    name BLOB NOT NULL,
+    inode INTEGER NOT NULL,
+    UNIQUE (parent, name)
+);
+CREATE INDEX IF NOT EXISTS dentries_inode ON dentries(inode);
+CREATE TABLE IF NOT EXISTS xattrs (
+    inode INTEGER NOT NULL,
+    name BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (inode, name)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    inode INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    chunk_id TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    PRIMARY KEY (inode, idx)
+);
+CREATE INDEX IF NOT EXISTS chunks_by_id ON chunks(chunk_id);
+CREATE TABLE IF NOT EXISTS servers (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    free INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+"""

@@ -1,0 +1,36 @@
+"""The cluster map: chunk servers, what they report in heartbeats, and whether they are up."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .namespace import now_ns
+
+_COLUMNS = "id, address, zone, capacity, used, free, chunks, last_seen_ns, state"
+
+
+def heartbeat(conn: sqlite3.Connection, server_id: str, address: str, zone: str,
+              usage: dict[str, int]) -> bool:
+    """Record a heartbeat; True if the server was unknown or down until now."""
+    row = conn.execute("SELECT state FROM servers WHERE id=?", (server_id,)).fetchone()
+    conn.execute(
+        "INSERT OR REPLACE INTO servers (id, address, zone, capacity, used, free, chunks, "
+        "last_seen_ns, state) VALUES (?,?,?,?,?,?,?,?, 'up')",
+        (server_id, address, zone, int(usage.get("capacity", 0)), int(usage.get("used", 0)),
+         int(usage.get("free", 0)), int(usage.get("chunks", 0)), now_ns()))
+    return row is None or row[0] != "up"
+
+
+def mark_silent_down(conn: sqlite3.Connection, timeout_ns: int) -> list[str]:
+    """Servers whose last heartbeat is older than the timeout become down; returns their ids."""
+    cutoff = now_ns() - timeout_ns
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM servers WHERE state='up' AND last_seen_ns < ?", (cutoff,))]
+    conn.executemany("UPDATE servers SET state='down' WHERE id=?", [(i,) for i in ids])
+    return ids
+
+
+def list_all(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    keys = [c.strip() for c in _COLUMNS.split(",")]
+    return [dict(zip(keys, r)) for r in conn.execute(f"SELECT {_COLUMNS} FROM servers ORDER BY id")]

@@ -1,0 +1,148 @@
+"""The meta role's RPC methods. Each call is one SQLite transaction in one dedicated thread.
+
+One thread, because SQLite has one writer anyway and a single thread makes every
+operation strictly serial: no two transactions ever interleave, so the namespace code needs
+no locking of its own. (Batching several calls into one commit is the obvious next step
+for metadata speed; it is not done yet.)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..rpc.methods import MethodTable
+from . import files, namespace, servers, volumes, xattrs
+from .db import transaction
+
+log = logging.getLogger("storaged.meta")
+
+READDIR_MAX = 1000
+
+
+class MetaService:
+    def __init__(self, conn: sqlite3.Connection, *, heartbeat_timeout: float = 10.0) -> None:
+        self.conn = conn
+        self.heartbeat_timeout = heartbeat_timeout
+        self._db = trio.CapacityLimiter(1)
+
+    async def _tx(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
+            with transaction(self.conn):
+                return fn(self.conn, *args)
+        return await trio.to_thread.run_sync(run, limiter=self._db)
+
+    def register(self, table: MethodTable) -> None:
+        for name in ("volume_create", "volume_get", "volume_list", "volume_delete",
+                     "volume_resize", "volume_statfs", "fs_lookup", "fs_getattr", "fs_setattr",
+                     "fs_mknod", "fs_link", "fs_unlink", "fs_rmdir", "fs_rename", "fs_readdir",
+                     "fs_readlink", "fs_forget", "fs_getxattr", "fs_setxattr", "fs_listxattr",
+                     "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
+                     "cluster_servers"):
+            table.add(name.replace("_", ".", 1), getattr(self, name))
+
+    async def run_liveness(self, interval: float = 1.0) -> None:
+        """Mark servers down when their heartbeats stop; they come back up on the next one."""
+        while True:
+            gone = await self._tx(servers.mark_silent_down, int(self.heartbeat_timeout * 1e9))
+            for server_id in gone:
+                log.warning("chunk server %s is down: no heartbeat for %.0fs", server_id,
+                            self.heartbeat_timeout)
+            await trio.sleep(interval)
+
+    # -- volumes ------------------------------------------------------------------------
+
+    async def volume_create(self, name: str, capacity: int, replicas: int, chunk_size: int,
+                            params: dict | None = None) -> dict:
+        return await self._tx(volumes.create, name, capacity, replicas, chunk_size, params)
+
+    async def volume_get(self, name: str) -> dict:
+        return await self._tx(volumes.get, name)
+
+    async def volume_list(self) -> list:
+        return await self._tx(volumes.list_all)
+
+    async def volume_delete(self, name: str) -> bool:
+        return await self._tx(volumes.delete, name)
+
+    async def volume_resize(self, name: str, capacity: int) -> dict:
+        return await self._tx(volumes.resize, name, capacity)
+
+    async def volume_statfs(self, volume_id: int) -> dict:
+        return await self._tx(volumes.statfs, volume_id)
+
+    # -- namespace ----------------------------------------------------------------------
+
+    async def fs_lookup(self, parent: int, name: bytes) -> dict:
+        return await self._tx(namespace.lookup, parent, name)
+
+    async def fs_getattr(self, ino: int) -> dict:
+        return await self._tx(namespace.getattr_, ino)
+
+    async def fs_setattr(self, ino: int, changes: dict) -> dict:
+        return await self._tx(files.setattr_, ino, changes)
+
+    async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                       rdev: int = 0, target: bytes | None = None) -> dict:
+        return await self._tx(namespace.make_node, parent, name, mode, uid, gid, rdev, target)
+
+    async def fs_link(self, ino: int, new_parent: int, new_name: bytes) -> dict:
+        return await self._tx(namespace.link, ino, new_parent, new_name)
+
+    async def fs_unlink(self, parent: int, name: bytes) -> dict:
+        return await self._tx(namespace.unlink, parent, name)
+
+    async def fs_rmdir(self, parent: int, name: bytes) -> dict:
+        return await self._tx(namespace.rmdir, parent, name)
+
+    async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
+                        new_name: bytes, flags: int = 0) -> dict | None:
+        return await self._tx(namespace.rename, old_parent, old_name, new_parent, new_name, flags)
+
+    async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX) -> list:
+        return await self._tx(namespace.readdir, ino, after, max(1, min(limit, READDIR_MAX)))
+
+    async def fs_readlink(self, ino: int) -> bytes:
+        return await self._tx(namespace.readlink, ino)
+
+    async def fs_forget(self, inos: list) -> int:
+        def forget_all(conn: sqlite3.Connection) -> int:
+            return sum(namespace.forget(conn, i) for i in inos if type(i) is int)
+        return await self._tx(forget_all)
+
+    # -- xattrs -------------------------------------------------------------------------
+
+    async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
+        return await self._tx(xattrs.get, ino, name)
+
+    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        return await self._tx(xattrs.set_, ino, name, value, flags)
+
+    async def fs_listxattr(self, ino: int) -> list:
+        return await self._tx(xattrs.list_, ino)
+
+    async def fs_removexattr(self, ino: int, name: bytes) -> None:
+        return await self._tx(xattrs.remove, ino, name)
+
+    # -- file contents ------------------------------------------------------------------
+
+    async def fs_chunks(self, ino: int, first: int, last: int) -> list:
+        return await self._tx(files.chunk_map, ino, first, last)
+
+    async def fs_commit(self, ino: int, size: int, pieces: list, mtime_ns: int | None = None) -> dict:
+        return await self._tx(files.commit, ino, size, pieces, mtime_ns)
+
+    # -- cluster map --------------------------------------------------------------------
+
+    async def cluster_heartbeat(self, server_id: str, address: str, zone: str, usage: dict) -> bool:
+        back = await self._tx(servers.heartbeat, server_id, address, zone, usage)
+        if back:
+            log.info("chunk server %s at %s (zone %s) is up", server_id, address, zone or "-")
+        return True
+
+    async def cluster_servers(self) -> list:
+        return await self._tx(servers.list_all)

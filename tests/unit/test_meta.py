@@ -1,0 +1,257 @@
+"""The meta role's rules on a real SQLite database: one transaction per call, as served."""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+import pytest
+
+from storaged.chunk.ids import chunk_id
+from storaged.meta import files, namespace, servers, volumes, xattrs
+from storaged.meta.db import open_database, transaction
+from storaged.rpc.errors import FsError
+
+DIR, FILE = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644
+CS = 64 * 1024
+
+
+class Meta:
+    def __init__(self, path) -> None:
+        self.conn = open_database(path)
+
+    def __call__(self, fn, *args):
+        with transaction(self.conn):
+            return fn(self.conn, *args)
+
+
+@pytest.fixture
+def meta(tmp_path):
+    m = Meta(tmp_path / "meta.db")
+    yield m
+    m.conn.close()
+
+
+@pytest.fixture
+def vol(meta):
+    return meta(volumes.create, "vol1", 10 * CS, 2, CS)
+
+
+def fails(code, fn, *args):
+    with pytest.raises(FsError) as info:
+        fn(*args)
+    assert info.value.errno == code, info.value
+    return info.value
+
+
+def mk(meta, parent, name, mode=FILE, uid=0, gid=0):
+    return meta(namespace.make_node, parent, name, mode, uid, gid)
+
+
+def test_volume_life_cycle_and_validation(meta, vol):
+    root = meta(namespace.getattr_, vol["root"])
+    assert stat.S_ISDIR(root["mode"]) and root["nlink"] == 2
+    assert vol["capacity"] == 10 * CS and vol["replicas"] == 2 and vol["used_inodes"] == 1
+    fails(errno.EEXIST, meta, volumes.create, "vol1", CS, 1, CS)
+    for bad in [("bad name", CS, 1, CS), ("v", 0, 1, CS), ("v", CS, 0, CS), ("v", CS, 1, 3000)]:
+        fails(errno.EINVAL, meta, volumes.create, *bad)
+    assert [v["name"] for v in meta(volumes.list_all)] == ["vol1"]
+    assert meta(volumes.resize, "vol1", 20 * CS)["capacity"] == 20 * CS
+    mk(meta, vol["root"], b"f")
+    assert meta(volumes.delete, "vol1") is True
+    assert meta(volumes.delete, "vol1") is False
+    fails(errno.ENOENT, meta, volumes.get, "vol1")
+    assert meta.conn.execute("SELECT COUNT(*) FROM inodes").fetchone()[0] == 0
+
+
+def test_create_lookup_and_directory_link_counts(meta, vol):
+    root = vol["root"]
+    before = meta(namespace.getattr_, root)
+    d = mk(meta, root, b"dir", DIR)
+    f = mk(meta, d["ino"], b"file", FILE, 1000, 1000)
+    assert meta(namespace.lookup, d["ino"], b"file") == f
+    assert f["uid"] == 1000 and f["nlink"] == 1 and f["size"] == 0
+    after = meta(namespace.getattr_, root)
+    assert after["nlink"] == 3 and after["mtime_ns"] >= before["mtime_ns"]
+    fails(errno.EEXIST, mk, meta, root, b"dir")
+    fails(errno.ENOENT, meta, namespace.lookup, root, b"nope")
+    fails(errno.ENOTDIR, mk, meta, f["ino"], b"x")
+    fails(errno.ENAMETOOLONG, mk, meta, root, b"n" * 256)
+    assert mk(meta, root, b"n" * 255)["nlink"] == 1
+    fails(errno.ENAMETOOLONG, meta, namespace.lookup, root, b"n" * 256)
+    assert meta(volumes.get, "vol1")["used_inodes"] == 4
+
+
+def test_setgid_directories_pass_on_their_group(meta, vol):
+    d = mk(meta, vol["root"], b"shared", DIR | stat.S_ISGID, 0, 500)
+    f = mk(meta, d["ino"], b"f", FILE, 1000, 1000)
+    sub = mk(meta, d["ino"], b"sub", DIR, 1000, 1000)
+    assert f["gid"] == 500 and sub["gid"] == 500 and sub["mode"] & stat.S_ISGID
+    assert not f["mode"] & stat.S_ISGID
+
+
+def test_unlink_makes_an_orphan_that_forget_removes(meta, vol):
+    root = vol["root"]
+    f = mk(meta, root, b"f")
+    meta(namespace.link, f["ino"], root, b"g")
+    assert meta(namespace.getattr_, f["ino"])["nlink"] == 2
+    assert meta(namespace.unlink, root, b"f")["nlink"] == 1
+    assert meta(namespace.forget, f["ino"]) is False  # still linked
+    assert meta(namespace.unlink, root, b"g")["nlink"] == 0
+    assert meta(namespace.getattr_, f["ino"])["nlink"] == 0  # open files keep working
+    assert meta(namespace.forget, f["ino"]) is True
+    fails(errno.ENOENT, meta, namespace.getattr_, f["ino"])
+    d = mk(meta, root, b"d", DIR)
+    fails(errno.EISDIR, meta, namespace.unlink, root, b"d")
+    fails(errno.EPERM, meta, namespace.link, d["ino"], root, b"d2")
+    fails(errno.ENOENT, meta, namespace.unlink, root, b"f")
+
+
+def test_rmdir_rules(meta, vol):
+    root = vol["root"]
+    d = mk(meta, root, b"d", DIR)
+    mk(meta, d["ino"], b"inner")
+    fails(errno.ENOTEMPTY, meta, namespace.rmdir, root, b"d")
+    meta(namespace.unlink, d["ino"], b"inner")
+    mk(meta, root, b"file")
+    fails(errno.ENOTDIR, meta, namespace.rmdir, root, b"file")
+    assert meta(namespace.rmdir, root, b"d")["nlink"] == 0
+    assert meta(namespace.getattr_, root)["nlink"] == 2
+    fails(errno.ENOENT, mk, meta, d["ino"], b"late")  # a removed directory takes no entries
+
+
+def test_rename_over_files_and_directories(meta, vol):
+    root = vol["root"]
+    a, b = mk(meta, root, b"a"), mk(meta, root, b"b")
+    replaced = meta(namespace.rename, root, b"a", root, b"b")
+    assert replaced["ino"] == b["ino"] and replaced["nlink"] == 0
+    assert meta(namespace.lookup, root, b"b")["ino"] == a["ino"]
+    fails(errno.ENOENT, meta, namespace.lookup, root, b"a")
+
+    d1, d2 = mk(meta, root, b"d1", DIR), mk(meta, root, b"d2", DIR)
+    mk(meta, d2["ino"], b"x")
+    fails(errno.ENOTEMPTY, meta, namespace.rename, root, b"d1", root, b"d2")
+    fails(errno.ENOTDIR, meta, namespace.rename, root, b"d1", root, b"b")
+    fails(errno.EISDIR, meta, namespace.rename, root, b"b", root, b"d1")
+    fails(errno.EINVAL, meta, namespace.rename, root, b"d2", d2["ino"], b"inside")
+    meta(namespace.unlink, d2["ino"], b"x")
+    assert meta(namespace.rename, root, b"d1", root, b"d2")["ino"] == d2["ino"]
+    assert meta(namespace.getattr_, root)["nlink"] == 3  # d2 replaced by d1: one subdir
+
+    sub = mk(meta, root, b"sub", DIR)
+    meta(namespace.rename, root, b"d2", sub["ino"], b"moved")
+    assert meta(namespace.getattr_, root)["nlink"] == 3
+    assert meta(namespace.getattr_, sub["ino"])["nlink"] == 3
+
+
+def test_rename_noreplace_exchange_and_hard_link_noop(meta, vol):
+    root = vol["root"]
+    f, d = mk(meta, root, b"f"), mk(meta, root, b"d", DIR)
+    fails(errno.EEXIST, meta, namespace.rename, root, b"f", root, b"d", namespace.RENAME_NOREPLACE)
+    other = mk(meta, root, b"other", DIR)
+    meta(namespace.rename, root, b"f", root, b"d", namespace.RENAME_EXCHANGE)
+    assert meta(namespace.lookup, root, b"d")["ino"] == f["ino"]
+    assert meta(namespace.lookup, root, b"f")["ino"] == d["ino"]
+    # exchanging a directory into another parent moves a '..' with it
+    meta(namespace.rename, root, b"f", other["ino"], b"z", 0)
+    g = mk(meta, root, b"g")
+    meta(namespace.rename, root, b"g", other["ino"], b"z", namespace.RENAME_EXCHANGE)
+    assert meta(namespace.getattr_, other["ino"])["nlink"] == 2  # its subdir left
+    assert meta(namespace.getattr_, root)["nlink"] == 4  # 'other' and the directory that came
+    fails(errno.ENOENT, meta, namespace.rename, root, b"d", root, b"missing", namespace.RENAME_EXCHANGE)
+    meta(namespace.link, g["ino"], root, b"g2")  # g now lives in other/z and root/g2
+    assert meta(namespace.rename, other["ino"], b"z", root, b"g2") is None
+    assert meta(namespace.getattr_, g["ino"])["nlink"] == 2
+
+
+def test_readdir_cookies_survive_changes_during_a_listing(meta, vol):
+    root = vol["root"]
+    names = [f"f{i:03d}".encode() for i in range(50)]
+    for n in names:
+        mk(meta, root, n)
+    page = meta(namespace.readdir, root, 0, 20)
+    assert [e[0] for e in page] == names[:20]
+    assert page[0][1]["mode"] == FILE  # attributes come with the entries (readdirplus)
+    meta(namespace.unlink, root, b"f030")
+    meta(namespace.unlink, root, b"f005")  # already listed
+    mk(meta, root, b"late")
+    rest, after = [], page[-1][2]
+    while batch := meta(namespace.readdir, root, after, 7):
+        rest.extend(e[0] for e in batch)
+        after = batch[-1][2]
+    seen = [e[0] for e in page] + rest
+    assert len(seen) == len(set(seen))
+    assert b"f030" not in rest and b"late" in rest
+    assert set(seen) == set(names) - {b"f030"} | {b"late"}
+
+
+def test_commit_quota_truncate_and_rollback(meta, vol):
+    root = vol["root"]
+    f = mk(meta, root, b"f")
+    ino = f["ino"]
+    c1, c2 = chunk_id(b"one"), chunk_id(b"two")
+    attr = meta(files.commit, ino, 2 * CS, [[0, c1, CS], [1, c2, CS]])
+    assert attr["size"] == 2 * CS and attr["stored"] == 2 * CS
+    assert meta(volumes.get, "vol1")["used_bytes"] == 2 * CS
+    assert meta(files.chunk_map, ino, 0, 10) == [[0, c1, CS], [1, c2, CS]]
+    # the size never shrinks through commit
+    assert meta(files.commit, ino, 10, [[0, c2, CS]])["size"] == 2 * CS
+    # a commit past the quota changes nothing at all
+    fails(errno.ENOSPC, meta, files.commit, ino, 11 * CS, [[i, c1, CS] for i in range(2, 11)])
+    assert meta(files.chunk_map, ino, 0, 20) == [[0, c2, CS], [1, c2, CS]]
+    # a malformed piece after a good one rolls the good one back too
+    fails(errno.EINVAL, meta, files.commit, ino, 3 * CS, [[2, c1, CS], [3, "nope", 1]])
+    assert meta(files.chunk_map, ino, 2, 3) == []
+    # truncate into the middle of piece 0: piece 1 dropped, piece 0 shortened, space freed
+    attr = meta(files.setattr_, ino, {"size": 100})
+    assert attr["size"] == 100 and attr["stored"] == 100
+    assert meta(files.chunk_map, ino, 0, 10) == [[0, c2, 100]]
+    assert meta(volumes.get, "vol1")["used_bytes"] == 100
+    attr = meta(files.setattr_, ino, {"size": 5 * CS})  # a hole: no space used
+    assert attr["size"] == 5 * CS and attr["stored"] == 100
+    assert meta(files.setattr_, ino, {"size": 0})["stored"] == 0
+    fails(errno.EISDIR, meta, files.setattr_, root, {"size": 0})
+
+
+def test_setattr_modes_owners_times(meta, vol):
+    f = mk(meta, vol["root"], b"f")
+    attr = meta(files.setattr_, f["ino"], {"mode": 0o4711, "uid": 7, "gid": 8,
+                                           "atime_ns": 1_000_000_001, "mtime_ns": 2_000_000_002})
+    assert attr["mode"] == stat.S_IFREG | 0o4711 and (attr["uid"], attr["gid"]) == (7, 8)
+    assert (attr["atime_ns"], attr["mtime_ns"]) == (1_000_000_001, 2_000_000_002)
+    assert attr["ctime_ns"] > f["ctime_ns"]
+    fails(errno.EINVAL, meta, files.setattr_, f["ino"], {"nlink": 5})
+    fails(errno.EINVAL, meta, files.setattr_, f["ino"], {"uid": "root"})
+
+
+def test_xattr_flags(meta, vol):
+    ino = mk(meta, vol["root"], b"f")["ino"]
+    meta(xattrs.set_, ino, b"user.a", b"1", 0)
+    fails(errno.EEXIST, meta, xattrs.set_, ino, b"user.a", b"2", xattrs.XATTR_CREATE)
+    fails(errno.ENODATA, meta, xattrs.set_, ino, b"user.b", b"2", xattrs.XATTR_REPLACE)
+    meta(xattrs.set_, ino, b"user.a", b"3", xattrs.XATTR_REPLACE)
+    assert meta(xattrs.get, ino, b"user.a") == b"3"
+    assert meta(xattrs.list_, ino) == [b"user.a"]
+    meta(xattrs.remove, ino, b"user.a")
+    fails(errno.ENODATA, meta, xattrs.get, ino, b"user.a")
+    fails(errno.ENODATA, meta, xattrs.remove, ino, b"user.a")
+
+
+def test_heartbeats_and_silence(meta):
+    assert meta(servers.heartbeat, "s1", "tcp://127.0.0.1:1", "z1", {"capacity": 10, "free": 5}) is True
+    assert meta(servers.heartbeat, "s1", "tcp://127.0.0.1:1", "z1", {"capacity": 10}) is False
+    assert meta(servers.mark_silent_down, 10**12) == []
+    assert meta(servers.mark_silent_down, 0) == ["s1"]
+    assert meta(servers.list_all)[0]["state"] == "down"
+    assert meta(servers.heartbeat, "s1", "tcp://127.0.0.1:1", "z1", {}) is True  # back up
+    assert meta(servers.list_all)[0]["state"] == "up"
+
+
+def test_database_survives_reopen(tmp_path):
+    first = Meta(tmp_path / "m.db")
+    vol = first(volumes.create, "v", CS, 1, CS)
+    mk(first, vol["root"], b"kept")
+    first.conn.close()
+    again = Meta(tmp_path / "m.db")
+    assert again(namespace.lookup, vol["root"], b"kept")["nlink"] == 1
+    assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
