@@ -7,7 +7,7 @@ import faulthandler
 
 import pytest
 
-from tests.helpers import StoragedProcess, make_secret
+from tests.helpers import LocalCluster, StoragedProcess, make_secret
 
 faulthandler.enable()
 
@@ -37,3 +37,13 @@ def storaged(tmp_path: Path, secret_file: Path) -> Iterator[Callable[..., Storag
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, secret_file: Path) -> Iterator[LocalCluster]:
+    """A meta role and 3 chunk servers (zones zone0..zone2), all registered and up."""
+    c = LocalCluster(tmp_path / "cluster", secret_file)
+    try:
+        yield c.start()
+    finally:
+        c.stop()

@@ -51,6 +51,12 @@ chunks — the chunk map: which chunk holds each chunk_size piece of a file
     length       valid bytes of the chunk for this file; bytes past it read as zeros. A
                  truncate shortens this instead of rewriting the chunk. No row: a hole
 
+bad_copies — copies a client found missing or corrupted, for repair to replace
+    chunk_id     the chunk
+    server_id    the server whose copy failed
+    reason       what the client saw (CORRUPTED, NOT_FOUND, ...)
+    reported_ns  when (the latest report wins)
+
 servers — the cluster map
     id           the chunk server's server-id (from its data directory)
     address      where it listens
@@ -119,6 +125,13 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (inode, idx)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_id ON chunks(chunk_id);
+CREATE TABLE IF NOT EXISTS bad_copies (
+    chunk_id TEXT NOT NULL,
+    server_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    reported_ns INTEGER NOT NULL,
+    PRIMARY KEY (chunk_id, server_id)
+);
 CREATE TABLE IF NOT EXISTS servers (
     id TEXT PRIMARY KEY,
     address TEXT NOT NULL,

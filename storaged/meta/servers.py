@@ -34,3 +34,14 @@ def mark_silent_down(conn: sqlite3.Connection, timeout_ns: int) -> list[str]:
 def list_all(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     keys = [c.strip() for c in _COLUMNS.split(",")]
     return [dict(zip(keys, r)) for r in conn.execute(f"SELECT {_COLUMNS} FROM servers ORDER BY id")]
+
+
+def report_bad_copy(conn: sqlite3.Connection, chunk_id: str, server_id: str, reason: str) -> None:
+    """Remember a copy a client could not use, so repair replaces it."""
+    conn.execute("INSERT OR REPLACE INTO bad_copies VALUES (?,?,?,?)",
+                 (chunk_id, server_id, reason[:200], now_ns()))
+
+
+def bad_copies(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [{"chunk_id": r[0], "server_id": r[1], "reason": r[2], "reported_ns": r[3]}
+            for r in conn.execute("SELECT * FROM bad_copies ORDER BY reported_ns")]

@@ -15,6 +15,8 @@ from typing import Any
 
 import trio
 
+from ..chunk.ids import is_chunk_id
+from ..rpc.errors import InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, namespace, servers, volumes, xattrs
 from .db import transaction
@@ -42,7 +44,7 @@ class MetaService:
                      "fs_mknod", "fs_link", "fs_unlink", "fs_rmdir", "fs_rename", "fs_readdir",
                      "fs_readlink", "fs_forget", "fs_getxattr", "fs_setxattr", "fs_listxattr",
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
-                     "cluster_servers"):
+                     "cluster_servers", "cluster_report_bad", "cluster_bad_copies"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -146,3 +148,13 @@ class MetaService:
 
     async def cluster_servers(self) -> list:
         return await self._tx(servers.list_all)
+
+    async def cluster_report_bad(self, chunk_id: str, server_id: str, reason: str) -> bool:
+        if not is_chunk_id(chunk_id):
+            raise InvalidArgument("chunk_id must be a chunk id")
+        log.warning("bad copy of chunk %s on server %s: %s", chunk_id, server_id, reason)
+        await self._tx(servers.report_bad_copy, chunk_id, server_id, reason)
+        return True
+
+    async def cluster_bad_copies(self) -> list:
+        return await self._tx(servers.bad_copies)

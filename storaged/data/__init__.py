@@ -1,0 +1,1 @@
+"""The data client: where chunks go, and writing and reading them on R chunk servers."""

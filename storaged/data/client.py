@@ -1,0 +1,153 @@
+"""Writing a chunk to R chunk servers, reading it back from any of them.
+
+A write succeeds once R servers acknowledged the chunk (each fsynced it before answering);
+a server that is down, full or failing is passed over for the next one in the placement
+order, and the write fails only when fewer than R usable servers remain. A read tries the
+servers in placement order, verifies the hash itself (a copy can also be damaged on the
+wire or in memory), and reports every bad copy it met to the meta role for repair.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+import trio
+
+from ..chunk.ids import chunk_id as compute_chunk_id
+from ..rpc import Corrupted, NotFound, RpcClient, RpcError, Unavailable
+from .placement import Server, placement_order
+
+log = logging.getLogger("storaged.data")
+
+HASH_IN_THREAD_ABOVE = 256 * 1024
+SUSPECT_SECONDS = 10.0  # how long a server that just failed is tried last
+
+
+class NotEnoughReplicas(Unavailable):
+    """Fewer than R chunk servers could take the chunk; nothing was acknowledged."""
+
+
+class ChunkUnavailable(Unavailable):
+    """No server returned a good copy of the chunk."""
+
+
+async def hash_chunk(data: bytes) -> str:
+    """BLAKE3 off the event loop for large chunks (it releases the GIL)."""
+    if len(data) > HASH_IN_THREAD_ABOVE:
+        return await trio.to_thread.run_sync(compute_chunk_id, data)
+    return compute_chunk_id(data)
+
+
+class DataClient:
+    def __init__(self, rpc: RpcClient, meta_address: str, *, refresh_seconds: float = 5.0,
+                 put_timeout: float = 60.0, get_timeout: float = 30.0) -> None:
+        self.rpc = rpc
+        self.meta = meta_address
+        self.refresh_seconds = refresh_seconds
+        self.put_timeout = put_timeout
+        self.get_timeout = get_timeout
+        self._servers: list[Server] = []
+        self._refreshed = -math.inf
+        self._suspect: dict[str, float] = {}
+        self._refresh_lock = trio.Lock()
+
+    # -- the cluster map ----------------------------------------------------------------
+
+    async def servers(self, force: bool = False) -> list[Server]:
+        async with self._refresh_lock:
+            if force or time.monotonic() - self._refreshed > self.refresh_seconds:
+                rows = await self.rpc.call(self.meta, "cluster.servers")
+                self._servers = [Server(r["id"], r["address"], r["zone"], r["capacity"],
+                                        r["free"], r["state"] == "up") for r in rows]
+                self._refreshed = time.monotonic()
+        return self._servers
+
+    def _usable_first(self, order: Sequence[Server]) -> list[Server]:
+        """Up and unsuspected servers first (keeping placement order), then the others."""
+        now = time.monotonic()
+        good = [s for s in order if s.up and self._suspect.get(s.id, 0) < now]
+        return good + [s for s in order if s not in good]
+
+    def _suspect_server(self, server: Server) -> None:
+        self._suspect[server.id] = time.monotonic() + SUSPECT_SECONDS
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def put(self, data: bytes, replicas: int, cid: str | None = None) -> str:
+        """Store ``data`` on ``replicas`` distinct servers; returns its chunk id."""
+        cid = cid or await hash_chunk(data)
+        order = placement_order(cid, await self.servers())
+        candidates = [s for s in self._usable_first(order) if s.up]
+        if len(candidates) < replicas:
+            candidates = [s for s in self._usable_first(placement_order(
+                cid, await self.servers(force=True))) if s.up]
+        stored: list[Server] = []
+        failures: list[str] = []
+        next_candidate = 0
+
+        async def writer() -> None:
+            nonlocal next_candidate
+            while len(stored) < replicas and next_candidate < len(candidates):
+                server = candidates[next_candidate]
+                next_candidate += 1
+                try:
+                    await self.rpc.call(server.address, "chunk.put", cid, data,
+                                        timeout=self.put_timeout)
+                    stored.append(server)
+                    return
+                except RpcError as exc:  # down, full, failing: the next server takes it
+                    failures.append(f"{server.address}: {exc}")
+                    self._suspect_server(server)
+                    log.info("chunk %s: %s failed (%s); trying the next server",
+                             cid[:12], server.address, exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(replicas):
+                nursery.start_soon(writer)
+        if len(stored) < replicas:
+            raise NotEnoughReplicas(
+                f"chunk {cid[:12]} is on {len(stored)} of {replicas} required servers; "
+                f"{len(candidates)} servers were usable. Failures: {'; '.join(failures) or 'none'}")
+        return cid
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get(self, cid: str) -> bytes:
+        """The chunk's bytes from the first server with a good copy."""
+        order = self._usable_first(placement_order(cid, await self.servers()))
+        known = {s.id for s in order}
+        problems: list[str] = []
+        for attempt, server in enumerate(order):
+            try:
+                data = await self.rpc.call(server.address, "chunk.get", cid,
+                                           timeout=self.get_timeout)
+            except NotFound:
+                problems.append(f"{server.address}: not there")
+                continue  # not necessarily bad: the copy may live elsewhere in the order
+            except Corrupted as exc:
+                problems.append(f"{server.address}: corrupted")
+                await self._report(cid, server, f"CORRUPTED: {exc.message}")
+                continue
+            except RpcError as exc:
+                problems.append(f"{server.address}: {exc}")
+                self._suspect_server(server)
+                continue
+            if not isinstance(data, bytes) or await hash_chunk(data) != cid:
+                problems.append(f"{server.address}: returned bytes that fail the hash")
+                await self._report(cid, server, "CORRUPTED: bad bytes received")
+                continue
+            if attempt and problems:
+                log.info("chunk %s read from %s after: %s", cid[:12], server.address,
+                         "; ".join(problems))
+            return data
+        if not known:
+            problems.append("the cluster map has no chunk servers")
+        raise ChunkUnavailable(f"no good copy of chunk {cid[:12]}: {'; '.join(problems)}")
+
+    async def _report(self, cid: str, server: Server, reason: str) -> None:
+        try:
+            await self.rpc.call(self.meta, "cluster.report_bad", cid, server.id, reason)
+        except RpcError as exc:  # reporting is best effort; the read goes on
+            log.warning("could not report bad copy of %s on %s: %s", cid[:12], server.id, exc)

@@ -1,0 +1,88 @@
+"""The data client against a real meta role and 3 real chunk servers, R=2."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from storaged.chunk.ids import chunk_id
+from storaged.data.client import ChunkUnavailable, DataClient, NotEnoughReplicas
+from storaged.data.placement import placement_order
+from storaged.rpc import RpcClient
+from tests.helpers import call
+
+
+def run(cluster, fn):
+    async def go():
+        async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
+            return await fn(DataClient(rpc, cluster.meta.address, refresh_seconds=0))
+    return trio.run(go)
+
+
+def test_writes_land_on_r_servers_in_placement_order_and_read_back(cluster):
+    blobs = [os.urandom(200_000) for _ in range(12)]
+
+    async def go(data: DataClient):
+        ids = [await data.put(b, 2) for b in blobs]
+        servers = await data.servers()
+        for blob, cid in zip(blobs, ids):
+            assert await data.get(cid) == blob
+            expected = {s.id for s in placement_order(cid, servers)[:2]}
+            holders = {servers_by_dir[i] for i in cluster.holders(cid)}
+            assert holders == expected
+        return ids
+
+    servers_by_dir = {i: (c.data_dir / "server-id").read_text().strip()
+                      for i, c in enumerate(cluster.chunks)}
+    ids = run(cluster, go)
+    assert ids == [chunk_id(b) for b in blobs]
+
+
+def test_a_dead_server_is_passed_over_for_writes_and_reads(cluster):
+    data_before = os.urandom(100_000)
+    cid_before = run(cluster, lambda d: d.put(data_before, 2))
+    victim = cluster.holders(cid_before)[0]
+    cluster.chunks[victim].kill()  # the meta role still thinks it is up for a while
+
+    async def go(data: DataClient):
+        assert await data.get(cid_before) == data_before  # the other copy
+        fresh = [os.urandom(50_000) for _ in range(10)]
+        ids = [await data.put(b, 2) for b in fresh]
+        for b, cid in zip(fresh, ids):
+            assert await data.get(cid) == b
+        return ids
+
+    for cid in run(cluster, go):
+        holders = cluster.holders(cid)
+        assert len(holders) == 2 and victim not in holders
+
+
+def test_too_few_servers_fail_the_write_clearly(cluster):
+    cluster.chunks[0].kill()
+    cluster.chunks[1].kill()
+    with pytest.raises(NotEnoughReplicas, match="on 1 of 2 required servers"):
+        run(cluster, lambda d: d.put(b"x" * 1000, 2))
+
+
+def test_a_corrupted_copy_is_skipped_and_reported(cluster):
+    blob = os.urandom(300_000)
+    cid = run(cluster, lambda d: d.put(blob, 2))
+    order = run(cluster, lambda d: d.servers())
+    first = placement_order(cid, order)[0]
+    index = next(i for i, c in enumerate(cluster.chunks)
+                 if (c.data_dir / "server-id").read_text().strip() == first.id)
+    path = cluster.chunks[index].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
+    raw = bytearray(path.read_bytes())
+    raw[7] ^= 0xFF
+    path.write_bytes(raw)
+    assert run(cluster, lambda d: d.get(cid)) == blob
+    bad = call(cluster.meta.address, cluster.secret, "cluster.bad_copies")
+    assert [(b["chunk_id"], b["server_id"]) for b in bad] == [(cid, first.id)]
+    assert bad[0]["reason"].startswith("CORRUPTED")
+
+
+def test_a_chunk_with_no_good_copy_is_an_error_not_wrong_bytes(cluster):
+    with pytest.raises(ChunkUnavailable, match="no good copy"):
+        run(cluster, lambda d: d.get(chunk_id(b"never written")))
