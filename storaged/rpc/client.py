@@ -20,7 +20,7 @@ from . import auth
 from .address import Address, open_stream, parse_address
 from .errors import AuthFailed, RpcError, Timeout, Unavailable, error_from_wire
 from .protocol import (MAX_MSGID, InvalidMessage, MessageReader, Notification, ProtocolError,
-                       Request, Response, encode)
+                       Request, Response, StreamError, encode)
 from .server import RECEIVE_SIZE, Limits
 
 log = logging.getLogger("storaged.rpc.client")
@@ -66,6 +66,8 @@ class RpcConnection:
                     elif isinstance(event, Notification) and event.method == "error":
                         notice = error_from_wire(event.params[0] if event.params else None)
                         reason = Unavailable(f"{self.address} hung up: {notice}")
+                    elif isinstance(event, StreamError):
+                        raise ProtocolError(event.reason)
                     elif isinstance(event, (InvalidMessage, Request)):
                         raise ProtocolError(f"server sent something that is not a response: {event}")
         except ProtocolError as exc:

@@ -69,8 +69,19 @@ class InvalidMessage:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """The stream broke here (bad msgpack, a frame over the limit): always the last event.
+
+    Reported as an event after the messages that came before it in the same read, so what
+    a peer's valid requests get does not depend on how TCP cut the bytes.
+    """
+
+    reason: str
+
+
 Message = Union[Request, Response, Notification]
-Event = Union[Request, Response, Notification, InvalidMessage]
+Event = Union[Request, Response, Notification, InvalidMessage, StreamError]
 
 
 def _is_msgid(value: Any) -> bool:
@@ -160,7 +171,11 @@ class MessageReader:
         return self._fed - self._unpacker.tell()
 
     def feed(self, data: bytes) -> list[Event]:
-        """Consume ``data`` and return every event it completed, in order."""
+        """Consume ``data`` and return every event it completed, in order.
+
+        A broken stream ends the list with a StreamError; feeding again after that raises
+        ProtocolError, since the stream can no longer be trusted to be in sync.
+        """
         if self._broken is not None:
             raise self._broken
         events: list[Event] = []
@@ -179,10 +194,9 @@ class MessageReader:
                     events.append(classify(obj))
         except ProtocolError as exc:
             self._broken = exc
-            raise
         except (ValueError, msgpack.UnpackException, UnicodeDecodeError) as exc:
-            # FormatError, StackError, BufferFull, invalid UTF-8 in a str, bad ext types:
-            # the stream can no longer be trusted to be in sync.
+            # FormatError, StackError, BufferFull, invalid UTF-8 in a str, bad ext types
             self._broken = ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}")
-            raise self._broken from exc
+        if self._broken is not None:
+            events.append(StreamError(str(self._broken)))
         return events

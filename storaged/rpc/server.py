@@ -20,8 +20,8 @@ from .budget import ByteBudget, payload_size
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
                      Unauthenticated)
 from .methods import MethodTable
-from .protocol import (InvalidMessage, MessageReader, Notification, ProtocolError, Request,
-                       Response, encode)
+from .protocol import (InvalidMessage, MessageReader, Notification, Request, Response,
+                       StreamError, encode)
 
 log = logging.getLogger("storaged.rpc")
 
@@ -82,7 +82,7 @@ class RpcServer:
 
 
 class _ServerConnection:
-    def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:
+    def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:  # noqa: D107
         self.server = server
         self.stream = stream
         self.reader = MessageReader(server.limits.max_frame)
@@ -99,8 +99,13 @@ class _ServerConnection:
             await self._read_loop(nursery)
             self.deadline_scope.cancel()
             if self.closing:
+                # Requests that arrived before the trouble still get their answers (within
+                # a bound); then hang up. On a clean EOF they simply finish.
+                with trio.move_on_after(LINGER_SECONDS):
+                    while self.in_flight:
+                        await trio.sleep(0.005)
+                await self._hang_up()
                 nursery.cancel_scope.cancel()
-            # On a clean EOF the requests already in flight finish and answer.
 
     async def _handshake_deadline(self, scope: trio.CancelScope) -> None:
         with self.deadline_scope:
@@ -120,14 +125,7 @@ class _ServerConnection:
                 return
             if not data:
                 return
-            try:
-                events = self.reader.feed(data)
-            except ProtocolError as exc:
-                log.warning("closing connection: %s", exc)
-                await self._notify_error(InvalidRequest(str(exc)))
-                self.closing = True
-                return
-            for event in events:
+            for event in self.reader.feed(data):
                 await self._on_event(event, nursery)
                 if self.closing:
                     return
@@ -149,7 +147,7 @@ class _ServerConnection:
                 nursery.start_soon(self._dispatch, event, size)
         elif isinstance(event, InvalidMessage) and event.msgid is not None:
             await self._reply_error(event.msgid, InvalidRequest(event.reason))
-        elif isinstance(event, InvalidMessage):
+        elif isinstance(event, (InvalidMessage, StreamError)):
             log.warning("closing connection: %s", event.reason)
             await self._notify_error(InvalidRequest(event.reason))
             self.closing = True
@@ -189,7 +187,7 @@ class _ServerConnection:
                 log.warning("authentication failed; closing connection")
                 await self._reply_error(request.msgid, AuthFailed(
                     "proof does not match: the client does not hold this cluster's secret"))
-                await self._hang_up()
+                self.closing = True
                 return
             self.authenticated = True
             self.deadline_scope.cancel()
@@ -223,10 +221,9 @@ class _ServerConnection:
         await self._send(encode(Response(msgid, error.to_wire(), None)))
 
     async def _notify_error(self, error: RpcError) -> None:
-        """Tell the peer why it is being disconnected, then hang up."""
+        """Tell the peer why it is about to be disconnected."""
         with trio.move_on_after(LINGER_SECONDS):
             await self._send(encode(Notification("error", [error.to_wire()])))
-        await self._hang_up()
 
     async def _hang_up(self) -> None:
         """Shut our side and drain a bounded amount before the socket is closed.

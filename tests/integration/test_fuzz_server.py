@@ -10,7 +10,7 @@ import os
 import socket
 
 import msgpack
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from storaged.chunk.ids import chunk_id
@@ -86,6 +86,9 @@ def test_random_and_malformed_frames_never_hurt_the_server(storaged, secret):
     @settings(max_examples=400, deadline=None, derandomize=False, database=None,
               suppress_health_check=list(HealthCheck))
     @given(frame=frames, authenticated=st.booleans())
+    # Always-run cases beside the random ones: well-formed calls mixed with garbage.
+    @example(frame=pack([0, 7, "health", []]) + b"\xc1", authenticated=True)
+    @example(frame=pack([0, 8, "chunk.get", [chunk_id(b"fuzz"), -1]]), authenticated=True)
     def throw(frame: bytes, authenticated: bool) -> None:
         replies = RawClient(server.address, secret if authenticated else None).send_and_drain(frame)
         for reply in replies:

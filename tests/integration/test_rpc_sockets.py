@@ -282,3 +282,15 @@ async def test_request_memory_budget_throttles_instead_of_failing():
         assert results == [600_000] * 6  # nobody was refused
         assert HOLDING["most"] == 1      # but two 600 kB requests never ran at once
         assert server.budget.in_use == 0
+
+
+@trio_test
+async def test_requests_before_garbage_in_the_same_read_are_still_answered():
+    async with serving() as (address, _):
+        peer = await RawPeer.open(address)
+        await peer.login()
+        await peer.send(encode(Request(5, "nap", [0.2, "answered"])) + b"\xc1")
+        events = [await peer.next_event() for _ in range(3)]
+        assert isinstance(events[0], Notification)  # why we are being disconnected
+        assert events[1] == Response(5, None, "answered")
+        assert events[2] is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from storaged.rpc.protocol import (FrameTooLarge, InvalidMessage, MessageReader, Notification,
-                                   ProtocolError, Request, Response, classify, encode)
+from storaged.rpc.protocol import (InvalidMessage, MessageReader, Notification, ProtocolError,
+                                   Request, Response, StreamError, classify, encode)
 
 MESSAGES = [
     Request(1, "chunk.put", ["ab" * 32, b"\x00\xffdata"]),
@@ -86,41 +86,56 @@ def test_method_names_sent_as_bin_are_accepted_when_utf8():
     assert isinstance(classify([0, 1, b"\xff\xfe", []]), InvalidMessage)
 
 
-def test_malformed_msgpack_poisons_the_reader():
+def test_malformed_msgpack_ends_with_a_stream_error_and_poisons_the_reader():
     reader = MessageReader(1 << 20)
-    with pytest.raises(ProtocolError):
-        reader.feed(b"\xc1")  # 0xc1 is never used in msgpack
+    events = reader.feed(b"\xc1")  # 0xc1 is never used in msgpack
+    assert len(events) == 1 and isinstance(events[0], StreamError)
     with pytest.raises(ProtocolError):
         reader.feed(encode(Request(1, "health", [])))
 
 
-def test_invalid_utf8_in_a_string_is_a_protocol_error():
-    with pytest.raises(ProtocolError):
-        MessageReader(1 << 20).feed(b"\x94\x00\x01\xa2\xff\xfe\x90")
+def test_messages_before_the_break_are_delivered_whatever_the_segmentation():
+    data = encode(Request(1, "health", [])) + b"\xc1" + encode(Request(2, "health", []))
+    whole = MessageReader(1 << 20).feed(data)
+    assert whole[0] == Request(1, "health", []) and isinstance(whole[1], StreamError)
+    assert len(whole) == 2
+    reader, pieces = MessageReader(1 << 20), []
+    for byte in data:
+        pieces.extend(reader.feed(bytes([byte])))
+        if isinstance(pieces[-1:] and pieces[-1], StreamError):
+            break
+    assert pieces[0] == whole[0] and isinstance(pieces[1], StreamError)
 
 
-def test_deep_nesting_is_a_protocol_error_not_a_crash():
-    with pytest.raises(ProtocolError):
-        MessageReader(1 << 20).feed(b"\x91" * 5000)
+def test_invalid_utf8_in_a_string_breaks_the_stream():
+    events = MessageReader(1 << 20).feed(b"\x94\x00\x01\xa2\xff\xfe\x90")
+    assert isinstance(events[-1], StreamError)
+
+
+def test_deep_nesting_breaks_the_stream_not_the_process():
+    assert isinstance(MessageReader(1 << 20).feed(b"\x91" * 5000)[-1], StreamError)
 
 
 def test_message_over_the_frame_limit_is_refused_even_in_pieces():
     big = encode(Request(1, "chunk.put", ["x", b"\0" * 5000]))
     reader = MessageReader(4096)
-    with pytest.raises(FrameTooLarge):
-        for i in range(0, len(big), 100):
-            reader.feed(big[i:i + 100])
+    events = []
+    for i in range(0, len(big), 100):
+        events.extend(reader.feed(big[i:i + 100]))
+        if events:
+            break
+    assert len(events) == 1 and "frame limit of 4096" in events[0].reason
     assert reader.buffered <= 4096
 
 
 def test_a_huge_length_header_never_makes_the_reader_buffer_past_the_limit():
     reader = MessageReader(4096)
     header = b"\x94\x00\x01\xa1m\x91\xc6" + (10**9).to_bytes(4, "big")  # bin32 of 1 GB
-    with pytest.raises(ProtocolError):
-        reader.feed(header)
-        for _ in range(10):
-            reader.feed(b"\0" * 1024)
-    assert reader.buffered <= 4096
+    events = reader.feed(header)
+    while not events:
+        events = reader.feed(b"\0" * 1024)
+        assert reader.buffered <= 4096
+    assert isinstance(events[-1], StreamError)
 
 
 def test_message_of_exactly_the_limit_passes_and_many_small_ones_coalesce():
