@@ -1,1 +1,1 @@
-"""Placeholder package: see the README's status table; built in a later issue."""
+"""fusefs: a shoalfs volume mounted as a local POSIX filesystem (pyfuse3 + trio)."""

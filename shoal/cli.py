@@ -12,17 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from storaged.rpc import RpcError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
 
 DESCRIPTION = """\
 shoalfs: replicated storage for self-hosted Kubernetes.
 
-Start a local lab cluster with 'shoal up', check it with 'shoal status', stop it with
-'shoal down'. 'shoal storaged' runs one daemon (what 'shoal up' and the Kubernetes
+Start a local lab cluster with a mounted volume with 'shoal up', check it with
+'shoal status', stop it with 'shoal down'. 'shoal storaged' runs one daemon (what 'shoal up' and the Kubernetes
 manifests start). Run 'shoal COMMAND --help' for each command's options.
 """
 
@@ -81,20 +84,72 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text is key=value per line (default), json one object per line")
 
     p = sub.add_parser(
-        "up", help="start a local cluster on loopback",
-        description="Start a local cluster on 127.0.0.1: N chunk servers, each with its own data "
-                    "directory and port, and a cluster secret, all under --workdir. Writes "
-                    "WORKDIR/cluster.json describing it. Running it again starts only what is "
-                    "not running. Returns once every server answers.", epilog=EPILOG)
+        "up", help="start a local cluster on loopback and mount a volume",
+        description="Start a local cluster on 127.0.0.1 — a meta role, N chunk servers (each "
+                    "with its own data directory and port) and a cluster secret, all under "
+                    "--workdir — create the volume 'default' and mount it. Writes "
+                    "WORKDIR/cluster.json describing it all. Running it again starts only what "
+                    "is not running. Returns once the mount is ready.", epilog=EPILOG)
     _workdir_flag(p)
+    p.add_argument("--mountpoint", type=Path, metavar="DIR",
+                   help="where to mount the volume (default /mnt/shoalfs as root, else ~/shoalfs)")
     p.add_argument("--chunk-servers", type=int, default=3, metavar="N",
                    help="number of chunk servers (default 3)")
+    p.add_argument("--replicas", type=int, default=2, metavar="R",
+                   help="copies of each chunk, on distinct servers (default 2)")
+    p.add_argument("--capacity", default="10GiB", metavar="SIZE",
+                   help="the volume's quota, created only if it does not exist (default 10GiB)")
+    p.add_argument("--chunk-size", default="4MiB", metavar="SIZE",
+                   help="the volume's chunk size, a power of two (default 4MiB)")
 
-    p = sub.add_parser("down", help="stop the local cluster (data is kept)",
-                       description="Stop every process 'shoal up' started in --workdir. Data "
+    p = sub.add_parser("down", help="unmount and stop the local cluster (data is kept)",
+                       description="Unmount the volume (open files are flushed first) and stop "
+                                   "every process 'shoal up' started in --workdir. Data "
                                    "directories and the secret stay, so 'shoal up' brings the "
                                    "same data back.", epilog=EPILOG)
     _workdir_flag(p)
+
+    p = sub.add_parser(
+        "mount", help="mount a volume",
+        description="Mount VOLUME at MOUNTPOINT. By default the mount runs as a background "
+                    "process and this command returns once the mount is ready; with "
+                    "--foreground it runs here, logging to stderr, until unmounted or sent "
+                    "SIGTERM (which flushes open files, then unmounts).", epilog=EPILOG)
+    p.add_argument("volume")
+    p.add_argument("mountpoint")
+    _access_flags(p)
+    p.add_argument("--foreground", action="store_true", help="run in this process")
+    p.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="background mode: where the mount process logs "
+                        "(default /var/log/shoalfs-mount-VOLUME.log or /tmp/...)")
+    p.add_argument("--cache-size", default="128MiB", metavar="SIZE",
+                   help="memory for cached chunk contents (default 128MiB)")
+    p.add_argument("--entry-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="how long the kernel may cache names (default 1)")
+    p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="how long the kernel may cache attributes (default 1)")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+    p = sub.add_parser("umount", help="unmount a volume",
+                       description="Unmount MOUNTPOINT. Fails while files are open there, "
+                                   "unless --lazy (detach now, finish when they close).",
+                       epilog=EPILOG)
+    p.add_argument("mountpoint")
+    p.add_argument("--lazy", action="store_true")
+
+    p = sub.add_parser(
+        "volume", help="create, list, show, resize or delete volumes",
+        description="Volumes: 'create NAME --capacity SIZE [--replicas R] [--chunk-size SIZE]', "
+                    "'list', 'show NAME', 'resize NAME --capacity SIZE', 'delete NAME'.",
+        epilog=EPILOG)
+    p.add_argument("action", choices=["create", "list", "show", "resize", "delete"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--capacity", metavar="SIZE")
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--chunk-size", default="4MiB", metavar="SIZE")
+    p.add_argument("--json", action="store_true")
+    _access_flags(p)
 
     p = sub.add_parser("status", help="show whether every server is up, and its usage",
                        description="Ask each server of the cluster for its health and usage. "
@@ -111,6 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _access_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="FILE",
+                   help="a cluster.json to take the meta address and secret from "
+                        "(default: WORKDIR/cluster.json)")
+    p.add_argument("--meta", metavar="ADDR", help="the meta role's address (with --secret-file)")
+    p.add_argument("--secret-file", metavar="FILE", help="the cluster secret")
+    _workdir_flag(p)
+
+
+def _access(args: argparse.Namespace) -> tuple[str, str]:
+    """(meta address, secret file) from flags, or from a cluster.json."""
+    from .clusterfile import FILENAME, ClusterFile
+    if args.meta and args.secret_file:
+        return args.meta, args.secret_file
+    cluster = ClusterFile.load(Path(args.cluster) if args.cluster else args.workdir / FILENAME)
+    if not cluster.meta:
+        raise FileNotFoundError("the cluster file names no meta role")
+    return args.meta or cluster.meta, args.secret_file or cluster.secret_file
 
 
 def _workdir_flag(p: argparse.ArgumentParser) -> None:
@@ -150,18 +225,31 @@ def cmd_storaged(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from storaged.config import ConfigError, parse_size
+
     from . import cluster as local
 
-    if args.chunk_servers < 1:
-        print("shoal up: --chunk-servers must be at least 1", file=sys.stderr)
+    if args.chunk_servers < 1 or not 1 <= args.replicas <= args.chunk_servers:
+        print("shoal up: need --chunk-servers >= 1 and 1 <= --replicas <= --chunk-servers",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
-        described = local.up(args.workdir, args.chunk_servers)
-    except (RuntimeError, OSError, ValueError) as exc:
+        options = local.UpOptions(workdir=args.workdir, chunk_servers=args.chunk_servers,
+                                  replicas=args.replicas, mountpoint=args.mountpoint,
+                                  capacity=parse_size(args.capacity),
+                                  chunk_size=parse_size(args.chunk_size))
+    except ConfigError as exc:
+        print(f"shoal up: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        described = local.up(options)
+    except (RuntimeError, OSError, ValueError, RpcError) as exc:
         print(f"shoal up: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"cluster is up; described in {args.workdir / 'cluster.json'}")
-    return _print_status(local.status(described), as_json=False)
+    code = _print_status(local.status(described), as_json=False)
+    print(f"volume '{described.volume}' is mounted at {described.mountpoint}")
+    return code
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -169,7 +257,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     try:
         stopped = local.down(args.workdir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, RuntimeError) as exc:
         print(f"shoal down: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"stopped: {', '.join(stopped) or 'nothing was running'}; data kept in {args.workdir}")
@@ -193,18 +281,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _print_status(results: list[Any], as_json: bool) -> int:
     healthy = all(r.healthy for r in results)
     if as_json:
-        print(json.dumps({"healthy": healthy, "chunk_servers": [vars(r) for r in results]},
+        print(json.dumps({"healthy": healthy, "servers": [vars(r) for r in results]},
                          indent=2, default=str))
     else:
         print(f"{'SERVER':<10} {'ADDRESS':<24} {'STATE':<6} {'CHUNKS':>8} {'USED':>10} "
               f"{'FREE':>10}  ID")
         for r in results:
-            if r.healthy:
-                d = r.detail
+            d = r.detail
+            if not r.healthy:
+                print(f"{r.name:<10} {r.address:<24} {'DOWN':<6} {r.error}")
+            elif "chunks" in d:
                 print(f"{r.name:<10} {r.address:<24} {'up':<6} {d['chunks']:>8} "
                       f"{_human(d['used']):>10} {_human(d['free']):>10}  {d['server_id'][:12]}")
             else:
-                print(f"{r.name:<10} {r.address:<24} {'DOWN':<6} {r.error}")
+                print(f"{r.name:<10} {r.address:<24} {'up':<6} {'':>8} {'':>10} {'':>10}  "
+                      f"roles={','.join(d.get('roles', []))}")
         print("healthy" if healthy else "NOT HEALTHY: a server does not answer")
     return EXIT_OK if healthy else EXIT_UNHEALTHY
 
@@ -216,6 +307,101 @@ def _human(n: int) -> str:
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
         size /= 1024
     return str(n)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from storaged.config import ConfigError, parse_size
+    from storaged.logs import setup_logging
+
+    try:
+        meta, secret_file = _access(args)
+        cache = parse_size(args.cache_size)
+    except (FileNotFoundError, ConfigError) as exc:
+        print(f"shoal mount: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.foreground:
+        from fusefs.mount import MountOptions, run
+        setup_logging(args.log_level)
+        try:
+            run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
+                             secret_file=secret_file, cache_bytes=cache,
+                             entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
+                             ready_file=args.ready_file or ""))
+        except (RpcError, ValueError, RuntimeError, OSError) as exc:
+            logging.getLogger("fusefs").error("cannot mount: %s", exc)
+            return EXIT_FAILURE
+        return EXIT_OK
+    from .mounting import mount_background
+    log_dir = Path("/var/log") if os.access("/var/log", os.W_OK) else Path("/tmp")
+    log_path = args.log_file or log_dir / f"shoalfs-mount-{args.volume}.log"
+    try:
+        pid = mount_background(args.volume, args.mountpoint, meta, secret_file, log_path,
+                               ["--cache-size", args.cache_size,
+                                "--entry-timeout", str(args.entry_timeout),
+                                "--attr-timeout", str(args.attr_timeout),
+                                "--log-level", args.log_level])
+    except RuntimeError as exc:
+        print(f"shoal mount: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"mounted volume {args.volume} at {args.mountpoint} (process {pid}, log {log_path})")
+    return EXIT_OK
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from .mounting import unmount
+    try:
+        unmount(args.mountpoint, lazy=args.lazy)
+    except RuntimeError as exc:
+        print(f"shoal umount: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    import trio
+
+    from storaged.config import ConfigError, parse_size
+    from storaged.rpc import RpcClient, auth
+
+    try:
+        meta, secret_file = _access(args)
+        secret = auth.load_secret(secret_file)
+        if args.action != "list" and not args.name:
+            raise ConfigError(f"'shoal volume {args.action}' needs a volume NAME")
+        if args.action in ("create", "resize") and not args.capacity:
+            raise ConfigError(f"'shoal volume {args.action}' needs --capacity SIZE")
+        calls = {
+            "create": lambda: ("volume.create", args.name, parse_size(args.capacity),
+                               args.replicas, parse_size(args.chunk_size)),
+            "list": lambda: ("volume.list",),
+            "show": lambda: ("volume.get", args.name),
+            "resize": lambda: ("volume.resize", args.name, parse_size(args.capacity)),
+            "delete": lambda: ("volume.delete", args.name),
+        }
+        method, *params = calls[args.action]()
+    except (FileNotFoundError, ConfigError, ValueError) as exc:
+        print(f"shoal volume: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def go() -> Any:
+        async with RpcClient(secret) as client:
+            return await client.call(meta, method, *params)
+
+    try:
+        result = trio.run(go)
+    except RpcError as exc:
+        print(f"shoal volume {args.action}: {exc.message} ({exc.code})", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json or args.action in ("create", "show", "resize"):
+        print(json.dumps(result, indent=2))
+    elif args.action == "list":
+        print(f"{'NAME':<24} {'CAPACITY':>10} {'USED':>10} {'R':>2} {'CHUNK':>8} INODES")
+        for v in result:
+            print(f"{v['name']:<24} {_human(v['capacity']):>10} {_human(v['used_bytes']):>10} "
+                  f"{v['replicas']:>2} {_human(v['chunk_size']):>8} {v['used_inodes']}")
+    else:
+        print("deleted" if result else f"no volume named {args.name}")
+    return EXIT_OK
 
 
 def cmd_secret(args: argparse.Namespace) -> int:

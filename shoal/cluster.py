@@ -1,18 +1,28 @@
-"""``shoal up`` / ``down`` / ``status``: a whole local cluster on loopback, for labs and tests."""
+"""``shoal up`` / ``down`` / ``status``: a whole local cluster on loopback, for labs and tests.
+
+``up`` starts a meta role, N chunk servers and one mount of a volume, each as a detached
+process with its log under WORKDIR/logs, and returns once the mount is live. Every piece
+keeps its address across restarts, so running ``up`` again restarts only what is down.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from storaged.rpc import RpcClient, RpcError, auth
+from storaged.rpc import FsError, RpcClient, RpcError, auth
 
-from .clusterfile import FILENAME, ChunkServerEntry, ClusterFile
+from .clusterfile import FILENAME, ChunkServerEntry, ClusterFile, ProcessEntry
+from .mounting import is_mounted, mount_background, unmount
 from .processes import is_our_process, spawn_daemon, stop_process, wait_for_address_file
+
+DEFAULT_VOLUME = "default"
+HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-timeout", "5"]
 
 
 def default_workdir() -> Path:
@@ -21,46 +31,140 @@ def default_workdir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "shoalfs"
 
 
-def up(workdir: Path, chunk_servers: int) -> ClusterFile:
+def default_mountpoint() -> Path:
+    return Path("/mnt/shoalfs") if os.geteuid() == 0 else Path.home() / "shoalfs"
+
+
+@dataclass
+class UpOptions:
+    workdir: Path
+    chunk_servers: int = 3
+    replicas: int = 2
+    mountpoint: Path | None = None
+    capacity: int = 10 << 30
+    chunk_size: int = 4 << 20
+
+
+def up(o: UpOptions) -> ClusterFile:
     """Start what is not running yet and return the cluster's description."""
+    workdir = o.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     secret_file = workdir / "secret"
     if not secret_file.exists():
         auth.write_secret_file(secret_file)
-    cluster = ClusterFile(workdir=str(workdir), secret_file=str(secret_file))
     previous = _load_or_none(workdir / FILENAME)
-    for index in range(1, chunk_servers + 1):
+    cluster = ClusterFile(workdir=str(workdir), secret_file=str(secret_file))
+
+    old_meta = previous.meta_process if previous else None
+    if previous and old_meta and is_our_process(old_meta.pid, old_meta.data_dir):
+        cluster.meta, cluster.meta_process = previous.meta, old_meta
+    else:
+        listen = previous.meta if previous and previous.meta else "tcp://127.0.0.1:0"
+        cluster.meta, cluster.meta_process = _start(
+            workdir, "meta", secret_file, listen, ["--roles", "meta", *HEARTBEAT])
+    cluster.save(workdir / FILENAME)
+
+    for index in range(1, o.chunk_servers + 1):
         name = f"chunk{index}"
         old = next((s for s in previous.chunk_servers if s.name == name), None) if previous else None
         if old is not None and is_our_process(old.pid, old.data_dir):
             cluster.chunk_servers.append(old)
             continue
-        cluster.chunk_servers.append(_start_chunk_server(workdir, name, secret_file))
+        listen = old.address if old else "tcp://127.0.0.1:0"
+        address, proc = _start(workdir, name, secret_file, listen,
+                               ["--meta", cluster.meta, "--zone", name, *HEARTBEAT])
+        cluster.chunk_servers.append(ChunkServerEntry(name, address, proc.data_dir, proc.pid,
+                                                      proc.log))
+        cluster.save(workdir / FILENAME)
+
+    secret = auth.load_secret(secret_file)
+    ids = trio.run(_wait_and_prepare_volume, cluster.meta, secret, o)
+    for entry in cluster.chunk_servers:
+        entry.server_id = ids.get(entry.address, entry.server_id)
+    cluster.volume = DEFAULT_VOLUME
+    mountpoint = o.mountpoint or (Path(previous.mountpoint) if previous and previous.mountpoint
+                                  else default_mountpoint())
+    cluster.mountpoint = str(mountpoint)
+    if previous and previous.mount_pid and is_our_process(previous.mount_pid, str(mountpoint)) \
+            and is_mounted(mountpoint):
+        cluster.mount_pid = previous.mount_pid
+    else:
+        if is_mounted(mountpoint):  # a dead mount process leaves "transport not connected"
+            unmount(str(mountpoint), lazy=True)
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        cluster.mount_pid = mount_background(
+            DEFAULT_VOLUME, str(mountpoint), cluster.meta, str(secret_file),
+            workdir / "logs" / "mount.log", [])
     cluster.save(workdir / FILENAME)
     return cluster
 
 
-def _start_chunk_server(workdir: Path, name: str, secret_file: Path) -> ChunkServerEntry:
+def _start(workdir: Path, name: str, secret_file: Path, listen: str,
+           extra: list[str]) -> tuple[str, ProcessEntry]:
     data_dir = workdir / name
     log_path = workdir / "logs" / f"{name}.log"
     address_file = workdir / "run" / f"{name}.json"
     address_file.parent.mkdir(parents=True, exist_ok=True)
     address_file.unlink(missing_ok=True)
-    proc = spawn_daemon(["--listen", "tcp://127.0.0.1:0", "--data-dir", str(data_dir),
-                         "--secret-file", str(secret_file), "--address-file", str(address_file),
-                         "--zone", name], log_path)
-    info = wait_for_address_file(address_file, proc, log_path)
+    args = ["--data-dir", str(data_dir), "--secret-file", str(secret_file),
+            "--address-file", str(address_file), *extra]
+    proc = spawn_daemon(["--listen", listen, *args], log_path)
+    try:
+        info = wait_for_address_file(address_file, proc, log_path, timeout=15)
+    except RuntimeError:
+        if listen.endswith(":0"):
+            raise
+        # the old port is taken by something else now: take a new one
+        proc = spawn_daemon(["--listen", "tcp://127.0.0.1:0", *args], log_path)
+        info = wait_for_address_file(address_file, proc, log_path)
     addresses = info["addresses"]
     assert isinstance(addresses, list)
-    return ChunkServerEntry(name=name, address=str(addresses[0]), data_dir=str(data_dir),
-                            pid=proc.pid, log=str(log_path), server_id=str(info["server_id"]))
+    return str(addresses[0]), ProcessEntry(proc.pid, str(data_dir), str(log_path))
+
+
+async def _wait_and_prepare_volume(meta: str, secret: bytes, o: UpOptions) -> dict[str, str]:
+    """Wait until the chunk servers registered, then make sure the volume exists."""
+    async with RpcClient(secret) as client:
+        deadline = time.monotonic() + 30
+        while True:
+            servers = await client.call(meta, "cluster.servers")
+            if sum(s["state"] == "up" for s in servers) >= o.chunk_servers:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(servers)} of {o.chunk_servers} chunk servers "
+                                   "registered with the meta role within 30s; see the logs")
+            await trio.sleep(0.1)
+        try:
+            await client.call(meta, "volume.get", DEFAULT_VOLUME)
+        except FsError:
+            await client.call(meta, "volume.create", DEFAULT_VOLUME, o.capacity, o.replicas,
+                              o.chunk_size, {"created_by": "shoal up"})
+        return {s["address"]: s["id"] for s in servers}
 
 
 def down(workdir: Path) -> list[str]:
-    """Stop every process of the cluster; data stays on disk. Returns the names stopped."""
+    """Unmount and stop every process of the cluster; data and cluster.json stay.
+
+    Returns the names of what was running and is stopped now.
+    """
     cluster = ClusterFile.load(workdir / FILENAME)
-    stopped = [s.name for s in cluster.chunk_servers if stop_process(s.pid, s.data_dir)]
-    (workdir / FILENAME).unlink()
+    stopped = []
+    if cluster.mount_pid and cluster.mountpoint:
+        if stop_process(cluster.mount_pid, cluster.mountpoint, timeout=60):
+            stopped.append("mount")
+        if is_mounted(cluster.mountpoint):
+            unmount(cluster.mountpoint, lazy=True)
+    cluster.mount_pid = None
+    for server in cluster.chunk_servers:
+        if stop_process(server.pid, server.data_dir):
+            stopped.append(server.name)
+        server.pid = 0
+    if cluster.meta_process:
+        if stop_process(cluster.meta_process.pid, cluster.meta_process.data_dir):
+            stopped.append("meta")
+        cluster.meta_process.pid = 0
+    # Keep the description: the next 'up' reuses the same ports, volume and mountpoint.
+    cluster.save(workdir / FILENAME)
     return stopped
 
 
@@ -81,24 +185,28 @@ class ServerStatus:
 
 
 def status(cluster: ClusterFile, timeout: float = 3.0) -> list[ServerStatus]:
-    """Ask every server for its health and usage, in parallel."""
+    """Ask every server for its health (and chunk servers for usage), in parallel."""
     secret = auth.load_secret(cluster.secret_file)
     results: list[ServerStatus] = []
+    targets = [(s.name, s.address, True) for s in cluster.chunk_servers]
+    if cluster.meta:
+        targets.insert(0, ("meta", cluster.meta, False))
 
-    async def probe(client: RpcClient, server: ChunkServerEntry) -> None:
+    async def probe(client: RpcClient, name: str, address: str, chunk: bool) -> None:
         try:
-            health = await client.call(server.address, "health", timeout=timeout, retries=0)
-            usage = await client.call(server.address, "chunk.usage", timeout=timeout, retries=0)
-            results.append(ServerStatus(server.name, server.address, True, {**health, **usage}))
+            detail = await client.call(address, "health", timeout=timeout, retries=0)
+            if chunk:
+                detail.update(await client.call(address, "chunk.usage", timeout=timeout, retries=0))
+            results.append(ServerStatus(name, address, True, detail))
         except RpcError as exc:
-            results.append(ServerStatus(server.name, server.address, False, {}, str(exc)))
+            results.append(ServerStatus(name, address, False, {}, str(exc)))
 
     async def main() -> None:
         async with RpcClient(secret, connect_timeout=timeout) as client:
             async with trio.open_nursery() as nursery:
-                for server in cluster.chunk_servers:
-                    nursery.start_soon(probe, client, server)
+                for target in targets:
+                    nursery.start_soon(probe, client, *target)
 
     trio.run(main)
-    order = {s.name: i for i, s in enumerate(cluster.chunk_servers)}
+    order = {name: i for i, (name, _, _) in enumerate(targets)}
     return sorted(results, key=lambda r: order[r.name])

@@ -1,15 +1,17 @@
 """``cluster.json``: where a local cluster's pieces are, so tools and people can find them.
 
-Written by ``shoal up``, read by ``shoal status``, ``shoal down`` and (later) the CSI
-driver's ``--cluster`` flag. Fields::
+Written by ``shoal up``, read by ``shoal status``, ``shoal down``, ``shoal mount`` and the
+CSI driver's ``--cluster`` flag. Fields::
 
     version        1
     workdir        the directory holding everything below
     secret_file    path of the cluster secret (mode 600)
+    meta           the meta role's address
+    meta_process   {pid, data_dir, log} of the meta role's process
     chunk_servers  [{name, address, data_dir, pid, log, server_id}]
-    meta           the meta role's address, once it exists (null until then)
-    volume         the mounted volume's name (null until the filesystem exists)
-    mountpoint     where it is mounted (null until then)
+    volume         the volume 'shoal up' created and mounted
+    mountpoint     where it is mounted
+    mount_pid      the mount process's pid
 """
 
 from __future__ import annotations
@@ -34,13 +36,22 @@ class ChunkServerEntry:
 
 
 @dataclass
+class ProcessEntry:
+    pid: int
+    data_dir: str
+    log: str
+
+
+@dataclass
 class ClusterFile:
     workdir: str
     secret_file: str
-    chunk_servers: list[ChunkServerEntry] = field(default_factory=list)
     meta: str | None = None
+    meta_process: ProcessEntry | None = None
+    chunk_servers: list[ChunkServerEntry] = field(default_factory=list)
     volume: str | None = None
     mountpoint: str | None = None
+    mount_pid: int | None = None
     version: int = 1
 
     def save(self, path: Path) -> None:
@@ -55,4 +66,6 @@ class ClusterFile:
         except FileNotFoundError:
             raise FileNotFoundError(f"no cluster at {path} (start one with: shoal up)") from None
         servers = [ChunkServerEntry(**s) for s in doc.pop("chunk_servers", [])]
-        return cls(chunk_servers=servers, **doc)
+        meta_process = doc.pop("meta_process", None)
+        return cls(chunk_servers=servers,
+                   meta_process=ProcessEntry(**meta_process) if meta_process else None, **doc)

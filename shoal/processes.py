@@ -11,29 +11,36 @@ import time
 from pathlib import Path
 
 
-def spawn_daemon(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``python -m storaged ARGS`` in its own session, so it outlives ``shoal up``."""
+def spawn_daemon(args: list[str], log_path: Path, module: str = "storaged"
+                 ) -> subprocess.Popen[bytes]:
+    """Start ``python -m MODULE ARGS`` in its own session, so it outlives ``shoal``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "storaged", *args],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             start_new_session=True, close_fds=True,
         )
 
 
-def wait_for_address_file(path: Path, proc: subprocess.Popen[bytes], log_path: Path,
-                           timeout: float = 30.0) -> dict[str, object]:
-    """Wait until the daemon reports where it listens; raise with its log if it died."""
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes], log_path: Path,
+                  timeout: float = 30.0, what: str = "storaged") -> str:
+    """Wait until the daemon writes ``path`` (it is ready); raise with its log if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            return json.loads(path.read_text())
+        if path.exists() and path.stat().st_size:
+            return path.read_text()
         if proc.poll() is not None:
-            raise RuntimeError(f"storaged exited with code {proc.returncode}; "
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; "
                                f"last log lines:\n{tail(log_path)}")
         time.sleep(0.05)
-    raise RuntimeError(f"storaged did not start within {timeout:.0f}s; see {log_path}")
+    raise RuntimeError(f"{what} did not start within {timeout:.0f}s; see {log_path}")
+
+
+def wait_for_address_file(path: Path, proc: subprocess.Popen[bytes], log_path: Path,
+                          timeout: float = 30.0) -> dict[str, object]:
+    """Wait until storaged reports where it listens."""
+    return json.loads(wait_for_file(path, proc, log_path, timeout))
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -45,6 +52,8 @@ def tail(path: Path, lines: int = 15) -> str:
 
 def is_our_process(pid: int, marker: str) -> bool:
     """True if ``pid`` is alive and its command line mentions ``marker`` (a pid may be reused)."""
+    if pid <= 0:
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except (FileNotFoundError, ProcessLookupError, PermissionError):

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import faulthandler
@@ -47,3 +53,46 @@ def cluster(tmp_path: Path, secret_file: Path) -> Iterator[LocalCluster]:
         yield c.start()
     finally:
         c.stop()
+
+
+@dataclass
+class Mounted:
+    workdir: Path
+    mnt: Path
+    cluster: dict
+
+    def shoal(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
+                                text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def mount_log(self) -> str:
+        return (self.workdir / "logs" / "mount.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def mounted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mounted]:
+    """'shoal up' as a user runs it: meta, 3 chunk servers, volume 'default' (R=2) mounted."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    # Under /tmp directly and mode 755, so tests can act as other users through it
+    # (pytest's own temporary directories are private to root).
+    mnt = Path(tempfile.mkdtemp(prefix="shoalfs-mnt-"))
+    mnt.chmod(0o755)
+    m = Mounted(workdir, mnt, {})
+    m.shoal("up", "--workdir", str(workdir), "--mountpoint", str(m.mnt), "--capacity", "20GiB")
+    m.cluster = json.loads((workdir / "cluster.json").read_text())
+    try:
+        yield m
+    finally:
+        m.shoal("down", "--workdir", str(workdir), check=False)
+        mnt.rmdir()
+
+
+@pytest.fixture
+def here(mounted: Mounted) -> Path:
+    """A fresh directory on the mounted volume for one test."""
+    path = mounted.mnt / f"t-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path

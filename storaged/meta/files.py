@@ -1,8 +1,9 @@
 """File contents in metadata: chunk maps, sizes, truncation, quota, and setattr.
 
-A file's bytes are described by rows (idx, chunk_id, length): piece ``idx`` of the file is
-the first ``length`` bytes of that chunk; anything past ``length`` in the piece, and any
-piece without a row, reads as zeros. So truncation and holes are metadata-only changes.
+A file's bytes are described by rows (idx, chunk_id, start, length): bytes
+[start, start+length) of piece ``idx`` are the first ``length`` bytes of that chunk; the
+rest of the piece, and any piece without a row, reads as zeros. So truncation and holes
+are metadata-only changes.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def _charge(conn: sqlite3.Connection, ino: int, volume: int, capacity: int, used
 
 
 def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int) -> list[list[Any]]:
-    """Rows for pieces first..last inclusive: [[idx, chunk_id, length], ...]."""
+    """Rows for pieces first..last inclusive: [[idx, chunk_id, start, length], ...]."""
     return [list(r) for r in conn.execute(
-        "SELECT idx, chunk_id, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ? "
+        "SELECT idx, chunk_id, start, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ? "
         "ORDER BY idx", (ino, first, last))]
 
 
@@ -59,21 +60,36 @@ def commit(conn: sqlite3.Connection, ino: int, size: int, pieces: list[list[Any]
     volume, chunk_size, capacity, used = _volume_row(conn, ino)
     delta = 0
     for piece in pieces:
-        if (not isinstance(piece, list) or len(piece) != 3 or type(piece[0]) is not int
-                or not is_chunk_id(piece[1]) or type(piece[2]) is not int):
-            raise FsError(errno.EINVAL, f"malformed piece {piece!r}: want [idx, chunk_id, length]")
-        idx, cid, length = piece
-        if not 0 <= idx <= MAX_FILE_SIZE // chunk_size or not 0 < length <= chunk_size:
-            raise FsError(errno.EINVAL, f"piece {idx} with length {length} is out of range")
+        idx, cid, start, length = _check_piece(piece, chunk_size)
         old = conn.execute("SELECT length FROM chunks WHERE inode=? AND idx=?", (ino, idx)).fetchone()
         delta += length - (old[0] if old else 0)
-        conn.execute("INSERT OR REPLACE INTO chunks (inode, idx, chunk_id, length) VALUES (?,?,?,?)",
-                     (ino, idx, cid, length))
+        if cid is None:  # the piece is all zeros now: a hole
+            conn.execute("DELETE FROM chunks WHERE inode=? AND idx=?", (ino, idx))
+        else:
+            conn.execute("INSERT OR REPLACE INTO chunks (inode, idx, chunk_id, start, length) "
+                         "VALUES (?,?,?,?,?)", (ino, idx, cid, start, length))
     _charge(conn, ino, volume, capacity, used, delta)
     t = now_ns()
     conn.execute("UPDATE inodes SET size=MAX(size, ?), mtime_ns=?, ctime_ns=? WHERE id=?",
                  (size, mtime_ns if mtime_ns is not None else t, t, ino))
     return getattr_(conn, ino)
+
+
+def _check_piece(piece: Any, chunk_size: int) -> tuple[int, str | None, int, int]:
+    """[idx, chunk_id, start, length], or [idx, nil, 0, 0] for a piece that became a hole."""
+    if not isinstance(piece, list) or len(piece) != 4:
+        raise FsError(errno.EINVAL, f"malformed piece {piece!r}: want [idx, chunk_id, start, length]")
+    idx, cid, start, length = piece
+    if not all(type(v) is int for v in (idx, start, length)):
+        raise FsError(errno.EINVAL, f"malformed piece {piece!r}: idx, start, length are integers")
+    if not 0 <= idx <= MAX_FILE_SIZE // chunk_size:
+        raise FsError(errno.EINVAL, f"piece index {idx} is out of range")
+    if cid is None:
+        if start or length:
+            raise FsError(errno.EINVAL, f"a hole has no start or length: {piece!r}")
+    elif not is_chunk_id(cid) or not 0 <= start < start + length <= chunk_size:
+        raise FsError(errno.EINVAL, f"piece {idx} (start {start}, length {length}) is out of range")
+    return idx, cid, start, length
 
 
 def truncate(conn: sqlite3.Connection, ino: int, size: int) -> None:
@@ -86,15 +102,17 @@ def truncate(conn: sqlite3.Connection, ino: int, size: int) -> None:
     freed = conn.execute("SELECT COALESCE(SUM(length), 0) FROM chunks WHERE inode=? AND idx>?",
                          (ino, keep_whole)).fetchone()[0]
     conn.execute("DELETE FROM chunks WHERE inode=? AND idx>?", (ino, keep_whole))
-    row = conn.execute("SELECT length FROM chunks WHERE inode=? AND idx=?",
+    row = conn.execute("SELECT start, length FROM chunks WHERE inode=? AND idx=?",
                        (ino, keep_whole)).fetchone()
     if row is not None:
-        if tail == 0:
+        start, length = row
+        if tail <= start:  # nothing of the chunk's bytes is left below the new size
             conn.execute("DELETE FROM chunks WHERE inode=? AND idx=?", (ino, keep_whole))
-            freed += row[0]
-        elif row[0] > tail:
-            conn.execute("UPDATE chunks SET length=? WHERE inode=? AND idx=?", (tail, ino, keep_whole))
-            freed += row[0] - tail
+            freed += length
+        elif start + length > tail:
+            conn.execute("UPDATE chunks SET length=? WHERE inode=? AND idx=?",
+                         (tail - start, ino, keep_whole))
+            freed += start + length - tail
     _charge(conn, ino, volume, capacity, used, -freed)
     conn.execute("UPDATE inodes SET size=? WHERE id=?", (size, ino))
 

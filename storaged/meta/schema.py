@@ -48,8 +48,12 @@ chunks — the chunk map: which chunk holds each chunk_size piece of a file
     inode        the file
     idx          piece number: bytes [idx*chunk_size, (idx+1)*chunk_size)
     chunk_id     BLAKE3 id of the chunk's content (on R chunk servers)
-    length       valid bytes of the chunk for this file; bytes past it read as zeros. A
-                 truncate shortens this instead of rewriting the chunk. No row: a hole
+    start        where in the piece the chunk's bytes begin; the piece's bytes before it
+                 read as zeros (clients store a piece without its leading and trailing zeros,
+                 so holes inside a piece take no space)
+    length       valid bytes of the chunk for this file, from ``start``; bytes past it read
+                 as zeros. A truncate shortens this instead of rewriting the chunk.
+                 No row: the whole piece is a hole
 
 bad_copies — copies a client found missing or corrupted, for repair to replace
     chunk_id     the chunk
@@ -121,6 +125,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     inode INTEGER NOT NULL,
     idx INTEGER NOT NULL,
     chunk_id TEXT NOT NULL,
+    start INTEGER NOT NULL DEFAULT 0,
     length INTEGER NOT NULL,
     PRIMARY KEY (inode, idx)
 );

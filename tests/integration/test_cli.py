@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from storaged.chunk.ids import chunk_id
+from shoal.mounting import is_mounted
 from tests.helpers import call
 
 
@@ -24,7 +25,8 @@ def shoal(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     return result
 
 
-@pytest.mark.parametrize("command", ["storaged", "up", "down", "status", "secret", "version"])
+@pytest.mark.parametrize("command", ["storaged", "up", "down", "status", "secret", "version",
+                                     "mount", "umount", "volume"])
 def test_every_subcommand_explains_itself(command):
     result = shoal(command, "--help")
     assert result.returncode == 0 and "usage: shoal " + command in result.stdout
@@ -41,11 +43,15 @@ def test_top_level_help_lists_commands_and_exit_codes():
 
 def test_up_status_down_and_a_dead_server(tmp_path):
     workdir = tmp_path / "cluster"
-    up = shoal("up", "--workdir", str(workdir), "--chunk-servers", "3", check=True)
-    assert "healthy" in up.stdout and up.stdout.count(" up ") == 3
-    described = json.loads((workdir / "cluster.json").read_text())
-    servers = described["chunk_servers"]
+    mnt = tmp_path / "mnt"
+    up = shoal("up", "--workdir", str(workdir), "--chunk-servers", "3", "--mountpoint", str(mnt))
     try:
+        assert up.returncode == 0, up.stderr
+        assert "healthy" in up.stdout and up.stdout.count(" up ") == 4  # meta + 3 chunk servers
+        assert f"mounted at {mnt}" in up.stdout
+        assert is_mounted(mnt)
+        described = json.loads((workdir / "cluster.json").read_text())
+        servers = described["chunk_servers"]
         assert len({s["address"] for s in servers}) == 3
         assert len({s["data_dir"] for s in servers}) == 3
         assert Path(described["secret_file"]).stat().st_mode & 0o777 == 0o600
@@ -64,15 +70,21 @@ def test_up_status_down_and_a_dead_server(tmp_path):
         after = json.loads((workdir / "cluster.json").read_text())["chunk_servers"]
         assert after[0]["pid"] == servers[0]["pid"] and after[1]["pid"] != servers[1]["pid"]
         assert "healthy" in again.stdout
+        (mnt / "file").write_bytes(b"through the mount")
     finally:
         down = shoal("down", "--workdir", str(workdir))
-    assert down.returncode == 0 and "chunk1" in down.stdout
-    assert shoal("status", "--workdir", str(workdir)).returncode == 1  # no cluster any more
-    # data survives down/up
+    assert down.returncode == 0 and "mount, chunk1, chunk2, chunk3, meta" in down.stdout
+    assert not is_mounted(mnt)
+    assert shoal("status", "--workdir", str(workdir)).returncode == 3  # all down
+    # data, ports and the mountpoint survive down/up
     shoal("up", "--workdir", str(workdir), check=True)
     try:
-        first = json.loads((workdir / "cluster.json").read_text())["chunk_servers"][0]
+        again = json.loads((workdir / "cluster.json").read_text())
+        assert again["mountpoint"] == str(mnt)
+        assert [s["address"] for s in again["chunk_servers"]] == [s["address"] for s in servers]
+        first = again["chunk_servers"][0]
         assert call(first["address"], secret, "chunk.get", chunk_id(b"kept")) == b"kept"
+        assert (mnt / "file").read_bytes() == b"through the mount"
     finally:
         shoal("down", "--workdir", str(workdir), check=True)
 

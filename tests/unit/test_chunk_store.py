@@ -156,3 +156,4 @@ def test_two_stores_cannot_share_a_directory(tmp_path):
     with pytest.raises(RuntimeError, match="in use"):
         ChunkStore(tmp_path / "d").open()
     first.close()
+

@@ -190,27 +190,36 @@ def test_commit_quota_truncate_and_rollback(meta, vol):
     f = mk(meta, root, b"f")
     ino = f["ino"]
     c1, c2 = chunk_id(b"one"), chunk_id(b"two")
-    attr = meta(files.commit, ino, 2 * CS, [[0, c1, CS], [1, c2, CS]])
+    attr = meta(files.commit, ino, 2 * CS, [[0, c1, 0, CS], [1, c2, 0, CS]])
     assert attr["size"] == 2 * CS and attr["stored"] == 2 * CS
     assert meta(volumes.get, "vol1")["used_bytes"] == 2 * CS
-    assert meta(files.chunk_map, ino, 0, 10) == [[0, c1, CS], [1, c2, CS]]
+    assert meta(files.chunk_map, ino, 0, 10) == [[0, c1, 0, CS], [1, c2, 0, CS]]
     # the size never shrinks through commit
-    assert meta(files.commit, ino, 10, [[0, c2, CS]])["size"] == 2 * CS
+    assert meta(files.commit, ino, 10, [[0, c2, 0, CS]])["size"] == 2 * CS
     # a commit past the quota changes nothing at all
-    fails(errno.ENOSPC, meta, files.commit, ino, 11 * CS, [[i, c1, CS] for i in range(2, 11)])
-    assert meta(files.chunk_map, ino, 0, 20) == [[0, c2, CS], [1, c2, CS]]
+    fails(errno.ENOSPC, meta, files.commit, ino, 11 * CS, [[i, c1, 0, CS] for i in range(2, 11)])
+    assert meta(files.chunk_map, ino, 0, 20) == [[0, c2, 0, CS], [1, c2, 0, CS]]
     # a malformed piece after a good one rolls the good one back too
-    fails(errno.EINVAL, meta, files.commit, ino, 3 * CS, [[2, c1, CS], [3, "nope", 1]])
+    fails(errno.EINVAL, meta, files.commit, ino, 3 * CS, [[2, c1, 0, CS], [3, "nope", 0, 1]])
+    fails(errno.EINVAL, meta, files.commit, ino, 3 * CS, [[2, c1, CS - 10, 20]])
     assert meta(files.chunk_map, ino, 2, 3) == []
+    # a piece that became all zeros is a hole again, and frees its space
+    assert meta(files.commit, ino, 2 * CS, [[1, None, 0, 0]])["stored"] == CS
+    assert meta(files.commit, ino, 2 * CS, [[1, c2, 0, CS]])["stored"] == 2 * CS
     # truncate into the middle of piece 0: piece 1 dropped, piece 0 shortened, space freed
     attr = meta(files.setattr_, ino, {"size": 100})
     assert attr["size"] == 100 and attr["stored"] == 100
-    assert meta(files.chunk_map, ino, 0, 10) == [[0, c2, 100]]
+    assert meta(files.chunk_map, ino, 0, 10) == [[0, c2, 0, 100]]
     assert meta(volumes.get, "vol1")["used_bytes"] == 100
     attr = meta(files.setattr_, ino, {"size": 5 * CS})  # a hole: no space used
     assert attr["size"] == 5 * CS and attr["stored"] == 100
     assert meta(files.setattr_, ino, {"size": 0})["stored"] == 0
     fails(errno.EISDIR, meta, files.setattr_, root, {"size": 0})
+    # a chunk that starts inside its piece: truncating below its start drops it
+    meta(files.commit, ino, CS, [[0, c1, 4096, 1000]])
+    assert meta(files.setattr_, ino, {"size": 5000})["stored"] == 5000 - 4096
+    assert meta(files.setattr_, ino, {"size": 4000})["stored"] == 0
+    assert meta(files.chunk_map, ino, 0, 0) == []
 
 
 def test_setattr_modes_owners_times(meta, vol):

@@ -1,0 +1,262 @@
+"""A file's bytes as the mount sees them: committed chunks plus writes not yet committed.
+
+Invariants (between checkpoints a task has this state to itself; trio is cooperative):
+
+- ``rows`` caches the meta role's chunk map: idx -> Piece, or None for a known hole. It is
+  dropped when another mount may have changed the file (open revalidates).
+- ``dirty[idx]`` holds the full valid content of piece idx as this mount wrote it.
+- A piece whose buffer filled up is uploaded in the background right away (a sequential
+  writer keeps writing meanwhile); ``uploading[idx]`` keeps its bytes for readers until it
+  is durable, then ``uploaded[idx]`` records the chunk until the next commit.
+- ``generation[idx]`` grows with every write to idx. An upload only counts if the piece
+  was not written again while it ran, so a commit never records stale bytes.
+- ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
+  size in one meta transaction. Only then do fsync() and close() return: the data is on R
+  servers and in the metadata.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from storaged.data.client import DataClient, hash_chunk
+from storaged.rpc import FsError, RpcClient, RpcError
+
+from .chunkcache import ChunkCache
+
+log = logging.getLogger("fusefs.data")
+
+ROWS_AHEAD = 63
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes [start, start+length) of a piece are the chunk ``cid``; the rest are zeros.
+
+    ``cid`` None is a piece that became all zeros: committing it makes a hole.
+    """
+
+    cid: str | None
+    start: int
+    length: int
+
+
+ZERO_ALIGN = 4096
+
+
+def zero_trimmed(data: bytes) -> tuple[int, bytes]:
+    """The 4 KiB-aligned span of ``data`` outside which it is all zeros: (start, bytes).
+
+    Storing only that span is what makes holes inside a piece (and written zeros) free.
+    """
+    head = len(data) - len(data.lstrip(b"\0"))
+    if head == len(data):
+        return 0, b""
+    end = len(data.rstrip(b"\0"))
+    start = head - head % ZERO_ALIGN
+    end = min(len(data), end + (-end) % ZERO_ALIGN)
+    return start, data[start:end]
+
+
+@dataclass
+class VolumeIO:
+    """What every open file of one mount shares."""
+
+    rpc: RpcClient
+    meta: str
+    data: DataClient
+    cache: ChunkCache
+    chunk_size: int
+    replicas: int
+    uploads: trio.CapacityLimiter
+    nursery: trio.Nursery
+    max_dirty_pieces: int = 16
+
+    async def chunk(self, cid: str) -> bytes:
+        return await self.cache.fetch(cid, self.data.get)
+
+
+@dataclass
+class FileData:
+    ino: int
+    io: VolumeIO
+    size: int  # as this mount sees it, uncommitted writes included
+    committed_size: int
+    rows: dict[int, Piece | None] = field(default_factory=dict)
+    dirty: dict[int, bytearray] = field(default_factory=dict)
+    uploading: dict[int, bytes] = field(default_factory=dict)
+    uploaded: dict[int, Piece] = field(default_factory=dict)
+    generation: dict[int, int] = field(default_factory=dict)
+    in_flight: int = 0
+    upload_error: BaseException | None = None
+    handles: int = 0
+    write_lock: trio.Lock = field(default_factory=trio.Lock)
+    flush_lock: trio.Lock = field(default_factory=trio.Lock)
+    idle: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def has_unsaved(self) -> bool:
+        return bool(self.dirty or self.uploading or self.uploaded or self.in_flight
+                    or self.size != self.committed_size)
+
+    # -- the committed chunk map ----------------------------------------------------------
+
+    async def _rows(self, first: int, last: int) -> None:
+        """Make sure rows first..last are cached (one meta call for the missing range)."""
+        missing = [i for i in range(first, last + 1) if i not in self.rows]
+        if not missing:
+            return
+        lo, hi = missing[0], missing[-1]
+        if self.size:  # read the map ahead: a sequential reader needs the next rows soon
+            hi = max(hi, min(lo + ROWS_AHEAD, (self.size - 1) // self.io.chunk_size))
+        fetched = await self.io.rpc.call(self.io.meta, "fs.chunks", self.ino, lo, hi)
+        for i in range(lo, hi + 1):
+            self.rows.setdefault(i, None)
+        for idx, cid, start, length in fetched:
+            self.rows[idx] = Piece(cid, start, length)
+
+    def forget_rows(self) -> None:
+        """Another mount may have changed the file: re-read its chunk map when needed."""
+        self.rows.clear()
+
+    async def _piece_content(self, idx: int) -> bytes:
+        """The valid bytes of piece idx as this mount sees it (may be shorter than the piece)."""
+        if idx in self.dirty:
+            return bytes(self.dirty[idx])
+        if idx in self.uploading:
+            return self.uploading[idx]
+        piece = self.uploaded.get(idx)
+        if piece is None:
+            await self._rows(idx, idx)
+            piece = self.rows.get(idx)
+        if piece is None or piece.cid is None:
+            return b""
+        data = await self.io.chunk(piece.cid)
+        return bytes(piece.start) + data[:piece.length]
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read(self, off: int, size: int) -> bytes:
+        end = min(off + size, self.size)
+        if off >= end:
+            return b""
+        cs = self.io.chunk_size
+        first, last = off // cs, (end - 1) // cs
+        await self._rows(first, last)
+        parts = []
+        for idx in range(first, last + 1):
+            start = max(off, idx * cs) - idx * cs
+            stop = min(end, (idx + 1) * cs) - idx * cs
+            content = await self._piece_content(idx)
+            chunk = content[start:stop]
+            parts.append(chunk + bytes(stop - start - len(chunk)))  # past the data: zeros
+        return b"".join(parts)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def write(self, off: int, buf: bytes) -> None:
+        if self.upload_error is not None:
+            error, self.upload_error = self.upload_error, None
+            raise _as_fs_error(error)
+        cs = self.io.chunk_size
+        async with self.write_lock:
+            pos = 0
+            while pos < len(buf):
+                idx, inner = divmod(off + pos, cs)
+                take = min(cs - inner, len(buf) - pos)
+                if idx not in self.dirty:
+                    base = b"" if inner == 0 and take == cs else await self._piece_content(idx)
+                    self.dirty[idx] = bytearray(base)
+                piece = self.dirty[idx]
+                if len(piece) < inner:
+                    piece.extend(bytes(inner - len(piece)))  # a hole inside the piece
+                piece[inner:inner + take] = buf[pos:pos + take]
+                self.generation[idx] = self.generation.get(idx, 0) + 1
+                self.uploaded.pop(idx, None)
+                pos += take
+                if inner + take == cs and len(piece) == cs:
+                    await self._start_upload(idx)  # full: send it while the writer goes on
+            self.size = max(self.size, off + len(buf))
+        if len(self.dirty) > self.io.max_dirty_pieces:
+            await self.flush()  # bound the memory partial pieces can take
+
+    async def _start_upload(self, idx: int) -> None:
+        data = bytes(self.dirty.pop(idx))
+        self.uploading[idx] = data
+        self.in_flight += 1
+        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        await self.io.uploads.acquire_on_behalf_of(("upload", self.ino, idx, id(data)))
+        self.io.nursery.start_soon(self._upload, idx, data, self.generation[idx])
+
+    async def _upload(self, idx: int, data: bytes, generation: int) -> None:
+        token = ("upload", self.ino, idx, id(data))
+        try:
+            start, stored = zero_trimmed(data)
+            if stored:
+                cid = await hash_chunk(stored)
+                await self.io.data.put(stored, self.io.replicas, cid)
+                self.io.cache.put(cid, stored)
+                piece = Piece(cid, start, len(stored))
+            else:
+                piece = Piece(None, 0, 0)  # all zeros: nothing to store
+            if self.generation.get(idx) == generation:
+                self.uploaded[idx] = piece
+        except (RpcError, OSError) as exc:
+            log.error("upload of inode %d piece %d failed: %s", self.ino, idx, exc)
+            if self.generation.get(idx) == generation:
+                self.dirty.setdefault(idx, bytearray(data))  # keep it for the next flush
+            self.upload_error = exc
+        finally:
+            if self.uploading.get(idx) is data:
+                del self.uploading[idx]
+            self.io.uploads.release_on_behalf_of(token)
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    # -- flush, fsync, close ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Make everything written so far durable and committed, or raise."""
+        async with self.flush_lock:
+            async with self.write_lock:
+                for idx in list(self.dirty):
+                    await self._start_upload(idx)
+                size = self.size
+            if self.in_flight:
+                await self.idle.wait()
+            if self.upload_error is not None:
+                error, self.upload_error = self.upload_error, None
+                raise _as_fs_error(error)
+            pieces = dict(self.uploaded)
+            if not pieces and size == self.committed_size:
+                return
+            attr = await self.io.rpc.call(
+                self.io.meta, "fs.commit", self.ino, size,
+                [[i, p.cid, p.start, p.length] for i, p in sorted(pieces.items())])
+            for idx, piece in pieces.items():
+                self.rows[idx] = piece if piece.cid is not None else None
+                if self.uploaded.get(idx) == piece:
+                    del self.uploaded[idx]
+            self.committed_size = attr["size"]
+            self.size = max(self.size, attr["size"])
+
+    async def truncate(self, size: int) -> dict[str, Any]:
+        """Commit pending writes, then set the size in the meta role (metadata only)."""
+        await self.flush()
+        async with self.write_lock:
+            attr = await self.io.rpc.call(self.io.meta, "fs.setattr", self.ino, {"size": size})
+            self.size = self.committed_size = size
+            self.forget_rows()
+            return attr
+
+
+def _as_fs_error(exc: BaseException) -> FsError:
+    if isinstance(exc, FsError):
+        return exc
+    return FsError(errno.EIO, f"could not store data: {exc}")

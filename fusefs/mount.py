@@ -1,0 +1,96 @@
+"""One mount of one volume: connect, mount, serve, and on SIGTERM flush and unmount.
+
+Teardown order matters and is explicit: stop taking requests, commit every open file's
+pending writes, unmount, then close the connections the flush needed.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from storaged.data.client import DataClient
+from storaged.rpc import RpcClient, auth
+
+from .chunkcache import ChunkCache
+from .filedata import VolumeIO
+from .operations import Operations
+
+log = logging.getLogger("fusefs")
+
+
+@dataclass
+class MountOptions:
+    volume: str
+    mountpoint: str
+    meta: str
+    secret_file: str
+    cache_bytes: int = 128 << 20
+    parallel_uploads: int = 4
+    entry_timeout: float = 1.0
+    attr_timeout: float = 1.0
+    ready_file: str = ""
+    fuse_workers: int = 32
+
+
+def fuse_options(volume: str) -> set[str]:
+    options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    options |= {f"fsname=shoalfs:{volume}", "subtype=shoalfs"}
+    if os.geteuid() == 0:
+        options.add("allow_other")  # pods run as many uids; without it only root gets in
+    return options
+
+
+def run(options: MountOptions) -> None:
+    faulthandler.enable()
+    secret = auth.load_secret(options.secret_file)
+    if not Path(options.mountpoint).is_dir():
+        raise ValueError(f"mountpoint {options.mountpoint} is not a directory")
+    trio.run(_serve, options, secret)
+
+
+async def _serve(options: MountOptions, secret: bytes) -> None:
+    async with RpcClient(secret) as rpc:
+        volume = await rpc.call(options.meta, "volume.get", options.volume)
+        async with trio.open_nursery() as nursery:
+            io = VolumeIO(rpc=rpc, meta=options.meta, data=DataClient(rpc, options.meta),
+                          cache=ChunkCache(options.cache_bytes), chunk_size=volume["chunk_size"],
+                          replicas=volume["replicas"],
+                          uploads=trio.CapacityLimiter(options.parallel_uploads),
+                          nursery=nursery)
+            ops = Operations(io, volume, entry_timeout=options.entry_timeout,
+                             attr_timeout=options.attr_timeout)
+            pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
+            unmounted = False
+            try:
+                log.info("mounted volume %s at %s (R=%d, chunk size %d)", options.volume,
+                         options.mountpoint, volume["replicas"], volume["chunk_size"])
+                if options.ready_file:
+                    Path(options.ready_file).write_text(f"{os.getpid()}\n")
+                nursery.start_soon(_stop_on_signal, ops)
+                await pyfuse3.main(min_tasks=4, max_tasks=options.fuse_workers)
+                await ops.flush_all()
+                pyfuse3.close(unmount=True)
+                unmounted = True
+            finally:
+                if not unmounted:
+                    pyfuse3.close(unmount=True)
+            log.info("unmounted %s", options.mountpoint)
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(ops: Operations) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: flushing open files, then unmounting",
+                     signal.Signals(signum).name)
+            await ops.flush_all()
+            pyfuse3.terminate()
+            return

@@ -1,0 +1,359 @@
+"""The pyfuse3 Operations of a shoalfs mount: each handler is a short translation.
+
+Namespace calls go to the meta role (one transaction each, so the kernel's view and the
+database never disagree halfway); file contents go through FileData. Every handler turns
+errors into an errno: an exception escaping a handler would leave the application with
+"transport endpoint is not connected", which is what users remember of FUSE at its worst.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from storaged.rpc import FsError, RpcError, Timeout, Unavailable
+
+from .attrs import InodeMap, entry_attributes
+from .filedata import FileData, VolumeIO
+from .quota import QuotaGuard
+
+log = logging.getLogger("fusefs")
+
+T = TypeVar("T")
+FILES_LIMIT = 1 << 32
+
+
+def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Every failure becomes a FUSEError with a meaningful errno, never a dead daemon."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as exc:
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Timeout as exc:
+            log.error("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(errno.ETIMEDOUT) from None
+        except (Unavailable, RpcError, OSError) as exc:
+            log.error("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, io: VolumeIO, volume: dict[str, Any], *, entry_timeout: float = 1.0,
+                 attr_timeout: float = 1.0) -> None:
+        super().__init__()
+        self.io = io
+        self.meta = io.meta
+        self.rpc = io.rpc
+        self.volume = volume
+        self.inodes = InodeMap(volume["root"])
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        self.quota = QuotaGuard(io.rpc, io.meta, volume["id"])
+        self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
+        self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
+        self.files: dict[int, FileData] = {}  # meta inode -> open file state
+        self.handles: dict[int, int] = {}   # fh -> meta inode
+        self._next_fh = 1
+        self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _call(self, method: str, *params: Any) -> Any:
+        return await self.rpc.call(self.meta, method, *params)
+
+    def _entry(self, attr: dict[str, Any]) -> pyfuse3.EntryAttributes:
+        data = self.files.get(attr["ino"])
+        size = data.size if data is not None else None
+        entry = entry_attributes(attr, self.inodes, entry_timeout=self.entry_timeout,
+                                 attr_timeout=self.attr_timeout, size=size)
+        if stat.S_ISREG(attr["mode"]):
+            self.seen[attr["ino"]] = (entry.st_size, attr["mtime_ns"])
+        return entry
+
+    def _looked_up(self, attr: dict[str, Any]) -> pyfuse3.EntryAttributes:
+        self.lookups[attr["ino"]] = self.lookups.get(attr["ino"], 0) + 1
+        return self._entry(attr)
+
+    def _note_nlink(self, attr: dict[str, Any] | None) -> None:
+        if attr is not None and attr["nlink"] == 0:
+            self.orphans.add(attr["ino"])
+
+    # -- namespace ----------------------------------------------------------------------------
+
+    @fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+                     ) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            return self._looked_up(await self._call("fs.getattr", self.inodes.to_meta(parent_inode)))
+        attr = await self._call("fs.lookup", self.inodes.to_meta(parent_inode), name)
+        return self._looked_up(attr)
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None
+                      ) -> pyfuse3.EntryAttributes:
+        return self._entry(await self._call("fs.getattr", self.inodes.to_meta(inode)))
+
+    @fuse_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        ino = self.inodes.to_meta(inode)
+        changes: dict[str, int] = {}
+        if fields.update_mode:
+            changes["mode"] = attr.st_mode
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        result = None
+        if fields.update_size:
+            data = self.files.get(ino)
+            if data is not None:
+                result = await data.truncate(attr.st_size)
+            else:
+                result = await self._call("fs.setattr", ino, {"size": attr.st_size})
+        if changes or result is None:
+            result = await self._call("fs.setattr", ino, changes)
+        return self._entry(result)
+
+    async def _make(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext,
+                    rdev: int = 0, target: bytes | None = None) -> dict[str, Any]:
+        return await self._call("fs.mknod", self.inodes.to_meta(parent_inode), name, mode,
+                                ctx.uid, ctx.gid, rdev, target)
+
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._looked_up(await self._make(parent_inode, name, mode, ctx, rdev))
+
+    @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._looked_up(await self._make(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx))
+
+    @fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._looked_up(await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx,
+                                                0, target))
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self._call("fs.readlink", self.inodes.to_meta(inode))
+
+    @fuse_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        attr = await self._call("fs.link", self.inodes.to_meta(inode),
+                                self.inodes.to_meta(new_parent_inode), new_name)
+        return self._looked_up(attr)
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._note_nlink(await self._call("fs.unlink", self.inodes.to_meta(parent_inode), name))
+
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._note_nlink(await self._call("fs.rmdir", self.inodes.to_meta(parent_inode), name))
+
+    @fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        replaced = await self._call("fs.rename", self.inodes.to_meta(parent_inode_old), name_old,
+                                    self.inodes.to_meta(parent_inode_new), name_new, flags)
+        self._note_nlink(replaced)
+        if replaced is not None and replaced["nlink"] == 0 and replaced["ino"] not in self.lookups:
+            await self._forget_orphans([replaced["ino"]])
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        gone = []
+        for inode, count in inode_list:
+            ino = self.inodes.to_meta(inode)
+            left = self.lookups.get(ino, 0) - count
+            if left > 0:
+                self.lookups[ino] = left
+                continue
+            self.lookups.pop(ino, None)
+            self.seen.pop(ino, None)
+            if ino in self.orphans and ino not in self.files:
+                gone.append(ino)
+        if gone:
+            await self._forget_orphans(gone)
+
+    async def _forget_orphans(self, inos: list[int]) -> None:
+        """Delete unlinked inodes nobody here uses any more (never raises: forget can't)."""
+        try:
+            await self._call("fs.forget", inos)
+            self.orphans.difference_update(inos)
+        except Exception as exc:  # noqa: BLE001 - forget must not raise
+            log.warning("could not remove orphaned inodes %s: %s", inos, exc)
+
+    # -- directories ----------------------------------------------------------------------------
+
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        attr = await self._call("fs.getattr", self.inodes.to_meta(inode))
+        if not stat.S_ISDIR(attr["mode"]):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        ino = self.inodes.to_meta(fh)
+        after = start_id
+        while True:
+            batch = await self._call("fs.readdir", ino, after, 500)
+            if not batch:
+                return
+            for name, attr, cookie in batch:
+                if not pyfuse3.readdir_reply(token, name, self._entry(attr), cookie):
+                    return
+                self.lookups[attr["ino"]] = self.lookups.get(attr["ino"], 0) + 1
+                after = cookie
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None  # every namespace change was committed before it was acknowledged
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _new_handle(self, ino: int) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = ino
+        return fh
+
+    def _file(self, attr: dict[str, Any]) -> FileData:
+        data = self.files.get(attr["ino"])
+        if data is None:
+            data = FileData(attr["ino"], self.io, attr["size"], attr["size"])
+            self.files[attr["ino"]] = data
+        return data
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        ino = self.inodes.to_meta(inode)
+        attr = await self._call("fs.getattr", ino)  # close-to-open: always ask the meta role
+        data = self.files.get(ino)
+        if data is None or not data.has_unsaved:
+            if data is not None:
+                data.size = data.committed_size = attr["size"]
+                data.forget_rows()
+            if self.seen.get(ino) not in (None, (attr["size"], attr["mtime_ns"])):
+                pyfuse3.invalidate_inode(inode, attr_only=False)  # changed elsewhere
+        self._file(attr).handles += 1
+        self.seen[ino] = (attr["size"], attr["mtime_ns"])
+        return pyfuse3.FileInfo(fh=self._new_handle(ino), keep_cache=True,
+                                direct_io=bool(flags & os.O_DIRECT))
+
+    @fuse_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        attr = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
+        self._file(attr).handles += 1
+        entry = self._looked_up(attr)
+        return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"]), keep_cache=True,
+                                direct_io=bool(flags & os.O_DIRECT)), entry
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.files[self.handles[fh]].read(off, size)
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        data = self.files[self.handles[fh]]
+        await self.quota.charge(off + len(buf) - data.size)
+        await data.write(off, buf)
+        return len(buf)
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        await self.files[self.handles[fh]].flush()
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.files[self.handles[fh]].flush()
+
+    async def release(self, fh: int) -> None:
+        ino = self.handles.pop(fh)
+        data = self.files[ino]
+        data.handles -= 1
+        if data.handles:
+            return
+        try:
+            await data.flush()  # normally a no-op: close() already flushed
+        except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
+            log.error("inode %d: data written but not stored when the file was released: %s",
+                      ino, exc)
+        if not data.has_unsaved:
+            del self.files[ino]
+        if ino in self.orphans and ino not in self.lookups:
+            await self._forget_orphans([ino])
+
+    # -- extended attributes ------------------------------------------------------------------
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self._call("fs.getxattr", self.inodes.to_meta(inode), name)
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        await self._call("fs.setxattr", self.inodes.to_meta(inode), name, value, 0)
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return await self._call("fs.listxattr", self.inodes.to_meta(inode))
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._call("fs.removexattr", self.inodes.to_meta(inode), name)
+
+    # -- the volume ---------------------------------------------------------------------------
+
+    @fuse_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        info = await self.quota.statfs()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = info["capacity"] // 4096
+        s.f_bfree = s.f_bavail = max(0, info["capacity"] - info["used"]) // 4096
+        s.f_files = FILES_LIMIT
+        s.f_ffree = s.f_favail = FILES_LIMIT - info["inodes"]
+        s.f_namemax = 255
+        return s
+
+    async def flush_all(self) -> None:
+        """Commit every open file's pending writes (before unmounting)."""
+        for ino, data in list(self.files.items()):
+            try:
+                await data.flush()
+            except Exception as exc:  # noqa: BLE001
+                log.error("inode %d: pending writes could not be stored: %s", ino, exc)

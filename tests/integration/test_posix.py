@@ -1,0 +1,334 @@
+"""POSIX behaviour through real system calls on a real shoalfs mount: one test per rule."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def renameat2(old, new, flags):
+    if libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def fails(code, fn, *args, **kwargs):
+    with pytest.raises(OSError) as info:
+        fn(*args, **kwargs)
+    assert info.value.errno == code, info.value
+
+
+def as_user(uid: int, gid: int, code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python code as another user (the kernel's permission checks apply to it)."""
+    prelude = f"import os, errno\nos.setgroups([])\nos.setgid({gid})\nos.setuid({uid})\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_create_write_read_and_sizes(here):
+    path = here / "f"
+    with open(path, "wb") as f:
+        f.write(b"hello world")
+    assert path.read_bytes() == b"hello world"
+    st = path.stat()
+    assert st.st_size == 11 and stat.S_ISREG(st.st_mode)
+    with open(path, "r+b") as f:
+        f.seek(6)
+        f.write(b"there")
+    assert path.read_bytes() == b"hello there"
+
+
+def test_mode_and_owner_of_new_files_follow_the_caller(here):
+    old = os.umask(0o022)
+    try:
+        fd = os.open(here / "m", os.O_CREAT | os.O_WRONLY, 0o666)
+        os.close(fd)
+        os.mkdir(here / "dm", 0o777)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((here / "m").stat().st_mode) == 0o644
+    assert stat.S_IMODE((here / "dm").stat().st_mode) == 0o755
+    os.chmod(here, 0o777)
+    result = as_user(4242, 4343, f"open('{here}/byuser', 'w').close()")
+    assert result.returncode == 0, result.stderr
+    st = (here / "byuser").stat()
+    assert (st.st_uid, st.st_gid) == (4242, 4343)
+
+
+def test_mkdir_rmdir_and_their_errors(here):
+    os.mkdir(here / "d")
+    fails(errno.EEXIST, os.mkdir, here / "d")
+    (here / "d" / "inner").write_bytes(b"")
+    fails(errno.ENOTEMPTY, os.rmdir, here / "d")
+    fails(errno.ENOTDIR, os.rmdir, here / "d" / "inner")
+    fails(errno.ENOTDIR, os.mkdir, here / "d" / "inner" / "x")
+    fails(errno.EISDIR, os.unlink, here / "d")
+    fails(errno.ENOENT, os.rmdir, here / "nope")
+    fails(errno.ENOENT, open, here / "nope" / "x", "w")
+    os.unlink(here / "d" / "inner")
+    os.rmdir(here / "d")
+    assert not (here / "d").exists()
+
+
+def test_directory_link_counts_and_parent_times(here):
+    assert here.stat().st_nlink == 2
+    before = here.stat()
+    os.mkdir(here / "a")
+    os.mkdir(here / "b")
+    after = here.stat()
+    assert after.st_nlink == 4
+    assert after.st_mtime_ns > before.st_mtime_ns and after.st_ctime_ns > before.st_ctime_ns
+    os.rmdir(here / "a")
+    assert here.stat().st_nlink == 3
+
+
+def test_hard_links(here):
+    (here / "a").write_bytes(b"shared")
+    os.link(here / "a", here / "b")
+    assert (here / "a").stat().st_nlink == 2
+    assert (here / "a").stat().st_ino == (here / "b").stat().st_ino
+    with open(here / "b", "ab") as f:
+        f.write(b"!")
+    assert (here / "a").read_bytes() == b"shared!"
+    os.unlink(here / "a")
+    assert (here / "b").stat().st_nlink == 1 and (here / "b").read_bytes() == b"shared!"
+    os.mkdir(here / "d")
+    fails(errno.EPERM, os.link, here / "d", here / "d2")
+
+
+def test_symlinks(here):
+    os.symlink("target/path", here / "l")
+    assert os.readlink(here / "l") == "target/path"
+    assert stat.S_ISLNK(os.lstat(here / "l").st_mode)
+    (here / "real").write_bytes(b"via link")
+    os.symlink("real", here / "l2")
+    assert (here / "l2").read_bytes() == b"via link"
+
+
+def test_rename_over_files_and_directories(here):
+    (here / "a").write_bytes(b"A")
+    (here / "b").write_bytes(b"B")
+    os.rename(here / "a", here / "b")
+    assert (here / "b").read_bytes() == b"A" and not (here / "a").exists()
+    os.mkdir(here / "d1")
+    os.mkdir(here / "d2")
+    (here / "d1" / "x").write_bytes(b"x")
+    os.rename(here / "d1", here / "d2")  # over an empty directory
+    assert (here / "d2" / "x").read_bytes() == b"x"
+    os.mkdir(here / "d3")
+    fails(errno.ENOTEMPTY, os.rename, here / "d3", here / "d2")
+    fails(errno.EISDIR, os.rename, here / "b", here / "d3")
+    fails(errno.ENOTDIR, os.rename, here / "d3", here / "b")
+    fails(errno.EINVAL, os.rename, here / "d2", here / "d2" / "sub")
+
+
+def test_rename_noreplace_and_exchange(here):
+    (here / "a").write_bytes(b"A")
+    (here / "b").write_bytes(b"B")
+    fails(errno.EEXIST, renameat2, here / "a", here / "b", RENAME_NOREPLACE)
+    renameat2(here / "a", here / "c", RENAME_NOREPLACE)
+    renameat2(here / "c", here / "b", RENAME_EXCHANGE)
+    assert (here / "b").read_bytes() == b"A" and (here / "c").read_bytes() == b"B"
+    fails(errno.ENOENT, renameat2, here / "b", here / "zz", RENAME_EXCHANGE)
+
+
+def test_chmod_chown_and_nanosecond_times(here):
+    path = here / "f"
+    path.write_bytes(b"x")
+    os.chmod(path, 0o4751)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o4751
+    os.chown(path, 1234, 5678)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+    os.utime(path, ns=(1_600_000_000_123_456_789, 1_700_000_000_987_654_321))
+    st = path.stat()
+    assert st.st_atime_ns == 1_600_000_000_123_456_789
+    assert st.st_mtime_ns == 1_700_000_000_987_654_321
+    ctime = st.st_ctime_ns
+    os.chmod(path, 0o600)
+    assert path.stat().st_ctime_ns >= ctime
+
+
+def test_truncate_up_and_down(here):
+    path = here / "t"
+    path.write_bytes(b"abcdefghij")
+    os.truncate(path, 4)
+    assert path.read_bytes() == b"abcd"
+    os.truncate(path, 8)
+    assert path.read_bytes() == b"abcd\0\0\0\0"  # the old bytes must not come back
+    with open(path, "r+b") as f:
+        f.truncate(2)
+        f.seek(0)
+        assert f.read() == b"ab"
+
+
+def test_sparse_files_read_zeros_and_store_nothing_for_holes(here, mounted):
+    before = os.statvfs(mounted.mnt)
+    path = here / "sparse"
+    with open(path, "wb") as f:
+        f.seek(10 << 20)
+        f.write(b"end")
+    st = path.stat()
+    assert st.st_size == (10 << 20) + 3
+    assert st.st_blocks * 512 < 1 << 20  # only the last piece is stored
+    with open(path, "rb") as f:
+        assert f.read(4096) == bytes(4096)
+        f.seek(5 << 20)
+        assert f.read(100) == bytes(100)
+        f.seek(10 << 20)
+        assert f.read() == b"end"
+    after = os.statvfs(mounted.mnt)
+    used = (before.f_bfree - after.f_bfree) * after.f_frsize
+    assert used < 1 << 20
+    os.truncate(path, 1 << 40)  # a terabyte: metadata only
+    assert path.stat().st_size == 1 << 40
+
+
+def test_files_over_4gib(here):
+    path = here / "huge"
+    with open(path, "wb") as f:
+        f.seek(5 << 30)
+        f.write(b"past 4 GiB")
+    assert path.stat().st_size == (5 << 30) + 10
+    with open(path, "rb") as f:
+        f.seek(5 << 30)
+        assert f.read() == b"past 4 GiB"
+        f.seek((4 << 30) - 2)
+        assert f.read(4) == bytes(4)
+
+
+def test_o_append(here):
+    path = here / "log"
+    path.write_bytes(b"one\n")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b"two\n")
+    os.close(fd)
+    assert path.read_bytes() == b"one\ntwo\n"
+
+
+def test_unlinked_open_file_stays_readable_until_closed(here):
+    path = here / "ghost"
+    path.write_bytes(b"still here" * 1000)
+    with open(path, "rb") as f:
+        os.unlink(path)
+        assert not path.exists()
+        assert f.read() == b"still here" * 1000
+        assert os.fstat(f.fileno()).st_nlink == 0
+    fails(errno.ENOENT, os.stat, path)
+
+
+def test_fifos_and_sockets(here):
+    os.mkfifo(here / "fifo")
+    assert stat.S_ISFIFO((here / "fifo").stat().st_mode)
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(here / "sock"))
+        assert stat.S_ISSOCK((here / "sock").stat().st_mode)
+    finally:
+        sock.close()
+
+
+def test_xattrs_with_create_and_replace(here):
+    path = here / "x"
+    path.write_bytes(b"")
+    os.setxattr(path, "user.color", b"blue")
+    assert os.getxattr(path, "user.color") == b"blue"
+    fails(errno.EEXIST, os.setxattr, path, "user.color", b"red", os.XATTR_CREATE)
+    fails(errno.ENODATA, os.setxattr, path, "user.size", b"1", os.XATTR_REPLACE)
+    os.setxattr(path, "user.color", b"red", os.XATTR_REPLACE)
+    assert os.getxattr(path, "user.color") == b"red"
+    assert os.listxattr(path) == ["user.color"]
+    os.removexattr(path, "user.color")
+    fails(errno.ENODATA, os.getxattr, path, "user.color")
+
+
+def test_name_length_limits(here):
+    (here / ("n" * 255)).write_bytes(b"ok")
+    assert (here / ("n" * 255)).read_bytes() == b"ok"
+    fails(errno.ENAMETOOLONG, open, here / ("n" * 256), "w")
+
+
+def test_statfs_shows_capacity_and_use(mounted):
+    st = os.statvfs(mounted.mnt)
+    assert st.f_namemax == 255
+    assert st.f_blocks * st.f_frsize == 20 << 30
+    df = subprocess.run(["df", "-B1", str(mounted.mnt)], capture_output=True, text=True).stdout
+    assert "shoalfs:default" in df and str(20 << 30) in df
+
+
+def test_permissions_are_enforced_for_other_users(here):
+    os.chmod(here, 0o755)
+    (here / "private").write_bytes(b"secret")
+    os.chmod(here / "private", 0o600)
+    result = as_user(65534, 65534, f"""
+for action in (lambda: open('{here}/new', 'w'), lambda: open('{here}/private', 'rb'),
+               lambda: os.chmod('{here}/private', 0o777)):
+    try:
+        action()
+        print('allowed')
+    except PermissionError as e:
+        print(errno.errorcode[e.errno])
+""")
+    assert result.stdout.split() == ["EACCES", "EACCES", "EPERM"], result.stderr
+
+
+def test_sticky_directories_protect_other_users_files(here):
+    os.chmod(here, 0o1777)
+    (here / "roots").write_bytes(b"")
+    result = as_user(65534, 65534, f"""
+open('{here}/mine', 'w').close()
+os.unlink('{here}/mine')
+try:
+    os.unlink('{here}/roots')
+    print('allowed')
+except PermissionError as e:
+    print(errno.errorcode[e.errno])
+""")
+    assert result.stdout.split() == ["EPERM"], result.stderr
+    assert (here / "roots").exists()
+
+
+def test_setgid_directories(here):
+    os.chown(here, 0, 777)
+    os.chmod(here, 0o2775)
+    (here / "f").write_bytes(b"")
+    os.mkdir(here / "sub")
+    assert (here / "f").stat().st_gid == 777
+    assert (here / "sub").stat().st_gid == 777
+    assert (here / "sub").stat().st_mode & stat.S_ISGID
+
+
+def test_readdir_stays_correct_while_the_directory_changes(here):
+    names = {f"f{i:04d}" for i in range(400)}
+    for name in names:
+        (here / name).write_bytes(b"")
+    seen = []
+    with os.scandir(here) as entries:
+        for i, entry in enumerate(entries):
+            seen.append(entry.name)
+            if i == 50:
+                for victim in sorted(names)[300:350]:
+                    os.unlink(here / victim)
+                (here / "late").write_bytes(b"")
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert set(sorted(names)[:300]) | set(sorted(names)[350:]) <= set(seen) | {"late"}
+    assert sorted(os.listdir(here)) == sorted((names - set(sorted(names)[300:350])) | {"late"})
+
+
+def test_exdev_across_volumes(here, mounted, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (here / "f").write_bytes(b"x")
+    fails(errno.EXDEV, os.rename, here / "f", other / "f")
