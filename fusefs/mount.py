@@ -10,6 +10,7 @@ import faulthandler
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyfuse3
 import trio
 
 from storaged.data.client import DataClient
-from storaged.rpc import RpcClient, auth
+from storaged.rpc import RpcClient, RpcError, auth
 
 from .chunkcache import ChunkCache
 from .filedata import VolumeIO
@@ -38,6 +39,7 @@ class MountOptions:
     attr_timeout: float = 1.0
     ready_file: str = ""
     fuse_workers: int = 32
+    session_heartbeat: float = 10.0
 
 
 def fuse_options(volume: str) -> set[str]:
@@ -67,6 +69,9 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                           nursery=nursery)
             ops = Operations(io, volume, entry_timeout=options.entry_timeout,
                              attr_timeout=options.attr_timeout)
+            description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
+            await ops.open_session(description)
+            nursery.start_soon(_keep_session, ops, description, options.session_heartbeat)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
             unmounted = False
             try:
@@ -83,7 +88,24 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 if not unmounted:
                     pyfuse3.close(unmount=True)
             log.info("unmounted %s", options.mountpoint)
+            with trio.move_on_after(10):
+                try:
+                    await rpc.call(options.meta, "session.close", ops.session)
+                except RpcError as exc:  # it expires on its own
+                    log.warning("could not close the mount session: %s", exc)
             nursery.cancel_scope.cancel()
+
+
+async def _keep_session(ops: Operations, description: str, interval: float) -> None:
+    """Heartbeats keep our holds alive; if the meta role forgot us, register again."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            if not await ops.rpc.call(ops.meta, "session.heartbeat", ops.session):
+                log.warning("the meta role did not know this mount any more; registering again")
+                await ops.open_session(description)
+        except RpcError as exc:
+            log.warning("session heartbeat failed: %s", exc)
 
 
 async def _stop_on_signal(ops: Operations) -> None:

@@ -76,6 +76,7 @@ class Operations(pyfuse3.Operations):
         self.handles: dict[int, int] = {}   # fh -> meta inode
         self._next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told
+        self.session = ""  # set by the mount: this mount's session in the meta role
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -142,9 +143,30 @@ class Operations(pyfuse3.Operations):
         return self._entry(result)
 
     async def _make(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext,
-                    rdev: int = 0, target: bytes | None = None) -> dict[str, Any]:
+                    rdev: int = 0, target: bytes | None = None,
+                    hold: bool = False) -> dict[str, Any]:
         return await self._call("fs.mknod", self.inodes.to_meta(parent_inode), name, mode,
-                                ctx.uid, ctx.gid, rdev, target)
+                                ctx.uid, ctx.gid, rdev, target, self.session if hold else None)
+
+    async def open_session(self, description: str) -> None:
+        """(Re)register this mount with the meta role, with a hold on every open file."""
+        self.session = await self._call("session.open", description)
+        for ino, data in list(self.files.items()):
+            if data.handles:
+                try:
+                    await self._call("fs.open", ino, self.session)
+                except FsError as exc:
+                    log.error("inode %d is open here but could not be held again: %s", ino, exc)
+
+    async def _open_attr(self, ino: int) -> dict[str, Any]:
+        """Fresh attributes and a hold; a forgotten session is registered again first."""
+        try:
+            return await self._call("fs.open", ino, self.session)
+        except FsError as exc:
+            if exc.errno != errno.ESTALE:
+                raise
+            await self.open_session("re-registered after the meta role forgot this mount")
+            return await self._call("fs.open", ino, self.session)
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -260,7 +282,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         ino = self.inodes.to_meta(inode)
-        attr = await self._call("fs.getattr", ino)  # close-to-open: always ask the meta role
+        attr = await self._open_attr(ino)  # close-to-open: always ask the meta role
         data = self.files.get(ino)
         if data is None or not data.has_unsaved:
             if data is not None:
@@ -276,7 +298,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attr = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
+        attr = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx,
+                                hold=True)
         self._file(attr).handles += 1
         entry = self._looked_up(attr)
         return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"]), keep_cache=True,
@@ -314,8 +337,11 @@ class Operations(pyfuse3.Operations):
                       ino, exc)
         if not data.has_unsaved:
             del self.files[ino]
-        if ino in self.orphans and ino not in self.lookups:
-            await self._forget_orphans([ino])
+        try:  # drops our hold; an orphan nobody else holds is deleted now
+            if await self._call("fs.release", ino, self.session):
+                self.orphans.discard(ino)
+        except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
+            log.warning("could not release inode %d: %s", ino, exc)
 
     # -- extended attributes ------------------------------------------------------------------
 

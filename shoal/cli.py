@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between heartbeats to the meta role (default 2)")
     p.add_argument("--heartbeat-timeout", type=float, metavar="SECONDS",
                    help="meta role: a chunk server silent this long is down (default 10)")
+    p.add_argument("--session-timeout", type=float, metavar="SECONDS",
+                   help="meta role: a mount silent this long has crashed; its open files are "
+                        "released (default 60)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
     p.add_argument("--capacity", metavar="SIZE",

@@ -53,6 +53,7 @@ class StoragedConfig:
     meta: str = ""
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 10.0
+    session_timeout: float = 60.0
     secret_file: str = ""
     capacity: int | None = None
     reserve: int = 64 * 2**20

@@ -45,7 +45,8 @@ def run(config: StoragedConfig) -> None:
         if "meta" in config.roles:
             conn = open_database(config.meta_db or Path(config.data_dir) / "meta.db")
             stack.callback(conn.close)
-            meta = MetaService(conn, heartbeat_timeout=config.heartbeat_timeout)
+            meta = MetaService(conn, heartbeat_timeout=config.heartbeat_timeout,
+                               session_timeout=config.session_timeout)
         trio.run(_serve, config, secret, chunk, meta)
     log.info("stopped")
 

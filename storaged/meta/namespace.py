@@ -291,3 +291,8 @@ def forget(conn: sqlite3.Connection, ino: int) -> bool:
     conn.execute("UPDATE volumes SET used_bytes=used_bytes-?, used_inodes=used_inodes-1 "
                  "WHERE id=?", (stored, volume))
     return True
+
+
+def orphans(conn: sqlite3.Connection, limit: int = 1000) -> list[int]:
+    """Inodes with no links left (candidates for deletion when nobody holds them)."""
+    return [r[0] for r in conn.execute("SELECT id FROM inodes WHERE nlink=0 LIMIT ?", (limit,))]

@@ -8,6 +8,7 @@ for metadata speed; it is not done yet.)
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from typing import Any
 import trio
 
 from ..chunk.ids import is_chunk_id
-from ..rpc.errors import InvalidArgument
+from ..rpc.errors import FsError, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, namespace, servers, volumes, xattrs
+from .sessions import Sessions
 from .db import transaction
 
 log = logging.getLogger("storaged.meta")
@@ -27,9 +29,11 @@ READDIR_MAX = 1000
 
 
 class MetaService:
-    def __init__(self, conn: sqlite3.Connection, *, heartbeat_timeout: float = 10.0) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, heartbeat_timeout: float = 10.0,
+                 session_timeout: float = 60.0) -> None:
         self.conn = conn
         self.heartbeat_timeout = heartbeat_timeout
+        self.sessions = Sessions(session_timeout)
         self._db = trio.CapacityLimiter(1)
 
     async def _tx(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -44,17 +48,35 @@ class MetaService:
                      "fs_mknod", "fs_link", "fs_unlink", "fs_rmdir", "fs_rename", "fs_readdir",
                      "fs_readlink", "fs_forget", "fs_getxattr", "fs_setxattr", "fs_listxattr",
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
-                     "cluster_servers", "cluster_report_bad", "cluster_bad_copies"):
+                     "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
+                     "session_open", "session_heartbeat", "session_close", "fs_open",
+                     "fs_release"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
-        """Mark servers down when their heartbeats stop; they come back up on the next one."""
+        """Mark servers down when their heartbeats stop; they come back up on the next one.
+        End silent mount sessions, and delete orphans that nobody holds any more."""
         while True:
             gone = await self._tx(servers.mark_silent_down, int(self.heartbeat_timeout * 1e9))
             for server_id in gone:
                 log.warning("chunk server %s is down: no heartbeat for %.0fs", server_id,
                             self.heartbeat_timeout)
+            released = self.sessions.expire()
+            if released:
+                log.warning("a mount session expired; releasing %d open inodes", len(released))
+            if self.sessions.sweep_allowed():
+                candidates = await self._tx(namespace.orphans)
+                await self._forget_unheld(candidates)
             await trio.sleep(interval)
+
+    async def _forget_unheld(self, inos: list[int]) -> int:
+        free = [i for i in inos if type(i) is int and not self.sessions.is_held(i)]
+        if not free:
+            return 0
+
+        def forget_all(conn: sqlite3.Connection) -> int:
+            return sum(namespace.forget(conn, i) for i in free)
+        return await self._tx(forget_all)
 
     # -- volumes ------------------------------------------------------------------------
 
@@ -89,8 +111,13 @@ class MetaService:
         return await self._tx(files.setattr_, ino, changes)
 
     async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
-                       rdev: int = 0, target: bytes | None = None) -> dict:
-        return await self._tx(namespace.make_node, parent, name, mode, uid, gid, rdev, target)
+                       rdev: int = 0, target: bytes | None = None,
+                       session: str | None = None) -> dict:
+        """Create a node; with ``session``, the new file is also held open by that mount."""
+        attr = await self._tx(namespace.make_node, parent, name, mode, uid, gid, rdev, target)
+        if session is not None:
+            self.sessions.hold(session, attr["ino"])
+        return attr
 
     async def fs_link(self, ino: int, new_parent: int, new_name: bytes) -> dict:
         return await self._tx(namespace.link, ino, new_parent, new_name)
@@ -112,9 +139,36 @@ class MetaService:
         return await self._tx(namespace.readlink, ino)
 
     async def fs_forget(self, inos: list) -> int:
-        def forget_all(conn: sqlite3.Connection) -> int:
-            return sum(namespace.forget(conn, i) for i in inos if type(i) is int)
-        return await self._tx(forget_all)
+        """Delete these inodes if they are orphans that no mount holds open."""
+        return await self._forget_unheld(inos)
+
+    async def fs_open(self, ino: int, session: str) -> dict:
+        """getattr, and a hold on the inode for the session (so unlink elsewhere spares it)."""
+        attr = await self._tx(namespace.getattr_, ino)
+        if not self.sessions.hold(session, ino):
+            raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+        return attr
+
+    async def fs_release(self, ino: int, session: str) -> bool:
+        """Drop the session's hold; an orphan nobody holds any more is deleted now."""
+        self.sessions.release(session, ino)
+        return bool(await self._forget_unheld([ino]))
+
+    # -- mount sessions -------------------------------------------------------------------
+
+    async def session_open(self, description: str) -> str:
+        session = self.sessions.open(description)
+        log.info("mount session %s opened: %s", session[:12], description)
+        return session
+
+    async def session_heartbeat(self, session: str) -> bool:
+        return self.sessions.heartbeat(session)
+
+    async def session_close(self, session: str) -> bool:
+        held = self.sessions.close(session)
+        await self._forget_unheld(list(held))
+        log.info("mount session %s closed", session[:12])
+        return True
 
     # -- xattrs -------------------------------------------------------------------------
 
