@@ -32,6 +32,7 @@ from .chunkcache import ChunkCache
 log = logging.getLogger("fusefs.data")
 
 ROWS_AHEAD = 63
+READ_AHEAD_PIECES = 4
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class FileData:
     uploaded: dict[int, Piece] = field(default_factory=dict)
     generation: dict[int, int] = field(default_factory=dict)
     in_flight: int = 0
+    next_sequential: int = -1
     upload_error: BaseException | None = None
     handles: int = 0
     write_lock: trio.Lock = field(default_factory=trio.Lock)
@@ -141,6 +143,32 @@ class FileData:
 
     # -- reads ----------------------------------------------------------------------------
 
+    async def _piece_view(self, idx: int) -> tuple[int, bytes]:
+        """(start, bytes) of piece idx without copying: the piece is zeros outside them."""
+        if idx in self.dirty:
+            return 0, bytes(self.dirty[idx])
+        if idx in self.uploading:
+            return 0, self.uploading[idx]
+        piece = self.uploaded.get(idx) or self.rows.get(idx)
+        if piece is None or piece.cid is None:
+            return 0, b""
+        data = await self.io.chunk(piece.cid)
+        return piece.start, data[:piece.length] if piece.length < len(data) else data
+
+    def _read_ahead(self, last: int) -> None:
+        """A sequential reader will want the next pieces: fetch them in the background."""
+        for idx in range(last + 1, last + 1 + READ_AHEAD_PIECES):
+            piece = self.rows.get(idx)
+            if piece is not None and piece.cid is not None \
+                    and self.io.cache.get(piece.cid) is None:
+                self.io.nursery.start_soon(self._prefetch, piece.cid)
+
+    async def _prefetch(self, cid: str) -> None:
+        try:
+            await self.io.chunk(cid)
+        except RpcError as exc:  # the reader will try (and report) for itself
+            log.debug("read-ahead of chunk %s failed: %s", cid[:12], exc)
+
     async def read(self, off: int, size: int) -> bytes:
         end = min(off + size, self.size)
         if off >= end:
@@ -148,14 +176,18 @@ class FileData:
         cs = self.io.chunk_size
         first, last = off // cs, (end - 1) // cs
         await self._rows(first, last)
-        parts = []
+        if off == self.next_sequential:
+            self._read_ahead(last)
+        self.next_sequential = end
+        out = bytearray(end - off)  # zeros: holes and piece borders need no work
         for idx in range(first, last + 1):
-            start = max(off, idx * cs) - idx * cs
-            stop = min(end, (idx + 1) * cs) - idx * cs
-            content = await self._piece_content(idx)
-            chunk = content[start:stop]
-            parts.append(chunk + bytes(stop - start - len(chunk)))  # past the data: zeros
-        return b"".join(parts)
+            base = idx * cs
+            start, data = await self._piece_view(idx)
+            lo = max(off, base + start)
+            hi = min(end, base + start + len(data))
+            if lo < hi:
+                out[lo - off:hi - off] = memoryview(data)[lo - base - start:hi - base - start]
+        return bytes(out)
 
     # -- writes ---------------------------------------------------------------------------
 
