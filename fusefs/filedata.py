@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class VolumeIO:
     uploads: trio.CapacityLimiter
     nursery: trio.Nursery
     max_dirty_pieces: int = 16
+    after_commit: Callable[[], None] | None = None
 
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
@@ -277,6 +279,8 @@ class FileData:
                     del self.uploaded[idx]
             self.committed_size = attr["size"]
             self.size = max(self.size, attr["size"])
+            if self.io.after_commit is not None:
+                self.io.after_commit()
 
     async def truncate(self, size: int) -> dict[str, Any]:
         """Commit pending writes, then set the size in the meta role (metadata only)."""

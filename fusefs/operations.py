@@ -70,6 +70,7 @@ class Operations(pyfuse3.Operations):
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.quota = QuotaGuard(io.rpc, io.meta, volume["id"])
+        io.after_commit = self.quota.stale
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
         self.files: dict[int, FileData] = {}  # meta inode -> open file state
@@ -96,9 +97,16 @@ class Operations(pyfuse3.Operations):
         self.lookups[attr["ino"]] = self.lookups.get(attr["ino"], 0) + 1
         return self._entry(attr)
 
-    def _note_nlink(self, attr: dict[str, Any] | None) -> None:
-        if attr is not None and attr["nlink"] == 0:
-            self.orphans.add(attr["ino"])
+    async def _unlinked(self, attr: dict[str, Any] | None) -> None:
+        """An inode lost a name. If it has none left and is not open here, delete it now
+        (the meta role still keeps it if another mount holds it open): space comes back at
+        unlink, as on a local disk, not whenever the kernel gets round to forgetting."""
+        if attr is None or attr["nlink"] != 0:
+            return
+        self.orphans.add(attr["ino"])
+        if attr["ino"] not in self.files:
+            await self._forget_orphans([attr["ino"]])
+        self.quota.stale()
 
     # -- namespace ----------------------------------------------------------------------------
 
@@ -197,20 +205,18 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._note_nlink(await self._call("fs.unlink", self.inodes.to_meta(parent_inode), name))
+        await self._unlinked(await self._call("fs.unlink", self.inodes.to_meta(parent_inode), name))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._note_nlink(await self._call("fs.rmdir", self.inodes.to_meta(parent_inode), name))
+        await self._unlinked(await self._call("fs.rmdir", self.inodes.to_meta(parent_inode), name))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         replaced = await self._call("fs.rename", self.inodes.to_meta(parent_inode_old), name_old,
                                     self.inodes.to_meta(parent_inode_new), name_new, flags)
-        self._note_nlink(replaced)
-        if replaced is not None and replaced["nlink"] == 0 and replaced["ino"] not in self.lookups:
-            await self._forget_orphans([replaced["ino"]])
+        await self._unlinked(replaced)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         gone = []
@@ -312,7 +318,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         data = self.files[self.handles[fh]]
-        await self.quota.charge(off + len(buf) - data.size)
+        uncommitted = sum(max(0, f.size - f.committed_size) for f in self.files.values())
+        await self.quota.check(off + len(buf) - data.size, uncommitted)
         await data.write(off, buf)
         return len(buf)
 

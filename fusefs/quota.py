@@ -2,8 +2,10 @@
 
 The meta role's commit is the authority (it refuses a commit past the quota), but a write
 that only fails at close() surprises programs that do not check close(). So the mount
-keeps the volume's usage, refreshed at most once a second, adds what it wrote since, and
-refuses with ENOSPC when a write would pass the capacity.
+keeps the volume's committed usage, refreshed at most once a second, adds the bytes its
+open files hold beyond what they committed, and refuses with ENOSPC when a write would
+pass the capacity. (The uncommitted part is computed from the files each time: the
+refreshed usage does not include it, so it must never be reset with it.)
 """
 
 from __future__ import annotations
@@ -24,23 +26,24 @@ class QuotaGuard:
         self.capacity = 0
         self.used = 0
         self.inodes = 0
-        self.pending = 0
         self.refreshed = -1e18
 
     async def statfs(self) -> dict[str, int]:
         info = await self.rpc.call(self.meta, "volume.statfs", self.volume_id)
         self.capacity, self.used, self.inodes = info["capacity"], info["used"], info["inodes"]
-        self.pending = 0
         self.refreshed = time.monotonic()
         return info
 
-    async def charge(self, growth: int) -> None:
-        """Account ``growth`` new bytes, or raise ENOSPC if they do not fit."""
+    def stale(self) -> None:
+        """Usage changed (a commit, a delete): ask the meta role again on the next write."""
+        self.refreshed = -1e18
+
+    async def check(self, growth: int, uncommitted: int) -> None:
+        """Raise ENOSPC unless ``growth`` more bytes fit beside ``uncommitted`` ones."""
         if growth <= 0:
             return
         if time.monotonic() - self.refreshed > REFRESH_SECONDS:
             await self.statfs()
-        if self.used + self.pending + growth > self.capacity:
-            raise FsError(errno.ENOSPC, f"volume full: {self.used + self.pending} of "
-                                        f"{self.capacity} bytes used")
-        self.pending += growth
+        if self.used + uncommitted + growth > self.capacity:
+            raise FsError(errno.ENOSPC, f"volume full: {self.used + uncommitted} of "
+                                        f"{self.capacity} bytes used or being written")

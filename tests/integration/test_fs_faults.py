@@ -76,3 +76,24 @@ def test_sigkill_of_the_mount_after_fsync_keeps_the_fsynced_data(here, mounted):
     mounted.cluster = json.loads((mounted.workdir / "cluster.json").read_text())
     data = (mounted.mnt / name / "durable").read_bytes()
     assert data[:len(payload)] == payload
+
+
+def test_sigterm_flushes_open_files_before_unmounting(here, mounted):
+    payload = os.urandom(5 * MiB + 7)
+    fd = os.open(here / "open-at-sigterm", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, payload)  # neither closed nor fsynced
+    os.kill(mounted.cluster["mount_pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(mounted.cluster["mount_pid"], 0)
+            time.sleep(0.05)
+        except ProcessLookupError:
+            break
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # the mount is gone; what matters is what it stored before leaving
+    mounted.shoal("up", "--workdir", str(mounted.workdir))
+    mounted.cluster = json.loads((mounted.workdir / "cluster.json").read_text())
+    assert (mounted.mnt / here.name / "open-at-sigterm").read_bytes() == payload

@@ -332,3 +332,48 @@ def test_exdev_across_volumes(here, mounted, tmp_path):
     other.mkdir()
     (here / "f").write_bytes(b"x")
     fails(errno.EXDEV, os.rename, here / "f", other / "f")
+
+
+@pytest.fixture
+def tiny_volume(mounted):
+    """A second volume with an 8 MiB quota, mounted."""
+    mounted.shoal("volume", "create", "tiny", "--capacity", "8MiB", "--chunk-size", "1MiB",
+                  "--workdir", str(mounted.workdir))
+    mnt = mounted.workdir / "mnt-tiny"
+    mnt.mkdir()
+    mounted.shoal("mount", "tiny", str(mnt), "--workdir", str(mounted.workdir),
+                  "--log-file", str(mounted.workdir / "logs" / "tiny.log"))
+    yield mnt
+    mounted.shoal("umount", str(mnt))
+
+
+def test_enospc_past_the_quota_and_space_comes_back(tiny_volume):
+    path = tiny_volume / "filler"
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)  # unbuffered: count what arrived
+    with pytest.raises(OSError) as info:
+        for _ in range(16):
+            written += os.write(fd, os.urandom(1 << 20))
+    assert info.value.errno == errno.ENOSPC
+    assert 6 << 20 <= written <= 8 << 20
+    os.close(fd)  # what fitted is committed
+    assert path.stat().st_size == written
+    st = os.statvfs(tiny_volume)
+    assert st.f_bfree * st.f_frsize < 2 << 20
+    os.unlink(path)
+    (tiny_volume / "after").write_bytes(os.urandom(4 << 20))  # the space is back
+    assert (tiny_volume / "after").stat().st_size == 4 << 20
+
+
+def test_copy_a_real_source_tree_and_read_it_back(here):
+    import filecmp
+    import shutil
+    source = os.path.dirname(os.__file__) + "/email"  # a package of the standard library
+    shutil.copytree(source, here / "email", symlinks=True)
+    compared = filecmp.dircmp(source, here / "email")
+
+    def same(c: filecmp.dircmp) -> bool:
+        match, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        return (not mismatch and not errors and not c.left_only and not c.right_only
+                and all(same(sub) for sub in c.subdirs.values()))
+    assert same(compared)
