@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the kernel may cache names (default 1)")
     p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
                    help="how long the kernel may cache attributes (default 1)")
+    p.add_argument("--parallel-uploads", type=int, default=4, metavar="N",
+                   help="pieces uploaded at once per mount (default 4); each holds a chunk "
+                        "in memory")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
@@ -329,6 +332,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
                              secret_file=secret_file, cache_bytes=cache,
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
+                             parallel_uploads=args.parallel_uploads,
                              ready_file=args.ready_file or ""))
         except (RpcError, ValueError, RuntimeError, OSError) as exc:
             logging.getLogger("fusefs").error("cannot mount: %s", exc)
@@ -342,6 +346,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                                ["--cache-size", args.cache_size,
                                 "--entry-timeout", str(args.entry_timeout),
                                 "--attr-timeout", str(args.attr_timeout),
+                                "--parallel-uploads", str(args.parallel_uploads),
                                 "--log-level", args.log_level])
     except RuntimeError as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
