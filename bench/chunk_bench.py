@@ -29,28 +29,13 @@ from pathlib import Path
 
 import trio
 
+from bench.procstats import drop_caches, process_stats
 from storaged.chunk.ids import chunk_id
+from storaged.chunk.store import fsync_dir
 from storaged.rpc import RpcClient, auth
 from tests.helpers import StoragedProcess
 
 MiB = 1 << 20
-
-
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def raw_put(directory: Path, chunks: list[tuple[str, bytes]], clients: int) -> float:
@@ -166,9 +151,7 @@ def main() -> None:
                 has = [("chunk.has", (chunks[0][0],))] * args.small_requests
                 results["small"].append(args.small_requests / trio.run(
                     rpc_many, server.address, secret, args.clients, has))
-                with open(f"/proc/{server.proc.pid}/stat") as f:
-                    fields = f.read().rsplit(") ", 1)[1].split()
-                cpu["storaged"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                cpu["storaged"] = process_stats(server.proc.pid)[0]
             finally:
                 server.stop()
             shutil.rmtree(raw_dir)

@@ -31,15 +31,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.procstats import drop_caches, process_stats
+
 MiB = 1 << 20
-
-
-def drop_caches() -> None:
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        pass
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -183,19 +177,6 @@ def shoal(*args: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"shoal {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout
-
-
-def process_stats(pid: int) -> tuple[float, int]:
-    """CPU seconds and peak resident memory (bytes) of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(") ", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    peak = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) * 1024
-    return cpu, peak
 
 
 def main() -> None:

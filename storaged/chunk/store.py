@@ -88,7 +88,7 @@ class ChunkStore:
             leftover.unlink()
             removed += 1
         if removed:
-            _fsync_dir(self.tmp_dir)
+            fsync_dir(self.tmp_dir)
             log.info("removed %d unfinished chunk writes left by a crash", removed)
         self._used, self._count = self._scan()
         log.info("chunk store %s: %d chunks, %d bytes", self.root, self._count, self._used)
@@ -111,7 +111,7 @@ class ChunkStore:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return new_id
 
     def _scan(self) -> tuple[int, int]:
@@ -141,7 +141,7 @@ class ChunkStore:
         for d in (directory.parent, directory):
             try:
                 d.mkdir()
-                _fsync_dir(d.parent)  # the new directory's name must survive a crash too
+                fsync_dir(d.parent)  # the new directory's name must survive a crash too
             except FileExistsError:
                 pass
         self._known_dirs.add(key)
@@ -170,7 +170,7 @@ class ChunkStore:
                 os.rename(tmp, final)
                 self._used += len(data) - old_size
                 self._count += 0 if existed else 1
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         finally:
             with self._lock:
                 self._reserved -= len(data)
@@ -251,7 +251,7 @@ class ChunkStore:
                 return False
             self._used -= size
             self._count -= 1
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def list(self, after: str | None = None, limit: int = 1000) -> tuple[list[str], str | None]:
@@ -306,7 +306,8 @@ class ChunkStore:
         log.error("chunk %s %s; moved to %s", cid, why, target)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new name) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

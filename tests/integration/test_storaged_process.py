@@ -17,8 +17,7 @@ import trio
 
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import auth
-from storaged.rpc import (AuthFailed, Corrupted, NoSpace, NotFound, RpcClient, RpcError,
-                          Unavailable)
+from storaged.rpc import (AuthFailed, Corrupted, NoSpace, NotFound, RpcClient, Unavailable)
 from tests.helpers import StoragedProcess, call
 
 

@@ -128,7 +128,8 @@ def test_rename_over_files_and_directories(meta, vol):
     assert meta(namespace.lookup, root, b"b")["ino"] == a["ino"]
     fails(errno.ENOENT, meta, namespace.lookup, root, b"a")
 
-    d1, d2 = mk(meta, root, b"d1", DIR), mk(meta, root, b"d2", DIR)
+    mk(meta, root, b"d1", DIR)
+    d2 = mk(meta, root, b"d2", DIR)
     mk(meta, d2["ino"], b"x")
     fails(errno.ENOTEMPTY, meta, namespace.rename, root, b"d1", root, b"d2")
     fails(errno.ENOTDIR, meta, namespace.rename, root, b"d1", root, b"b")
