@@ -129,19 +129,10 @@ class FileData:
         self.rows.clear()
 
     async def _piece_content(self, idx: int) -> bytes:
-        """The valid bytes of piece idx as this mount sees it (may be shorter than the piece)."""
-        if idx in self.dirty:
-            return bytes(self.dirty[idx])
-        if idx in self.uploading:
-            return self.uploading[idx]
-        piece = self.uploaded.get(idx)
-        if piece is None:
-            await self._rows(idx, idx)
-            piece = self.rows.get(idx)
-        if piece is None or piece.cid is None:
-            return b""
-        data = await self.io.chunk(piece.cid)
-        return bytes(piece.start) + data[:piece.length]
+        """The valid bytes of piece idx from its start (for a read-modify-write)."""
+        await self._rows(idx, idx)
+        start, data = await self._piece_view(idx)
+        return bytes(start) + data if data else b""
 
     # -- reads ----------------------------------------------------------------------------
 

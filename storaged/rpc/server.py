@@ -82,7 +82,7 @@ class RpcServer:
 
 
 class _ServerConnection:
-    def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:  # noqa: D107
+    def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:
         self.server = server
         self.stream = stream
         self.reader = MessageReader(server.limits.max_frame)
