@@ -1,1 +1,4 @@
-"""Placeholder package: see the README's status table; built in a later issue."""
+"""The CSI driver: Identity, Controller and Node services over gRPC (grpcio's thread pool)."""
+
+PLUGIN_NAME = "csi.shoalfs.dev"
+TOPOLOGY_KEY = "csi.shoalfs.dev/cluster"

@@ -71,7 +71,8 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                              attr_timeout=options.attr_timeout)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
-            nursery.start_soon(_keep_session, ops, description, options.session_heartbeat)
+            nursery.start_soon(_keep_session, ops, io, options.volume, description,
+                               options.session_heartbeat)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
             unmounted = False
             try:
@@ -96,14 +97,22 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _keep_session(ops: Operations, description: str, interval: float) -> None:
-    """Heartbeats keep our holds alive; if the meta role forgot us, register again."""
+async def _keep_session(ops: Operations, io: VolumeIO, volume: str, description: str,
+                        interval: float) -> None:
+    """Heartbeats keep our holds alive; if the meta role forgot us, register again.
+    Each beat also re-reads the volume's replica count, so a change (CSI ModifyVolume)
+    applies to this mount's next writes without a remount."""
     while True:
         await trio.sleep(interval)
         try:
             if not await ops.rpc.call(ops.meta, "session.heartbeat", ops.session):
                 log.warning("the meta role did not know this mount any more; registering again")
                 await ops.open_session(description)
+            replicas = (await ops.rpc.call(ops.meta, "volume.get", volume))["replicas"]
+            if replicas != io.replicas:
+                log.info("volume %s: replica count %d -> %d for new writes", volume,
+                         io.replicas, replicas)
+                io.replicas = replicas
         except RpcError as exc:
             log.warning("session heartbeat failed: %s", exc)
 

@@ -157,6 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _access_flags(p)
 
+    p = sub.add_parser(
+        "csi", help="run the CSI driver (controller, node plugin, or both)",
+        description="Serve the Container Storage Interface on --endpoint: the controller "
+                    "(volumes, snapshots) in one Deployment, the node plugin (stage and "
+                    "publish) on every node. The node plugin starts one fusefs process per "
+                    "staged volume, apart from itself, so restarting the plugin never breaks "
+                    "mounted volumes. The cluster comes from --meta and --secret-file, or "
+                    "from --cluster (the cluster.json 'shoal up' writes).", epilog=EPILOG)
+    p.add_argument("--mode", choices=["controller", "node", "all"], required=True)
+    p.add_argument("--endpoint", default=os.environ.get("CSI_ENDPOINT", ""),
+                   metavar="unix:///PATH",
+                   help="where to listen: unix:///PATH or tcp://HOST:PORT "
+                        "(default: $CSI_ENDPOINT)")
+    p.add_argument("--node-id", default="", metavar="ID",
+                   help="this node's id (node and all modes; Kubernetes: the node name)")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/shoalfs-csi"), metavar="DIR",
+                   help="the node plugin's record of staged volumes, and mount logs "
+                        "(default /var/lib/shoalfs-csi; keep it on the host)")
+    p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
+                   help="chunk cache of each fusefs process the node plugin starts")
+    p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    _access_flags(p)
+
     p = sub.add_parser("status", help="show whether every server is up, and its usage",
                        description="Ask each server of the cluster for its health and usage. "
                                    "Exit code 3 when any server does not answer.", epilog=EPILOG)
@@ -409,6 +435,35 @@ def cmd_volume(args: argparse.Namespace) -> int:
                   f"{v['replicas']:>2} {_human(v['chunk_size']):>8} {v['used_inodes']}")
     else:
         print("deleted" if result else f"no volume named {args.name}")
+    return EXIT_OK
+
+
+def cmd_csi(args: argparse.Namespace) -> int:
+    from csi.server import CsiOptions, run
+    from storaged.config import ConfigError, parse_size
+    from storaged.logs import setup_logging
+
+    try:
+        if not args.endpoint:
+            raise ConfigError("--endpoint (or $CSI_ENDPOINT) is required")
+        if args.mode != "controller" and not args.node_id:
+            raise ConfigError(f"--mode {args.mode} needs --node-id")
+        meta, secret_file = _access(args)
+        cache = parse_size(args.mount_cache_size)
+        options = CsiOptions(mode=args.mode, endpoint=args.endpoint, meta=meta,
+                             secret_file=secret_file, node_id=args.node_id,
+                             state_dir=args.state_dir, workers=args.workers,
+                             mount_args=["--cache-size", str(cache)],
+                             ready_file=args.ready_file or "")
+    except (FileNotFoundError, ConfigError, ValueError) as exc:
+        print(f"shoal csi: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level, args.log_format)
+    try:
+        run(options)
+    except (ValueError, OSError, RuntimeError) as exc:
+        logging.getLogger("csi").error("cannot start: %s", exc)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .schema import DDL, SCHEMA_VERSION
+from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 
 
 def open_database(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) with WAL and fsync on every commit.
+    """Open (creating or migrating if needed) with WAL and fsync on every commit.
 
     ``check_same_thread=False`` because the service runs every query in one dedicated worker
     thread that is not the thread which opened the connection.
@@ -22,14 +23,34 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA busy_timeout=10000")
     with transaction(conn):
+        row = _info(conn, "schema_version")
+        version = SCHEMA_VERSION if row is None else int(row)
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: schema version {version} is newer than this storaged "
+                               f"({SCHEMA_VERSION}); run a newer shoalfs")
+        if row is not None:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
         for statement in filter(str.strip, DDL.split(";")):
             conn.execute(statement)
-        row = conn.execute("SELECT value FROM meta_info WHERE key='schema_version'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO meta_info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: schema version {row[0]}, this storaged knows {SCHEMA_VERSION}")
+        conn.execute("INSERT OR REPLACE INTO meta_info VALUES ('schema_version', ?)",
+                     (str(SCHEMA_VERSION),))
+        if _info(conn, "cluster_id") is None:
+            conn.execute("INSERT INTO meta_info VALUES ('cluster_id', ?)", (uuid.uuid4().hex,))
     return conn
+
+
+def _info(conn: sqlite3.Connection, key: str) -> str | None:
+    try:
+        row = conn.execute("SELECT value FROM meta_info WHERE key=?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # a new database: the table does not exist yet
+        return None
+    return None if row is None else str(row[0])
+
+
+def cluster_id(conn: sqlite3.Connection) -> str:
+    return _info(conn, "cluster_id") or ""
 
 
 @contextlib.contextmanager

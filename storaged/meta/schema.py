@@ -6,6 +6,11 @@ on disk, and a crash at any point leaves the database as before or after the ope
 Times are integer nanoseconds since the epoch, taken from the meta server's clock unless a
 client sets them explicitly (utimens), so two mounts never disagree about "now".
 
+meta_info — facts about the database itself, as key/value text
+    schema_version   the layout version; older databases are migrated forward at open
+    cluster_id       random hex chosen when the database is created: names this cluster
+                     (the CSI driver's topology segment), so two clusters never look alike
+
 volumes — one row per volume (a CSI volume, a mount target)
     id           integer key
     name         unique name (the CSI volume id / what `shoal mount` takes)
@@ -18,6 +23,11 @@ volumes — one row per volume (a CSI volume, a mount target)
     used_inodes  number of inodes in the volume
     created_ns   creation time
     params       JSON text: the parameters the volume was created with (StorageClass)
+    kind         'volume', or 'snapshot': a frozen copy of a volume's tree (inodes, dentries,
+                 xattrs and chunk rows copied; the chunks themselves shared, never copied).
+                 Snapshots are never mounted or written; they are the source of new volumes
+    source       where the contents came from: for a snapshot, the source volume's name; for
+                 a volume, 'snapshot:NAME' or 'volume:NAME' (a restore or a clone), or ''
 
 inodes — files, directories, symlinks, fifos, sockets, devices
     id           inode number (AUTOINCREMENT: never reused, so a stale handle never reaches
@@ -72,7 +82,13 @@ servers — the cluster map
     state        'up' or 'down' as last decided by the liveness check
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Statements that take a database from version N to N+1, applied in order at open.
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE volumes ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume'",
+        "ALTER TABLE volumes ADD COLUMN source TEXT NOT NULL DEFAULT ''"],
+}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta_info (
@@ -89,7 +105,9 @@ CREATE TABLE IF NOT EXISTS volumes (
     used_bytes INTEGER NOT NULL DEFAULT 0,
     used_inodes INTEGER NOT NULL DEFAULT 0,
     created_ns INTEGER NOT NULL,
-    params TEXT NOT NULL DEFAULT '{}'
+    params TEXT NOT NULL DEFAULT '{}',
+    kind TEXT NOT NULL DEFAULT 'volume',
+    source TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS inodes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

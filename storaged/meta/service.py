@@ -21,7 +21,7 @@ from ..rpc.errors import FsError, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, namespace, servers, volumes, xattrs
 from .sessions import Sessions
-from .db import transaction
+from .db import cluster_id, transaction
 
 log = logging.getLogger("storaged.meta")
 
@@ -44,7 +44,9 @@ class MetaService:
 
     def register(self, table: MethodTable) -> None:
         for name in ("volume_create", "volume_get", "volume_list", "volume_delete",
-                     "volume_resize", "volume_statfs", "fs_lookup", "fs_getattr", "fs_setattr",
+                     "volume_resize", "volume_statfs", "volume_set_replicas", "volume_health",
+                     "snapshot_create", "snapshot_get", "snapshot_list", "snapshot_delete",
+                     "cluster_info", "fs_lookup", "fs_getattr", "fs_setattr",
                      "fs_mknod", "fs_link", "fs_unlink", "fs_rmdir", "fs_rename", "fs_readdir",
                      "fs_readlink", "fs_forget", "fs_getxattr", "fs_setxattr", "fs_listxattr",
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
@@ -81,8 +83,11 @@ class MetaService:
     # -- volumes ------------------------------------------------------------------------
 
     async def volume_create(self, name: str, capacity: int, replicas: int, chunk_size: int,
-                            params: dict | None = None) -> dict:
-        return await self._tx(volumes.create, name, capacity, replicas, chunk_size, params)
+                            params: dict | None = None, source: str = "") -> dict:
+        """With ``source`` ('snapshot:NAME' or 'volume:NAME'), the new volume starts as a
+        copy of that tree, sharing its chunks."""
+        return await self._tx(volumes.create, name, capacity, replicas, chunk_size, params,
+                              source)
 
     async def volume_get(self, name: str) -> dict:
         return await self._tx(volumes.get, name)
@@ -98,6 +103,27 @@ class MetaService:
 
     async def volume_statfs(self, volume_id: int) -> dict:
         return await self._tx(volumes.statfs, volume_id)
+
+    async def volume_set_replicas(self, name: str, replicas: int) -> dict:
+        return await self._tx(volumes.set_replicas, name, replicas)
+
+    async def volume_health(self, name: str) -> dict:
+        return await self._tx(volumes.health, name)
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def snapshot_create(self, name: str, volume: str) -> dict:
+        """A point-in-time copy of the volume's committed metadata; chunks are shared."""
+        return await self._tx(volumes.snapshot, name, volume)
+
+    async def snapshot_get(self, name: str) -> dict:
+        return await self._tx(volumes.get, name, volumes.SNAPSHOT)
+
+    async def snapshot_list(self) -> list:
+        return await self._tx(volumes.list_all, volumes.SNAPSHOT)
+
+    async def snapshot_delete(self, name: str) -> bool:
+        return await self._tx(volumes.delete, name, volumes.SNAPSHOT)
 
     # -- namespace ----------------------------------------------------------------------
 
@@ -199,6 +225,10 @@ class MetaService:
         if back:
             log.info("chunk server %s at %s (zone %s) is up", server_id, address, zone or "-")
         return True
+
+    async def cluster_info(self) -> dict:
+        """Who this cluster is: its id (chosen when the meta database was created)."""
+        return {"cluster_id": await self._tx(cluster_id)}
 
     async def cluster_servers(self) -> list:
         return await self._tx(servers.list_all)

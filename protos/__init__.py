@@ -1,0 +1,1 @@
+"""The CSI wire contract (csi.proto) and the Python modules generated from it."""

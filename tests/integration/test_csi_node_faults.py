@@ -1,0 +1,139 @@
+"""The node plugin's two promises under faults, with real processes and real SIGKILLs:
+
+- restarting the node plugin (SIGKILL, then start again) never disturbs a mounted volume:
+  a writer keeps writing without one error, and the next publish/unpublish calls work;
+- a broken mount (its fusefs process killed: ENOTCONN) is reported, cleaned up and mounted
+  again, so pods are never stuck on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protos import csi_pb2 as pb
+
+from .csi_support import MiB, CsiServer, Env, csi_env, is_mounted
+from .test_csi import create, publish, read_file, stage, unpublish, unstage, write_file
+
+WRITER = r"""
+import os, sys, time
+path, seconds = sys.argv[1], float(sys.argv[2])
+block = bytes(range(256)) * 256          # 64 KiB, a recognisable pattern
+written = 0
+deadline = time.monotonic() + seconds
+with open(path, "wb") as f:
+    while time.monotonic() < deadline:
+        f.write(block)
+        written += len(block)
+        if written % (16 * len(block)) == 0:
+            f.flush()
+            os.fsync(f.fileno())
+        time.sleep(0.005)
+    f.flush()
+    os.fsync(f.fileno())
+print(written)
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with csi_env(tmp_path_factory.mktemp("csi-faults"), second_node=False) as e:
+        yield e
+
+
+def mount_pid(server: CsiServer, volume_id: str) -> int:
+    record = json.loads((server.state_dir / "volumes" / f"{volume_id}.json").read_text())
+    return int(record["pid"])
+
+
+def test_node_plugin_restart_does_not_break_a_mounted_volume(env: Env) -> None:
+    vid = create(env, size=256 * MiB).volume_id
+    stage(env.a, env.paths_a, vid)
+    target = publish(env.a, env.paths_a, vid, "writer-pod")
+    pid = mount_pid(env.a, vid)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, f"{target}/stream", "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        env.a.kill()                       # the node plugin dies mid-write
+        assert writer.poll() is None, writer.communicate()
+        time.sleep(0.5)
+        assert os.kill(pid, 0) is None     # the mount process lives on
+        env.a.start()                      # kubelet restarts the plugin container
+        # the restarted plugin knows what it had (its record is on disk) and works
+        second = publish(env.a, env.paths_a, vid, "second-pod")
+        assert read_file(f"{second}/stream")[:256] == bytes(range(256))
+        stats = env.a.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
+            volume_id=vid, volume_path=target))
+        assert stats.volume_condition.abnormal is False
+        unpublish(env.a, vid, second)
+        assert not os.path.exists(second)
+    finally:
+        out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, f"the writer saw an error: {err}"
+    written = int(out)
+    data = read_file(f"{target}/stream")
+    assert len(data) == written and written > 64 * 1024
+    assert data == (bytes(range(256)) * 256) * (written // (256 * 256))
+    assert mount_pid(env.a, vid) == pid   # the same fusefs process served it throughout
+    unpublish(env.a, vid, target)
+    unstage(env.a, env.paths_a, vid)
+    assert not is_mounted(env.paths_a.staging(vid))
+
+
+def test_a_broken_mount_is_reported_cleaned_and_mounted_again(env: Env) -> None:
+    vid = create(env).volume_id
+    staging = stage(env.a, env.paths_a, vid)
+    first = publish(env.a, env.paths_a, vid, "victim")
+    write_file(f"{first}/kept", b"fsynced before the crash")
+    os.kill(mount_pid(env.a, vid), signal.SIGKILL)   # the fusefs process dies
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.stat(first)
+        except OSError as exc:
+            assert exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the mount did not break after its process was killed")
+
+    stats = env.a.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
+        volume_id=vid, volume_path=first))
+    assert stats.volume_condition.abnormal
+    assert "not connected" in stats.volume_condition.message
+
+    # a new pod on this node: publish notices the broken staging mount and mounts it again
+    second = publish(env.a, env.paths_a, vid, "newcomer")
+    assert read_file(f"{second}/kept") == b"fsynced before the crash"
+    assert os.path.isdir(staging) and os.listdir(staging) == ["kept"]
+    # the old pod's target is still a dead bind mount: unpublish must still succeed
+    unpublish(env.a, vid, first)
+    assert not is_mounted(first) and not os.path.exists(first)
+    # ... and publishing it again gives a working mount
+    again = publish(env.a, env.paths_a, vid, "victim")
+    assert read_file(f"{again}/kept") == b"fsynced before the crash"
+
+    # kill it again: now NodeStageVolume (kubelet re-staging) repairs it too, and unstage
+    # of a broken mount succeeds
+    os.kill(mount_pid(env.a, vid), signal.SIGKILL)
+    time.sleep(0.5)
+    stage(env.a, env.paths_a, vid)
+    assert read_file(f"{staging}/kept") == b"fsynced before the crash"
+    os.kill(mount_pid(env.a, vid), signal.SIGKILL)
+    time.sleep(0.5)
+    for t in (second, again):
+        unpublish(env.a, vid, t)
+    unstage(env.a, env.paths_a, vid)
+    assert not is_mounted(staging)
+    assert not Path(env.a.state_dir, "volumes", f"{vid}.json").exists()
