@@ -20,7 +20,7 @@ from . import TOPOLOGY_KEY
 from . import requests as req
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
-from .metaclient import MetaClient
+from .rpcbridge import RpcBridge
 
 RPC = pb.ControllerServiceCapability.RPC
 CAPABILITIES = (RPC.CREATE_DELETE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY,
@@ -32,7 +32,7 @@ CAPABILITIES = (RPC.CREATE_DELETE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY,
 class Cluster:
     """What every answer about volumes needs from the meta role, fetched once."""
 
-    def __init__(self, meta: MetaClient) -> None:
+    def __init__(self, meta: RpcBridge) -> None:
         self.meta = meta
         self._id = ""
 
@@ -47,7 +47,7 @@ def _missing(exc: FsError) -> bool:
 
 
 class ControllerServicer(pb_grpc.ControllerServicer):
-    def __init__(self, meta: MetaClient) -> None:
+    def __init__(self, meta: RpcBridge) -> None:
         self.meta = meta
         self.cluster = Cluster(meta)
         self.locks = NameLocks()

@@ -12,14 +12,14 @@ from storaged.rpc import RpcError
 
 from . import PLUGIN_NAME
 from .errors import rpc_method
-from .metaclient import MetaClient
+from .rpcbridge import RpcBridge
 
 Service = pb.PluginCapability.Service
 Expansion = pb.PluginCapability.VolumeExpansion
 
 
 class IdentityServicer(pb_grpc.IdentityServicer):
-    def __init__(self, meta: MetaClient, controller: bool) -> None:
+    def __init__(self, meta: RpcBridge, controller: bool) -> None:
         self.meta = meta
         self.controller = controller
 

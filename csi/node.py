@@ -19,17 +19,17 @@ import grpc
 
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
-from shoal.mounting import mount_background
 from shoal.processes import is_our_process
-from storaged.rpc import FsError
+from storaged.rpc import FsError, RpcError
 
 from . import TOPOLOGY_KEY
 from . import requests as req
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
-from .metaclient import MetaClient
+from .rpcbridge import RpcBridge
 from .mounts import MountState, bind, mount_entry, state, unmount
 from .nodestate import NodeState, StagedVolume
+from .spawner import LocalSpawner, RemoteSpawner
 
 log = logging.getLogger("csi.node")
 
@@ -42,14 +42,11 @@ CAPABILITIES = (RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.EXPAND_VOLUM
 class NodeConfig:
     node_id: str
     state_dir: Path
-    meta_address: str
-    secret_file: str
-    mount_args: list[str]          # extra flags for each fusefs process (cache size, ...)
-    mount_timeout: float = 60.0
+    spawner: LocalSpawner | RemoteSpawner   # who starts the fusefs processes
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    def __init__(self, meta: MetaClient, config: NodeConfig) -> None:
+    def __init__(self, meta: RpcBridge, config: NodeConfig) -> None:
         self.meta = meta
         self.config = config
         self.records = NodeState(config.state_dir)
@@ -68,12 +65,9 @@ class NodeServicer(pb_grpc.NodeServicer):
 
     def _start_mount(self, volume_id: str, staging: str) -> int:
         os.makedirs(staging, exist_ok=True)
-        log_path = self.config.state_dir / "logs" / f"{volume_id}.log"
         try:
-            pid = mount_background(volume_id, staging, self.config.meta_address,
-                                   self.config.secret_file, log_path, self.config.mount_args,
-                                   timeout=self.config.mount_timeout)
-        except RuntimeError as exc:
+            pid = self.config.spawner.mount(volume_id, staging)
+        except (RuntimeError, RpcError) as exc:
             raise CsiError(Code.INTERNAL, f"mounting {volume_id} at {staging} failed: {exc}") from None
         log.info("staged %s at %s (fusefs pid %d)", volume_id, staging, pid)
         return pid

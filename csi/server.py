@@ -23,8 +23,9 @@ from storaged.rpc import auth
 
 from .controller import ControllerServicer
 from .identity import IdentityServicer
-from .metaclient import MetaClient
+from .rpcbridge import RpcBridge
 from .node import NodeConfig, NodeServicer
+from .spawner import LocalSpawner, RemoteSpawner
 
 log = logging.getLogger("csi")
 
@@ -41,6 +42,7 @@ class CsiOptions:
     state_dir: Path = Path("/var/lib/shoalfs-csi")
     workers: int = 16
     mount_args: list[str] = field(default_factory=list)
+    mounter: str = ""      # unix:///PATH of a 'shoal mounter'; '' = start mounts ourselves
     ready_file: str = ""
 
 
@@ -68,7 +70,7 @@ def _clear_stale_socket(path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def build_server(options: CsiOptions, meta: MetaClient) -> grpc.Server:
+def build_server(options: CsiOptions, meta: RpcBridge) -> grpc.Server:
     if options.mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=options.workers,
@@ -79,9 +81,15 @@ def build_server(options: CsiOptions, meta: MetaClient) -> grpc.Server:
     if options.mode in ("node", "all"):
         if not options.node_id:
             raise ValueError("node mode needs --node-id")
+        spawner: LocalSpawner | RemoteSpawner
+        if options.mounter:
+            bridge = RpcBridge(options.mounter, auth.load_secret(options.secret_file)).start()
+            spawner = RemoteSpawner(bridge)
+        else:
+            spawner = LocalSpawner(options.meta, options.secret_file,
+                                   Path(options.state_dir) / "logs", options.mount_args)
         config = NodeConfig(node_id=options.node_id, state_dir=Path(options.state_dir),
-                            meta_address=options.meta, secret_file=options.secret_file,
-                            mount_args=options.mount_args)
+                            spawner=spawner)
         pb_grpc.add_NodeServicer_to_server(NodeServicer(meta, config), server)
     return server
 
@@ -90,7 +98,7 @@ def run(options: CsiOptions) -> None:
     """Serve until SIGTERM or SIGINT; then finish calls in progress (5 s) and exit."""
     address, socket_path = grpc_address(options.endpoint)
     secret = auth.load_secret(options.secret_file)
-    meta = MetaClient(options.meta, secret).start()
+    meta = RpcBridge(options.meta, secret).start()
     server = build_server(options, meta)
     if socket_path:
         _clear_stale_socket(socket_path)

@@ -177,8 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default /var/lib/shoalfs-csi; keep it on the host)")
     p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
                    help="chunk cache of each fusefs process the node plugin starts")
+    p.add_argument("--mounter", default="", metavar="unix:///PATH",
+                   help="node mode: ask this 'shoal mounter' to run the fusefs processes "
+                        "(Kubernetes); without it the plugin starts them itself")
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    _access_flags(p)
+
+    p = sub.add_parser(
+        "mounter", help="run a node's fusefs processes for the CSI node plugin",
+        description="Listen on --socket for the CSI node plugin's requests to mount volumes, "
+                    "and run those fusefs processes. In Kubernetes it is its own DaemonSet, "
+                    "so restarting or upgrading the node plugin never touches a mount.",
+        epilog=EPILOG)
+    p.add_argument("--socket", required=True, metavar="PATH",
+                   help="unix socket path the node plugin connects to")
+    p.add_argument("--log-dir", type=Path, default=Path("/var/lib/shoalfs-csi/logs"),
+                   metavar="DIR", help="one log per mounted volume (default "
+                                       "/var/lib/shoalfs-csi/logs)")
+    p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
+                   help="chunk cache of each fusefs process")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     _access_flags(p)
@@ -454,7 +474,7 @@ def cmd_csi(args: argparse.Namespace) -> int:
                              secret_file=secret_file, node_id=args.node_id,
                              state_dir=args.state_dir, workers=args.workers,
                              mount_args=["--cache-size", str(cache)],
-                             ready_file=args.ready_file or "")
+                             mounter=args.mounter, ready_file=args.ready_file or "")
     except (FileNotFoundError, ConfigError, ValueError) as exc:
         print(f"shoal csi: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -463,6 +483,26 @@ def cmd_csi(args: argparse.Namespace) -> int:
         run(options)
     except (ValueError, OSError, RuntimeError) as exc:
         logging.getLogger("csi").error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_mounter(args: argparse.Namespace) -> int:
+    from csi.mounter import run
+    from storaged.config import ConfigError, parse_size
+    from storaged.logs import setup_logging
+
+    try:
+        meta, secret_file = _access(args)
+        mount_args = ["--cache-size", str(parse_size(args.mount_cache_size))]
+    except (FileNotFoundError, ConfigError, ValueError) as exc:
+        print(f"shoal mounter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level, args.log_format)
+    try:
+        run(args.socket, secret_file, meta, args.log_dir, mount_args)
+    except (ValueError, OSError, RuntimeError) as exc:
+        logging.getLogger("csi.mounter").error("cannot start: %s", exc)
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -47,8 +47,10 @@ def expect_code(code: grpc.StatusCode, fn, *args, **kwargs) -> grpc.RpcError:  #
 class CsiServer:
     """One ``shoal csi`` process and stubs for its three services."""
 
-    def __init__(self, root: Path, name: str, mode: str, meta: str, secret_file: Path) -> None:
+    def __init__(self, root: Path, name: str, mode: str, meta: str, secret_file: Path,
+                 extra: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.extra = extra
         self.name = name
         self.mode = mode
         self.meta = meta
@@ -68,7 +70,7 @@ class CsiServer:
                  "--endpoint", f"unix://{self.socket}", "--node-id", self.name,
                  "--state-dir", str(self.state_dir), "--meta", self.meta,
                  "--secret-file", str(self.secret_file), "--ready-file", str(ready),
-                 "--log-level", "debug"],
+                 "--log-level", "debug", *self.extra],
                 stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not ready.exists():

@@ -22,7 +22,7 @@ import pytest
 
 from protos import csi_pb2 as pb
 
-from .csi_support import MiB, CsiServer, Env, csi_env, is_mounted
+from .csi_support import MiB, CsiServer, Env, NodePaths, csi_env, is_mounted
 from .test_csi import create, publish, read_file, stage, unpublish, unstage, write_file
 
 WRITER = r"""
@@ -137,3 +137,55 @@ def test_a_broken_mount_is_reported_cleaned_and_mounted_again(env: Env) -> None:
     unstage(env.a, env.paths_a, vid)
     assert not is_mounted(staging)
     assert not Path(env.a.state_dir, "volumes", f"{vid}.json").exists()
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_with_a_mounter_the_mounts_belong_to_it(env: Env) -> None:
+    """The Kubernetes layout: fusefs processes are children of 'shoal mounter' (its own
+    DaemonSet), never of the node plugin, which may be killed and restarted at will."""
+    socket_path = env.root / "mounter.sock"
+    log = open(env.root / "mounter.log", "ab")
+    mounter = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "mounter", "--socket", str(socket_path),
+         "--log-dir", str(env.root / "mounter-logs"), "--meta", env.cluster.meta.address,
+         "--secret-file", str(env.a.secret_file)], stdout=log, stderr=log)
+    node = CsiServer(env.root, "node-m", "node", env.cluster.meta.address, env.a.secret_file,
+                     extra=("--mounter", f"unix://{socket_path}"))
+    paths = NodePaths(env.root / "kubelet-m")
+    try:
+        deadline = time.monotonic() + 20
+        while not socket_path.exists():
+            assert mounter.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        node.start()
+        vid = create(env).volume_id
+        stage(node, paths, vid)
+        target = publish(node, paths, vid, "pod")
+        pid = mount_pid(node, vid)
+        assert parent_pid(pid) == mounter.pid
+        write_file(f"{target}/a", b"before the plugin restart")
+        node.kill()
+        write_file(f"{target}/b", b"while the plugin is down")
+        node.start()
+        assert read_file(f"{target}/a") == b"before the plugin restart"
+        unpublish(node, vid, target)
+        unstage(node, paths, vid)
+        assert not is_mounted(paths.staging(vid))
+        deadline = time.monotonic() + 15
+        while mounter.poll() is None and time.monotonic() < deadline:
+            try:   # the mounter reaps the fusefs process once it exits
+                if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+                    time.sleep(0.1)
+                    continue
+            except FileNotFoundError:
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the exited mount process was not reaped"
+    finally:
+        node.stop()
+        mounter.terminate()
+        mounter.wait(15)
+        log.close()

@@ -1,4 +1,4 @@
-"""Calls to the meta role from gRPC's worker threads.
+"""Calls to a storaged-protocol server (the meta role, the mounter) from gRPC's threads.
 
 grpcio has no trio support (grpc/grpc#25050) and our RPC client is trio-based, so one
 thread runs a trio loop that owns an RpcClient, and gRPC threads hand it calls through
@@ -16,23 +16,23 @@ import trio
 from storaged.rpc import RpcClient, Unavailable
 
 
-class MetaClient:
-    def __init__(self, meta: str, secret: bytes, timeout: float = 30.0) -> None:
-        self.meta = meta
+class RpcBridge:
+    def __init__(self, address: str, secret: bytes, timeout: float = 30.0) -> None:
+        self.address = address
         self._secret = secret
         self._timeout = timeout
         self._token: trio.lowlevel.TrioToken | None = None
         self._client: RpcClient | None = None
         self._stop: trio.Event | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="meta-client", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"rpc-{address}", daemon=True)
         self._failure: BaseException | None = None
 
-    def start(self) -> MetaClient:
+    def start(self) -> RpcBridge:
         self._thread.start()
         self._ready.wait()
         if self._failure is not None:
-            raise RuntimeError(f"the meta client could not start: {self._failure}")
+            raise RuntimeError(f"the RPC client thread could not start: {self._failure}")
         return self
 
     def _run(self) -> None:
@@ -51,17 +51,17 @@ class MetaClient:
             await self._stop.wait()
 
     def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
-        """Call ``method`` on the meta role; raises the RpcError subclass it answered with."""
+        """Call ``method`` on the server; raises the RpcError subclass it answered with."""
         if self._token is None or self._client is None:
-            raise Unavailable("the meta client is not running")
+            raise Unavailable("the RPC client thread is not running")
         client = self._client
 
         async def go() -> Any:
-            return await client.call(self.meta, method, *params, timeout=timeout)
+            return await client.call(self.address, method, *params, timeout=timeout)
         try:
             return trio.from_thread.run(go, trio_token=self._token)
         except trio.RunFinishedError:
-            raise Unavailable("the meta client has stopped") from None
+            raise Unavailable("the RPC client thread has stopped") from None
 
     def close(self) -> None:
         if self._token is not None and self._stop is not None:

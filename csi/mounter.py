@@ -1,0 +1,80 @@
+"""``shoal mounter``: the process that owns a node's fusefs processes.
+
+It answers one request, ``mounter.mount(volume, mountpoint)``, over an authenticated unix
+socket (the storaged protocol and the cluster secret), starts the mount with the same
+LocalSpawner the node plugin uses on plain hosts, and reaps the processes as they exit.
+It holds no other state: the node plugin keeps the record of what is staged, and unmounts
+with umount, after which the fusefs process commits what it has and exits by itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from storaged import __version__
+from storaged.rpc import FsError, auth
+from storaged.rpc.address import open_listener, parse_address
+from storaged.rpc.methods import MethodTable
+from storaged.rpc.server import RpcServer
+
+from .spawner import LocalSpawner
+
+log = logging.getLogger("csi.mounter")
+
+
+async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner) -> None:
+    table = MethodTable()
+
+    async def mount(volume: str, mountpoint: str) -> int:
+        if not os.path.isabs(mountpoint):
+            raise FsError(errno.EINVAL, f"mountpoint {mountpoint!r} must be an absolute path")
+        try:
+            pid = await trio.to_thread.run_sync(spawner.mount, volume, mountpoint)
+        except RuntimeError as exc:
+            raise FsError(errno.EIO, str(exc)) from None
+        log.info("mounted %s at %s (fusefs pid %d)", volume, mountpoint, pid)
+        return pid
+
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "role": "mounter", "version": __version__}
+
+    table.add("mounter.mount", mount)
+    table.add("health", health)
+    server = RpcServer(table, secret)
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
+    listener = await open_listener(parse_address(f"unix://{socket_path}"))
+    os.chmod(socket_path, 0o600)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, [listener])
+            nursery.start_soon(_reap, spawner)
+            log.info("mounter listening on unix://%s", socket_path)
+            async for signum in signals:
+                # Mounts stay: the processes are in their own sessions. (In a container
+                # they end with it; see docs/deploy.md on upgrading the mounter.)
+                log.info("received %s, stopping (mounts are left running)",
+                         signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def _reap(spawner: LocalSpawner) -> None:
+    while True:
+        await trio.sleep(2)
+        spawner.reap()
+
+
+def run(socket_path: str, secret_file: str, meta: str, log_dir: Path,
+        mount_args: list[str]) -> None:
+    secret = auth.load_secret(secret_file)
+    spawner = LocalSpawner(meta, secret_file, log_dir, mount_args)
+    trio.run(_serve, socket_path, secret, spawner)
