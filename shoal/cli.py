@@ -212,9 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("secret", help="manage cluster secrets",
                        description="'shoal secret generate FILE' writes a new random cluster "
-                                   "secret to FILE with mode 600 (refuses to overwrite).")
-    p.add_argument("action", choices=["generate"])
-    p.add_argument("file", type=Path)
+                                   "secret to FILE with mode 600 (refuses to overwrite). "
+                                   "'shoal secret kubernetes' (run in a pod) creates the "
+                                   "Kubernetes Secret --name in --namespace with a new random "
+                                   "secret under the key 'secret', unless it exists.",
+                       epilog=EPILOG)
+    p.add_argument("action", choices=["generate", "kubernetes"])
+    p.add_argument("file", type=Path, nargs="?", help="generate: where to write the secret")
+    p.add_argument("--name", default="shoalfs-secret", help="kubernetes: the Secret's name")
+    p.add_argument("--namespace", default="", help="kubernetes: its namespace "
+                                                   "(default: the pod's own)")
+    p.add_argument("--api-server", default="", metavar="URL",
+                   help="kubernetes: the API server (default: the in-cluster address)")
+    p.add_argument("--token-file", default="", metavar="FILE",
+                   help="kubernetes: bearer token (default: the pod's service account)")
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -509,12 +520,33 @@ def cmd_mounter(args: argparse.Namespace) -> int:
 
 def cmd_secret(args: argparse.Namespace) -> int:
     from storaged.rpc import auth
+    if args.action == "kubernetes":
+        return _secret_kubernetes(args)
+    if args.file is None:
+        print("shoal secret generate: give the FILE to write", file=sys.stderr)
+        return EXIT_USAGE
     try:
         auth.write_secret_file(args.file)
     except FileExistsError:
         print(f"shoal secret: {args.file} exists; not overwriting a cluster secret", file=sys.stderr)
         return EXIT_FAILURE
     print(f"wrote a new cluster secret to {args.file}")
+    return EXIT_OK
+
+
+def _secret_kubernetes(args: argparse.Namespace) -> int:
+    from .k8ssecret import SERVICE_ACCOUNT, default_api_server, ensure_secret
+    try:
+        api = args.api_server or default_api_server()
+        token = Path(args.token_file or SERVICE_ACCOUNT / "token").read_text().strip()
+        namespace = args.namespace or (SERVICE_ACCOUNT / "namespace").read_text().strip()
+        ca = SERVICE_ACCOUNT / "ca.crt"
+        created = ensure_secret(args.name, namespace, api, token,
+                                str(ca) if ca.exists() else None)
+    except (OSError, RuntimeError) as exc:
+        print(f"shoal secret kubernetes: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"Secret {namespace}/{args.name} " + ("created" if created else "exists; left as it is"))
     return EXIT_OK
 
 

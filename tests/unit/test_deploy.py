@@ -1,0 +1,321 @@
+"""The Kubernetes manifests, the examples and the Dockerfile, checked without a cluster:
+schemas of a current Kubernetes, the references between objects, the commands the image
+runs, and a Dockerfile linter."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from csi import PLUGIN_NAME
+from csi.requests import volume_parameters
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.34.0"
+CRD_KINDS = {"VolumeSnapshotClass", "VolumeSnapshot"}
+
+sys.path.insert(0, str(DEPLOY))
+import render  # noqa: E402  (deploy/render.py is a script, not a package)
+
+
+def load(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    return [(p.name, doc) for p in sorted(directory.glob("*.yaml"))
+            for doc in yaml.safe_load_all(p.read_text()) if doc]
+
+
+MANIFESTS = load(DEPLOY / "kubernetes")
+EXAMPLES = load(DEPLOY / "examples")
+
+
+def of_kind(kind: str, docs: list[tuple[str, dict]] = MANIFESTS) -> list[dict[str, Any]]:
+    return [d for _, d in docs if d["kind"] == kind]
+
+
+def one(kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in of_kind(kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, its pod spec) for every Deployment, StatefulSet, DaemonSet and Job."""
+    return [(d, d["spec"]["template"]["spec"]) for _, d in MANIFESTS
+            if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+
+def containers() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    return [(w, spec, c) for w, spec in pod_specs() for c in spec["containers"]]
+
+
+def our_containers() -> list[dict[str, Any]]:
+    image = render.load_settings(DEPLOY / "settings.toml")["image"]
+    return [c for _, _, c in containers() if c["image"] == image]
+
+
+def flag_value(args: list[str], flag: str) -> str:
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{flag} not in {args}")
+
+
+# -- generated, and valid --------------------------------------------------------------------
+
+def test_manifests_are_rendered_from_the_settings(tmp_path: Path) -> None:
+    assert render.main(["--out", str(tmp_path)]) == 0
+    fresh = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
+    committed = {p.name: p.read_text() for p in (DEPLOY / "kubernetes").glob("*.yaml")}
+    assert fresh == committed, "run 'python deploy/render.py' and commit deploy/kubernetes/"
+
+
+def test_render_refuses_impossible_settings(tmp_path: Path) -> None:
+    text = (DEPLOY / "settings.toml").read_text().replace("replicas = 2 ", "replicas = 5 ")
+    (tmp_path / "s.toml").write_text(text)
+    assert render.main(["--settings", str(tmp_path / "s.toml"), "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("name, doc", MANIFESTS + EXAMPLES,
+                         ids=[f"{n}:{d['kind']}/{d['metadata']['name']}"
+                              for n, d in MANIFESTS + EXAMPLES])
+def test_every_object_validates_against_the_kubernetes_schema(name: str, doc: dict) -> None:
+    if doc["kind"] in CRD_KINDS:
+        # Not in Kubernetes' own schemas: the external-snapshotter CRDs define them.
+        assert doc["apiVersion"] == "snapshot.storage.k8s.io/v1"
+        if doc["kind"] == "VolumeSnapshotClass":
+            assert doc["driver"] == PLUGIN_NAME and doc["deletionPolicy"] in ("Delete", "Retain")
+        else:
+            assert doc["spec"]["source"]["persistentVolumeClaimName"]
+            assert doc["spec"]["volumeSnapshotClassName"] in {
+                d["metadata"]["name"] for d in of_kind("VolumeSnapshotClass")}
+        return
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_apply_order_puts_the_namespace_first() -> None:
+    names = sorted(p.name for p in (DEPLOY / "kubernetes").glob("*.yaml"))
+    assert names[0] == "00-namespace.yaml"
+    namespace = of_kind("Namespace")[0]["metadata"]["name"]
+    for _, doc in MANIFESTS:
+        cluster_scoped = doc["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding",
+                                         "CSIDriver", "StorageClass", "VolumeSnapshotClass")
+        assert cluster_scoped or doc["metadata"]["namespace"] == namespace, doc["metadata"]
+
+
+# -- references between objects ------------------------------------------------------------
+
+def test_services_select_the_pods_they_serve() -> None:
+    for service in of_kind("Service"):
+        selector = service["spec"]["selector"]
+        served = [w for w, _ in pod_specs()
+                  if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        assert served, f"Service {service['metadata']['name']} selects no pods"
+        for w in served:
+            ports = {p["name"] for c in w["spec"]["template"]["spec"]["containers"]
+                     for p in c.get("ports", [])}
+            for port in service["spec"]["ports"]:
+                assert port["targetPort"] in ports
+        for w in served:
+            if w["kind"] == "StatefulSet":
+                assert w["spec"]["serviceName"] == service["metadata"]["name"]
+
+
+def test_service_accounts_secrets_and_roles_exist() -> None:
+    accounts = {d["metadata"]["name"] for d in of_kind("ServiceAccount")}
+    for workload, spec in pod_specs():
+        if "serviceAccountName" in spec:
+            assert spec["serviceAccountName"] in accounts, workload["metadata"]["name"]
+    job = one("Job", "shoalfs-secret-init")
+    secret = flag_value(job["spec"]["template"]["spec"]["containers"][0]["args"], "--name")
+    for workload, spec in pod_specs():
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == secret, workload["metadata"]["name"]
+                assert volume["secret"]["defaultMode"] & 0o077 == 0  # storaged's rule
+    for binding in of_kind("RoleBinding") + of_kind("ClusterRoleBinding"):
+        role_kind = binding["roleRef"]["kind"]
+        one(role_kind, binding["roleRef"]["name"])
+        for subject in binding["subjects"]:
+            assert subject["name"] in accounts
+
+
+def test_the_secret_is_mounted_never_passed_on_a_command_line() -> None:
+    assert not of_kind("Secret"), "no secret value is written into the manifests"
+    for workload, spec, c in containers():
+        for env in c.get("env", []):
+            assert "secretKeyRef" not in env.get("valueFrom", {})
+        if "--secret-file" in c.get("args", []):
+            path = flag_value(c["args"], "--secret-file")
+            mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+            volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            assert "secret" in volume and mount["readOnly"], workload["metadata"]["name"]
+
+
+def test_driver_names_agree() -> None:
+    driver = of_kind("CSIDriver")[0]
+    assert driver["metadata"]["name"] == PLUGIN_NAME
+    assert driver["spec"]["attachRequired"] is False
+    assert driver["spec"]["fsGroupPolicy"] == "File"
+    assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"]
+    for sc in of_kind("StorageClass"):
+        assert sc["provisioner"] == PLUGIN_NAME and sc["allowVolumeExpansion"] is True
+        volume_parameters(sc["parameters"], {})   # the driver accepts them (raises if not)
+    names = {d["metadata"]["name"] for d in of_kind("StorageClass")}
+    for doc in of_kind("PersistentVolumeClaim", EXAMPLES):
+        assert doc["spec"]["storageClassName"] in names
+
+
+def _socket_paths(spec: dict[str, Any], container: dict[str, Any], path: str) -> str:
+    """Where the file ``path`` (inside ``container``) really is: volume name + sub path."""
+    best = max((m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"])),
+               key=lambda m: len(m["mountPath"]))
+    volume = next(v for v in spec["volumes"] if v["name"] == best["name"])
+    base = volume["hostPath"]["path"] if "hostPath" in volume else f"<{best['name']}>"
+    return base + path[len(best["mountPath"]):]
+
+
+def test_sidecars_and_the_driver_share_the_socket() -> None:
+    for name in ("shoalfs-csi-controller", "shoalfs-csi-node"):
+        workload = one("Deployment" if "controller" in name else "DaemonSet", name)
+        spec = workload["spec"]["template"]["spec"]
+        driver = next(c for c in spec["containers"] if c["name"] == "shoalfs-csi")
+        endpoint = flag_value(driver["args"], "--endpoint").removeprefix("unix://")
+        where = _socket_paths(spec, driver, endpoint)
+        sidecars = [c for c in spec["containers"] if c is not driver]
+        assert sidecars
+        for sidecar in sidecars:
+            address = flag_value(sidecar["args"], "--csi-address")
+            assert _socket_paths(spec, sidecar, address) == where, sidecar["name"]
+        registrar = [c for c in sidecars if c["name"] == "node-driver-registrar"]
+        for c in registrar:
+            assert flag_value(c["args"], "--kubelet-registration-path") == where
+
+
+def test_the_node_plugin_reaches_the_mounter_and_both_see_kubelet_mounts() -> None:
+    node = one("DaemonSet", "shoalfs-csi-node")["spec"]["template"]["spec"]
+    mounter = one("DaemonSet", "shoalfs-mounter")
+    mspec = mounter["spec"]["template"]["spec"]
+    driver, mc = node["containers"][0], mspec["containers"][0]
+    asked = flag_value(driver["args"], "--mounter").removeprefix("unix://")
+    assert _socket_paths(node, driver, asked) == _socket_paths(mspec, mc,
+                                                               flag_value(mc["args"], "--socket"))
+    for spec, c in ((node, driver), (mspec, mc)):
+        assert c["securityContext"]["privileged"] is True
+        kubelet = [m for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/kubelet"]
+        assert kubelet and kubelet[0]["mountPropagation"] == "Bidirectional"
+    # replacing a mounter pod ends its node's mounts: never automatically, never on a probe
+    assert mounter["spec"]["updateStrategy"]["type"] == "OnDelete"
+    assert "livenessProbe" not in mc
+    assert mc["resources"]["limits"]["memory"]
+
+
+def test_every_container_has_resources_and_probes_where_they_serve() -> None:
+    for workload, _, c in containers():
+        assert c["resources"]["limits"]["memory"], (workload["metadata"]["name"], c["name"])
+        assert c["resources"]["requests"]["cpu"]
+    for name in ("shoalfs-meta", "shoalfs-chunk"):
+        c = one("StatefulSet", name)["spec"]["template"]["spec"]["containers"][0]
+        assert "livenessProbe" in c and "readinessProbe" in c
+
+
+def test_meta_address_names_the_meta_service() -> None:
+    service = one("Service", "shoalfs-meta")
+    expected = (f"tcp://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:"
+                f"{service['spec']['ports'][0]['port']}")
+    for c in our_containers():
+        if "--meta" in c["args"]:
+            assert flag_value(c["args"], "--meta") == expected
+
+
+def test_environment_references_are_defined() -> None:
+    for _, _, c in containers():
+        defined = {e["name"] for e in c.get("env", [])}
+        for arg in c.get("args", []):
+            for var in re.findall(r"\$\((\w+)\)", arg):
+                assert var in defined, (c["name"], arg)
+
+
+# -- the image ------------------------------------------------------------------------------
+
+@cache
+def help_text(subcommand: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "shoal.cli", subcommand, "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"'shoal {subcommand}' is not a shoal subcommand: {result.stderr}"
+    return result.stdout
+
+
+def test_every_command_the_manifests_run_is_a_real_shoal_command() -> None:
+    checked = 0
+    for c in our_containers():
+        assert "command" not in c, "our containers use the image's entry point, 'shoal'"
+        subcommand, *rest = c["args"]
+        text = help_text(subcommand)
+        for token in rest:
+            if token.startswith("--"):
+                flag = token.split("=", 1)[0]
+                assert re.search(rf"(^|[\s\[]){re.escape(flag)}([\s=,\]]|$)", text, re.M), \
+                    f"'shoal {subcommand}' has no {flag}"
+                checked += 1
+        positional = [t for i, t in enumerate(rest)
+                      if not t.startswith("--") and (i == 0 or not rest[i - 1].startswith("--"))]
+        if subcommand == "secret":
+            assert positional == ["kubernetes"]
+    assert checked > 20
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    return [tuple(line.split(None, 1)) for line in text.splitlines()  # type: ignore[misc]
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "--failure-threshold", "style", str(DEPLOY / "Dockerfile")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_names_packages_that_exist_and_copies_what_exists() -> None:
+    packages: set[str] = set()
+    for instruction, rest in dockerfile_instructions():
+        if instruction == "RUN" and "apt-get install" in rest:
+            words = shlex.split(rest.split("apt-get install", 1)[1].split("&&")[0])
+            packages |= {w for w in words if not w.startswith("-")}
+        if instruction == "COPY" and not rest.startswith("--from"):
+            for source in rest.split()[:-1]:
+                assert (ROOT / source).exists(), f"COPY {source}: no such path"
+    assert {"python3", "fuse3"} <= packages
+    base = {rest.split()[0] for instruction, rest in dockerfile_instructions()
+            if instruction == "FROM"}
+    assert base == {"debian:bookworm-slim"}
+    codename = Path("/etc/os-release").read_text()
+    assert "bookworm" in codename, "the package check needs this machine's apt lists to be " \
+                                   "bookworm's, the image's base"
+    result = subprocess.run(["apt-cache", "show", "--no-all-versions", *sorted(packages)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"apt-cache knows not all of {sorted(packages)} (run " \
+                                   f"'apt-get update' if the lists are empty): {result.stderr}"
+    assert result.stdout.count("\nPackage: ") + result.stdout.startswith("Package: ") == len(packages)
+
+
+def test_dockerignore_keeps_the_context_small_but_complete() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "tests"} <= ignored
+    copied = {rest.split()[0].rstrip("/") for instruction, rest in dockerfile_instructions()
+              if instruction == "COPY" and not rest.startswith("--from")}
+    assert not copied & ignored
