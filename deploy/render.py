@@ -333,8 +333,10 @@ def csi_node(s: Doc) -> list[Doc]:
         ports=[{"name": "healthz", "containerPort": 9809}],
         livenessProbe={"httpGet": {"path": "/healthz", "port": "healthz"},
                        "initialDelaySeconds": 10, "periodSeconds": 20, "failureThreshold": 5},
+        # /dev/fuse: without --mounter (e.g. a debugging session) it mounts by itself
         volumeMounts=[KUBELET_MOUNT, {"name": "plugin-dir", "mountPath": PLUGIN_DIR},
-                      {"name": "state-dir", "mountPath": STATE_DIR}, SECRET_MOUNT],
+                      {"name": "state-dir", "mountPath": STATE_DIR},
+                      {"name": "fuse-device", "mountPath": "/dev/fuse"}, SECRET_MOUNT],
         resources=resources("20m", "64Mi", "256Mi"))
     registrar = {
         "name": "node-driver-registrar", "image": sc["registrar"], "imagePullPolicy": "IfNotPresent",
@@ -350,8 +352,8 @@ def csi_node(s: Doc) -> list[Doc]:
              "resources": resources("10m", "16Mi", "64Mi")}
     spec = {"serviceAccountName": "shoalfs-csi-node", "priorityClassName": "system-node-critical",
             "containers": [driver, registrar, probe],
-            "volumes": host_volumes("kubelet-dir", "plugin-dir", "registration-dir", "state-dir")
-            + [secret_volume()]}
+            "volumes": host_volumes("kubelet-dir", "plugin-dir", "registration-dir", "state-dir",
+                                    "fuse-device") + [secret_volume()]}
     return [daemonset(s, "shoalfs-csi-node", "csi-node", spec,
                       {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}})]
 
