@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -78,6 +79,8 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told
         self.session = ""  # set by the mount: this mount's session in the meta role
+        # inode -> until when "it has no security.capability" may be believed (see getxattr)
+        self.no_capability: dict[int, float] = {}
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -288,6 +291,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         ino = self.inodes.to_meta(inode)
+        self.no_capability.pop(ino, None)
         attr = await self._open_attr(ino)  # close-to-open: always ask the meta role
         data = self.files.get(ino)
         if data is None or not data.has_unsaved:
@@ -354,11 +358,27 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._call("fs.getxattr", self.inodes.to_meta(inode), name)
+        """The kernel asks for security.capability before every write() (to drop file
+        capabilities on modification), which made each write wait for a meta RPC. Its
+        absence is remembered per inode for the attribute timeout, like any attribute, and
+        forgotten at open (close-to-open) and when this mount changes the inode's xattrs."""
+        ino = self.inodes.to_meta(inode)
+        capability = name == b"security.capability"
+        if capability and self.no_capability.get(ino, 0.0) > time.monotonic():
+            raise FsError(errno.ENODATA, "no such attribute")
+        try:
+            return await self._call("fs.getxattr", ino, name)
+        except FsError as exc:
+            if capability and exc.errno == errno.ENODATA:
+                if len(self.no_capability) > 100_000:
+                    self.no_capability.clear()
+                self.no_capability[ino] = time.monotonic() + self.attr_timeout
+            raise
 
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
+        self.no_capability.pop(self.inodes.to_meta(inode), None)
         await self._call("fs.setxattr", self.inodes.to_meta(inode), name, value, 0)
 
     @fuse_errors
@@ -367,6 +387,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.no_capability.pop(self.inodes.to_meta(inode), None)
         await self._call("fs.removexattr", self.inodes.to_meta(inode), name)
 
     # -- the volume ---------------------------------------------------------------------------

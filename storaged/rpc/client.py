@@ -20,7 +20,7 @@ from . import auth
 from .address import Address, open_stream, parse_address
 from .errors import AuthFailed, RpcError, Timeout, Unavailable, error_from_wire
 from .protocol import (MAX_MSGID, InvalidMessage, MessageReader, Notification, ProtocolError,
-                       Request, Response, StreamError, encode)
+                       Request, Response, StreamError, encode_parts)
 from .server import RECEIVE_SIZE, Limits
 
 log = logging.getLogger("storaged.rpc.client")
@@ -97,12 +97,13 @@ class RpcConnection:
         msgid = self._next_msgid()
         waiter = _Pending()
         self.pending[msgid] = waiter
-        data = encode(Request(msgid, method, params))
+        parts = encode_parts(Request(msgid, method, params))
         sent = False
         with trio.move_on_after(timeout) as scope:
             async with self.send_lock:
                 try:
-                    await self.stream.send_all(data)
+                    for part in parts:
+                        await self.stream.send_all(part)
                     sent = True
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail_all(Unavailable(f"connection to {self.address} lost: {exc}"))

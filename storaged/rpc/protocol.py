@@ -131,8 +131,43 @@ def classify(obj: Any) -> Event:
     return InvalidMessage(None, f"unknown message type {kind!r}")
 
 
+# Byte strings at least this long are sent after the rest of the message rather than copied
+# into it: a 4 MiB chunk is then never copied by msgpack, only by the kernel.
+SPLICE_MIN = 64 * 1024
+_BYTES = (bytes, bytearray, memoryview)
+
+
 def encode(message: Message) -> bytes:
     """Serialize one message. Raises TypeError for values msgpack cannot carry."""
+    return b"".join(encode_parts(message))
+
+
+def encode_parts(message: Message) -> list[bytes | bytearray | memoryview]:
+    """Serialize one message as pieces to send back to back; ``b"".join`` of them is
+    exactly ``encode``'s result.
+
+    When the message ends with a large byte string (a chunk.put request's data, a
+    chunk.get response's result), that string is its own piece, unchanged: the message is
+    packed with an empty placeholder in its place, whose header (bin 8, length 0) is then
+    swapped for a bin 32 header of the real length. Both are the last bytes of the
+    packing because the byte string is the last element of the last element.
+    """
+    if isinstance(message, Request) and message.params and \
+            isinstance(message.params[-1], _BYTES) and len(message.params[-1]) >= SPLICE_MIN:
+        big = message.params[-1]
+        head = _packed(Request(message.msgid, message.method, [*message.params[:-1], b""]))
+    elif isinstance(message, Response) and isinstance(message.result, _BYTES) and \
+            len(message.result) >= SPLICE_MIN and message.error is None:
+        big = message.result
+        head = _packed(Response(message.msgid, None, b""))
+    else:
+        return [_packed(message)]
+    assert head.endswith(b"\xc4\x00")
+    size = len(big) if not isinstance(big, memoryview) else big.nbytes
+    return [head[:-2] + b"\xc6" + size.to_bytes(4, "big"), big]
+
+
+def _packed(message: Message) -> bytes:
     if isinstance(message, Request):
         obj: list[Any] = [REQUEST, message.msgid, message.method, message.params]
     elif isinstance(message, Response):

@@ -21,7 +21,7 @@ from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest
                      Unauthenticated)
 from .methods import MethodTable
 from .protocol import (InvalidMessage, MessageReader, Notification, Request, Response,
-                       StreamError, encode)
+                       StreamError, encode, encode_parts)
 
 log = logging.getLogger("storaged.rpc")
 
@@ -200,15 +200,15 @@ class _ServerConnection:
         try:
             method = self.server.methods.get(request.method)
             result = await method.handler(*method.bind(request.params))
-            data = encode(Response(request.msgid, None, result))
+            parts = encode_parts(Response(request.msgid, None, result))
         except RpcError as exc:
-            data = encode(Response(request.msgid, exc.to_wire(), None))
+            parts = encode_parts(Response(request.msgid, exc.to_wire(), None))
         except Exception:
             log.exception("method %s failed", request.method)
             error = Internal(f"{request.method} failed on the server; see its log")
-            data = encode(Response(request.msgid, error.to_wire(), None))
+            parts = encode_parts(Response(request.msgid, error.to_wire(), None))
         try:
-            await self._send(data)
+            await self._send(*parts)
         finally:
             self.in_flight -= 1
             with trio.CancelScope(shield=True):
@@ -248,9 +248,10 @@ class _ServerConnection:
                     break
                 drained += len(data)
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, *parts: bytes | bytearray | memoryview) -> None:
         async with self.send_lock:
             try:
-                await self.stream.send_all(data)
+                for part in parts:
+                    await self.stream.send_all(part)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.closing = True

@@ -151,3 +151,28 @@ def test_message_of_exactly_the_limit_passes_and_many_small_ones_coalesce():
 def test_encode_refuses_values_msgpack_cannot_carry():
     with pytest.raises(TypeError):
         encode(Response(1, None, object()))
+
+
+def test_large_trailing_bytes_are_spliced_not_copied_and_decode_the_same() -> None:
+    """encode_parts hands a big final byte string over as its own piece; the joined pieces
+    are byte for byte what msgpack packs, and a reader decodes them as the same message."""
+    from storaged.rpc.protocol import SPLICE_MIN, encode_parts
+    big = bytes(range(256)) * (SPLICE_MIN // 256 + 3)
+    for message in (Request(7, "chunk.put", ["a" * 64, big]),
+                    Request(8, "x", [memoryview(big)]),
+                    Response(9, None, big), Response(10, None, bytearray(big))):
+        parts = encode_parts(message)
+        assert len(parts) == 2 and parts[1] is (message.params[-1] if isinstance(
+            message, Request) else message.result)
+        joined = b"".join(bytes(p) for p in parts)
+        obj = ([0, message.msgid, message.method, [bytes(p) if isinstance(p, memoryview) else p
+                                                   for p in message.params]]
+               if isinstance(message, Request) else [1, message.msgid, None, bytes(message.result)])
+        assert joined == msgpack.packb(obj, use_bin_type=True)
+        reader = MessageReader(max_frame=len(joined) + 100)
+        (event,) = reader.feed(joined)
+        assert event.msgid == message.msgid
+    # small strings, errors and non-bytes stay one piece
+    for message in (Request(1, "m", [b"x" * 10]), Response(2, {"code": "X", "message": ""}, None),
+                    Response(3, None, "s" * SPLICE_MIN), Request(4, "m", [big, 1])):
+        assert len(encode_parts(message)) == 1
