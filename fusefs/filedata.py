@@ -79,9 +79,41 @@ class VolumeIO:
     nursery: trio.Nursery
     max_dirty_pieces: int = 16
     after_commit: Callable[[], None] | None = None
+    session: str = ""  # this mount's session in the meta role (set by Operations)
+    # chunks stored but not committed yet -> how many pieces use them; registered with the
+    # session so garbage collection never takes them
+    pending: dict[str, int] = field(default_factory=dict)
 
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
+
+    async def hold_chunk(self, cid: str) -> None:
+        """Register ``cid`` as pending before it is sent (raise if the meta role says no)."""
+        count = self.pending.get(cid, 0)
+        self.pending[cid] = count + 1
+        if count:
+            return
+        try:
+            await self.rpc.call(self.meta, "session.pending", self.session, [cid], [])
+        except BaseException:
+            await self.release_chunks([cid], tell=False)
+            raise
+
+    async def release_chunks(self, cids: list[str], tell: bool = True) -> None:
+        """The pieces using these chunks were committed or superseded."""
+        gone = []
+        for cid in cids:
+            count = self.pending.get(cid, 0) - 1
+            if count > 0:
+                self.pending[cid] = count
+            elif cid in self.pending:
+                del self.pending[cid]
+                gone.append(cid)
+        if gone and tell:
+            try:
+                await self.rpc.call(self.meta, "session.pending", self.session, [], gone)
+            except RpcError as exc:  # harmless: they go with the session at the latest
+                log.info("could not drop %d pending chunks: %s", len(gone), exc)
 
 
 @dataclass
@@ -202,7 +234,9 @@ class FileData:
                     piece.extend(bytes(inner - len(piece)))  # a hole inside the piece
                 piece[inner:inner + take] = buf[pos:pos + take]
                 self.generation[idx] = self.generation.get(idx, 0) + 1
-                self.uploaded.pop(idx, None)
+                superseded = self.uploaded.pop(idx, None)
+                if superseded is not None and superseded.cid is not None:
+                    await self.io.release_chunks([superseded.cid])
                 pos += take
                 if inner + take == cs and len(piece) == cs:
                     await self._start_upload(idx)  # full: send it while the writer goes on
@@ -224,13 +258,20 @@ class FileData:
             start, stored = zero_trimmed(data)
             if stored:
                 cid = await hash_chunk(stored)
-                await self.io.data.put(stored, self.io.replicas, cid)
+                await self.io.hold_chunk(cid)
+                try:
+                    await self.io.data.put(stored, self.io.replicas, cid)
+                except BaseException:
+                    await self.io.release_chunks([cid])
+                    raise
                 self.io.cache.put(cid, stored)
                 piece = Piece(cid, start, len(stored))
             else:
                 piece = Piece(None, 0, 0)  # all zeros: nothing to store
             if self.generation.get(idx) == generation:
                 self.uploaded[idx] = piece
+            elif piece.cid is not None:
+                await self.io.release_chunks([piece.cid])  # rewritten meanwhile
         except (RpcError, OSError) as exc:
             log.error("upload of inode %d piece %d failed: %s", self.ino, idx, exc)
             if self.generation.get(idx) == generation:
@@ -268,6 +309,7 @@ class FileData:
                 self.rows[idx] = piece if piece.cid is not None else None
                 if self.uploaded.get(idx) == piece:
                     del self.uploaded[idx]
+            await self.io.release_chunks([p.cid for p in pieces.values() if p.cid is not None])
             self.committed_size = attr["size"]
             self.size = max(self.size, attr["size"])
             if self.io.after_commit is not None:

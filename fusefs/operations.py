@@ -161,7 +161,9 @@ class Operations(pyfuse3.Operations):
 
     async def open_session(self, description: str) -> None:
         """(Re)register this mount with the meta role, with a hold on every open file."""
-        self.session = await self._call("session.open", description)
+        self.session = self.io.session = await self._call("session.open", description)
+        if self.io.pending:  # chunks stored but not committed: keep them from the collector
+            await self._call("session.pending", self.session, list(self.io.pending), [])
         for ino, data in list(self.files.items()):
             if data.handles:
                 try:

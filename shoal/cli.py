@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-timeout", type=float, metavar="SECONDS",
                    help="meta role: a mount silent this long has crashed; its open files are "
                         "released (default 60)")
+    p.add_argument("--gc-interval", type=float, metavar="SECONDS",
+                   help="meta role: seconds between garbage collection passes (default 3600; "
+                        "0: only when 'shoal gc' asks)")
+    p.add_argument("--gc-grace", type=float, metavar="SECONDS",
+                   help="meta role: unreferenced chunks younger than this are kept "
+                        "(default 3600, at least 10)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
     p.add_argument("--capacity", metavar="SIZE",
@@ -134,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel-uploads", type=int, default=4, metavar="N",
                    help="pieces uploaded at once per mount (default 4); each holds a chunk "
                         "in memory")
+    p.add_argument("--session-heartbeat", type=float, default=10.0, metavar="SECONDS",
+                   help="how often the mount tells the meta role it is alive (default 10; "
+                        "keep it well below the meta role's --session-timeout)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
@@ -184,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
+    _access_flags(p)
+
+    p = sub.add_parser(
+        "gc", help="remove chunks that no file, snapshot or pending write references",
+        description="One garbage collection pass now: list every live chunk server's "
+                    "chunks, ask the meta role which are referenced by no volume, snapshot or "
+                    "write in progress, and delete those last written more than --grace "
+                    "seconds ago. The meta role also runs a pass every --gc-interval.",
+        epilog=EPILOG)
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="keep unreferenced chunks younger than this (default 3600, min 10)")
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument("--json", action="store_true")
     _access_flags(p)
 
     p = sub.add_parser(
@@ -390,6 +412,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                              secret_file=secret_file, cache_bytes=cache,
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
                              parallel_uploads=args.parallel_uploads,
+                             session_heartbeat=args.session_heartbeat,
                              ready_file=args.ready_file or ""))
         except (RpcError, ValueError, RuntimeError, OSError) as exc:
             logging.getLogger("fusefs").error("cannot mount: %s", exc)
@@ -404,6 +427,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                                 "--entry-timeout", str(args.entry_timeout),
                                 "--attr-timeout", str(args.attr_timeout),
                                 "--parallel-uploads", str(args.parallel_uploads),
+                                "--session-heartbeat", str(args.session_heartbeat),
                                 "--log-level", args.log_level])
     except RuntimeError as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
@@ -496,6 +520,42 @@ def cmd_csi(args: argparse.Namespace) -> int:
         logging.getLogger("csi").error("cannot start: %s", exc)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    import trio
+
+    from storaged.gc import MIN_GRACE, collect
+    from storaged.rpc import RpcClient, auth
+
+    if args.grace < MIN_GRACE:
+        print(f"shoal gc: --grace must be at least {MIN_GRACE:g} seconds", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        meta, secret_file = _access(args)
+        secret = auth.load_secret(secret_file)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"shoal gc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def go() -> Any:
+        async with RpcClient(secret) as client:
+            return await collect(client, meta, args.grace, dry_run=args.dry_run)
+    try:
+        report = trio.run(go)
+    except RpcError as exc:
+        print(f"shoal gc: {exc.message} ({exc.code})", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{report.servers} servers, {report.listed} chunks listed, {report.unreferenced} "
+              f"unreferenced, {verb} {report.deleted} ({_human(report.bytes_freed)}), kept "
+              f"{report.kept_young} younger than {args.grace:g}s")
+        for failure in report.failed_servers:
+            print(f"  not finished: {failure}")
+    return EXIT_FAILURE if report.failed_servers else EXIT_OK
 
 
 def cmd_mounter(args: argparse.Namespace) -> int:

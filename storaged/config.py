@@ -54,6 +54,8 @@ class StoragedConfig:
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 10.0
     session_timeout: float = 60.0
+    gc_interval: float = 3600.0
+    gc_grace: float = 3600.0
     secret_file: str = ""
     capacity: int | None = None
     reserve: int = 64 * 2**20
@@ -111,6 +113,9 @@ class StoragedConfig:
         if self.heartbeat_interval <= 0 or self.heartbeat_timeout <= 0:
             raise ConfigError("heartbeat_interval and heartbeat_timeout must be positive "
                               "(the timeout should be several intervals of the chunk servers)")
+        if self.gc_interval < 0 or self.gc_grace < 10:
+            raise ConfigError("gc_interval must be >= 0 (0 turns periodic collection off) and "
+                              "gc_grace at least 10 seconds")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:

@@ -22,6 +22,7 @@ from . import __version__
 from .chunk.service import ChunkService
 from .chunk.store import ChunkStore
 from .config import StoragedConfig
+from .gc import collect as collect_garbage
 from .meta.db import open_database
 from .meta.service import MetaService
 from .rpc import RpcClient, RpcError, auth
@@ -80,6 +81,8 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
             log.info("serving roles %s on %s", ",".join(config.roles), " ".join(addresses))
             if meta is not None:
                 nursery.start_soon(meta.run_liveness)
+                if config.gc_interval > 0:
+                    nursery.start_soon(_collect_garbage, config, secret, addresses[0])
             if chunk is not None and config.meta:
                 advertised = config.advertise or addresses[0]
                 nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised)
@@ -87,6 +90,18 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _collect_garbage(config: StoragedConfig, secret: bytes, own_address: str) -> None:
+    """Meta role: a garbage collection pass every gc_interval seconds (the first one after
+    an interval too, so a restart does not start with a sweep)."""
+    async with RpcClient(secret) as client:
+        while True:
+            await trio.sleep(config.gc_interval)
+            try:
+                await collect_garbage(client, own_address, config.gc_grace)
+            except (RpcError, ValueError) as exc:
+                log.warning("garbage collection pass failed: %s", exc)
 
 
 async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkService,

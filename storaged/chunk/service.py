@@ -11,7 +11,9 @@ from typing import Any
 
 import trio
 
+from ..rpc.errors import InvalidArgument
 from ..rpc.methods import MethodTable
+from .ids import is_chunk_id
 from .store import ChunkStore
 
 DISK_THREADS = 8
@@ -30,6 +32,7 @@ class ChunkService:
         table.add("chunk.has", self.has)
         table.add("chunk.delete", self.delete)
         table.add("chunk.list", self.list)
+        table.add("chunk.ages", self.ages)
         table.add("chunk.usage", self.usage)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -48,8 +51,17 @@ class ChunkService:
     async def has(self, chunk_id: str) -> bool:
         return await self._run(self.store.has, chunk_id)
 
-    async def delete(self, chunk_id: str) -> bool:
-        return await self._run(self.store.delete, chunk_id)
+    async def delete(self, chunk_id: str, min_age: float | None = None) -> bool:
+        """With ``min_age``, only if the chunk was last written longer ago (seconds)."""
+        if min_age is not None and min_age < 0:
+            raise InvalidArgument("min_age must not be negative")
+        return await self._run(self.store.delete, chunk_id, min_age)
+
+    async def ages(self, ids: list) -> dict[str, float]:
+        """Seconds since each chunk was last written or re-put (garbage collection)."""
+        if len(ids) > 10_000 or not all(isinstance(i, str) and is_chunk_id(i) for i in ids):
+            raise InvalidArgument("ids must be at most 10000 chunk ids")
+        return await self._run(self.store.ages, ids)
 
     async def list(self, after: str | None = None, limit: int = 1000) -> dict[str, Any]:
         ids, next_after = await self._run(self.store.list, after, limit)

@@ -157,7 +157,15 @@ class ChunkStore:
         if actual != cid:
             raise HashMismatch(f"data hashes to {actual}, not {cid}; nothing stored")
         if self._existing_copy_is_good(cid, final):
-            return False
+            with self._lock:
+                try:
+                    # Wanted again (a deduplicated write): make it young, so a garbage
+                    # collector that found it unreferenced a moment ago cannot delete it
+                    # now (delete(min_age=...) checks the age under the same lock).
+                    os.utime(final)
+                    return False
+                except FileNotFoundError:
+                    pass  # collected just now: store it again below
         self._reserve(len(data))
         tmp = self.tmp_dir / f"{cid}.{uuid.uuid4().hex}"
         try:
@@ -240,12 +248,20 @@ class ChunkStore:
     def has(self, cid: str) -> bool:
         return self._path(cid).exists()
 
-    def delete(self, cid: str) -> bool:
-        """Remove a chunk; False (not an error) when it was not here: deletes are retried."""
+    def delete(self, cid: str, min_age: float | None = None) -> bool:
+        """Remove a chunk; False (not an error) when it was not here: deletes are retried.
+
+        With ``min_age`` (seconds), only a chunk last written (or re-put) longer ago than
+        that is removed, judged under the lock that put's refresh takes: the garbage
+        collector's fence against a write that reuses the chunk after it was judged garbage.
+        """
         path = self._path(cid)
         with self._lock:
             try:
-                size = path.stat().st_size
+                st = path.stat()
+                if min_age is not None and time.time() - st.st_mtime < min_age:
+                    return False
+                size = st.st_size
                 path.unlink()
             except FileNotFoundError:
                 return False
@@ -253,6 +269,17 @@ class ChunkStore:
             self._count -= 1
         fsync_dir(path.parent)
         return True
+
+    def ages(self, ids: list[str]) -> dict[str, float]:
+        """Seconds since each chunk was last written or re-put (absent ones left out)."""
+        now = time.time()
+        out: dict[str, float] = {}
+        for cid in ids:
+            try:
+                out[cid] = max(0.0, now - self._path(cid).stat().st_mtime)
+            except FileNotFoundError:
+                pass
+        return out
 
     def list(self, after: str | None = None, limit: int = 1000) -> tuple[list[str], str | None]:
         """Ids in ascending order after ``after``; the second value resumes the listing."""

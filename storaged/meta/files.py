@@ -150,3 +150,14 @@ def setattr_(conn: sqlite3.Connection, ino: int, changes: dict[str, Any]) -> Att
             conn.execute(f"UPDATE inodes SET {key}=? WHERE id=?", (value, ino))
     conn.execute("UPDATE inodes SET ctime_ns=? WHERE id=?", (t, ino))
     return getattr_(conn, ino)
+
+
+def referenced(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """The ids among ``ids`` that some chunk map row (any volume, any snapshot) uses."""
+    out: set[str] = set()
+    for start in range(0, len(ids), 500):
+        batch = ids[start:start + 500]
+        marks = ",".join("?" * len(batch))
+        out.update(r[0] for r in conn.execute(
+            f"SELECT DISTINCT chunk_id FROM chunks WHERE chunk_id IN ({marks})", batch))
+    return out

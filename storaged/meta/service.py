@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from ..chunk.ids import is_chunk_id
-from ..rpc.errors import FsError, InvalidArgument
+from ..rpc.errors import Busy, FsError, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, namespace, servers, volumes, xattrs
 from .sessions import Sessions
@@ -51,8 +51,8 @@ class MetaService:
                      "fs_readlink", "fs_forget", "fs_getxattr", "fs_setxattr", "fs_listxattr",
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
                      "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
-                     "session_open", "session_heartbeat", "session_close", "fs_open",
-                     "fs_release"):
+                     "session_open", "session_heartbeat", "session_close", "session_pending",
+                     "fs_open", "fs_release", "gc_unreferenced"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -189,6 +189,28 @@ class MetaService:
 
     async def session_heartbeat(self, session: str) -> bool:
         return self.sessions.heartbeat(session)
+
+    async def session_pending(self, session: str, add: list, drop: list) -> bool:
+        """Chunks this mount stored but has not committed (``add``), or has now committed
+        or given up (``drop``): garbage collection leaves pending chunks alone."""
+        if not all(isinstance(c, str) and is_chunk_id(c) for c in [*add, *drop]):
+            raise InvalidArgument("add and drop must be lists of chunk ids")
+        if not self.sessions.set_pending(session, add, drop):
+            raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+        return True
+
+    async def gc_unreferenced(self, ids: list) -> list:
+        """Of these chunk ids, those nothing references: no chunk map row of any volume or
+        snapshot, and no mount's pending chunks. Refused (BUSY) for a while after the meta
+        role starts, until mounts have had time to register their pending chunks again."""
+        if len(ids) > 10_000 or not all(isinstance(c, str) and is_chunk_id(c) for c in ids):
+            raise InvalidArgument("ids must be at most 10000 chunk ids")
+        if not self.sessions.sweep_allowed():
+            raise Busy("the meta role started recently; garbage collection waits until mounts "
+                       "have registered again")
+        referenced = await self._tx(files.referenced, ids)
+        pending = self.sessions.pending_chunks()
+        return [c for c in ids if c not in referenced and c not in pending]
 
     async def session_close(self, session: str) -> bool:
         held = self.sessions.close(session)

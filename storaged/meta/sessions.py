@@ -10,6 +10,11 @@ disk sync. What that costs instead: a restarted meta role has forgotten them. So
 re-register their holds when a heartbeat finds their session unknown, and the orphan sweep
 waits ``grace`` seconds after start-up before deleting anything. A session that stops
 sending heartbeats (its mount crashed) expires and its holds go with it.
+
+Sessions also hold *pending chunks*: chunks a mount has stored (or is storing) but not yet
+committed to a file's chunk map. Garbage collection must never take those; they are
+registered before the chunk is sent and dropped after the commit, and a mount whose
+session was forgotten registers them again with its holds.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Session:
     description: str
     last_seen: float
     holds: set[int] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
 
 
 class Sessions:
@@ -88,6 +94,22 @@ class Sessions:
         for session in [s for s in self._sessions.values() if s.last_seen < cutoff]:
             released |= self.close(session.id)
         return released
+
+    def set_pending(self, session_id: str, add: list[str], drop: list[str]) -> bool:
+        """Register chunks as pending for the session, and drop others; False if unknown."""
+        session = self._get(session_id)
+        if session is None:
+            return False
+        session.pending.difference_update(drop)
+        session.pending.update(add)
+        return True
+
+    def pending_chunks(self) -> set[str]:
+        """Every chunk some live mount has stored but not committed yet."""
+        out: set[str] = set()
+        for session in self._sessions.values():
+            out |= session.pending
+        return out
 
     def is_held(self, ino: int) -> bool:
         return ino in self._holders

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -157,3 +158,22 @@ def test_two_stores_cannot_share_a_directory(tmp_path):
         ChunkStore(tmp_path / "d").open()
     first.close()
 
+
+
+def test_a_re_put_refreshes_a_chunk_so_a_collector_cannot_take_it(store: ChunkStore) -> None:
+    """The garbage collector's fence: delete(min_age) only removes chunks last written (or
+    put again, deduplicated) longer ago than min_age, checked under the store's lock."""
+    data = b"shared bytes" * 1000
+    cid = chunk_id(data)
+    store.put(cid, data)
+    path = store._path(cid)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    assert store.ages([cid])[cid] > 3500
+    assert store.put(cid, data) is False          # deduplicated, and made young again
+    assert store.ages([cid])[cid] < 60
+    assert store.delete(cid, min_age=60) is False
+    assert store.has(cid)
+    os.utime(path, (old, old))
+    assert store.delete(cid, min_age=60) is True
+    assert not store.has(cid) and store.ages([cid]) == {}

@@ -25,3 +25,16 @@ def test_silent_sessions_expire_and_the_sweep_waits_after_start():
     assert s.expire() == {9} and not s.is_held(9) and s.count() == 0
     time.sleep(0.15)
     assert s.sweep_allowed()
+
+
+def test_pending_chunks_belong_to_live_sessions():
+    s = Sessions(timeout=0.05)
+    a, b = s.open("a"), s.open("b")
+    assert s.set_pending(a, ["c1", "c2"], []) and s.set_pending(b, ["c2", "c3"], [])
+    assert s.pending_chunks() == {"c1", "c2", "c3"}
+    s.set_pending(a, [], ["c1", "c2"])
+    assert s.pending_chunks() == {"c2", "c3"}
+    assert not s.set_pending("unknown", ["c9"], [])
+    time.sleep(0.1)
+    s.expire()  # a crashed mount's pending chunks are no longer protected
+    assert s.pending_chunks() == set()

@@ -1,0 +1,105 @@
+"""Garbage collection: remove chunks that nothing references any more.
+
+Mark and sweep, driven from the meta role (or ``shoal gc``). For each chunk server: page
+through its chunk ids; ask the meta role which of them no chunk map row uses (any volume,
+any snapshot) and no mount holds as pending (stored, not yet committed); ask the server
+their ages; delete those older than the grace period, with the server checking the age
+again under its own lock at delete time.
+
+Why that is safe:
+- a chunk referenced when the meta role is asked is never a candidate;
+- a chunk a mount is writing is registered as pending before it is sent, until committed;
+- a chunk that becomes wanted again after being judged garbage (a write of the same bytes
+  deduplicated against it) is refreshed by that put, and a refreshed chunk is younger than
+  the grace period, so the server's delete refuses it;
+- nothing younger than the grace period is ever deleted, which also covers a mount whose
+  pending registration has not reached a freshly restarted meta role yet (the meta role
+  also refuses to answer for a while after it starts).
+What it does not cover: a mount cut off from the meta role for longer than its session
+timeout *and* the grace period loses the chunks it had stored but not committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rpc import RpcClient, RpcError
+
+log = logging.getLogger("storaged.gc")
+
+MIN_GRACE = 10.0   # the fence against a deduplicating put needs some time to work with
+BATCH = 1000
+
+
+@dataclass
+class GcReport:
+    servers: int = 0
+    listed: int = 0
+    unreferenced: int = 0
+    kept_young: int = 0
+    deleted: int = 0
+    bytes_freed: int = 0
+    failed_servers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+async def collect(rpc: RpcClient, meta: str, grace: float, dry_run: bool = False) -> GcReport:
+    """One full pass over every live chunk server."""
+    if grace < MIN_GRACE:
+        raise ValueError(f"the grace period must be at least {MIN_GRACE:g} seconds")
+    report = GcReport()
+    for server in await rpc.call(meta, "cluster.servers"):
+        if server["state"] != "up":
+            continue  # a down server is swept when it is back
+        report.servers += 1
+        try:
+            await _sweep_server(rpc, meta, server["address"], grace, dry_run, report)
+        except RpcError as exc:
+            log.warning("garbage collection on %s stopped: %s", server["address"], exc)
+            report.failed_servers.append(f"{server['address']}: {exc}")
+    log.info("garbage collection: %s", report.as_dict())
+    return report
+
+
+async def _sweep_server(rpc: RpcClient, meta: str, address: str, grace: float, dry_run: bool,
+                        report: GcReport) -> None:
+    after = None
+    while True:
+        page = await rpc.call(address, "chunk.list", after, BATCH)
+        ids = page["ids"]
+        report.listed += len(ids)
+        if ids:
+            garbage = await rpc.call(meta, "gc.unreferenced", ids)
+            report.unreferenced += len(garbage)
+            if garbage:
+                ages = await rpc.call(address, "chunk.ages", garbage)
+                for cid in garbage:
+                    age = ages.get(cid)
+                    if age is None:
+                        continue
+                    if age < grace:
+                        report.kept_young += 1
+                        continue
+                    if dry_run:
+                        report.deleted += 1
+                        continue
+                    stat = await _size(rpc, address, cid)
+                    if await rpc.call(address, "chunk.delete", cid, grace):
+                        report.deleted += 1
+                        report.bytes_freed += stat
+                    else:
+                        report.kept_young += 1
+        after = page["next"]
+        if after is None:
+            return
+
+
+async def _size(rpc: RpcClient, address: str, cid: str) -> int:
+    try:
+        return int((await rpc.call(address, "chunk.stat", cid))["size"])
+    except RpcError:
+        return 0
