@@ -99,6 +99,16 @@ class VolumeIO:
             await self.release_chunks([cid], tell=False)
             raise
 
+    async def hold_chunk_into(self, cid: str, done: trio.Event,
+                              failure: list[BaseException]) -> None:
+        """hold_chunk as a background task: its error goes into ``failure``."""
+        try:
+            await self.hold_chunk(cid)
+        except RpcError as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
     async def release_chunks(self, cids: list[str], tell: bool = True) -> None:
         """The pieces using these chunks were committed or superseded."""
         gone = []
@@ -258,12 +268,23 @@ class FileData:
             start, stored = zero_trimmed(data)
             if stored:
                 cid = await hash_chunk(stored)
-                await self.io.hold_chunk(cid)
+                # Register the chunk as pending while it is being sent, not before: the
+                # collector never deletes a chunk younger than its grace period, so the
+                # registration only has to land within that, and the put does not wait.
+                held = trio.Event()
+                failure: list[BaseException] = []
+                self.io.nursery.start_soon(self.io.hold_chunk_into, cid, held, failure)
                 try:
                     await self.io.data.put(stored, self.io.replicas, cid)
                 except BaseException:
-                    await self.io.release_chunks([cid])
+                    with trio.CancelScope(shield=True):
+                        await held.wait()
+                        if not failure:
+                            await self.io.release_chunks([cid])
                     raise
+                await held.wait()
+                if failure:  # (hold_chunk has already undone its own count)
+                    raise failure[0]
                 self.io.cache.put(cid, stored)
                 piece = Piece(cid, start, len(stored))
             else:
@@ -309,7 +330,9 @@ class FileData:
                 self.rows[idx] = piece if piece.cid is not None else None
                 if self.uploaded.get(idx) == piece:
                     del self.uploaded[idx]
-            await self.io.release_chunks([p.cid for p in pieces.values() if p.cid is not None])
+            # committed: no longer pending (late is harmless, so nobody waits for it)
+            self.io.nursery.start_soon(
+                self.io.release_chunks, [p.cid for p in pieces.values() if p.cid is not None])
             self.committed_size = attr["size"]
             self.size = max(self.size, attr["size"])
             if self.io.after_commit is not None:
