@@ -8,7 +8,8 @@ again under its own lock at delete time.
 
 Why that is safe:
 - a chunk referenced when the meta role is asked is never a candidate;
-- a chunk a mount is writing is registered as pending before it is sent, until committed;
+- a chunk a mount is writing is registered as pending while it is sent, until committed
+  (the registration lands well within the grace period, during which nothing is deleted);
 - a chunk that becomes wanted again after being judged garbage (a write of the same bytes
   deduplicated against it) is refreshed by that put, and a refreshed chunk is younger than
   the grace period, so the server's delete refuses it;

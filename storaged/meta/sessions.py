@@ -13,7 +13,7 @@ sending heartbeats (its mount crashed) expires and its holds go with it.
 
 Sessions also hold *pending chunks*: chunks a mount has stored (or is storing) but not yet
 committed to a file's chunk map. Garbage collection must never take those; they are
-registered before the chunk is sent and dropped after the commit, and a mount whose
+registered while the chunk is sent and dropped after the commit, and a mount whose
 session was forgotten registers them again with its holds.
 """
 
