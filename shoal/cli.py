@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gc-grace", type=float, metavar="SECONDS",
                    help="meta role: unreferenced chunks younger than this are kept "
                         "(default 3600, at least 10)")
+    p.add_argument("--repair-interval", type=float, metavar="SECONDS",
+                   help="meta role: seconds between repair passes (default 600; 0: only when "
+                        "'shoal repair --now' asks)")
+    p.add_argument("--repair-down-grace", type=float, metavar="SECONDS",
+                   help="meta role: a server down this long no longer counts as holding its "
+                        "copies; repair copies them elsewhere (default 900)")
+    p.add_argument("--repair-rate", metavar="SIZE",
+                   help="meta role: most bytes per second repair copies (default 50MiB; 0: "
+                        "no limit)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
     p.add_argument("--capacity", metavar="SIZE",
@@ -205,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="keep unreferenced chunks younger than this (default 3600, min 10)")
     p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument("--json", action="store_true")
+    _access_flags(p)
+
+    p = sub.add_parser(
+        "repair", help="show repair progress, or run a repair pass now",
+        description="Repair brings every referenced chunk back to its volume's replica count "
+                    "(after a server has been down longer than the meta role's "
+                    "--repair-down-grace, or a copy was found bad). Without --now: the state "
+                    "of the last pass. With --now: start a pass and follow it to the end. "
+                    "Exit code 3 when chunks are missing (no good copy on any live server).",
+        epilog=EPILOG)
+    p.add_argument("--now", action="store_true", help="run a pass now and wait for it")
+    p.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --now: give up waiting after this long (default 3600)")
     p.add_argument("--json", action="store_true")
     _access_flags(p)
 
@@ -556,6 +579,72 @@ def cmd_gc(args: argparse.Namespace) -> int:
         for failure in report.failed_servers:
             print(f"  not finished: {failure}")
     return EXIT_FAILURE if report.failed_servers else EXIT_OK
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    import time
+
+    import trio
+
+    from storaged.rpc import RpcClient, auth
+
+    try:
+        meta, secret_file = _access(args)
+        secret = auth.load_secret(secret_file)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"shoal repair: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    live = sys.stderr.isatty() and not args.json
+
+    async def go() -> dict[str, Any]:
+        async with RpcClient(secret) as client:
+            status = await client.call(meta, "repair.status")
+            if not args.now:
+                return status
+            before = status["passes"]
+            await client.call(meta, "repair.run")
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                status = await client.call(meta, "repair.status")
+                if status["passes"] > before and not status["running"]:
+                    return status
+                if live and status["running"]:
+                    print(f"\r{_repair_progress(status)}", end="", file=sys.stderr, flush=True)
+                await trio.sleep(0.5)
+            raise TimeoutError(f"the pass did not finish within {args.timeout:g}s; "
+                               "'shoal repair' shows where it is")
+    try:
+        status = trio.run(go)
+    except (RpcError, TimeoutError) as exc:
+        print(f"\nshoal repair: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if live and args.now:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(_repair_progress(status))
+        if status["missing"]:
+            print(f"MISSING: {status['missing']} chunks have no good copy on any live server "
+                  f"(e.g. {', '.join(c[:16] for c in status['missing_examples'][:3])}); "
+                  "bring back the servers that were lost", file=sys.stderr)
+        if status["last_error"]:
+            print(f"last error: {status['last_error']}", file=sys.stderr)
+    if status["missing"]:
+        return EXIT_UNHEALTHY
+    return EXIT_FAILURE if status["failed"] else EXIT_OK
+
+
+def _repair_progress(s: dict[str, Any]) -> str:
+    state = "running" if s["running"] else ("done" if s["passes"] else "no pass yet")
+    eta = ""
+    if s["running"] and s["checked"]:
+        import time
+        rate = s["checked"] / max(1e-3, time.time() - s["started"])
+        eta = f", ETA {s['remaining'] / rate:.0f}s"
+    return (f"repair {state}: checked {s['checked']}/{s['total']}, under-replicated "
+            f"{s['under_replicated']}, repaired {s['repaired']} ({s['copies_made']} copies, "
+            f"{_human(s['bytes_copied'])}), missing {s['missing']}, failed {s['failed']}{eta}")
 
 
 def cmd_mounter(args: argparse.Namespace) -> int:

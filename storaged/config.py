@@ -56,6 +56,9 @@ class StoragedConfig:
     session_timeout: float = 60.0
     gc_interval: float = 3600.0
     gc_grace: float = 3600.0
+    repair_interval: float = 600.0
+    repair_down_grace: float = 900.0
+    repair_rate: int = 50 * 2**20
     secret_file: str = ""
     capacity: int | None = None
     reserve: int = 64 * 2**20
@@ -82,7 +85,7 @@ class StoragedConfig:
                 raise ConfigError(f"{origin}: unknown setting {raw_key!r}")
             if value is None:
                 continue
-            if key in ("capacity", "reserve", "max_frame", "max_request_memory"):
+            if key in ("capacity", "reserve", "max_frame", "max_request_memory", "repair_rate"):
                 value = parse_size(value)
             if key == "listen" and isinstance(value, str):
                 value = [value]
@@ -116,6 +119,8 @@ class StoragedConfig:
         if self.gc_interval < 0 or self.gc_grace < 10:
             raise ConfigError("gc_interval must be >= 0 (0 turns periodic collection off) and "
                               "gc_grace at least 10 seconds")
+        if self.repair_interval < 0 or self.repair_down_grace < 0 or self.repair_rate < 0:
+            raise ConfigError("repair_interval, repair_down_grace and repair_rate must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:

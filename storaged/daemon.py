@@ -23,6 +23,7 @@ from .chunk.service import ChunkService
 from .chunk.store import ChunkStore
 from .config import StoragedConfig
 from .gc import collect as collect_garbage
+from .repair import repair_loop
 from .meta.db import open_database
 from .meta.service import MetaService
 from .rpc import RpcClient, RpcError, auth
@@ -83,6 +84,7 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
                 nursery.start_soon(meta.run_liveness)
                 if config.gc_interval > 0:
                     nursery.start_soon(_collect_garbage, config, secret, addresses[0])
+                nursery.start_soon(_repair, config, secret, addresses[0], meta)
             if chunk is not None and config.meta:
                 advertised = config.advertise or addresses[0]
                 nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised)
@@ -102,6 +104,13 @@ async def _collect_garbage(config: StoragedConfig, secret: bytes, own_address: s
                 await collect_garbage(client, own_address, config.gc_grace)
             except (RpcError, ValueError) as exc:
                 log.warning("garbage collection pass failed: %s", exc)
+
+
+async def _repair(config: StoragedConfig, secret: bytes, own_address: str,
+                  meta: MetaService) -> None:
+    async with RpcClient(secret) as client:
+        await repair_loop(client, own_address, meta.repair, interval=config.repair_interval,
+                          down_grace=config.repair_down_grace, rate=config.repair_rate)
 
 
 async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkService,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +136,29 @@ class LocalCluster:
     def stop(self) -> None:
         for proc in [*self.chunks, self.meta]:
             proc.stop()
+
+
+@contextlib.contextmanager
+def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
+                   chunk_size: int = 1 << 20) -> Iterator[tuple[LocalCluster, Path]]:
+    """A LocalCluster (meta role flags ``meta_extra``), a volume with R=2, and a real
+    mount of it in a fresh directory; unmounted and stopped afterwards."""
+    secret_file = root / "secret"
+    make_secret(secret_file)
+    cluster = LocalCluster(root / "cluster", secret_file)
+    cluster.meta.extra += meta_extra
+    cluster.start()
+    call(cluster.meta.address, cluster.secret, "volume.create", volume, 1 << 30, 2, chunk_size)
+    mnt = Path(tempfile.mkdtemp(prefix="shoalfs-test-"))
+    try:
+        subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
+                        cluster.meta.address, "--secret-file", str(secret_file), "--log-file",
+                        str(root / "mount.log"), "--session-heartbeat", "1"],
+                       check=True, capture_output=True, timeout=60)
+        yield cluster, mnt
+    finally:
+        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)  # busy
+        time.sleep(0.5)
+        cluster.stop()
+        mnt.rmdir()

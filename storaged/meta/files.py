@@ -161,3 +161,13 @@ def referenced(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
         out.update(r[0] for r in conn.execute(
             f"SELECT DISTINCT chunk_id FROM chunks WHERE chunk_id IN ({marks})", batch))
     return out
+
+
+def referenced_with_replicas(conn: sqlite3.Connection, after: str | None,
+                             limit: int) -> list[list[Any]]:
+    """[[chunk_id, R], ...] in id order after ``after``: every chunk some chunk map row
+    uses, with the largest replica count among the volumes and snapshots using it."""
+    return [list(r) for r in conn.execute(
+        "SELECT c.chunk_id, max(v.replicas) FROM chunks c JOIN inodes i ON i.id = c.inode "
+        "JOIN volumes v ON v.id = i.volume WHERE c.chunk_id > ? GROUP BY c.chunk_id "
+        "ORDER BY c.chunk_id LIMIT ?", (after or "", limit))]

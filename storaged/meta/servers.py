@@ -45,3 +45,9 @@ def report_bad_copy(conn: sqlite3.Connection, chunk_id: str, server_id: str, rea
 def bad_copies(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [{"chunk_id": r[0], "server_id": r[1], "reason": r[2], "reported_ns": r[3]}
             for r in conn.execute("SELECT * FROM bad_copies ORDER BY reported_ns")]
+
+
+def clear_bad_copy(conn: sqlite3.Connection, chunk_id: str, server_id: str) -> bool:
+    """Forget a report once repair has dealt with it."""
+    return conn.execute("DELETE FROM bad_copies WHERE chunk_id=? AND server_id=?",
+                        (chunk_id, server_id)).rowcount > 0

@@ -20,6 +20,7 @@ from ..chunk.ids import is_chunk_id
 from ..rpc.errors import Busy, FsError, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, namespace, servers, volumes, xattrs
+from ..repair import RepairState
 from .sessions import Sessions
 from .db import cluster_id, transaction
 
@@ -34,6 +35,7 @@ class MetaService:
         self.conn = conn
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
+        self.repair = RepairState()  # its task runs in the daemon (it needs an RPC client)
         self._db = trio.CapacityLimiter(1)
 
     async def _tx(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -52,7 +54,8 @@ class MetaService:
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
                      "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
                      "session_open", "session_heartbeat", "session_close", "session_pending",
-                     "fs_open", "fs_release", "gc_unreferenced"):
+                     "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
+                     "repair_status", "repair_run", "cluster_clear_bad"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -264,3 +267,22 @@ class MetaService:
 
     async def cluster_bad_copies(self) -> list:
         return await self._tx(servers.bad_copies)
+
+    async def cluster_clear_bad(self, chunk_id: str, server_id: str) -> bool:
+        return await self._tx(servers.clear_bad_copy, chunk_id, server_id)
+
+    # -- repair -------------------------------------------------------------------------
+
+    async def repair_referenced(self, after: str | None = None, limit: int = 1000) -> list:
+        """[[chunk_id, R], ...]: referenced chunks in id order, with the R they need."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument("limit must be in 1..10000")
+        return await self._tx(files.referenced_with_replicas, after, limit)
+
+    async def repair_status(self) -> dict:
+        return self.repair.status.as_dict()
+
+    async def repair_run(self) -> dict:
+        """Start a pass now (or right after the one running); returns the current status."""
+        self.repair.wanted.set()
+        return self.repair.status.as_dict()

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import trio
 
 from storaged.gc import GcReport, collect
 from storaged.rpc import RpcClient
-from tests.helpers import LocalCluster, call
+from tests.helpers import LocalCluster, call, mounted_volume
 
 MiB = 1 << 20
 GRACE = 10.0
@@ -56,28 +55,10 @@ class GcEnv:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcEnv]:
-    root = tmp_path_factory.mktemp("gc")
-    secret_file = root / "secret"
-    subprocess.run([sys.executable, "-m", "shoal.cli", "secret", "generate", str(secret_file)],
-                   check=True, capture_output=True)
-    cluster = LocalCluster(root / "cluster", secret_file)
     # sessions expire after 4 s, so the meta role answers the collector after 8 s
-    cluster.meta.extra += ["--session-timeout", "4", "--gc-interval", "0"]
-    cluster.start()
-    call(cluster.meta.address, cluster.secret, "volume.create", "v", 1 << 30, 2, MiB)
-    mnt = Path(tempfile.mkdtemp(prefix="shoalfs-gc-"))
-    subprocess.run([sys.executable, "-m", "shoal.cli", "mount", "v", str(mnt), "--meta",
-                    cluster.meta.address, "--secret-file", str(secret_file), "--log-file",
-                    str(root / "mount.log"), "--session-heartbeat", "1"],
-                   check=True, capture_output=True, timeout=60)
-    try:
+    with mounted_volume(tmp_path_factory.mktemp("gc"),
+                        ["--session-timeout", "4", "--gc-interval", "0"]) as (cluster, mnt):
         yield GcEnv(cluster, mnt)
-    finally:
-        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)  # busy
-        time.sleep(0.5)
-        cluster.stop()
-        mnt.rmdir()
 
 
 def write(path: Path, data: bytes) -> str:

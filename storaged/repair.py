@@ -1,0 +1,226 @@
+"""Repair: bring every chunk that files and snapshots reference back to R good copies.
+
+A pass, run by the meta role (every ``--repair-interval``, or at once when ``shoal repair``
+asks):
+
+1. take the referenced chunks from the meta role, each with the largest R of the volumes
+   that use it (first, so every chunk it names was written before the servers are listed);
+2. list the chunks of every live chunk server: where the copies are;
+3. copies reported bad by clients are checked on their server (a read verifies and
+   quarantines), and count only if they pass;
+4. a server that has been down for less than ``down_grace`` is presumed to still hold the
+   chunks placement gives it (a restart must not set off a storm of copies);
+5. every chunk with fewer good copies than R is read from a good copy (hash-verified) and
+   written to the next servers in its placement order that lack it, at no more than
+   ``rate`` bytes per second, so repair does not starve clients.
+
+A chunk with no good copy anywhere is counted as missing and logged; nothing can be done
+for it but bring back the server that has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .chunk.ids import chunk_id
+from .data.placement import Server, placement_order
+from .rpc import Corrupted, NotFound, RpcClient, RpcError
+
+log = logging.getLogger("storaged.repair")
+
+PAGE = 1000
+
+
+@dataclass
+class RepairStatus:
+    """What the last (or current) pass did: the CLI's progress display reads this."""
+
+    running: bool = False
+    passes: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+    total: int = 0              # referenced chunks to check in this pass
+    checked: int = 0
+    under_replicated: int = 0
+    repaired: int = 0           # chunks brought back to R copies
+    copies_made: int = 0
+    bytes_copied: int = 0
+    missing: int = 0            # no good copy on any live server
+    failed: int = 0             # could not be repaired this pass (will be tried again)
+    last_error: str = ""
+    missing_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out["remaining"] = max(0, self.total - self.checked)
+        return out
+
+
+class RepairState:
+    """Shared by the meta role's RPC methods (status, run now) and its repair task."""
+
+    def __init__(self) -> None:
+        self.status = RepairStatus()
+        self.wanted = trio.Event()   # set by repair.run: start a pass now
+
+
+async def repair_loop(rpc: RpcClient, meta: str, state: RepairState, *, interval: float,
+                      down_grace: float, rate: float) -> None:
+    """A pass every ``interval`` seconds (0: only when asked), or at once when asked."""
+    while True:
+        with trio.move_on_after(interval if interval > 0 else float("inf")):
+            await state.wanted.wait()
+        state.wanted = trio.Event()
+        await repair_pass(rpc, meta, state, down_grace=down_grace, rate=rate)
+
+
+async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
+                      down_grace: float, rate: float) -> RepairStatus:
+    status = state.status = RepairStatus(running=True, passes=state.status.passes + 1,
+                                         started=time.time())
+    try:
+        referenced = await _referenced(rpc, meta)
+        status.total = len(referenced)
+        rows = await rpc.call(meta, "cluster.servers")
+        now_ns = time.time_ns()
+        servers = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"],
+                          r["state"] == "up") for r in rows]
+        presumed = {r["id"] for r in rows
+                    if r["state"] != "up" and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace}
+        holders = await _locations(rpc, [s for s in servers if s.up])
+        bad = {(b["chunk_id"], b["server_id"]) for b in await rpc.call(meta, "cluster.bad_copies")}
+        throttle = _Throttle(rate)
+        by_id = {s.id: s for s in servers}
+        for cid, replicas in referenced:
+            status.checked += 1
+            good = holders.get(cid, set())
+            for server_id in [s for s in good if (cid, s) in bad]:
+                if not await _verify(rpc, by_id[server_id], cid):
+                    good = good - {server_id}
+            order = placement_order(cid, servers)
+            assumed = {s.id for s in order[:replicas] if s.id in presumed} - good
+            if len(good) + len(assumed) >= replicas:
+                await _clear_reports(rpc, meta, cid, bad)
+                continue
+            status.under_replicated += 1
+            if not good:
+                status.missing += 1
+                if len(status.missing_examples) < 20:
+                    status.missing_examples.append(cid)
+                log.error("chunk %s has no good copy on any live server", cid)
+                continue
+            needed = replicas - len(good) - len(assumed)
+            targets = [s for s in order if s.up and s.id not in good][:needed]
+            try:
+                made = await _copy(rpc, cid, [by_id[i] for i in good], targets, throttle)
+            except RpcError as exc:
+                status.failed += 1
+                status.last_error = f"{cid[:12]}: {exc}"
+                log.warning("repair of chunk %s failed: %s", cid[:12], exc)
+                continue
+            status.copies_made += made
+            status.bytes_copied += made * throttle.last_size
+            if made >= needed:
+                status.repaired += 1
+                await _clear_reports(rpc, meta, cid, bad)
+            else:
+                status.failed += 1
+                status.last_error = f"{cid[:12]}: only {made} of {needed} servers took a copy"
+    except RpcError as exc:
+        status.last_error = str(exc)
+        log.warning("repair pass stopped: %s", exc)
+    finally:
+        status.running = False
+        status.finished = time.time()
+    log.info("repair pass: %s", {k: v for k, v in status.as_dict().items()
+                                 if k != "missing_examples"})
+    return status
+
+
+async def _referenced(rpc: RpcClient, meta: str) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    after: str | None = None
+    while True:
+        page = await rpc.call(meta, "repair.referenced", after, PAGE)
+        out.extend((cid, int(r)) for cid, r in page)
+        if len(page) < PAGE:
+            return out
+        after = page[-1][0]
+
+
+async def _locations(rpc: RpcClient, servers: list[Server]) -> dict[str, set[str]]:
+    holders: dict[str, set[str]] = {}
+    for server in servers:
+        after = None
+        while True:
+            page = await rpc.call(server.address, "chunk.list", after, PAGE)
+            for cid in page["ids"]:
+                holders.setdefault(cid, set()).add(server.id)
+            after = page["next"]
+            if after is None:
+                break
+    return holders
+
+
+async def _verify(rpc: RpcClient, server: Server, cid: str) -> bool:
+    """Read the reported copy: the server checks its hash and quarantines a bad one."""
+    try:
+        data = await rpc.call(server.address, "chunk.get", cid)
+    except (NotFound, Corrupted):
+        return False
+    except RpcError:
+        return True  # unreachable now: not evidence against the copy
+    return isinstance(data, bytes) and chunk_id(data) == cid
+
+
+async def _copy(rpc: RpcClient, cid: str, sources: list[Server], targets: list[Server],
+                throttle: _Throttle) -> int:
+    data = None
+    for source in sources:
+        try:
+            candidate = await rpc.call(source.address, "chunk.get", cid)
+        except RpcError as exc:
+            log.info("repair: %s could not give chunk %s: %s", source.address, cid[:12], exc)
+            continue
+        if isinstance(candidate, bytes) and chunk_id(candidate) == cid:
+            data = candidate
+            break
+    if data is None:
+        raise NotFound(f"no source gave a good copy of {cid[:12]}")
+    made = 0
+    for target in targets:
+        await throttle.wait(len(data))
+        try:
+            await rpc.call(target.address, "chunk.put", cid, data)
+            made += 1
+        except RpcError as exc:
+            log.warning("repair: %s refused chunk %s: %s", target.address, cid[:12], exc)
+    return made
+
+
+async def _clear_reports(rpc: RpcClient, meta: str, cid: str, bad: set[tuple[str, str]]) -> None:
+    for chunk, server_id in [b for b in bad if b[0] == cid]:
+        await rpc.call(meta, "cluster.clear_bad", chunk, server_id)
+
+
+class _Throttle:
+    """At most ``rate`` bytes per second of copies (0: unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.next_free = time.monotonic()
+        self.last_size = 0
+
+    async def wait(self, size: int) -> None:
+        self.last_size = size
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self.next_free)
+        self.next_free = start + size / self.rate
+        await trio.sleep(start - now)

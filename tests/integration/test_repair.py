@@ -1,0 +1,108 @@
+"""Repair on a real cluster and a real mount: after a chunk server is lost, or a copy goes
+bad, every referenced chunk gets back to R good copies and every file reads back right."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import LocalCluster, call, mounted_volume
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
+    # a server down for 2 s no longer counts; passes only when asked
+    with mounted_volume(tmp_path_factory.mktemp("repair"),
+                        ["--repair-interval", "0", "--repair-down-grace", "2",
+                         "--repair-rate", "0"]) as pair:
+        yield pair
+
+
+def repair_now(cluster: LocalCluster) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "repair", "--now", "--json", "--meta",
+         cluster.meta.address, "--secret-file", str(cluster.secret_file), "--timeout", "120"],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def referenced(cluster: LocalCluster) -> list[str]:
+    return [cid for cid, _ in call(cluster.meta.address, cluster.secret,
+                                   "repair.referenced", None, 10_000)]
+
+
+def copies(cluster: LocalCluster, cid: str, live: list[int]) -> int:
+    return sum(call(cluster.chunks[i].address, cluster.secret, "chunk.has", cid) for i in live)
+
+
+def write(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_down(cluster: LocalCluster, count_up: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(s["state"] == "up" for s in cluster.servers()) != count_up:
+        assert time.monotonic() < deadline, cluster.servers()
+        time.sleep(0.1)
+
+
+def test_a_lost_server_copies_come_back(env: tuple[LocalCluster, Path]) -> None:
+    cluster, mnt = env
+    files = {f"f{i}": write(mnt / f"f{i}", 6 * MiB + i) for i in range(3)}
+    chunks = referenced(cluster)
+    assert len(chunks) == 20 and repair_now(cluster)["under_replicated"] == 0
+
+    lost = cluster.holders(chunks[0])[0]          # a server holding copies
+    cluster.chunks[lost].stop()
+    wait_down(cluster, 2)
+    time.sleep(2.5)                               # past the down grace
+    live = [i for i in range(3) if i != lost]
+    status = repair_now(cluster)
+    assert status["missing"] == 0 and status["failed"] == 0, status
+    assert status["repaired"] == status["under_replicated"] > 0
+    assert all(copies(cluster, cid, live) == 2 for cid in chunks)
+    assert repair_now(cluster)["under_replicated"] == 0      # nothing left to do
+    for name, digest in files.items():
+        assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
+
+    cluster.restart_chunk(lost)                   # it comes back: extra copies are harmless
+    cluster.wait_up(3)
+    assert repair_now(cluster)["under_replicated"] == 0
+
+
+def test_bad_copies_are_replaced_and_false_reports_cleared(
+        env: tuple[LocalCluster, Path]) -> None:
+    cluster, mnt = env
+    digest = write(mnt / "victim", 3 * MiB)
+    ino = os.stat(mnt / "victim").st_ino
+    cid = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 0)[0][1]
+    holder, other = cluster.holders(cid)[:2]
+    path = cluster.chunks[holder].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF                              # bit rot on one server
+    path.write_bytes(bytes(raw))
+    with pytest.raises(Exception):                # a read there finds it and quarantines it
+        call(cluster.chunks[holder].address, cluster.secret, "chunk.get", cid)
+    # ... and a client reports the other, good copy as bad by mistake
+    call(cluster.meta.address, cluster.secret, "cluster.report_bad", cid,
+         call(cluster.chunks[other].address, cluster.secret, "health")["server_id"], "test")
+    status = repair_now(cluster)
+    assert status["repaired"] == 1 and status["missing"] == 0, status
+    assert copies(cluster, cid, [0, 1, 2]) == 2
+    assert call(cluster.meta.address, cluster.secret, "cluster.bad_copies") == []
+    assert hashlib.sha256((mnt / "victim").read_bytes()).hexdigest() == digest
