@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair-rate", metavar="SIZE",
                    help="meta role: most bytes per second repair copies (default 50MiB; 0: "
                         "no limit)")
+    p.add_argument("--scrub-rate", metavar="SIZE",
+                   help="chunk role: bytes per second the scrubber re-reads and verifies "
+                        "(default 20MiB; 0 turns scrubbing off)")
+    p.add_argument("--scrub-interval", type=float, metavar="SECONDS",
+                   help="chunk role: pause between full scrub passes (default 86400)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
     p.add_argument("--capacity", metavar="SIZE",

@@ -59,6 +59,8 @@ class StoragedConfig:
     repair_interval: float = 600.0
     repair_down_grace: float = 900.0
     repair_rate: int = 50 * 2**20
+    scrub_rate: int = 20 * 2**20
+    scrub_interval: float = 86400.0
     secret_file: str = ""
     capacity: int | None = None
     reserve: int = 64 * 2**20
@@ -85,7 +87,8 @@ class StoragedConfig:
                 raise ConfigError(f"{origin}: unknown setting {raw_key!r}")
             if value is None:
                 continue
-            if key in ("capacity", "reserve", "max_frame", "max_request_memory", "repair_rate"):
+            if key in ("capacity", "reserve", "max_frame", "max_request_memory", "repair_rate",
+                       "scrub_rate"):
                 value = parse_size(value)
             if key == "listen" and isinstance(value, str):
                 value = [value]
@@ -121,6 +124,8 @@ class StoragedConfig:
                               "gc_grace at least 10 seconds")
         if self.repair_interval < 0 or self.repair_down_grace < 0 or self.repair_rate < 0:
             raise ConfigError("repair_interval, repair_down_grace and repair_rate must be >= 0")
+        if self.scrub_rate < 0 or self.scrub_interval < 0:
+            raise ConfigError("scrub_rate (0 turns scrubbing off) and scrub_interval must be >= 0")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:

@@ -8,6 +8,7 @@ threads cannot be interrupted half-way anyway), then the stores are closed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 from . import __version__
+from .chunk.scrub import scrub_loop
 from .chunk.service import ChunkService
 from .chunk.store import ChunkStore
 from .config import StoragedConfig
@@ -88,6 +90,11 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
             if chunk is not None and config.meta:
                 advertised = config.advertise or addresses[0]
                 nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised)
+            if chunk is not None and config.scrub_rate > 0:
+                nursery.start_soon(functools.partial(
+                    scrub_loop, chunk.store, chunk.scrub, rate=config.scrub_rate,
+                    interval=config.scrub_interval, secret=secret, meta=config.meta,
+                    server_id=chunk.store.server_id))
             async for signum in signals:
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()

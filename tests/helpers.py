@@ -90,7 +90,8 @@ def call(address: str, secret: bytes, method: str, *params: Any, timeout: float 
 class LocalCluster:
     """A meta role and N chunk servers as real processes, heartbeating fast."""
 
-    def __init__(self, root: Path, secret_file: Path, chunk_servers: int = 3) -> None:
+    def __init__(self, root: Path, secret_file: Path, chunk_servers: int = 3,
+                 chunk_extra: list[str] | None = None) -> None:
         self.root = root
         self.secret_file = secret_file
         self.secret = auth.load_secret(secret_file)
@@ -98,10 +99,11 @@ class LocalCluster:
                                     extra=["--roles", "meta", "--heartbeat-timeout", "2"])
         self.chunks: list[StoragedProcess] = []
         self.count = chunk_servers
+        self.chunk_extra = chunk_extra or []
 
     def chunk_args(self, index: int) -> list[str]:
         return ["--meta", self.meta.address, "--heartbeat-interval", "0.2",
-                "--zone", f"zone{index}", "--reserve", "0"]
+                "--zone", f"zone{index}", "--reserve", "0", *self.chunk_extra]
 
     def start(self) -> LocalCluster:
         self.meta.start()
@@ -140,12 +142,13 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
-                   chunk_size: int = 1 << 20) -> Iterator[tuple[LocalCluster, Path]]:
+                   chunk_size: int = 1 << 20, chunk_extra: list[str] | None = None
+                   ) -> Iterator[tuple[LocalCluster, Path]]:
     """A LocalCluster (meta role flags ``meta_extra``), a volume with R=2, and a real
     mount of it in a fresh directory; unmounted and stopped afterwards."""
     secret_file = root / "secret"
     make_secret(secret_file)
-    cluster = LocalCluster(root / "cluster", secret_file)
+    cluster = LocalCluster(root / "cluster", secret_file, chunk_extra=chunk_extra)
     cluster.meta.extra += meta_extra
     cluster.start()
     call(cluster.meta.address, cluster.secret, "volume.create", volume, 1 << 30, 2, chunk_size)

@@ -14,6 +14,7 @@ import trio
 from ..rpc.errors import InvalidArgument
 from ..rpc.methods import MethodTable
 from .ids import is_chunk_id
+from .scrub import ScrubStatus
 from .store import ChunkStore
 
 DISK_THREADS = 8
@@ -23,6 +24,7 @@ class ChunkService:
     def __init__(self, store: ChunkStore, *, zone: str = "") -> None:
         self.store = store
         self.zone = zone
+        self.scrub = ScrubStatus()  # advanced by the scrubber task, shown by health
         self._disk = trio.CapacityLimiter(DISK_THREADS)
 
     def register(self, table: MethodTable) -> None:
@@ -73,4 +75,4 @@ class ChunkService:
 
     def health_info(self) -> dict[str, Any]:
         return {"server_id": self.store.server_id, "zone": self.zone,
-                "corrupted_found": self.store.corrupted_found}
+                "corrupted_found": self.store.corrupted_found, "scrub": self.scrub.as_dict()}

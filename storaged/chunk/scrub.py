@@ -1,0 +1,80 @@
+"""The scrubber: a chunk server re-reads and verifies its chunks in the background.
+
+Bit rot is silent until something reads the chunk; a chunk nobody reads for a year could
+lose its last good copy unnoticed. The scrubber reads every chunk at a bounded rate
+(``--scrub-rate`` bytes per second, so clients keep the disk), with a pause of
+``--scrub-interval`` between full passes. A chunk that fails its hash is quarantined by
+the read itself; the scrubber reports it to the meta role and asks for a repair pass, so
+a good copy replaces it without waiting for the next scheduled one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..rpc import Corrupted, NotFound, RpcClient, RpcError
+from .store import ChunkStore
+
+log = logging.getLogger("storaged.scrub")
+
+
+@dataclass
+class ScrubStatus:
+    passes: int = 0              # full passes finished
+    last_full_pass: float = 0.0  # when the last one finished (epoch seconds; 0: never)
+    checked: int = 0             # chunks verified in the current pass
+    bad_found: int = 0           # corrupted chunks found, all passes
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+async def scrub_loop(store: ChunkStore, status: ScrubStatus, *, rate: float, interval: float,
+                     secret: bytes, meta: str, server_id: str) -> None:
+    async with RpcClient(secret) as client:
+        while True:
+            await _one_pass(store, status, rate, client, meta, server_id)
+            status.passes += 1
+            status.last_full_pass = time.time()
+            log.info("scrub pass done: %s", status.as_dict())
+            await trio.sleep(interval)
+
+
+async def _one_pass(store: ChunkStore, status: ScrubStatus, rate: float, client: RpcClient,
+                    meta: str, server_id: str) -> None:
+    status.checked = 0
+    after = None
+    while True:
+        ids, after = await trio.to_thread.run_sync(store.list, after, 1000)
+        for cid in ids:
+            started = time.monotonic()
+            try:
+                data = await trio.to_thread.run_sync(store.get, cid)
+                size = len(data)
+            except NotFound:
+                continue   # deleted meanwhile
+            except Corrupted:
+                size = 0
+                status.bad_found += 1
+                log.error("scrub: chunk %s is corrupted on this server (quarantined)", cid)
+                await _report(client, meta, cid, server_id)
+            status.checked += 1
+            if rate > 0:   # bytes per second: sleep off what this read used
+                await trio.sleep(max(0.0, size / rate - (time.monotonic() - started)))
+        if after is None:
+            return
+
+
+async def _report(client: RpcClient, meta: str, cid: str, server_id: str) -> None:
+    if not meta:
+        return
+    try:
+        await client.call(meta, "cluster.report_bad", cid, server_id, "CORRUPTED: found by scrub")
+        await client.call(meta, "repair.run")
+    except RpcError as exc:  # the next pass, or a client read, reports it again
+        log.warning("scrub: could not report chunk %s: %s", cid[:12], exc)
