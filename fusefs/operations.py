@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pyfuse3
+import trio
 
 from storaged.rpc import FsError, RpcError, Timeout, Unavailable
 
@@ -302,7 +303,22 @@ class Operations(pyfuse3.Operations):
                 data.forget_rows()
             if self.seen.get(ino) not in (None, (attr["size"], attr["mtime_ns"])):
                 pyfuse3.invalidate_inode(inode, attr_only=False)  # changed elsewhere
-        self._file(attr).handles += 1
+        data = self._file(attr)
+        data.handles += 1
+        if flags & os.O_TRUNC and (attr["size"] or data.has_unsaved):
+            # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of sending a
+            # setattr: truncating is ours to do, and cached pages must go with the bytes.
+            try:
+                attr = await data.truncate(0)
+            except BaseException:
+                data.handles -= 1
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._call("fs.release", ino, self.session)
+                    except RpcError:
+                        pass
+                raise
+            pyfuse3.invalidate_inode(inode, attr_only=False)
         self.seen[ino] = (attr["size"], attr["mtime_ns"])
         return pyfuse3.FileInfo(fh=self._new_handle(ino), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT))

@@ -173,6 +173,27 @@ def test_truncate_up_and_down(here):
         assert f.read() == b"ab"
 
 
+def test_open_with_o_trunc_empties_the_file(here):
+    """open(..., "w") / O_TRUNC: the old bytes are gone, also past the new end, also when
+    nothing is written, also for bytes still cached by the kernel or pending in the mount."""
+    path = here / "t"
+    path.write_bytes(b"B" * 100_000)
+    path.write_bytes(b"A" * 50)                      # shorter content over longer
+    assert path.read_bytes() == b"A" * 50
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)     # truncate without writing
+    os.close(fd)
+    assert path.stat().st_size == 0 and path.read_bytes() == b""
+    with open(path, "wb") as writer:                 # pending (unflushed) data of another
+        writer.write(b"C" * 10_000)                  # open file on the same mount
+        writer.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.close(fd)
+        assert path.stat().st_size == 0
+    os.truncate(path, 0)
+    path.write_bytes(b"D" * 3)
+    assert path.read_bytes() == b"DDD"
+
+
 def test_sparse_files_read_zeros_and_store_nothing_for_holes(here, mounted):
     before = os.statvfs(mounted.mnt)
     path = here / "sparse"
