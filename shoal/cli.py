@@ -237,6 +237,28 @@ def build_parser() -> argparse.ArgumentParser:
     _access_flags(p)
 
     p = sub.add_parser(
+        "fsck", help="check a volume's metadata, and that its chunks have copies",
+        description="Check VOLUME: every entry names an existing inode, link counts match, "
+                    "every file is reachable from the root, the cached usage is right, and "
+                    "every chunk its files use has a copy on at least one live chunk server. "
+                    "Read-only. Exit code 3 when anything is wrong.", epilog=EPILOG)
+    p.add_argument("volume")
+    p.add_argument("--json", action="store_true")
+    _access_flags(p)
+
+    p = sub.add_parser(
+        "meta", help="back up or restore the meta role's database",
+        description="'shoal meta backup FILE' writes a consistent copy of the running meta "
+                    "role's database to FILE (the meta role keeps serving). 'shoal meta "
+                    "restore FILE --meta-db PATH' puts a backup in place of a stopped meta "
+                    "role's database (stop it first; start it again after).", epilog=EPILOG)
+    p.add_argument("action", choices=["backup", "restore"])
+    p.add_argument("file", type=Path)
+    p.add_argument("--meta-db", type=Path, metavar="PATH",
+                   help="restore: the database file the meta role uses (its --meta-db)")
+    _access_flags(p)
+
+    p = sub.add_parser(
         "mounter", help="run a node's fusefs processes for the CSI node plugin",
         description="Listen on --socket for the CSI node plugin's requests to mount volumes, "
                     "and run those fusefs processes. In Kubernetes it is its own DaemonSet, "
@@ -650,6 +672,76 @@ def _repair_progress(s: dict[str, Any]) -> str:
     return (f"repair {state}: checked {s['checked']}/{s['total']}, under-replicated "
             f"{s['under_replicated']}, repaired {s['repaired']} ({s['copies_made']} copies, "
             f"{_human(s['bytes_copied'])}), missing {s['missing']}, failed {s['failed']}{eta}")
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    import trio
+
+    from storaged.data.placement import Server
+    from storaged.repair import locations
+    from storaged.rpc import RpcClient, auth
+
+    try:
+        meta, secret_file = _access(args)
+        secret = auth.load_secret(secret_file)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"shoal fsck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def go() -> dict[str, Any]:
+        async with RpcClient(secret) as client:
+            report = await client.call(meta, "fsck.check", args.volume)
+            ids: list[str] = []
+            while True:
+                page = await client.call(meta, "fsck.chunks", args.volume,
+                                         ids[-1] if ids else None, 10_000)
+                ids += page
+                if len(page) < 10_000:
+                    break
+            live = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"], True)
+                    for r in await client.call(meta, "cluster.servers") if r["state"] == "up"]
+            holders = await locations(client, live)
+            missing = [c for c in ids if not holders.get(c)]
+            report["chunks"] = len(ids)
+            report["chunks_without_copy"] = len(missing)
+            report["problems"] += [f"chunk {c} has no copy on any live chunk server"
+                                   for c in missing[:100]]
+            return report
+    try:
+        report = trio.run(go)
+    except RpcError as exc:
+        print(f"shoal fsck: {exc.message} ({exc.code})", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"volume {report['volume']}: {report['inodes']} inodes, {report['entries']} entries, "
+              f"{report['orphans']} open orphans, {report['chunks']} chunks "
+              f"({report['chunks_without_copy']} without a copy)")
+        for problem in report["problems"]:
+            print(f"  PROBLEM: {problem}")
+        print("clean" if not report["problems"] else f"{len(report['problems'])} problems")
+    return EXIT_UNHEALTHY if report["problems"] else EXIT_OK
+
+
+def cmd_meta(args: argparse.Namespace) -> int:
+    from .metabackup import backup, restore
+    try:
+        if args.action == "restore":
+            if args.meta_db is None:
+                print("shoal meta restore: --meta-db PATH is required", file=sys.stderr)
+                return EXIT_USAGE
+            print(restore(args.file, args.meta_db))
+            return EXIT_OK
+        meta, secret_file = _access(args)
+        print(backup(meta, secret_file, args.file))
+        return EXIT_OK
+    except FileNotFoundError as exc:
+        print(f"shoal meta {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RpcError, RuntimeError, OSError, ValueError) as exc:
+        print(f"shoal meta {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def cmd_mounter(args: argparse.Namespace) -> int:

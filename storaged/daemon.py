@@ -47,10 +47,12 @@ def run(config: StoragedConfig) -> None:
             stack.callback(store.close)
             chunk = ChunkService(store, zone=config.zone)
         if "meta" in config.roles:
-            conn = open_database(config.meta_db or Path(config.data_dir) / "meta.db")
+            db_path = Path(config.meta_db or Path(config.data_dir) / "meta.db")
+            conn = open_database(db_path)
             stack.callback(conn.close)
             meta = MetaService(conn, heartbeat_timeout=config.heartbeat_timeout,
-                               session_timeout=config.session_timeout)
+                               session_timeout=config.session_timeout,
+                               backup_dir=db_path.parent / "meta-backups")
         trio.run(_serve, config, secret, chunk, meta)
     log.info("stopped")
 

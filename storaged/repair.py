@@ -92,7 +92,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
                           r["state"] == "up") for r in rows]
         presumed = {r["id"] for r in rows
                     if r["state"] != "up" and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace}
-        holders = await _locations(rpc, [s for s in servers if s.up])
+        holders = await locations(rpc, [s for s in servers if s.up])
         bad = {(b["chunk_id"], b["server_id"]) for b in await rpc.call(meta, "cluster.bad_copies")}
         throttle = _Throttle(rate)
         by_id = {s.id: s for s in servers}
@@ -153,7 +153,8 @@ async def _referenced(rpc: RpcClient, meta: str) -> list[tuple[str, int]]:
         after = page[-1][0]
 
 
-async def _locations(rpc: RpcClient, servers: list[Server]) -> dict[str, set[str]]:
+async def locations(rpc: RpcClient, servers: list[Server]) -> dict[str, set[str]]:
+    """chunk id -> ids of the given servers that hold a copy (from their listings)."""
     holders: dict[str, set[str]] = {}
     for server in servers:
         after = None

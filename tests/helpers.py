@@ -120,6 +120,15 @@ class LocalCluster:
                                              extra=self.chunk_args(index)).start()
         return self.chunks[index]
 
+    def restart_meta(self) -> StoragedProcess:
+        """SIGKILL the meta role (no chance to clean up) and start it again, same address."""
+        old = self.meta
+        old.kill()
+        old.stop()
+        self.meta = StoragedProcess(old.data_dir, self.secret_file, extra=old.extra,
+                                    listen=old.address).start()
+        return self.meta
+
     def servers(self) -> list[dict[str, Any]]:
         return call(self.meta.address, self.secret, "cluster.servers")
 

@@ -12,6 +12,7 @@ import errno
 import logging
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -19,9 +20,10 @@ import trio
 from ..chunk.ids import is_chunk_id
 from ..rpc.errors import Busy, FsError, InvalidArgument
 from ..rpc.methods import MethodTable
-from . import files, namespace, servers, volumes, xattrs
+from . import files, fsck, namespace, servers, volumes, xattrs
 from ..repair import RepairState
 from .sessions import Sessions
+from .backup import Backups
 from .db import cluster_id, transaction
 
 log = logging.getLogger("storaged.meta")
@@ -31,8 +33,9 @@ READDIR_MAX = 1000
 
 class MetaService:
     def __init__(self, conn: sqlite3.Connection, *, heartbeat_timeout: float = 10.0,
-                 session_timeout: float = 60.0) -> None:
+                 session_timeout: float = 60.0, backup_dir: Path | None = None) -> None:
         self.conn = conn
+        self.backups = Backups(backup_dir) if backup_dir is not None else None
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
         self.repair = RepairState()  # its task runs in the daemon (it needs an RPC client)
@@ -55,7 +58,9 @@ class MetaService:
                      "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
                      "session_open", "session_heartbeat", "session_close", "session_pending",
                      "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
-                     "repair_status", "repair_run", "cluster_clear_bad"):
+                     "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
+                     "fsck_chunks", "meta_backup_open", "meta_backup_read",
+                     "meta_backup_close"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -270,6 +275,35 @@ class MetaService:
 
     async def cluster_clear_bad(self, chunk_id: str, server_id: str) -> bool:
         return await self._tx(servers.clear_bad_copy, chunk_id, server_id)
+
+    # -- backups ------------------------------------------------------------------------
+
+    def _backups(self) -> Backups:
+        if self.backups is None:
+            raise InvalidArgument("this meta role has no backup directory")
+        return self.backups
+
+    async def meta_backup_open(self) -> dict:
+        """A consistent copy of the database, taken now: {id, size}; read it, then close."""
+        backups = self._backups()
+        return await trio.to_thread.run_sync(backups.create, self.conn, limiter=self._db)
+
+    async def meta_backup_read(self, backup_id: str, offset: int, length: int) -> bytes:
+        return await trio.to_thread.run_sync(self._backups().read, backup_id, offset, length)
+
+    async def meta_backup_close(self, backup_id: str) -> bool:
+        return await trio.to_thread.run_sync(self._backups().close, backup_id)
+
+    # -- consistency --------------------------------------------------------------------
+
+    async def fsck_check(self, volume: str) -> dict:
+        """Check the volume's metadata (entries, link counts, reachability, cached sums)."""
+        return await self._tx(fsck.check, volume)
+
+    async def fsck_chunks(self, volume: str, after: str | None = None, limit: int = 1000) -> list:
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument("limit must be in 1..10000")
+        return await self._tx(fsck.chunk_ids, volume, after, limit)
 
     # -- repair -------------------------------------------------------------------------
 
