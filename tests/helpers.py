@@ -151,8 +151,8 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
-                   chunk_size: int = 1 << 20, chunk_extra: list[str] | None = None
-                   ) -> Iterator[tuple[LocalCluster, Path]]:
+                   chunk_size: int = 1 << 20, chunk_extra: list[str] | None = None,
+                   mount_extra: list[str] | None = None) -> Iterator[tuple[LocalCluster, Path]]:
     """A LocalCluster (meta role flags ``meta_extra``), a volume with R=2, and a real
     mount of it in a fresh directory; unmounted and stopped afterwards."""
     secret_file = root / "secret"
@@ -165,7 +165,8 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
     try:
         subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
                         cluster.meta.address, "--secret-file", str(secret_file), "--log-file",
-                        str(root / "mount.log"), "--session-heartbeat", "1"],
+                        str(root / "mount.log"), "--session-heartbeat", "1",
+                        *(mount_extra or [])],
                        check=True, capture_output=True, timeout=60)
         yield cluster, mnt
     finally:

@@ -23,6 +23,7 @@ log = logging.getLogger("storaged.data")
 
 HASH_IN_THREAD_ABOVE = 256 * 1024
 SUSPECT_SECONDS = 10.0  # how long a server that just failed is tried last
+MAP_RETRY_AGE = 0.5     # after a failure, a cluster map older than this is fetched again
 
 
 class NotEnoughReplicas(Unavailable):
@@ -63,6 +64,9 @@ class DataClient:
                                         r["free"], r["state"] == "up") for r in rows]
                 self._refreshed = time.monotonic()
         return self._servers
+
+    def _map_age(self) -> float:
+        return time.monotonic() - self._refreshed
 
     def _usable_first(self, order: Sequence[Server]) -> list[Server]:
         """Up and unsuspected servers first (keeping placement order), then the others."""
@@ -106,6 +110,18 @@ class DataClient:
         async with trio.open_nursery() as nursery:
             for _ in range(replicas):
                 nursery.start_soon(writer)
+        if len(stored) < replicas and self._map_age() > MAP_RETRY_AGE:
+            # Our map may be stale: a restarted server listens on a new address, or a new
+            # one joined. Ask the meta role once more, and try the servers we have not.
+            tried = {s.address for s in candidates}
+            fresh = [s for s in self._usable_first(placement_order(
+                cid, await self.servers(force=True))) if s.up]
+            candidates = [s for s in fresh if s.address not in tried
+                          and s.id not in {t.id for t in stored}]
+            next_candidate = 0
+            async with trio.open_nursery() as nursery:
+                for _ in range(replicas - len(stored)):
+                    nursery.start_soon(writer)
         if len(stored) < replicas:
             raise NotEnoughReplicas(
                 f"chunk {cid[:12]} is on {len(stored)} of {replicas} required servers; "
@@ -117,9 +133,22 @@ class DataClient:
     async def get(self, cid: str) -> bytes:
         """The chunk's bytes from the first server with a good copy."""
         order = self._usable_first(placement_order(cid, await self.servers()))
-        known = {s.id for s in order}
         problems: list[str] = []
-        for attempt, server in enumerate(order):
+        data = await self._first_good(cid, order, problems)
+        if data is None and self._map_age() > MAP_RETRY_AGE:
+            tried = {s.address for s in order}  # a stale map? (a server moved or joined)
+            fresh = self._usable_first(placement_order(cid, await self.servers(force=True)))
+            order = [s for s in fresh if s.address not in tried]
+            data = await self._first_good(cid, order, problems)
+        if data is not None:
+            return data
+        if not self._servers:
+            problems.append("the cluster map has no chunk servers")
+        raise ChunkUnavailable(f"no good copy of chunk {cid[:12]}: {'; '.join(problems)}")
+
+    async def _first_good(self, cid: str, order: Sequence[Server],
+                          problems: list[str]) -> bytes | None:
+        for server in order:
             try:
                 data = await self.rpc.call(server.address, "chunk.get", cid,
                                            timeout=self.get_timeout)
@@ -138,13 +167,11 @@ class DataClient:
                 problems.append(f"{server.address}: returned bytes that fail the hash")
                 await self._report(cid, server, "CORRUPTED: bad bytes received")
                 continue
-            if attempt and problems:
+            if problems:
                 log.info("chunk %s read from %s after: %s", cid[:12], server.address,
                          "; ".join(problems))
             return data
-        if not known:
-            problems.append("the cluster map has no chunk servers")
-        raise ChunkUnavailable(f"no good copy of chunk {cid[:12]}: {'; '.join(problems)}")
+        return None
 
     async def _report(self, cid: str, server: Server, reason: str) -> None:
         try:

@@ -1,0 +1,81 @@
+"""Losing more than R-1 chunk servers, and a full disk, through a real mount: failures are
+clear and quick, and no byte read back is ever wrong."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
+    # a small chunk cache, so reads after the loss go to the servers
+    with mounted_volume(tmp_path, ["--repair-interval", "0"],
+                        mount_extra=["--cache-size", "2MiB"]) as pair:
+        yield pair
+
+
+def write(path: Path, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_two_of_three_servers_lost_with_r2(env: tuple[LocalCluster, Path]) -> None:
+    cluster, mnt = env
+    files = {f"f{i}": write(mnt / f"f{i}", os.urandom(3 * MiB + i)) for i in range(8)}
+    survivor = 0
+    for i in (1, 2):
+        cluster.chunks[i].kill()
+
+    # writes fail, clearly and quickly (a fresh file: nothing cached for it)
+    started = time.monotonic()
+    with pytest.raises(OSError) as info:
+        write(mnt / "new", os.urandom(2 * MiB))
+    assert info.value.errno == errno.EIO and time.monotonic() - started < 30
+    log = (cluster.root.parent / "mount.log").read_text()
+    assert "required servers" in log  # the mount's log says why: not enough replicas
+
+    # reads: exactly the right bytes, or EIO; never anything else
+    subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=False)
+    outcome = {}
+    for name, digest in files.items():
+        try:
+            data = (mnt / name).read_bytes()
+        except OSError as exc:
+            assert exc.errno == errno.EIO
+            outcome[name] = "EIO"
+            continue
+        assert hashlib.sha256(data).hexdigest() == digest, f"{name} read back wrong"
+        outcome[name] = "ok"
+    # every file whose chunks all have a copy on the survivor reads (others may still come
+    # from the mount's own chunk cache, which is right too)
+    for name in files:
+        ino = os.stat(mnt / name).st_ino
+        rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 100)
+        if all(survivor in cluster.holders(r[1]) for r in rows):
+            assert outcome[name] == "ok", name
+    print("outcomes:", sorted(outcome.values()))
+    assert "EIO" in outcome.values()  # (8 files of 4 chunks, R=2 over 3 servers: some
+    #                                    chunks are surely not on the survivor)
+
+    # the servers come back: everything reads, new writes work, nothing was lost
+    for i in (1, 2):
+        cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
+                                            extra=cluster.chunk_args(i)).start()
+    cluster.wait_up(3)
+    for name, digest in files.items():
+        assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
+    assert write(mnt / "new", b"x" * 100) == hashlib.sha256(b"x" * 100).hexdigest()
