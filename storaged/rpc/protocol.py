@@ -229,8 +229,9 @@ class MessageReader:
                     events.append(classify(obj))
         except ProtocolError as exc:
             self._broken = exc
-        except (ValueError, msgpack.UnpackException, UnicodeDecodeError) as exc:
-            # FormatError, StackError, BufferFull, invalid UTF-8 in a str, bad ext types
+        except (ValueError, TypeError, msgpack.UnpackException, UnicodeDecodeError) as exc:
+            # FormatError, StackError, BufferFull, invalid UTF-8 in a str, bad ext types,
+            # and TypeError: a map whose key is a map or an array (unhashable in Python)
             self._broken = ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}")
         if self._broken is not None:
             events.append(StreamError(str(self._broken)))

@@ -76,6 +76,8 @@ class RpcServer:
         self.connections += 1
         try:
             await _ServerConnection(self, stream).run()
+        except Exception:  # noqa: BLE001 - one connection's failure must not end the server
+            log.exception("a connection failed unexpectedly; closing it")
         finally:
             self.connections -= 1
             await trio.aclose_forcefully(stream)

@@ -79,3 +79,28 @@ def test_two_of_three_servers_lost_with_r2(env: tuple[LocalCluster, Path]) -> No
     for name, digest in files.items():
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
     assert write(mnt / "new", b"x" * 100) == hashlib.sha256(b"x" * 100).hexdigest()
+
+
+def test_a_full_chunk_server_sends_writes_to_the_others(tmp_path: Path) -> None:
+    """One of three chunk servers sits on a real 8 MiB filesystem that fills up: writes
+    through the mount fall through to the other servers and all succeed, every byte reads
+    back, and the full server holds no half-written chunk."""
+    small = tmp_path / "cluster" / "chunk0"
+    small.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    try:
+        # every server claims 1 GiB, so placement weighs them alike; server 0's disk is
+        # really 8 MiB and fills up (a disk smaller than its configured capacity)
+        with mounted_volume(tmp_path, ["--repair-interval", "0"],
+                            chunk_extra=["--capacity", "1GiB"],
+                            mount_extra=["--cache-size", "2MiB"]) as (cluster, mnt):
+            files = {f"g{i}": write(mnt / f"g{i}", os.urandom(4 * MiB)) for i in range(10)}
+            usage = call(cluster.chunks[0].address, cluster.secret, "chunk.usage")
+            assert 4 * MiB <= usage["used"] <= 8 * MiB and usage["free"] < MiB, usage
+            for name, digest in files.items():
+                assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
+            assert list((small / "tmp").iterdir()) == []   # no partial chunk left behind
+            log = (tmp_path / "mount.log").read_text()
+            assert "NO_SPACE" in log                       # it did fill, and was skipped
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -105,6 +105,7 @@ def test_random_and_malformed_frames_never_hurt_the_server(storaged, secret):
     @example(frame=pack([0, 7, "health", []]) + b"\xc1", authenticated=True)
     @example(frame=pack([0, 8, "chunk.get", [chunk_id(b"fuzz"), -1]]), authenticated=True)
     @example(frame=pack([0, 9, "chunk.no-such-method", []]), authenticated=True)
+    @example(frame=b"\x81\x81\x00\x00\x00", authenticated=True)  # {{0: 0}: 0} killed it once
     def throw(frame: bytes, authenticated: bool) -> None:
         replies = RawClient(server.address, secret if authenticated else None).send_and_drain(frame)
         for reply in replies:

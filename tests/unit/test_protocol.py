@@ -176,3 +176,13 @@ def test_large_trailing_bytes_are_spliced_not_copied_and_decode_the_same() -> No
     for message in (Request(1, "m", [b"x" * 10]), Response(2, {"code": "X", "message": ""}, None),
                     Response(3, None, "s" * SPLICE_MIN), Request(4, "m", [big, 1])):
         assert len(encode_parts(message)) == 1
+
+
+def test_a_map_with_an_unhashable_key_is_a_protocol_error_not_a_crash() -> None:
+    """Found by the fuzz test: msgpack raises TypeError for a map keyed by a map, which
+    escaped the reader and took the whole server down."""
+    frame = b"\x81\x81\x00\x00\x00"   # {{0: 0}: 0}
+    reader = MessageReader(max_frame=1024)
+    events = reader.feed(frame)
+    assert len(events) == 1 and isinstance(events[0], StreamError)
+    assert "malformed" in events[0].reason
