@@ -237,6 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     _access_flags(p)
 
     p = sub.add_parser(
+        "node", help="list chunk servers, drain one, or remove a drained one",
+        description="'list': every chunk server the meta role knows, up or down, draining "
+                    "or not. 'drain ID': stop new writes to the server and copy every chunk "
+                    "it holds to others until each has its R copies elsewhere (waits, with "
+                    "progress), then says whether it can be removed. 'undrain ID': take it "
+                    "back into service. 'remove ID': forget a drained server after it was "
+                    "stopped; refused while anything would be lost.", epilog=EPILOG)
+    p.add_argument("action", choices=["list", "drain", "undrain", "remove"])
+    p.add_argument("server", nargs="?", help="the server id (see 'shoal node list')")
+    p.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="drain: give up waiting after this long (default 3600)")
+    p.add_argument("--json", action="store_true")
+    _access_flags(p)
+
+    p = sub.add_parser(
         "fsck", help="check a volume's metadata, and that its chunks have copies",
         description="Check VOLUME: every entry names an existing inode, link counts match, "
                     "every file is reachable from the root, the cached usage is right, and "
@@ -672,6 +687,86 @@ def _repair_progress(s: dict[str, Any]) -> str:
     return (f"repair {state}: checked {s['checked']}/{s['total']}, under-replicated "
             f"{s['under_replicated']}, repaired {s['repaired']} ({s['copies_made']} copies, "
             f"{_human(s['bytes_copied'])}), missing {s['missing']}, failed {s['failed']}{eta}")
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import time
+
+    import trio
+
+    from storaged.repair import unsafe_to_remove
+    from storaged.rpc import RpcClient, auth
+
+    if args.action != "list" and not args.server:
+        print(f"shoal node {args.action}: give the server ID (see 'shoal node list')",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        meta, secret_file = _access(args)
+        secret = auth.load_secret(secret_file)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"shoal node: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def drain(client: RpcClient) -> int:
+        before = (await client.call(meta, "repair.status"))["passes"]
+        await client.call(meta, "cluster.drain", args.server, True)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            status = await client.call(meta, "repair.status")
+            if status["passes"] > before and not status["running"]:
+                unsafe = await unsafe_to_remove(client, meta, args.server)
+                if unsafe == 0:
+                    return 0
+                before = status["passes"]
+                await client.call(meta, "repair.run")   # copies still missing: once more
+            if sys.stderr.isatty():
+                print(f"\rdraining: {_repair_progress(status)}", end="", file=sys.stderr,
+                      flush=True)
+            await trio.sleep(0.5)
+        return await unsafe_to_remove(client, meta, args.server)
+
+    async def go() -> Any:
+        async with RpcClient(secret) as client:
+            if args.action == "list":
+                return await client.call(meta, "cluster.servers")
+            if args.action == "undrain":
+                return await client.call(meta, "cluster.drain", args.server, False)
+            if args.action == "remove":
+                unsafe = await unsafe_to_remove(client, meta, args.server)
+                if unsafe:
+                    raise RuntimeError(f"{unsafe} chunks would lose copies; drain it first")
+                return await client.call(meta, "cluster.remove", args.server)
+            return await drain(client)
+    try:
+        result = trio.run(go)
+    except (RpcError, RuntimeError) as exc:
+        print(f"shoal node {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.action == "list":
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"{'ID':<34} {'ADDRESS':<24} {'ZONE':<8} {'STATE':<9} {'USED':>10} "
+                  f"{'FREE':>10} CHUNKS")
+            for r in result:
+                state = r["state"] + ("/drain" if r["draining"] else "")
+                print(f"{r['id']:<34} {r['address']:<24} {r['zone'] or '-':<8} {state:<9} "
+                      f"{_human(r['used']):>10} {_human(r['free']):>10} {r['chunks']}")
+        return EXIT_OK
+    if args.action == "drain":
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        if result:
+            print(f"{args.server} is draining; {result} chunks still lack their copies "
+                  "elsewhere (repair keeps working on it; run drain again to wait)")
+            return EXIT_FAILURE
+        print(f"{args.server} is drained: every chunk it holds has its copies elsewhere; stop "
+              f"it, then 'shoal node remove {args.server}'")
+        return EXIT_OK
+    print(json.dumps(result, indent=2) if args.action == "undrain" else
+          f"removed {args.server}" if result else f"no server {args.server}")
+    return EXIT_OK
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:

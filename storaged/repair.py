@@ -89,9 +89,10 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
         rows = await rpc.call(meta, "cluster.servers")
         now_ns = time.time_ns()
         servers = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"],
-                          r["state"] == "up") for r in rows]
-        presumed = {r["id"] for r in rows
-                    if r["state"] != "up" and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace}
+                          r["state"] == "up", bool(r.get("draining"))) for r in rows]
+        presumed = {r["id"] for r in rows if r["state"] != "up" and not r.get("draining")
+                    and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace}
+        draining = {r["id"] for r in rows if r.get("draining")}
         holders = await locations(rpc, [s for s in servers if s.up])
         bad = {(b["chunk_id"], b["server_id"]) for b in await rpc.call(meta, "cluster.bad_copies")}
         throttle = _Throttle(rate)
@@ -103,8 +104,9 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
                 if not await _verify(rpc, by_id[server_id], cid):
                     good = good - {server_id}
             order = placement_order(cid, servers)
+            counted = good - draining   # copies on a draining server are on their way out
             assumed = {s.id for s in order[:replicas] if s.id in presumed} - good
-            if len(good) + len(assumed) >= replicas:
+            if len(counted) + len(assumed) >= replicas:
                 await _clear_reports(rpc, meta, cid, bad)
                 continue
             status.under_replicated += 1
@@ -114,8 +116,8 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
                     status.missing_examples.append(cid)
                 log.error("chunk %s has no good copy on any live server", cid)
                 continue
-            needed = replicas - len(good) - len(assumed)
-            targets = [s for s in order if s.up and s.id not in good][:needed]
+            needed = replicas - len(counted) - len(assumed)
+            targets = [s for s in order if s.up and not s.draining and s.id not in good][:needed]
             try:
                 made = await _copy(rpc, cid, [by_id[i] for i in good], targets, throttle)
             except RpcError as exc:
@@ -225,3 +227,24 @@ class _Throttle:
         start = max(now, self.next_free)
         self.next_free = start + size / self.rate
         await trio.sleep(start - now)
+
+
+async def unsafe_to_remove(rpc: RpcClient, meta: str, server_id: str) -> int:
+    """How many referenced chunks held by ``server_id`` lack R good copies on the other
+    live, non-draining servers: 0 means it can be removed without losing anything."""
+    referenced = dict(await _referenced(rpc, meta))
+    rows = await rpc.call(meta, "cluster.servers")
+    others = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"], True)
+              for r in rows if r["state"] == "up" and not r.get("draining")
+              and r["id"] != server_id]
+    target = next((r for r in rows if r["id"] == server_id), None)
+    if target is None:
+        raise NotFound(f"no chunk server {server_id}")
+    elsewhere = await locations(rpc, others)
+    if target["state"] == "up":
+        mine = await locations(rpc, [Server(target["id"], target["address"], target["zone"],
+                                            0, 0, True)])
+        held = [c for c in mine if c in referenced]
+    else:  # it cannot be listed: judge every referenced chunk
+        held = list(referenced)
+    return sum(1 for c in held if len(elsewhere.get(c, ())) < referenced[c])

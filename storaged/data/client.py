@@ -61,7 +61,8 @@ class DataClient:
             if force or time.monotonic() - self._refreshed > self.refresh_seconds:
                 rows = await self.rpc.call(self.meta, "cluster.servers")
                 self._servers = [Server(r["id"], r["address"], r["zone"], r["capacity"],
-                                        r["free"], r["state"] == "up") for r in rows]
+                                        r["free"], r["state"] == "up",
+                                        bool(r.get("draining"))) for r in rows]
                 self._refreshed = time.monotonic()
         return self._servers
 
@@ -83,10 +84,10 @@ class DataClient:
         """Store ``data`` on ``replicas`` distinct servers; returns its chunk id."""
         cid = cid or await hash_chunk(data)
         order = placement_order(cid, await self.servers())
-        candidates = [s for s in self._usable_first(order) if s.up]
+        candidates = [s for s in self._usable_first(order) if s.up and not s.draining]
         if len(candidates) < replicas:
             candidates = [s for s in self._usable_first(placement_order(
-                cid, await self.servers(force=True))) if s.up]
+                cid, await self.servers(force=True))) if s.up and not s.draining]
         stored: list[Server] = []
         failures: list[str] = []
         next_candidate = 0
@@ -115,7 +116,7 @@ class DataClient:
             # one joined. Ask the meta role once more, and try the servers we have not.
             tried = {s.address for s in candidates}
             fresh = [s for s in self._usable_first(placement_order(
-                cid, await self.servers(force=True))) if s.up]
+                cid, await self.servers(force=True))) if s.up and not s.draining]
             candidates = [s for s in fresh if s.address not in tried
                           and s.id not in {t.id for t in stored}]
             next_candidate = 0

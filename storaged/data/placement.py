@@ -28,6 +28,7 @@ class Server:
     capacity: int
     free: int
     up: bool
+    draining: bool = False  # being emptied: readable, but no new copies go there
 
 
 def _score(chunk_id: str, server: Server) -> float:

@@ -80,14 +80,18 @@ servers — the cluster map
     last_seen_ns time of the last heartbeat; a server silent for longer than the heartbeat
                  timeout is down
     state        'up' or 'down' as last decided by the liveness check
+    draining     1 when an administrator is emptying the server (shoal node drain): new
+                 writes avoid it, and repair does not count its copies toward R, so every
+                 chunk gets R copies elsewhere; kept across heartbeats
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Statements that take a database from version N to N+1, applied in order at open.
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE volumes ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume'",
         "ALTER TABLE volumes ADD COLUMN source TEXT NOT NULL DEFAULT ''"],
+    2: ["ALTER TABLE servers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0"],
 }
 
 DDL = """
@@ -164,6 +168,7 @@ CREATE TABLE IF NOT EXISTS servers (
     free INTEGER NOT NULL,
     chunks INTEGER NOT NULL,
     last_seen_ns INTEGER NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    draining INTEGER NOT NULL DEFAULT 0
 );
 """

@@ -60,7 +60,7 @@ class MetaService:
                      "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
                      "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
                      "fsck_chunks", "meta_backup_open", "meta_backup_read",
-                     "meta_backup_close"):
+                     "meta_backup_close", "cluster_drain", "cluster_remove"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -272,6 +272,18 @@ class MetaService:
 
     async def cluster_bad_copies(self) -> list:
         return await self._tx(servers.bad_copies)
+
+    async def cluster_drain(self, server_id: str, draining: bool = True) -> dict:
+        """Start (or stop) emptying a server: no new writes, its copies replaced elsewhere."""
+        server = await self._tx(servers.set_draining, server_id, draining)
+        log.warning("chunk server %s %s", server_id,
+                    "is draining" if draining else "is no longer draining")
+        if draining:
+            self.repair.wanted.set()
+        return server
+
+    async def cluster_remove(self, server_id: str) -> bool:
+        return await self._tx(servers.remove, server_id)
 
     async def cluster_clear_bad(self, chunk_id: str, server_id: str) -> bool:
         return await self._tx(servers.clear_bad_copy, chunk_id, server_id)

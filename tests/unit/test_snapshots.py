@@ -110,12 +110,18 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(tmp_path):
             used_inodes INTEGER NOT NULL DEFAULT 0, created_ns INTEGER NOT NULL,
             params TEXT NOT NULL DEFAULT '{}');
         INSERT INTO volumes VALUES (1, 'old', 100, 2, 65536, 7, 0, 1, 0, '{}');
+        CREATE TABLE servers (id TEXT PRIMARY KEY, address TEXT NOT NULL, zone TEXT NOT NULL,
+            capacity INTEGER NOT NULL, used INTEGER NOT NULL, free INTEGER NOT NULL,
+            chunks INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL, state TEXT NOT NULL);
+        INSERT INTO servers VALUES ('s1', 'tcp://h:1', 'z', 10, 1, 9, 3, 0, 'up');
     """)
     conn.commit()
     conn.close()
     m = Meta(path)
     old = m(volumes.get, "old")
     assert old["kind"] == "volume" and old["source"] == "" and old["root"] == 7
+    from storaged.meta import servers
+    assert m(servers.list_all)[0]["draining"] is False   # version 3 added it
     assert len(m(cluster_id)) == 32
     ident = m(cluster_id)
     m.conn.close()
