@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -175,3 +176,13 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
         time.sleep(0.5)
         cluster.stop()
         mnt.rmdir()
+
+
+def write_synced(path: Path | str, data: bytes) -> str:
+    """Write ``data`` to ``path`` and fsync it (acknowledged: on R servers and committed);
+    returns its SHA-256, for checking what is read back later."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()

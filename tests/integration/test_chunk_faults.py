@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
+from tests.helpers import write_synced as write
 
 MiB = 1 << 20
 
@@ -25,12 +26,6 @@ def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
                         mount_extra=["--cache-size", "2MiB"]) as pair:
         yield pair
 
-
-def write(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        os.fsync(f.fileno())
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_two_of_three_servers_lost_with_r2(env: tuple[LocalCluster, Path]) -> None:

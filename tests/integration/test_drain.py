@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LocalCluster, call, mounted_volume
+from tests.helpers import write_synced as write
 
 MiB = 1 << 20
 
@@ -31,12 +32,6 @@ def node(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
                            cluster.meta.address, "--secret-file", str(cluster.secret_file)],
                           capture_output=True, text=True, timeout=300)
 
-
-def write(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        os.fsync(f.fileno())
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_drain_then_remove_a_server_without_loss(env: tuple[LocalCluster, Path]) -> None:

@@ -19,6 +19,7 @@ import trio
 from storaged.gc import GcReport, collect
 from storaged.rpc import RpcClient
 from tests.helpers import LocalCluster, call, mounted_volume
+from tests.helpers import write_synced as write
 
 MiB = 1 << 20
 GRACE = 10.0
@@ -60,13 +61,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcEnv]:
                         ["--session-timeout", "4", "--gc-interval", "0"]) as (cluster, mnt):
         yield GcEnv(cluster, mnt)
 
-
-def write(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return hashlib.sha256(data).hexdigest()
 
 
 def digest(path: Path) -> str:

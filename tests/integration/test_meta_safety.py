@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
+from tests.helpers import write_synced as create
 
 SEED = int(os.environ.get("SHOALFS_SEED", random.randrange(1 << 30)))
 
@@ -44,11 +45,6 @@ def try_op(fn, *args) -> bool:  # type: ignore[no-untyped-def]
     except OSError:
         return False
 
-
-def create(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        os.fsync(f.fileno())
 
 
 def test_sigkill_of_the_meta_role_loses_nothing_acknowledged(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LocalCluster, call, mounted_volume
+from tests.helpers import LocalCluster, call, mounted_volume, write_synced
 
 MiB = 1 << 20
 
@@ -49,11 +49,7 @@ def copies(cluster: LocalCluster, cid: str, live: list[int]) -> int:
 
 
 def write(path: Path, size: int) -> str:
-    data = os.urandom(size)
-    with open(path, "wb") as f:
-        f.write(data)
-        os.fsync(f.fileno())
-    return hashlib.sha256(data).hexdigest()
+    return write_synced(path, os.urandom(size))
 
 
 def wait_down(cluster: LocalCluster, count_up: int, timeout: float = 20) -> None:
