@@ -10,11 +10,13 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from storaged.rpc import RpcError
@@ -338,6 +340,23 @@ def _access(args: argparse.Namespace) -> tuple[str, str]:
     return args.meta or cluster.meta, args.secret_file or cluster.secret_file
 
 
+def _with_meta_access(command: Callable[[argparse.Namespace, str, bytes], int]
+                      ) -> Callable[[argparse.Namespace], int]:
+    """For commands that talk to the meta role: resolve its address and the secret (flags
+    or cluster.json) first, and turn a missing file or a bad secret into a usage error."""
+    @functools.wraps(command)
+    def wrapper(args: argparse.Namespace) -> int:
+        from storaged.rpc import auth
+        try:
+            meta, secret_file = _access(args)
+            secret = auth.load_secret(secret_file)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"shoal {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return command(args, meta, secret)
+    return wrapper
+
+
 def _workdir_flag(p: argparse.ArgumentParser) -> None:
     from .cluster import default_workdir
     p.add_argument("--workdir", type=Path, default=default_workdir(), metavar="DIR",
@@ -587,20 +606,15 @@ def cmd_csi(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_gc(args: argparse.Namespace) -> int:
+@_with_meta_access
+def cmd_gc(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     import trio
 
     from storaged.gc import MIN_GRACE, collect
-    from storaged.rpc import RpcClient, auth
+    from storaged.rpc import RpcClient
 
     if args.grace < MIN_GRACE:
         print(f"shoal gc: --grace must be at least {MIN_GRACE:g} seconds", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        meta, secret_file = _access(args)
-        secret = auth.load_secret(secret_file)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"shoal gc: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
     async def go() -> Any:
@@ -623,19 +637,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.failed_servers else EXIT_OK
 
 
-def cmd_repair(args: argparse.Namespace) -> int:
+@_with_meta_access
+def cmd_repair(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     import time
 
     import trio
 
-    from storaged.rpc import RpcClient, auth
+    from storaged.rpc import RpcClient
 
-    try:
-        meta, secret_file = _access(args)
-        secret = auth.load_secret(secret_file)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"shoal repair: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     live = sys.stderr.isatty() and not args.json
 
     async def go() -> dict[str, Any]:
@@ -689,23 +698,18 @@ def _repair_progress(s: dict[str, Any]) -> str:
             f"{_human(s['bytes_copied'])}), missing {s['missing']}, failed {s['failed']}{eta}")
 
 
-def cmd_node(args: argparse.Namespace) -> int:
+@_with_meta_access
+def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     import time
 
     import trio
 
     from storaged.repair import unsafe_to_remove
-    from storaged.rpc import RpcClient, auth
+    from storaged.rpc import RpcClient
 
     if args.action != "list" and not args.server:
         print(f"shoal node {args.action}: give the server ID (see 'shoal node list')",
               file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        meta, secret_file = _access(args)
-        secret = auth.load_secret(secret_file)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"shoal node: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
     async def drain(client: RpcClient) -> int:
@@ -769,19 +773,14 @@ def cmd_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_fsck(args: argparse.Namespace) -> int:
+@_with_meta_access
+def cmd_fsck(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     import trio
 
     from storaged.data.placement import Server
     from storaged.repair import locations
-    from storaged.rpc import RpcClient, auth
+    from storaged.rpc import RpcClient
 
-    try:
-        meta, secret_file = _access(args)
-        secret = auth.load_secret(secret_file)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"shoal fsck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
 
     async def go() -> dict[str, Any]:
         async with RpcClient(secret) as client:
