@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair-down-grace", type=float, metavar="SECONDS",
                    help="meta role: a server down this long no longer counts as holding its "
                         "copies; repair copies them elsewhere (default 900)")
+    p.add_argument("--rebalance", action=argparse.BooleanOptionalAction, default=None,
+                   help="meta role: let repair passes also move chunks to where placement "
+                        "puts them now, e.g. onto a new server (default on)")
+    p.add_argument("--rebalance-min-age", type=float, metavar="SECONDS",
+                   help="meta role: rebalancing never removes a copy younger than this "
+                        "(default 600)")
     p.add_argument("--repair-rate", metavar="SIZE",
                    help="meta role: most bytes per second repair copies (default 50MiB; 0: "
                         "no limit)")

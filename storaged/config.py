@@ -59,6 +59,8 @@ class StoragedConfig:
     repair_interval: float = 600.0
     repair_down_grace: float = 900.0
     repair_rate: int = 50 * 2**20
+    rebalance: bool = True
+    rebalance_min_age: float = 600.0
     scrub_rate: int = 20 * 2**20
     scrub_interval: float = 86400.0
     secret_file: str = ""
@@ -122,6 +124,9 @@ class StoragedConfig:
         if self.gc_interval < 0 or self.gc_grace < 10:
             raise ConfigError("gc_interval must be >= 0 (0 turns periodic collection off) and "
                               "gc_grace at least 10 seconds")
+        if self.rebalance_min_age < 1:
+            raise ConfigError("rebalance_min_age must be at least 1 second (a copy younger "
+                              "than it may be a write in progress)")
         if self.repair_interval < 0 or self.repair_down_grace < 0 or self.repair_rate < 0:
             raise ConfigError("repair_interval, repair_down_grace and repair_rate must be >= 0")
         if self.scrub_rate < 0 or self.scrub_interval < 0:

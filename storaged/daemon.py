@@ -119,7 +119,9 @@ async def _repair(config: StoragedConfig, secret: bytes, own_address: str,
                   meta: MetaService) -> None:
     async with RpcClient(secret) as client:
         await repair_loop(client, own_address, meta.repair, interval=config.repair_interval,
-                          down_grace=config.repair_down_grace, rate=config.repair_rate)
+                          down_grace=config.repair_down_grace, rate=config.repair_rate,
+                          rebalance_min_age=config.rebalance_min_age if config.rebalance
+                          else None)
 
 
 async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkService,

@@ -52,6 +52,8 @@ class RepairStatus:
     bytes_copied: int = 0
     missing: int = 0            # no good copy on any live server
     failed: int = 0             # could not be repaired this pass (will be tried again)
+    moved: int = 0              # rebalance: copies made on a chunk's placement servers
+    extras_removed: int = 0     # rebalance: copies beyond R removed from elsewhere
     last_error: str = ""
     missing_examples: list[str] = field(default_factory=list)
 
@@ -70,17 +72,20 @@ class RepairState:
 
 
 async def repair_loop(rpc: RpcClient, meta: str, state: RepairState, *, interval: float,
-                      down_grace: float, rate: float) -> None:
+                      down_grace: float, rate: float,
+                      rebalance_min_age: float | None = None) -> None:
     """A pass every ``interval`` seconds (0: only when asked), or at once when asked."""
     while True:
         with trio.move_on_after(interval if interval > 0 else float("inf")):
             await state.wanted.wait()
         state.wanted = trio.Event()
-        await repair_pass(rpc, meta, state, down_grace=down_grace, rate=rate)
+        await repair_pass(rpc, meta, state, down_grace=down_grace, rate=rate,
+                          rebalance_min_age=rebalance_min_age)
 
 
 async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
-                      down_grace: float, rate: float) -> RepairStatus:
+                      down_grace: float, rate: float,
+                      rebalance_min_age: float | None = None) -> RepairStatus:
     status = state.status = RepairStatus(running=True, passes=state.status.passes + 1,
                                          started=time.time())
     try:
@@ -108,6 +113,9 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
             assumed = {s.id for s in order[:replicas] if s.id in presumed} - good
             if len(counted) + len(assumed) >= replicas:
                 await _clear_reports(rpc, meta, cid, bad)
+                if rebalance_min_age is not None and not presumed:
+                    await _rebalance(rpc, cid, replicas, order, good, by_id, throttle,
+                                     rebalance_min_age, status)
                 continue
             status.under_replicated += 1
             if not good:
@@ -119,7 +127,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
             needed = replicas - len(counted) - len(assumed)
             targets = [s for s in order if s.up and not s.draining and s.id not in good][:needed]
             try:
-                made = await _copy(rpc, cid, [by_id[i] for i in good], targets, throttle)
+                made = len(await _copy(rpc, cid, [by_id[i] for i in good], targets, throttle))
             except RpcError as exc:
                 status.failed += 1
                 status.last_error = f"{cid[:12]}: {exc}"
@@ -142,6 +150,34 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
     log.info("repair pass: %s", {k: v for k, v in status.as_dict().items()
                                  if k != "missing_examples"})
     return status
+
+
+async def _rebalance(rpc: RpcClient, cid: str, replicas: int, order: list[Server],
+                     good: set[str], by_id: dict[str, Server], throttle: _Throttle,
+                     min_age: float, status: RepairStatus) -> None:
+    """Move a healthy chunk towards where placement now puts it (a server was added, or a
+    write fell through to another server while one was down): copy it to its placement
+    servers that lack it, and only once all of them hold it, remove the copies elsewhere.
+    Only runs while no server is down (a restart must not move data around); a copy
+    younger than ``min_age`` is never removed (it may be a write in progress)."""
+    homes = [s for s in order if s.up and not s.draining][:replicas]
+    if len(homes) < replicas:
+        return
+    lacking = [s for s in homes if s.id not in good]
+    if lacking:
+        took = await _copy(rpc, cid, [by_id[i] for i in good], lacking, throttle)
+        status.moved += len(took)
+        status.bytes_copied += len(took) * throttle.last_size
+        if len(took) < len(lacking):
+            return  # not all homes hold it: keep every other copy
+    home_ids = {s.id for s in homes}
+    for server_id in sorted(good - home_ids):
+        try:
+            if await rpc.call(by_id[server_id].address, "chunk.delete", cid, min_age):
+                status.extras_removed += 1
+        except RpcError as exc:
+            log.info("rebalance: could not remove chunk %s from %s: %s", cid[:12],
+                     by_id[server_id].address, exc)
 
 
 async def _referenced(rpc: RpcClient, meta: str) -> list[tuple[str, int]]:
@@ -182,7 +218,9 @@ async def _verify(rpc: RpcClient, server: Server, cid: str) -> bool:
 
 
 async def _copy(rpc: RpcClient, cid: str, sources: list[Server], targets: list[Server],
-                throttle: _Throttle) -> int:
+                throttle: _Throttle) -> list[Server]:
+    """Read a verified copy from a source and put it on each target; the targets that
+    took it (their put returns only once the copy is durable)."""
     data = None
     for source in sources:
         try:
@@ -195,15 +233,15 @@ async def _copy(rpc: RpcClient, cid: str, sources: list[Server], targets: list[S
             break
     if data is None:
         raise NotFound(f"no source gave a good copy of {cid[:12]}")
-    made = 0
+    took: list[Server] = []
     for target in targets:
         await throttle.wait(len(data))
         try:
             await rpc.call(target.address, "chunk.put", cid, data)
-            made += 1
+            took.append(target)
         except RpcError as exc:
             log.warning("repair: %s refused chunk %s: %s", target.address, cid[:12], exc)
-    return made
+    return took
 
 
 async def _clear_reports(rpc: RpcClient, meta: str, cid: str, bad: set[tuple[str, str]]) -> None:

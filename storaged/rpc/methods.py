@@ -102,10 +102,6 @@ class MethodTable:
                                  p.default is inspect.Parameter.empty))
         self._methods[name] = Method(name, handler, tuple(params), public)
 
-    def names(self, public: bool | None = None) -> list[str]:
-        """Registered method names (only the public or only the private ones if asked)."""
-        return sorted(n for n, m in self._methods.items() if public is None or m.public == public)
-
     def get(self, name: str) -> Method:
         try:
             return self._methods[name]

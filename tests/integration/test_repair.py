@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LocalCluster, call, mounted_volume, write_synced
+from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume, write_synced
 
 MiB = 1 << 20
 
@@ -24,7 +24,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster
     # a server down for 2 s no longer counts; passes only when asked
     with mounted_volume(tmp_path_factory.mktemp("repair"),
                         ["--repair-interval", "0", "--repair-down-grace", "2",
-                         "--repair-rate", "0"],
+                         "--repair-rate", "0", "--rebalance-min-age", "1"],
                         chunk_extra=["--scrub-rate", "200MiB", "--scrub-interval", "0.5"]
                         ) as pair:
         yield pair
@@ -133,3 +133,29 @@ def test_the_scrubber_finds_bit_rot_and_repair_replaces_it(
     assert health["scrub"]["passes"] >= 1 and health["scrub"]["last_full_pass"] > 0
     assert copies(cluster, cid, [0, 1, 2]) == 2
     assert hashlib.sha256((mnt / "quiet").read_bytes()).hexdigest() == digest
+
+
+def test_a_new_server_gets_its_share_and_extra_copies_go(
+        env: tuple[LocalCluster, Path]) -> None:
+    """Rebalance: after a fourth server joins, chunks whose placement now names it are
+    copied there, and only then removed from the server that is no longer theirs: every
+    chunk ends with exactly R copies, on the servers placement names, and reads back."""
+    cluster, mnt = env
+    digests = {f"b{i}": write(mnt / f"b{i}", 2 * MiB + i) for i in range(8)}
+    time.sleep(1.2)  # older than --rebalance-min-age, so extras may be removed
+    cluster.chunks.append(StoragedProcess(cluster.root / "chunk3", cluster.secret_file,
+                                          extra=cluster.chunk_args(3)).start())
+    cluster.wait_up(4)
+    status = repair_now(cluster)
+    assert status["moved"] > 0 and status["extras_removed"] == status["moved"], status
+    assert status["under_replicated"] == 0 and status["failed"] == 0
+    for cid in referenced(cluster):
+        assert copies(cluster, cid, [0, 1, 2, 3]) == 2, cid
+    copies_on_new = sum(call(cluster.chunks[3].address, cluster.secret, "chunk.has", cid)
+                        for cid in referenced(cluster))
+    assert copies_on_new > 0
+    assert repair_now(cluster)["moved"] == 0        # settled
+    subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=False)
+    for name, digest in digests.items():
+        assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
+    print(f"{copies_on_new} chunks now have a copy on the new server")
