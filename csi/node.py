@@ -22,8 +22,8 @@ from protos import csi_pb2_grpc as pb_grpc
 from shoal.processes import is_our_process
 from storaged.rpc import FsError, RpcError
 
-from . import TOPOLOGY_KEY
 from . import requests as req
+from .controller import Cluster
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
 from .rpcbridge import RpcBridge
@@ -51,7 +51,7 @@ class NodeServicer(pb_grpc.NodeServicer):
         self.config = config
         self.records = NodeState(config.state_dir)
         self.locks = NameLocks()
-        self._cluster_id = ""
+        self.cluster = Cluster(meta)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -88,11 +88,6 @@ class NodeServicer(pb_grpc.NodeServicer):
         record.staging_path, record.flags = staging, flags
         self.records.save(record)
         return record
-
-    def _cluster_topology(self) -> pb.Topology:
-        if not self._cluster_id:
-            self._cluster_id = self.meta.call("cluster.info")["cluster_id"]
-        return pb.Topology(segments={TOPOLOGY_KEY: self._cluster_id})
 
     # -- stage ------------------------------------------------------------------------
 
@@ -265,4 +260,4 @@ class NodeServicer(pb_grpc.NodeServicer):
     def NodeGetInfo(self, request: pb.NodeGetInfoRequest, context: grpc.ServicerContext
                     ) -> pb.NodeGetInfoResponse:
         return pb.NodeGetInfoResponse(node_id=self.config.node_id, max_volumes_per_node=0,
-                                      accessible_topology=self._cluster_topology())
+                                      accessible_topology=self.cluster.topology())

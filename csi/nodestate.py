@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from storaged.chunk.store import fsync_dir
+from storaged.meta.volumes import is_valid_name
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass
@@ -36,12 +35,12 @@ class NodeState:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _path(self, volume_id: str) -> Path:
-        if not _SAFE_ID.fullmatch(volume_id):
+        if not is_valid_name(volume_id):
             raise ValueError(f"volume id {volume_id!r} is not a shoalfs volume name")
         return self.dir / f"{volume_id}.json"
 
     def load(self, volume_id: str) -> StagedVolume | None:
-        if not _SAFE_ID.fullmatch(volume_id):
+        if not is_valid_name(volume_id):
             return None  # not a name shoalfs gives volumes: never staged here
         try:
             data = json.loads(self._path(volume_id).read_text())
@@ -60,7 +59,7 @@ class NodeState:
         fsync_dir(self.dir)
 
     def remove(self, volume_id: str) -> None:
-        if not _SAFE_ID.fullmatch(volume_id):
+        if not is_valid_name(volume_id):
             return
         try:
             self._path(volume_id).unlink()

@@ -13,7 +13,7 @@ from blake3 import blake3
 
 from protos import csi_pb2 as pb
 from storaged.config import ConfigError, parse_size
-from storaged.meta.volumes import DEFAULT_CHUNK_SIZE, MAX_CHUNK, MIN_CHUNK
+from storaged.meta.volumes import DEFAULT_CHUNK_SIZE, MAX_CHUNK, MIN_CHUNK, is_valid_name
 
 from .errors import Code, CsiError, invalid
 
@@ -39,7 +39,6 @@ _PASSED_THROUGH = "csi.storage.k8s.io/"
 MUTABLE_KEYS = {"replicas"}
 CREATE_KEYS = {"replicas", "chunkSize"}
 
-_OUR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BANNED = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]")
 
 
@@ -56,7 +55,7 @@ def storage_name(co_name: str, field: str = "name") -> str:
     require(co_name, field)
     if _BANNED.search(co_name):
         raise invalid(f"{field} contains a control character")
-    if _OUR_NAME.fullmatch(co_name):
+    if is_valid_name(co_name):
         return co_name
     return "csi-" + blake3(co_name.encode()).hexdigest()[:40]
 

@@ -58,11 +58,9 @@ def secret_volume() -> Doc:
 
 
 SECRET_MOUNT = {"name": "cluster-secret", "mountPath": SECRET_DIR, "readOnly": True}
-ACCESS = ["--meta", "META", "--secret-file", f"{SECRET_DIR}/secret"]
-
-
 def access(s: Doc) -> list[str]:
-    return [a if a != "META" else meta_address(s) for a in ACCESS]
+    """How our processes reach the cluster: the meta Service, the mounted secret."""
+    return ["--meta", meta_address(s), "--secret-file", f"{SECRET_DIR}/secret"]
 
 
 def ours(s: Doc, name: str, args: list[str], **extra: Any) -> Doc:

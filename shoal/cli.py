@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -645,8 +646,6 @@ def cmd_gc(args: argparse.Namespace, meta: str, secret: bytes) -> int:
 
 @_with_meta_access
 def cmd_repair(args: argparse.Namespace, meta: str, secret: bytes) -> int:
-    import time
-
     import trio
 
     from storaged.rpc import RpcClient
@@ -696,7 +695,6 @@ def _repair_progress(s: dict[str, Any]) -> str:
     state = "running" if s["running"] else ("done" if s["passes"] else "no pass yet")
     eta = ""
     if s["running"] and s["checked"]:
-        import time
         rate = s["checked"] / max(1e-3, time.time() - s["started"])
         eta = f", ETA {s['remaining'] / rate:.0f}s"
     return (f"repair {state}: checked {s['checked']}/{s['total']}, under-replicated "
@@ -706,8 +704,6 @@ def _repair_progress(s: dict[str, Any]) -> str:
 
 @_with_meta_access
 def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
-    import time
-
     import trio
 
     from storaged.repair import unsafe_to_remove

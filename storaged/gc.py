@@ -79,28 +79,21 @@ async def _sweep_server(rpc: RpcClient, meta: str, address: str, grace: float, d
             if garbage:
                 ages = await rpc.call(address, "chunk.ages", garbage)
                 for cid in garbage:
-                    age = ages.get(cid)
-                    if age is None:
+                    if cid not in ages:
                         continue
+                    age, size = ages[cid]
                     if age < grace:
                         report.kept_young += 1
                         continue
                     if dry_run:
                         report.deleted += 1
                         continue
-                    stat = await _size(rpc, address, cid)
                     if await rpc.call(address, "chunk.delete", cid, grace):
                         report.deleted += 1
-                        report.bytes_freed += stat
+                        report.bytes_freed += int(size)
                     else:
                         report.kept_young += 1
         after = page["next"]
         if after is None:
             return
 
-
-async def _size(rpc: RpcClient, address: str, cid: str) -> int:
-    try:
-        return int((await rpc.call(address, "chunk.stat", cid))["size"])
-    except RpcError:
-        return 0

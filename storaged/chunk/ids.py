@@ -25,3 +25,8 @@ def chunk_id(data: bytes | memoryview) -> str:
 
 def is_chunk_id(text: object) -> bool:
     return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
+
+
+def are_chunk_ids(ids: object, limit: int = 10_000) -> bool:
+    """A list of at most ``limit`` chunk ids (what the batch methods accept)."""
+    return isinstance(ids, list) and len(ids) <= limit and all(map(is_chunk_id, ids))

@@ -13,7 +13,7 @@ import trio
 
 from ..rpc.errors import InvalidArgument
 from ..rpc.methods import MethodTable
-from .ids import is_chunk_id
+from .ids import are_chunk_ids
 from .scrub import ScrubStatus
 from .store import ChunkStore
 
@@ -59,9 +59,9 @@ class ChunkService:
             raise InvalidArgument("min_age must not be negative")
         return await self._run(self.store.delete, chunk_id, min_age)
 
-    async def ages(self, ids: list) -> dict[str, float]:
-        """Seconds since each chunk was last written or re-put (garbage collection)."""
-        if len(ids) > 10_000 or not all(isinstance(i, str) and is_chunk_id(i) for i in ids):
+    async def ages(self, ids: list) -> dict[str, list]:
+        """[age in seconds, size] per chunk: what garbage collection judges by."""
+        if not are_chunk_ids(ids):
             raise InvalidArgument("ids must be at most 10000 chunk ids")
         return await self._run(self.store.ages, ids)
 

@@ -270,15 +270,16 @@ class ChunkStore:
         fsync_dir(path.parent)
         return True
 
-    def ages(self, ids: list[str]) -> dict[str, float]:
-        """Seconds since each chunk was last written or re-put (absent ones left out)."""
+    def ages(self, ids: list[str]) -> dict[str, list[float]]:
+        """[seconds since last written or re-put, size] per chunk (absent ones left out)."""
         now = time.time()
-        out: dict[str, float] = {}
+        out: dict[str, list[float]] = {}
         for cid in ids:
             try:
-                out[cid] = max(0.0, now - self._path(cid).stat().st_mtime)
+                st = self._path(cid).stat()
             except FileNotFoundError:
-                pass
+                continue
+            out[cid] = [max(0.0, now - st.st_mtime), st.st_size]
         return out
 
     def list(self, after: str | None = None, limit: int = 1000) -> tuple[list[str], str | None]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ..chunk.ids import is_chunk_id
+from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, servers, volumes, xattrs
@@ -201,7 +201,7 @@ class MetaService:
     async def session_pending(self, session: str, add: list, drop: list) -> bool:
         """Chunks this mount stored but has not committed (``add``), or has now committed
         or given up (``drop``): garbage collection leaves pending chunks alone."""
-        if not all(isinstance(c, str) and is_chunk_id(c) for c in [*add, *drop]):
+        if not are_chunk_ids([*add, *drop]):
             raise InvalidArgument("add and drop must be lists of chunk ids")
         if not self.sessions.set_pending(session, add, drop):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
@@ -211,7 +211,7 @@ class MetaService:
         """Of these chunk ids, those nothing references: no chunk map row of any volume or
         snapshot, and no mount's pending chunks. Refused (BUSY) for a while after the meta
         role starts, until mounts have had time to register their pending chunks again."""
-        if len(ids) > 10_000 or not all(isinstance(c, str) and is_chunk_id(c) for c in ids):
+        if not are_chunk_ids(ids):
             raise InvalidArgument("ids must be at most 10000 chunk ids")
         if not self.sessions.sweep_allowed():
             raise Busy("the meta role started recently; garbage collection waits until mounts "

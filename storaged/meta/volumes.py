@@ -20,6 +20,11 @@ from ..rpc.errors import FsError
 from .namespace import now_ns
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_valid_name(name: str) -> bool:
+    """A name volumes and snapshots may have (also safe as a file name: no '/', no '..')."""
+    return _NAME_RE.fullmatch(name) is not None
 MIN_CHUNK, MAX_CHUNK = 64 * 1024, 64 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 VOLUME, SNAPSHOT = "volume", "snapshot"
