@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from storaged.rpc import FsError, RpcClient, RpcError, auth
+from storaged.rpc import FsError, RpcClient, RpcError, auth, tls
 
 from .clusterfile import FILENAME, ChunkServerEntry, ClusterFile, ProcessEntry
 from .mounting import is_mounted, mount_background, unmount
@@ -53,7 +53,9 @@ def up(o: UpOptions) -> ClusterFile:
     if not secret_file.exists():
         auth.write_secret_file(secret_file)
     previous = _load_or_none(workdir / FILENAME)
-    cluster = ClusterFile(workdir=str(workdir), secret_file=str(secret_file))
+    config = tls.active()
+    cluster = ClusterFile(workdir=str(workdir), secret_file=str(secret_file),
+                          tls_dir=str(config.directory) if config else "")
 
     old_meta = previous.meta_process if previous else None
     if previous and old_meta and is_our_process(old_meta.pid, old_meta.data_dir):

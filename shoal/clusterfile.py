@@ -12,6 +12,7 @@ CSI driver's ``--cluster`` flag. Fields::
     volume         the volume 'shoal up' created and mounted
     mountpoint     where it is mounted
     mount_pid      the mount process's pid
+    tls_dir        the TLS directory every process uses ("" when connections are plain)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from storaged.rpc import tls
 
 FILENAME = "cluster.json"
 
@@ -52,6 +55,7 @@ class ClusterFile:
     volume: str | None = None
     mountpoint: str | None = None
     mount_pid: int | None = None
+    tls_dir: str = ""
     version: int = 1
 
     def save(self, path: Path) -> None:
@@ -67,5 +71,9 @@ class ClusterFile:
             raise FileNotFoundError(f"no cluster at {path} (start one with: shoal up)") from None
         servers = [ChunkServerEntry(**s) for s in doc.pop("chunk_servers", [])]
         meta_process = doc.pop("meta_process", None)
+        if doc.get("tls_dir") and not tls.active():
+            # A cluster started with TLS on only answers TLS: whoever finds it through this
+            # file must use it too, without having to be told again.
+            tls.enable(doc["tls_dir"])
         return cls(chunk_servers=servers,
                    meta_process=ProcessEntry(**meta_process) if meta_process else None, **doc)

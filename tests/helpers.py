@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,21 @@ from typing import Any
 
 import trio
 
-from storaged.rpc import RpcClient, auth
+from storaged.rpc import RpcClient, auth, tls
+
+
+def raw_connection(address: str, timeout: float = 10) -> socket.socket:
+    """A blocking socket to a server for tests that write msgpack bytes themselves.
+
+    When the suite runs with TLS on (SHOAL_TLS_DIR), the socket is wrapped in TLS with the
+    cluster's client certificate, so these tests check the framing layer inside the tunnel.
+    """
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    config = tls.active()
+    if config is None:
+        return sock
+    return config.client.wrap_socket(sock, server_hostname=host)
 
 
 def make_secret(path: Path) -> bytes:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import trio
 
+from .tlsstream import secure_client_stream
+
 
 @dataclass(frozen=True, slots=True)
 class Address:
@@ -39,10 +41,12 @@ def parse_address(text: str) -> Address:
     return Address("tcp", host=host, port=int(port_text))
 
 
-async def open_stream(address: Address) -> trio.SocketStream:
+async def open_stream(address: Address) -> trio.abc.Stream:
+    """Connect; over TCP with TLS on, the stream returned has finished its handshake."""
     if address.scheme == "unix":
         return await trio.open_unix_socket(address.path)
-    return await trio.open_tcp_stream(address.host, address.port)
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    return await secure_client_stream(stream, str(address), address.host)
 
 
 async def open_listener(address: Address, backlog: int = 512) -> trio.SocketListener:

@@ -52,8 +52,9 @@ class RpcConnection:
     async def read_loop(self) -> None:
         """Deliver responses until the stream ends; then fail whoever still waits."""
         reason: RpcError = Unavailable(f"connection to {self.address} closed by the server")
+        told: RpcError | None = None  # the server's own reason, when it gave one
         try:
-            while True:
+            while told is None:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
                 if not data:
                     break
@@ -64,16 +65,17 @@ class RpcConnection:
                             waiter.response = event
                             waiter.done.set()
                     elif isinstance(event, Notification) and event.method == "error":
+                        # The server hangs up after this; closing now lets it stop waiting.
                         notice = error_from_wire(event.params[0] if event.params else None)
-                        reason = Unavailable(f"{self.address} hung up: {notice}")
+                        told = reason = Unavailable(f"{self.address} hung up: {notice}")
                     elif isinstance(event, StreamError):
                         raise ProtocolError(event.reason)
                     elif isinstance(event, (InvalidMessage, Request)):
                         raise ProtocolError(f"server sent something that is not a response: {event}")
         except ProtocolError as exc:
-            reason = Unavailable(f"protocol error from {self.address}: {exc}")
+            reason = told or Unavailable(f"protocol error from {self.address}: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            reason = Unavailable(f"connection to {self.address} lost: {exc}")
+            reason = told or Unavailable(f"connection to {self.address} lost: {exc or 'reset'}")
         finally:
             self._fail_all(reason)
             await trio.aclose_forcefully(self.stream)

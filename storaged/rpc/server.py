@@ -8,7 +8,6 @@ matches them by msgid, not by order).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +15,11 @@ from typing import Any
 import trio
 
 from . import auth
+from .tlsstream import accept_tls
 from .budget import ByteBudget, payload_size
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
                      Unauthenticated)
+from .farewell import LINGER_SECONDS, close, drain, say_goodbye
 from .methods import MethodTable
 from .protocol import (InvalidMessage, MessageReader, Notification, Request, Response,
                        StreamError, encode, encode_parts)
@@ -27,8 +28,6 @@ log = logging.getLogger("storaged.rpc")
 
 MiB = 1024 * 1024
 RECEIVE_SIZE = 1 * MiB
-LINGER_SECONDS = 2.0
-LINGER_DRAIN_BYTES = 128 * MiB
 
 
 @dataclass(frozen=True)
@@ -64,23 +63,23 @@ class RpcServer:
             task_status.started()
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        if self.connections >= self.limits.max_connections:
-            notice = Busy(f"server has reached its limit of {self.limits.max_connections} connections")
-            with trio.move_on_after(1):
-                try:
-                    await stream.send_all(encode(Notification("error", [notice.to_wire()])))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-            await trio.aclose_forcefully(stream)
-            return
-        self.connections += 1
+        self.connections += 1  # one still in its TLS handshake counts too
         try:
+            secured = await accept_tls(stream, self.limits.handshake_timeout)
+            if secured is None:
+                return
+            stream = secured
+            if self.connections > self.limits.max_connections:
+                notice = Busy(f"server has reached its limit of {self.limits.max_connections} "
+                              "connections")
+                await say_goodbye(stream, notice.to_wire(), linger=1)
+                return
             await _ServerConnection(self, stream).run()
         except Exception:  # noqa: BLE001 - one connection's failure must not end the server
             log.exception("a connection failed unexpectedly; closing it")
         finally:
             self.connections -= 1
-            await trio.aclose_forcefully(stream)
+            await close(stream)
 
 
 class _ServerConnection:
@@ -228,27 +227,11 @@ class _ServerConnection:
             await self._send(encode(Notification("error", [error.to_wire()])))
 
     async def _hang_up(self) -> None:
-        """Shut our side and drain a bounded amount before the socket is closed.
-
-        Closing a socket with unread input makes the kernel send a reset, which can destroy
-        our last message before the peer reads it (a client still sending a too-large frame
-        would only see "connection reset", not why).
-        """
+        """Stop sending, and read until the peer closes (bounded; see farewell.py)."""
         self.closing = True
-        with trio.move_on_after(LINGER_SECONDS):
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                async with self.send_lock:
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self.stream.send_eof()
-            drained = 0
-            while drained < LINGER_DRAIN_BYTES:
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    break
-                if not data:
-                    break
-                drained += len(data)
+        async with self.send_lock:  # no response may be cut in half by the half-close
+            with trio.move_on_after(LINGER_SECONDS):
+                await drain(self.stream)
 
     async def _send(self, *parts: bytes | bytearray | memoryview) -> None:
         async with self.send_lock:

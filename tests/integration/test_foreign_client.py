@@ -31,6 +31,7 @@ def session(storaged):
     s.close()
 
 
+@pytest.mark.plaintext
 def test_a_generic_msgpack_rpc_client_authenticates_and_uses_the_chunk_role(session, secret):
     with pytest.raises(RpcFailure, match="UNAUTHENTICATED"):
         session.request("chunk.usage")

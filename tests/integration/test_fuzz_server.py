@@ -11,6 +11,7 @@ import socket
 import time
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,7 @@ class RawClient:
         return list(unpacker)
 
 
+@pytest.mark.plaintext
 def test_random_and_malformed_frames_never_hurt_the_server(storaged, secret):
     server = storaged(extra=["--max-frame", "2MiB"])
 

@@ -4,7 +4,6 @@ and nothing it asked for happens."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import msgpack
@@ -16,7 +15,7 @@ from storaged.meta.db import open_database
 from storaged.meta.service import MetaService
 from storaged.rpc import auth
 from storaged.rpc.methods import MethodTable
-from tests.helpers import call
+from tests.helpers import call, raw_connection
 
 
 def all_methods(tmp_path: Path) -> list[str]:
@@ -31,8 +30,7 @@ def all_methods(tmp_path: Path) -> list[str]:
 
 
 def raw_call(address: str, method: str, params: list, login: bytes | None = None) -> list:
-    host, port = address.removeprefix("tcp://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with raw_connection(address) as sock:
         unpacker = msgpack.Unpacker(raw=False)
 
         def roundtrip(message: list) -> list:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import trio
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import auth
 from storaged.rpc import (AuthFailed, Corrupted, NoSpace, NotFound, RpcClient, Unavailable)
-from tests.helpers import StoragedProcess, call
+from tests.helpers import StoragedProcess, call, raw_connection
 
 
 def chunk_path(data_dir: Path, cid: str) -> Path:
@@ -124,8 +123,7 @@ def test_sigkill_during_a_stream_of_puts_loses_nothing_acknowledged(storaged, se
 
 def _raw_exchange(address: str, *messages: list) -> list:
     """Send msgpack messages over a plain socket; return every reply until the server hangs up."""
-    host, port = address.removeprefix("tcp://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with raw_connection(address) as sock:
         unpacker = msgpack.Unpacker(raw=False)
         replies: list = []
         for message in messages:
