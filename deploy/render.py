@@ -421,8 +421,34 @@ def load_settings(path: Path) -> Doc:
 
 
 def render(settings: Doc) -> dict[str, str]:
-    return {name: HEADER + yaml.safe_dump_all(build(settings), sort_keys=False, width=100)
+    return {name: HEADER + yaml.safe_dump_all(with_tls(build(settings), settings),
+                                              sort_keys=False, width=100)
             for name, build in FILES.items()}
+
+
+TLS_DIR = "/etc/shoalfs/tls"
+
+
+def with_tls(docs: list[Doc], s: Doc) -> list[Doc]:
+    """With [tls] secret set, every container holding the cluster secret also gets the TLS
+    Secret and SHOAL_TLS_DIR: then every process, and every fusefs it starts, speaks TLS.
+    One rule applied to all pods, so no pod can be forgotten."""
+    secret = s.get("tls", {}).get("secret", "")
+    if not secret:
+        return docs
+    for doc in docs:
+        pod = doc.get("spec", {}).get("template", {}).get("spec")
+        if not pod or not any(SECRET_MOUNT in c.get("volumeMounts", []) for c in pod["containers"]):
+            continue
+        pod["volumes"].append({"name": "cluster-tls",
+                               "secret": {"secretName": secret, "defaultMode": 0o400}})
+        for container in pod["containers"]:
+            if SECRET_MOUNT in container.get("volumeMounts", []):
+                container["volumeMounts"].append(
+                    {"name": "cluster-tls", "mountPath": TLS_DIR, "readOnly": True})
+                container.setdefault("env", []).append({"name": "SHOAL_TLS_DIR",
+                                                        "value": TLS_DIR})
+    return docs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,14 @@ def raw_connection(address: str, timeout: float = 10) -> socket.socket:
     return config.client.wrap_socket(sock, server_hostname=host)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (for servers that need a fixed
+    port given up front, like an HTTP metrics endpoint)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def make_secret(path: Path) -> bytes:
     auth.write_secret_file(path)
     return auth.load_secret(path)
@@ -44,7 +52,10 @@ class StoragedProcess:
     """One ``python -m storaged`` child on loopback, started and stopped by the test."""
 
     def __init__(self, data_dir: Path, secret_file: Path, *, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, listen: str = "tcp://127.0.0.1:0") -> None:
+                 env: dict[str, str] | None = None, listen: str = "tcp://127.0.0.1:0",
+                 prefix: list[str] | None = None) -> None:
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NS]: it execs, same pid
+        self.addresses: list[str] = []
         self.data_dir = data_dir
         self.secret_file = secret_file
         self.extra = extra or []
@@ -60,7 +71,7 @@ class StoragedProcess:
         address_file.unlink(missing_ok=True)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "storaged", "--listen", self.listen,
+            [*self.prefix, sys.executable, "-m", "storaged", "--listen", self.listen,
              "--data-dir", str(self.data_dir), "--secret-file", str(self.secret_file),
              "--address-file", str(address_file), *self.extra],
             stdout=self.log, stderr=self.log, env={**os.environ, **self.env})
@@ -71,7 +82,8 @@ class StoragedProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"storaged did not start:\n{self.read_log()}")
             time.sleep(0.02)
-        self.address = json.loads(address_file.read_text())["addresses"][0]
+        self.addresses = json.loads(address_file.read_text())["addresses"]
+        self.address = self.addresses[0]
         return self
 
     def read_log(self) -> str:

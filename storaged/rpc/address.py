@@ -46,7 +46,29 @@ async def open_stream(address: Address) -> trio.abc.Stream:
     if address.scheme == "unix":
         return await trio.open_unix_socket(address.path)
     stream = await trio.open_tcp_stream(address.host, address.port)
+    detect_dead_peers(stream.socket)
     return await secure_client_stream(stream, str(address), address.host)
+
+
+DEAD_PEER_SECONDS = 10
+
+
+def detect_dead_peers(sock: trio.socket.SocketType) -> None:
+    """Let the kernel fail a connection whose peer went silent, instead of waiting forever.
+
+    A peer cut off by the network (a link down, a node powered off) sends no reset: without
+    this, a pooled idle connection looks alive until a call on it times out, and sent data
+    sits unacknowledged for the ~15 minutes of TCP's retransmission limit. Keepalives probe
+    an idle connection; TCP_USER_TIMEOUT ends one whose sent data stays unacknowledged.
+    Both fail every call waiting on it at once (UNAVAILABLE), and the pool opens a new one.
+    """
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3),
+                        ("TCP_USER_TIMEOUT", DEAD_PEER_SECONDS * 1000)):
+        if hasattr(socket, name):  # Linux has them all; elsewhere, keepalive's defaults
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        sock.setsockopt(level, option, value)
 
 
 async def open_listener(address: Address, backlog: int = 512) -> trio.SocketListener:

@@ -158,6 +158,7 @@ class RpcClient:
         self.max_frame = max_frame
         self._pools: dict[Address, list[RpcConnection]] = {}
         self._connecting: dict[Address, trio.Lock] = {}
+        self._connect_failures: dict[Address, tuple[float, RpcError]] = {}
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
 
@@ -214,11 +215,22 @@ class RpcClient:
             if best.load == 0 or len(pool) >= self.connections_per_server:
                 return best
         lock = self._connecting.setdefault(address, trio.Lock())
+        waiting_since = trio.current_time()
         async with lock:
             pool = self._pools[address]
             if pool and len(pool) >= self.connections_per_server:
                 return min(pool, key=lambda c: c.load)
-            conn = await self._open(address)
+            failed = self._connect_failures.get(address)
+            if failed is not None and failed[0] >= waiting_since:
+                # It failed while we queued for the lock: an unreachable server would
+                # otherwise cost every queued caller a full connect timeout, one by one.
+                raise failed[1]
+            try:
+                conn = await self._open(address)
+            except RpcError as exc:
+                self._connect_failures[address] = (trio.current_time(), exc)
+                raise
+            self._connect_failures.pop(address, None)
             self._pools[address].append(conn)
             return conn
 

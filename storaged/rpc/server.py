@@ -9,6 +9,7 @@ matches them by msgid, not by order).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,11 @@ MiB = 1024 * 1024
 RECEIVE_SIZE = 1 * MiB
 
 
+# (method, seconds, result code, request payload bytes, response bytes): called once per
+# request answered, e.g. to count it in metrics. Must not block.
+RequestObserver = Callable[[str, float, str, int, int], None]
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-server protection against one peer taking everything.
@@ -47,10 +53,12 @@ class Limits:
 
 
 class RpcServer:
-    def __init__(self, methods: MethodTable, secret: bytes, limits: Limits = Limits()) -> None:
+    def __init__(self, methods: MethodTable, secret: bytes, limits: Limits = Limits(),
+                 observer: RequestObserver | None = None) -> None:
         self.methods = methods
         self.secret = secret
         self.limits = limits
+        self.observer = observer
         self.connections = 0
         self.budget = ByteBudget(limits.max_request_memory)
 
@@ -198,15 +206,20 @@ class _ServerConnection:
                 f"unknown handshake method {request.method!r}"))
 
     async def _dispatch(self, request: Request, size: int) -> None:
+        started = trio.current_time()
+        name, code = "unknown", "OK"  # unknown names stay one label: clients choose them
         try:
             method = self.server.methods.get(request.method)
+            name = request.method
             result = await method.handler(*method.bind(request.params))
             parts = encode_parts(Response(request.msgid, None, result))
         except RpcError as exc:
+            code = exc.code
             parts = encode_parts(Response(request.msgid, exc.to_wire(), None))
         except Exception:
             log.exception("method %s failed", request.method)
             error = Internal(f"{request.method} failed on the server; see its log")
+            code = error.code
             parts = encode_parts(Response(request.msgid, error.to_wire(), None))
         try:
             await self._send(*parts)
@@ -214,6 +227,9 @@ class _ServerConnection:
             self.in_flight -= 1
             with trio.CancelScope(shield=True):
                 await self.server.budget.release(size)
+            if self.server.observer is not None:
+                self.server.observer(name, trio.current_time() - started, code, size,
+                                     sum(len(p) for p in parts))
 
     async def _reply(self, msgid: int, result: Any) -> None:
         await self._send(encode(Response(msgid, None, result)))

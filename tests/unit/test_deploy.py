@@ -319,3 +319,34 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     copied = {rest.split()[0].rstrip("/") for instruction, rest in dockerfile_instructions()
               if instruction == "COPY" and not rest.startswith("--from")}
     assert not copied & ignored
+
+
+def test_tls_setting_reaches_every_process_that_holds_the_secret(tmp_path: Path) -> None:
+    text = (DEPLOY / "settings.toml").read_text().replace('secret = ""', 'secret = "shoalfs-tls"')
+    assert 'secret = "shoalfs-tls"' in text
+    (tmp_path / "s.toml").write_text(text)
+    assert render.main(["--settings", str(tmp_path / "s.toml"), "--out", str(tmp_path / "k")]) == 0
+    docs = load(tmp_path / "k")
+    holders = 0
+    for _, doc in docs:
+        if doc["kind"] not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        spec = doc["spec"]["template"]["spec"]
+        for c in spec["containers"]:
+            names = {m["name"] for m in c.get("volumeMounts", [])}
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if "cluster-secret" not in names:
+                assert "SHOAL_TLS_DIR" not in env
+                continue
+            holders += 1
+            mount = next(m for m in c["volumeMounts"] if m["name"] == "cluster-tls")
+            assert env["SHOAL_TLS_DIR"] == mount["mountPath"] and mount["readOnly"]
+            volume = next(v for v in spec["volumes"] if v["name"] == "cluster-tls")
+            assert volume["secret"]["secretName"] == "shoalfs-tls"
+    # meta, chunk, CSI controller, CSI node, mounter
+    assert holders == sum(1 for _, _, c in containers()
+                          if "cluster-secret" in {m["name"] for m in c.get("volumeMounts", [])})
+    assert holders >= 5
+    assert all("SHOAL_TLS_DIR" not in {e["name"] for e in c.get("env", [])}
+               for _, _, c in containers()), "TLS is off in the default manifests"
