@@ -73,9 +73,22 @@ def resources(cpu: str, memory: str, limit_memory: str) -> Doc:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": limit_memory}}
 
 
-def tcp_probes(initial: int = 5) -> Doc:
-    probe = {"tcpSocket": {"port": "rpc"}, "initialDelaySeconds": initial, "periodSeconds": 10}
-    return {"livenessProbe": {**probe, "failureThreshold": 6}, "readinessProbe": probe}
+METRICS_PORT = 9180
+METRICS_ARGS = ["--metrics-listen", f"0.0.0.0:{METRICS_PORT}"]
+
+
+def http_probes(initial: int = 5) -> Doc:
+    """storaged's /healthz (its event loop turns) and /readyz (listening, and for a chunk
+    server registered with the meta role): a chunk server cut off from the meta role
+    leaves the Service's endpoints without being restarted for it."""
+    probe = {"initialDelaySeconds": initial, "periodSeconds": 10}
+    return {"livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, **probe,
+                              "failureThreshold": 6},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, **probe}}
+
+
+STORAGED_PORTS = [{"name": "rpc", "containerPort": PORT},
+                  {"name": "metrics", "containerPort": METRICS_PORT}]
 
 
 def placement(section: Doc) -> Doc:
@@ -204,10 +217,10 @@ def meta_role(s: Doc) -> list[Doc]:
     container = ours(s, "meta", [
         "storaged", "--roles", "meta", "--listen", f"tcp://0.0.0.0:{PORT}",
         "--data-dir", "/data", "--meta-db", "/data/meta.db",
-        "--secret-file", f"{SECRET_DIR}/secret", "--log-format", "json"],
-        ports=[{"name": "rpc", "containerPort": PORT}],
+        "--secret-file", f"{SECRET_DIR}/secret", "--log-format", "json", *METRICS_ARGS],
+        ports=STORAGED_PORTS,
         volumeMounts=[{"name": "data", "mountPath": "/data"}, SECRET_MOUNT],
-        resources=resources("100m", "256Mi", st["meta_memory_limit"]), **tcp_probes())
+        resources=resources("100m", "256Mi", st["meta_memory_limit"]), **http_probes())
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": meta("shoalfs-meta", s, "meta"),
          "spec": {"selector": labels("meta"),
@@ -230,12 +243,12 @@ def chunk_role(s: Doc) -> list[Doc]:
     container = ours(s, "chunk", [
         "storaged", "--roles", "chunk", "--listen", f"tcp://0.0.0.0:{PORT}",
         "--advertise", advertise, "--data-dir", "/data", "--zone", "$(NODE_NAME)",
-        *access(s), "--log-format", "json"],
+        *access(s), "--log-format", "json", *METRICS_ARGS],
         env=[env_from_field("POD_NAME", "metadata.name"),
              env_from_field("NODE_NAME", "spec.nodeName")],
-        ports=[{"name": "rpc", "containerPort": PORT}],
+        ports=STORAGED_PORTS,
         volumeMounts=[{"name": "data", "mountPath": "/data"}, SECRET_MOUNT],
-        resources=resources("250m", "256Mi", st["chunk_memory_limit"]), **tcp_probes())
+        resources=resources("250m", "256Mi", st["chunk_memory_limit"]), **http_probes())
     spread = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
         "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                            "labelSelector": {"matchLabels": labels("chunk")}}}]}}

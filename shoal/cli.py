@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"],
                    help="text is key=value per line (default), json one object per line")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics and the /healthz and /readyz probes over "
+                        "HTTP here, e.g. 0.0.0.0:9180 (default: off; docs/operations.md)")
 
     p = sub.add_parser(
         "up", help="start a local cluster on loopback and mount a volume",

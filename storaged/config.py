@@ -74,6 +74,7 @@ class StoragedConfig:
     max_request_memory: int = Limits.max_request_memory
     log_level: str = "info"
     log_format: str = "text"
+    metrics_listen: str = ""   # HOST:PORT of /metrics, /healthz, /readyz ("" = off)
 
     def limits(self) -> Limits:
         return Limits(max_frame=self.max_frame, max_in_flight=self.max_in_flight,
@@ -135,6 +136,15 @@ class StoragedConfig:
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:
             raise ConfigError("max_frame must be at least 1MiB")
+        if self.metrics_listen:
+            self.metrics_address()
+
+    def metrics_address(self) -> tuple[str, int]:
+        host, sep, port = self.metrics_listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"metrics_listen must be HOST:PORT, e.g. 0.0.0.0:9180 "
+                              f"(got {self.metrics_listen!r})")
+        return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def load_config(path: str | None, flags: dict[str, Any]) -> StoragedConfig:

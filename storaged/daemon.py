@@ -28,6 +28,8 @@ from .gc import collect as collect_garbage
 from .repair import repair_loop
 from .meta.db import open_database
 from .meta.service import MetaService
+from .metrics import serve_http
+from .observe import StoragedObserver
 from .rpc import RpcClient, RpcError, auth
 from .rpc.address import bound_address, open_listener, parse_address
 from .rpc.methods import MethodTable
@@ -73,7 +75,11 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
         return info
 
     table.add("health", health)
-    server = RpcServer(table, secret, config.limits())
+    observer = StoragedObserver(chunk, meta)
+    server = RpcServer(table, secret, config.limits(), observer=observer.rpc.observe)
+    if config.metrics_listen:
+        http = serve_http(*config.metrics_address(), observer.registry, observer.health)
+        log.info("metrics and health on http://%s:%d/metrics", *http.server_address[:2])
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         requested = [parse_address(a) for a in config.listen]
         listeners = [await open_listener(a) for a in requested]
@@ -84,6 +90,9 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
             if config.address_file:
                 _write_address_file(config.address_file, addresses, server_id)
             log.info("serving roles %s on %s", ",".join(config.roles), " ".join(addresses))
+            observer.listening = True
+            if config.metrics_listen:
+                nursery.start_soon(observer.refresh_loop)
             if meta is not None:
                 nursery.start_soon(meta.run_liveness)
                 if config.gc_interval > 0:
@@ -91,7 +100,8 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
                 nursery.start_soon(_repair, config, secret, addresses[0], meta)
             if chunk is not None and config.meta:
                 advertised = config.advertise or addresses[0]
-                nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised)
+                nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised,
+                                   observer)
             if chunk is not None and config.scrub_rate > 0:
                 nursery.start_soon(functools.partial(
                     scrub_loop, chunk.store, chunk.scrub, rate=config.scrub_rate,
@@ -125,7 +135,7 @@ async def _repair(config: StoragedConfig, secret: bytes, own_address: str,
 
 
 async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkService,
-                           address: str) -> None:
+                           address: str, observer: StoragedObserver) -> None:
     """Tell the meta role we are alive, how full we are, and where to reach us."""
     registered = False
     async with RpcClient(secret, timeout=config.heartbeat_interval * 2) as client:
@@ -136,11 +146,11 @@ async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkSe
                                   address, config.zone, usage)
                 if not registered:
                     log.info("registered with the meta role at %s", config.meta)
-                registered = True
+                registered = observer.registered = True
             except RpcError as exc:
                 if registered:
                     log.warning("heartbeat to %s failed: %s", config.meta, exc)
-                registered = False
+                registered = observer.registered = False
             await trio.sleep(config.heartbeat_interval)
 
 

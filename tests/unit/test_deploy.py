@@ -227,7 +227,10 @@ def test_every_container_has_resources_and_probes_where_they_serve() -> None:
         assert c["resources"]["requests"]["cpu"]
     for name in ("shoalfs-meta", "shoalfs-chunk"):
         c = one("StatefulSet", name)["spec"]["template"]["spec"]["containers"][0]
-        assert "livenessProbe" in c and "readinessProbe" in c
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert flag_value(c["args"], "--metrics-listen").endswith(f":{ports['metrics']}")
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 def test_meta_address_names_the_meta_service() -> None:
