@@ -22,6 +22,8 @@ from typing import Any
 
 from storaged.rpc import RpcError
 
+from . import display
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
 
 DESCRIPTION = """\
@@ -302,12 +304,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     _access_flags(p)
 
-    p = sub.add_parser("status", help="show whether every server is up, and its usage",
-                       description="Ask each server of the cluster for its health and usage. "
-                                   "Exit code 3 when any server does not answer.", epilog=EPILOG)
-    _workdir_flag(p)
-    p.add_argument("--cluster", metavar="FILE", help="a cluster.json (instead of --workdir)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser(
+        "status", help="is my data safe? servers, volumes, repair and scrub at a glance",
+        description="Ask the meta role for its map of the cluster: every chunk server (up or "
+                    "down, zone, chunks, use, seconds since its last heartbeat, the "
+                    "scrubber's progress), every volume and snapshot (capacity, use, R and "
+                    "health: ok, degraded, under-replicated or missing — see "
+                    "docs/operations.md), and the repair pass. Every server the map calls up "
+                    "is also asked directly, so one that died a moment ago shows at once. "
+                    "Exit code 3 when any data is at risk, with the reasons listed.",
+        epilog=EPILOG)
+    p.add_argument("--json", action="store_true",
+                   help="print the whole report as JSON (the same verdict as the table)")
+    _access_flags(p)
+
+    p = sub.add_parser(
+        "scrub", help="show each chunk server's scrubber, or scrub every disk now",
+        description="Every chunk server re-reads and verifies its chunks in the background "
+                    "(its --scrub-rate, a pass every --scrub-interval); a corrupted copy is "
+                    "quarantined and repair replaces it. Without --now: where each scrubber "
+                    "is. With --now: start a pass on every up server and wait for them all "
+                    "(progress and ETA on a terminal; Ctrl-C stops waiting, not the passes). "
+                    "Exit code 3 when the passes this started found corrupted chunks.",
+        epilog=EPILOG)
+    p.add_argument("--now", action="store_true", help="start a pass on every server and wait")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="with --now: give up waiting after this long (default: no limit)")
+    p.add_argument("--json", action="store_true")
+    _access_flags(p)
 
     p = sub.add_parser("secret", help="manage cluster secrets",
                        description="'shoal secret generate FILE' writes a new random cluster "
@@ -454,10 +478,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError, ValueError, RpcError) as exc:
         print(f"shoal up: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    from . import status
+    from storaged.rpc import auth
+
     print(f"cluster is up; described in {args.workdir / 'cluster.json'}")
-    code = _print_status(local.status(described), as_json=False)
+    report = status.gather(described.meta, auth.load_secret(described.secret_file))
+    print(status.render(report))
     print(f"volume '{described.volume}' is mounted at {described.mountpoint}")
-    return code
+    return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -472,49 +500,42 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from . import cluster as local
-    from .clusterfile import FILENAME, ClusterFile
+@_with_meta_access
+def cmd_status(args: argparse.Namespace, meta: str, secret: bytes) -> int:
+    from . import status
 
-    path = Path(args.cluster) if args.cluster else args.workdir / FILENAME
     try:
-        described = ClusterFile.load(path)
-        results = local.status(described)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"shoal status: {exc}", file=sys.stderr)
+        report = status.gather(meta, secret)
+    except RpcError as exc:
+        print(f"shoal status: the meta role at {meta} does not answer: {exc}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    print(json.dumps(report, indent=2) if args.json else status.render(report))
+    return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
+
+
+@_with_meta_access
+def cmd_scrub(args: argparse.Namespace, meta: str, secret: bytes) -> int:
+    from . import scrub
+
+    progress = display.ProgressLine(enabled=not args.json)
+    try:
+        rows = scrub.run(meta, secret, now=args.now, timeout=args.timeout, progress=progress)
+    except TimeoutError as exc:
+        print(f"shoal scrub: {exc.args[0]}", file=sys.stderr)
+        print(scrub.render(exc.args[1]))
         return EXIT_FAILURE
-    return _print_status(results, as_json=args.json)
-
-
-def _print_status(results: list[Any], as_json: bool) -> int:
-    healthy = all(r.healthy for r in results)
-    if as_json:
-        print(json.dumps({"healthy": healthy, "servers": [vars(r) for r in results]},
-                         indent=2, default=str))
-    else:
-        print(f"{'SERVER':<10} {'ADDRESS':<24} {'STATE':<6} {'CHUNKS':>8} {'USED':>10} "
-              f"{'FREE':>10}  ID")
-        for r in results:
-            d = r.detail
-            if not r.healthy:
-                print(f"{r.name:<10} {r.address:<24} {'DOWN':<6} {r.error}")
-            elif "chunks" in d:
-                print(f"{r.name:<10} {r.address:<24} {'up':<6} {d['chunks']:>8} "
-                      f"{_human(d['used']):>10} {_human(d['free']):>10}  {d['server_id'][:12]}")
-            else:
-                print(f"{r.name:<10} {r.address:<24} {'up':<6} {'':>8} {'':>10} {'':>10}  "
-                      f"roles={','.join(d.get('roles', []))}")
-        print("healthy" if healthy else "NOT HEALTHY: a server does not answer")
-    return EXIT_OK if healthy else EXIT_UNHEALTHY
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return str(n)
+    except RpcError as exc:
+        print(f"shoal scrub: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(rows, indent=2) if args.json else scrub.render(rows))
+    if any("error" in r for r in rows):
+        return EXIT_FAILURE
+    found = scrub.bad_found_now(rows)
+    if found:
+        print(f"shoal scrub: {found} corrupted chunks found and quarantined; repair replaces "
+              "them from good copies ('shoal repair' shows it)", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    return EXIT_OK
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -609,8 +630,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
     elif args.action == "list":
         print(f"{'NAME':<24} {'CAPACITY':>10} {'USED':>10} {'R':>2} {'CHUNK':>8} INODES")
         for v in result:
-            print(f"{v['name']:<24} {_human(v['capacity']):>10} {_human(v['used_bytes']):>10} "
-                  f"{v['replicas']:>2} {_human(v['chunk_size']):>8} {v['used_inodes']}")
+            print(f"{v['name']:<24} {display.size(v['capacity']):>10} {display.size(v['used_bytes']):>10} "
+                  f"{v['replicas']:>2} {display.size(v['chunk_size']):>8} {v['used_inodes']}")
     else:
         print("deleted" if result else f"no volume named {args.name}")
     return EXIT_OK
@@ -669,7 +690,7 @@ def cmd_gc(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     else:
         verb = "would delete" if args.dry_run else "deleted"
         print(f"{report.servers} servers, {report.listed} chunks listed, {report.unreferenced} "
-              f"unreferenced, {verb} {report.deleted} ({_human(report.bytes_freed)}), kept "
+              f"unreferenced, {verb} {report.deleted} ({display.size(report.bytes_freed)}), kept "
               f"{report.kept_young} younger than {args.grace:g}s")
         for failure in report.failed_servers:
             print(f"  not finished: {failure}")
@@ -682,7 +703,7 @@ def cmd_repair(args: argparse.Namespace, meta: str, secret: bytes) -> int:
 
     from storaged.rpc import RpcClient
 
-    live = sys.stderr.isatty() and not args.json
+    progress = display.ProgressLine(enabled=not args.json)
 
     async def go() -> dict[str, Any]:
         async with RpcClient(secret) as client:
@@ -696,18 +717,18 @@ def cmd_repair(args: argparse.Namespace, meta: str, secret: bytes) -> int:
                 status = await client.call(meta, "repair.status")
                 if status["passes"] > before and not status["running"]:
                     return status
-                if live and status["running"]:
-                    print(f"\r{_repair_progress(status)}", end="", file=sys.stderr, flush=True)
+                if status["running"]:
+                    progress.show(_repair_progress(status))
                 await trio.sleep(0.5)
             raise TimeoutError(f"the pass did not finish within {args.timeout:g}s; "
                                "'shoal repair' shows where it is")
     try:
         status = trio.run(go)
     except (RpcError, TimeoutError) as exc:
-        print(f"\nshoal repair: {exc}", file=sys.stderr)
+        progress.done()
+        print(f"shoal repair: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    if live and args.now:
-        print(file=sys.stderr)
+    progress.done()
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -725,13 +746,10 @@ def cmd_repair(args: argparse.Namespace, meta: str, secret: bytes) -> int:
 
 def _repair_progress(s: dict[str, Any]) -> str:
     state = "running" if s["running"] else ("done" if s["passes"] else "no pass yet")
-    eta = ""
-    if s["running"] and s["checked"]:
-        rate = s["checked"] / max(1e-3, time.time() - s["started"])
-        eta = f", ETA {s['remaining'] / rate:.0f}s"
+    eta = display.eta(s["checked"], s["total"], s["started"]) if s["running"] else ""
     return (f"repair {state}: checked {s['checked']}/{s['total']}, under-replicated "
             f"{s['under_replicated']}, repaired {s['repaired']} ({s['copies_made']} copies, "
-            f"{_human(s['bytes_copied'])}), missing {s['missing']}, failed {s['failed']}{eta}")
+            f"{display.size(s['bytes_copied'])}), missing {s['missing']}, failed {s['failed']}{eta}")
 
 
 @_with_meta_access
@@ -745,6 +763,7 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
         print(f"shoal node {args.action}: give the server ID (see 'shoal node list')",
               file=sys.stderr)
         return EXIT_USAGE
+    progress = display.ProgressLine(enabled=not args.json)
 
     async def drain(client: RpcClient) -> int:
         before = (await client.call(meta, "repair.status"))["passes"]
@@ -758,9 +777,7 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
                     return 0
                 before = status["passes"]
                 await client.call(meta, "repair.run")   # copies still missing: once more
-            if sys.stderr.isatty():
-                print(f"\rdraining: {_repair_progress(status)}", end="", file=sys.stderr,
-                      flush=True)
+            progress.show(f"draining: {_repair_progress(status)}")
             await trio.sleep(0.5)
         return await unsafe_to_remove(client, meta, args.server)
 
@@ -779,6 +796,7 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     try:
         result = trio.run(go)
     except (RpcError, RuntimeError) as exc:
+        progress.done()
         print(f"shoal node {args.action}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if args.action == "list":
@@ -790,11 +808,10 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
             for r in result:
                 state = r["state"] + ("/drain" if r["draining"] else "")
                 print(f"{r['id']:<34} {r['address']:<24} {r['zone'] or '-':<8} {state:<9} "
-                      f"{_human(r['used']):>10} {_human(r['free']):>10} {r['chunks']}")
+                      f"{display.size(r['used']):>10} {display.size(r['free']):>10} {r['chunks']}")
         return EXIT_OK
     if args.action == "drain":
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        progress.done()
         if result:
             print(f"{args.server} is draining; {result} chunks still lack their copies "
                   "elsewhere (repair keeps working on it; run drain again to wait)")

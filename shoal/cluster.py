@@ -11,11 +11,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from storaged.rpc import FsError, RpcClient, RpcError, auth, tls
+from storaged.rpc import FsError, RpcClient, auth, tls
 
 from .clusterfile import FILENAME, ChunkServerEntry, ClusterFile, ProcessEntry
 from .mounting import is_mounted, mount_background, unmount
@@ -175,40 +174,3 @@ def _load_or_none(path: Path) -> ClusterFile | None:
         return ClusterFile.load(path)
     except FileNotFoundError:
         return None
-
-
-@dataclass
-class ServerStatus:
-    name: str
-    address: str
-    healthy: bool
-    detail: dict[str, Any]
-    error: str = ""
-
-
-def status(cluster: ClusterFile, timeout: float = 3.0) -> list[ServerStatus]:
-    """Ask every server for its health (and chunk servers for usage), in parallel."""
-    secret = auth.load_secret(cluster.secret_file)
-    results: list[ServerStatus] = []
-    targets = [(s.name, s.address, True) for s in cluster.chunk_servers]
-    if cluster.meta:
-        targets.insert(0, ("meta", cluster.meta, False))
-
-    async def probe(client: RpcClient, name: str, address: str, chunk: bool) -> None:
-        try:
-            detail = await client.call(address, "health", timeout=timeout, retries=0)
-            if chunk:
-                detail.update(await client.call(address, "chunk.usage", timeout=timeout, retries=0))
-            results.append(ServerStatus(name, address, True, detail))
-        except RpcError as exc:
-            results.append(ServerStatus(name, address, False, {}, str(exc)))
-
-    async def main() -> None:
-        async with RpcClient(secret, connect_timeout=timeout) as client:
-            async with trio.open_nursery() as nursery:
-                for target in targets:
-                    nursery.start_soon(probe, client, *target)
-
-    trio.run(main)
-    order = {name: i for i, (name, _, _) in enumerate(targets)}
-    return sorted(results, key=lambda r: order[r.name])

@@ -141,7 +141,7 @@ async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkSe
     async with RpcClient(secret, timeout=config.heartbeat_interval * 2) as client:
         while True:
             try:
-                usage = (await chunk.usage())
+                usage = await chunk.usage_report()
                 await client.call(config.meta, "cluster.heartbeat", chunk.store.server_id,
                                   address, config.zone, usage)
                 if not registered:

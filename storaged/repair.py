@@ -63,12 +63,23 @@ class RepairStatus:
         return out
 
 
+AT_RISK_KEPT = 100_000   # chunk ids remembered per kind for per-volume health
+
+
 class RepairState:
-    """Shared by the meta role's RPC methods (status, run now) and its repair task."""
+    """Shared by the meta role's RPC methods (status, run now) and its repair task.
+
+    ``unresolved`` and ``missing`` are the chunk ids the last finished pass left below R
+    copies (and with none at all): 'shoal status' turns them into each volume's health.
+    At most AT_RISK_KEPT of each are kept; the pass's counts are exact regardless.
+    """
 
     def __init__(self) -> None:
         self.status = RepairStatus()
         self.wanted = trio.Event()   # set by repair.run: start a pass now
+        self.last: RepairStatus | None = None   # the last finished pass
+        self.unresolved: set[str] = set()
+        self.missing: set[str] = set()
 
 
 async def repair_loop(rpc: RpcClient, meta: str, state: RepairState, *, interval: float,
@@ -88,6 +99,12 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
                       rebalance_min_age: float | None = None) -> RepairStatus:
     status = state.status = RepairStatus(running=True, passes=state.status.passes + 1,
                                          started=time.time())
+    unresolved: set[str] = set()
+    missing: set[str] = set()
+
+    def at_risk(into: set[str], cid: str) -> None:
+        if len(into) < AT_RISK_KEPT:
+            into.add(cid)
     try:
         referenced = await _referenced(rpc, meta)
         status.total = len(referenced)
@@ -120,6 +137,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
             status.under_replicated += 1
             if not good:
                 status.missing += 1
+                at_risk(missing, cid)
                 if len(status.missing_examples) < 20:
                     status.missing_examples.append(cid)
                 log.error("chunk %s has no good copy on any live server", cid)
@@ -132,6 +150,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
                 status.failed += 1
                 status.last_error = f"{cid[:12]}: {exc}"
                 log.warning("repair of chunk %s failed: %s", cid[:12], exc)
+                at_risk(unresolved, cid)
                 continue
             status.copies_made += made
             status.bytes_copied += made * throttle.last_size
@@ -141,12 +160,14 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
             else:
                 status.failed += 1
                 status.last_error = f"{cid[:12]}: only {made} of {needed} servers took a copy"
+                at_risk(unresolved, cid)
     except RpcError as exc:
         status.last_error = str(exc)
         log.warning("repair pass stopped: %s", exc)
     finally:
         status.running = False
         status.finished = time.time()
+        state.last, state.unresolved, state.missing = status, unresolved, missing
     log.info("repair pass: %s", {k: v for k, v in status.as_dict().items()
                                  if k != "missing_examples"})
     return status

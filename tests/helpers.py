@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,10 @@ class LocalCluster:
     """A meta role and N chunk servers as real processes, heartbeating fast."""
 
     def __init__(self, root: Path, secret_file: Path, chunk_servers: int = 3,
-                 chunk_extra: list[str] | None = None) -> None:
+                 chunk_extra: list[str] | None = None,
+                 chunk_extra_for: Callable[[int], list[str]] | None = None) -> None:
+        """``chunk_extra``: flags for every chunk server; ``chunk_extra_for(i)``: flags for
+        server ``i`` alone (e.g. its own metrics port)."""
         self.root = root
         self.secret_file = secret_file
         self.secret = auth.load_secret(secret_file)
@@ -128,10 +131,12 @@ class LocalCluster:
         self.chunks: list[StoragedProcess] = []
         self.count = chunk_servers
         self.chunk_extra = chunk_extra or []
+        self.chunk_extra_for = chunk_extra_for or (lambda index: [])
 
     def chunk_args(self, index: int) -> list[str]:
         return ["--meta", self.meta.address, "--heartbeat-interval", "0.2",
-                "--zone", f"zone{index}", "--reserve", "0", *self.chunk_extra]
+                "--zone", f"zone{index}", "--reserve", "0", *self.chunk_extra,
+                *self.chunk_extra_for(index)]
 
     def start(self) -> LocalCluster:
         self.meta.start()
@@ -166,6 +171,12 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster did not reach {count} servers up: {self.servers()}")
             time.sleep(0.05)
+
+    def shoal(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a shoal admin command against this cluster, as an operator would."""
+        return subprocess.run([sys.executable, "-m", "shoal.cli", *args, "--meta",
+                               self.meta.address, "--secret-file", str(self.secret_file)],
+                              capture_output=True, text=True, timeout=timeout)
 
     def holders(self, cid: str) -> list[int]:
         """Indexes of the chunk servers whose data directory holds ``cid``."""
@@ -203,6 +214,17 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
         time.sleep(0.5)
         cluster.stop()
         mnt.rmdir()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy; returns its last value (falsy at the deadline),
+    so the test's own assertion says what did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
 
 
 def write_synced(path: Path | str, data: bytes) -> str:

@@ -6,13 +6,16 @@ lose its last good copy unnoticed. The scrubber reads every chunk at a bounded r
 ``--scrub-interval`` between full passes. A chunk that fails its hash is quarantined by
 the read itself; the scrubber reports it to the meta role and asks for a repair pass, so
 a good copy replaces it without waiting for the next scheduled one.
+
+``shoal scrub --now`` ends the pause early (``scrub.run``); the status it and ``shoal
+status`` show carries what an ETA needs: chunks and bytes checked of the pass's total.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -25,29 +28,44 @@ log = logging.getLogger("storaged.scrub")
 
 @dataclass
 class ScrubStatus:
+    enabled: bool = False        # a scrubber runs on this server (--scrub-rate > 0)
+    running: bool = False        # in a pass now (else pausing until next_pass)
     passes: int = 0              # full passes finished
     last_full_pass: float = 0.0  # when the last one finished (epoch seconds; 0: never)
+    started: float = 0.0         # when the current (or last) pass began
+    next_pass: float = 0.0       # when the pause ends (epoch seconds)
+    total: int = 0               # chunks on the server when the pass began
     checked: int = 0             # chunks verified in the current pass
+    bytes_checked: int = 0       # their bytes
+    rate: float = 0.0            # the configured bytes per second
     bad_found: int = 0           # corrupted chunks found, all passes
+    wanted: trio.Event = field(default_factory=trio.Event, repr=False)  # scrub.run
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {k: v for k, v in vars(self).items() if k != "wanted"}
 
 
 async def scrub_loop(store: ChunkStore, status: ScrubStatus, *, rate: float, interval: float,
                      secret: bytes, meta: str, server_id: str) -> None:
+    status.enabled, status.rate = True, rate
     async with RpcClient(secret) as client:
         while True:
             await _one_pass(store, status, rate, client, meta, server_id)
             status.passes += 1
             status.last_full_pass = time.time()
+            status.running = False
+            status.next_pass = status.last_full_pass + interval
             log.info("scrub pass done: %s", status.as_dict())
-            await trio.sleep(interval)
+            with trio.move_on_after(interval):
+                await status.wanted.wait()   # set during the pass: the next one starts now
+            status.wanted = trio.Event()
 
 
 async def _one_pass(store: ChunkStore, status: ScrubStatus, rate: float, client: RpcClient,
                     meta: str, server_id: str) -> None:
-    status.checked = 0
+    status.running, status.started = True, time.time()
+    status.checked = status.bytes_checked = 0
+    status.total = (await trio.to_thread.run_sync(store.usage)).chunks
     after = None
     while True:
         ids, after = await trio.to_thread.run_sync(store.list, after, 1000)
@@ -64,6 +82,8 @@ async def _one_pass(store: ChunkStore, status: ScrubStatus, rate: float, client:
                 log.error("scrub: chunk %s is corrupted on this server (quarantined)", cid)
                 await _report(client, meta, cid, server_id)
             status.checked += 1
+            status.bytes_checked += size
+            status.total = max(status.total, status.checked)  # chunks written meanwhile
             if rate > 0:   # bytes per second: sleep off what this read used
                 await trio.sleep(max(0.0, size / rate - (time.monotonic() - started)))
         if after is None:

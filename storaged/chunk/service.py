@@ -36,6 +36,8 @@ class ChunkService:
         table.add("chunk.list", self.list)
         table.add("chunk.ages", self.ages)
         table.add("chunk.usage", self.usage)
+        table.add("scrub.status", self.scrub_status)
+        table.add("scrub.run", self.scrub_run)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
@@ -72,6 +74,20 @@ class ChunkService:
     async def usage(self) -> dict[str, int]:
         usage = await self._run(self.store.usage)
         return usage.as_dict()
+
+    async def scrub_status(self) -> dict[str, Any]:
+        return self.scrub.as_dict()
+
+    async def scrub_run(self) -> dict[str, Any]:
+        """End the pause between passes: a pass starts now (or right after the running one)."""
+        if not self.scrub.enabled:
+            raise InvalidArgument("scrubbing is off on this server (--scrub-rate 0)")
+        self.scrub.wanted.set()
+        return self.scrub.as_dict()
+
+    async def usage_report(self) -> dict[str, Any]:
+        """What a heartbeat carries: usage, and the scrubber's progress for 'shoal status'."""
+        return {**await self.usage(), "scrub": self.scrub.as_dict()}
 
     def health_info(self) -> dict[str, Any]:
         return {"server_id": self.store.server_id, "zone": self.zone,

@@ -20,7 +20,7 @@ import trio
 from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, InvalidArgument
 from ..rpc.methods import MethodTable
-from . import files, fsck, namespace, servers, volumes, xattrs
+from . import files, fsck, namespace, servers, status, volumes, xattrs
 from ..repair import RepairState
 from .sessions import Sessions
 from .backup import Backups
@@ -39,6 +39,7 @@ class MetaService:
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
         self.repair = RepairState()  # its task runs in the daemon (it needs an RPC client)
+        self.scrub_reports: dict[str, dict] = {}   # server id: its scrubber, per heartbeat
         self._db = trio.CapacityLimiter(1)
 
     async def _tx(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -60,7 +61,7 @@ class MetaService:
                      "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
                      "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
                      "fsck_chunks", "meta_backup_open", "meta_backup_read",
-                     "meta_backup_close", "cluster_drain", "cluster_remove"):
+                     "meta_backup_close", "cluster_drain", "cluster_remove", "cluster_status"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -252,6 +253,8 @@ class MetaService:
 
     async def cluster_heartbeat(self, server_id: str, address: str, zone: str, usage: dict) -> bool:
         back = await self._tx(servers.heartbeat, server_id, address, zone, usage)
+        if isinstance(usage.get("scrub"), dict):
+            self.scrub_reports[server_id] = usage["scrub"]
         if back:
             log.info("chunk server %s at %s (zone %s) is up", server_id, address, zone or "-")
         return True
@@ -259,6 +262,10 @@ class MetaService:
     async def cluster_info(self) -> dict:
         """Who this cluster is: its id (chosen when the meta database was created)."""
         return {"cluster_id": await self._tx(cluster_id)}
+
+    async def cluster_status(self) -> dict:
+        """Servers, volumes with their health, repair: the answer to 'is my data safe?'."""
+        return await self._tx(status.build, self.repair, dict(self.scrub_reports))
 
     async def cluster_servers(self) -> list:
         return await self._tx(servers.list_all)

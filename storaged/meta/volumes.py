@@ -215,7 +215,12 @@ def health(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> dict[str,
     reported bad (not yet replaced) among the chunks it references."""
     volume = get(conn, name, kind)
     up = conn.execute("SELECT count(*) FROM servers WHERE state='up'").fetchone()[0]
-    bad = conn.execute(
+    return {"replicas": volume["replicas"], "servers_up": up,
+            "chunks_with_bad_copies": bad_copy_count(conn, volume["id"])}
+
+
+def bad_copy_count(conn: sqlite3.Connection, volume_id: int) -> int:
+    """Chunks of the volume with a copy reported bad that repair has not replaced yet."""
+    return conn.execute(
         "SELECT count(DISTINCT b.chunk_id) FROM bad_copies b JOIN chunks c ON c.chunk_id=b.chunk_id"
-        " JOIN inodes i ON i.id=c.inode WHERE i.volume=?", (volume["id"],)).fetchone()[0]
-    return {"replicas": volume["replicas"], "servers_up": up, "chunks_with_bad_copies": bad}
+        " JOIN inodes i ON i.id=c.inode WHERE i.volume=?", (volume_id,)).fetchone()[0]

@@ -27,14 +27,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster
         yield pair
 
 
-def shoal(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shoal.cli", *args, "--meta",
-                           cluster.meta.address, "--secret-file", str(cluster.secret_file)],
-                          capture_output=True, text=True, timeout=120)
-
-
 def fsck(cluster: LocalCluster) -> tuple[int, dict]:
-    result = shoal(cluster, "fsck", "v", "--json")
+    result = cluster.shoal("fsck", "v", "--json")
     return result.returncode, json.loads(result.stdout)
 
 
@@ -157,7 +151,7 @@ def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_pa
     cluster, mnt = env
     (mnt / "backed").mkdir()
     create(mnt / "backed" / "file", b"in the backup")
-    result = shoal(cluster, "meta", "backup", str(tmp_path / "meta.backup"))
+    result = cluster.shoal("meta", "backup", str(tmp_path / "meta.backup"))
     assert result.returncode == 0 and "backed up" in result.stdout, result.stderr
     create(mnt / "backed" / "later", b"after the backup")
     # restoring over the running meta role's database is refused

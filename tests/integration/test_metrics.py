@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import NotFound
-from tests.helpers import LocalCluster, StoragedProcess, call, free_port
+from tests.helpers import LocalCluster, StoragedProcess, call, free_port, wait_until
 
 
 def scrape(port: int) -> dict[str, dict[tuple, float]]:
@@ -41,24 +40,13 @@ def get(port: int, path: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def wait_for(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def observed(tmp_path: Path, secret_file: Path) -> Iterator[tuple[LocalCluster, int, int]]:
     meta_port, chunk_port = free_port(), free_port()
-    cluster = LocalCluster(tmp_path / "cluster", secret_file, chunk_servers=2)
-    cluster.meta.extra += ["--metrics-listen", f"127.0.0.1:{meta_port}"]
-    cluster.chunk_extra = ["--metrics-listen", "127.0.0.1:{port}"]
     ports = [chunk_port, free_port()]
-    original = cluster.chunk_args
-    cluster.chunk_args = lambda i: [a.replace("{port}", str(ports[i])) for a in original(i)]
+    cluster = LocalCluster(tmp_path / "cluster", secret_file, chunk_servers=2,
+                           chunk_extra_for=lambda i: ["--metrics-listen", f"127.0.0.1:{ports[i]}"])
+    cluster.meta.extra += ["--metrics-listen", f"127.0.0.1:{meta_port}"]
     try:
         yield cluster.start(), meta_port, chunk_port
     finally:
@@ -76,7 +64,7 @@ def test_chunk_server_metrics_move_with_work(observed: tuple[LocalCluster, int, 
     def counted() -> dict | None:
         samples = scrape(port)
         return samples if puts(samples) == puts(before) + 1 else None
-    after = wait_for(counted)
+    after = wait_until(counted)
     assert after, "the put was never counted"
     for name in ("shoalfs_chunks", "shoalfs_free_bytes", "shoalfs_capacity_bytes",
                  "shoalfs_scrub_passes_total", "shoalfs_corrupted_chunks_found_total",
@@ -84,23 +72,23 @@ def test_chunk_server_metrics_move_with_work(observed: tuple[LocalCluster, int, 
                  "shoalfs_rpc_sent_bytes_total"):
         assert name in after, f"{name} missing from {sorted(after)}"
     assert after["shoalfs_rpc_received_bytes_total"][(("method", "chunk.put"),)] >= len(data)
-    assert wait_for(lambda: scrape(port)["shoalfs_chunks"][()] == before["shoalfs_chunks"][()] + 1)
+    assert wait_until(lambda: scrape(port)["shoalfs_chunks"][()] == before["shoalfs_chunks"][()] + 1)
     with pytest.raises(NotFound):
         call(cluster.chunks[0].address, cluster.secret, "chunk.get", "0" * 64)
-    assert wait_for(lambda: scrape(port)["shoalfs_rpc_requests_total"].get(
+    assert wait_until(lambda: scrape(port)["shoalfs_rpc_requests_total"].get(
         (("code", "NOT_FOUND"), ("method", "chunk.get"))) == 1)
 
 
 def test_meta_role_metrics_show_servers_and_volumes(observed: tuple[LocalCluster, int, int]) -> None:
     cluster, port, _ = observed
     call(cluster.meta.address, cluster.secret, "volume.create", "observed", 1 << 30, 2, 1 << 20)
-    samples = wait_for(lambda: (s := scrape(port)).get("shoalfs_volume_capacity_bytes") and s)
+    samples = wait_until(lambda: (s := scrape(port)).get("shoalfs_volume_capacity_bytes") and s)
     assert samples["shoalfs_volume_capacity_bytes"][(("volume", "observed"),)] == 1 << 30
     assert samples["shoalfs_servers"][(("state", "up"),)] == 2
     assert "shoalfs_repair_missing_chunks" in samples
     assert "shoalfs_repair_under_replicated_chunks" in samples
     cluster.chunks[1].stop()
-    assert wait_for(lambda: scrape(port)["shoalfs_servers"].get((("state", "down"),)) == 1,
+    assert wait_until(lambda: scrape(port)["shoalfs_servers"].get((("state", "down"),)) == 1,
                     timeout=20)
 
 
@@ -108,7 +96,7 @@ def test_health_endpoints(observed: tuple[LocalCluster, int, int]) -> None:
     cluster, meta_port, chunk_port = observed
     for port in (meta_port, chunk_port):
         assert get(port, "/healthz") == (200, {"ok": True, "detail": "event loop turning"})
-        assert wait_for(lambda: get(port, "/readyz")[0] == 200)
+        assert wait_until(lambda: get(port, "/readyz")[0] == 200)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{chunk_port}/nothing-here", timeout=10)
     assert info.value.code == 404

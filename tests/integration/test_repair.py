@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +30,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster
 
 
 def repair_now(cluster: LocalCluster) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "repair", "--now", "--json", "--meta",
-         cluster.meta.address, "--secret-file", str(cluster.secret_file), "--timeout", "120"],
-        capture_output=True, text=True, timeout=180)
+    result = cluster.shoal("repair", "--now", "--json", "--timeout", "120", timeout=180)
     assert result.returncode in (0, 3), result.stdout + result.stderr
     return json.loads(result.stdout)
 
