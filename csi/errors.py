@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from storaged.rpc import FsError, RpcError, Unavailable
+from storaged.rpc import FsError, RpcError, Unavailable, requestid
+
+from .observe import observe
 
 log = logging.getLogger("csi")
 
@@ -58,6 +60,13 @@ def from_rpc_error(exc: RpcError) -> CsiError:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Calls that change nothing and that kubelet and the sidecars repeat every few seconds or
+# minutes: a line each at info would bury the ones that matter.
+ASKED_OFTEN = frozenset({
+    "Probe", "GetPluginInfo", "GetPluginCapabilities", "ControllerGetCapabilities",
+    "NodeGetCapabilities", "NodeGetInfo", "NodeGetVolumeStats", "GetCapacity", "ListVolumes",
+    "ListSnapshots", "ControllerGetVolume", "ValidateVolumeCapabilities"})
+
 
 def rpc_method(fn: F) -> F:
     """Wrap a servicer method (self, request, context) with error translation and a log line."""
@@ -65,19 +74,24 @@ def rpc_method(fn: F) -> F:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         start = time.monotonic()
         name = fn.__name__
+        requestid.begin("csi")   # carried into every RPC this call makes, and their logs
+        code = Code.OK
         try:
             response = fn(self, request, context)
         except CsiError as exc:
-            log.info("%s failed: %s %s (%.0f ms)", name, exc.code.name, exc.message,
-                     (time.monotonic() - start) * 1e3)
-            context.abort(exc.code, exc.message)
+            code, message = exc.code, exc.message
         except RpcError as exc:
             err = from_rpc_error(exc)
-            log.info("%s failed: %s %s", name, err.code.name, err.message)
-            context.abort(err.code, err.message)
+            code, message = err.code, err.message
         except Exception as exc:  # noqa: BLE001  (reported to the CO, logged in full here)
             log.exception("%s failed unexpectedly", name)
-            context.abort(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
-        log.debug("%s ok (%.0f ms)", name, (time.monotonic() - start) * 1e3)
+            code, message = Code.INTERNAL, f"{type(exc).__name__}: {exc}"
+        seconds = time.monotonic() - start
+        observe(name, code.name, seconds)
+        if code is not Code.OK:
+            log.info("%s failed: %s %s (%.0f ms)", name, code.name, message, seconds * 1e3)
+            context.abort(code, message)
+        log.log(logging.DEBUG if name in ASKED_OFTEN else logging.INFO, "%s ok (%.0f ms)",
+                name, seconds * 1e3)
         return response
     return wrapper  # type: ignore[return-value]

@@ -19,10 +19,12 @@ from pathlib import Path
 import grpc
 
 from protos import csi_pb2_grpc as pb_grpc
+from storaged.metrics import parse_listen, serve_http
 from storaged.rpc import auth
 
 from .controller import ControllerServicer
 from .identity import IdentityServicer
+from .observe import REGISTRY, DriverHealth
 from .rpcbridge import RpcBridge
 from .node import NodeConfig, NodeServicer
 from .spawner import LocalSpawner, RemoteSpawner
@@ -44,6 +46,7 @@ class CsiOptions:
     mount_args: list[str] = field(default_factory=list)
     mounter: str = ""      # unix:///PATH of a 'shoal mounter'; '' = start mounts ourselves
     ready_file: str = ""
+    metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
 
 
 def grpc_address(endpoint: str) -> tuple[str, str]:
@@ -107,6 +110,11 @@ def run(options: CsiOptions) -> None:
     server.start()
     log.info("CSI %s server (node id %s) listening on %s", options.mode,
              options.node_id or "-", options.endpoint)
+    health = None
+    if options.metrics_listen:
+        health = DriverHealth(meta).start()
+        http = serve_http(*parse_listen(options.metrics_listen), REGISTRY, health.health)
+        log.info("metrics and health on http://%s:%d/metrics", *http.server_address[:2])
     if options.ready_file:
         Path(options.ready_file).write_text(f"{os.getpid()}\n")
     stopping = threading.Event()
@@ -118,4 +126,6 @@ def run(options: CsiOptions) -> None:
     signal.signal(signal.SIGINT, stop)
     stopping.wait()
     server.stop(grace=5).wait()
+    if health is not None:
+        health.stop()
     meta.close()

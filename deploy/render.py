@@ -283,8 +283,9 @@ def csi_controller(s: Doc) -> list[Doc]:
     leader = ["--leader-election", f"--leader-election-namespace={s['namespace']}"]
     driver = ours(s, "shoalfs-csi", [
         "csi", "--mode", "controller", "--endpoint", "unix:///csi/csi.sock", *access(s),
-        "--log-format", "json"],
-        ports=[{"name": "healthz", "containerPort": 9808}],
+        "--log-format", "json", *METRICS_ARGS],
+        ports=[{"name": "healthz", "containerPort": 9808},
+               {"name": "metrics", "containerPort": METRICS_PORT}],
         livenessProbe={"httpGet": {"path": "/healthz", "port": "healthz"},
                        "initialDelaySeconds": 10, "periodSeconds": 20, "failureThreshold": 5},
         volumeMounts=[{"name": "socket-dir", "mountPath": "/csi"}, SECRET_MOUNT],
@@ -338,10 +339,12 @@ def csi_node(s: Doc) -> list[Doc]:
     driver = ours(s, "shoalfs-csi", [
         "csi", "--mode", "node", "--endpoint", f"unix://{PLUGIN_DIR}/csi.sock",
         "--node-id", "$(NODE_NAME)", "--state-dir", STATE_DIR,
-        "--mounter", f"unix://{MOUNTER_SOCKET}", *access(s), "--log-format", "json"],
+        "--mounter", f"unix://{MOUNTER_SOCKET}", *access(s), "--log-format", "json",
+        *METRICS_ARGS],
         env=[env_from_field("NODE_NAME", "spec.nodeName")],
         securityContext=privileged,
-        ports=[{"name": "healthz", "containerPort": 9809}],
+        ports=[{"name": "healthz", "containerPort": 9809},
+               {"name": "metrics", "containerPort": METRICS_PORT}],
         livenessProbe={"httpGet": {"path": "/healthz", "port": "healthz"},
                        "initialDelaySeconds": 10, "periodSeconds": 20, "failureThreshold": 5},
         # /dev/fuse: without --mounter (e.g. a debugging session) it mounts by itself

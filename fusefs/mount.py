@@ -18,10 +18,13 @@ import pyfuse3
 import trio
 
 from storaged.data.client import DataClient
-from storaged.rpc import RpcClient, RpcError, auth
+from storaged.metrics import parse_listen, serve_http
+from storaged.rpc import RpcClient, RpcError, auth, requestid
+
 
 from .chunkcache import ChunkCache
 from .filedata import VolumeIO
+from .observe import MountObserver, instrument
 from .operations import Operations
 
 log = logging.getLogger("fusefs")
@@ -40,6 +43,7 @@ class MountOptions:
     ready_file: str = ""
     fuse_workers: int = 32
     session_heartbeat: float = 10.0
+    metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
 
 
 def fuse_options(volume: str) -> set[str]:
@@ -55,10 +59,21 @@ def run(options: MountOptions) -> None:
     secret = auth.load_secret(options.secret_file)
     if not Path(options.mountpoint).is_dir():
         raise ValueError(f"mountpoint {options.mountpoint} is not a directory")
+    requestid.from_environment()
     trio.run(_serve, options, secret)
 
 
+def _start_metrics(options: MountOptions) -> MountObserver | None:
+    if not options.metrics_listen:
+        return None
+    observer = MountObserver(options.volume)
+    http = serve_http(*parse_listen(options.metrics_listen), observer.registry, observer.health)
+    log.info("metrics and health on http://%s:%d/metrics", *http.server_address[:2])
+    return observer
+
+
 async def _serve(options: MountOptions, secret: bytes) -> None:
+    observer = _start_metrics(options)
     async with RpcClient(secret) as rpc:
         volume = await rpc.call(options.meta, "volume.get", options.volume)
         async with trio.open_nursery() as nursery:
@@ -69,11 +84,15 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                           nursery=nursery)
             ops = Operations(io, volume, entry_timeout=options.entry_timeout,
                              attr_timeout=options.attr_timeout)
+            instrument(ops, observer)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
             nursery.start_soon(_keep_session, ops, io, options.volume, description,
-                               options.session_heartbeat)
+                               options.session_heartbeat, observer)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
+            if observer is not None:
+                observer.mounted = observer.session_ok = True
+                nursery.start_soon(observer.refresh_loop, ops)
             unmounted = False
             try:
                 log.info("mounted volume %s at %s (R=%d, chunk size %d)", options.volume,
@@ -98,10 +117,11 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
 
 
 async def _keep_session(ops: Operations, io: VolumeIO, volume: str, description: str,
-                        interval: float) -> None:
+                        interval: float, observer: MountObserver | None) -> None:
     """Heartbeats keep our holds alive; if the meta role forgot us, register again.
     Each beat also re-reads the volume's replica count, so a change (CSI ModifyVolume)
     applies to this mount's next writes without a remount."""
+    requestid.set_current(None)   # not part of the request that started the mount
     while True:
         await trio.sleep(interval)
         try:
@@ -113,8 +133,12 @@ async def _keep_session(ops: Operations, io: VolumeIO, volume: str, description:
                 log.info("volume %s: replica count %d -> %d for new writes", volume,
                          io.replicas, replicas)
                 io.replicas = replicas
+            if observer is not None:
+                observer.session_ok = True
         except RpcError as exc:
             log.warning("session heartbeat failed: %s", exc)
+            if observer is not None:
+                observer.session_ok = False
 
 
 async def _stop_on_signal(ops: Operations) -> None:

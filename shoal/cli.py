@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-request-memory", metavar="SIZE",
                    help="bytes all requests in progress may hold together; past it the server "
                         "stops reading until some finish (default 512MiB)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="debug adds a line per RPC request; requests slower than 2 s are "
+                        "logged at info (default info)")
     p.add_argument("--log-format", choices=["text", "json"],
                    help="text is key=value per line (default), json one object per line")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
@@ -171,8 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-heartbeat", type=float, default=10.0, metavar="SECONDS",
                    help="how often the mount tells the meta role it is alive (default 10; "
                         "keep it well below the meta role's --session-timeout)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (FUSE operations by result, latency, "
+                        "bytes, open files, memory) and /healthz, /readyz here (default: "
+                        "off; docs/operations.md)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    _log_flags(p)
 
     p = sub.add_parser("umount", help="unmount a volume",
                        description="Unmount MOUNTPOINT. Fails while files are open there, "
@@ -182,15 +188,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lazy", action="store_true")
 
     p = sub.add_parser(
-        "volume", help="create, list, show, resize or delete volumes",
-        description="Volumes: 'create NAME --capacity SIZE [--replicas R] [--chunk-size SIZE]', "
-                    "'list', 'show NAME', 'resize NAME --capacity SIZE', 'delete NAME'.",
-        epilog=EPILOG)
-    p.add_argument("action", choices=["create", "list", "show", "resize", "delete"])
-    p.add_argument("name", nargs="?")
-    p.add_argument("--capacity", metavar="SIZE")
-    p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--chunk-size", default="4MiB", metavar="SIZE")
+        "volume", help="create, list, show, resize, delete, snapshot and clone volumes",
+        description="Volumes and snapshots, as the CSI driver makes them for Kubernetes:\n"
+                    "  create NAME --capacity SIZE [--replicas R] [--chunk-size SIZE]\n"
+                    "  list | show NAME | resize NAME --capacity SIZE | delete NAME\n"
+                    "  snapshot NAME --snapshot SNAP   a point-in-time copy of NAME's files "
+                    "(shares chunks: instant, no space until files change)\n"
+                    "  snapshots | delete-snapshot SNAP\n"
+                    "  clone NEW --from SOURCE   a new volume starting as a copy of volume "
+                    "SOURCE, or of snapshot:SNAP (capacity, R and chunk size from the source "
+                    "unless given)\n"
+                    "A volume's data is only reachable through its name: delete cannot be "
+                    "undone (garbage collection frees the space after its grace period).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["create", "list", "show", "resize", "delete", "snapshot",
+                                      "snapshots", "delete-snapshot", "clone"])
+    p.add_argument("name", nargs="?", help="the volume (or, for delete-snapshot, snapshot)")
+    p.add_argument("--capacity", metavar="SIZE", help="quota, e.g. 10GiB")
+    p.add_argument("--replicas", type=int, metavar="R",
+                   help="copies of each chunk on distinct servers (default 2; clone: the "
+                        "source's)")
+    p.add_argument("--chunk-size", metavar="SIZE",
+                   help="a power of two (default 4MiB; clone: the source's)")
+    p.add_argument("--snapshot", metavar="SNAP", help="snapshot: the new snapshot's name")
+    p.add_argument("--from", dest="source", metavar="SOURCE",
+                   help="clone: a volume name, or snapshot:SNAP")
     p.add_argument("--json", action="store_true")
     _access_flags(p)
 
@@ -218,9 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node mode: ask this 'shoal mounter' to run the fusefs processes "
                         "(Kubernetes); without it the plugin starts them itself")
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (CSI calls by method and gRPC code, "
+                        "latency) and /healthz, /readyz here (default: off)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    _log_flags(p)
     _access_flags(p)
 
     p = sub.add_parser(
@@ -300,8 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "/var/lib/shoalfs-csi/logs)")
     p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
                    help="chunk cache of each fusefs process")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    _log_flags(p)
     _access_flags(p)
 
     p = sub.add_parser(
@@ -410,6 +433,14 @@ def _with_meta_access(command: Callable[[argparse.Namespace, str, bytes], int]
     return wrapper
 
 
+def _log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="debug adds a line per RPC request (default info)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text is key=value per line (default), json one object per line; "
+                        "either way a line carries the request id (rid) it belongs to")
+
+
 def _workdir_flag(p: argparse.ArgumentParser) -> None:
     from .cluster import default_workdir
     p.add_argument("--workdir", type=Path, default=default_workdir(), metavar="DIR",
@@ -430,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         except tls.TlsConfigError as exc:
             print(f"shoal {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.command not in ("storaged", "csi", "mounter") and not getattr(args, "foreground", False):
+        from storaged.rpc import requestid
+        requestid.begin("cli")   # the servers' log lines for what this command asked carry it
     try:
         return int(handler(args))
     except KeyboardInterrupt:
@@ -550,13 +584,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.foreground:
         from fusefs.mount import MountOptions, run
-        setup_logging(args.log_level)
+        setup_logging(args.log_level, args.log_format)
         try:
             run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
                              secret_file=secret_file, cache_bytes=cache,
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
                              parallel_uploads=args.parallel_uploads,
                              session_heartbeat=args.session_heartbeat,
+                             metrics_listen=args.metrics_listen or "",
                              ready_file=args.ready_file or ""))
         except (RpcError, ValueError, RuntimeError, OSError) as exc:
             logging.getLogger("fusefs").error("cannot mount: %s", exc)
@@ -572,7 +607,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
                                 "--attr-timeout", str(args.attr_timeout),
                                 "--parallel-uploads", str(args.parallel_uploads),
                                 "--session-heartbeat", str(args.session_heartbeat),
-                                "--log-level", args.log_level])
+                                "--log-level", args.log_level, "--log-format", args.log_format,
+                                *(["--metrics-listen", args.metrics_listen]
+                                  if args.metrics_listen else [])])
     except RuntimeError as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -599,25 +636,47 @@ def cmd_volume(args: argparse.Namespace) -> int:
     try:
         meta, secret_file = _access(args)
         secret = auth.load_secret(secret_file)
-        if args.action != "list" and not args.name:
-            raise ConfigError(f"'shoal volume {args.action}' needs a volume NAME")
+        if args.action not in ("list", "snapshots") and not args.name:
+            raise ConfigError(f"'shoal volume {args.action}' needs a NAME")
         if args.action in ("create", "resize") and not args.capacity:
             raise ConfigError(f"'shoal volume {args.action}' needs --capacity SIZE")
-        calls = {
-            "create": lambda: ("volume.create", args.name, parse_size(args.capacity),
-                               args.replicas, parse_size(args.chunk_size)),
-            "list": lambda: ("volume.list",),
-            "show": lambda: ("volume.get", args.name),
-            "resize": lambda: ("volume.resize", args.name, parse_size(args.capacity)),
-            "delete": lambda: ("volume.delete", args.name),
-        }
-        method, *params = calls[args.action]()
+        if args.action == "snapshot" and not args.snapshot:
+            raise ConfigError("'shoal volume snapshot VOLUME' needs --snapshot NAME")
+        if args.action == "clone" and not args.source:
+            raise ConfigError("'shoal volume clone NEW' needs --from VOLUME or "
+                              "--from snapshot:NAME")
+        capacity = parse_size(args.capacity) if args.capacity else None
+        chunk_size = parse_size(args.chunk_size) if args.chunk_size else None
     except (FileNotFoundError, ConfigError, ValueError) as exc:
         print(f"shoal volume: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    async def clone(client: RpcClient) -> Any:
+        kind, _, name = args.source.rpartition(":")
+        if kind not in ("", "volume", "snapshot"):
+            raise ValueError(f"--from {args.source!r}: a volume name or snapshot:NAME")
+        origin = await client.call(meta, "snapshot.get" if kind == "snapshot" else "volume.get",
+                                   name)
+        return await client.call(
+            meta, "volume.create", args.name, capacity or origin["capacity"],
+            args.replicas or origin["replicas"], chunk_size or origin["chunk_size"],
+            {"created_by": "shoal volume clone"}, f"{kind or 'volume'}:{name}")
+
     async def go() -> Any:
         async with RpcClient(secret) as client:
+            if args.action == "clone":
+                return await clone(client)
+            method, *params = {
+                "create": ("volume.create", args.name, capacity, args.replicas or 2,
+                           chunk_size or 4 << 20),
+                "list": ("volume.list",),
+                "show": ("volume.get", args.name),
+                "resize": ("volume.resize", args.name, capacity),
+                "delete": ("volume.delete", args.name),
+                "snapshot": ("snapshot.create", args.snapshot, args.name),
+                "snapshots": ("snapshot.list",),
+                "delete-snapshot": ("snapshot.delete", args.name),
+            }[args.action]
             return await client.call(meta, method, *params)
 
     try:
@@ -625,15 +684,22 @@ def cmd_volume(args: argparse.Namespace) -> int:
     except RpcError as exc:
         print(f"shoal volume {args.action}: {exc.message} ({exc.code})", file=sys.stderr)
         return EXIT_FAILURE
-    if args.json or args.action in ("create", "show", "resize"):
+    except ValueError as exc:
+        print(f"shoal volume {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json or args.action in ("create", "show", "resize", "snapshot", "clone"):
         print(json.dumps(result, indent=2))
-    elif args.action == "list":
-        print(f"{'NAME':<24} {'CAPACITY':>10} {'USED':>10} {'R':>2} {'CHUNK':>8} INODES")
+    elif args.action in ("list", "snapshots"):
+        print(f"{'NAME':<24} {'CAPACITY':>10} {'USED':>10} {'R':>2} {'CHUNK':>8} "
+              f"{'INODES':>8}  {'FROM' if args.action == 'snapshots' else ''}")
         for v in result:
-            print(f"{v['name']:<24} {display.size(v['capacity']):>10} {display.size(v['used_bytes']):>10} "
-                  f"{v['replicas']:>2} {display.size(v['chunk_size']):>8} {v['used_inodes']}")
+            print(f"{v['name']:<24} {display.size(v['capacity']):>10} "
+                  f"{display.size(v['used_bytes']):>10} {v['replicas']:>2} "
+                  f"{display.size(v['chunk_size']):>8} {v['used_inodes']:>8}  "
+                  f"{v.get('source', '') if args.action == 'snapshots' else ''}")
     else:
-        print("deleted" if result else f"no volume named {args.name}")
+        what = "snapshot" if args.action == "delete-snapshot" else "volume"
+        print("deleted" if result else f"no {what} named {args.name}")
     return EXIT_OK
 
 
@@ -653,7 +719,8 @@ def cmd_csi(args: argparse.Namespace) -> int:
                              secret_file=secret_file, node_id=args.node_id,
                              state_dir=args.state_dir, workers=args.workers,
                              mount_args=["--cache-size", str(cache)],
-                             mounter=args.mounter, ready_file=args.ready_file or "")
+                             mounter=args.mounter, ready_file=args.ready_file or "",
+                             metrics_listen=args.metrics_listen or "")
     except (FileNotFoundError, ConfigError, ValueError) as exc:
         print(f"shoal csi: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,16 +10,24 @@ import sys
 import time
 from pathlib import Path
 
+from storaged.rpc import requestid
+
 
 def spawn_daemon(args: list[str], log_path: Path, module: str = "storaged"
                  ) -> subprocess.Popen[bytes]:
-    """Start ``python -m MODULE ARGS`` in its own session, so it outlives ``shoal``."""
+    """Start ``python -m MODULE ARGS`` in its own session, so it outlives ``shoal``.
+    The request that asked for it (a CSI NodeStageVolume) is named in its environment, so
+    its start-up log lines carry that request id."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    rid = requestid.current()
+    if rid is not None:
+        env[requestid.ENV] = rid
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, env=env,
         )
 
 

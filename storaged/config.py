@@ -140,11 +140,11 @@ class StoragedConfig:
             self.metrics_address()
 
     def metrics_address(self) -> tuple[str, int]:
-        host, sep, port = self.metrics_listen.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"metrics_listen must be HOST:PORT, e.g. 0.0.0.0:9180 "
-                              f"(got {self.metrics_listen!r})")
-        return host.strip("[]") or "0.0.0.0", int(port)
+        from .metrics import parse_listen
+        try:
+            return parse_listen(self.metrics_listen)
+        except ValueError as exc:
+            raise ConfigError(f"metrics_listen: {exc}") from None
 
 
 def load_config(path: str | None, flags: dict[str, Any]) -> StoragedConfig:

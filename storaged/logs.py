@@ -1,4 +1,8 @@
-"""One line per event on stderr, as ``key=value`` pairs or JSON, for people and for grep."""
+"""One line per event on stderr, as ``key=value`` pairs or JSON, for people and for grep.
+
+A line written while a request is being handled carries its id (``rid``, see
+storaged/rpc/requestid.py), in whichever process the request reached.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,17 @@ import logging
 import sys
 import time
 
+from .rpc import requestid
+
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
                 f"logger={record.name} msg={json.dumps(record.getMessage())}")
+        rid = requestid.current()
+        if rid is not None:
+            line += f" rid={rid}"
         if record.exc_info:
             line += f" exc={json.dumps(self.formatException(record.exc_info))}"
         return line
@@ -22,6 +31,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": record.created, "level": record.levelname.lower(),
                "logger": record.name, "msg": record.getMessage()}
+        rid = requestid.current()
+        if rid is not None:
+            doc["rid"] = rid
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)

@@ -36,6 +36,15 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LIVENESS_STALE_SECONDS = 30.0
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9180`` for IPv6; port 0: the kernel picks) as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT for the metrics endpoint, e.g. 0.0.0.0:9180 "
+                         f"(got {value!r})")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 class RpcMetrics:
     """The RPC server's observer: one call per request answered."""
 

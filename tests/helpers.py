@@ -12,11 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from storaged.rpc import RpcClient, auth, tls
 
@@ -225,6 +228,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float 
         if value or time.monotonic() > deadline:
             return value
         time.sleep(step)
+
+
+def scrape(port: int) -> dict[str, dict[tuple, float]]:
+    """{sample name: {labels as sorted tuple: value}}"""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def http_get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def write_synced(path: Path | str, data: bytes) -> str:

@@ -95,8 +95,11 @@ class MetaService:
                             params: dict | None = None, source: str = "") -> dict:
         """With ``source`` ('snapshot:NAME' or 'volume:NAME'), the new volume starts as a
         copy of that tree, sharing its chunks."""
-        return await self._tx(volumes.create, name, capacity, replicas, chunk_size, params,
-                              source)
+        volume = await self._tx(volumes.create, name, capacity, replicas, chunk_size, params,
+                                source)
+        log.info("volume %s created: capacity %d, R=%d, chunk size %d%s", name, capacity,
+                 replicas, chunk_size, f", from {source}" if source else "")
+        return volume
 
     async def volume_get(self, name: str) -> dict:
         return await self._tx(volumes.get, name)
@@ -105,16 +108,23 @@ class MetaService:
         return await self._tx(volumes.list_all)
 
     async def volume_delete(self, name: str) -> bool:
-        return await self._tx(volumes.delete, name)
+        deleted = await self._tx(volumes.delete, name)
+        if deleted:
+            log.info("volume %s deleted", name)
+        return deleted
 
     async def volume_resize(self, name: str, capacity: int) -> dict:
-        return await self._tx(volumes.resize, name, capacity)
+        volume = await self._tx(volumes.resize, name, capacity)
+        log.info("volume %s resized to %d bytes", name, capacity)
+        return volume
 
     async def volume_statfs(self, volume_id: int) -> dict:
         return await self._tx(volumes.statfs, volume_id)
 
     async def volume_set_replicas(self, name: str, replicas: int) -> dict:
-        return await self._tx(volumes.set_replicas, name, replicas)
+        volume = await self._tx(volumes.set_replicas, name, replicas)
+        log.info("volume %s: replica count set to %d", name, replicas)
+        return volume
 
     async def volume_health(self, name: str) -> dict:
         return await self._tx(volumes.health, name)
@@ -123,7 +133,9 @@ class MetaService:
 
     async def snapshot_create(self, name: str, volume: str) -> dict:
         """A point-in-time copy of the volume's committed metadata; chunks are shared."""
-        return await self._tx(volumes.snapshot, name, volume)
+        snapshot = await self._tx(volumes.snapshot, name, volume)
+        log.info("snapshot %s of volume %s created", name, volume)
+        return snapshot
 
     async def snapshot_get(self, name: str) -> dict:
         return await self._tx(volumes.get, name, volumes.SNAPSHOT)
@@ -132,7 +144,10 @@ class MetaService:
         return await self._tx(volumes.list_all, volumes.SNAPSHOT)
 
     async def snapshot_delete(self, name: str) -> bool:
-        return await self._tx(volumes.delete, name, volumes.SNAPSHOT)
+        deleted = await self._tx(volumes.delete, name, volumes.SNAPSHOT)
+        if deleted:
+            log.info("snapshot %s deleted", name)
+        return deleted
 
     # -- namespace ----------------------------------------------------------------------
 
@@ -290,7 +305,10 @@ class MetaService:
         return server
 
     async def cluster_remove(self, server_id: str) -> bool:
-        return await self._tx(servers.remove, server_id)
+        removed = await self._tx(servers.remove, server_id)
+        if removed:
+            log.warning("chunk server %s removed from the cluster map", server_id)
+        return removed
 
     async def cluster_clear_bad(self, chunk_id: str, server_id: str) -> bool:
         return await self._tx(servers.clear_bad_copy, chunk_id, server_id)

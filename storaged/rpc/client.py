@@ -16,11 +16,11 @@ from typing import Any
 
 import trio
 
-from . import auth
+from . import auth, requestid
 from .address import Address, open_stream, parse_address
 from .errors import AuthFailed, RpcError, Timeout, Unavailable, error_from_wire
 from .protocol import (MAX_MSGID, InvalidMessage, MessageReader, Notification, ProtocolError,
-                       Request, Response, StreamError, encode_parts)
+                       Request, Response, StreamError, encode, encode_parts)
 from .server import RECEIVE_SIZE, Limits
 
 log = logging.getLogger("storaged.rpc.client")
@@ -100,6 +100,9 @@ class RpcConnection:
         waiter = _Pending()
         self.pending[msgid] = waiter
         parts = encode_parts(Request(msgid, method, params))
+        rid = requestid.current()
+        if rid is not None:   # sent just ahead of the request, under the same send lock
+            parts.insert(0, encode(Notification(requestid.CONTEXT_METHOD, [rid])))
         sent = False
         with trio.move_on_after(timeout) as scope:
             async with self.send_lock:

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from . import auth
+from . import auth, requestid
 from .tlsstream import accept_tls
 from .budget import ByteBudget, payload_size
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
@@ -24,6 +24,8 @@ from .farewell import LINGER_SECONDS, close, drain, say_goodbye
 from .methods import MethodTable
 from .protocol import (InvalidMessage, MessageReader, Notification, Request, Response,
                        StreamError, encode, encode_parts)
+
+SLOW_REQUEST_SECONDS = 2.0   # answered later than this: worth a line at the default level
 
 log = logging.getLogger("storaged.rpc")
 
@@ -100,6 +102,7 @@ class _ServerConnection:
         self.authenticated = False
         self.server_nonce: bytes | None = None
         self.closing = False
+        self.next_rid: str | None = None   # from an rpc.context notification, for the next request
         self.deadline_scope = trio.CancelScope()
 
     async def run(self) -> None:
@@ -153,7 +156,8 @@ class _ServerConnection:
                 size = payload_size(event.params)
                 await self.server.budget.acquire(size)  # stops reading while memory is spent
                 self.in_flight += 1
-                nursery.start_soon(self._dispatch, event, size)
+                nursery.start_soon(self._dispatch, event, size, self.next_rid)
+            self.next_rid = None
         elif isinstance(event, InvalidMessage) and event.msgid is not None:
             await self._reply_error(event.msgid, InvalidRequest(event.reason))
         elif isinstance(event, (InvalidMessage, StreamError)):
@@ -161,7 +165,11 @@ class _ServerConnection:
             await self._notify_error(InvalidRequest(event.reason))
             self.closing = True
         elif isinstance(event, Notification):
-            log.debug("ignoring notification %s", event.method)
+            if event.method == requestid.CONTEXT_METHOD and len(event.params) == 1 \
+                    and requestid.valid(event.params[0]):
+                self.next_rid = event.params[0]
+            else:
+                log.debug("ignoring notification %s", event.method)
         else:  # a Response: this server never sends requests
             await self._notify_error(InvalidRequest("unexpected response message"))
             self.closing = True
@@ -205,7 +213,8 @@ class _ServerConnection:
             await self._reply_error(request.msgid, InvalidRequest(
                 f"unknown handshake method {request.method!r}"))
 
-    async def _dispatch(self, request: Request, size: int) -> None:
+    async def _dispatch(self, request: Request, size: int, rid: str | None) -> None:
+        requestid.set_current(rid)   # this task's log lines, and the calls it makes, carry it
         started = trio.current_time()
         name, code = "unknown", "OK"  # unknown names stay one label: clients choose them
         try:
@@ -227,9 +236,13 @@ class _ServerConnection:
             self.in_flight -= 1
             with trio.CancelScope(shield=True):
                 await self.server.budget.release(size)
+            seconds = trio.current_time() - started
+            if seconds >= SLOW_REQUEST_SECONDS:
+                log.info("slow request: method=%s code=%s seconds=%.2f", name, code, seconds)
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("request: method=%s code=%s seconds=%.4f", name, code, seconds)
             if self.server.observer is not None:
-                self.server.observer(name, trio.current_time() - started, code, size,
-                                     sum(len(p) for p in parts))
+                self.server.observer(name, seconds, code, size, sum(len(p) for p in parts))
 
     async def _reply(self, msgid: int, result: Any) -> None:
         await self._send(encode(Response(msgid, None, result)))

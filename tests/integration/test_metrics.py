@@ -7,37 +7,18 @@ the numbers must move when work is done: a chunk put shows up as a request, as b
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Iterator
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import NotFound
-from tests.helpers import LocalCluster, StoragedProcess, call, free_port, wait_until
-
-
-def scrape(port: int) -> dict[str, dict[tuple, float]]:
-    """{sample name: {labels as sorted tuple: value}}"""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-    samples: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def get(port: int, path: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+from tests.helpers import (LocalCluster, StoragedProcess, call, free_port, http_get,
+                           scrape, wait_until)
 
 
 @pytest.fixture
@@ -95,8 +76,8 @@ def test_meta_role_metrics_show_servers_and_volumes(observed: tuple[LocalCluster
 def test_health_endpoints(observed: tuple[LocalCluster, int, int]) -> None:
     cluster, meta_port, chunk_port = observed
     for port in (meta_port, chunk_port):
-        assert get(port, "/healthz") == (200, {"ok": True, "detail": "event loop turning"})
-        assert wait_until(lambda: get(port, "/readyz")[0] == 200)
+        assert http_get(port, "/healthz") == (200, {"ok": True, "detail": "event loop turning"})
+        assert wait_until(lambda: http_get(port, "/readyz")[0] == 200)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{chunk_port}/nothing-here", timeout=10)
     assert info.value.code == 404
@@ -109,8 +90,8 @@ def test_a_chunk_server_is_not_ready_until_the_meta_role_knows_it(
         "--meta", "tcp://127.0.0.1:1", "--heartbeat-interval", "0.2",
         "--metrics-listen", f"127.0.0.1:{port}"]).start()
     try:
-        status, body = get(port, "/readyz")
+        status, body = http_get(port, "/readyz")
         assert status == 503 and "not registered with the meta role" in body["detail"]
-        assert get(port, "/healthz")[0] == 200  # alive, though: do not restart it for this
+        assert http_get(port, "/healthz")[0] == 200  # alive, though: do not restart it for this
     finally:
         lonely.stop()

@@ -13,6 +13,7 @@ from trio.testing import trio_test
 
 from storaged.rpc import (AuthFailed, Busy, Internal, InvalidArgument, Limits, MethodNotFound,
                           MethodTable, NotFound, RpcClient, RpcServer, Timeout, Unavailable, auth)
+from storaged.rpc import requestid
 from storaged.rpc.address import bound_address, open_listener, open_stream, parse_address
 from storaged.rpc.protocol import MessageReader, Notification, Request, Response, encode
 
@@ -39,6 +40,11 @@ async def hold(data: bytes, seconds: float) -> int:
     return len(data)
 
 
+async def whose() -> str | None:
+    """The request id the server handles this request under."""
+    return requestid.current()
+
+
 async def missing() -> None:
     raise NotFound("nothing here")
 
@@ -50,7 +56,7 @@ async def crash() -> None:
 def methods() -> MethodTable:
     t = MethodTable()
     for name, fn in [("echo", echo), ("nap", nap), ("hold", hold), ("missing", missing),
-                     ("crash", crash)]:
+                     ("crash", crash), ("whose", whose)]:
         t.add(name, fn)
     return t
 
@@ -294,3 +300,24 @@ async def test_requests_before_garbage_in_the_same_read_are_still_answered():
         assert isinstance(events[0], Notification)  # why we are being disconnected
         assert events[1] == Response(5, None, "answered")
         assert events[2] is None
+
+
+@trio_test
+async def test_request_ids_reach_the_handler_for_exactly_one_request():
+    async with serving() as (address, _), RpcClient(SECRET) as client:
+        requestid.set_current(None)
+        assert await client.call(address, "whose") is None
+        rid = requestid.begin("test")
+        assert await client.call(address, "whose") == rid
+        requestid.set_current(None)
+        assert await client.call(address, "whose") is None
+
+        peer = await RawPeer.open(address)
+        assert (await peer.login()).error is None
+        await peer.send(encode(Notification(requestid.CONTEXT_METHOD, ["raw-1"])))
+        assert (await peer.request(3, "whose", [])).result == "raw-1"
+        assert (await peer.request(4, "whose", [])).result is None   # only the next request
+        for bad in (["x" * 65], [7], ["a", "b"], ["bell\x07"]):
+            await peer.send(encode(Notification(requestid.CONTEXT_METHOD, bad)))
+            assert (await peer.request(5, "whose", [])).result is None
+        await peer.stream.aclose()
