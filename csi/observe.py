@@ -58,14 +58,12 @@ class DriverHealth:
         while True:
             try:
                 self.meta.call("cluster.info", timeout=CHECK_SECONDS)
-                self.health.beat()
                 self.state = (True, "the meta role answers")
             except Unavailable as exc:
-                if "thread" not in exc.message:   # the bridge answered: it is alive
-                    self.health.beat()
                 self.state = (False, f"the meta role does not answer: {exc.message}")
             except RpcError as exc:
-                self.health.beat()
                 self.state = (False, f"the meta role answered with an error: {exc}")
+            if self.meta.running:   # the bridge's loop took the call: the driver is alive
+                self.health.beat()
             if self._stop.wait(CHECK_SECONDS):
                 return

@@ -50,9 +50,14 @@ class RpcBridge:
             self._ready.set()
             await self._stop.wait()
 
+    @property
+    def running(self) -> bool:
+        """The trio thread is up and taking calls."""
+        return self._token is not None and self._thread.is_alive()
+
     def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on the server; raises the RpcError subclass it answered with."""
-        if self._token is None or self._client is None:
+        if not self.running or self._client is None:
             raise Unavailable("the RPC client thread is not running")
         client = self._client
 

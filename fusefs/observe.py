@@ -15,27 +15,23 @@ import errno
 import functools
 import inspect
 import itertools
-import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pyfuse3
-import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from storaged.metrics import LATENCY_BUCKETS, NAMESPACE, Health, Snapshot, gauge
+from storaged.metrics import LATENCY_BUCKETS, NAMESPACE, Health, Snapshot, gauge, keep_fresh
 from storaged.rpc import requestid
 
 if TYPE_CHECKING:
     from .operations import Operations
 
-log = logging.getLogger("fusefs.metrics")
 
-REFRESH_SECONDS = 5.0
 # pyfuse3.Operations' handler names: the ones the kernel calls
 OPERATION_NAMES = tuple(name for name, _ in inspect.getmembers(
     pyfuse3.Operations, inspect.iscoroutinefunction))
@@ -72,13 +68,9 @@ class MountObserver:
         return True, "mounted"
 
     async def refresh_loop(self, ops: Operations) -> None:
-        while True:
-            self.health.beat()
-            try:
-                self.snapshot.replace(self._families(ops))
-            except Exception:  # noqa: BLE001 - a failed refresh must not end the mount
-                log.exception("could not refresh metrics")
-            await trio.sleep(REFRESH_SECONDS)
+        async def families() -> list[Metric]:
+            return self._families(ops)
+        await keep_fresh(self.health, self.snapshot, families)
 
     def _families(self, ops: Operations) -> list[Metric]:
         buffered = sum(max(0, f.size - f.committed_size) for f in ops.files.values())
@@ -119,19 +111,11 @@ def instrument(ops: Operations, observer: MountObserver | None) -> None:
 
 def _wrapped(name: str, handler: Callable[..., Awaitable[Any]], observer: MountObserver | None,
              prefix: str, counter: itertools.count[int]) -> Callable[..., Awaitable[Any]]:
-    children = {}
-    if observer is not None:
-        latency = observer.latency.labels(name)
-
-        def result_counter(result: str) -> Any:
-            child = children.get(result)
-            if child is None:
-                child = children[result] = observer.operations.labels(name, result)
-            return child
-
     @functools.wraps(handler)
     async def op(*args: Any, **kwargs: Any) -> Any:
         requestid.set_current(f"{prefix}-{next(counter):x}")
+        if observer is None:
+            return await handler(*args, **kwargs)
         started = time.perf_counter()
         result = "ok"
         try:
@@ -143,14 +127,12 @@ def _wrapped(name: str, handler: Callable[..., Awaitable[Any]], observer: MountO
             result = "exception"
             raise
         finally:
-            if observer is not None:
-                result_counter(result).inc()
-                latency.observe(time.perf_counter() - started)
-        if observer is not None:
-            if name == "read":
-                observer.read_bytes.inc(len(answer))
-            elif name == "write":
-                observer.written_bytes.inc(answer)
+            observer.operations.labels(name, result).inc()
+            observer.latency.labels(name).observe(time.perf_counter() - started)
+        if name == "read":
+            observer.read_bytes.inc(len(answer))
+        elif name == "write":
+            observer.written_bytes.inc(answer)
         return answer
 
     return op

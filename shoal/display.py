@@ -18,9 +18,9 @@ def size(n: float) -> str:
 
 def age(seconds: float) -> str:
     """A duration as people say it: 42s, 7m, 3h, 2d."""
-    for limit, unit in ((120, "s"), (7200, "m"), (172800, "h")):
+    for limit, unit, per in ((120, "s", 1), (7200, "m", 60), (172800, "h", 3600)):
         if seconds < limit:
-            return f"{seconds / {'s': 1, 'm': 60, 'h': 3600}[unit]:.0f}{unit}"
+            return f"{seconds / per:.0f}{unit}"
     return f"{seconds / 86400:.0f}d"
 
 

@@ -18,10 +18,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -34,6 +35,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0)
 LIVENESS_STALE_SECONDS = 30.0
+REFRESH_SECONDS = 5.0
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -112,6 +114,21 @@ class Health:
         if stale > LIVENESS_STALE_SECONDS:
             return False, f"event loop stuck for {stale:.0f}s"
         return True, "event loop turning"
+
+
+async def keep_fresh(health: Health, snapshot: Snapshot,
+                     families: Callable[[], Awaitable[list[Metric]]],
+                     interval: float = REFRESH_SECONDS) -> None:
+    """The event loop's side of the bargain: every few seconds, copy the gauges' values
+    into the snapshot the scrapes read, and beat the liveness clock (a loop stuck long
+    enough to miss beats is what /healthz reports)."""
+    while True:
+        health.beat()
+        try:
+            snapshot.replace(await families())
+        except Exception:  # noqa: BLE001 - a failed refresh must not end the process
+            log.exception("could not refresh metrics")
+        await trio.sleep(interval)
 
 
 def serve_http(host: str, port: int, registry: CollectorRegistry,

@@ -7,20 +7,16 @@ Metric names and their meaning are listed in docs/operations.md.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .chunk.service import ChunkService
 from .meta.service import MetaService
-from .metrics import NAMESPACE, Health, RpcMetrics, Snapshot, gauge
+from .metrics import NAMESPACE, Health, RpcMetrics, Snapshot, gauge, keep_fresh
 
-log = logging.getLogger("storaged.metrics")
 
-REFRESH_SECONDS = 5.0
 
 
 class StoragedObserver:
@@ -43,14 +39,7 @@ class StoragedObserver:
         return True, "serving"
 
     async def refresh_loop(self) -> None:
-        """Copy the gauges' values every few seconds; beat the liveness clock."""
-        while True:
-            self.health.beat()
-            try:
-                self.snapshot.replace(await self._families())
-            except Exception:  # noqa: BLE001 - a failed refresh must not end the process
-                log.exception("could not refresh metrics")
-            await trio.sleep(REFRESH_SECONDS)
+        await keep_fresh(self.health, self.snapshot, self._families)
 
     async def _families(self) -> list[Metric]:
         families: list[Metric] = []

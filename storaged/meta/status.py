@@ -71,15 +71,21 @@ def build(conn: sqlite3.Connection, repair: RepairState,
     }
 
 
+BATCH = 500   # ids per query: well under SQLite's limit on bound parameters
+
+
 def _chunks_at_risk(conn: sqlite3.Connection, repair: RepairState) -> dict[int, tuple[int, int]]:
     """{volume id: (under-replicated, missing)} from the last pass's chunk ids; a chunk
-    shared by a volume and its snapshots counts for each of them."""
+    shared by a volume and its snapshots counts for each of them. Batched: up to 100k ids
+    of each kind must not hold the database (and every mount's next call) for long."""
     counts: dict[int, list[int]] = {}
-    for slot, ids in ((0, repair.unresolved), (1, repair.missing)):
-        for cid in ids:
-            for (volume,) in conn.execute(
-                    "SELECT DISTINCT i.volume FROM chunks c JOIN inodes i ON i.id=c.inode "
-                    "WHERE c.chunk_id=?", (cid,)):
-                counts.setdefault(volume, [0, 0])[slot] += 1
+    for slot, ids in ((0, sorted(repair.unresolved)), (1, sorted(repair.missing))):
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start:start + BATCH]
+            for volume, chunks in conn.execute(
+                    "SELECT i.volume, count(DISTINCT c.chunk_id) FROM chunks c "
+                    "JOIN inodes i ON i.id=c.inode "
+                    f"WHERE c.chunk_id IN ({','.join('?' * len(batch))}) GROUP BY i.volume",
+                    batch):
+                counts.setdefault(volume, [0, 0])[slot] += chunks
     return {k: (v[0], v[1]) for k, v in counts.items()}
-

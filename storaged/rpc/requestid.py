@@ -13,6 +13,7 @@ follows the work without being passed around.
 
 from __future__ import annotations
 
+import os
 import secrets
 from contextvars import ContextVar
 
@@ -49,7 +50,6 @@ def valid(value: object) -> bool:
 
 def from_environment() -> None:
     """A process started on behalf of a request carries its id while it starts up."""
-    import os
     value = os.environ.pop(ENV, None)
     if valid(value):
         _current.set(value)

@@ -3,7 +3,6 @@ usage errors a person starting it by hand gets."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ import grpc
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
 from shoal.clusterfile import ClusterFile
-from tests.helpers import LocalCluster
+from tests.helpers import LocalCluster, free_port
 
 from csi import PLUGIN_NAME
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_tcp_endpoint_and_cluster_file(cluster: LocalCluster, tmp_path: Path) -> None:
