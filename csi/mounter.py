@@ -18,18 +18,24 @@ from typing import Any
 
 import trio
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
+
 from storaged import __version__
+from storaged.metrics import Health, parse_listen, serve_http
 from storaged.rpc import FsError, auth
 from storaged.rpc.address import open_listener, parse_address
 from storaged.rpc.methods import MethodTable
 from storaged.rpc.server import RpcServer
 
+from .mountmetrics import merged_registry
 from .spawner import LocalSpawner
 
 log = logging.getLogger("csi.mounter")
 
 
-async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner) -> None:
+async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner,
+                 probes: Health) -> None:
     table = MethodTable()
 
     async def mount(volume: str, mountpoint: str) -> int:
@@ -56,7 +62,7 @@ async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner) -> None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, [listener])
-            nursery.start_soon(_reap, spawner)
+            nursery.start_soon(_reap, spawner, probes)
             log.info("mounter listening on unix://%s", socket_path)
             async for signum in signals:
                 # Mounts stay: the processes are in their own sessions. (In a container
@@ -67,14 +73,28 @@ async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner) -> None
                 break
 
 
-async def _reap(spawner: LocalSpawner) -> None:
+async def _reap(spawner: LocalSpawner, health: Health) -> None:
+    """Also the liveness clock: a loop that stops turning stops reaping and answering."""
     while True:
+        health.beat()
+        await trio.to_thread.run_sync(spawner.reap)   # reads /proc/self/mountinfo
         await trio.sleep(2)
-        spawner.reap()
 
 
 def run(socket_path: str, secret_file: str, meta: str, log_dir: Path,
-        mount_args: list[str]) -> None:
+        mount_args: list[str], metrics_listen: str = "") -> None:
+    """Serve until SIGTERM. With ``metrics_listen``, every mount gets a loopback metrics
+    endpoint, and this process serves its own metrics and all of theirs (a ``volume`` and
+    ``mountpoint`` label on each), plus /healthz and /readyz."""
     secret = auth.load_secret(secret_file)
-    spawner = LocalSpawner(meta, secret_file, log_dir, mount_args)
-    trio.run(_serve, socket_path, secret, spawner)
+    spawner = LocalSpawner(meta, secret_file, log_dir, mount_args, metrics=bool(metrics_listen))
+    health = Health(lambda: (os.path.exists(socket_path), f"listening on {socket_path}"
+                             if os.path.exists(socket_path) else "not listening yet"))
+    if metrics_listen:
+        own = CollectorRegistry()
+        ProcessCollector(registry=own)
+        http = serve_http(*parse_listen(metrics_listen), merged_registry(own, spawner.mounts),
+                          health)
+        log.info("metrics (its own and its mounts') on http://%s:%d/metrics",
+                 *http.server_address[:2])
+    trio.run(_serve, socket_path, secret, spawner, health)

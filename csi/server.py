@@ -24,6 +24,7 @@ from storaged.rpc import auth
 
 from .controller import ControllerServicer
 from .identity import IdentityServicer
+from .mountmetrics import merged_registry
 from .observe import REGISTRY, DriverHealth
 from .rpcbridge import RpcBridge
 from .node import NodeConfig, NodeServicer
@@ -73,7 +74,11 @@ def _clear_stale_socket(path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def build_server(options: CsiOptions, meta: RpcBridge) -> grpc.Server:
+def build_server(options: CsiOptions, meta: RpcBridge
+                 ) -> tuple[grpc.Server, LocalSpawner | None]:
+    """The gRPC server, and the spawner when this process runs the node's mounts itself
+    (its mounts' metrics are then served with ours)."""
+    local: LocalSpawner | None = None
     if options.mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=options.workers,
@@ -89,12 +94,13 @@ def build_server(options: CsiOptions, meta: RpcBridge) -> grpc.Server:
             bridge = RpcBridge(options.mounter, auth.load_secret(options.secret_file)).start()
             spawner = RemoteSpawner(bridge)
         else:
-            spawner = LocalSpawner(options.meta, options.secret_file,
-                                   Path(options.state_dir) / "logs", options.mount_args)
+            spawner = local = LocalSpawner(options.meta, options.secret_file,
+                                           Path(options.state_dir) / "logs", options.mount_args,
+                                           metrics=bool(options.metrics_listen))
         config = NodeConfig(node_id=options.node_id, state_dir=Path(options.state_dir),
                             spawner=spawner)
         pb_grpc.add_NodeServicer_to_server(NodeServicer(meta, config), server)
-    return server
+    return server, local
 
 
 def run(options: CsiOptions) -> None:
@@ -102,7 +108,7 @@ def run(options: CsiOptions) -> None:
     address, socket_path = grpc_address(options.endpoint)
     secret = auth.load_secret(options.secret_file)
     meta = RpcBridge(options.meta, secret).start()
-    server = build_server(options, meta)
+    server, local_spawner = build_server(options, meta)
     if socket_path:
         _clear_stale_socket(socket_path)
     if server.add_insecure_port(address) == 0:
@@ -113,7 +119,9 @@ def run(options: CsiOptions) -> None:
     health = None
     if options.metrics_listen:
         health = DriverHealth(meta).start()
-        http = serve_http(*parse_listen(options.metrics_listen), REGISTRY, health.health)
+        registry = REGISTRY if local_spawner is None else \
+            merged_registry(REGISTRY, local_spawner.mounts)
+        http = serve_http(*parse_listen(options.metrics_listen), registry, health.health)
         log.info("metrics and health on http://%s:%d/metrics", *http.server_address[:2])
     if options.ready_file:
         Path(options.ready_file).write_text(f"{os.getpid()}\n")

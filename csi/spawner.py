@@ -9,34 +9,55 @@ replaced when an administrator deletes them (updateStrategy OnDelete).
 
 from __future__ import annotations
 
-import subprocess
+import threading
 from pathlib import Path
 
-from shoal.mounting import mount_process
+from shoal.mounting import is_mounted, mount_process
 
+from .mountmetrics import MountRecord
 from .rpcbridge import RpcBridge
+
+# Each mount's metrics endpoint: loopback only, at a port the kernel picks; the parent
+# serves what it finds there (csi/mountmetrics.py).
+CHILD_METRICS = ["--metrics-listen", "127.0.0.1:0"]
 
 
 class LocalSpawner:
     """Start fusefs processes from this process (tests, labs, plain hosts)."""
 
     def __init__(self, meta: str, secret_file: str, log_dir: Path, mount_args: list[str],
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, metrics: bool = False) -> None:
         self.meta, self.secret_file, self.log_dir = meta, secret_file, log_dir
-        self.mount_args, self.timeout = mount_args, timeout
-        self._children: list[subprocess.Popen[bytes]] = []
+        self.mount_args = [*mount_args, *(CHILD_METRICS if metrics else [])]
+        self.timeout = timeout
+        self._lock = threading.Lock()   # mount and reap run in threads; scrapes read
+        self._mounts: list[MountRecord] = []
 
     def mount(self, volume: str, mountpoint: str) -> int:
         """Mount and return the fusefs pid once the mount is live (RuntimeError if not)."""
         self.reap()
-        proc = mount_process(volume, mountpoint, self.meta, self.secret_file,
-                             self.log_dir / f"{volume}.log", self.mount_args, self.timeout)
-        self._children.append(proc)
-        return proc.pid
+        started = mount_process(volume, mountpoint, self.meta, self.secret_file,
+                                self.log_dir / f"{volume}.log", self.mount_args, self.timeout)
+        with self._lock:
+            # a dead mount this one replaces is not broken any more
+            self._mounts = [m for m in self._mounts
+                            if m.running or m.mountpoint != mountpoint]
+            self._mounts.append(MountRecord(volume, mountpoint, started.proc, started.metrics))
+        return started.proc.pid
 
     def reap(self) -> None:
-        """Collect exited mount processes, so they do not linger as zombies."""
-        self._children = [p for p in self._children if p.poll() is None]
+        """Collect exited mount processes, so they do not linger as zombies. One that died
+        while its mountpoint is still mounted stays on record, as a broken mount, until it
+        is unmounted."""
+        with self._lock:
+            self._mounts = [m for m in self._mounts
+                            if m.running or is_mounted(m.mountpoint)]
+
+    def mounts(self) -> list[MountRecord]:
+        """The mounts as they are now (reaped first: one unmounted since is gone)."""
+        self.reap()
+        with self._lock:
+            return list(self._mounts)
 
 
 class RemoteSpawner:

@@ -379,10 +379,12 @@ def mounter(s: Doc) -> list[Doc]:
     m = s["mounts"]
     container = ours(s, "mounter", [
         "mounter", "--socket", MOUNTER_SOCKET, "--log-dir", f"{STATE_DIR}/logs",
-        "--mount-cache-size", m["cache_size"], *access(s), "--log-format", "json"],
+        "--mount-cache-size", m["cache_size"], *access(s), "--log-format", "json",
+        *METRICS_ARGS],   # its own metrics and every mount's, labelled by volume
         securityContext={"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]},
                          "allowPrivilegeEscalation": True},
-        readinessProbe={"exec": {"command": ["test", "-S", MOUNTER_SOCKET]},
+        ports=[{"name": "metrics", "containerPort": METRICS_PORT}],
+        readinessProbe={"httpGet": {"path": "/readyz", "port": "metrics"},
                         "periodSeconds": 10},
         volumeMounts=[KUBELET_MOUNT, {"name": "state-dir", "mountPath": STATE_DIR},
                       {"name": "fuse-device", "mountPath": "/dev/fuse"}, SECRET_MOUNT],

@@ -7,6 +7,7 @@ pending writes, unmount, then close the connections the flush needed.
 from __future__ import annotations
 
 import faulthandler
+import json
 import logging
 import os
 import signal
@@ -63,17 +64,29 @@ def run(options: MountOptions) -> None:
     trio.run(_serve, options, secret)
 
 
-def _start_metrics(options: MountOptions) -> MountObserver | None:
+def _start_metrics(options: MountOptions) -> tuple[MountObserver | None, str]:
+    """The observer and the HOST:PORT it answers on ('' when off; the port is the one the
+    kernel picked when 0 was asked for, which is how the CSI mounter runs its mounts)."""
     if not options.metrics_listen:
-        return None
+        return None, ""
     observer = MountObserver(options.volume)
     http = serve_http(*parse_listen(options.metrics_listen), observer.registry, observer.health)
-    log.info("metrics and health on http://%s:%d/metrics", *http.server_address[:2])
-    return observer
+    host, port = http.server_address[:2]
+    log.info("metrics and health on http://%s:%d/metrics", host, port)
+    return observer, f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _write_ready_file(path: str, metrics: str) -> None:
+    """Tell whoever started us that the mount is live, our pid, and where our metrics are.
+    Written whole, then renamed: the reader never sees half of it."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "metrics": metrics}) + "\n")
+    os.replace(tmp, target)
 
 
 async def _serve(options: MountOptions, secret: bytes) -> None:
-    observer = _start_metrics(options)
+    observer, metrics_address = _start_metrics(options)
     async with RpcClient(secret) as rpc:
         volume = await rpc.call(options.meta, "volume.get", options.volume)
         async with trio.open_nursery() as nursery:
@@ -98,7 +111,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 log.info("mounted volume %s at %s (R=%d, chunk size %d)", options.volume,
                          options.mountpoint, volume["replicas"], volume["chunk_size"])
                 if options.ready_file:
-                    Path(options.ready_file).write_text(f"{os.getpid()}\n")
+                    _write_ready_file(options.ready_file, metrics_address)
                 nursery.start_soon(_stop_on_signal, ops)
                 await pyfuse3.main(min_tasks=4, max_tasks=options.fuse_workers)
                 await ops.flush_all()

@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus /metrics (CSI calls by method and gRPC code, "
-                        "latency) and /healthz, /readyz here (default: off)")
+                        "latency; in node mode without --mounter, also the metrics of every "
+                        "mount it runs, labelled by volume) and /healthz, /readyz here "
+                        "(default: off)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     _log_flags(p)
     _access_flags(p)
@@ -324,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "/var/lib/shoalfs-csi/logs)")
     p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
                    help="chunk cache of each fusefs process")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics here: this process's own and those of "
+                        "every mount it runs (each labelled with its volume and mountpoint, "
+                        "plus shoalfs_mount_up), and /healthz, /readyz (default: off)")
     _log_flags(p)
     _access_flags(p)
 
@@ -969,7 +975,8 @@ def cmd_mounter(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     setup_logging(args.log_level, args.log_format)
     try:
-        run(args.socket, secret_file, meta, args.log_dir, mount_args)
+        run(args.socket, secret_file, meta, args.log_dir, mount_args,
+            args.metrics_listen or "")
     except (ValueError, OSError, RuntimeError) as exc:
         logging.getLogger("csi.mounter").error("cannot start: %s", exc)
         return EXIT_FAILURE

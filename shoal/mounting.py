@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .processes import spawn_daemon, wait_for_file
@@ -20,23 +22,31 @@ def is_mounted(mountpoint: str | Path) -> bool:
     return False
 
 
+@dataclass
+class MountProcess:
+    """A live mount's process, and where its metrics are (HOST:PORT; '' when it has none)."""
+    proc: subprocess.Popen[bytes]
+    metrics: str
+
+
 def mount_background(volume: str, mountpoint: str, meta: str, secret_file: str,
                      log_path: Path, extra: list[str], timeout: float = 30.0) -> int:
     """Start a detached mount process and return its pid once the mount is live."""
-    return mount_process(volume, mountpoint, meta, secret_file, log_path, extra, timeout).pid
+    return mount_process(volume, mountpoint, meta, secret_file, log_path, extra,
+                         timeout).proc.pid
 
 
 def mount_process(volume: str, mountpoint: str, meta: str, secret_file: str, log_path: Path,
-                  extra: list[str], timeout: float = 30.0) -> subprocess.Popen[bytes]:
+                  extra: list[str], timeout: float = 30.0) -> MountProcess:
     """Start a mount process in a session of its own; return it once the mount is live.
     A long-lived caller keeps the Popen to reap the process when it exits."""
     ready = log_path.with_suffix(".ready")
     ready.unlink(missing_ok=True)
     proc = spawn_daemon([volume, mountpoint, "--meta", meta, "--secret-file", secret_file,
                          "--ready-file", str(ready), *extra], log_path, module="fusefs")
-    wait_for_file(ready, proc, log_path, timeout, what="the mount process")
+    report = json.loads(wait_for_file(ready, proc, log_path, timeout, what="the mount process"))
     ready.unlink(missing_ok=True)
-    return proc
+    return MountProcess(proc, report.get("metrics") or "")
 
 
 def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:

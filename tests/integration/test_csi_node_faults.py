@@ -16,11 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from protos import csi_pb2 as pb
+from tests.helpers import free_port, http_get, scrape, wait_until
 
 from .csi_support import MiB, CsiServer, Env, NodePaths, csi_env, is_mounted
 from .test_csi import create, publish, read_file, stage, unpublish, unstage, write_file
@@ -143,24 +145,36 @@ def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def test_with_a_mounter_the_mounts_belong_to_it(env: Env) -> None:
-    """The Kubernetes layout: fusefs processes are children of 'shoal mounter' (its own
-    DaemonSet), never of the node plugin, which may be killed and restarted at will."""
-    socket_path = env.root / "mounter.sock"
-    log = open(env.root / "mounter.log", "ab")
+@contextmanager
+def mounter_and_node(env: Env, name: str, *mounter_args: str
+                     ) -> Iterator[tuple[subprocess.Popen[bytes], CsiServer, NodePaths]]:
+    """A 'shoal mounter' and a node plugin that asks it to run the mounts, as in Kubernetes."""
+    socket_path = env.root / f"{name}.sock"
+    log = open(env.root / f"{name}.log", "ab")
     mounter = subprocess.Popen(
         [sys.executable, "-m", "shoal.cli", "mounter", "--socket", str(socket_path),
-         "--log-dir", str(env.root / "mounter-logs"), "--meta", env.cluster.meta.address,
-         "--secret-file", str(env.a.secret_file)], stdout=log, stderr=log)
-    node = CsiServer(env.root, "node-m", "node", env.cluster.meta.address, env.a.secret_file,
-                     extra=("--mounter", f"unix://{socket_path}"))
-    paths = NodePaths(env.root / "kubelet-m")
+         "--log-dir", str(env.root / f"{name}-logs"), "--meta", env.cluster.meta.address,
+         "--secret-file", str(env.a.secret_file), *mounter_args], stdout=log, stderr=log)
+    node = CsiServer(env.root, f"node-{name}", "node", env.cluster.meta.address,
+                     env.a.secret_file, extra=("--mounter", f"unix://{socket_path}"))
     try:
         deadline = time.monotonic() + 20
         while not socket_path.exists():
             assert mounter.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         node.start()
+        yield mounter, node, NodePaths(env.root / f"kubelet-{name}")
+    finally:
+        node.stop()
+        mounter.terminate()
+        mounter.wait(15)
+        log.close()
+
+
+def test_with_a_mounter_the_mounts_belong_to_it(env: Env) -> None:
+    """The Kubernetes layout: fusefs processes are children of 'shoal mounter' (its own
+    DaemonSet), never of the node plugin, which may be killed and restarted at will."""
+    with mounter_and_node(env, "mounter") as (mounter, node, paths):
         vid = create(env).volume_id
         stage(node, paths, vid)
         target = publish(node, paths, vid, "pod")
@@ -184,8 +198,38 @@ def test_with_a_mounter_the_mounts_belong_to_it(env: Env) -> None:
                 break
             time.sleep(0.1)
         assert not Path(f"/proc/{pid}").exists(), "the exited mount process was not reaped"
-    finally:
-        node.stop()
-        mounter.terminate()
-        mounter.wait(15)
-        log.close()
+
+
+def test_the_mounter_serves_every_mounts_metrics_and_which_are_broken(env: Env) -> None:
+    """Prometheus scrapes the mounter, not each pod's mount: the mounter serves the families
+    of every fusefs process it runs, labelled with volume and mountpoint, and
+    shoalfs_mount_up goes to 0 when one dies under a mounted path."""
+    port = free_port()
+    with mounter_and_node(env, "metered", "--metrics-listen", f"127.0.0.1:{port}") as (
+            mounter, node, paths):
+        assert wait_until(lambda: http_get(port, "/readyz")[0] == 200)
+        vid = create(env).volume_id
+        stage(node, paths, vid)
+        target = publish(node, paths, vid, "pod")
+        mine = (("mountpoint", paths.staging(vid)), ("volume", vid))
+        write_file(f"{target}/a", os.urandom(MiB))
+
+        def written() -> float:
+            return scrape(port).get("shoalfs_fuse_written_bytes_total", {}).get(mine, 0.0)
+        assert wait_until(lambda: written() >= MiB, timeout=20), scrape(port)
+        samples = scrape(port)
+        assert samples["shoalfs_mount_up"][mine] == 1.0
+        assert samples["shoalfs_mount_session_up"][mine] == 1.0
+        assert samples["shoalfs_fuse_operations_total"][
+            (("mountpoint", paths.staging(vid)), ("operation", "create"), ("result", "ok"),
+             ("volume", vid))] >= 1
+        assert samples["process_resident_memory_bytes"][mine] > 10 * MiB   # the mount's
+        assert samples["process_resident_memory_bytes"][()] > 10 * MiB     # the mounter's
+
+        os.kill(mount_pid(node, vid), signal.SIGKILL)    # the pods now see ENOTCONN
+        assert wait_until(lambda: scrape(port)["shoalfs_mount_up"].get(mine) == 0.0,
+                          timeout=20), scrape(port).get("shoalfs_mount_up")
+        unpublish(node, vid, target)
+        unstage(node, paths, vid)
+        assert wait_until(lambda: mine not in scrape(port).get("shoalfs_mount_up", {}),
+                          timeout=20), "an unmounted mount is still reported"

@@ -218,6 +218,10 @@ def test_the_node_plugin_reaches_the_mounter_and_both_see_kubelet_mounts() -> No
     # replacing a mounter pod ends its node's mounts: never automatically, never on a probe
     assert mounter["spec"]["updateStrategy"]["type"] == "OnDelete"
     assert "livenessProbe" not in mc
+    # Prometheus scrapes the mounter for every mount of its node (csi/mountmetrics.py)
+    ports = {p["name"]: p["containerPort"] for p in mc["ports"]}
+    assert flag_value(mc["args"], "--metrics-listen").endswith(f":{ports['metrics']}")
+    assert mc["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert mc["resources"]["limits"]["memory"]
 
 
