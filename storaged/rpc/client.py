@@ -101,8 +101,8 @@ class RpcConnection:
         self.pending[msgid] = waiter
         parts = encode_parts(Request(msgid, method, params))
         rid = requestid.current()
-        if rid is not None:   # sent just ahead of the request, under the same send lock
-            parts.insert(0, encode(Notification(requestid.CONTEXT_METHOD, [rid])))
+        if rid is not None:   # just ahead of the request, in the same send (one syscall)
+            parts[0] = encode(Notification(requestid.CONTEXT_METHOD, [rid])) + parts[0]
         sent = False
         with trio.move_on_after(timeout) as scope:
             async with self.send_lock:
