@@ -30,6 +30,13 @@ log = logging.getLogger("fusefs")
 
 T = TypeVar("T")
 FILES_LIMIT = 1 << 32
+# Meta calls that change no directory's attributes (reads; holds; deleting an orphan, which
+# has no name left). Every other call may, and forgets the directory attributes kept from
+# creates (Operations.dir_attrs).
+LEAVES_DIRECTORIES_ALONE = frozenset({
+    "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
+    "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "volume.get", "volume.statfs",
+    "session.open", "session.heartbeat", "session.pending"})
 
 
 def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -82,10 +89,17 @@ class Operations(pyfuse3.Operations):
         self.session = ""  # set by the mount: this mount's session in the meta role
         # inode -> until when "it has no security.capability" may be believed (see getxattr)
         self.no_capability: dict[int, float] = {}
+        # directory inode -> (until when, its attributes) as a create in it left them; see
+        # _make and getattr. Any other change through this mount empties it.
+        self.dir_attrs: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._changes = 0
 
     # -- helpers ----------------------------------------------------------------------------
 
     async def _call(self, method: str, *params: Any) -> Any:
+        if method not in LEAVES_DIRECTORIES_ALONE:
+            self._changes += 1
+            self.dir_attrs.clear()
         return await self.rpc.call(self.meta, method, *params)
 
     def _entry(self, attr: dict[str, Any]) -> pyfuse3.EntryAttributes:
@@ -125,7 +139,11 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None
                       ) -> pyfuse3.EntryAttributes:
-        return self._entry(await self._call("fs.getattr", self.inodes.to_meta(inode)))
+        ino = self.inodes.to_meta(inode)
+        made = self.dir_attrs.pop(ino, None)
+        if made is not None and made[0] > time.monotonic():
+            return self._entry(made[1])
+        return self._entry(await self._call("fs.getattr", ino))
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -157,8 +175,19 @@ class Operations(pyfuse3.Operations):
     async def _make(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext,
                     rdev: int = 0, target: bytes | None = None,
                     hold: bool = False) -> dict[str, Any]:
-        return await self._call("fs.mknod", self.inodes.to_meta(parent_inode), name, mode,
+        """A create changes its directory's mtime (and a mkdir its nlink), so the kernel
+        drops the directory's attributes and asks for them before the next path walk through
+        it: one more round trip per create. The meta role returns the directory's new
+        attributes with the new node; the next GETATTR of that directory is answered from
+        them, once, within the attribute timeout, unless anything else changed through this
+        mount meanwhile (``_call`` empties the table on every other change)."""
+        mine = self._changes + 1    # _call counts this change before its first await
+        attr = await self._call("fs.mknod", self.inodes.to_meta(parent_inode), name, mode,
                                 ctx.uid, ctx.gid, rdev, target, self.session if hold else None)
+        parent = attr.pop("parent", None)
+        if parent is not None and self._changes == mine:
+            self.dir_attrs[parent["ino"]] = (time.monotonic() + self.attr_timeout, parent)
+        return attr
 
     async def open_session(self, description: str) -> None:
         """(Re)register this mount with the meta role, with a hold on every open file."""

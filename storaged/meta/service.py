@@ -180,9 +180,13 @@ class MetaService:
     async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                        rdev: int = 0, target: bytes | None = None,
                        session: str | None = None) -> dict:
-        """Create a node; with ``session``, the new file is also held open by that mount."""
-        attr = await self._short_tx(namespace.make_node, parent, name, mode, uid, gid, rdev,
-                                     target)
+        """Create a node; with ``session``, the new file is also held open by that mount.
+        The answer also carries, under ``parent``, the directory's attributes as the create
+        left them (a mount answers the kernel's next GETATTR of the directory with them)."""
+        def make(conn: sqlite3.Connection) -> dict:
+            attr = namespace.make_node(conn, parent, name, mode, uid, gid, rdev, target)
+            return {**attr, "parent": namespace.getattr_(conn, parent)}
+        attr = await self._short_tx(make)
         if session is not None:
             self.sessions.hold(session, attr["ino"])
         return attr

@@ -29,7 +29,10 @@ def test_volumes_over_rpc_with_errno_errors(storaged, secret):
         call(meta.address, secret, "volume.create", "v1", 1 << 30, 2, 1 << 22)
     assert info.value.errno == errno.EEXIST
     attr = call(meta.address, secret, "fs.mknod", vol["root"], b"file", 0o100644, 0, 0)
+    parent = attr.pop("parent")   # the directory as the create left it
     assert call(meta.address, secret, "fs.lookup", vol["root"], b"file") == attr
+    assert call(meta.address, secret, "fs.getattr", vol["root"]) == parent
+    assert parent["mtime_ns"] == attr["ctime_ns"]
     with pytest.raises(FsError) as info:
         call(meta.address, secret, "fs.rmdir", vol["root"], b"file")
     assert info.value.errno == errno.ENOTDIR

@@ -93,6 +93,31 @@ def test_directory_link_counts_and_parent_times(here):
     assert here.stat().st_nlink == 3
 
 
+def test_a_directory_stat_right_after_each_change_is_the_changed_one(here):
+    """After a create the mount answers the directory's next GETATTR from what the create
+    returned (one round trip less per create): that answer must be the directory as the
+    create left it, and changes of other kinds must still show at once."""
+    for i in range(5):
+        with open(here / f"f{i}", "w"):
+            pass
+        made = (here / f"f{i}").stat()
+        now = here.stat()
+        assert now.st_mtime_ns == made.st_ctime_ns == now.st_ctime_ns
+    os.mkdir(here / "sub")
+    assert here.stat().st_nlink == 3
+    assert here.stat().st_mtime_ns == (here / "sub").stat().st_ctime_ns
+    before = here.stat()
+    with open(here / "g", "w"):
+        pass
+    os.unlink(here / "f0")
+    after = here.stat()
+    assert after.st_mtime_ns > before.st_mtime_ns
+    assert after.st_mtime_ns >= (here / "g").stat().st_ctime_ns
+    os.rmdir(here / "sub")
+    assert here.stat().st_nlink == 2
+    assert sorted(os.listdir(here)) == ["f1", "f2", "f3", "f4", "g"]
+
+
 def test_hard_links(here):
     (here / "a").write_bytes(b"shared")
     os.link(here / "a", here / "b")
