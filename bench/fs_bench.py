@@ -53,7 +53,6 @@ def usage(system: System) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict:
     size = SuiteSize(args.size_mib, args.random_ops, args.files, args.small_files)
     work = Path(tempfile.mkdtemp(prefix="shoalfs-fsbench-", dir=args.dir))
-    work.chmod(0o755)
     systems = build(args.systems, work, size)
     results: dict[str, dict[str, list[float]]] = {s.name: {} for s in systems}
     resources: dict[str, dict[str, float]] = {}

@@ -68,10 +68,10 @@ class MooseFs:
         if (self.work / "mfsmaster.cfg").exists():
             self._in_netns(["mfsmaster", "-c", str(self.work / "mfsmaster.cfg"), "stop"],
                            check=False)
-        for pid in self.pids().values():
-            for p in pid:
+        for pids in self.pids().values():   # whatever did not stop when asked
+            for pid in pids:
                 try:
-                    os.kill(p, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         if self._started_netns:

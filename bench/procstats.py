@@ -21,9 +21,15 @@ def process_stats(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(") ", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    peak = 0
+    return cpu, resident_memory(pid)[1]
+
+
+def resident_memory(pid: int) -> tuple[int, int]:
+    """(resident now, peak resident) in bytes: VmRSS and VmHWM of a live process."""
+    values = {"VmRSS": 0, "VmHWM": 0}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) * 1024
-    return cpu, peak
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]

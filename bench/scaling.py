@@ -26,23 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procstats import drop_caches
+from bench.procstats import drop_caches, resident_memory
 from bench.systems import Shoalfs
 from bench.workloads import UniqueBlocks
 
 MiB = 1 << 20
 SAMPLE = 1000
-
-
-def resident(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) in bytes."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 def directory_rates(d: Path, sizes: list[int]) -> list[tuple[int, float, float]]:
@@ -108,7 +97,7 @@ def open_files_memory(d: Path, mount_pid: int, files: int = 100) -> tuple[int, i
         for h in handles:
             h.write(blocks.next())
         time.sleep(1)
-        return resident(mount_pid)
+        return resident_memory(mount_pid)
     finally:
         for h in handles:
             h.close()
@@ -139,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         writers = [(n, writers_rate(system.mountpoint / f"w{n}", n, args.writer_mib))
                    for n in args.writers]
         rss, _ = open_files_memory(system.mountpoint / "open", mount_pid)
-        _, peak = resident(mount_pid)
+        _, peak = resident_memory(mount_pid)
     finally:
         system.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -88,8 +88,11 @@ def run(socket_path: str, secret_file: str, meta: str, log_dir: Path,
     ``mountpoint`` label on each), plus /healthz and /readyz."""
     secret = auth.load_secret(secret_file)
     spawner = LocalSpawner(meta, secret_file, log_dir, mount_args, metrics=bool(metrics_listen))
-    health = Health(lambda: (os.path.exists(socket_path), f"listening on {socket_path}"
-                             if os.path.exists(socket_path) else "not listening yet"))
+    def listening() -> tuple[bool, str]:
+        if os.path.exists(socket_path):
+            return True, f"listening on {socket_path}"
+        return False, "not listening yet"
+    health = Health(listening)
     if metrics_listen:
         own = CollectorRegistry()
         ProcessCollector(registry=own)
