@@ -10,8 +10,10 @@ On one ``shoal up`` cluster (3 chunk servers, R=2):
   directory beyond logarithmic shows as a falling rate.
 - **concurrent writers**: N processes each writing its own file of --writer-mib in 1 MiB
   writes with fsync at the end; the aggregate MB/s.
-- **open files**: 100 files held open, 1 MiB written to each and not yet closed; the mount
-  process's resident memory then, and its peak (VmHWM) over the whole run.
+- **open files**: 100 files held open, --open-mib written to each and not yet closed (400
+  MiB by default, over the mount's default --max-unsaved of 128 MiB: the rest must go to
+  the chunk servers before close); the mount process's resident memory then, and its peak
+  (VmHWM) over the whole run.
 """
 
 from __future__ import annotations
@@ -87,15 +89,16 @@ def writers_rate(d: Path, writers: int, mib: int) -> float:
     return rate
 
 
-def open_files_memory(d: Path, mount_pid: int, files: int = 100) -> tuple[int, int]:
-    """Resident memory of the mount with ``files`` files open, each with 1 MiB written
-    and not yet closed (so buffered in the mount); then they are closed."""
+def open_files_memory(d: Path, mount_pid: int, mib: int, files: int = 100) -> tuple[int, int]:
+    """Resident memory of the mount with ``files`` files open, each with ``mib`` MiB written
+    (round robin, 1 MiB at a time) and not yet closed; then they are closed."""
     d.mkdir()
     blocks = UniqueBlocks(MiB)
     handles = [open(d / f"o{i:03d}", "wb", buffering=0) for i in range(files)]
     try:
-        for h in handles:
-            h.write(blocks.next())
+        for _ in range(mib):
+            for h in handles:
+                h.write(blocks.next())
         time.sleep(1)
         return resident_memory(mount_pid)
     finally:
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", default="1,2,4",
                         type=lambda v: [int(x) for x in v.split(",")])
     parser.add_argument("--writer-mib", type=int, default=512)
+    parser.add_argument("--open-mib", type=int, default=4,
+                        help="MiB written to each of the 100 open files (default 4)")
     args = parser.parse_args(argv)
     if min(args.sizes) < SAMPLE:
         parser.error(f"--sizes: each at least {SAMPLE}")
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print("concurrent writers", file=sys.stderr)
         writers = [(n, writers_rate(system.mountpoint / f"w{n}", n, args.writer_mib))
                    for n in args.writers]
-        rss, _ = open_files_memory(system.mountpoint / "open", mount_pid)
+        rss, _ = open_files_memory(system.mountpoint / "open", mount_pid, args.open_mib)
         _, peak = resident_memory(mount_pid)
     finally:
         system.stop()
@@ -140,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'writers':<26}{'MB/s total':>12}")
     for n, rate in writers:
         print(f"{n:<26}{rate:>12.0f}")
-    print(f"\nmount memory: {rss / MiB:.0f} MiB resident with 100 files open (1 MiB unsaved "
-          f"each); peak over the run {peak / MiB:.0f} MiB")
+    print(f"\nmount memory: {rss / MiB:.0f} MiB resident with 100 files open ({args.open_mib} "
+          f"MiB written to each, not closed; --max-unsaved 128MiB, --cache-size 128MiB); "
+          f"peak over the run {peak / MiB:.0f} MiB")
     return 0
 
 

@@ -379,7 +379,8 @@ def mounter(s: Doc) -> list[Doc]:
     m = s["mounts"]
     container = ours(s, "mounter", [
         "mounter", "--socket", MOUNTER_SOCKET, "--log-dir", f"{STATE_DIR}/logs",
-        "--mount-cache-size", m["cache_size"], *access(s), "--log-format", "json",
+        "--mount-cache-size", m["cache_size"], "--mount-max-unsaved", m["max_unsaved"],
+        *access(s), "--log-format", "json",
         *METRICS_ARGS],   # its own metrics and every mount's, labelled by volume
         securityContext={"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]},
                          "allowPrivilegeEscalation": True},

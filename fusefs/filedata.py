@@ -13,6 +13,11 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
 - ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
   size in one meta transaction. Only then do fsync() and close() return: the data is on R
   servers and in the metadata.
+- Memory for written-but-not-stored bytes (``dirty`` plus ``uploading``, over every file of
+  the mount) is bounded by ``VolumeIO.max_unsaved_bytes``: a write that leaves more waits
+  while dirty pieces of the fullest files are uploaded (``VolumeIO.make_room``). Without it,
+  each of a hundred open files could hold its 16 pieces and the mount would grow without a
+  limit anyone configured.
 """
 
 from __future__ import annotations
@@ -78,11 +83,50 @@ class VolumeIO:
     uploads: trio.CapacityLimiter
     nursery: trio.Nursery
     max_dirty_pieces: int = 16
+    max_unsaved_bytes: int = 128 << 20
     after_commit: Callable[[], None] | None = None
     session: str = ""  # this mount's session in the meta role (set by Operations)
     # chunks stored but not committed yet -> how many pieces use them; registered with the
     # session so garbage collection never takes them
     pending: dict[str, int] = field(default_factory=dict)
+    # every file with open handles or unsaved data (Operations keeps it): inode -> FileData
+    files: dict[int, FileData] = field(default_factory=dict)
+    upload_failures: int = 0
+    upload_finished: trio.Event = field(default_factory=trio.Event)
+
+    def unsaved_bytes(self) -> int:
+        return sum(f.unsaved_bytes for f in self.files.values())
+
+    def note_upload_finished(self, failed: bool) -> None:
+        self.upload_failures += failed
+        self.upload_finished.set()
+        self.upload_finished = trio.Event()
+
+    async def make_room(self, incoming: int) -> None:
+        """Wait until ``incoming`` more bytes fit beside the mount's unsaved bytes in
+        ``max_unsaved_bytes`` (or nothing more can be freed: one write larger than the bound
+        still goes through).
+
+        Dirty pieces of the files holding the most are sent first (a piece being uploaded
+        still takes memory until it is durable, so the wait is for uploads to finish). If an
+        upload fails meanwhile, the write fails with it before taking its bytes: the failed
+        pieces stay dirty, and while storage is failing the mount refuses more instead of
+        growing without end.
+        """
+        while (unsaved := self.unsaved_bytes() + incoming) > self.max_unsaved_bytes:
+            finished, failures = self.upload_finished, self.upload_failures
+            uploading = sum(f.unsaved_bytes - f.dirty_bytes for f in self.files.values())
+            needed = unsaved - self.max_unsaved_bytes - uploading  # beyond what is on its way
+            for data in sorted(self.files.values(), key=lambda f: f.dirty_bytes, reverse=True):
+                if needed <= 0 or not data.dirty:
+                    break
+                needed -= await data.upload_dirty(needed)
+            if not any(f.in_flight for f in self.files.values()):
+                return  # nothing will free memory; never wait for nothing
+            await finished.wait()
+            if self.upload_failures != failures:
+                raise FsError(errno.EIO, "could not store data (the mount's memory for "
+                                         "unsaved writes is full and an upload failed)")
 
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
@@ -144,6 +188,15 @@ class FileData:
     write_lock: trio.Lock = field(default_factory=trio.Lock)
     flush_lock: trio.Lock = field(default_factory=trio.Lock)
     idle: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def dirty_bytes(self) -> int:
+        return sum(map(len, self.dirty.values()))
+
+    @property
+    def unsaved_bytes(self) -> int:
+        """Memory this file's written-but-not-stored bytes take."""
+        return self.dirty_bytes + sum(map(len, self.uploading.values()))
 
     @property
     def has_unsaved(self) -> bool:
@@ -230,6 +283,7 @@ class FileData:
         if self.upload_error is not None:
             error, self.upload_error = self.upload_error, None
             raise _as_fs_error(error)
+        await self.io.make_room(len(buf))
         cs = self.io.chunk_size
         async with self.write_lock:
             pos = 0
@@ -252,7 +306,19 @@ class FileData:
                     await self._start_upload(idx)  # full: send it while the writer goes on
             self.size = max(self.size, off + len(buf))
         if len(self.dirty) > self.io.max_dirty_pieces:
-            await self.flush()  # bound the memory partial pieces can take
+            await self.flush()  # commit now and then: bounds what a crash of the mount loses
+
+    async def upload_dirty(self, at_least: int) -> int:
+        """Start uploading dirty pieces, fullest first, until ``at_least`` bytes are on their
+        way (or none are left); returns how many bytes were started."""
+        started = 0
+        async with self.write_lock:
+            for idx in sorted(self.dirty, key=lambda i: len(self.dirty[i]), reverse=True):
+                if started >= at_least:
+                    break
+                started += len(self.dirty[idx])
+                await self._start_upload(idx)
+        return started
 
     async def _start_upload(self, idx: int) -> None:
         data = bytes(self.dirty.pop(idx))
@@ -264,6 +330,7 @@ class FileData:
 
     async def _upload(self, idx: int, data: bytes, generation: int) -> None:
         token = ("upload", self.ino, idx, id(data))
+        failed = False
         try:
             start, stored = zero_trimmed(data)
             if stored:
@@ -298,6 +365,7 @@ class FileData:
             if self.generation.get(idx) == generation:
                 self.dirty.setdefault(idx, bytearray(data))  # keep it for the next flush
             self.upload_error = exc
+            failed = True
         finally:
             if self.uploading.get(idx) is data:
                 del self.uploading[idx]
@@ -305,6 +373,7 @@ class FileData:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
+            self.io.note_upload_finished(failed)
 
     # -- flush, fsync, close ----------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class MountOptions:
     meta: str
     secret_file: str
     cache_bytes: int = 128 << 20
+    max_unsaved_bytes: int = 128 << 20
     parallel_uploads: int = 4
     entry_timeout: float = 1.0
     attr_timeout: float = 1.0
@@ -94,7 +95,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                           cache=ChunkCache(options.cache_bytes), chunk_size=volume["chunk_size"],
                           replicas=volume["replicas"],
                           uploads=trio.CapacityLimiter(options.parallel_uploads),
-                          nursery=nursery)
+                          nursery=nursery, max_unsaved_bytes=options.max_unsaved_bytes)
             ops = Operations(io, volume, entry_timeout=options.entry_timeout,
                              attr_timeout=options.attr_timeout)
             instrument(ops, observer)

@@ -80,6 +80,10 @@ class MountObserver:
                   len(ops.lookups)),
             gauge("mount_unsaved_bytes", "Bytes written but not yet committed (at most the "
                   "open files' growth: what fsync or close still has to send)", buffered),
+            gauge("mount_unsaved_memory_bytes", "Memory held by written data not yet stored "
+                  "(pieces being filled or uploaded)", ops.io.unsaved_bytes()),
+            gauge("mount_unsaved_memory_limit_bytes", "Bound of mount_unsaved_memory_bytes "
+                  "(--max-unsaved)", ops.io.max_unsaved_bytes),
             gauge("mount_cache_bytes", "Chunk cache in use", ops.io.cache.bytes),
             gauge("mount_cache_limit_bytes", "Chunk cache bound (--cache-size)",
                   ops.io.cache.max_bytes),

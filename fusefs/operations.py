@@ -82,7 +82,7 @@ class Operations(pyfuse3.Operations):
         io.after_commit = self.quota.stale
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
-        self.files: dict[int, FileData] = {}  # meta inode -> open file state
+        self.files: dict[int, FileData] = io.files  # meta inode -> open file state
         self.handles: dict[int, int] = {}   # fh -> meta inode
         self._next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told

@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the kernel may cache names (default 1)")
     p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
                    help="how long the kernel may cache attributes (default 1)")
+    p.add_argument("--max-unsaved", default="128MiB", metavar="SIZE",
+                   help="memory for written data not yet stored, over all open files "
+                        "(default 128MiB); a write beyond it waits for uploads")
     p.add_argument("--parallel-uploads", type=int, default=4, metavar="N",
                    help="pieces uploaded at once per mount (default 4); each holds a chunk "
                         "in memory")
@@ -234,8 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/shoalfs-csi"), metavar="DIR",
                    help="the node plugin's record of staged volumes, and mount logs "
                         "(default /var/lib/shoalfs-csi; keep it on the host)")
-    p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
-                   help="chunk cache of each fusefs process the node plugin starts")
+    _mount_memory_flags(p, "the node plugin starts")
     p.add_argument("--mounter", default="", metavar="unix:///PATH",
                    help="node mode: ask this 'shoal mounter' to run the fusefs processes "
                         "(Kubernetes); without it the plugin starts them itself")
@@ -324,8 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, default=Path("/var/lib/shoalfs-csi/logs"),
                    metavar="DIR", help="one log per mounted volume (default "
                                        "/var/lib/shoalfs-csi/logs)")
-    p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
-                   help="chunk cache of each fusefs process")
+    _mount_memory_flags(p, "this mounter runs")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus /metrics here: this process's own and those of "
                         "every mount it runs (each labelled with its volume and mountpoint, "
@@ -409,6 +410,22 @@ def _access_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta", metavar="ADDR", help="the meta role's address (with --secret-file)")
     p.add_argument("--secret-file", metavar="FILE", help="the cluster secret")
     _workdir_flag(p)
+
+
+def _mount_memory_flags(p: argparse.ArgumentParser, whose: str) -> None:
+    p.add_argument("--mount-cache-size", default="128MiB", metavar="SIZE",
+                   help=f"chunk cache of each fusefs process {whose} (default 128MiB)")
+    p.add_argument("--mount-max-unsaved", default="128MiB", metavar="SIZE",
+                   help=f"memory for unsaved writes of each fusefs process {whose} "
+                        "(default 128MiB)")
+
+
+def _mount_memory_args(args: argparse.Namespace) -> list[str]:
+    """The fusefs flags for --mount-cache-size and --mount-max-unsaved (checked here, so a
+    bad size is a usage error of this command, not a failed mount later)."""
+    from storaged.config import parse_size
+    return ["--cache-size", str(parse_size(args.mount_cache_size)),
+            "--max-unsaved", str(parse_size(args.mount_max_unsaved))]
 
 
 def _access(args: argparse.Namespace) -> tuple[str, str]:
@@ -585,6 +602,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     try:
         meta, secret_file = _access(args)
         cache = parse_size(args.cache_size)
+        max_unsaved = parse_size(args.max_unsaved)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -594,6 +612,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         try:
             run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
                              secret_file=secret_file, cache_bytes=cache,
+                             max_unsaved_bytes=max_unsaved,
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
                              parallel_uploads=args.parallel_uploads,
                              session_heartbeat=args.session_heartbeat,
@@ -609,6 +628,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     try:
         pid = mount_background(args.volume, args.mountpoint, meta, secret_file, log_path,
                                ["--cache-size", args.cache_size,
+                                "--max-unsaved", args.max_unsaved,
                                 "--entry-timeout", str(args.entry_timeout),
                                 "--attr-timeout", str(args.attr_timeout),
                                 "--parallel-uploads", str(args.parallel_uploads),
@@ -711,7 +731,7 @@ def cmd_volume(args: argparse.Namespace) -> int:
 
 def cmd_csi(args: argparse.Namespace) -> int:
     from csi.server import CsiOptions, run
-    from storaged.config import ConfigError, parse_size
+    from storaged.config import ConfigError
     from storaged.logs import setup_logging
 
     try:
@@ -720,11 +740,11 @@ def cmd_csi(args: argparse.Namespace) -> int:
         if args.mode != "controller" and not args.node_id:
             raise ConfigError(f"--mode {args.mode} needs --node-id")
         meta, secret_file = _access(args)
-        cache = parse_size(args.mount_cache_size)
+        mount_args = _mount_memory_args(args)
         options = CsiOptions(mode=args.mode, endpoint=args.endpoint, meta=meta,
                              secret_file=secret_file, node_id=args.node_id,
                              state_dir=args.state_dir, workers=args.workers,
-                             mount_args=["--cache-size", str(cache)],
+                             mount_args=mount_args,
                              mounter=args.mounter, ready_file=args.ready_file or "",
                              metrics_listen=args.metrics_listen or "")
     except (FileNotFoundError, ConfigError, ValueError) as exc:
@@ -964,12 +984,12 @@ def cmd_meta(args: argparse.Namespace) -> int:
 
 def cmd_mounter(args: argparse.Namespace) -> int:
     from csi.mounter import run
-    from storaged.config import ConfigError, parse_size
+    from storaged.config import ConfigError
     from storaged.logs import setup_logging
 
     try:
         meta, secret_file = _access(args)
-        mount_args = ["--cache-size", str(parse_size(args.mount_cache_size))]
+        mount_args = _mount_memory_args(args)
     except (FileNotFoundError, ConfigError, ValueError) as exc:
         print(f"shoal mounter: {exc}", file=sys.stderr)
         return EXIT_USAGE
