@@ -39,6 +39,9 @@ log = logging.getLogger("fusefs.data")
 
 ROWS_AHEAD = 63
 READ_AHEAD_PIECES = 4
+# A read that does not continue the previous one, of a stored piece larger than this whose
+# chunk is not cached, fetches only the blocks it needs (chunk.read) instead of the chunk.
+RANGED_READ_ABOVE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,16 @@ class FileData:
         except RpcError as exc:  # the reader will try (and report) for itself
             log.debug("read-ahead of chunk %s failed: %s", cid[:12], exc)
 
+    def _stored_uncached(self, idx: int) -> Piece | None:
+        """The piece if reading part of it means asking a chunk server (not in memory)."""
+        if idx in self.dirty or idx in self.uploading:
+            return None
+        piece = self.uploaded.get(idx) or self.rows.get(idx)
+        if piece is None or piece.cid is None or piece.length <= RANGED_READ_ABOVE \
+                or self.io.cache.get(piece.cid) is not None:
+            return None
+        return piece
+
     async def read(self, off: int, size: int) -> bytes:
         end = min(off + size, self.size)
         if off >= end:
@@ -264,12 +277,25 @@ class FileData:
         cs = self.io.chunk_size
         first, last = off // cs, (end - 1) // cs
         await self._rows(first, last)
-        if off == self.next_sequential:
+        sequential = off in (0, self.next_sequential)
+        if sequential:
             self._read_ahead(last)
         self.next_sequential = end
         out = bytearray(end - off)  # zeros: holes and piece borders need no work
         for idx in range(first, last + 1):
             base = idx * cs
+            piece = None if sequential else self._stored_uncached(idx)
+            if piece is not None:  # a random read: only the blocks it needs
+                lo = max(off, base + piece.start)
+                hi = min(end, base + piece.start + piece.length)
+                if lo < hi:
+                    inner = lo - base - piece.start
+                    got = await self.io.data.read(piece.cid, inner, hi - lo)
+                    if len(got) != hi - lo:
+                        raise FsError(errno.EIO, f"chunk {piece.cid[:12]} is shorter than its "
+                                                 f"file map says ({inner + len(got)} bytes)")
+                    out[lo - off:hi - off] = got
+                continue
             start, data = await self._piece_view(idx)
             lo = max(off, base + start)
             hi = min(end, base + start + len(data))

@@ -219,6 +219,16 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
         mnt.rmdir()
 
 
+def remount(cluster: LocalCluster, mnt: Path, log_file: Path, volume: str = "v") -> None:
+    """Unmount and mount again: what is read next comes from the chunk servers, not from the
+    old mount's memory or the kernel's page cache."""
+    subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+    wait_until(lambda: not os.path.ismount(mnt), timeout=10)
+    subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
+                    cluster.meta.address, "--secret-file", str(cluster.secret_file),
+                    "--log-file", str(log_file)], check=True, capture_output=True, timeout=60)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 0.2) -> Any:
     """Poll until ``predicate()`` is truthy; returns its last value (falsy at the deadline),
     so the test's own assertion says what did not happen."""

@@ -30,6 +30,7 @@ class ChunkService:
     def register(self, table: MethodTable) -> None:
         table.add("chunk.put", self.put)
         table.add("chunk.get", self.get)
+        table.add("chunk.read", self.read)
         table.add("chunk.stat", self.stat)
         table.add("chunk.has", self.has)
         table.add("chunk.delete", self.delete)
@@ -48,6 +49,13 @@ class ChunkService:
 
     async def get(self, chunk_id: str, offset: int = 0, length: int | None = None) -> bytes:
         return await self._run(self.store.get, chunk_id, offset, length)
+
+    async def read(self, chunk_id: str, offset: int, length: int) -> dict[str, Any]:
+        """A range as whole blocks with their digests, checked against the block table
+        rather than the whole chunk (store.read_blocks)."""
+        start, data, digests, block_size = await self._run(
+            self.store.read_blocks, chunk_id, offset, length)
+        return {"offset": start, "data": data, "digests": digests, "block_size": block_size}
 
     async def stat(self, chunk_id: str) -> dict[str, Any]:
         return await self._run(self.store.stat, chunk_id)

@@ -6,6 +6,8 @@ Layout under the data directory::
     LOCK                      held (flock) while a storaged process owns the directory
     chunks/ab/cd/<id>         a chunk, named by its id; two levels of 256-way fan-out keep a
                               hundred million chunks at ~1,500 per directory
+    chunks/ab/cd/<id>.blocks  its block hash table, for ranged reads (blocks.py): a cache,
+                              written without fsync, rebuilt whenever it does not check out
     tmp/                      chunks being written; anything here at start-up is debris
     quarantine/<id>.<time>    copies that failed their hash, kept for a post-mortem
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from .. import failpoints
 from ..rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
+from . import blocks
 from .ids import chunk_id, is_chunk_id
 
 log = logging.getLogger("storaged.chunk")
@@ -35,6 +38,7 @@ log = logging.getLogger("storaged.chunk")
 MiB = 1024 * 1024
 MAX_CHUNK_SIZE = 64 * MiB
 MAX_LIST_LIMIT = 10_000
+MAX_READ = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -119,12 +123,17 @@ class ChunkStore:
         for level1 in os.scandir(self.chunk_dir):
             for level2 in os.scandir(level1.path):
                 self._known_dirs.add(level2.path)
-                for entry in os.scandir(level2.path):
-                    if is_chunk_id(entry.name):
-                        used += entry.stat().st_size
+                names = set(os.listdir(level2.path))
+                for name in names:
+                    path = os.path.join(level2.path, name)
+                    if is_chunk_id(name):
+                        used += os.stat(path).st_size
                         count += 1
+                    elif name.endswith(blocks.SUFFIX) and is_chunk_id(name[:-len(blocks.SUFFIX)]):
+                        if name[:-len(blocks.SUFFIX)] not in names:
+                            os.unlink(path)  # its chunk was deleted: the table is debris
                     else:
-                        log.warning("ignoring stray file %s", entry.path)
+                        log.warning("ignoring stray file %s", path)
         return used, count
 
     # -- paths --------------------------------------------------------------------------
@@ -225,6 +234,13 @@ class ChunkStore:
         path = self._path(cid)
         if offset < 0 or (length is not None and length < 0):
             raise InvalidArgument("offset and length must not be negative")
+        data = self._verified_whole(cid, path)
+        if offset == 0 and (length is None or length >= len(data)):
+            return data
+        end = len(data) if length is None else offset + length
+        return data[offset:end]
+
+    def _verified_whole(self, cid: str, path: Path) -> bytes:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -232,10 +248,69 @@ class ChunkStore:
         if chunk_id(data) != cid:
             self._quarantine(cid, path, "failed its hash on read")
             raise Corrupted(f"chunk {cid} is corrupted on this server; read another replica")
-        if offset == 0 and (length is None or length >= len(data)):
-            return data
-        end = len(data) if length is None else offset + length
-        return data[offset:end]
+        return data
+
+    def read_blocks(self, cid: str, offset: int, length: int
+                    ) -> tuple[int, bytes, list[bytes], int]:
+        """The whole blocks covering [offset, offset+length), each checked against the
+        chunk's block hash table: (where they start, their bytes, their digests, block size).
+
+        Only those blocks are read and hashed. A block that disagrees with the table sends
+        the read to the whole chunk and its id, which tells a bad block (quarantine, like
+        ``get``) from a bad table (rebuilt).
+        """
+        path = self._path(cid)
+        if offset < 0 or length < 0:
+            raise InvalidArgument("offset and length must not be negative")
+        if length > MAX_READ:
+            raise InvalidArgument(f"at most {MAX_READ} bytes per read, not {length}")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"chunk {cid} is not on this server") from None
+        try:
+            size = os.fstat(fd).st_size
+            block_size, digests = self._block_table(cid, path, size)
+            end = min(size, offset + length)
+            if offset >= end:
+                return min(offset, size) // block_size * block_size, b"", [], block_size
+            first, last = offset // block_size, (end - 1) // block_size
+            start, stop = first * block_size, min(size, (last + 1) * block_size)
+            data = os.pread(fd, stop - start, start)
+            view = memoryview(data)
+            if len(data) != stop - start or any(
+                    blocks.block_digest(view[(i - first) * block_size:
+                                             (i - first + 1) * block_size]) != digests[i]
+                    for i in range(first, last + 1)):
+                whole = self._verified_whole(cid, path)  # raises if the chunk is bad
+                log.warning("chunk %s: its block hash table was wrong; rebuilt", cid)
+                digests = self._write_block_table(path, whole)
+                data = whole[start:stop]
+            return start, data, digests[first:last + 1], block_size
+        finally:
+            os.close(fd)
+
+    def _block_table(self, cid: str, path: Path, size: int) -> tuple[int, list[bytes]]:
+        try:
+            table = blocks.decode(_table_path(path).read_bytes(), size)
+        except FileNotFoundError:
+            table = None
+        if table is not None:
+            return table
+        return blocks.BLOCK_SIZE, self._write_block_table(path, self._verified_whole(cid, path))
+
+    def _write_block_table(self, path: Path, data: bytes) -> list[bytes]:
+        """Digests of ``data``'s blocks, also kept beside the chunk if the disk lets us (a
+        table is only a cache: failing to write one is logged, not raised)."""
+        digests = blocks.digests_of(data)
+        tmp = self.tmp_dir / f"{path.name}{blocks.SUFFIX}.{uuid.uuid4().hex}"
+        try:
+            tmp.write_bytes(blocks.encode(len(data), digests))
+            os.rename(tmp, _table_path(path))
+        except OSError as exc:
+            log.warning("could not keep the block table of %s: %s", path.name, exc)
+            tmp.unlink(missing_ok=True)
+        return digests
 
     def stat(self, cid: str) -> dict[str, object]:
         path = self._path(cid)
@@ -265,6 +340,7 @@ class ChunkStore:
                 path.unlink()
             except FileNotFoundError:
                 return False
+            _table_path(path).unlink(missing_ok=True)
             self._used -= size
             self._count -= 1
         fsync_dir(path.parent)
@@ -328,10 +404,15 @@ class ChunkStore:
                 os.rename(path, target)
             except FileNotFoundError:
                 return
+            _table_path(path).unlink(missing_ok=True)
             self._used -= size
             self._count -= 1
             self.corrupted_found += 1
         log.error("chunk %s %s; moved to %s", cid, why, target)
+
+
+def _table_path(chunk_path: Path) -> Path:
+    return chunk_path.with_name(chunk_path.name + blocks.SUFFIX)
 
 
 def fsync_dir(path: Path) -> None:

@@ -5,6 +5,11 @@ a server that is down, full or failing is passed over for the next one in the pl
 order, and the write fails only when fewer than R usable servers remain. A read tries the
 servers in placement order, verifies the hash itself (a copy can also be damaged on the
 wire or in memory), and reports every bad copy it met to the meta role for repair.
+
+A ranged read (``read``) gets whole 64 KiB blocks with their digests from the server's block
+table, which the server built from bytes that matched the chunk id and checks its disk
+against; the client checks the blocks against those digests (damage on the wire or in
+memory), not against the id itself, which would take the whole chunk.
 """
 
 from __future__ import annotations
@@ -12,11 +17,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
 import trio
 
+from ..chunk.blocks import block_digest
 from ..chunk.ids import chunk_id as compute_chunk_id
 from ..rpc import Corrupted, NotFound, RpcClient, RpcError, Unavailable
+from ..rpc.errors import MethodNotFound
 from .placement import Server, placement_order
 
 log = logging.getLogger("storaged.data")
@@ -145,26 +154,69 @@ class DataClient:
 
     async def get(self, cid: str) -> bytes:
         """The chunk's bytes from the first server with a good copy."""
+        async def whole(server: Server) -> bytes | None:
+            return await self._whole(server, cid)
+        return await self._from_replicas(cid, whole)
+
+    async def read(self, cid: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of the chunk (clipped at its end), reading only the
+        64 KiB blocks that hold them."""
+        if length <= 0:
+            return b""
+
+        async def ranged(server: Server) -> bytes | None:
+            return await self._range(server, cid, offset, length)
+        return await self._from_replicas(cid, ranged)
+
+    async def _whole(self, server: Server, cid: str) -> bytes | None:
+        """The chunk from ``server``; None when the bytes received fail its id."""
+        data = await self.rpc.call(server.address, "chunk.get", cid, timeout=self.get_timeout)
+        if not isinstance(data, bytes) or await hash_chunk(data) != cid:
+            return None
+        return data
+
+    async def _range(self, server: Server, cid: str, offset: int, length: int) -> bytes | None:
+        """The range from ``server``'s checked blocks; None when a block received fails its
+        digest or the answer is malformed."""
+        try:
+            answer = await self.rpc.call(server.address, "chunk.read", cid, offset, length,
+                                         timeout=self.get_timeout)
+        except MethodNotFound:  # a server from before chunk.read: the whole chunk, then
+            data = await self._whole(server, cid)
+            return None if data is None else data[offset:offset + length]
+        large = isinstance(answer, dict) and len(answer.get("data") or b"") > HASH_IN_THREAD_ABOVE
+        blocks = await trio.to_thread.run_sync(_checked_blocks, answer) if large \
+            else _checked_blocks(answer)
+        if blocks is None:
+            return None
+        start, data = blocks
+        if not data or length == 0:
+            return b""  # the range is empty or past the chunk's end
+        if not start <= offset <= start + len(data):
+            return None
+        return data[offset - start:offset - start + length]
+
+    async def _from_replicas(self, cid: str,
+                             fetch: Callable[[Server], Awaitable[bytes | None]]) -> bytes:
         order = self._usable_first(placement_order(cid, await self.servers()))
         problems: list[str] = []
-        data = await self._first_good(cid, order, problems)
+        data = await self._first_good(cid, order, problems, fetch)
         if data is None and self._map_age() > MAP_RETRY_AGE:
             tried = {s.address for s in order}  # a stale map? (a server moved or joined)
             fresh = self._usable_first(placement_order(cid, await self.servers(force=True)))
             order = [s for s in fresh if s.address not in tried]
-            data = await self._first_good(cid, order, problems)
+            data = await self._first_good(cid, order, problems, fetch)
         if data is not None:
             return data
         if not self._servers:
             problems.append("the cluster map has no chunk servers")
         raise ChunkUnavailable(f"no good copy of chunk {cid[:12]}: {'; '.join(problems)}")
 
-    async def _first_good(self, cid: str, order: Sequence[Server],
-                          problems: list[str]) -> bytes | None:
+    async def _first_good(self, cid: str, order: Sequence[Server], problems: list[str],
+                          fetch: Callable[[Server], Awaitable[bytes | None]]) -> bytes | None:
         for server in order:
             try:
-                data = await self.rpc.call(server.address, "chunk.get", cid,
-                                           timeout=self.get_timeout)
+                data = await fetch(server)
             except NotFound:
                 problems.append(f"{server.address}: not there")
                 continue  # not necessarily bad: the copy may live elsewhere in the order
@@ -176,7 +228,7 @@ class DataClient:
                 problems.append(f"{server.address}: {exc}")
                 self._suspect_server(server)
                 continue
-            if not isinstance(data, bytes) or await hash_chunk(data) != cid:
+            if data is None:
                 problems.append(f"{server.address}: returned bytes that fail the hash")
                 await self._report(cid, server, "CORRUPTED: bad bytes received")
                 continue
@@ -195,3 +247,20 @@ class DataClient:
             await self.rpc.call(self.meta, "cluster.report_bad", cid, server.id, reason)
         except RpcError as exc:  # reporting is best effort; the read goes on
             log.warning("could not report bad copy of %s on %s: %s", cid[:12], server.id, exc)
+
+
+def _checked_blocks(answer: Any) -> tuple[int, bytes] | None:
+    """(start, bytes) of a chunk.read answer whose every block matches its digest."""
+    if not isinstance(answer, dict):
+        return None
+    start, data = answer.get("offset"), answer.get("data")
+    digests, size = answer.get("digests"), answer.get("block_size")
+    if not (type(start) is int and isinstance(data, bytes) and isinstance(digests, list)
+            and type(size) is int and size > 0 and start >= 0 and start % size == 0
+            and len(digests) == -(-len(data) // size)):
+        return None
+    view = memoryview(data)
+    for i, digest in enumerate(digests):
+        if block_digest(view[i * size:(i + 1) * size]) != digest:
+            return None
+    return start, data

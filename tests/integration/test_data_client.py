@@ -86,3 +86,26 @@ def test_a_corrupted_copy_is_skipped_and_reported(cluster):
 def test_a_chunk_with_no_good_copy_is_an_error_not_wrong_bytes(cluster):
     with pytest.raises(ChunkUnavailable, match="no good copy"):
         run(cluster, lambda d: d.get(chunk_id(b"never written")))
+
+
+def test_ranged_reads_fetch_only_the_blocks_and_skip_a_bad_copy(cluster):
+    blob = os.urandom(1 << 20)
+    cid = run(cluster, lambda d: d.put(blob, 2))
+
+    async def ranges(data: DataClient):
+        return [await data.read(cid, off, n) for off, n in
+                [(0, 10), (70_000, 4096), (65_536, 65_536), ((1 << 20) - 5, 100), (5, 0)]]
+
+    assert run(cluster, ranges) == [blob[:10], blob[70_000:74_096], blob[65_536:131_072],
+                                    blob[-5:], b""]
+    first = placement_order(cid, run(cluster, lambda d: d.servers()))[0]
+    index = next(i for i, c in enumerate(cluster.chunks)
+                 if (c.data_dir / "server-id").read_text().strip() == first.id)
+    path = cluster.chunks[index].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
+    assert path.with_name(cid + ".blocks").exists()  # the first server answered those
+    raw = bytearray(path.read_bytes())
+    raw[200_000] ^= 0xFF
+    path.write_bytes(raw)
+    assert run(cluster, lambda d: d.read(cid, 199_000, 4096)) == blob[199_000:203_096]
+    bad = call(cluster.meta.address, cluster.secret, "cluster.bad_copies")
+    assert [(b["chunk_id"], b["server_id"]) for b in bad] == [(cid, first.id)]

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, mounted_volume, scrape, wait_until
+from tests.helpers import free_port, mounted_volume, remount, scrape, wait_until
 
 KiB, MiB = 1 << 10, 1 << 20
 FILES = 8
@@ -53,13 +51,7 @@ def test_unsaved_writes_of_many_open_files_stay_within_the_bound(tmp_path: Path)
         finally:
             for fd in fds:
                 os.close(fd)
-        # remount: what is read back comes from the chunk servers, not the old mount's memory
-        subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
-        wait_until(lambda: not os.path.ismount(mnt), timeout=10)
-        subprocess.run([sys.executable, "-m", "shoal.cli", "mount", "v", str(mnt), "--meta",
-                        cluster.meta.address, "--secret-file", str(cluster.secret_file),
-                        "--log-file", str(tmp_path / "mount2.log")],
-                       check=True, capture_output=True, timeout=60)
+        remount(cluster, mnt, tmp_path / "mount2.log")
         for i in range(FILES):
             assert (mnt / f"f{i}").read_bytes() == expected[i], f"f{i} differs"
 
