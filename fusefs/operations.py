@@ -181,9 +181,15 @@ class Operations(pyfuse3.Operations):
         attributes with the new node; the next GETATTR of that directory is answered from
         them, once, within the attribute timeout, unless anything else changed through this
         mount meanwhile (``_call`` empties the table on every other change)."""
+        return await self._changing_dir("fs.mknod", self.inodes.to_meta(parent_inode), name,
+                                        mode, ctx.uid, ctx.gid, rdev, target,
+                                        self.session if hold else None)
+
+    async def _changing_dir(self, method: str, *params: Any) -> dict[str, Any]:
+        """A meta call whose answer carries its directory's new attributes (``parent``):
+        keep them for the kernel's next GETATTR of that directory (see _make)."""
         mine = self._changes + 1    # _call counts this change before its first await
-        attr = await self._call("fs.mknod", self.inodes.to_meta(parent_inode), name, mode,
-                                ctx.uid, ctx.gid, rdev, target, self.session if hold else None)
+        attr = await self._call(method, *params)
         parent = attr.pop("parent", None)
         if parent is not None and self._changes == mine:
             self.dir_attrs[parent["ino"]] = (time.monotonic() + self.attr_timeout, parent)
@@ -240,11 +246,13 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinked(await self._call("fs.unlink", self.inodes.to_meta(parent_inode), name))
+        await self._unlinked(await self._changing_dir("fs.unlink", self.inodes.to_meta(parent_inode),
+                                                      name))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinked(await self._call("fs.rmdir", self.inodes.to_meta(parent_inode), name))
+        await self._unlinked(await self._changing_dir("fs.rmdir", self.inodes.to_meta(parent_inode),
+                                                      name))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,

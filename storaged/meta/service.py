@@ -195,10 +195,11 @@ class MetaService:
         return await self._tx(namespace.link, ino, new_parent, new_name)
 
     async def fs_unlink(self, parent: int, name: bytes) -> dict:
-        return await self._tx(namespace.unlink, parent, name)
+        """Like fs_mknod, the answer carries the directory's new attributes (``parent``)."""
+        return await self._short_tx(_with_parent(namespace.unlink, parent), parent, name)
 
     async def fs_rmdir(self, parent: int, name: bytes) -> dict:
-        return await self._tx(namespace.rmdir, parent, name)
+        return await self._short_tx(_with_parent(namespace.rmdir, parent), parent, name)
 
     async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
                         new_name: bytes, flags: int = 0) -> dict | None:
@@ -379,3 +380,11 @@ class MetaService:
         """Start a pass now (or right after the one running); returns the current status."""
         self.repair.wanted.set()
         return self.repair.status.as_dict()
+
+
+def _with_parent(change: Callable[..., dict], parent: int) -> Callable[..., dict]:
+    """``change``'s answer plus the attributes of directory ``parent`` after it, in the
+    same transaction."""
+    def run(conn: sqlite3.Connection, *args: Any) -> dict:
+        return {**change(conn, *args), "parent": namespace.getattr_(conn, parent)}
+    return run

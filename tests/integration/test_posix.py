@@ -116,6 +116,19 @@ def test_a_directory_stat_right_after_each_change_is_the_changed_one(here):
     os.rmdir(here / "sub")
     assert here.stat().st_nlink == 2
     assert sorted(os.listdir(here)) == ["f1", "f2", "f3", "f4", "g"]
+    for i in (1, 2, 3):  # unlinks answer the directory's next GETATTR the same way
+        fd = os.open(here / f"f{i}", os.O_RDONLY)
+        try:
+            os.unlink(here / f"f{i}")
+            assert here.stat().st_mtime_ns == os.fstat(fd).st_ctime_ns
+        finally:
+            os.close(fd)
+    for i in range(3):
+        os.mkdir(here / f"d{i}")
+        assert here.stat().st_nlink == 3
+        os.rmdir(here / f"d{i}")
+        assert here.stat().st_nlink == 2
+    assert sorted(os.listdir(here)) == ["f4", "g"]
 
 
 def test_hard_links(here):
