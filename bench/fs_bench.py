@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.fs_bench [--rounds 3] [--systems local,shoalfs,moosefs]
                                        [--chart docs/fs-bench.png] [--json FILE]
+    .venv/bin/python -m bench.fs_bench --from-json FILE [--chart PNG]
 
 Brings up shoalfs (``shoal up``: 3 chunk servers, R=2) and MooseFS (Debian's packages,
 installed on first use: 3 chunk servers, goal 2, in a network namespace of its own), runs
@@ -10,6 +11,9 @@ interleaved (local, shoalfs, moosefs, local, shoalfs, ...) so all see the same m
 over the same minutes, and prints the median of the rounds, the ratios shoalfs/MooseFS and
 shoalfs/local, the CPU seconds each system's processes used over the whole run, and the
 peak memory of each FUSE client. Everything it made is stopped and removed at the end.
+
+``--from-json`` prints the table (and draws the chart) of an earlier run's ``--json`` file
+without running anything, also of a run cut short: its file holds the rounds it finished.
 """
 
 from __future__ import annotations
@@ -89,6 +93,18 @@ def run(args: argparse.Namespace) -> dict:
             "samples": results, "resources": resources}
 
 
+def from_samples(saved: dict) -> dict:
+    """A result to report from a --json file: a whole run's as it is, a cut-short run's
+    (samples of the rounds it finished, nothing else) with medians of those rounds."""
+    if not saved.get("partial"):
+        return saved
+    samples = saved["samples"]
+    rounds = min(len(v) for rows in samples.values() for v in rows.values())
+    return {"rounds": rounds, "tree": None, "resources": {}, "samples": samples,
+            "medians": {name: {k: statistics.median(v[:rounds]) for k, v in rows.items()}
+                        for name, rows in samples.items()}}
+
+
 def report(result: dict) -> str:
     medians = result["medians"]
     names = list(medians)
@@ -131,13 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tree", action="store_true", help="skip cp -r and tar x")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--chart", type=Path, help="draw the ratios into this PNG")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="run nothing: report (and chart) the figures of an earlier --json")
     args = parser.parse_args(argv)
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown or not args.systems:
         parser.error(f"--systems: choose from {', '.join(SYSTEMS)}")
-    result = run(args)
+    if args.from_json:
+        result = from_samples(json.loads(args.from_json.read_text()))
+    else:
+        result = run(args)
     print(report(result))
-    if args.json:
+    if args.json and not args.from_json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.chart:
         from bench.chart import draw_ratios
