@@ -205,11 +205,8 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
     call(cluster.meta.address, cluster.secret, "volume.create", volume, 1 << 30, 2, chunk_size)
     mnt = Path(tempfile.mkdtemp(prefix="shoalfs-test-"))
     try:
-        subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
-                        cluster.meta.address, "--secret-file", str(secret_file), "--log-file",
-                        str(root / "mount.log"), "--session-heartbeat", "1",
-                        *(mount_extra or [])],
-                       check=True, capture_output=True, timeout=60)
+        mount(cluster, volume, mnt, root / "mount.log",
+              ["--session-heartbeat", "1", *(mount_extra or [])])
         yield cluster, mnt
     finally:
         if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
@@ -219,14 +216,21 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
         mnt.rmdir()
 
 
+def mount(cluster: LocalCluster, volume: str, mnt: Path, log_file: Path,
+          extra: list[str] | None = None) -> None:
+    """`shoal mount` in the background, as a user runs it; returns once it is ready."""
+    subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
+                    cluster.meta.address, "--secret-file", str(cluster.secret_file),
+                    "--log-file", str(log_file), *(extra or [])],
+                   check=True, capture_output=True, timeout=60)
+
+
 def remount(cluster: LocalCluster, mnt: Path, log_file: Path, volume: str = "v") -> None:
     """Unmount and mount again: what is read next comes from the chunk servers, not from the
     old mount's memory or the kernel's page cache."""
     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
     wait_until(lambda: not os.path.ismount(mnt), timeout=10)
-    subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
-                    cluster.meta.address, "--secret-file", str(cluster.secret_file),
-                    "--log-file", str(log_file)], check=True, capture_output=True, timeout=60)
+    mount(cluster, volume, mnt, log_file)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 0.2) -> Any:

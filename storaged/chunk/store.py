@@ -270,12 +270,14 @@ class ChunkStore:
             raise NotFound(f"chunk {cid} is not on this server") from None
         try:
             size = os.fstat(fd).st_size
-            block_size, digests = self._block_table(cid, path, size)
+            block_size, digests, whole = self._block_table(cid, path, size)
             end = min(size, offset + length)
             if offset >= end:
                 return min(offset, size) // block_size * block_size, b"", [], block_size
             first, last = offset // block_size, (end - 1) // block_size
             start, stop = first * block_size, min(size, (last + 1) * block_size)
+            if whole is not None:  # just read and checked against the id: nothing to redo
+                return start, whole[start:stop], digests[first:last + 1], block_size
             data = os.pread(fd, stop - start, start)
             view = memoryview(data)
             if len(data) != stop - start or any(
@@ -290,14 +292,17 @@ class ChunkStore:
         finally:
             os.close(fd)
 
-    def _block_table(self, cid: str, path: Path, size: int) -> tuple[int, list[bytes]]:
+    def _block_table(self, cid: str, path: Path, size: int
+                     ) -> tuple[int, list[bytes], bytes | None]:
+        """(block size, digests, the whole chunk if it had to be read to make the table)."""
         try:
             table = blocks.decode(_table_path(path).read_bytes(), size)
         except FileNotFoundError:
             table = None
         if table is not None:
-            return table
-        return blocks.BLOCK_SIZE, self._write_block_table(path, self._verified_whole(cid, path))
+            return (*table, None)
+        whole = self._verified_whole(cid, path)
+        return blocks.BLOCK_SIZE, self._write_block_table(path, whole), whole
 
     def _write_block_table(self, path: Path, data: bytes) -> list[bytes]:
         """Digests of ``data``'s blocks, also kept beside the chunk if the disk lets us (a
