@@ -62,6 +62,8 @@ class DataClient:
         self.get_timeout = get_timeout
         self._servers: list[Server] = []
         self._refreshed = -math.inf
+        self._generation = 0  # how many maps have been fetched: tells a caller whether the
+        #                       map changed since it chose its servers
         self._suspect: dict[str, float] = {}
         self._refresh_lock = trio.Lock()
 
@@ -69,16 +71,36 @@ class DataClient:
 
     async def servers(self, force: bool = False) -> list[Server]:
         async with self._refresh_lock:
-            if force or time.monotonic() - self._refreshed > self.refresh_seconds:
-                rows = await self.rpc.call(self.meta, "cluster.servers")
-                self._servers = [Server(r["id"], r["address"], r["zone"], r["capacity"],
-                                        r["free"], r["state"] == "up",
-                                        bool(r.get("draining"))) for r in rows]
-                self._refreshed = time.monotonic()
+            if force or self._map_age() > self.refresh_seconds:
+                await self._fetch_map()
         return self._servers
+
+    async def _fetch_map(self) -> None:
+        rows = await self.rpc.call(self.meta, "cluster.servers")
+        self._servers = [Server(r["id"], r["address"], r["zone"], r["capacity"],
+                                r["free"], r["state"] == "up",
+                                bool(r.get("draining"))) for r in rows]
+        self._refreshed = time.monotonic()
+        self._generation += 1
 
     def _map_age(self) -> float:
         return time.monotonic() - self._refreshed
+
+    async def _map_newer_than(self, seen: int) -> list[Server] | None:
+        """A cluster map newer than generation ``seen``, after servers chosen from that one
+        failed; None when there is none worth having.
+
+        The failure may be the map's: a restarted server listens on a new address, or one
+        joined. A map fetched since ``seen`` (by a concurrent read that failed the same way a
+        moment earlier) is used as it is: without that, of several reads that fail at once
+        only the first would look again and the rest would fail although the data is there.
+        Otherwise the map is fetched unless it is younger than MAP_RETRY_AGE, so that a
+        burst of failures costs the meta role one call, not one each.
+        """
+        async with self._refresh_lock:
+            if self._generation == seen and self._map_age() > MAP_RETRY_AGE:
+                await self._fetch_map()
+            return self._servers if self._generation != seen else None
 
     def _usable_first(self, order: Sequence[Server]) -> list[Server]:
         """Up and unsuspected servers first (keeping placement order), then the others."""
@@ -104,11 +126,14 @@ class DataClient:
     async def put(self, data: bytes, replicas: int, cid: str | None = None) -> str:
         """Store ``data`` on ``replicas`` distinct servers; returns its chunk id."""
         cid = cid or await hash_chunk(data)
-        order = placement_order(cid, await self.servers())
+        servers = await self.servers()
+        seen = self._generation
+        order = placement_order(cid, servers)
         candidates = [s for s in self._usable_first(order) if s.up and not s.draining]
         if len(candidates) < replicas:
             candidates = [s for s in self._usable_first(placement_order(
                 cid, await self.servers(force=True))) if s.up and not s.draining]
+            seen = self._generation
         stored: list[Server] = []
         failures: list[str] = []
         next_candidate = 0
@@ -132,12 +157,12 @@ class DataClient:
         async with trio.open_nursery() as nursery:
             for _ in range(replicas):
                 nursery.start_soon(writer)
-        if len(stored) < replicas and self._map_age() > MAP_RETRY_AGE:
-            # Our map may be stale: a restarted server listens on a new address, or a new
-            # one joined. Ask the meta role once more, and try the servers we have not.
+        newer = await self._map_newer_than(seen) if len(stored) < replicas else None
+        if newer is not None:
+            # Our map may have been stale: try the servers of the newer one we have not.
             tried = {s.address for s in candidates}
-            fresh = [s for s in self._usable_first(placement_order(
-                cid, await self.servers(force=True))) if s.up and not s.draining]
+            fresh = [s for s in self._usable_first(placement_order(cid, newer))
+                     if s.up and not s.draining]
             candidates = [s for s in fresh if s.address not in tried
                           and s.id not in {t.id for t in stored}]
             next_candidate = 0
@@ -198,13 +223,16 @@ class DataClient:
 
     async def _from_replicas(self, cid: str,
                              fetch: Callable[[Server], Awaitable[bytes | None]]) -> bytes:
-        order = self._usable_first(placement_order(cid, await self.servers()))
+        servers = await self.servers()
+        seen = self._generation
+        order = self._usable_first(placement_order(cid, servers))
         problems: list[str] = []
         data = await self._first_good(cid, order, problems, fetch)
-        if data is None and self._map_age() > MAP_RETRY_AGE:
+        newer = await self._map_newer_than(seen) if data is None else None
+        if newer is not None:
             tried = {s.address for s in order}  # a stale map? (a server moved or joined)
-            fresh = self._usable_first(placement_order(cid, await self.servers(force=True)))
-            order = [s for s in fresh if s.address not in tried]
+            order = [s for s in self._usable_first(placement_order(cid, newer))
+                     if s.address not in tried]
             data = await self._first_good(cid, order, problems, fetch)
         if data is not None:
             return data

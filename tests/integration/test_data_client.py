@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import trio
 
 from storaged.chunk.ids import chunk_id
-from storaged.data.client import ChunkUnavailable, DataClient, NotEnoughReplicas
+from storaged.data.client import MAP_RETRY_AGE, ChunkUnavailable, DataClient, NotEnoughReplicas
 from storaged.data.placement import placement_order
 from storaged.rpc import RpcClient
-from tests.helpers import call
+from tests.helpers import StoragedProcess, call
 
 
 def run(cluster, fn):
@@ -109,3 +110,43 @@ def test_ranged_reads_fetch_only_the_blocks_and_skip_a_bad_copy(cluster):
     assert run(cluster, lambda d: d.read(cid, 199_000, 4096)) == blob[199_000:203_096]
     bad = call(cluster.meta.address, cluster.secret, "cluster.bad_copies")
     assert [(b["chunk_id"], b["server_id"]) for b in bad] == [(cid, first.id)]
+
+
+def test_reads_that_fail_together_on_a_stale_map_all_retry_with_the_new_one(cluster):
+    """Two servers restart on new addresses while the client's map still has the old ones.
+    Reads that fail at the same moment must all look again: the first to fail fetches the
+    new map, and the others must use it rather than give up because it is so fresh."""
+    blobs = [os.urandom(100_000) for _ in range(16)]
+    survivor = cluster.chunks[0].data_dir
+
+    async def go(data: DataClient):
+        ids = [await data.put(b, 2) for b in blobs]
+        away = [(cid, b) for cid, b in zip(ids, blobs)
+                if not (survivor / "chunks" / cid[:2] / cid[2:4] / cid).exists()]
+        assert len(away) >= 2  # 16 chunks, R=2 over 3 servers: some skip server 0
+        await trio.to_thread.run_sync(restart_two)
+        await trio.sleep(MAP_RETRY_AGE + 0.1)  # the stale map is old enough to be refetched
+        got: dict[str, bytes] = {}
+
+        async def read(cid: str) -> None:
+            got[cid] = await data.get(cid)
+        async with trio.open_nursery() as nursery:
+            for cid, _ in away:
+                nursery.start_soon(read, cid)
+        assert got == dict(away)
+
+    def restart_two() -> None:
+        for i in (1, 2):
+            cluster.chunks[i].kill()
+            cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
+                                                extra=cluster.chunk_args(i)).start()
+        deadline = time.monotonic() + 20
+        addresses = {c.address for c in cluster.chunks}
+        while {s["address"] for s in cluster.servers() if s["state"] == "up"} != addresses:
+            assert time.monotonic() < deadline, cluster.servers()
+            time.sleep(0.05)
+
+    async def with_stale_map():
+        async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
+            await go(DataClient(rpc, cluster.meta.address, refresh_seconds=3600))
+    trio.run(with_stale_map)
