@@ -4,7 +4,8 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
 
 - ``rows`` caches the meta role's chunk map: idx -> Piece, or None for a known hole. It is
   dropped when another mount may have changed the file (open revalidates).
-- ``dirty[idx]`` holds the full valid content of piece idx as this mount wrote it.
+- ``dirty[idx]`` holds what this mount wrote into piece idx (a DirtyPiece: the piece's
+  whole content, or the written extents over the stored piece, merged when it is stored).
 - A piece whose buffer filled up is uploaded in the background right away (a sequential
   writer keeps writing meanwhile); ``uploading[idx]`` keeps its bytes for readers until it
   is durable, then ``uploaded[idx]`` records the chunk until the next commit.
@@ -13,10 +14,11 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
 - ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
   size in one meta transaction. Only then do fsync() and close() return: the data is on R
   servers and in the metadata.
-- Memory for written-but-not-stored bytes (``dirty`` plus ``uploading``, over every file of
+- Unsaved bytes per file are bounded by ``VolumeIO.max_dirty_bytes`` (beyond it the file
+  is flushed): what a crash of the mount can lose. Memory for written-but-not-stored bytes (``dirty`` plus ``uploading``, over every file of
   the mount) is bounded by ``VolumeIO.max_unsaved_bytes``: a write that leaves more waits
   while dirty pieces of the fullest files are uploaded (``VolumeIO.make_room``). Without it,
-  each of a hundred open files could hold its 16 pieces and the mount would grow without a
+  each of a hundred open files could hold its own bound and the mount would grow without a
   limit anyone configured.
 """
 
@@ -34,6 +36,7 @@ from storaged.data.client import DataClient, hash_chunk
 from storaged.rpc import FsError, RpcClient, RpcError
 
 from .chunkcache import ChunkCache
+from .pieces import DirtyPiece, Piece, zero_trimmed
 
 log = logging.getLogger("fusefs.data")
 
@@ -42,35 +45,6 @@ READ_AHEAD_PIECES = 4
 # A read that does not continue the previous one, of a stored piece larger than this whose
 # chunk is not cached, fetches only the blocks it needs (chunk.read) instead of the chunk.
 RANGED_READ_ABOVE = 256 * 1024
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Bytes [start, start+length) of a piece are the chunk ``cid``; the rest are zeros.
-
-    ``cid`` None is a piece that became all zeros: committing it makes a hole.
-    """
-
-    cid: str | None
-    start: int
-    length: int
-
-
-ZERO_ALIGN = 4096
-
-
-def zero_trimmed(data: bytes) -> tuple[int, bytes]:
-    """The 4 KiB-aligned span of ``data`` outside which it is all zeros: (start, bytes).
-
-    Storing only that span is what makes holes inside a piece (and written zeros) free.
-    """
-    head = len(data) - len(data.lstrip(b"\0"))
-    if head == len(data):
-        return 0, b""
-    end = len(data.rstrip(b"\0"))
-    start = head - head % ZERO_ALIGN
-    end = min(len(data), end + (-end) % ZERO_ALIGN)
-    return start, data[start:end]
 
 
 @dataclass
@@ -85,7 +59,7 @@ class VolumeIO:
     replicas: int
     uploads: trio.CapacityLimiter
     nursery: trio.Nursery
-    max_dirty_pieces: int = 16
+    max_dirty_bytes: int = 64 << 20  # per file
     max_unsaved_bytes: int = 128 << 20
     after_commit: Callable[[], None] | None = None
     session: str = ""  # this mount's session in the meta role (set by Operations)
@@ -180,8 +154,8 @@ class FileData:
     size: int  # as this mount sees it, uncommitted writes included
     committed_size: int
     rows: dict[int, Piece | None] = field(default_factory=dict)
-    dirty: dict[int, bytearray] = field(default_factory=dict)
-    uploading: dict[int, bytes] = field(default_factory=dict)
+    dirty: dict[int, DirtyPiece] = field(default_factory=dict)
+    uploading: dict[int, DirtyPiece] = field(default_factory=dict)
     uploaded: dict[int, Piece] = field(default_factory=dict)
     generation: dict[int, int] = field(default_factory=dict)
     in_flight: int = 0
@@ -194,12 +168,12 @@ class FileData:
 
     @property
     def dirty_bytes(self) -> int:
-        return sum(map(len, self.dirty.values()))
+        return sum(d.memory for d in self.dirty.values())
 
     @property
     def unsaved_bytes(self) -> int:
         """Memory this file's written-but-not-stored bytes take."""
-        return self.dirty_bytes + sum(map(len, self.uploading.values()))
+        return self.dirty_bytes + sum(d.memory for d in self.uploading.values())
 
     @property
     def has_unsaved(self) -> bool:
@@ -236,10 +210,9 @@ class FileData:
 
     async def _piece_view(self, idx: int) -> tuple[int, bytes]:
         """(start, bytes) of piece idx without copying: the piece is zeros outside them."""
-        if idx in self.dirty:
-            return 0, bytes(self.dirty[idx])
-        if idx in self.uploading:
-            return 0, self.uploading[idx]
+        written = self.dirty.get(idx) or self.uploading.get(idx)
+        if written is not None:
+            return 0, await written.view(self.io.chunk)
         piece = self.uploaded.get(idx) or self.rows.get(idx)
         if piece is None or piece.cid is None:
             return 0, b""
@@ -317,47 +290,78 @@ class FileData:
                 idx, inner = divmod(off + pos, cs)
                 take = min(cs - inner, len(buf) - pos)
                 if idx not in self.dirty:
-                    base = b"" if inner == 0 and take == cs else await self._piece_content(idx)
-                    self.dirty[idx] = bytearray(base)
+                    await self._start_piece(idx, whole=inner == 0 and take == cs)
                 piece = self.dirty[idx]
-                if len(piece) < inner:
-                    piece.extend(bytes(inner - len(piece)))  # a hole inside the piece
-                piece[inner:inner + take] = buf[pos:pos + take]
+                piece.write(inner, memoryview(buf)[pos:pos + take])
+                if piece.held is not None and piece.base is None:
+                    await self._release_base(piece)  # written over: its base is not needed
                 self.generation[idx] = self.generation.get(idx, 0) + 1
                 superseded = self.uploaded.pop(idx, None)
                 if superseded is not None and superseded.cid is not None:
                     await self.io.release_chunks([superseded.cid])
                 pos += take
-                if inner + take == cs and len(piece) == cs:
+                if inner + take == cs and piece.content is not None and piece.length == cs:
                     await self._start_upload(idx)  # full: send it while the writer goes on
             self.size = max(self.size, off + len(buf))
-        if len(self.dirty) > self.io.max_dirty_pieces:
+        if self.dirty_bytes > self.io.max_dirty_bytes:
             await self.flush()  # commit now and then: bounds what a crash of the mount loses
+
+    async def _start_piece(self, idx: int, whole: bool) -> None:
+        """Make ``dirty[idx]`` for a write into piece idx that is not dirty yet.
+
+        A write into a stored piece keeps only its own bytes, over the stored piece (read
+        once, when the piece is stored). Only a piece being uploaded right now is read into
+        memory first: its bytes are this mount's, not stored yet.
+        """
+        piece = DirtyPiece()
+        if not whole:
+            await self._rows(idx, idx)
+            if idx in self.uploading:
+                piece = DirtyPiece.whole(await self._piece_content(idx))
+            else:
+                base = self.uploaded.get(idx) or self.rows.get(idx)
+                if base is not None and base.cid is not None:
+                    # An uploaded, uncommitted base is kept from garbage collection only by
+                    # this session: hold it (again) until the piece no longer needs it.
+                    held = base.cid if self.uploaded.get(idx) is base else None
+                    if held is not None:
+                        await self.io.hold_chunk(held)
+                    piece = DirtyPiece(base, held)
+                # else a hole: the piece starts empty
+        if self.dirty.setdefault(idx, piece) is not piece and piece.held is not None:
+            await self._release_base(piece)  # (a failed upload put the piece back meanwhile)
+
+    async def _release_base(self, piece: DirtyPiece) -> None:
+        held, piece.held = piece.held, None
+        if held is not None:
+            await self.io.release_chunks([held])
 
     async def upload_dirty(self, at_least: int) -> int:
         """Start uploading dirty pieces, fullest first, until ``at_least`` bytes are on their
         way (or none are left); returns how many bytes were started."""
         started = 0
         async with self.write_lock:
-            for idx in sorted(self.dirty, key=lambda i: len(self.dirty[i]), reverse=True):
+            for idx in sorted(self.dirty, key=lambda i: self.dirty[i].memory, reverse=True):
                 if started >= at_least:
                     break
-                started += len(self.dirty[idx])
+                started += self.dirty[idx].memory
                 await self._start_upload(idx)
         return started
 
     async def _start_upload(self, idx: int) -> None:
-        data = bytes(self.dirty.pop(idx))
-        self.uploading[idx] = data
+        written = self.dirty.pop(idx)
+        self.uploading[idx] = written
         self.in_flight += 1
         self.idle = trio.Event() if self.idle.is_set() else self.idle
-        await self.io.uploads.acquire_on_behalf_of(("upload", self.ino, idx, id(data)))
-        self.io.nursery.start_soon(self._upload, idx, data, self.generation[idx])
+        await self.io.uploads.acquire_on_behalf_of(("upload", self.ino, idx, id(written)))
+        self.io.nursery.start_soon(self._upload, idx, written, self.generation[idx])
 
-    async def _upload(self, idx: int, data: bytes, generation: int) -> None:
-        token = ("upload", self.ino, idx, id(data))
+    async def _upload(self, idx: int, written: DirtyPiece, generation: int) -> None:
+        token = ("upload", self.ino, idx, id(written))
         failed = False
         try:
+            data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
+            await self._release_base(written)
             start, stored = zero_trimmed(data)
             if stored:
                 cid = await hash_chunk(stored)
@@ -389,12 +393,15 @@ class FileData:
         except (RpcError, OSError) as exc:
             log.error("upload of inode %d piece %d failed: %s", self.ino, idx, exc)
             if self.generation.get(idx) == generation:
-                self.dirty.setdefault(idx, bytearray(data))  # keep it for the next flush
+                self.dirty.setdefault(idx, written)  # keep it for the next flush
             self.upload_error = exc
             failed = True
         finally:
-            if self.uploading.get(idx) is data:
+            if self.uploading.get(idx) is written:
                 del self.uploading[idx]
+            if self.dirty.get(idx) is not written and written.held is not None:
+                with trio.CancelScope(shield=True):
+                    await self._release_base(written)  # (a newer write holds what it needs)
             self.io.uploads.release_on_behalf_of(token)
             self.in_flight -= 1
             if self.in_flight == 0:
