@@ -14,12 +14,13 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
 - ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
   size in one meta transaction. Only then do fsync() and close() return: the data is on R
   servers and in the metadata.
-- Unsaved bytes per file are bounded by ``VolumeIO.max_dirty_bytes`` (beyond it the file
-  is flushed): what a crash of the mount can lose. Memory for written-but-not-stored bytes (``dirty`` plus ``uploading``, over every file of
-  the mount) is bounded by ``VolumeIO.max_unsaved_bytes``: a write that leaves more waits
-  while dirty pieces of the fullest files are uploaded (``VolumeIO.make_room``). Without it,
-  each of a hundred open files could hold its own bound and the mount would grow without a
-  limit anyone configured.
+- A file's dirty bytes are bounded by ``VolumeIO.max_dirty_bytes`` (past it the file is
+  flushed): what a crash of the mount can lose of it. Memory for written-but-not-stored
+  bytes (``dirty`` plus ``uploading``, over every file of the mount) is bounded by
+  ``VolumeIO.max_unsaved_bytes``: a write that leaves more waits while dirty pieces of the
+  fullest files are uploaded (``VolumeIO.make_room``). Without it, each of a hundred open
+  files could hold its own bound and the mount would grow without a limit anyone
+  configured.
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ class FileData:
     # -- reads ----------------------------------------------------------------------------
 
     async def _piece_view(self, idx: int) -> tuple[int, bytes]:
-        """(start, bytes) of piece idx without copying: the piece is zeros outside them."""
+        """(start, bytes) of piece idx: the piece is zeros outside them (stored pieces come
+        from the chunk cache without a copy)."""
         written = self.dirty.get(idx) or self.uploading.get(idx)
         if written is not None:
             return 0, await written.view(self.io.chunk)
