@@ -265,3 +265,25 @@ def test_database_survives_reopen(tmp_path):
     again = Meta(tmp_path / "m.db")
     assert again(namespace.lookup, vol["root"], b"kept")["nlink"] == 1
     assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_queries_served_outside_a_transaction_change_nothing(meta, vol):
+    """The meta role runs these without BEGIN/COMMIT (service._read); a write there would be
+    committed statement by statement, so _unwritten refuses it."""
+    from storaged.meta.service import _unwritten
+    from storaged.rpc.errors import Internal
+
+    root = vol["root"]
+    f = mk(meta, root, b"f")
+    link = meta(namespace.make_node, root, b"l", stat.S_IFLNK | 0o777, 0, 0, 0, b"f")
+    meta(xattrs.set_, f["ino"], b"user.a", b"1")
+    cid = chunk_id(b"x" * 100)
+    meta(files.commit, f["ino"], 100, [[0, cid, 0, 100]])
+    assert _unwritten(meta.conn, namespace.lookup, root, b"f")["ino"] == f["ino"]
+    assert _unwritten(meta.conn, namespace.getattr_, f["ino"])["size"] == 100
+    assert _unwritten(meta.conn, namespace.readlink, link["ino"]) == b"f"
+    assert _unwritten(meta.conn, xattrs.get, f["ino"], b"user.a") == b"1"
+    assert _unwritten(meta.conn, xattrs.list_, f["ino"]) == [b"user.a"]
+    assert _unwritten(meta.conn, files.chunk_map, f["ino"], 0, 5) == [[0, cid, 0, 100]]
+    with pytest.raises(Internal, match="outside a transaction"):
+        _unwritten(meta.conn, xattrs.remove, f["ino"], b"user.a")
