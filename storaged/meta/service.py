@@ -73,7 +73,9 @@ class MetaService:
         gives the connection one user at a time, and only this process writes the file. A
         transaction would add nothing but its cost — about a tenth of the meta role's CPU
         per lookup. A function here that wrote would have each statement committed on its
-        own; ``_unwritten`` refuses that loudly instead (a bug, and a test catches it).
+        own, with no rollback on an error: only read-only functions may come here, and
+        ``_unwritten`` makes a mistake loud (the call fails with Internal) instead of
+        silent; tests/unit/test_meta.py runs every function used here through it.
         """
         try:
             self._db.acquire_nowait()
@@ -411,7 +413,8 @@ def _with_parent(change: Callable[..., dict], parent: int) -> Callable[..., dict
 
 
 def _unwritten(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(conn, *args)`` outside a transaction, checked to have changed nothing."""
+    """``fn(conn, *args)`` outside a transaction, checked afterwards to have changed
+    nothing (what it changed stays changed: the check reports the bug, it cannot undo it)."""
     before = conn.total_changes
     result = fn(conn, *args)
     if conn.total_changes != before:
