@@ -8,7 +8,8 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
   whole content, or the written extents over the stored piece, merged when it is stored).
 - A piece whose buffer filled up is uploaded in the background right away (a sequential
   writer keeps writing meanwhile); ``uploading[idx]`` keeps its bytes for readers until it
-  is durable, then ``uploaded[idx]`` records the chunk until the next commit.
+  is durable, then ``uploaded[idx]`` records the chunk until the next commit (a Piece
+  written whole, or a Patch: slices to lay over the stored piece).
 - ``generation[idx]`` grows with every write to idx. An upload only counts if the piece
   was not written again while it ran, so a commit never records stale bytes.
 - ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
@@ -29,6 +30,7 @@ import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -37,7 +39,7 @@ from storaged.data.client import DataClient, hash_chunk
 from storaged.rpc import FsError, RpcClient, RpcError
 
 from .chunkcache import ChunkCache
-from .pieces import DirtyPiece, Piece, zero_trimmed
+from .pieces import DirtyPiece, Patch, Piece, Slice, assemble, read_range, zero_trimmed
 
 log = logging.getLogger("fusefs.data")
 
@@ -157,7 +159,7 @@ class FileData:
     rows: dict[int, Piece | None] = field(default_factory=dict)
     dirty: dict[int, DirtyPiece] = field(default_factory=dict)
     uploading: dict[int, DirtyPiece] = field(default_factory=dict)
-    uploaded: dict[int, Piece] = field(default_factory=dict)
+    uploaded: dict[int, Piece | Patch] = field(default_factory=dict)
     generation: dict[int, int] = field(default_factory=dict)
     in_flight: int = 0
     next_sequential: int = -1
@@ -194,8 +196,8 @@ class FileData:
         fetched = await self.io.rpc.call(self.io.meta, "fs.chunks", self.ino, lo, hi)
         for i in range(lo, hi + 1):
             self.rows.setdefault(i, None)
-        for idx, cid, start, length in fetched:
-            self.rows[idx] = Piece(cid, start, length)
+        for row in fetched:
+            self.rows[row[0]] = Piece.from_row(row)
 
     def forget_rows(self) -> None:
         """Another mount may have changed the file: re-read its chunk map when needed."""
@@ -209,15 +211,23 @@ class FileData:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _stored(self, idx: int) -> Piece | None:
+        """Piece idx as stored: uploaded by this mount, else as the chunk map says."""
+        piece = self.uploaded.get(idx) or self.rows.get(idx)
+        return piece.committed() if isinstance(piece, Patch) else piece
+
     async def _piece_view(self, idx: int) -> tuple[int, bytes]:
         """(start, bytes) of piece idx: the piece is zeros outside them (stored pieces come
         from the chunk cache without a copy)."""
         written = self.dirty.get(idx) or self.uploading.get(idx)
         if written is not None:
             return 0, await written.view(self.io.chunk)
-        piece = self.uploaded.get(idx) or self.rows.get(idx)
-        if piece is None or piece.cid is None:
+        piece = self._stored(idx)
+        if piece is None or piece.empty:
             return 0, b""
+        if piece.slices:
+            return 0, bytes(await assemble(piece, self.io.chunk))
+        assert piece.cid is not None
         data = await self.io.chunk(piece.cid)
         return piece.start, data[:piece.length] if piece.length < len(data) else data
 
@@ -235,15 +245,31 @@ class FileData:
         except RpcError as exc:  # the reader will try (and report) for itself
             log.debug("read-ahead of chunk %s failed: %s", cid[:12], exc)
 
-    def _stored_uncached(self, idx: int) -> Piece | None:
-        """The piece if reading part of it means asking a chunk server (not in memory)."""
+    def _read_in_place(self, idx: int, sequential: bool) -> Piece | None:
+        """The stored piece if a read should take only the bytes it needs from it rather
+        than the whole piece: a piece with slices (assembling it would copy it whole for
+        every read), or a random read of a large piece not in memory (a ranged read)."""
         if idx in self.dirty or idx in self.uploading:
             return None
-        piece = self.uploaded.get(idx) or self.rows.get(idx)
-        if piece is None or piece.cid is None or piece.length <= RANGED_READ_ABOVE \
+        piece = self._stored(idx)
+        if piece is None or piece.empty:
+            return None
+        if piece.slices:
+            return piece
+        if sequential or piece.length <= RANGED_READ_ABOVE \
                 or self.io.cache.get(piece.cid) is not None:
             return None
         return piece
+
+    async def _chunk_range(self, cid: str, offset: int, length: int, whole: bool) -> bytes:
+        """Bytes of a piece's chunk: from the cache if there, else the whole chunk (``whole``:
+        a sequential reader wants all of it) or a ranged read."""
+        cached = self.io.cache.get(cid)
+        if cached is None and whole:
+            cached = await self.io.chunk(cid)
+        if cached is not None:
+            return cached[offset:offset + length]
+        return await self.io.data.read(cid, offset, length)
 
     async def read(self, off: int, size: int) -> bytes:
         end = min(off + size, self.size)
@@ -256,20 +282,16 @@ class FileData:
         if sequential:
             self._read_ahead(last)
         self.next_sequential = end
+        chunk_range = partial(self._chunk_range, whole=sequential)
         out = bytearray(end - off)  # zeros: holes and piece borders need no work
         for idx in range(first, last + 1):
             base = idx * cs
-            piece = None if sequential else self._stored_uncached(idx)
-            if piece is not None:  # a random read: only the blocks it needs
-                lo = max(off, base + piece.start)
-                hi = min(end, base + piece.start + piece.length)
+            piece = self._read_in_place(idx, sequential)
+            if piece is not None:
+                lo, hi = max(off, base), min(end, base + piece.end)
                 if lo < hi:
-                    inner = lo - base - piece.start
-                    got = await self.io.data.read(piece.cid, inner, hi - lo)
-                    if len(got) != hi - lo:
-                        raise FsError(errno.EIO, f"chunk {piece.cid[:12]} is shorter than its "
-                                                 f"file map says ({inner + len(got)} bytes)")
-                    out[lo - off:hi - off] = got
+                    out[lo - off:hi - off] = await read_range(
+                        piece, lo - base, hi - base, chunk_range, self.io.chunk)
                 continue
             start, data = await self._piece_view(idx)
             lo = max(off, base + start)
@@ -321,11 +343,12 @@ class FileData:
             if idx in self.uploading:
                 piece = DirtyPiece.whole(await self._piece_content(idx))
             else:
-                base = self.uploaded.get(idx) or self.rows.get(idx)
-                if base is not None and base.cid is not None:
+                base = self._stored(idx)
+                if base is not None and not base.empty:
                     # An uploaded, uncommitted base is kept from garbage collection only by
                     # this session: hold it (again) until the piece no longer needs it.
-                    held = base.cid if self.uploaded.get(idx) is base else None
+                    uploaded = self.uploaded.get(idx)
+                    held = uploaded.cid if uploaded is not None else None
                     if held is not None:
                         await self.io.hold_chunk(held)
                     piece = DirtyPiece(base, held)
@@ -362,32 +385,25 @@ class FileData:
         token = ("upload", self.ino, idx, id(written))
         failed = False
         try:
-            data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
-            await self._release_base(written)
-            start, stored = zero_trimmed(data)
-            if stored:
-                cid = await hash_chunk(stored)
-                # Register the chunk as pending while it is being sent, not before: the
-                # collector never deletes a chunk younger than its grace period, so the
-                # registration only has to land within that, and the put does not wait.
-                held = trio.Event()
-                failure: list[BaseException] = []
-                self.io.nursery.start_soon(self.io.hold_chunk_into, cid, held, failure)
-                try:
-                    await self.io.data.put(stored, self.io.replicas, cid)
-                except BaseException:
-                    with trio.CancelScope(shield=True):
-                        await held.wait()
-                        if not failure:
-                            await self.io.release_chunks([cid])
-                    raise
-                await held.wait()
-                if failure:  # (hold_chunk has already undone its own count)
-                    raise failure[0]
-                self.io.cache.put(cid, stored)
-                piece = Piece(cid, start, len(stored))
+            piece: Piece | Patch
+            extents = written.as_slices()
+            if extents is not None:  # a few small writes: stored beside the piece, not in it
+                assert written.base is not None
+                packed = b"".join(extent for _, extent in extents)
+                cid = await self._store(packed)
+                slices, offset = [], 0
+                for start, extent in extents:
+                    slices.append(Slice(cid, start, len(extent), offset))
+                    offset += len(extent)
+                piece = Patch(written.base, cid, tuple(slices))
             else:
-                piece = Piece(None, 0, 0)  # all zeros: nothing to store
+                data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
+                await self._release_base(written)
+                start, stored = zero_trimmed(data)
+                if stored:
+                    piece = Piece(await self._store(stored), start, len(stored))
+                else:
+                    piece = Piece(None, 0, 0)  # all zeros: nothing to store
             if self.generation.get(idx) == generation:
                 self.uploaded[idx] = piece
             elif piece.cid is not None:
@@ -410,6 +426,29 @@ class FileData:
                 self.idle.set()
             self.io.note_upload_finished(failed)
 
+    async def _store(self, data: bytes) -> str:
+        """Put ``data`` as a chunk on R servers, pending in this session until committed."""
+        cid = await hash_chunk(data)
+        # Register the chunk as pending while it is being sent, not before: the collector
+        # never deletes a chunk younger than its grace period, so the registration only has
+        # to land within that, and the put does not wait.
+        held = trio.Event()
+        failure: list[BaseException] = []
+        self.io.nursery.start_soon(self.io.hold_chunk_into, cid, held, failure)
+        try:
+            await self.io.data.put(data, self.io.replicas, cid)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await held.wait()
+                if not failure:
+                    await self.io.release_chunks([cid])
+            raise
+        await held.wait()
+        if failure:  # (hold_chunk has already undone its own count)
+            raise failure[0]
+        self.io.cache.put(cid, data)
+        return cid
+
     # -- flush, fsync, close ----------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -427,11 +466,13 @@ class FileData:
             pieces = dict(self.uploaded)
             if not pieces and size == self.committed_size:
                 return
-            attr = await self.io.rpc.call(
-                self.io.meta, "fs.commit", self.ino, size,
-                [[i, p.cid, p.start, p.length] for i, p in sorted(pieces.items())])
+            attr = await self.io.rpc.call(self.io.meta, "fs.commit", self.ino, size,
+                                          _commit_items(pieces))
             for idx, piece in pieces.items():
-                self.rows[idx] = piece if piece.cid is not None else None
+                if isinstance(piece, Patch):
+                    self.rows[idx] = piece.committed()
+                else:
+                    self.rows[idx] = piece if piece.cid is not None else None
                 if self.uploaded.get(idx) == piece:
                     del self.uploaded[idx]
             # committed: no longer pending (late is harmless, so nobody waits for it)
@@ -450,6 +491,18 @@ class FileData:
             self.size = self.committed_size = size
             self.forget_rows()
             return attr
+
+
+def _commit_items(pieces: dict[int, Piece | Patch]) -> list[list[Any]]:
+    """fs.commit's items: [idx, cid, start, length] for a piece written whole,
+    [idx, cid, start, length, offset] for each slice of a patch."""
+    items: list[list[Any]] = []
+    for idx, piece in sorted(pieces.items()):
+        if isinstance(piece, Patch):
+            items.extend([idx, s.cid, s.start, s.length, s.offset] for s in piece.slices)
+        else:
+            items.append([idx, piece.cid, piece.start, piece.length])
+    return items
 
 
 def _as_fs_error(exc: BaseException) -> FsError:

@@ -3,8 +3,10 @@
 A small write into a stored piece used to read the whole piece first, to change it in memory:
 4 KiB written at random cost a 4 MiB read and 4 MiB of memory per piece touched, so a
 random writer could keep only a handful of pieces in hand and stored each of them over and
-over. ``DirtyPiece`` keeps such writes as extents over the stored piece instead, and reads
-the stored bytes once, when the piece is stored (or read) again.
+over. ``DirtyPiece`` keeps such writes as extents over the stored piece instead. When the
+piece is stored, its extents become *slices* (packed in one small chunk, laid over the
+stored piece by the meta role) while the piece has few of them; past that the stored bytes
+are read once and the piece is written whole again, which drops its slices.
 """
 
 from __future__ import annotations
@@ -19,16 +21,68 @@ from storaged.rpc import FsError
 ZERO_ALIGN = 4096
 
 
+# A patched piece is stored as slices while it would have at most this many, holding at
+# most 1/SLICE_SHARE of the piece; past either it is written whole. More slices make every
+# later read of the piece fetch more chunks; a rewrite costs the whole piece, R times.
+MAX_SLICES = 64
+SLICE_SHARE = 4
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Bytes [start, start+length) of the piece are chunk ``cid``'s bytes from ``offset``."""
+
+    cid: str
+    start: int
+    length: int
+    offset: int
+
+
 @dataclass(frozen=True)
 class Piece:
-    """Bytes [start, start+length) of a piece are the chunk ``cid``; the rest are zeros.
+    """Bytes [start, start+length) of a piece are the chunk ``cid``; the rest are zeros;
+    over them lie ``slices``, in order.
 
-    ``cid`` None is a piece that became all zeros: committing it makes a hole.
+    ``cid`` None (and no slices) is a piece that became all zeros: committing it makes a
+    hole.
     """
 
     cid: str | None
     start: int
     length: int
+    slices: tuple[Slice, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: list) -> Piece:
+        """From the meta role's chunk map: [idx, cid, start, length, slices?]."""
+        slices = tuple(Slice(*s) for s in row[4]) if len(row) > 4 else ()
+        return cls(row[1], row[2], row[3], slices)
+
+    @property
+    def empty(self) -> bool:
+        return self.cid is None and not self.slices
+
+    @property
+    def end(self) -> int:
+        """Where the piece's valid bytes end (zeros after)."""
+        end = self.start + self.length if self.cid is not None else 0
+        return max([end, *(s.start + s.length for s in self.slices)])
+
+    def overlaid(self, slices: tuple[Slice, ...]) -> Piece:
+        return Piece(self.cid, self.start, self.length, self.slices + slices)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Slices stored (in the one chunk ``cid``) for one flush of a patched piece: what the
+    commit lays over ``base``, the piece as this mount saw it."""
+
+    base: Piece
+    cid: str
+    slices: tuple[Slice, ...]
+
+    def committed(self) -> Piece:
+        return self.base.overlaid(self.slices)
 
 
 def zero_trimmed(data: bytes) -> tuple[int, bytes]:
@@ -46,6 +100,46 @@ def zero_trimmed(data: bytes) -> tuple[int, bytes]:
 
 
 Fetch = Callable[[str], Awaitable[bytes]]
+ReadRange = Callable[[str, int, int], Awaitable[bytes]]
+
+
+async def assemble(piece: Piece, fetch: Fetch) -> bytearray:
+    """The piece's bytes from its offset 0 to its end: its chunk, then its slices over it."""
+    out = bytearray(piece.end)
+    if piece.cid is not None:
+        stored = await fetch(piece.cid)
+        if len(stored) < piece.length:
+            raise ShortChunk(piece.cid, len(stored), piece.length)
+        out[piece.start:piece.start + piece.length] = memoryview(stored)[:piece.length]
+    for s in piece.slices:
+        out[s.start:s.start + s.length] = await _slice_bytes(s, fetch)
+    return out
+
+
+async def read_range(piece: Piece, lo: int, hi: int, read: ReadRange, fetch: Fetch) -> bytearray:
+    """Bytes [lo, hi) of the piece: ``read`` gives part of its chunk (a ranged read, or from
+    the cache), ``fetch`` the slices' chunks, which are small and shared by a flush's slices."""
+    out = bytearray(hi - lo)
+    if piece.cid is not None:
+        a, b = max(lo, piece.start), min(hi, piece.start + piece.length)
+        if a < b:
+            got = await read(piece.cid, a - piece.start, b - a)
+            if len(got) != b - a:
+                raise ShortChunk(piece.cid, a - piece.start + len(got), piece.length)
+            out[a - lo:b - lo] = got
+    for s in piece.slices:
+        a, b = max(lo, s.start), min(hi, s.start + s.length)
+        if a < b:
+            data = await _slice_bytes(s, fetch)
+            out[a - lo:b - lo] = data[a - s.start:b - s.start]
+    return out
+
+
+async def _slice_bytes(s: Slice, fetch: Fetch) -> memoryview:
+    stored = await fetch(s.cid)
+    if len(stored) < s.offset + s.length:
+        raise ShortChunk(s.cid, len(stored), s.offset + s.length)
+    return memoryview(stored)[s.offset:s.offset + s.length]
 
 
 class DirtyPiece:
@@ -67,6 +161,7 @@ class DirtyPiece:
         self.content: bytearray | None = bytearray() if base is None else None
         self._starts: list[int] = []       # extent starts, ascending, never touching
         self._extents: list[bytearray] = []
+        self._extent_bytes = 0  # sum of the extents' lengths (asked on every write)
 
     @classmethod
     def whole(cls, content: bytes) -> DirtyPiece:
@@ -79,7 +174,7 @@ class DirtyPiece:
         """Bytes of memory the piece holds (what the mount's unsaved bound counts)."""
         if self.content is not None:
             return len(self.content)
-        return sum(map(len, self._extents))
+        return self._extent_bytes
 
     @property
     def length(self) -> int:
@@ -88,7 +183,21 @@ class DirtyPiece:
             return len(self.content)
         assert self.base is not None
         written = self._starts[-1] + len(self._extents[-1]) if self._starts else 0
-        return max(self.base.start + self.base.length, written)
+        return max(self.base.end, written)
+
+    def as_slices(self) -> list[tuple[int, bytearray]] | None:
+        """The written extents [(start, bytes), ...] if the piece should be stored as slices
+        over its base (patched, few and small enough); None if it should be stored whole."""
+        if self.content is not None or self.held is not None or not self._extents:
+            return None  # (an uncommitted base: only a whole piece can replace it)
+        assert self.base is not None
+        slices = self.base.slices
+        if len(slices) + len(self._extents) > MAX_SLICES:
+            return None
+        piece_size = max(self.length, 1)
+        if sum(s.length for s in slices) + self.memory > piece_size // SLICE_SHARE:
+            return None
+        return list(zip(self._starts, self._extents))
 
     def write(self, inner: int, data: bytes | memoryview) -> None:
         """Put ``data`` at offset ``inner`` of the piece."""
@@ -100,9 +209,9 @@ class DirtyPiece:
             return
         self._patch(inner, data)
         assert self.base is not None
-        if self._starts == [0] and len(self._extents[0]) >= self.base.start + self.base.length:
+        if self._starts == [0] and len(self._extents[0]) >= self.base.end:
             self.content, self.base = self._extents[0], None  # written over: base not needed
-            self._starts, self._extents = [], []
+            self._starts, self._extents, self._extent_bytes = [], [], 0
 
     def _patch(self, inner: int, data: bytes | memoryview) -> None:
         end = inner + len(data)
@@ -114,6 +223,7 @@ class DirtyPiece:
             extent = self._extents[first]  # the common case, a write inside or just past
             start = self._starts[first]    # one extent: change it in place
             if end - start > len(extent):
+                self._extent_bytes += end - start - len(extent)
                 extent.extend(bytes(end - start - len(extent)))
             extent[inner - start:end - start] = data
             return
@@ -124,6 +234,7 @@ class DirtyPiece:
         for s, e in zip(self._starts[first:last], self._extents[first:last]):
             merged[s - start:s - start + len(e)] = e
         merged[inner - start:end - start] = data
+        self._extent_bytes += len(merged) - sum(map(len, self._extents[first:last]))
         self._starts[first:last] = [start]
         self._extents[first:last] = [merged]
 
@@ -140,19 +251,15 @@ class DirtyPiece:
             merged = await self._assembled(fetch)
             if self.content is None:  # (not made whole meanwhile)
                 self.content, self.base = merged, None
-                self._starts, self._extents = [], []
+                self._starts, self._extents, self._extent_bytes = [], [], 0
         return self.content
 
     async def _assembled(self, fetch: Fetch) -> bytearray:
-        base = self.base
-        assert base is not None and base.cid is not None
-        stored = await fetch(base.cid)
-        if len(stored) < base.length:
-            raise ShortChunk(base.cid, len(stored), base.length)
+        assert self.base is not None and not self.base.empty
+        out = await assemble(self.base, fetch)
         if self.content is not None:  # written over entirely while the base was fetched
             return self.content
-        out = bytearray(self.length)
-        out[base.start:base.start + base.length] = memoryview(stored)[:base.length]
+        out.extend(bytes(self.length - len(out)))
         for start, extent in zip(self._starts, self._extents):
             out[start:start + len(extent)] = extent
         return out

@@ -4,7 +4,7 @@ can do alone; the CLI then checks that every referenced chunk has a copy on a li
 Checked: every entry names an existing inode of the same volume under a directory; link
 counts equal the entries pointing at each inode (plus '.' and each subdirectory's '..' for
 directories); every linked inode is reachable from the root; the volume's used bytes and
-inode count equal the sums they cache. Orphans (nlink 0, open somewhere) are counted, not
+inode count equal the sums they cache, and so does each file's stored bytes. Orphans (nlink 0, open somewhere) are counted, not
 reported: they are legal until their last close.
 """
 
@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 from . import volumes
+from .files import first_of_union
 
 MAX_PROBLEMS = 1000
 
@@ -68,6 +69,16 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     for ino, (_mode, nlink, _stored) in inodes.items():
         if nlink and ino not in reachable:
             problem(f"inode {ino} is linked (nlink {nlink}) but not reachable from the root")
+    held: Counter[int] = Counter()
+    for table in ("chunks", "slices"):
+        for ino, total in conn.execute(
+                f"SELECT c.inode, sum(c.length) FROM {table} c JOIN inodes i ON i.id = c.inode "
+                "WHERE i.volume=? GROUP BY c.inode", (vid,)):
+            held[ino] += total
+    for ino, (_mode, _nlink, stored) in inodes.items():
+        if stored != held[ino]:
+            problem(f"inode {ino} records {stored} bytes stored; its chunk rows and slices "
+                    f"hold {held[ino]}")
     stored = sum(s for _m, _n, s in inodes.values())
     if stored != volume["used_bytes"]:
         problem(f"the volume records {volume['used_bytes']} bytes used; its files hold {stored}")
@@ -79,9 +90,11 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
 
 def chunk_ids(conn: sqlite3.Connection, name: str, after: str | None,
               limit: int) -> list[str]:
-    """The volume's referenced chunk ids, in id order after ``after`` (paged)."""
+    """The volume's referenced chunk ids (rows and slices), in id order after ``after``
+    (paged)."""
     vid = volumes.get(conn, name)["id"]
-    return [r[0] for r in conn.execute(
-        "SELECT DISTINCT c.chunk_id FROM chunks c JOIN inodes i ON i.id = c.inode "
+    pages = [conn.execute(
+        f"SELECT DISTINCT c.chunk_id FROM {table} c JOIN inodes i ON i.id = c.inode "
         "WHERE i.volume=? AND c.chunk_id > ? ORDER BY c.chunk_id LIMIT ?",
-        (vid, after or "", limit))]
+        (vid, after or "", limit)).fetchall() for table in ("chunks", "slices")]
+    return [r[0] for r in first_of_union(pages, limit)]

@@ -287,6 +287,7 @@ def forget(conn: sqlite3.Connection, ino: int) -> bool:
     volume, _, stored = row
     conn.execute("DELETE FROM inodes WHERE id=?", (ino,))
     conn.execute("DELETE FROM chunks WHERE inode=?", (ino,))
+    conn.execute("DELETE FROM slices WHERE inode=?", (ino,))
     conn.execute("DELETE FROM xattrs WHERE inode=?", (ino,))
     conn.execute("UPDATE volumes SET used_bytes=used_bytes-?, used_inodes=used_inodes-1 "
                  "WHERE id=?", (stored, volume))

@@ -39,7 +39,8 @@ inodes — files, directories, symlinks, fifos, sockets, devices
                  ('..') for directories. An inode with nlink 0 is an orphan: unlinked but
                  maybe still open somewhere; removed by `forget`
     size         st_size in bytes
-    stored       bytes referenced by this inode's chunk rows (for quota and st_blocks)
+    stored       bytes referenced by this inode's chunk rows and slices (for quota and
+                 st_blocks; a slice over stored bytes counts again)
     atime_ns, mtime_ns, ctime_ns   timestamps
     rdev         device number for character and block devices, else 0
     target       symlink target bytes, NULL for other types
@@ -63,7 +64,19 @@ chunks — the chunk map: which chunk holds each chunk_size piece of a file
                  so holes inside a piece take no space)
     length       valid bytes of the chunk for this file, from ``start``; bytes past it read
                  as zeros. A truncate shortens this instead of rewriting the chunk.
-                 No row: the whole piece is a hole
+                 No row (and no slices): the whole piece is a hole
+
+slices — small writes laid over a piece without rewriting it (a random writer's 4 KiB
+         must not cost a rewrite of the 4 MiB piece under it). A piece's bytes are its
+         chunks row (or zeros), then each slice over them in ``seq`` order. A mount stores
+         the slices of one flush of one piece packed in one chunk; writing the whole piece
+         again (which a mount does once a piece has many slices) deletes them.
+    inode, idx   the piece, as in chunks
+    seq          order: a higher seq lies over lower ones
+    chunk_id     the chunk holding the slice's bytes
+    start        where in the piece the slice begins
+    length       bytes of the slice (a truncate shortens or deletes slices past the size)
+    offset       where in the chunk the slice's bytes begin
 
 bad_copies — copies a client found missing or corrupted, for repair to replace
     chunk_id     the chunk
@@ -85,13 +98,14 @@ servers — the cluster map
                  chunk gets R copies elsewhere; kept across heartbeats
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Statements that take a database from version N to N+1, applied in order at open.
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE volumes ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume'",
         "ALTER TABLE volumes ADD COLUMN source TEXT NOT NULL DEFAULT ''"],
     2: ["ALTER TABLE servers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0"],
+    3: [],  # the slices table (created by the DDL below); a version 3 storaged must refuse
 }
 
 DDL = """
@@ -152,6 +166,17 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (inode, idx)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_id ON chunks(chunk_id);
+CREATE TABLE IF NOT EXISTS slices (
+    inode INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    chunk_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    PRIMARY KEY (inode, idx, seq)
+);
+CREATE INDEX IF NOT EXISTS slices_by_id ON slices(chunk_id);
 CREATE TABLE IF NOT EXISTS bad_copies (
     chunk_id TEXT NOT NULL,
     server_id TEXT NOT NULL,

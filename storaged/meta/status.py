@@ -83,7 +83,8 @@ def _chunks_at_risk(conn: sqlite3.Connection, repair: RepairState) -> dict[int, 
         for start in range(0, len(ids), BATCH):
             batch = ids[start:start + BATCH]
             for volume, chunks in conn.execute(
-                    "SELECT i.volume, count(DISTINCT c.chunk_id) FROM chunks c "
+                    "SELECT i.volume, count(DISTINCT c.chunk_id) FROM (SELECT inode, chunk_id "
+                    "FROM chunks UNION ALL SELECT inode, chunk_id FROM slices) c "
                     "JOIN inodes i ON i.id=c.inode "
                     f"WHERE c.chunk_id IN ({','.join('?' * len(batch))}) GROUP BY i.volume",
                     batch):

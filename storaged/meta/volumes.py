@@ -148,6 +148,8 @@ def copy_tree(conn: sqlite3.Connection, src: int, dst: int) -> None:
                  f" WHERE inode IN ({linked})", args)
     conn.execute(f"INSERT INTO chunks SELECT inode+:shift, idx, chunk_id, start, length"
                  f" FROM chunks WHERE inode IN ({linked})", args)
+    conn.execute(f"INSERT INTO slices SELECT inode+:shift, idx, seq, chunk_id, start, length,"
+                 f" offset FROM slices WHERE inode IN ({linked})", args)
     used_bytes, used_inodes = conn.execute(
         "SELECT coalesce(sum(stored), 0), count(*) FROM inodes WHERE volume=?", (dst,)).fetchone()
     conn.execute("UPDATE volumes SET root=(SELECT root FROM volumes WHERE id=:src)+:shift, "
@@ -178,6 +180,7 @@ def delete(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> bool:
     inodes = "SELECT id FROM inodes WHERE volume=?"
     conn.execute(f"DELETE FROM dentries WHERE inode IN ({inodes})", (volume,))
     conn.execute(f"DELETE FROM chunks WHERE inode IN ({inodes})", (volume,))
+    conn.execute(f"DELETE FROM slices WHERE inode IN ({inodes})", (volume,))
     conn.execute(f"DELETE FROM xattrs WHERE inode IN ({inodes})", (volume,))
     conn.execute("DELETE FROM inodes WHERE volume=?", (volume,))
     conn.execute("DELETE FROM volumes WHERE id=?", (volume,))
@@ -222,5 +225,6 @@ def health(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> dict[str,
 def bad_copy_count(conn: sqlite3.Connection, volume_id: int) -> int:
     """Chunks of the volume with a copy reported bad that repair has not replaced yet."""
     return conn.execute(
-        "SELECT count(DISTINCT b.chunk_id) FROM bad_copies b JOIN chunks c ON c.chunk_id=b.chunk_id"
+        "SELECT count(DISTINCT b.chunk_id) FROM bad_copies b JOIN (SELECT inode, chunk_id FROM"
+        " chunks UNION ALL SELECT inode, chunk_id FROM slices) c ON c.chunk_id=b.chunk_id"
         " JOIN inodes i ON i.id=c.inode WHERE i.volume=?", (volume_id,)).fetchone()[0]

@@ -80,6 +80,17 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
     os.unlink(env.mnt / "gone1")
     os.unlink(env.mnt / "gone2")
     rewritten = write(env.mnt / "rewritten", os.urandom(2 * MiB))
+    # small writes into a stored file: slices over its pieces, in chunks of their own
+    patched = bytearray(os.urandom(2 * MiB))
+    write(env.mnt / "patched", bytes(patched))
+    fd = os.open(env.mnt / "patched", os.O_RDWR)
+    for off in (1000, MiB + 7):
+        os.pwrite(fd, b"slice", off)
+        patched[off:off + 5] = b"slice"
+    os.fsync(fd)
+    os.close(fd)
+    rows = env.meta("fs.chunks", os.stat(env.mnt / "patched").st_ino, 0, 1)
+    assert [len(row[4]) for row in rows] == [1, 1], rows
     # a write in progress: full pieces uploaded, nothing committed until close
     in_progress = open(env.mnt / "in-progress", "wb")
     data = os.urandom(3 * MiB)
@@ -99,6 +110,7 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
     assert digest(env.mnt / "in-progress") == hashlib.sha256(data).hexdigest()
     assert digest(env.mnt / "keep") == keep
     assert digest(env.mnt / "rewritten") == rewritten
+    assert digest(env.mnt / "patched") == hashlib.sha256(patched).hexdigest()
     restored = env.meta("volume.create", "restored", 1 << 30, 2, MiB, {}, "snapshot:snap")
     assert restored["used_bytes"] > 2 * MiB   # the snapshot's chunks are still there: read one
     assert env.gc_command("--dry-run")["deleted"] == 0

@@ -1,6 +1,7 @@
-"""Small writes at random places of a stored file, through a real mount: each touched piece
-is stored once (at fsync), not once per handful of writes, and every byte reads back right
-before the fsync, after it and after a remount."""
+"""Small writes at random places of a stored file, through a real mount: a touched piece is
+not stored again per handful of writes (its writes become slices over it, or it is stored
+once at fsync), and every byte reads back right before the fsync, after it and after a
+remount."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import random
 import sys
 from pathlib import Path
 
-from tests.helpers import mounted_volume, remount
+from fusefs.pieces import MAX_SLICES
+from tests.helpers import call, mounted_volume, remount
 
 MiB = 1 << 20
 
 
-def stored_chunks(cluster) -> set[tuple[int, str]]:
-    return {(i, name) for i, c in enumerate(cluster.chunks)
-            for _, _, names in os.walk(c.data_dir / "chunks") for name in names
+def stored_chunks(cluster) -> dict[tuple[int, str], int]:
+    """{(server, chunk file): size} over every chunk server."""
+    return {(i, name): os.path.getsize(os.path.join(top, name))
+            for i, c in enumerate(cluster.chunks)
+            for top, _, names in os.walk(c.data_dir / "chunks") for name in names
             if not name.endswith(".blocks")}
 
 
@@ -47,7 +51,7 @@ def test_random_small_writes_store_each_piece_once_and_read_back(tmp_path: Path)
             os.fsync(fd)
         finally:
             os.close(fd)
-        new = stored_chunks(cluster) - before
+        new = stored_chunks(cluster).keys() - before.keys()
         # R=2: each touched piece stored once is two new chunk files (fewer if two pieces
         # came out the same); storing pieces again and again makes many more
         assert len(new) <= 2 * len(touched), (len(new), len(touched), seed)
@@ -74,3 +78,56 @@ def test_small_writes_into_pieces_uploaded_but_not_committed(tmp_path: Path) -> 
             os.close(fd)
         remount(cluster, mnt, tmp_path / "mount2.log")
         assert (mnt / "file").read_bytes() == model
+
+
+def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again(
+        tmp_path: Path) -> None:
+    """Rounds of small writes, each ended by fsync: a round stores no more than its own
+    bytes (slices, R times), not the pieces under them; a piece with too many slices is
+    written whole again. Reads in between, in the same mount and after remounts, see every
+    write."""
+    seed = random.randrange(1 << 30)
+    print(f"seed {seed}", file=sys.stderr)
+    rng = random.Random(seed)
+    pieces = 6
+    model = bytearray(os.urandom(pieces * MiB))
+    most_slices, compacted = 0, False
+    with mounted_volume(tmp_path, ["--gc-interval", "0"]) as (cluster, mnt):
+        (mnt / "file").write_bytes(model)
+        remount(cluster, mnt, tmp_path / "mount.log")
+        ino = os.stat(mnt / "file").st_ino
+        slices_before = [0] * pieces
+        for r in range(24):
+            before = stored_chunks(cluster)
+            written = 0
+            fd = os.open(mnt / "file", os.O_RDWR)
+            try:
+                for _ in range(30):
+                    off = rng.randrange(len(model) - 4096)
+                    data = os.urandom(rng.choice([1, 512, 4096]))
+                    assert os.pwrite(fd, data, off) == len(data)
+                    model[off:off + len(data)] = data
+                    written += len(data)
+                at = rng.randrange(len(model))
+                assert os.pread(fd, 100_000, at) == model[at:at + 100_000], f"seed {seed}"
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, pieces)
+            slices = [len(row[4]) if len(row) > 4 else 0 for row in rows]
+            assert all(n <= MAX_SLICES for n in slices), (slices, seed)
+            most_slices = max(most_slices, *slices)
+            compacted |= any(n < b for n, b in zip(slices, slices_before))
+            slices_before = slices
+            new = stored_chunks(cluster).items() - before.items()
+            if not compacted:  # (a piece written whole costs the piece)
+                assert sum(size for _, size in new) <= 2 * written, (r, seed)
+            if r % 6 == 5:
+                remount(cluster, mnt, tmp_path / f"mount{r}.log")
+            with open(mnt / "file", "rb") as f:
+                for _ in range(20):  # random reads of pieces with slices (ranged reads)
+                    at = rng.randrange(len(model))
+                    f.seek(at)
+                    assert f.read(5000) == model[at:at + 5000], (r, at, seed)
+            assert (mnt / "file").read_bytes() == model, (r, seed)
+    assert most_slices >= 10 and compacted, (most_slices, seed)

@@ -287,3 +287,71 @@ def test_queries_served_outside_a_transaction_change_nothing(meta, vol):
     assert _unwritten(meta.conn, files.chunk_map, f["ino"], 0, 5) == [[0, cid, 0, 100]]
     with pytest.raises(Internal, match="outside a transaction"):
         _unwritten(meta.conn, xattrs.remove, f["ino"], b"user.a")
+
+
+def test_slices_lie_over_a_piece_until_it_is_written_whole(meta, vol, monkeypatch):
+    from storaged.meta import fsck
+    f = mk(meta, vol["root"], b"f")
+    ino = f["ino"]
+    base, s1, s2, whole = (chunk_id(x) for x in (b"base", b"s1", b"s2", b"whole"))
+    meta(files.commit, ino, CS, [[0, base, 0, CS]])
+    attr = meta(files.commit, ino, CS, [[0, s1, 100, 10, 0], [0, s1, 5000, 20, 10],
+                                        [1, s2, 7, 3, 0]])
+    assert attr["stored"] == CS + 33 and attr["size"] == CS  # a slice past the size: no growth
+    assert meta(files.chunk_map, ino, 0, 5) == [
+        [0, base, 0, CS, [[s1, 100, 10, 0], [s1, 5000, 20, 10]]],
+        [1, None, 0, 0, [[s2, 7, 3, 0]]]]  # slices over a hole have no chunk row
+    meta(files.commit, ino, CS, [[0, s2, 50, 100, 0]])  # a later flush lies over the earlier
+    assert meta(files.chunk_map, ino, 0, 0)[0][4][-1] == [s2, 50, 100, 0]
+    assert meta(volumes.get, "vol1")["used_bytes"] == CS + 133
+    # every place that asks which chunks are in use sees the slices' chunks
+    assert meta(files.referenced, [s1, s2, whole]) == {s1, s2}
+    assert {c for c, _r in meta(files.referenced_with_replicas, None, 100)} == {base, s1, s2}
+    assert set(meta(fsck.chunk_ids, "vol1", None, 100)) == {base, s1, s2}
+    assert meta(fsck.check, "vol1")["problems"] == []
+    # the piece written whole again drops its slices and their bytes
+    assert meta(files.commit, ino, CS, [[0, whole, 0, CS]])["stored"] == CS + 3
+    assert meta(files.chunk_map, ino, 0, 0) == [[0, whole, 0, CS]]
+    # malformed slices change nothing
+    for bad in ([0, s1, 0, 0, 0], [0, s1, -1, 5, 0], [0, s1, 0, 5, CS - 4], [0, "x", 0, 5, 0],
+                [0, s1, 0, 5, "0"], [0, s1, CS - 1, 2, 0]):
+        fails(errno.EINVAL, meta, files.commit, ino, CS, [bad])
+    fails(errno.ENOSPC, meta, files.commit, ino, CS, [[2, s1, 0, CS, 0]] * 9)
+    assert meta(namespace.getattr_, ino)["stored"] == CS + 3
+    monkeypatch.setattr(files, "MAX_SLICES_PER_PIECE", 2)
+    meta(files.commit, ino, CS, [[0, s1, 0, 1, 0], [0, s1, 1, 1, 0]])
+    fails(errno.EINVAL, meta, files.commit, ino, CS, [[0, s1, 2, 1, 0]])
+    assert meta(fsck.check, "vol1")["problems"] == []
+
+
+def test_truncate_cuts_slices_and_forget_drops_them(meta, vol):
+    from storaged.meta import fsck
+    f = mk(meta, vol["root"], b"f")
+    ino = f["ino"]
+    base, s = chunk_id(b"base"), chunk_id(b"s")
+    meta(files.commit, ino, 2 * CS, [[0, base, 0, CS], [1, base, 0, CS],
+                                     [0, s, 100, 50, 0], [0, s, 1000, 50, 50],
+                                     [0, s, 3000, 50, 100], [1, s, 0, 10, 0]])
+    attr = meta(files.setattr_, ino, {"size": 1020})
+    # piece 1 and its slice gone; the slice from 3000 gone; the one across 1020 cut to 20
+    assert meta(files.chunk_map, ino, 0, 5) == [[0, base, 0, 1020, [[s, 100, 50, 0],
+                                                                    [s, 1000, 20, 50]]]]
+    assert attr["stored"] == 1020 + 70 == meta(volumes.get, "vol1")["used_bytes"]
+    assert meta(fsck.check, "vol1")["problems"] == []
+    meta(namespace.unlink, vol["root"], b"f")
+    assert meta(namespace.forget, ino) is True
+    assert meta(files.referenced, [base, s]) == set()
+    assert meta(volumes.get, "vol1")["used_bytes"] == 0
+
+
+def test_paging_over_rows_and_slices_gives_every_chunk_once_in_order(meta, vol):
+    f = mk(meta, vol["root"], b"f")
+    ids = sorted(chunk_id(bytes([i])) for i in range(30))
+    rows = [[i, c, 0, 10] for i, c in enumerate(ids[:20])]
+    slices = [[i, c, 0, 5, 0] for i, c in enumerate(ids[10:])]  # 10 shared, 10 only sliced
+    meta(files.commit, f["ino"], 20 * CS, rows + slices)
+    seen, after = [], None
+    while page := meta(files.referenced_with_replicas, after, 4):
+        seen += page
+        after = page[-1][0]
+    assert seen == [[c, 2] for c in ids]

@@ -128,3 +128,19 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(tmp_path):
     again = open_database(path)  # reopening changes nothing, and the id stays
     assert cluster_id(again) == ident
     again.close()
+
+
+def test_a_snapshot_and_a_clone_keep_the_slices_of_a_file(meta, vol):
+    f = populate(meta, vol)
+    s = chunk_id(b"slice")
+    meta(files.commit, f["ino"], CS + 10, [[0, s, 10, 5, 0], [1, s, 20, 5, 5]])
+    before = tree(meta, vol["root"])
+    assert before[b"/dir/file"][2][0][4] == [[s, 10, 5, 0]]
+    snap = meta(volumes.snapshot, "snap1", "vol1")
+    clone = meta(volumes.create, "clone", 20 * CS, 2, CS, {}, "snapshot:snap1")
+    assert tree(meta, snap["root"]) == before == tree(meta, clone["root"])
+    assert clone["used_bytes"] == meta(volumes.get, "vol1")["used_bytes"]
+    # writing the piece whole in the source drops its slices there only
+    meta(files.commit, f["ino"], CS + 10, [[0, chunk_id(b"new"), 0, CS]])
+    assert tree(meta, snap["root"]) == before == tree(meta, clone["root"])
+    assert meta(volumes.delete, "vol1") and meta(files.referenced, [s]) == {s}
