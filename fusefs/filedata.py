@@ -291,7 +291,7 @@ class FileData:
                 lo, hi = max(off, base), min(end, base + piece.end)
                 if lo < hi:
                     out[lo - off:hi - off] = await read_range(
-                        piece, lo - base, hi - base, chunk_range, self.io.chunk)
+                        piece, lo - base, hi - base, chunk_range)
                 continue
             start, data = await self._piece_view(idx)
             lo = max(off, base + start)
@@ -374,57 +374,108 @@ class FileData:
         return started
 
     async def _start_upload(self, idx: int) -> None:
-        written = self.dirty.pop(idx)
-        self.uploading[idx] = written
+        if self.dirty[idx].as_slices() is not None:
+            await self._start_patches([idx])
+            return
+        [(_, written, generation)] = self._take_for_upload([idx])
+        token = ("upload", self.ino, idx, id(written))
+        await self.io.uploads.acquire_on_behalf_of(token)
+        self.io.nursery.start_soon(self._upload, idx, written, generation, token)
+
+    async def _start_patches(self, indices: list[int]) -> None:
+        """Upload the slices of these patched pieces, packed together in one chunk."""
+        items = self._take_for_upload(indices)
+        token = ("patches", self.ino, id(items))
+        await self.io.uploads.acquire_on_behalf_of(token)
+        self.io.nursery.start_soon(self._upload_patches, items, token)
+
+    def _take_for_upload(self, indices: list[int]) -> list[tuple[int, DirtyPiece, int]]:
+        """Move pieces from dirty to uploading: [(idx, piece, generation)], one upload."""
+        items = []
+        for idx in indices:
+            written = self.dirty.pop(idx)
+            self.uploading[idx] = written
+            items.append((idx, written, self.generation[idx]))
         self.in_flight += 1
         self.idle = trio.Event() if self.idle.is_set() else self.idle
-        await self.io.uploads.acquire_on_behalf_of(("upload", self.ino, idx, id(written)))
-        self.io.nursery.start_soon(self._upload, idx, written, self.generation[idx])
+        return items
 
-    async def _upload(self, idx: int, written: DirtyPiece, generation: int) -> None:
-        token = ("upload", self.ino, idx, id(written))
+    def _upload_done(self, items: list[tuple[int, DirtyPiece, int]], token: object,
+                     failed: bool) -> None:
+        for idx, written, _ in items:
+            if self.uploading.get(idx) is written:
+                del self.uploading[idx]
+        self.io.uploads.release_on_behalf_of(token)
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+        self.io.note_upload_finished(failed)
+
+    def _upload_failed(self, items: list[tuple[int, DirtyPiece, int]], exc: BaseException) -> None:
+        log.error("upload of inode %d pieces %s failed: %s", self.ino,
+                  ",".join(str(idx) for idx, _, _ in items), exc)
+        for idx, written, generation in items:
+            if self.generation.get(idx) == generation:
+                self.dirty.setdefault(idx, written)  # keep it for the next flush
+        self.upload_error = exc
+
+    async def _upload(self, idx: int, written: DirtyPiece, generation: int,
+                      token: object) -> None:
         failed = False
         try:
-            piece: Piece | Patch
-            extents = written.as_slices()
-            if extents is not None:  # a few small writes: stored beside the piece, not in it
-                assert written.base is not None
-                packed = b"".join(extent for _, extent in extents)
-                cid = await self._store(packed)
-                slices, offset = [], 0
-                for start, extent in extents:
-                    slices.append(Slice(cid, start, len(extent), offset))
-                    offset += len(extent)
-                piece = Patch(written.base, cid, tuple(slices))
+            data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
+            await self._release_base(written)
+            start, stored = zero_trimmed(data)
+            if stored:
+                piece = Piece(await self._store(stored), start, len(stored))
             else:
-                data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
-                await self._release_base(written)
-                start, stored = zero_trimmed(data)
-                if stored:
-                    piece = Piece(await self._store(stored), start, len(stored))
-                else:
-                    piece = Piece(None, 0, 0)  # all zeros: nothing to store
+                piece = Piece(None, 0, 0)  # all zeros: nothing to store
             if self.generation.get(idx) == generation:
                 self.uploaded[idx] = piece
             elif piece.cid is not None:
                 await self.io.release_chunks([piece.cid])  # rewritten meanwhile
         except (RpcError, OSError) as exc:
-            log.error("upload of inode %d piece %d failed: %s", self.ino, idx, exc)
-            if self.generation.get(idx) == generation:
-                self.dirty.setdefault(idx, written)  # keep it for the next flush
-            self.upload_error = exc
+            self._upload_failed([(idx, written, generation)], exc)
             failed = True
         finally:
-            if self.uploading.get(idx) is written:
-                del self.uploading[idx]
             if self.dirty.get(idx) is not written and written.held is not None:
                 with trio.CancelScope(shield=True):
                     await self._release_base(written)  # (a newer write holds what it needs)
-            self.io.uploads.release_on_behalf_of(token)
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
-            self.io.note_upload_finished(failed)
+            self._upload_done([(idx, written, generation)], token, failed)
+
+    async def _upload_patches(self, items: list[tuple[int, DirtyPiece, int]],
+                              token: object) -> None:
+        """A few small writes per piece: stored beside the pieces, not in them. One chunk
+        holds the extents of every piece in ``items``; each piece gets a Patch naming its
+        slices of it (and one pending count of the chunk, released by its commit)."""
+        failed = False
+        try:
+            packed = bytearray()
+            layouts = []
+            for _, written, _ in items:
+                extents = written.as_slices()
+                assert extents is not None and written.base is not None
+                layout = []  # (where in the piece, length, where in the chunk)
+                for start, extent in extents:
+                    layout.append((start, len(extent), len(packed)))
+                    packed += extent
+                layouts.append(layout)
+            cid = await self._store(bytes(packed))
+            kept = [(idx, written, layout) for (idx, written, generation), layout
+                    in zip(items, layouts) if self.generation.get(idx) == generation]
+            for _ in kept[1:]:
+                await self.io.hold_chunk(cid)  # (already pending: counts, no call)
+            for idx, written, layout in kept:
+                assert written.base is not None
+                self.uploaded[idx] = Patch(written.base, cid,
+                                           tuple(Slice(cid, *where) for where in layout))
+            if not kept:
+                await self.io.release_chunks([cid])  # all rewritten meanwhile
+        except (RpcError, OSError) as exc:
+            self._upload_failed(items, exc)
+            failed = True
+        finally:
+            self._upload_done(items, token, failed)
 
     async def _store(self, data: bytes) -> str:
         """Put ``data`` as a chunk on R servers, pending in this session until committed."""
@@ -455,6 +506,9 @@ class FileData:
         """Make everything written so far durable and committed, or raise."""
         async with self.flush_lock:
             async with self.write_lock:
+                patched = [i for i in sorted(self.dirty) if self.dirty[i].as_slices() is not None]
+                for group in _packed(patched, lambda i: self.dirty[i].memory, self.io.chunk_size):
+                    await self._start_patches(group)
                 for idx in list(self.dirty):
                     await self._start_upload(idx)
                 size = self.size
@@ -491,6 +545,19 @@ class FileData:
             self.size = self.committed_size = size
             self.forget_rows()
             return attr
+
+
+def _packed(indices: list[int], size: Callable[[int], int], limit: int) -> list[list[int]]:
+    """``indices`` in runs whose sizes add up to at most ``limit`` (one chunk each)."""
+    groups: list[list[int]] = []
+    total = limit
+    for idx in indices:
+        if total + size(idx) > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(idx)
+        total += size(idx)
+    return groups
 
 
 def _commit_items(pieces: dict[int, Piece | Patch]) -> list[list[Any]]:

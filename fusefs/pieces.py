@@ -4,8 +4,9 @@ A small write into a stored piece used to read the whole piece first, to change 
 4 KiB written at random cost a 4 MiB read and 4 MiB of memory per piece touched, so a
 random writer could keep only a handful of pieces in hand and stored each of them over and
 over. ``DirtyPiece`` keeps such writes as extents over the stored piece instead. When the
-piece is stored, its extents become *slices* (packed in one small chunk, laid over the
-stored piece by the meta role) while the piece has few of them; past that the stored bytes
+piece is stored, its extents become *slices* (packed, with other pieces' slices of the same
+flush, into one chunk; laid over the stored piece by the meta role) while the piece has few
+of them; past that the stored bytes
 are read once and the piece is written whole again, which drops its slices.
 """
 
@@ -116,22 +117,20 @@ async def assemble(piece: Piece, fetch: Fetch) -> bytearray:
     return out
 
 
-async def read_range(piece: Piece, lo: int, hi: int, read: ReadRange, fetch: Fetch) -> bytearray:
-    """Bytes [lo, hi) of the piece: ``read`` gives part of its chunk (a ranged read, or from
-    the cache), ``fetch`` the slices' chunks, which are small and shared by a flush's slices."""
+async def read_range(piece: Piece, lo: int, hi: int, read: ReadRange) -> bytearray:
+    """Bytes [lo, hi) of the piece; ``read(cid, offset, length)`` gives part of a chunk (a
+    ranged read, or from the cache): a slice's chunk holds the slices of many pieces."""
     out = bytearray(hi - lo)
-    if piece.cid is not None:
-        a, b = max(lo, piece.start), min(hi, piece.start + piece.length)
+    parts = [] if piece.cid is None else [(piece.cid, piece.start, piece.length, 0)]
+    for cid, start, length, offset in parts + [(s.cid, s.start, s.length, s.offset)
+                                               for s in piece.slices]:
+        a, b = max(lo, start), min(hi, start + length)
         if a < b:
-            got = await read(piece.cid, a - piece.start, b - a)
+            at = offset + a - start
+            got = await read(cid, at, b - a)
             if len(got) != b - a:
-                raise ShortChunk(piece.cid, a - piece.start + len(got), piece.length)
+                raise ShortChunk(cid, at + len(got), offset + length)
             out[a - lo:b - lo] = got
-    for s in piece.slices:
-        a, b = max(lo, s.start), min(hi, s.start + s.length)
-        if a < b:
-            data = await _slice_bytes(s, fetch)
-            out[a - lo:b - lo] = data[a - s.start:b - s.start]
     return out
 
 

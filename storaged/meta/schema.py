@@ -68,9 +68,9 @@ chunks — the chunk map: which chunk holds each chunk_size piece of a file
 
 slices — small writes laid over a piece without rewriting it (a random writer's 4 KiB
          must not cost a rewrite of the 4 MiB piece under it). A piece's bytes are its
-         chunks row (or zeros), then each slice over them in ``seq`` order. A mount stores
-         the slices of one flush of one piece packed in one chunk; writing the whole piece
-         again (which a mount does once a piece has many slices) deletes them.
+         chunks row (or zeros), then each slice over them in ``seq`` order. A mount packs
+         the slices of one flush (of many pieces, of one file) into one chunk; writing the
+         whole piece again (which a mount does once it has many slices) deletes them.
     inode, idx   the piece, as in chunks
     seq          order: a higher seq lies over lower ones
     chunk_id     the chunk holding the slice's bytes

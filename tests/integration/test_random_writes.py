@@ -5,13 +5,16 @@ remount."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import sys
 from pathlib import Path
 
+import pytest
+
 from fusefs.pieces import MAX_SLICES
-from tests.helpers import call, mounted_volume, remount
+from tests.helpers import StoragedProcess, call, mounted_volume, remount
 
 MiB = 1 << 20
 
@@ -83,8 +86,8 @@ def test_small_writes_into_pieces_uploaded_but_not_committed(tmp_path: Path) -> 
 def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again(
         tmp_path: Path) -> None:
     """Rounds of small writes, each ended by fsync: a round stores no more than its own
-    bytes (slices, R times), not the pieces under them; a piece with too many slices is
-    written whole again. Reads in between, in the same mount and after remounts, see every
+    bytes (slices, R times, packed in one chunk), not the pieces under them; a piece with
+    too many slices is written whole again. Reads in between, in the same mount and after remounts, see every
     write."""
     seed = random.randrange(1 << 30)
     print(f"seed {seed}", file=sys.stderr)
@@ -122,6 +125,7 @@ def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again
             new = stored_chunks(cluster).items() - before.items()
             if not compacted:  # (a piece written whole costs the piece)
                 assert sum(size for _, size in new) <= 2 * written, (r, seed)
+                assert len(new) <= 2, (r, seed)  # every piece's slices packed in one chunk
             if r % 6 == 5:
                 remount(cluster, mnt, tmp_path / f"mount{r}.log")
             with open(mnt / "file", "rb") as f:
@@ -131,3 +135,41 @@ def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again
                     assert f.read(5000) == model[at:at + 5000], (r, at, seed)
             assert (mnt / "file").read_bytes() == model, (r, seed)
     assert most_slices >= 10 and compacted, (most_slices, seed)
+
+
+def test_small_writes_whose_upload_failed_are_kept_and_stored_by_the_next_fsync(
+        tmp_path: Path) -> None:
+    """With 2 of 3 chunk servers gone (R=2) the fsync of small writes fails with EIO and
+    keeps them; once the servers are back the next fsync stores them as slices, and after a
+    remount every byte is right."""
+    model = bytearray(os.urandom(3 * MiB))
+    with mounted_volume(tmp_path, ["--repair-interval", "0"]) as (cluster, mnt):
+        (mnt / "file").write_bytes(model)
+        remount(cluster, mnt, tmp_path / "mount2.log")
+        fd = os.open(mnt / "file", os.O_RDWR)
+        try:
+            for n, off in enumerate((100, MiB + 5000, 2 * MiB + 123, 3 * MiB - 7)):
+                data = bytes([n + 1]) * 7
+                os.pwrite(fd, data, off)
+                model[off:off + 7] = data
+            for i in (1, 2):
+                cluster.chunks[i].kill()
+            with pytest.raises(OSError) as info:
+                os.fsync(fd)
+            assert info.value.errno == errno.EIO
+            for i in (1, 2):
+                cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir,
+                                                    cluster.secret_file,
+                                                    extra=cluster.chunk_args(i)).start()
+            cluster.wait_up(3)
+            assert os.pread(fd, len(model), 0) == model  # nothing of it was dropped
+            os.pwrite(fd, b"later", 2 * MiB)
+            model[2 * MiB:2 * MiB + 5] = b"later"
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        ino = os.stat(mnt / "file").st_ino
+        rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 2)
+        assert [len(row[4]) for row in rows] == [1, 1, 3], rows  # (3 MiB - 7 is in piece 2)
+        remount(cluster, mnt, tmp_path / "mount3.log")
+        assert (mnt / "file").read_bytes() == model

@@ -146,7 +146,7 @@ def test_flushes_stored_as_slices_read_back_as_the_writes(rounds, base_length, s
         for _ in range(5):
             lo = rng.randrange(len(model))
             hi = rng.randrange(lo, len(model)) + 1
-            assert trio.run(read_range, piece, lo, hi, read, store.fetch) == model[lo:hi]
+            assert trio.run(read_range, piece, lo, hi, read) == model[lo:hi]
 
 
 def test_few_small_writes_become_slices_and_many_make_the_piece_whole():
@@ -184,3 +184,10 @@ def test_a_piece_from_the_chunk_map_with_slices_and_no_chunk():
     store = Store({"s": b"a" * 10, "t": b"-----" + b"b" * 10})
     assert trio.run(assemble, piece, store.fetch) == bytes(100) + b"aaaaa" + b"b" * 10
     assert Piece.from_row([3, "c", 0, 9]) == Piece("c", 0, 9)
+
+
+def test_patches_are_packed_into_chunks_of_at_most_a_piece():
+    from fusefs.filedata import _packed
+    sizes = {1: 300, 2: 500, 5: 300, 7: 1000, 9: 1}
+    assert _packed(list(sizes), sizes.__getitem__, 1000) == [[1, 2], [5], [7], [9]]
+    assert _packed([], sizes.__getitem__, 1000) == []
