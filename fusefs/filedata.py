@@ -16,7 +16,9 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
   size in one meta transaction. Only then do fsync() and close() return: the data is on R
   servers and in the metadata.
 - A file's dirty bytes are bounded by ``VolumeIO.max_dirty_bytes`` (past it the file is
-  flushed): what a crash of the mount can lose of it. Memory for written-but-not-stored
+  flushed): what a crash of the mount can lose of it. ``dirty_memory`` is their sum, kept
+  as pieces enter and leave ``dirty`` and as writes change them (a random writer has
+  hundreds of dirty pieces, and the sum is asked on every write). Memory for written-but-not-stored
   bytes (``dirty`` plus ``uploading``, over every file of the mount) is bounded by
   ``VolumeIO.max_unsaved_bytes``: a write that leaves more waits while dirty pieces of the
   fullest files are uploaded (``VolumeIO.make_room``). Without it, each of a hundred open
@@ -162,6 +164,7 @@ class FileData:
     uploaded: dict[int, Piece | Patch] = field(default_factory=dict)
     generation: dict[int, int] = field(default_factory=dict)
     in_flight: int = 0
+    dirty_memory: int = 0  # sum of dirty pieces' memory, kept as they change (asked per write)
     next_sequential: int = -1
     upload_error: BaseException | None = None
     handles: int = 0
@@ -171,7 +174,7 @@ class FileData:
 
     @property
     def dirty_bytes(self) -> int:
-        return sum(d.memory for d in self.dirty.values())
+        return self.dirty_memory
 
     @property
     def unsaved_bytes(self) -> int:
@@ -316,7 +319,9 @@ class FileData:
                 if idx not in self.dirty:
                     await self._start_piece(idx, whole=inner == 0 and take == cs)
                 piece = self.dirty[idx]
+                before = piece.memory
                 piece.write(inner, memoryview(buf)[pos:pos + take])
+                self.dirty_memory += piece.memory - before
                 if piece.held is not None and piece.base is None:
                     await self._release_base(piece)  # written over: its base is not needed
                 self.generation[idx] = self.generation.get(idx, 0) + 1
@@ -353,8 +358,15 @@ class FileData:
                         await self.io.hold_chunk(held)
                     piece = DirtyPiece(base, held)
                 # else a hole: the piece starts empty
-        if self.dirty.setdefault(idx, piece) is not piece and piece.held is not None:
+        if self._add_dirty(idx, piece) is not piece and piece.held is not None:
             await self._release_base(piece)  # (a failed upload put the piece back meanwhile)
+
+    def _add_dirty(self, idx: int, piece: DirtyPiece) -> DirtyPiece:
+        """``dirty.setdefault(idx, piece)``, counting the piece's memory if it went in."""
+        current = self.dirty.setdefault(idx, piece)
+        if current is piece:
+            self.dirty_memory += piece.memory
+        return current
 
     async def _release_base(self, piece: DirtyPiece) -> None:
         held, piece.held = piece.held, None
@@ -394,6 +406,7 @@ class FileData:
         items = []
         for idx in indices:
             written = self.dirty.pop(idx)
+            self.dirty_memory -= written.memory
             self.uploading[idx] = written
             items.append((idx, written, self.generation[idx]))
         self.in_flight += 1
@@ -416,7 +429,7 @@ class FileData:
                   ",".join(str(idx) for idx, _, _ in items), exc)
         for idx, written, generation in items:
             if self.generation.get(idx) == generation:
-                self.dirty.setdefault(idx, written)  # keep it for the next flush
+                self._add_dirty(idx, written)  # keep it for the next flush
         self.upload_error = exc
 
     async def _upload(self, idx: int, written: DirtyPiece, generation: int,

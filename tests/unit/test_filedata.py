@@ -1,0 +1,147 @@
+"""FileData (the mount's view of one file's bytes) against the real meta role's chunk map
+(SQLite in memory) and an in-memory chunk store that can be made to fail: random writes,
+reads, flushes (some failing) and reopenings, compared with a model after every step."""
+
+from __future__ import annotations
+
+import errno
+import random
+import stat
+from typing import Any
+
+import pytest
+import trio
+
+from fusefs.chunkcache import ChunkCache
+from fusefs.filedata import FileData, VolumeIO
+from storaged.meta import files, namespace, volumes
+from storaged.meta.db import open_database, transaction
+from storaged.rpc import FsError, Unavailable
+
+PIECE = 64 * 1024
+
+
+class Meta:
+    """The meta role's fs.chunks and fs.commit, one transaction per call."""
+
+    def __init__(self) -> None:
+        self.conn = open_database(":memory:")
+        with transaction(self.conn):
+            vol = volumes.create(self.conn, "v", 1 << 40, 2, PIECE)
+            self.ino = namespace.make_node(self.conn, vol["root"], b"f",
+                                           stat.S_IFREG | 0o644, 0, 0)["ino"]
+        self.slices_committed = 0
+
+    async def call(self, _address: str, method: str, *args: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        if method == "session.pending":
+            return True
+        if method == "fs.commit":
+            self.slices_committed += sum(len(item) == 5 for item in args[2])
+        fn = {"fs.chunks": files.chunk_map, "fs.commit": files.commit}[method]
+        with transaction(self.conn):
+            return fn(self.conn, *args)
+
+
+class Chunks:
+    """Chunk servers in memory; ``failing`` makes every put fail as if none were up. A put
+    takes a random number of scheduler turns, so uploads finish in any order."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.chunks: dict[str, bytes] = {}
+        self.failing = False
+        self.rng = rng
+
+    async def put(self, data: bytes, _replicas: int, cid: str) -> None:
+        for _ in range(self.rng.randrange(1, 40)):
+            await trio.lowlevel.checkpoint()
+        if self.failing:
+            raise Unavailable("fewer live servers than the required replicas")
+        self.chunks[cid] = bytes(data)
+
+    async def get(self, cid: str) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self.chunks[cid]
+
+    async def read(self, cid: str, offset: int, length: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self.chunks[cid][offset:offset + length]
+
+
+def _check_memory(data: FileData) -> None:
+    assert data.dirty_bytes == sum(p.memory for p in data.dirty.values())
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
+    """Odd seeds also flush from a second task meanwhile, as fsync and the kernel's flush
+    do: pieces are then written while their upload runs."""
+    rng = random.Random(seed)
+    meta, chunks = Meta(), Chunks(random.Random(seed))
+    model = bytearray()
+    failures = [False]  # a put failed since the last flush that succeeded
+
+    async def flush(data: FileData) -> None:
+        try:
+            await data.flush()
+        except FsError as exc:
+            assert failures[0] and exc.errno == errno.EIO, exc
+        else:
+            failures[0] = chunks.failing = False
+
+    async def flusher(data: FileData, done: trio.Event) -> None:
+        while not done.is_set():
+            for _ in range(rng.randrange(1, 20)):
+                await trio.lowlevel.checkpoint()
+            await flush(data)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            io = VolumeIO(rpc=meta, meta="meta", data=chunks,  # type: ignore[arg-type]
+                          cache=ChunkCache(3 * PIECE), chunk_size=PIECE, replicas=2,
+                          uploads=trio.CapacityLimiter(2), nursery=nursery,
+                          max_dirty_bytes=6 * PIECE, max_unsaved_bytes=10 * PIECE)
+            data = FileData(meta.ino, io, size=0, committed_size=0)
+            done = trio.Event()
+            if seed % 2:
+                nursery.start_soon(flusher, data, done)
+            for step in range(300):
+                op = rng.random()
+                if op < 0.6:
+                    off = rng.randrange(12 * PIECE)
+                    size = rng.choice([1, 100, 4096, PIECE, rng.randrange(1, 3 * PIECE)])
+                    buf = rng.randbytes(size)
+                    try:
+                        await data.write(off, buf)
+                    except FsError as exc:  # an earlier upload failed: this write did not
+                        assert failures[0] and exc.errno == errno.EIO, exc  # happen
+                        continue
+                    if len(model) < off + size:
+                        model.extend(bytes(off + size - len(model)))
+                    model[off:off + size] = buf
+                elif op < 0.8:
+                    off = rng.randrange(len(model) + 1)
+                    size = rng.randrange(1, 2 * PIECE)
+                    assert await data.read(off, size) == model[off:off + size], (seed, step)
+                elif op < 0.9:
+                    chunks.failing = rng.random() < 0.3
+                    failures[0] |= chunks.failing
+                    await flush(data)
+                    chunks.failing = False
+                elif seed % 2 == 0:  # what another opener sees: the committed file
+                    await flush(data)
+                    io.cache = ChunkCache(3 * PIECE)
+                    data = FileData(meta.ino, io, size=len(model), committed_size=len(model))
+                _check_memory(data)
+            done.set()
+            for _ in range(3):  # (the first may report an earlier failed upload)
+                await flush(data)
+                if not failures[0]:
+                    break
+            assert not failures[0] and not data.dirty and data.dirty_bytes == 0
+            fresh = FileData(meta.ino, io, size=len(model), committed_size=len(model))
+            assert await fresh.read(0, len(model) + 1) == model, seed
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert meta.slices_committed > 0  # (the path under test was taken)
