@@ -6,8 +6,8 @@ random writer could keep only a handful of pieces in hand and stored each of the
 over. ``DirtyPiece`` keeps such writes as extents over the stored piece instead. When the
 piece is stored, its extents become *slices* (packed, with other pieces' slices of the same
 flush, into one chunk; laid over the stored piece by the meta role) while the piece has few
-of them; past that the stored bytes
-are read once and the piece is written whole again, which drops its slices.
+of them; past that the stored bytes are read once and the piece is written whole again,
+which drops its slices.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class DirtyPiece:
         """The written extents [(start, bytes), ...] if the piece should be stored as slices
         over its base (patched, few and small enough); None if it should be stored whole."""
         if self.content is not None or self.held is not None or not self._extents:
-            return None  # (an uncommitted base: only a whole piece can replace it)
+            return None  # (held: an uncommitted base, which only a whole piece can replace)
         assert self.base is not None
         slices = self.base.slices
         if len(slices) + len(self._extents) > MAX_SLICES:

@@ -19,7 +19,7 @@ from ..rpc.errors import FsError
 from .namespace import Attr, getattr_, now_ns
 
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: far past anything real, well inside SQLite's integers
-# Mounts write a piece whole again long before this (fusefs.filedata.MAX_SLICES); the
+# Mounts write a piece whole again long before this (fusefs.pieces.MAX_SLICES); the
 # limit keeps a misbehaving client from making one piece's map grow without end.
 MAX_SLICES_PER_PIECE = 1024
 
