@@ -196,7 +196,7 @@ class FileData:
         lo, hi = missing[0], missing[-1]
         if self.size:  # read the map ahead: a sequential reader needs the next rows soon
             hi = max(hi, min(lo + ROWS_AHEAD, (self.size - 1) // self.io.chunk_size))
-        fetched = await self.io.rpc.call(self.io.meta, "fs.chunks", self.ino, lo, hi)
+        fetched = await self.io.rpc.call(self.io.meta, "fs.chunks", self.ino, lo, hi, True)
         for i in range(lo, hi + 1):
             self.rows.setdefault(i, None)
         for row in fetched:

@@ -42,16 +42,28 @@ def _charge(conn: sqlite3.Connection, ino: int, volume: int, capacity: int, used
     conn.execute("UPDATE volumes SET used_bytes=used_bytes+? WHERE id=?", (delta, volume))
 
 
-def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int) -> list[list[Any]]:
+def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
+              slices: bool = True) -> list[list[Any]]:
     """Pieces first..last inclusive: [[idx, chunk_id, start, length], ...], and a fifth
     item [[chunk_id, start, length, offset], ...] (in order) for a piece with slices; a
-    piece with slices and no row has chunk_id nil."""
+    piece with slices and no row has chunk_id nil.
+
+    A caller that does not say it reads slices (``slices`` false: a mount older than them)
+    gets EIO for a range with slices. Such a mount takes a row as the piece's whole
+    content and would read the slices' bytes as the stored piece's, or fail in a way that
+    leaves it reading zeros (measured: a mount of the release before slices read a file
+    with one slice as all zeros); an error is the answer that loses nothing.
+    """
     rows = {r[0]: list(r) for r in conn.execute(
         "SELECT idx, chunk_id, start, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ?",
         (ino, first, last))}
     for idx, *sliced in conn.execute(
             "SELECT idx, chunk_id, start, length, offset FROM slices "
             "WHERE inode=? AND idx BETWEEN ? AND ? ORDER BY idx, seq", (ino, first, last)):
+        if not slices:
+            raise FsError(errno.EIO, f"inode {ino} piece {idx} has slices (small writes a "
+                                     f"newer mount stored); this mount is too old to read "
+                                     f"them: upgrade it")
         row = rows.setdefault(idx, [idx, None, 0, 0])
         if len(row) == 4:
             row.append([])

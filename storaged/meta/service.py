@@ -303,8 +303,10 @@ class MetaService:
 
     # -- file contents ------------------------------------------------------------------
 
-    async def fs_chunks(self, ino: int, first: int, last: int) -> list:
-        return await self._read(files.chunk_map, ino, first, last)
+    async def fs_chunks(self, ino: int, first: int, last: int, slices: bool = False) -> list:
+        if type(slices) is not bool:
+            raise InvalidArgument("slices must be a boolean")
+        return await self._read(files.chunk_map, ino, first, last, slices)
 
     async def fs_commit(self, ino: int, size: int, pieces: list, mtime_ns: int | None = None) -> dict:
         return await self._tx(files.commit, ino, size, pieces, mtime_ns)

@@ -89,7 +89,7 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
         patched[off:off + 5] = b"slice"
     os.fsync(fd)
     os.close(fd)
-    rows = env.meta("fs.chunks", os.stat(env.mnt / "patched").st_ino, 0, 1)
+    rows = env.meta("fs.chunks", os.stat(env.mnt / "patched").st_ino, 0, 1, True)
     assert [len(row[4]) for row in rows] == [1, 1], rows
     # a write in progress: full pieces uploaded, nothing committed until close
     in_progress = open(env.mnt / "in-progress", "wb")

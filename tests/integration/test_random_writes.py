@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fusefs.pieces import MAX_SLICES
+from storaged.rpc import FsError
 from tests.helpers import StoragedProcess, call, mounted_volume, remount
 
 MiB = 1 << 20
@@ -116,7 +117,7 @@ def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, pieces)
+            rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, pieces, True)
             slices = [len(row[4]) if len(row) > 4 else 0 for row in rows]
             assert all(n <= MAX_SLICES for n in slices), (slices, seed)
             most_slices = max(most_slices, *slices)
@@ -169,7 +170,10 @@ def test_small_writes_whose_upload_failed_are_kept_and_stored_by_the_next_fsync(
         finally:
             os.close(fd)
         ino = os.stat(mnt / "file").st_ino
-        rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 2)
+        rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 2, True)
         assert [len(row[4]) for row in rows] == [1, 1, 3], rows  # (3 MiB - 7 is in piece 2)
+        with pytest.raises(FsError) as refused:  # asked as a mount older than slices asks
+            call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 2)
+        assert refused.value.errno == errno.EIO
         remount(cluster, mnt, tmp_path / "mount3.log")
         assert (mnt / "file").read_bytes() == model
