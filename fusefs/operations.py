@@ -121,6 +121,9 @@ class Operations(pyfuse3.Operations):
         unlink, as on a local disk, not whenever the kernel gets round to forgetting."""
         if attr is None or attr["nlink"] != 0:
             return
+        if attr.get("deleted"):  # the meta role deleted it with the name: nobody held it
+            self.quota.stale()
+            return
         self.orphans.add(attr["ino"])
         if attr["ino"] not in self.files:
             await self._forget_orphans([attr["ino"]])

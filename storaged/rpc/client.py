@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from . import auth, requestid
+from . import auth, fastio, requestid
 from .address import Address, open_stream, parse_address
 from .errors import AuthFailed, RpcError, Timeout, Unavailable, error_from_wire
 from .protocol import (MAX_MSGID, InvalidMessage, MessageReader, Notification, ProtocolError,
@@ -55,7 +55,7 @@ class RpcConnection:
         told: RpcError | None = None  # the server's own reason, when it gave one
         try:
             while told is None:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                data = await fastio.receive_some(self.stream, RECEIVE_SIZE)
                 if not data:
                     break
                 for event in self.reader.feed(data):
@@ -105,13 +105,15 @@ class RpcConnection:
             parts[0] = encode(Notification(requestid.CONTEXT_METHOD, [rid])) + parts[0]
         sent = False
         with trio.move_on_after(timeout) as scope:
-            async with self.send_lock:
-                try:
-                    for part in parts:
-                        await self.stream.send_all(part)
-                    sent = True
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._fail_all(Unavailable(f"connection to {self.address} lost: {exc}"))
+            await fastio.take(self.send_lock)  # no scheduler pass when free (see fastio)
+            try:
+                for part in parts:
+                    await fastio.send_all(self.stream, part)
+                sent = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._fail_all(Unavailable(f"connection to {self.address} lost: {exc}"))
+            finally:
+                self.send_lock.release()
             await waiter.done.wait()
         if scope.cancelled_caught:
             self.pending.pop(msgid, None)
@@ -162,6 +164,7 @@ class RpcClient:
         self._pools: dict[Address, list[RpcConnection]] = {}
         self._connecting: dict[Address, trio.Lock] = {}
         self._connect_failures: dict[Address, tuple[float, RpcError]] = {}
+        self._parsed: dict[str, Address] = {}
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
 
@@ -195,7 +198,7 @@ class RpcClient:
         answer came in time, Unavailable when the server could not be reached.
         """
         if isinstance(address, str):
-            address = parse_address(address)
+            address = self._parsed.get(address) or self._parse(address)
         timeout = self.timeout if timeout is None else timeout
         for attempt in itertools.count():
             conn = await self._connection(address)
@@ -209,6 +212,14 @@ class RpcClient:
                     raise
                 log.debug("retrying %s on %s after a lost connection", method, address)
         raise AssertionError("unreachable")
+
+    def _parse(self, text: str) -> Address:
+        """Callers pass the same few addresses as text on every call: parse each once."""
+        address = parse_address(text)
+        if len(self._parsed) >= 1024:
+            self._parsed.clear()
+        self._parsed[text] = address
+        return address
 
     async def _connection(self, address: Address) -> RpcConnection:
         pool = [c for c in self._pools.get(address, []) if c.broken is None]

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from . import auth, requestid
+from . import auth, fastio, requestid
 from .tlsstream import accept_tls
 from .budget import ByteBudget, payload_size
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
@@ -131,7 +131,7 @@ class _ServerConnection:
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while not self.closing:
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                data = await fastio.receive_some(self.stream, RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.closing = True
                 return
@@ -234,8 +234,7 @@ class _ServerConnection:
             await self._send(*parts)
         finally:
             self.in_flight -= 1
-            with trio.CancelScope(shield=True):
-                await self.server.budget.release(size)
+            self.server.budget.release(size)
             seconds = trio.current_time() - started
             if seconds >= SLOW_REQUEST_SECONDS:
                 log.info("slow request: method=%s code=%s seconds=%.2f", name, code, seconds)
@@ -263,9 +262,11 @@ class _ServerConnection:
                 await drain(self.stream)
 
     async def _send(self, *parts: bytes | bytearray | memoryview) -> None:
-        async with self.send_lock:
-            try:
-                for part in parts:
-                    await self.stream.send_all(part)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.closing = True
+        await fastio.take(self.send_lock)  # no scheduler pass when free (see fastio)
+        try:
+            for part in parts:
+                await fastio.send_all(self.stream, part)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closing = True
+        finally:
+            self.send_lock.release()
