@@ -66,7 +66,7 @@ class VolumeIO:
     nursery: trio.Nursery
     max_dirty_bytes: int = 64 << 20  # per file
     max_unsaved_bytes: int = 128 << 20
-    after_commit: Callable[[], None] | None = None
+    after_commit: Callable[[dict[str, Any]], None] | None = None  # with fs.commit's answer
     session: str = ""  # this mount's session in the meta role (set by Operations)
     # chunks stored but not committed yet -> how many pieces use them; registered with the
     # session so garbage collection never takes them
@@ -189,13 +189,26 @@ class FileData:
     # -- the committed chunk map ----------------------------------------------------------
 
     async def _rows(self, first: int, last: int) -> None:
-        """Make sure rows first..last are cached (one meta call for the missing range)."""
-        missing = [i for i in range(first, last + 1) if i not in self.rows]
+        """Make sure rows first..last are cached (one meta call for the missing range).
+
+        Pieces wholly past the committed size have no rows (the meta role keeps none
+        beyond a file's size): known without asking, which spares every new file's and
+        every appending writer's first write into a piece a round trip."""
+        cs = self.io.chunk_size
+        stored_end = -(-self.committed_size // cs)   # pieces from here on are holes
+        missing = []
+        for i in range(first, last + 1):
+            if i in self.rows:
+                continue
+            if i >= stored_end:
+                self.rows[i] = None
+            else:
+                missing.append(i)
         if not missing:
             return
         lo, hi = missing[0], missing[-1]
         if self.size:  # read the map ahead: a sequential reader needs the next rows soon
-            hi = max(hi, min(lo + ROWS_AHEAD, (self.size - 1) // self.io.chunk_size))
+            hi = max(hi, min(lo + ROWS_AHEAD, (self.size - 1) // cs, stored_end - 1))
         fetched = await self.io.rpc.call(self.io.meta, "fs.chunks", self.ino, lo, hi, True)
         for i in range(lo, hi + 1):
             self.rows.setdefault(i, None)
@@ -548,7 +561,7 @@ class FileData:
             self.committed_size = attr["size"]
             self.size = max(self.size, attr["size"])
             if self.io.after_commit is not None:
-                self.io.after_commit()
+                self.io.after_commit(attr)
 
     async def truncate(self, size: int) -> dict[str, Any]:
         """Commit pending writes, then set the size in the meta role (metadata only)."""

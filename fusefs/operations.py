@@ -79,7 +79,7 @@ class Operations(pyfuse3.Operations):
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.quota = QuotaGuard(io.rpc, io.meta, volume["id"])
-        io.after_commit = self.quota.stale
+        io.after_commit = self.quota.committed
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
         self.files: dict[int, FileData] = io.files  # meta inode -> open file state
@@ -369,6 +369,9 @@ class Operations(pyfuse3.Operations):
         attr = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx,
                                 hold=True)
         self._file(attr).handles += 1
+        # A new file has no xattrs: the kernel's security.capability query before the
+        # first write needs no round trip (see getxattr).
+        self._no_capability(attr["ino"])
         entry = self._looked_up(attr)
         return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"]), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT)), entry
@@ -428,10 +431,13 @@ class Operations(pyfuse3.Operations):
             return await self._call("fs.getxattr", ino, name)
         except FsError as exc:
             if capability and exc.errno == errno.ENODATA:
-                if len(self.no_capability) > 100_000:
-                    self.no_capability.clear()
-                self.no_capability[ino] = time.monotonic() + self.attr_timeout
+                self._no_capability(ino)
             raise
+
+    def _no_capability(self, ino: int) -> None:
+        if len(self.no_capability) > 100_000:
+            self.no_capability.clear()
+        self.no_capability[ino] = time.monotonic() + self.attr_timeout
 
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,

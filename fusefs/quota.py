@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import time
+from typing import Any
 
 from storaged.rpc import FsError, RpcClient
 
@@ -33,6 +34,15 @@ class QuotaGuard:
         self.capacity, self.used, self.inodes = info["capacity"], info["used"], info["inodes"]
         self.refreshed = time.monotonic()
         return info
+
+    def committed(self, answer: dict[str, Any]) -> None:
+        """A commit of this mount's: the meta role's answer carries the volume's usage after
+        it (a meta role from before that answer did not: ask again on the next write). Asking
+        again after every commit cost each small file's first write a round trip."""
+        if "volume_used" in answer:
+            self.used = answer["volume_used"]
+        else:
+            self.stale()
 
     def stale(self) -> None:
         """Usage changed (a commit, a delete): ask the meta role again on the next write."""

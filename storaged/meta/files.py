@@ -75,6 +75,9 @@ def commit(conn: sqlite3.Connection, ino: int, size: int, pieces: list[list[Any]
            mtime_ns: int | None = None) -> Attr:
     """Record written pieces (already durable on their chunk servers) and the file's size.
 
+    Returns the inode's attributes, and the volume's stored bytes after the commit
+    (``volume_used``: a mount checks the quota against it without asking again).
+
     An item [idx, chunk_id, start, length] is a piece written whole: it replaces the
     piece's row and its slices. An item [idx, chunk_id, start, length, offset] is a slice
     laid over the piece as it is now. Items apply in order.
@@ -107,7 +110,7 @@ def commit(conn: sqlite3.Connection, ino: int, size: int, pieces: list[list[Any]
     t = now_ns()
     conn.execute("UPDATE inodes SET size=MAX(size, ?), mtime_ns=?, ctime_ns=? WHERE id=?",
                  (size, mtime_ns if mtime_ns is not None else t, t, ino))
-    return getattr_(conn, ino)
+    return {**getattr_(conn, ino), "volume_used": used + delta}
 
 
 def _piece_bytes(conn: sqlite3.Connection, ino: int, idx: int) -> int:

@@ -30,6 +30,7 @@ log = logging.getLogger("storaged.meta")
 
 READDIR_MAX = 1000
 SHORT_FORGET = 16   # inodes forgotten on the event loop at once (see _short_tx)
+SHORT_COMMIT = 16   # pieces committed on the event loop at once (see _short_tx)
 
 
 class MetaService:
@@ -327,6 +328,10 @@ class MetaService:
         return await self._read(files.chunk_map, ino, first, last, slices)
 
     async def fs_commit(self, ino: int, size: int, pieces: list, mtime_ns: int | None = None) -> dict:
+        """Every close of a written file ends here, usually with a piece or a few: those
+        commit on the event loop (see _short_tx); long lists go to the worker thread."""
+        if isinstance(pieces, list) and len(pieces) <= SHORT_COMMIT:
+            return await self._short_tx(files.commit, ino, size, pieces, mtime_ns)
         return await self._tx(files.commit, ino, size, pieces, mtime_ns)
 
     # -- cluster map --------------------------------------------------------------------

@@ -31,9 +31,11 @@ class Meta:
             self.ino = namespace.make_node(self.conn, vol["root"], b"f",
                                            stat.S_IFREG | 0o644, 0, 0)["ino"]
         self.slices_committed = 0
+        self.calls: list[str] = []
 
     async def call(self, _address: str, method: str, *args: Any) -> Any:
         await trio.lowlevel.checkpoint()
+        self.calls.append(method)
         if method == "session.pending":
             return True
         if method == "fs.commit":
@@ -145,3 +147,36 @@ def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
 
     trio.run(main)
     assert meta.slices_committed > 0  # (the path under test was taken)
+
+
+def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
+    """A new file's first write, and an appending writer's, need no chunk-map round trip:
+    the meta role keeps no rows past a file's size. Pieces within it are still asked for."""
+    meta, chunks = Meta(), Chunks(random.Random(0))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            io = VolumeIO(rpc=meta, meta="meta", data=chunks,  # type: ignore[arg-type]
+                          cache=ChunkCache(3 * PIECE), chunk_size=PIECE, replicas=2,
+                          uploads=trio.CapacityLimiter(2), nursery=nursery)
+            data = FileData(meta.ino, io, size=0, committed_size=0)
+            await data.write(100, b"new")
+            await data.flush()
+            await data.write(PIECE + 5, b"appended")   # past the committed size (103)
+            await data.flush()
+            assert "fs.chunks" not in meta.calls, meta.calls
+            reopened = FileData(meta.ino, io, size=PIECE + 13, committed_size=PIECE + 13)
+            await reopened.write(101, b"X")             # into a stored piece: asks
+            assert meta.calls.count("fs.chunks") == 1
+            await reopened.write(3 * PIECE, b"far")     # past the end again: does not
+            await reopened.flush()
+            assert meta.calls.count("fs.chunks") == 1
+            fresh = FileData(meta.ino, io, size=3 * PIECE + 3, committed_size=3 * PIECE + 3)
+            expected = bytearray(3 * PIECE + 3)
+            expected[100:103] = b"nXw"
+            expected[PIECE + 5:PIECE + 13] = b"appended"
+            expected[3 * PIECE:] = b"far"
+            assert await fresh.read(0, len(expected)) == expected
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

@@ -73,3 +73,16 @@ async def test_unlink_of_one_of_two_names_deletes_nothing():
     with pytest.raises(FsError) as info:
         await service.fs_unlink(root, b"f")
     assert info.value.errno == errno.ENOENT
+
+
+@trio_test
+async def test_a_commit_answers_the_volumes_usage_after_it():
+    service, root = await _service_with_volume()
+    f = await service.fs_mknod(root, b"f", FILE, 0, 0)
+    cid = "ab" * 32
+    answer = await service.fs_commit(f["ino"], 1000, [[0, cid, 0, 1000]])
+    assert answer["size"] == 1000
+    assert answer["volume_used"] == (await service.volume_get("v"))["used_bytes"] == 1000
+    many = [[i, cid, 0, 1000] for i in range(1, 40)]   # a long list: the worker thread
+    answer = await service.fs_commit(f["ino"], 40 << 20, many)
+    assert answer["volume_used"] == (await service.volume_get("v"))["used_bytes"] == 40_000

@@ -1,0 +1,77 @@
+"""How many meta role round trips the common file operations cost, as the meta role's own
+request counters see them on a real cluster and a real mount.
+
+Metadata speed is mostly a count of round trips (docs/performance.md); timings on a busy
+2-core machine are too noisy to catch one coming back, counts are exact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import LocalCluster, free_port, mounted_volume, scrape, wait_until
+
+FILES = 20
+
+
+@pytest.fixture
+def counted(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path, int]]:
+    port = free_port()
+    with mounted_volume(tmp_path, ["--metrics-listen", f"127.0.0.1:{port}"]) as (cluster, mnt):
+        yield cluster, mnt, port
+
+
+def _requests(port: int) -> dict[str, float]:
+    """Requests answered so far, by method (any result)."""
+    out: dict[str, float] = {}
+    for labels, value in scrape(port).get("shoalfs_rpc_requests_total", {}).items():
+        method = dict(labels)["method"]
+        out[method] = out.get(method, 0) + value
+    return out
+
+
+def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[str, float]:
+    """Requests since ``before``, once the counters settled (a request is counted once
+    its answer is out, so the count can trail the last answer by a moment)."""
+    def settled() -> dict[str, float] | None:
+        now = _requests(port)
+        delta = {m: now[m] - before.get(m, 0) for m in now if now[m] != before.get(m, 0)}
+        return delta if all(delta.get(m, 0) >= n for m, n in expect.items()) else None
+    delta = wait_until(settled, timeout=10)
+    assert delta, f"counters never reached {expect}: {_requests(port)}"
+    return delta
+
+
+def test_small_files_and_unlinks_cost_the_round_trips_they_need(
+        counted: tuple[LocalCluster, Path, int]) -> None:
+    _, mnt, port = counted
+    d = mnt / "small"
+    d.mkdir()
+    before = _requests(port)
+    for i in range(FILES):
+        fd = os.open(d / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, os.urandom(16384))
+        os.close(fd)
+    made = _delta(port, before, {"fs.commit": FILES, "fs.release": FILES})
+    # Per new file: the kernel's lookup of the name, the create (which also answers the
+    # directory's next GETATTR), one commit at close, the release of the hold.
+    for method in ("fs.lookup", "fs.mknod", "fs.commit", "fs.release"):
+        assert made.get(method) == FILES, (method, made)
+    # Known without asking: a new file has no xattrs (security.capability before the first
+    # write), no chunk map (nothing stored yet), and the commit tells the volume's usage.
+    for method in ("fs.getxattr", "fs.chunks", "fs.getattr", "fs.forget"):
+        assert method not in made, (method, made)
+    assert made.get("volume.statfs", 0) <= 3, made   # the once-a-second refresh only
+
+    before = _requests(port)
+    for i in range(FILES):
+        os.unlink(d / f"f{i}")
+    gone = _delta(port, before, {"fs.unlink": FILES})
+    # An unlink deletes the inode in the same call (nobody holds it): no fs.forget after.
+    assert gone.get("fs.unlink") == FILES and "fs.forget" not in gone, gone
+    assert gone.get("fs.lookup", 0) <= FILES, gone
+    assert not os.listdir(d)
