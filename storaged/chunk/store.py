@@ -193,6 +193,11 @@ class ChunkStore:
                 self._reserved -= len(data)
             if tmp.exists():
                 tmp.unlink()
+        if len(data) > blocks.BLOCK_SIZE:
+            # While the bytes are at hand (and matched the id): otherwise the first ranged
+            # read of the chunk reads and hashes all of it to make the table, which was
+            # the whole cost of random reads over freshly written files.
+            self._write_block_table(final, data)
         return True
 
     def _existing_copy_is_good(self, cid: str, final: Path) -> bool:
@@ -295,6 +300,8 @@ class ChunkStore:
     def _block_table(self, cid: str, path: Path, size: int
                      ) -> tuple[int, list[bytes], bytes | None]:
         """(block size, digests, the whole chunk if it had to be read to make the table)."""
+        if size <= blocks.BLOCK_SIZE:  # one block: its digest is the chunk's id
+            return blocks.BLOCK_SIZE, [bytes.fromhex(cid)] if size else [], None
         try:
             table = blocks.decode(_table_path(path).read_bytes(), size)
         except FileNotFoundError:

@@ -191,7 +191,7 @@ def table_of(store: ChunkStore, cid: str):
 def test_a_ranged_read_returns_the_checked_blocks_that_hold_the_range(store):
     data = os.urandom(5 * BLOCK + 1000)
     cid = put(store, data)
-    assert not table_of(store, cid).exists()  # made on the first ranged read, not by put
+    assert table_of(store, cid).exists()  # made by put, from the bytes that matched the id
     start, got, digests, size = store.read_blocks(cid, BLOCK + 10, BLOCK)
     assert (start, size) == (BLOCK, BLOCK)
     assert got == data[BLOCK:3 * BLOCK] and len(digests) == 2
@@ -255,3 +255,30 @@ def test_delete_takes_the_table_and_open_removes_orphaned_ones(tmp_path):
     assert not orphan.exists() and table_of(s, kept).exists()
     assert s.usage().chunks == 1 and s.list() == ([kept], None)
     s.close()
+
+
+def test_a_ranged_read_of_a_fresh_chunk_reads_only_its_blocks(store, monkeypatch):
+    """The table comes with the put: the first ranged read does not read the chunk whole."""
+    data = os.urandom(64 * BLOCK)
+    cid = put(store, data)
+
+    def whole(*_args):
+        raise AssertionError("read the whole chunk")
+    monkeypatch.setattr(store, "_verified_whole", whole)
+    assert store.read_blocks(cid, 40 * BLOCK + 3, 4096)[1] == data[40 * BLOCK:41 * BLOCK]
+
+
+def test_a_one_block_chunk_needs_no_table_and_still_fails_when_bad(store):
+    data = os.urandom(BLOCK - 100)
+    cid = put(store, data)
+    assert store.read_blocks(cid, 100, 50) == (0, data, [bytes.fromhex(cid)], BLOCK)
+    assert not table_of(store, cid).exists()
+    empty = put(store, b"")
+    assert store.read_blocks(empty, 0, 10)[1:3] == (b"", [])
+    path = store.chunk_dir / cid[:2] / cid[2:4] / cid
+    raw = bytearray(path.read_bytes())
+    raw[5] ^= 0x01
+    path.write_bytes(raw)
+    with pytest.raises(Corrupted):
+        store.read_blocks(cid, 0, 10)
+    assert not store.has(cid) and store.corrupted_found == 1
