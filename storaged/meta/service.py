@@ -236,15 +236,26 @@ class MetaService:
         with_parent = _with_parent(change, parent)
 
         def run(conn: sqlite3.Connection, *args: Any) -> dict:
-            attr = with_parent(conn, *args)
-            if attr["nlink"] == 0 and not self.sessions.is_held(attr["ino"]):
-                attr["deleted"] = namespace.forget(conn, attr["ino"])
-            return attr
+            return self._delete_if_orphan(conn, with_parent(conn, *args))
         return run
+
+    def _delete_if_orphan(self, conn: sqlite3.Connection, attr: dict) -> dict:
+        """``attr`` of an inode that just lost a name; deleted now (``deleted`` set) if that
+        was its last name and no mount holds it open."""
+        if attr["nlink"] == 0 and not self.sessions.is_held(attr["ino"]):
+            attr["deleted"] = namespace.forget(conn, attr["ino"])
+        return attr
 
     async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
                         new_name: bytes, flags: int = 0) -> dict | None:
-        return await self._tx(namespace.rename, old_parent, old_name, new_parent, new_name, flags)
+        """The answer is the replaced inode's attributes, or nil. A replaced inode left
+        with no name that no mount holds open is deleted in the same transaction
+        (``deleted``), as with fs.unlink: saving a file by renaming a new copy over it is
+        how most programs write, and each such save was a second round trip."""
+        def rename(conn: sqlite3.Connection) -> dict | None:
+            replaced = namespace.rename(conn, old_parent, old_name, new_parent, new_name, flags)
+            return self._delete_if_orphan(conn, replaced) if replaced is not None else None
+        return await self._tx(rename)
 
     async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX) -> list:
         return await self._tx(namespace.readdir, ino, after, max(1, min(limit, READDIR_MAX)))

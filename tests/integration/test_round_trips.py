@@ -46,7 +46,7 @@ def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[
     return delta
 
 
-def test_small_files_and_unlinks_cost_the_round_trips_they_need(
+def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
         counted: tuple[LocalCluster, Path, int]) -> None:
     _, mnt, port = counted
     d = mnt / "small"
@@ -75,3 +75,13 @@ def test_small_files_and_unlinks_cost_the_round_trips_they_need(
     assert gone.get("fs.unlink") == FILES and "fs.forget" not in gone, gone
     assert gone.get("fs.lookup", 0) <= FILES, gone
     assert not os.listdir(d)
+
+    # Saving by renaming a new copy over the file: the replaced inode goes in the rename.
+    (d / "target").write_bytes(b"old")
+    before = _requests(port)
+    for i in range(FILES):
+        (d / "tmp").write_bytes(b"version %d" % i)
+        os.rename(d / "tmp", d / "target")
+    saved = _delta(port, before, {"fs.rename": FILES})
+    assert saved.get("fs.rename") == FILES and "fs.forget" not in saved, saved
+    assert (d / "target").read_bytes() == b"version %d" % (FILES - 1)

@@ -86,3 +86,21 @@ async def test_a_commit_answers_the_volumes_usage_after_it():
     many = [[i, cid, 0, 1000] for i in range(1, 40)]   # a long list: the worker thread
     answer = await service.fs_commit(f["ino"], 40 << 20, many)
     assert answer["volume_used"] == (await service.volume_get("v"))["used_bytes"] == 40_000
+
+
+@trio_test
+async def test_rename_over_a_file_deletes_it_unless_it_is_held():
+    service, root = await _service_with_volume()
+    session = await service.session_open("test mount")
+    old = await service.fs_mknod(root, b"old", FILE, 0, 0)
+    for i in range(2):
+        await service.fs_mknod(root, b"new%d" % i, FILE, 0, 0)
+    replaced = await service.fs_rename(root, b"new0", root, b"old")
+    assert replaced["ino"] == old["ino"] and replaced["deleted"] is True
+    assert await _gone(service, old["ino"])
+    target = (await service.fs_lookup(root, b"old"))["ino"]
+    await service.fs_open(target, session)
+    replaced = await service.fs_rename(root, b"new1", root, b"old")
+    assert replaced["ino"] == target and "deleted" not in replaced   # held: kept
+    assert await service.fs_release(target, session) is True
+    assert await service.fs_rename(root, b"old", root, b"again") is None   # nothing replaced
