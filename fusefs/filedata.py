@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -68,6 +68,8 @@ class VolumeIO:
     max_unsaved_bytes: int = 128 << 20
     after_commit: Callable[[dict[str, Any]], None] | None = None  # with fs.commit's answer
     session: str = ""  # this mount's session in the meta role (set by Operations)
+    # registers the mount again when the meta role no longer knows ``session`` (Operations)
+    renew_session: Callable[[str], Awaitable[None]] | None = None
     # chunks stored but not committed yet -> how many pieces use them; registered with the
     # session so garbage collection never takes them
     pending: dict[str, int] = field(default_factory=dict)
@@ -120,10 +122,23 @@ class VolumeIO:
         if count:
             return
         try:
-            await self.rpc.call(self.meta, "session.pending", self.session, [cid], [])
+            await self._register_pending(cid)
         except BaseException:
             await self.release_chunks([cid], tell=False)
             raise
+
+    async def _register_pending(self, cid: str) -> None:
+        """A restarted meta role refuses our session until the mount registers again; do
+        that, then register ``cid`` under the new session (a write must not fail because the
+        meta role restarted between two heartbeats)."""
+        session = self.session
+        try:
+            await self.rpc.call(self.meta, "session.pending", session, [cid], [])
+        except FsError as exc:
+            if exc.errno != errno.ESTALE or self.renew_session is None:
+                raise
+            await self.renew_session(session)
+            await self.rpc.call(self.meta, "session.pending", self.session, [cid], [])
 
     async def hold_chunk_into(self, cid: str, done: trio.Event,
                               failure: list[BaseException]) -> None:

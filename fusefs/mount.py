@@ -101,7 +101,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             instrument(ops, observer)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
-            nursery.start_soon(_keep_session, ops, io, options.volume, description,
+            nursery.start_soon(_keep_session, ops, io, options.volume,
                                options.session_heartbeat, observer)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
             if observer is not None:
@@ -130,7 +130,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _keep_session(ops: Operations, io: VolumeIO, volume: str, description: str,
+async def _keep_session(ops: Operations, io: VolumeIO, volume: str,
                         interval: float, observer: MountObserver | None) -> None:
     """Heartbeats keep our holds alive; if the meta role forgot us, register again.
     Each beat also re-reads the volume's replica count, so a change (CSI ModifyVolume)
@@ -139,9 +139,9 @@ async def _keep_session(ops: Operations, io: VolumeIO, volume: str, description:
     while True:
         await trio.sleep(interval)
         try:
-            if not await ops.rpc.call(ops.meta, "session.heartbeat", ops.session):
-                log.warning("the meta role did not know this mount any more; registering again")
-                await ops.open_session(description)
+            session = ops.session
+            if not await ops.rpc.call(ops.meta, "session.heartbeat", session):
+                await ops.renew_session(session)
             replicas = (await ops.rpc.call(ops.meta, "volume.get", volume))["replicas"]
             if replicas != io.replicas:
                 log.info("volume %s: replica count %d -> %d for new writes", volume,

@@ -36,7 +36,7 @@ FILES_LIMIT = 1 << 32
 LEAVES_DIRECTORIES_ALONE = frozenset({
     "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
     "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "volume.get", "volume.statfs",
-    "session.open", "session.heartbeat", "session.pending"})
+    "session.open", "session.heartbeat", "session.pending", "session.close"})
 
 
 def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -80,6 +80,7 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         self.quota = QuotaGuard(io.rpc, io.meta, volume["id"])
         io.after_commit = self.quota.committed
+        io.renew_session = self.renew_session
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
         self.files: dict[int, FileData] = io.files  # meta inode -> open file state
@@ -87,6 +88,8 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told
         self.session = ""  # set by the mount: this mount's session in the meta role
+        self.description = ""   # how the session names this mount (host, mountpoint, pid)
+        self._renewing = trio.Lock()
         # inode -> until when "it has no security.capability" may be believed (see getxattr)
         self.no_capability: dict[int, float] = {}
         # directory inode -> (until when, its attributes) as a create in it left them; see
@@ -184,9 +187,17 @@ class Operations(pyfuse3.Operations):
         attributes with the new node; the next GETATTR of that directory is answered from
         them, once, within the attribute timeout, unless anything else changed through this
         mount meanwhile (``_call`` empties the table on every other change)."""
-        return await self._changing_dir("fs.mknod", self.inodes.to_meta(parent_inode), name,
-                                        mode, ctx.uid, ctx.gid, rdev, target,
-                                        self.session if hold else None)
+        args = (self.inodes.to_meta(parent_inode), name, mode, ctx.uid, ctx.gid, rdev, target)
+        if not hold:
+            return await self._changing_dir("fs.mknod", *args, None)
+        session = self.session
+        try:
+            return await self._changing_dir("fs.mknod", *args, session)
+        except FsError as exc:   # refused before anything was made: safe to send again
+            if exc.errno != errno.ESTALE:
+                raise
+            await self.renew_session(session)
+            return await self._changing_dir("fs.mknod", *args, self.session)
 
     async def _changing_dir(self, method: str, *params: Any) -> dict[str, Any]:
         """A meta call whose answer carries its directory's new attributes (``parent``):
@@ -199,7 +210,12 @@ class Operations(pyfuse3.Operations):
         return attr
 
     async def open_session(self, description: str) -> None:
-        """(Re)register this mount with the meta role, with a hold on every open file."""
+        """(Re)register this mount with the meta role, with a hold on every open file, then
+        close the session it replaces: a meta role that restarted keeps every deletion
+        waiting until each session from before its start is back (or expired), and closing
+        the old one is how it learns this mount's holds are all in again."""
+        previous = self.session
+        self.description = description
         self.session = self.io.session = await self._call("session.open", description)
         if self.io.pending:  # chunks stored but not committed: keep them from the collector
             await self._call("session.pending", self.session, list(self.io.pending), [])
@@ -209,15 +225,30 @@ class Operations(pyfuse3.Operations):
                     await self._call("fs.open", ino, self.session)
                 except FsError as exc:
                     log.error("inode %d is open here but could not be held again: %s", ino, exc)
+        if previous:
+            try:
+                await self._call("session.close", previous)
+            except RpcError as exc:   # it expires on its own
+                log.warning("could not close the replaced mount session: %s", exc)
+
+    async def renew_session(self, stale: str) -> None:
+        """The meta role refused session ``stale`` (it restarted, or the session expired):
+        register again, once, however many requests found out at the same time."""
+        async with self._renewing:
+            if self.session == stale:
+                log.warning("the meta role did not know this mount's session; registering "
+                            "again")
+                await self.open_session(self.description)
 
     async def _open_attr(self, ino: int) -> dict[str, Any]:
         """Fresh attributes and a hold; a forgotten session is registered again first."""
+        session = self.session
         try:
-            return await self._call("fs.open", ino, self.session)
+            return await self._call("fs.open", ino, session)
         except FsError as exc:
             if exc.errno != errno.ESTALE:
                 raise
-            await self.open_session("re-registered after the meta role forgot this mount")
+            await self.renew_session(session)
             return await self._call("fs.open", ino, self.session)
 
     @fuse_errors

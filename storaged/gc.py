@@ -15,7 +15,8 @@ Why that is safe:
   the grace period, so the server's delete refuses it;
 - nothing younger than the grace period is ever deleted, which also covers a mount whose
   pending registration has not reached a freshly restarted meta role yet (the meta role
-  also refuses to answer for a while after it starts).
+  also refuses to answer until every mount session from before its start has registered
+  again, with its pending chunks, or expired).
 What it does not cover: a mount cut off from the meta role for longer than its session
 timeout *and* the grace period loses the chunks it had stored but not committed.
 """

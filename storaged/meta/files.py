@@ -52,7 +52,8 @@ def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
     gets EIO for a range with slices. Such a mount takes a row as the piece's whole
     content and would read the slices' bytes as the stored piece's, or fail in a way that
     leaves it reading zeros (measured: a mount of the release before slices read a file
-    with one slice as all zeros); an error is the answer that loses nothing.
+    with one slice as all zeros); an error is the answer that loses nothing. For the same
+    reason an inode that does not exist is ESTALE, not a file of holes.
     """
     rows = {r[0]: list(r) for r in conn.execute(
         "SELECT idx, chunk_id, start, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ?",
@@ -68,6 +69,9 @@ def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
         if len(row) == 4:
             row.append([])
         row[4].append(sliced)
+    if not rows and conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone() is None:
+        # Not "all holes": a mount reading a file deleted under it would return zeros
+        raise FsError(errno.ESTALE, f"inode {ino} no longer exists")
     return [rows[i] for i in sorted(rows)]
 
 

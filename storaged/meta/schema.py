@@ -96,9 +96,23 @@ servers — the cluster map
     draining     1 when an administrator is emptying the server (shoal node drain): new
                  writes avoid it, and repair does not count its copies toward R, so every
                  chunk gets R copies elsewhere; kept across heartbeats
+
+mount_sessions — the mounts that may hold files open (see storaged/meta/sessions.py)
+    id           the session id a mount got from session.open; the row goes when the session
+                 is closed or expires. What a session holds stays in memory: after a
+                 restart, the meta role deletes nothing until each recorded session has
+                 registered again or expired
+    description  the mount's host, mountpoint and pid, for logs
+    opened_ns    when the session was opened
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+MOUNT_SESSIONS = """CREATE TABLE IF NOT EXISTS mount_sessions (
+    id TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    opened_ns INTEGER NOT NULL
+)"""
 
 # Statements that take a database from version N to N+1, applied in order at open.
 MIGRATIONS: dict[int, list[str]] = {
@@ -106,6 +120,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE volumes ADD COLUMN source TEXT NOT NULL DEFAULT ''"],
     2: ["ALTER TABLE servers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0"],
     3: [],  # the slices table (created by the DDL below); a version 3 storaged must refuse
+    # An older storaged kept its mount sessions in memory only: stand for them with one
+    # restored session, so nothing is deleted until they could have registered again.
+    4: [MOUNT_SESSIONS,
+        "INSERT INTO mount_sessions VALUES ('before-schema-5', "
+        "'the mounts of a storaged that did not record them', 0)"],
 }
 
 DDL = """
@@ -196,4 +215,4 @@ CREATE TABLE IF NOT EXISTS servers (
     state TEXT NOT NULL,
     draining INTEGER NOT NULL DEFAULT 0
 );
-"""
+""" + MOUNT_SESSIONS + ";\n"

@@ -22,6 +22,7 @@ from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, servers, status, volumes, xattrs
 from ..repair import RepairState
+from . import sessions as session_record
 from .sessions import Sessions
 from .backup import Backups
 from .db import cluster_id, transaction
@@ -40,6 +41,11 @@ class MetaService:
         self.backups = Backups(backup_dir) if backup_dir is not None else None
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
+        restored = self.sessions.restore(session_record.recorded(conn))
+        if restored:
+            log.warning("%d mount sessions were open when the meta role last stopped: nothing "
+                        "is deleted (unlinked files, garbage) until they register again or "
+                        "expire (%.0fs)", restored, session_timeout)
         self.repair = RepairState()  # its task runs in the daemon (it needs an RPC client)
         self.scrub_reports: dict[str, dict] = {}   # server id: its scrubber, per heartbeat
         self._db = trio.CapacityLimiter(1)
@@ -113,15 +119,28 @@ class MetaService:
             for server_id in gone:
                 log.warning("chunk server %s is down: no heartbeat for %.0fs", server_id,
                             self.heartbeat_timeout)
-            released = self.sessions.expire()
-            if released:
-                log.warning("a mount session expired; releasing %d open inodes", len(released))
-            if self.sessions.sweep_allowed():
+            await self._expire_sessions()
+            if self.sessions.deletions_allowed():
                 candidates = await self._tx(namespace.orphans)
                 await self._forget_unheld(candidates)
             await trio.sleep(interval)
 
+    async def _expire_sessions(self) -> None:
+        silent = self.sessions.silent()
+        if not silent:
+            return
+        await self._tx(session_record.unrecord, silent)
+        for session in silent:
+            released = self.sessions.close(session)
+            log.warning("mount session %s expired (no heartbeat for %.0fs); releasing %d open "
+                        "inodes", session[:12], self.sessions.timeout, len(released))
+        if self.sessions.deletions_allowed():
+            log.info("every mount session from before the start is back or gone: deleting "
+                     "again")
+
     async def _forget_unheld(self, inos: list[int]) -> int:
+        if not self.sessions.deletions_allowed():   # the sweep takes them later
+            return 0
         free = [i for i in inos if type(i) is int and not self.sessions.is_held(i)]
         if not free:
             return 0
@@ -208,7 +227,12 @@ class MetaService:
                        session: str | None = None) -> dict:
         """Create a node; with ``session``, the new file is also held open by that mount.
         The answer also carries, under ``parent``, the directory's attributes as the create
-        left them (a mount answers the kernel's next GETATTR of the directory with them)."""
+        left them (a mount answers the kernel's next GETATTR of the directory with them).
+        An unknown session is refused before anything is made: the file would be open on a
+        mount the meta role does not know, and another mount's unlink would delete it."""
+        if session is not None and not self.sessions.is_live(session):
+            raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+
         def make(conn: sqlite3.Connection) -> dict:
             attr = namespace.make_node(conn, parent, name, mode, uid, gid, rdev, target)
             return {**attr, "parent": namespace.getattr_(conn, parent)}
@@ -241,8 +265,10 @@ class MetaService:
 
     def _delete_if_orphan(self, conn: sqlite3.Connection, attr: dict) -> dict:
         """``attr`` of an inode that just lost a name; deleted now (``deleted`` set) if that
-        was its last name and no mount holds it open."""
-        if attr["nlink"] == 0 and not self.sessions.is_held(attr["ino"]):
+        was its last name and no mount holds it open. Not while a mount from before a
+        restart has yet to say what it holds: the orphan sweep takes it later."""
+        if (attr["nlink"] == 0 and not self.sessions.is_held(attr["ino"])
+                and self.sessions.deletions_allowed()):
             attr["deleted"] = namespace.forget(conn, attr["ino"])
         return attr
 
@@ -282,7 +308,14 @@ class MetaService:
     # -- mount sessions -------------------------------------------------------------------
 
     async def session_open(self, description: str) -> str:
+        """Recorded in the database before the mount learns the id: a mount that has a
+        session is always one a restarted meta role waits for."""
         session = self.sessions.open(description)
+        try:
+            await self._tx(session_record.record, session, description)
+        except BaseException:
+            self.sessions.close(session)
+            raise
         log.info("mount session %s opened: %s", session[:12], description)
         return session
 
@@ -304,14 +337,16 @@ class MetaService:
         role starts, until mounts have had time to register their pending chunks again."""
         if not are_chunk_ids(ids):
             raise InvalidArgument("ids must be at most 10000 chunk ids")
-        if not self.sessions.sweep_allowed():
-            raise Busy("the meta role started recently; garbage collection waits until mounts "
-                       "have registered again")
+        if not self.sessions.deletions_allowed():
+            raise Busy(f"{self.sessions.restored_count()} mount sessions from before the meta "
+                       "role's start have not registered again; garbage collection waits "
+                       "until they do or expire")
         referenced = await self._tx(files.referenced, ids)
         pending = self.sessions.pending_chunks()
         return [c for c in ids if c not in referenced and c not in pending]
 
     async def session_close(self, session: str) -> bool:
+        await self._tx(session_record.unrecord, [session])
         held = self.sessions.close(session)
         await self._forget_unheld(list(held))
         log.info("mount session %s closed", session[:12])

@@ -6,10 +6,16 @@ mount opens a session, takes a hold on an inode when it first opens it, and drop
 on its last close. An orphan (nlink 0) is deleted only when nobody holds it.
 
 Holds live in memory, not in SQLite, because taking one on every open must not cost a
-disk sync. What that costs instead: a restarted meta role has forgotten them. So mounts
-re-register their holds when a heartbeat finds their session unknown, and the orphan sweep
-waits ``grace`` seconds after start-up before deleting anything. A session that stops
-sending heartbeats (its mount crashed) expires and its holds go with it.
+disk sync. What that costs instead: a restarted meta role has forgotten them. The sessions
+themselves are recorded in the database (one commit per mount start, one per clean stop),
+so a restarted meta role knows *which* mounts may hold files open, only not *what* they
+hold. Those sessions come back as *restored*: their holds and pending chunks unknown, they
+refuse new holds and heartbeats (so the mount registers again, under a new session, with
+everything it holds, then closes the old one). While any restored session remains, the
+meta role deletes nothing: an unlinked file stays (the orphan sweep takes it later), and
+garbage collection waits. A restored session whose mount never comes back expires after
+the session timeout, like any silent one; a meta role with no restored session (a new
+cluster, or every mount stopped cleanly) deletes at once.
 
 Sessions also hold *pending chunks*: chunks a mount has stored (or is storing) but not yet
 committed to a file's chunk map. Garbage collection must never take those; they are
@@ -19,8 +25,10 @@ session was forgotten registers them again with its holds.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -31,34 +39,52 @@ class Session:
     last_seen: float
     holds: set[int] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
+    restored: bool = False   # from the database after a restart: holds and pending unknown
 
 
 class Sessions:
-    def __init__(self, timeout: float = 60.0, grace: float | None = None) -> None:
+    def __init__(self, timeout: float = 60.0) -> None:
         self.timeout = timeout
-        self.grace = timeout * 2 if grace is None else grace
-        self.started = time.monotonic()
         self._sessions: dict[str, Session] = {}
         self._holders: dict[int, set[str]] = {}
+        self._restored = 0
 
     def open(self, description: str) -> str:
         session_id = uuid.uuid4().hex
         self._sessions[session_id] = Session(session_id, description, time.monotonic())
         return session_id
 
+    def restore(self, recorded: Iterable[tuple[str, str]]) -> int:
+        """Sessions (id, description) that were open when the meta role last stopped."""
+        now = time.monotonic()
+        for session_id, description in recorded:
+            if session_id not in self._sessions:
+                self._sessions[session_id] = Session(session_id, description, now,
+                                                     restored=True)
+                self._restored += 1
+        return self._restored
+
     def heartbeat(self, session_id: str) -> bool:
         """False when the session is unknown (expired, or the meta role restarted)."""
-        session = self._sessions.get(session_id)
+        session = self._live(session_id)
         if session is None:
             return False
         session.last_seen = time.monotonic()
         return True
 
-    def _get(self, session_id: str) -> Session | None:
+    def _live(self, session_id: str) -> Session | None:
+        """The session if it is known with everything it holds (not restored)."""
         session = self._sessions.get(session_id)
+        return None if session is None or session.restored else session
+
+    def _get(self, session_id: str) -> Session | None:
+        session = self._live(session_id)
         if session is not None:
             session.last_seen = time.monotonic()
         return session
+
+    def is_live(self, session_id: str) -> bool:
+        return self._live(session_id) is not None
 
     def hold(self, session_id: str, ino: int) -> bool:
         session = self._get(session_id)
@@ -83,17 +109,16 @@ class Sessions:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return set()
+        if session.restored:
+            self._restored -= 1
         for ino in session.holds:
             self.release(session_id, ino)
         return session.holds
 
-    def expire(self) -> set[int]:
-        """End sessions silent for longer than the timeout; returns the inodes they held."""
+    def silent(self) -> list[str]:
+        """Sessions silent for longer than the timeout (restored ones count from the start)."""
         cutoff = time.monotonic() - self.timeout
-        released: set[int] = set()
-        for session in [s for s in self._sessions.values() if s.last_seen < cutoff]:
-            released |= self.close(session.id)
-        return released
+        return [s.id for s in self._sessions.values() if s.last_seen < cutoff]
 
     def set_pending(self, session_id: str, add: list[str], drop: list[str]) -> bool:
         """Register chunks as pending for the session, and drop others; False if unknown."""
@@ -114,9 +139,29 @@ class Sessions:
     def is_held(self, ino: int) -> bool:
         return ino in self._holders
 
-    def sweep_allowed(self) -> bool:
-        """After a restart, give mounts time to re-register their holds first."""
-        return time.monotonic() - self.started > self.grace
+    def deletions_allowed(self) -> bool:
+        """False while a session from before a restart has not registered again: what it
+        holds open, and which chunks it has pending, are unknown."""
+        return self._restored == 0
+
+    def restored_count(self) -> int:
+        return self._restored
 
     def count(self) -> int:
         return len(self._sessions)
+
+
+# -- the record of open sessions in the database (table mount_sessions, see schema.py) --------
+
+def recorded(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    return [(str(r[0]), str(r[1]))
+            for r in conn.execute("SELECT id, description FROM mount_sessions")]
+
+
+def record(conn: sqlite3.Connection, session_id: str, description: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO mount_sessions VALUES (?, ?, ?)",
+                 (session_id, description, time.time_ns()))
+
+
+def unrecord(conn: sqlite3.Connection, session_ids: list[str]) -> None:
+    conn.executemany("DELETE FROM mount_sessions WHERE id = ?", [(s,) for s in session_ids])

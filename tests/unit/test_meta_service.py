@@ -1,5 +1,6 @@
 """The meta role's RPC methods where they add rules of their own to the namespace's:
-holds taken by mount sessions decide whether an unlinked inode is deleted at once."""
+holds taken by mount sessions decide whether an unlinked inode is deleted at once, and
+sessions recorded before a restart keep every deletion waiting until they are back."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import errno
 import stat
 
 import pytest
+import trio
 from trio.testing import trio_test
 
 from storaged.meta.db import open_database
 from storaged.meta.service import MetaService
-from storaged.rpc.errors import FsError
+from storaged.rpc.errors import Busy, FsError
 
 FILE, DIR = stat.S_IFREG | 0o644, stat.S_IFDIR | 0o755
 
@@ -41,6 +43,9 @@ async def test_unlink_deletes_an_orphan_nobody_holds_in_the_same_call():
     assert gone["nlink"] == 0 and gone["deleted"] is True
     assert gone["parent"]["ino"] == root
     assert await _gone(service, f["ino"])
+    with pytest.raises(FsError) as info:   # a mount still reading it gets an error, not zeros
+        await service.fs_chunks(f["ino"], 0, 10, True)
+    assert info.value.errno == errno.ESTALE
     removed = await service.fs_rmdir(root, b"d")
     assert removed["nlink"] == 0 and removed["deleted"] is True
     assert await _gone(service, d["ino"])
@@ -104,3 +109,94 @@ async def test_rename_over_a_file_deletes_it_unless_it_is_held():
     assert replaced["ino"] == target and "deleted" not in replaced   # held: kept
     assert await service.fs_release(target, session) is True
     assert await service.fs_rename(root, b"old", root, b"again") is None   # nothing replaced
+
+
+def _restart(service: MetaService, path: str, session_timeout: float = 60.0) -> MetaService:
+    """What a SIGKILL and a new start leave: the database, nothing from memory."""
+    service.conn.close()
+    return MetaService(open_database(path), session_timeout=session_timeout)
+
+
+@trio_test
+async def test_after_a_restart_nothing_is_deleted_until_the_mounts_from_before_are_back(
+        tmp_path):
+    path = str(tmp_path / "meta.db")
+    service = MetaService(open_database(path))
+    root = (await service.volume_create("v", 1 << 30, 2, 1 << 20))["root"]
+    before = await service.session_open("mount a")
+    held = await service.fs_mknod(root, b"held", FILE, 0, 0, 0, None, before)
+    loose = await service.fs_mknod(root, b"loose", FILE, 0, 0)
+
+    service = _restart(service, path)
+    assert service.sessions.restored_count() == 1
+    # the session is known but not what it holds: it must register again
+    assert await service.session_heartbeat(before) is False
+    for refused in (service.fs_open(held["ino"], before),
+                    service.fs_mknod(root, b"new", FILE, 0, 0, 0, None, before),
+                    service.session_pending(before, ["ab" * 32], [])):
+        with pytest.raises(FsError) as info:
+            await refused
+        assert info.value.errno == errno.ESTALE
+    with pytest.raises(FsError):
+        await service.fs_lookup(root, b"new")        # refused before anything was made
+    # another mount unlinks both: neither is deleted, since mount a may hold either
+    for name in (b"held", b"loose"):
+        kept = await service.fs_unlink(root, name)
+        assert kept["nlink"] == 0 and "deleted" not in kept
+    assert await service.fs_forget([loose["ino"]]) == 0
+    with pytest.raises(Busy):
+        await service.gc_unreferenced(["ab" * 32])
+
+    # mount a registers again with what it holds, then closes the old session
+    again = await service.session_open("mount a")
+    await service.fs_open(held["ino"], again)
+    await service.session_close(before)
+    assert service.sessions.deletions_allowed()
+    assert await service.fs_forget([loose["ino"], held["ino"]]) == 1   # only the unheld one
+    assert await _gone(service, loose["ino"]) and not await _gone(service, held["ino"])
+    assert await service.fs_release(held["ino"], again) is True
+    assert await _gone(service, held["ino"])
+    assert await service.gc_unreferenced(["ab" * 32]) == ["ab" * 32]
+
+
+@trio_test
+async def test_a_session_from_before_a_restart_that_never_comes_back_expires(tmp_path):
+    path = str(tmp_path / "meta.db")
+    service = MetaService(open_database(path))
+    root = (await service.volume_create("v", 1 << 30, 2, 1 << 20))["root"]
+    await service.session_open("a mount that crashed with the meta role")
+    await service.fs_mknod(root, b"f", FILE, 0, 0)
+    service = _restart(service, path, session_timeout=0.05)
+    assert "deleted" not in await service.fs_unlink(root, b"f")
+    await trio.sleep(0.1)
+    await service._expire_sessions()
+    assert service.sessions.deletions_allowed()
+    assert service.conn.execute("SELECT count(*) FROM mount_sessions").fetchone()[0] == 0
+
+
+@trio_test
+async def test_sessions_closed_before_a_restart_leave_nothing_to_wait_for(tmp_path):
+    path = str(tmp_path / "meta.db")
+    service = MetaService(open_database(path))
+    root = (await service.volume_create("v", 1 << 30, 2, 1 << 20))["root"]
+    await service.session_close(await service.session_open("a mount that stopped cleanly"))
+    await service.fs_mknod(root, b"f", FILE, 0, 0)
+    service = _restart(service, path)
+    assert service.sessions.deletions_allowed()
+    assert (await service.fs_unlink(root, b"f"))["deleted"] is True
+
+
+@trio_test
+async def test_a_database_from_before_recorded_sessions_waits_like_after_a_restart(tmp_path):
+    """Schema 4 kept sessions in memory only: its mounts are unknown, so the first start
+    after the upgrade waits for them as for a restored session."""
+    path = str(tmp_path / "meta.db")
+    conn = open_database(path)
+    conn.execute("DROP TABLE mount_sessions")
+    conn.execute("UPDATE meta_info SET value = '4' WHERE key = 'schema_version'")
+    conn.close()
+    service = MetaService(open_database(path), session_timeout=0.05)
+    assert not service.sessions.deletions_allowed()
+    await trio.sleep(0.1)
+    await service._expire_sessions()
+    assert service.sessions.deletions_allowed()
