@@ -20,13 +20,13 @@ import trio
 
 from storaged.data.client import DataClient
 from storaged.metrics import parse_listen, serve_http
-from storaged.rpc import RpcClient, RpcError, auth, requestid
+from storaged.rpc import Patience, RpcClient, RpcError, auth, requestid
 
 
 from .chunkcache import ChunkCache
 from .filedata import VolumeIO
 from .observe import MountObserver, instrument
-from .operations import Operations
+from .operations import META_REPEATABLE, Operations
 
 log = logging.getLogger("fusefs")
 
@@ -45,6 +45,7 @@ class MountOptions:
     ready_file: str = ""
     fuse_workers: int = 32
     session_heartbeat: float = 10.0
+    meta_wait: float = 60.0    # how long calls wait for an unreachable meta role (restarts)
     metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
 
 
@@ -101,6 +102,8 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             instrument(ops, observer)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
+            if options.meta_wait > 0:   # after start-up: a wrong address fails at once
+                rpc.be_patient(options.meta, Patience(options.meta_wait, META_REPEATABLE))
             nursery.start_soon(_keep_session, ops, io, options.volume,
                                options.session_heartbeat, observer)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))

@@ -38,6 +38,19 @@ LEAVES_DIRECTORIES_ALONE = frozenset({
     "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "volume.get", "volume.statfs",
     "session.open", "session.heartbeat", "session.pending", "session.close"})
 
+# Meta methods this mount may send again when the connection broke after sending (the
+# meta role restarting): reads, and changes that leave the same state when made twice.
+# A commit sent twice stores the same pieces (a slice twice lays the same bytes over
+# them). Not here: creates, links, renames, unlinks and xattr sets, where the second try
+# would answer EEXIST or ENOENT for what the first did; those fail with EIO (outcome
+# unknown) and only those whose request was lost before it reached the meta role are
+# sent again (RpcClient's Patience).
+META_REPEATABLE = frozenset({
+    "fs.lookup", "fs.getattr", "fs.readdir", "fs.readlink", "fs.getxattr", "fs.listxattr",
+    "fs.chunks", "volume.get", "volume.statfs", "fs.open", "fs.release", "fs.forget",
+    "fs.setattr", "fs.commit", "session.heartbeat", "session.pending", "session.close",
+    "cluster.servers", "cluster.report_bad"})
+
 
 def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Every failure becomes a FUSEError with a meaningful errno, never a dead daemon."""

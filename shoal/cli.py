@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-heartbeat", type=float, default=10.0, metavar="SECONDS",
                    help="how often the mount tells the meta role it is alive (default 10; "
                         "keep it well below the meta role's --session-timeout)")
+    p.add_argument("--meta-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a file operation waits for a meta role that does not "
+                        "answer (a restart) before failing with EIO (default 60; 0: fail "
+                        "at once)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus /metrics (FUSE operations by result, latency, "
                         "bytes, open files, memory) and /healthz, /readyz here (default: "
@@ -616,6 +620,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
                              parallel_uploads=args.parallel_uploads,
                              session_heartbeat=args.session_heartbeat,
+                             meta_wait=args.meta_wait,
                              metrics_listen=args.metrics_listen or "",
                              ready_file=args.ready_file or ""))
         except (RpcError, ValueError, RuntimeError, OSError) as exc:
@@ -633,6 +638,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                                 "--attr-timeout", str(args.attr_timeout),
                                 "--parallel-uploads", str(args.parallel_uploads),
                                 "--session-heartbeat", str(args.session_heartbeat),
+                                "--meta-wait", str(args.meta_wait),
                                 "--log-level", args.log_level, "--log-format", args.log_format,
                                 *(["--metrics-listen", args.metrics_listen]
                                   if args.metrics_listen else [])])

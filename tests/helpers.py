@@ -158,9 +158,16 @@ class LocalCluster:
 
     def restart_meta(self) -> StoragedProcess:
         """SIGKILL the meta role (no chance to clean up) and start it again, same address."""
+        self.kill_meta()
+        return self.start_meta()
+
+    def kill_meta(self) -> None:
+        self.meta.kill()
+        self.meta.stop()
+
+    def start_meta(self) -> StoragedProcess:
+        """A new meta role process on the old one's data and address."""
         old = self.meta
-        old.kill()
-        old.stop()
         self.meta = StoragedProcess(old.data_dir, self.secret_file, extra=old.extra,
                                     listen=old.address).start()
         return self.meta

@@ -18,7 +18,8 @@ import trio
 
 from . import auth, fastio, requestid
 from .address import Address, open_stream, parse_address
-from .errors import AuthFailed, RpcError, Timeout, Unavailable, error_from_wire
+from .errors import (AuthFailed, NotDelivered, RpcError, Timeout, Unavailable,
+                     error_from_wire)
 from .protocol import (MAX_MSGID, InvalidMessage, MessageReader, Notification, ProtocolError,
                        Request, Response, StreamError, encode, encode_parts)
 from .server import RECEIVE_SIZE, Limits
@@ -94,8 +95,10 @@ class RpcConnection:
                 return msgid
 
     async def call(self, method: str, params: list[Any], timeout: float) -> Any:
+        """Raises NotDelivered when the request never left whole (the server cannot have
+        acted on it), plain Unavailable when the connection broke after it was sent."""
         if self.broken is not None:
-            raise self.broken
+            raise NotDelivered(self.broken.message)
         msgid = self._next_msgid()
         waiter = _Pending()
         self.pending[msgid] = waiter
@@ -122,6 +125,8 @@ class RpcConnection:
                 await trio.aclose_forcefully(self.stream)
             raise Timeout(f"{method} on {self.address}: no answer within {timeout:g}s")
         if waiter.failure is not None:
+            if not sent:
+                raise NotDelivered(waiter.failure.message)
             raise waiter.failure
         assert waiter.response is not None
         if waiter.response.error is not None:
@@ -145,13 +150,27 @@ class RpcConnection:
         await trio.aclose_forcefully(self.stream)
 
 
+@dataclass(frozen=True)
+class Patience:
+    """How calls to one server ride out its restart: a call that cannot reach it waits and
+    tries again for up to ``seconds``, instead of failing at once. Only what is safe to send
+    again is sent again: a call that never reached the server (NotDelivered), or one of the
+    ``repeatable`` methods (reads, and changes that come out the same when made twice). A
+    call of any other method lost after it was sent fails: the server may have acted on it,
+    and sending it again could turn a create that happened into EEXIST."""
+
+    seconds: float
+    repeatable: frozenset[str]
+
+
 class RpcClient:
     """Calls to any number of servers over pooled, authenticated connections.
 
     Up to ``connections_per_server`` connections are opened per server, lazily, as calls
     pile up; a broken connection is dropped and the next call opens a fresh one. Calls that
-    fail because the connection broke are retried ``retries`` times: storaged's methods are
-    idempotent (chunks are content-addressed), so a repeat is always safe.
+    fail because the connection broke are retried ``retries`` times (chunk servers' methods
+    are idempotent: chunks are content-addressed), unless the server was given a
+    ``Patience`` (``be_patient``), whose rules then decide.
     """
 
     def __init__(self, secret: bytes, *, timeout: float = 30.0, connect_timeout: float = 5.0,
@@ -165,6 +184,8 @@ class RpcClient:
         self._connecting: dict[Address, trio.Lock] = {}
         self._connect_failures: dict[Address, tuple[float, RpcError]] = {}
         self._parsed: dict[str, Address] = {}
+        self._patience: dict[Address, Patience] = {}
+        self._waiting: dict[Address, float] = {}   # server -> since when calls wait for it
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
 
@@ -201,17 +222,53 @@ class RpcClient:
             address = self._parsed.get(address) or self._parse(address)
         timeout = self.timeout if timeout is None else timeout
         for attempt in itertools.count():
-            conn = await self._connection(address)
             try:
-                return await conn.call(method, list(params), timeout)
+                conn = await self._connection(address)
+            except Unavailable as exc:
+                if address not in self._patience or not await self._wait(address, exc):
+                    raise
+                continue
+            try:
+                result = await conn.call(method, list(params), timeout)
             except Timeout:
                 raise
-            except Unavailable:
+            except Unavailable as exc:
                 self._drop(address, conn)
-                if attempt >= retries:
+                patience = self._patience.get(address)
+                if patience is None:
+                    if attempt >= retries:
+                        raise
+                    log.debug("retrying %s on %s after a lost connection", method, address)
+                elif not ((isinstance(exc, NotDelivered) or method in patience.repeatable)
+                          and await self._wait(address, exc)):
                     raise
-                log.debug("retrying %s on %s after a lost connection", method, address)
+                continue
+            if self._waiting and address in self._waiting:
+                log.warning("%s answers again after %.1fs", address,
+                            trio.current_time() - self._waiting.pop(address))
+            return result
         raise AssertionError("unreachable")
+
+    def be_patient(self, address: Address | str, patience: Patience) -> None:
+        """From now on, calls to ``address`` wait for it as ``patience`` says."""
+        if isinstance(address, str):
+            address = self._parse(address)
+        self._patience[address] = patience
+
+    async def _wait(self, address: Address, exc: Unavailable) -> bool:
+        """Sleep a little before the next try; False once the server's patience is spent.
+        The wait is counted from when calls to it first failed (not per call): a server
+        gone for good fails every call once its patience is out, not each after its own."""
+        now = trio.current_time()
+        since = self._waiting.setdefault(address, now)
+        if since == now:
+            log.warning("%s does not answer (%s); calls wait for it up to %gs", address,
+                        exc, self._patience[address].seconds)
+        left = since + self._patience[address].seconds - now
+        if left <= 0:
+            return False
+        await trio.sleep(min(left, 0.05 + 0.2 * min(now - since, 4)))
+        return True
 
     def _parse(self, text: str) -> Address:
         """Callers pass the same few addresses as text on every call: parse each once."""
@@ -254,7 +311,7 @@ class RpcClient:
             with trio.fail_after(self.connect_timeout):
                 stream = await open_stream(address)
         except (OSError, trio.TooSlowError) as exc:
-            raise Unavailable(f"cannot connect to {address}: {exc or 'timed out'}") from None
+            raise NotDelivered(f"cannot connect to {address}: {exc or 'timed out'}") from None
         conn = RpcConnection(stream, address, self.max_frame)
         self._nursery.start_soon(conn.read_loop)
         try:

@@ -96,6 +96,13 @@ class Unavailable(RpcError):
     code = "UNAVAILABLE"
 
 
+class NotDelivered(Unavailable):
+    """Raised locally: the call never reached the server whole (no connection, or the
+    connection broke before the request was sent), so the server did not act on it and
+    sending it again is safe for any method. A plain Unavailable after sending says
+    nothing about whether the server acted."""
+
+
 class Timeout(Unavailable):
     """Raised locally: no answer within the call's timeout."""
 

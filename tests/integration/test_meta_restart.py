@@ -2,12 +2,14 @@
 Until every mount from before the restart has registered again, it must delete nothing:
 a file open on a mount whose heartbeat has not come round yet is still that mount's file,
 whoever unlinks it meanwhile. And a mount's writes must not fail because its session is
-one the meta role no longer knows."""
+one the meta role no longer knows, nor because the meta role is down for the moment a
+restart takes: file operations wait for it."""
 
 from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -58,3 +60,29 @@ def test_a_file_open_across_a_meta_restart_survives_an_unlink_elsewhere(tmp_path
         assert stats["used_bytes"] == len(b"written after the restart")
 
 
+
+
+def test_file_operations_wait_for_a_meta_role_that_is_restarting(tmp_path: Path) -> None:
+    with mounted_volume(tmp_path, []) as (cluster, mnt):
+        write_synced(mnt / "before", b"x" * 5000)
+        (mnt / "d").mkdir()
+        cluster.kill_meta()
+        results: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                time.sleep(1.5)   # past the kernel's attribute and entry timeouts (1 s)
+                results["size"] = os.stat(mnt / "before").st_size
+                write_synced(mnt / "d" / "during", b"written while the meta role was down")
+                results["names"] = sorted(os.listdir(mnt / "d"))
+            except OSError as exc:
+                results["error"] = exc
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join(4)
+        assert worker.is_alive() and not results, results   # waiting, not failed
+        cluster.start_meta()
+        worker.join(60)
+        assert not worker.is_alive()
+        assert results == {"size": 5000, "names": ["during"]}, results
+        assert (mnt / "d" / "during").read_bytes() == b"written while the meta role was down"

@@ -12,7 +12,8 @@ import trio
 from trio.testing import trio_test
 
 from storaged.rpc import (AuthFailed, Busy, Internal, InvalidArgument, Limits, MethodNotFound,
-                          MethodTable, NotFound, RpcClient, RpcServer, Timeout, Unavailable, auth)
+                          MethodTable, NotDelivered, NotFound, Patience, RpcClient, RpcServer,
+                          Timeout, Unavailable, auth)
 from storaged.rpc import requestid
 from storaged.rpc.address import bound_address, open_listener, open_stream, parse_address
 from storaged.rpc.protocol import MessageReader, Notification, Request, Response, encode
@@ -56,7 +57,7 @@ async def crash() -> None:
 def methods() -> MethodTable:
     t = MethodTable()
     for name, fn in [("echo", echo), ("nap", nap), ("hold", hold), ("missing", missing),
-                     ("crash", crash), ("whose", whose)]:
+                     ("crash", crash), ("whose", whose), ("make", nap)]:
         t.add(name, fn)
     return t
 
@@ -270,6 +271,47 @@ async def test_client_reconnects_after_the_server_restarts():
         async with serving(address=f"unix://{path}") as (address, _):
             assert await client.call(address, "echo", 3) == 3
     os.unlink(path)
+
+
+@trio_test
+async def test_a_patient_client_waits_out_a_restart_and_repeats_only_what_is_safe():
+    """``nap`` stands for a read (repeatable), ``make`` for a create (not): both are in
+    flight when the server goes away; the read is sent again once it is back, the create
+    fails at once (its outcome is unknown). A call made while it is away waits for it."""
+    path = f"/tmp/shoalfs-patient-{os.getpid()}.sock"
+    address = f"unix://{path}"
+    outcome: dict[str, Any] = {}
+
+    async def record(name: str, method: str, *params: Any) -> None:
+        try:
+            outcome[name] = await client.call(address, method, *params)
+        except Unavailable as exc:
+            outcome[name] = exc
+
+    async with RpcClient(SECRET) as client:
+        client.be_patient(address, Patience(20, frozenset({"nap"})))
+        async with trio.open_nursery() as nursery:
+            async with serving(address=address):
+                nursery.start_soon(record, "read", "nap", 1.0, "read")
+                nursery.start_soon(record, "create", "make", 1.0, "made")
+                await trio.sleep(0.3)
+            await trio.sleep(0.1)            # the server is gone: both calls have lost it
+            assert type(outcome.pop("create")) is Unavailable   # sent: not repeated
+            nursery.start_soon(record, "new", "echo", "new")      # sent while it is away
+            await trio.sleep(1.0)
+            assert outcome == {}                                  # both wait
+            async with serving(address=address):
+                with trio.fail_after(10):
+                    while len(outcome) < 2:
+                        await trio.sleep(0.05)
+        assert outcome == {"read": "read", "new": "new"}
+    os.unlink(path)
+    async with RpcClient(SECRET) as client:            # patience runs out: NotDelivered
+        client.be_patient(address, Patience(0.5, frozenset()))
+        started = trio.current_time()
+        with pytest.raises(NotDelivered):
+            await client.call(address, "echo", 1)
+        assert 0.5 <= trio.current_time() - started < 3
 
 
 @trio_test
