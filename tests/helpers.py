@@ -56,8 +56,12 @@ class StoragedProcess:
 
     def __init__(self, data_dir: Path, secret_file: Path, *, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, listen: str = "tcp://127.0.0.1:0",
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, supervised: bool = False) -> None:
         self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NS]: it execs, same pid
+        # started and killed by tests/supervisor.py rather than forked from the test process
+        # (see there: restarts while the test holds files open on a mount)
+        self.supervised = supervised
+        self.supervisor: subprocess.Popen[str] | None = None
         self.addresses: list[str] = []
         self.data_dir = data_dir
         self.secret_file = secret_file
@@ -72,12 +76,17 @@ class StoragedProcess:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         address_file = self.data_dir.parent / f"{self.data_dir.name}.addr"
         address_file.unlink(missing_ok=True)
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "storaged", "--listen", self.listen,
-             "--data-dir", str(self.data_dir), "--secret-file", str(self.secret_file),
-             "--address-file", str(address_file), *self.extra],
-            stdout=self.log, stderr=self.log, env={**os.environ, **self.env})
+        if not hasattr(self, "log") or self.log.closed:
+            self.log = open(self.log_path, "ab")
+        argv = [*self.prefix, sys.executable, "-m", "storaged", "--listen", self.listen,
+                "--data-dir", str(self.data_dir), "--secret-file", str(self.secret_file),
+                "--address-file", str(address_file), *self.extra]
+        if self.supervised:
+            self._supervise("start " + json.dumps(argv))
+        else:
+            self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log,
+                                         env={**os.environ, **self.env})
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not address_file.exists():
             if self.proc.poll() is not None:
@@ -92,7 +101,22 @@ class StoragedProcess:
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def _supervise(self, command: str) -> str:
+        if self.supervisor is None or self.supervisor.poll() is not None:
+            self.supervisor = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("supervisor.py"))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                env={**os.environ, **self.env})
+            self.proc = self.supervisor   # alive while the supervisor is
+        assert self.supervisor.stdin is not None and self.supervisor.stdout is not None
+        self.supervisor.stdin.write(command + "\n")
+        self.supervisor.stdin.flush()
+        return self.supervisor.stdout.readline().strip()
+
     def kill(self) -> None:
+        if self.supervised:
+            assert self._supervise("kill") == "killed"
+            return
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
@@ -103,7 +127,11 @@ class StoragedProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.supervisor is not None and self.supervisor.poll() is None:
+            assert self.supervisor.stdin is not None
+            self.supervisor.stdin.close()   # it kills its storaged and exits
+            self.supervisor.wait(10)
+        elif self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
         if hasattr(self, "log"):
@@ -130,7 +158,8 @@ class LocalCluster:
         self.secret_file = secret_file
         self.secret = auth.load_secret(secret_file)
         self.meta = StoragedProcess(root / "meta", secret_file,
-                                    extra=["--roles", "meta", "--heartbeat-timeout", "2"])
+                                    extra=["--roles", "meta", "--heartbeat-timeout", "2"],
+                                    supervised=True)
         self.chunks: list[StoragedProcess] = []
         self.count = chunk_servers
         self.chunk_extra = chunk_extra or []
@@ -163,14 +192,11 @@ class LocalCluster:
 
     def kill_meta(self) -> None:
         self.meta.kill()
-        self.meta.stop()
 
     def start_meta(self) -> StoragedProcess:
         """A new meta role process on the old one's data and address."""
-        old = self.meta
-        self.meta = StoragedProcess(old.data_dir, self.secret_file, extra=old.extra,
-                                    listen=old.address).start()
-        return self.meta
+        self.meta.listen = self.meta.address
+        return self.meta.start()
 
     def servers(self) -> list[dict[str, Any]]:
         return call(self.meta.address, self.secret, "cluster.servers")

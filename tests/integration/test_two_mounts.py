@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -85,3 +88,36 @@ def _gone(meta: str, secret: bytes, ino: int) -> bool:
         return False
     except FsError as exc:
         return exc.errno == errno.ENOENT
+
+
+def _try_locks(path: Path) -> subprocess.CompletedProcess[str]:
+    """In another process (POSIX locks are per process): which locks on ``path`` it gets."""
+    code = ("import fcntl, sys\n"
+            "f = open(sys.argv[1], 'r+')\n"
+            "got = []\n"
+            "for name, take in (('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)),\n"
+            "                   ('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB))):\n"
+            "    try:\n"
+            "        take()\n"
+            "        got.append(name)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "print(' '.join(got))\n")
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_file_locks_hold_within_one_mount_only(here, mounted, second):
+    """flock and POSIX locks are kept by each node's kernel: the containers of a pod (one
+    mount) exclude each other; two nodes (two mounts) do not see each other's locks. The
+    README says so; this test fails if that ever changes, so the README is kept true."""
+    path = here / "locked"
+    path.write_bytes(b"x")
+    with open(path, "r+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        fcntl.lockf(held, fcntl.LOCK_EX)
+        same_mount = _try_locks(path)
+        other_mount = _try_locks(second / here.name / "locked")
+    assert same_mount.returncode == 0 and same_mount.stdout.split() == [], same_mount
+    assert other_mount.returncode == 0 and other_mount.stdout.split() == ["flock", "lockf"], \
+        other_mount
