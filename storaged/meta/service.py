@@ -129,12 +129,17 @@ class MetaService:
         silent = self.sessions.silent()
         if not silent:
             return
+        waiting = not self.sessions.deletions_allowed()
         await self._tx(session_record.unrecord, silent)
         for session in silent:
             released = self.sessions.close(session)
             log.warning("mount session %s expired (no heartbeat for %.0fs); releasing %d open "
                         "inodes", session[:12], self.sessions.timeout, len(released))
-        if self.sessions.deletions_allowed():
+        self._say_if_deleting_again(waiting)
+
+    def _say_if_deleting_again(self, waiting: bool) -> None:
+        """``waiting``: deletions waited before the sessions just closed."""
+        if waiting and self.sessions.deletions_allowed():
             log.info("every mount session from before the start is back or gone: deleting "
                      "again")
 
@@ -333,8 +338,9 @@ class MetaService:
 
     async def gc_unreferenced(self, ids: list) -> list:
         """Of these chunk ids, those nothing references: no chunk map row of any volume or
-        snapshot, and no mount's pending chunks. Refused (BUSY) for a while after the meta
-        role starts, until mounts have had time to register their pending chunks again."""
+        snapshot, and no mount's pending chunks. Refused (BUSY) after a restart while a
+        mount session from before it has not registered its pending chunks again (or
+        expired)."""
         if not are_chunk_ids(ids):
             raise InvalidArgument("ids must be at most 10000 chunk ids")
         if not self.sessions.deletions_allowed():
@@ -346,8 +352,10 @@ class MetaService:
         return [c for c in ids if c not in referenced and c not in pending]
 
     async def session_close(self, session: str) -> bool:
+        waiting = not self.sessions.deletions_allowed()
         await self._tx(session_record.unrecord, [session])
         held = self.sessions.close(session)
+        self._say_if_deleting_again(waiting)
         await self._forget_unheld(list(held))
         log.info("mount session %s closed", session[:12])
         return True
