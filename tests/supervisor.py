@@ -20,28 +20,29 @@ import subprocess
 import sys
 
 
+def _end(child: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL the storaged process if it runs, and reap it."""
+    if child is not None and child.poll() is None:
+        child.kill()
+        child.wait()
+
+
 def main() -> None:
     child: subprocess.Popen[bytes] | None = None
     for line in sys.stdin:
         command, _, rest = line.strip().partition(" ")
         if command == "start":
-            if child is not None and child.poll() is None:
-                child.kill()
-                child.wait()
+            _end(child)
             # stdout/stderr are the log file the test gave this process
             child = subprocess.Popen(json.loads(rest), stdin=subprocess.DEVNULL,
                                      stdout=sys.stderr, stderr=sys.stderr)
             print(f"started {child.pid}", flush=True)
         elif command == "kill":
-            if child is not None and child.poll() is None:
-                child.kill()
-                child.wait()
+            _end(child)
             print("killed", flush=True)
         else:
             print(f"unknown command {command!r}", flush=True)
-    if child is not None and child.poll() is None:   # stdin closed: the test is done
-        child.kill()
-        child.wait()
+    _end(child)   # stdin closed: the test is done
 
 
 if __name__ == "__main__":
