@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most bytes chunks may use, e.g. 500GiB (default: the disk's size)")
     p.add_argument("--reserve", metavar="SIZE",
                    help="disk space always left free for the system (default 64MiB)")
+    p.add_argument("--direct-io", action=argparse.BooleanOptionalAction, default=None,
+                   help="chunk role: write chunks with O_DIRECT, past the page cache (default "
+                        "on; falls back by itself where the filesystem refuses it)")
     p.add_argument("--zone", help="failure domain (rack, host) this server is in")
     p.add_argument("--address-file", metavar="FILE",
                    help="write the bound addresses here once listening (JSON)")

@@ -66,6 +66,7 @@ class StoragedConfig:
     secret_file: str = ""
     capacity: int | None = None
     reserve: int = 64 * 2**20
+    direct_io: bool = True
     zone: str = ""
     address_file: str = ""
     max_frame: int = Limits.max_frame

@@ -44,7 +44,8 @@ def run(config: StoragedConfig) -> None:
     with contextlib.ExitStack() as stack:
         chunk = meta = None
         if "chunk" in config.roles:
-            store = ChunkStore(config.data_dir, capacity=config.capacity, reserve=config.reserve)
+            store = ChunkStore(config.data_dir, capacity=config.capacity, reserve=config.reserve,
+                               direct_io=config.direct_io)
             store.open()
             stack.callback(store.close)
             chunk = ChunkService(store, zone=config.zone)

@@ -99,4 +99,5 @@ class ChunkService:
 
     def health_info(self) -> dict[str, Any]:
         return {"server_id": self.store.server_id, "zone": self.zone,
-                "corrupted_found": self.store.corrupted_found, "scrub": self.scrub.as_dict()}
+                "corrupted_found": self.store.corrupted_found, "scrub": self.scrub.as_dict(),
+                "direct_io": self.store.writer.direct}

@@ -11,7 +11,8 @@ Layout under the data directory::
     tmp/                      chunks being written; anything here at start-up is debris
     quarantine/<id>.<time>    copies that failed their hash, kept for a post-mortem
 
-A ``put`` writes a temp file, fsyncs it, renames it into place and fsyncs the directory:
+A ``put`` writes a temp file (with O_DIRECT where the filesystem allows: direct.py), fsyncs
+it, renames it into place and fsyncs the directory:
 after a crash at any point a chunk is either whole under its name or absent. Every method
 is blocking and thread-safe; the RPC service runs them in worker threads.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 from .. import failpoints
 from ..rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
 from . import blocks
+from .direct import ChunkWriter
 from .ids import chunk_id, is_chunk_id
 
 log = logging.getLogger("storaged.chunk")
@@ -55,9 +57,11 @@ class Usage:
 
 class ChunkStore:
     def __init__(self, root: str | os.PathLike[str], *, capacity: int | None = None,
-                 reserve: int = 64 * MiB) -> None:
+                 reserve: int = 64 * MiB, direct_io: bool = True) -> None:
         """``capacity`` caps what chunks may use (default: the filesystem's size);
-        ``reserve`` is disk space always left free for the rest of the system."""
+        ``reserve`` is disk space always left free for the rest of the system;
+        ``direct_io`` writes chunks past the page cache where the filesystem allows
+        (direct.py)."""
         self.root = Path(root)
         self.chunk_dir = self.root / "chunks"
         self.tmp_dir = self.root / "tmp"
@@ -72,6 +76,7 @@ class ChunkStore:
         self._reserved = 0  # bytes promised to puts in progress
         self._known_dirs: set[str] = set()
         self._lock_fd: int | None = None
+        self.writer = ChunkWriter(direct_io)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -224,10 +229,7 @@ class ChunkStore:
         except OSError as exc:
             raise _no_space_or(exc)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            self.writer.write(fd, data)
             os.fsync(fd)
         except OSError as exc:
             raise _no_space_or(exc)

@@ -47,6 +47,16 @@ def test_put_and_get_across_processes_and_servers(storaged, secret):
     trio.run(go)
 
 
+@pytest.mark.parametrize("flag, direct", [([], True), (["--no-direct-io"], False)])
+def test_direct_io_is_on_by_default_and_can_be_turned_off(storaged, secret, flag, direct):
+    server = storaged(extra=flag)
+    blob = os.urandom((1 << 20) + 3)  # not a whole number of disk blocks
+    call(server.address, secret, "chunk.put", chunk_id(blob), blob)
+    assert call(server.address, secret, "chunk.get", chunk_id(blob)) == blob
+    assert chunk_path(server.data_dir, chunk_id(blob)).stat().st_size == len(blob)
+    assert call(server.address, secret, "health")["direct_io"] is direct
+
+
 def test_sigkill_between_fsync_and_rename_leaves_no_half_chunk(storaged, secret, tmp_path):
     server = storaged(env={"SHOALFS_FAILPOINTS": "chunk.put.before_rename=sleep:60"})
     data = os.urandom(3 << 20)
