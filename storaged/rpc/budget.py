@@ -36,4 +36,4 @@ class ByteBudget:
 
 def payload_size(params: list[Any]) -> int:
     """What a request holds in memory, roughly: its top-level bytes and str parameters."""
-    return sum(len(p) for p in params if isinstance(p, (bytes, str))) + 64
+    return sum(len(p) for p in params if isinstance(p, (bytes, bytearray, str))) + 64

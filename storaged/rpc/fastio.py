@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import trio
+
+T = TypeVar("T")
 
 _BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -56,10 +60,26 @@ async def send_all(stream: trio.abc.SendStream, data: bytes | bytearray | memory
 
 async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes:
     """Up to ``max_bytes``; b"" at the end of the stream."""
-    fd = _socket_fd(stream)  # type: ignore[arg-type]
-    if fd is None:
+    if _socket_fd(stream) is None:  # type: ignore[arg-type]
         return await stream.receive_some(max_bytes)
+    return await _when_readable(stream, lambda fd: os.read(fd, max_bytes))
+
+
+async def receive_into(stream: trio.abc.ReceiveStream, buffer: memoryview) -> int:
+    """Bytes read into ``buffer`` (at most its length); 0 at the end of the stream. On a
+    plain TCP stream the kernel copies them there directly; other streams' bytes are copied
+    once."""
+    if _socket_fd(stream) is None:  # type: ignore[arg-type]
+        data = await stream.receive_some(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+    return await _when_readable(stream, lambda fd: os.readv(fd, [buffer]))
+
+
+async def _when_readable(stream: trio.abc.ReceiveStream, read: Callable[[int], T]) -> T:
+    """``read(fd)`` once the socket has data (or its end) to read."""
     sock = stream.socket  # type: ignore[attr-defined]
+    fd = sock.fileno()
     while True:
         if fd < 0:
             raise trio.ClosedResourceError("the connection was closed")
@@ -68,7 +88,7 @@ async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes:
         if fd < 0:
             raise trio.ClosedResourceError("the connection was closed")
         try:
-            return os.read(fd, max_bytes)
+            return read(fd)
         except BlockingIOError:
             continue  # woken without data (it can happen): wait again
         except OSError as exc:

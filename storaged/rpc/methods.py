@@ -46,6 +46,8 @@ def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:
         return bool in allowed
     if isinstance(value, int) and float in allowed and int not in allowed:
         return True  # an integer is an acceptable float
+    if type(value) is bytearray:
+        return bytes in allowed  # a large bin may arrive as one (protocol.MessageReader)
     return isinstance(value, allowed)
 
 

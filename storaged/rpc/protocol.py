@@ -17,6 +17,7 @@ message may occupy before it is complete: a peer cannot make us buffer more than
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -179,18 +180,50 @@ def _packed(message: Message) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+# A request whose last parameter is a byte string at least this long (a chunk.put's data)
+# is received into a buffer of its own, straight from the socket: see MessageReader.
+BIG_MIN = SPLICE_MIN
+_ENVELOPE_MAX = 1024  # ... if everything before that string is within a read's first bytes
+
+
+@dataclass(slots=True)
+class _BigRequest:
+    """A request being received whose last parameter fills ``data``."""
+
+    msgid: Any
+    method: Any
+    params: list[Any]
+    data: bytearray
+    filled: int = 0
+
+
 class MessageReader:
     """Streaming decoder: feed it whatever the socket produced, get whole events back.
 
     Bytes may arrive cut anywhere (one byte at a time) or coalesced (many messages in one
     read); both give the same events. After a ProtocolError the reader is poisoned: the
     stream is out of sync and must be closed.
+
+    A request that ends with a large byte string (a chunk.put: the shape ``encode_parts``
+    sends in two pieces) is recognised from its first bytes when it starts a read, and its
+    string is then received into a bytearray of its size: ``receive_buffer`` says where the
+    socket's next bytes should go, ``received`` takes them. The unpacker would otherwise copy
+    every byte twice (into its buffer, then out into a bytes object): measured, 1.6 ms of a
+    chunk server's CPU per 4 MiB put. The request's event is the same either way, except that
+    the string is a bytearray. Anything the quick look does not recognise goes the general
+    way, so the general way decides every error.
     """
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, *, big_requests: bool = False,
+                 allocate: Callable[[int], bytearray] = bytearray) -> None:
+        """``big_requests`` turns on the own-buffer receiving of large requests; a server
+        sets it once the peer has authenticated (a header alone then makes the reader
+        allocate its string's size, which only a trusted peer may ask of it); ``allocate``
+        gives those strings' buffers (buffers.BufferPool.take reuses them)."""
         if max_frame < 64:
             raise ValueError("max_frame is unreasonably small")
         self.max_frame = max_frame
+        self.big_requests = big_requests
         self._unpacker = msgpack.Unpacker(
             raw=False,
             use_list=True,
@@ -199,11 +232,29 @@ class MessageReader:
         )
         self._fed = 0
         self._broken: ProtocolError | None = None
+        self._big: _BigRequest | None = None
+        self._allocate = allocate
 
     @property
     def buffered(self) -> int:
         """Bytes of an unfinished message held in memory."""
-        return self._fed - self._unpacker.tell()
+        big = self._big.filled if self._big is not None else 0
+        return self._fed - self._unpacker.tell() + big
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes from the stream belong, if a large byte string is being
+        received (read into it, then call ``received``); None: pass them to ``feed``."""
+        big = self._big
+        if big is None:
+            return None
+        return memoryview(big.data)[big.filled:]
+
+    def received(self, count: int) -> list[Event]:
+        """``count`` bytes were written into ``receive_buffer()``: the request's event once
+        its string is whole."""
+        assert self._big is not None and 0 <= count <= len(self._big.data) - self._big.filled
+        self._big.filled += count
+        return self._finish_big()
 
     def feed(self, data: bytes) -> list[Event]:
         """Consume ``data`` and return every event it completed, in order.
@@ -217,6 +268,19 @@ class MessageReader:
         view = memoryview(data)
         try:
             while view:
+                big = self._big
+                if big is not None:
+                    take = min(len(view), len(big.data) - big.filled)
+                    big.data[big.filled:big.filled + take] = view[:take]
+                    big.filled += take
+                    view = view[take:]
+                    events.extend(self._finish_big())
+                    continue
+                if self.big_requests and self._fed == self._unpacker.tell():  # between messages
+                    envelope = self._start_big(view)
+                    if envelope:
+                        view = view[envelope:]
+                        continue
                 room = self.max_frame - self.buffered
                 if room <= 0:
                     raise FrameTooLarge(
@@ -236,3 +300,36 @@ class MessageReader:
         if self._broken is not None:
             events.append(StreamError(str(self._broken)))
         return events
+
+    def _start_big(self, view: memoryview) -> int:
+        """If ``view`` starts a request ending in a large byte string: begin receiving it
+        and return the length of its envelope (everything before the string); else 0."""
+        if len(view) < 8 or view[0] != 0x94 or view[1] != REQUEST:  # [0, ...: a request
+            return 0
+        probe = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=False,
+                                 max_buffer_size=_ENVELOPE_MAX)
+        probe.feed(view[:_ENVELOPE_MAX])
+        try:
+            probe.read_array_header()
+            probe.skip()  # the 0 already seen
+            msgid, method = probe.unpack(), probe.unpack()
+            count = probe.read_array_header()
+            params = [probe.unpack() for _ in range(count - 1)]
+        except Exception:  # noqa: BLE001 - not recognised: the general way will say why
+            return 0
+        at = probe.tell()
+        if count < 1 or len(view) < at + 5 or view[at] != 0xC6:  # bin 32
+            return 0
+        size = int.from_bytes(view[at + 1:at + 5], "big")
+        if size < BIG_MIN or at + 5 + size > self.max_frame:
+            return 0
+        self._big = _BigRequest(msgid, method, params, self._allocate(size))
+        return at + 5
+
+    def _finish_big(self) -> list[Event]:
+        big = self._big
+        assert big is not None
+        if big.filled < len(big.data):
+            return []
+        self._big = None
+        return [classify([REQUEST, big.msgid, big.method, [*big.params, big.data]])]

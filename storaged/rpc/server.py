@@ -18,6 +18,7 @@ import trio
 from . import auth, fastio, requestid
 from .tlsstream import accept_tls
 from .budget import ByteBudget, payload_size
+from .buffers import BufferPool
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
                      Unauthenticated)
 from .farewell import LINGER_SECONDS, close, drain, say_goodbye
@@ -31,6 +32,10 @@ log = logging.getLogger("storaged.rpc")
 
 MiB = 1024 * 1024
 RECEIVE_SIZE = 1 * MiB
+# A server's reads between large requests: small enough that a chunk.put's first read holds
+# little of its data (the rest is read straight into its buffer), large enough for a burst
+# of metadata requests.
+REQUEST_RECEIVE_SIZE = 64 * 1024
 
 
 # (method, seconds, result code, request payload bytes, response bytes): called once per
@@ -63,6 +68,7 @@ class RpcServer:
         self.observer = observer
         self.connections = 0
         self.budget = ByteBudget(limits.max_request_memory)
+        self.buffers = BufferPool()  # large requests' bytes, reused (buffers.py)
 
     async def serve(self, listeners: list[trio.SocketListener], *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -96,7 +102,7 @@ class _ServerConnection:
     def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:
         self.server = server
         self.stream = stream
-        self.reader = MessageReader(server.limits.max_frame)
+        self.reader = MessageReader(server.limits.max_frame, allocate=server.buffers.take)
         self.send_lock = trio.Lock()
         self.in_flight = 0
         self.authenticated = False
@@ -130,14 +136,27 @@ class _ServerConnection:
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while not self.closing:
+            target = self.reader.receive_buffer()  # a large request's data goes there
             try:
-                data = await fastio.receive_some(self.stream, RECEIVE_SIZE)
+                if target is None:
+                    data = await fastio.receive_some(self.stream, REQUEST_RECEIVE_SIZE)
+                else:
+                    count = await fastio.receive_into(self.stream, target)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.closing = True
                 return
-            if not data:
-                return
-            for event in self.reader.feed(data):
+            finally:
+                if target is not None:
+                    target.release()
+            if target is None:
+                if not data:
+                    return
+                events = self.reader.feed(data)
+            else:
+                if not count:
+                    return
+                events = self.reader.received(count)
+            for event in events:
                 await self._on_event(event, nursery)
                 if self.closing:
                     return
@@ -207,6 +226,7 @@ class _ServerConnection:
                 self.closing = True
                 return
             self.authenticated = True
+            self.reader.big_requests = True
             self.deadline_scope.cancel()
             await self._reply(request.msgid, True)
         else:
@@ -235,6 +255,8 @@ class _ServerConnection:
         finally:
             self.in_flight -= 1
             self.server.budget.release(size)
+            if request.params:
+                self.server.buffers.give_back(request.params, -1)
             seconds = trio.current_time() - started
             if seconds >= SLOW_REQUEST_SECONDS:
                 log.info("slow request: method=%s code=%s seconds=%.2f", name, code, seconds)

@@ -363,3 +363,35 @@ async def test_request_ids_reach_the_handler_for_exactly_one_request():
             await peer.send(encode(Notification(requestid.CONTEXT_METHOD, bad)))
             assert (await peer.request(5, "whose", [])).result is None
         await peer.stream.aclose()
+
+
+KEPT: list = []
+
+
+async def measure(data: bytes) -> int:
+    return len(data)
+
+
+async def keep(data: bytes) -> int:
+    """A handler that holds on to the bytes it was given."""
+    KEPT.append(data)
+    return len(data)
+
+
+@trio_test
+async def test_large_requests_arrive_whole_in_reused_buffers_unless_a_handler_kept_one():
+    blobs = [os.urandom((1 << 20) + i) for i in range(3)] * 3  # three sizes, three times
+    async with serving() as (address, server):
+        server.methods.add("keep", keep)
+        server.methods.add("measure", measure)
+        async with RpcClient(SECRET, connections_per_server=1) as client:
+            for blob in blobs:
+                assert await client.call(address, "measure", blob) == len(blob)
+            assert (server.buffers.allocated, server.buffers.reused) == (3, 6)
+            kept_blob = os.urandom(1 << 20)
+            assert await client.call(address, "keep", kept_blob) == len(kept_blob)
+            assert await client.call(address, "keep", kept_blob[::-1]) == len(kept_blob)
+        # The handler holds both: neither buffer went back to be overwritten.
+        assert KEPT == [kept_blob, kept_blob[::-1]] and type(KEPT[0]) is bytearray
+        assert (server.buffers.allocated, server.buffers.reused) == (4, 7)
+    KEPT.clear()

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 from trio.testing import trio_test
 
 from storaged.rpc import fastio
@@ -92,3 +93,25 @@ async def test_other_streams_take_their_own_path():
     left, right = trio.testing.memory_stream_pair()
     await fastio.send_all(left, b"hello")
     assert await fastio.receive_some(right, 100) == b"hello"
+
+
+@trio_test
+async def test_receive_into_fills_a_buffer_from_tcp_and_from_other_streams():
+    payload = os.urandom(3 << 20)
+    client, server = await _pair()
+    memory_send, memory_receive = trio.testing.memory_stream_pair()
+    for sender, receiver in [(client, server), (memory_send, memory_receive)]:
+        buffer = bytearray(len(payload))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fastio.send_all, sender, payload)
+            filled = 0
+            while filled < len(payload):
+                with memoryview(buffer)[filled:] as target:
+                    count = await fastio.receive_into(receiver, target)
+                assert count > 0, "stream ended early"
+                filled += count
+        assert buffer == payload
+        await sender.aclose()
+        with memoryview(buffer) as target:
+            assert await fastio.receive_into(receiver, target) == 0  # end of stream
+        await receiver.aclose()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import random
+
 import msgpack
 import pytest
 
-from storaged.rpc.protocol import (InvalidMessage, MessageReader, Notification, ProtocolError,
-                                   Request, Response, StreamError, classify, encode)
+from storaged.rpc.protocol import (BIG_MIN, InvalidMessage, MessageReader, Notification,
+                                   ProtocolError, Request, Response, StreamError, classify,
+                                   encode, encode_parts)
 
 MESSAGES = [
     Request(1, "chunk.put", ["ab" * 32, b"\x00\xffdata"]),
@@ -186,3 +190,97 @@ def test_a_map_with_an_unhashable_key_is_a_protocol_error_not_a_crash() -> None:
     events = reader.feed(frame)
     assert len(events) == 1 and isinstance(events[0], StreamError)
     assert "malformed" in events[0].reason
+
+
+# -- large requests received into a buffer of their own (big_requests) -------------------
+
+BIG = os.urandom(BIG_MIN + 12345)
+BIG_STREAM = [
+    Request(7, "chunk.put", ["ab" * 32, BIG]),
+    Request(8, "health", []),
+    Request(9, "chunk.put", ["cd" * 32, BIG[::-1]]),
+    Request(10, "chunk.put", ["ef" * 32, BIG[:BIG_MIN]]),
+    Request(11, "x", [1, {"k": [b"v"]}, BIG]),
+]
+
+
+def wire(messages) -> bytes:
+    return b"".join(b"".join(encode_parts(m)) for m in messages)
+
+
+def read_all(reader: MessageReader, data: bytes, cuts: list[int], into: bool) -> list:
+    """Feed ``data`` cut at ``cuts``; with ``into``, bytes go where receive_buffer says,
+    as a server's read loop puts them."""
+    events: list = []
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    for piece in pieces:
+        while piece:
+            target = reader.receive_buffer() if into else None
+            if target is None:
+                events.extend(reader.feed(piece))
+                piece = b""
+            else:
+                count = min(len(target), len(piece))
+                target[:count] = piece[:count]
+                target.release()
+                events.extend(reader.received(count))
+                piece = piece[count:]
+    return events
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_large_requests_come_out_the_same_whatever_the_cuts(into):
+    data = wire(BIG_STREAM)
+    rng = random.Random(5)
+    for _ in range(40):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, 12)))
+        events = read_all(MessageReader(1 << 26, big_requests=True), data, cuts, into)
+        assert events == BIG_STREAM  # a bytearray equals the bytes it holds
+
+
+def test_a_large_request_starting_a_read_is_received_into_its_own_buffer():
+    reader = MessageReader(1 << 26, big_requests=True)
+    data = wire(BIG_STREAM[:2])
+    first = len(encode_parts(BIG_STREAM[0])[0]) + 100
+    assert reader.feed(data[:first]) == []
+    target = reader.receive_buffer()
+    assert target is not None and len(target) == len(BIG) - 100
+    rest = data[first:first + len(target)]
+    target[:] = rest
+    target.release()
+    [event] = reader.received(len(rest))
+    assert event == BIG_STREAM[0] and type(event.params[-1]) is bytearray
+    assert reader.receive_buffer() is None and reader.buffered == 0
+    assert reader.feed(data[first + len(rest):]) == [BIG_STREAM[1]]
+
+
+def test_without_big_requests_or_mid_read_the_general_way_takes_it():
+    message = BIG_STREAM[0]
+    for reader, data in [(MessageReader(1 << 26), wire([message])),
+                         (MessageReader(1 << 26, big_requests=True),
+                          encode(Request(1, "health", []))[:-1])]:
+        if len(data) < 100:  # a partial message first: the large one arrives mid-stream
+            reader.feed(data)
+            data = encode(Request(1, "health", []))[-1:] + wire([message])
+            expected = [Request(1, "health", []), message]
+        else:
+            expected = [message]
+        events = reader.feed(data)
+        assert events == expected and type(events[-1].params[-1]) is bytes
+
+
+def test_a_large_request_over_the_frame_limit_still_breaks_the_stream():
+    reader = MessageReader(BIG_MIN + 1000, big_requests=True)
+    events = reader.feed(wire([BIG_STREAM[0]]))
+    assert isinstance(events[-1], StreamError) and "frame limit" in events[-1].reason
+    assert reader.receive_buffer() is None
+
+
+def test_a_large_request_with_a_bad_envelope_gets_the_general_answer():
+    bad = Request(2**33, "chunk.put", ["ab" * 32, BIG])  # msgid out of range
+    head, big = encode_parts(Request(1, "chunk.put", ["ab" * 32, BIG]))
+    head = head.replace(b"\x94\x00\x01", b"\x94\x00\xcf" + bad.msgid.to_bytes(8, "big"), 1)
+    for flag in (False, True):
+        events = MessageReader(1 << 26, big_requests=flag).feed(head + big)
+        assert len(events) == 1 and isinstance(events[0], InvalidMessage)
+        assert "msgid" in events[0].reason
