@@ -32,8 +32,9 @@ log = logging.getLogger("storaged.chunk")
 
 ALIGN = 4096
 MiB = 1024 * 1024
-# Each disk thread keeps its buffer for the next write up to this size (so 8 threads hold
-# at most 8 x 16 MiB); larger chunks get a buffer of their own, released after the write.
+# A thread keeps its buffer for its next write up to this size (8 write at a time, and
+# trio's idle worker threads end after 10 s, freeing theirs); larger chunks get a buffer of
+# their own, released after the write.
 KEEP_BUFFER = 16 * MiB
 
 
@@ -51,7 +52,7 @@ class ChunkWriter:
         """Write ``data`` at offset 0 of the empty file ``fd`` (opened for writing, without
         O_DIRECT or O_APPEND). No fsync: the caller's."""
         if not (self.direct and len(data) and self._write_direct(fd, data)):
-            _write_all(fd, memoryview(data), 0)
+            _write_from(fd, memoryview(data), 0)
             with self._count_lock:
                 self.buffered_writes += 1
 
@@ -73,7 +74,7 @@ class ChunkWriter:
             buffer[size:padded] = bytes(padded - size)
             with memoryview(buffer)[:padded] as view:
                 try:
-                    done = _write_aligned(fd, view)
+                    done = _write_from(fd, view, 0, aligned_only=True)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
@@ -85,7 +86,7 @@ class ChunkWriter:
                     os.ftruncate(fd, 0)
                     return False
                 if done < padded:  # a short write left off unaligned: finish it buffered
-                    _write_all(fd, view, done)
+                    _write_from(fd, view, done)
         finally:
             if own:
                 buffer.close()
@@ -113,23 +114,15 @@ class ChunkWriter:
                         "written through the page cache from now on", exc)
 
 
-def _write_aligned(fd: int, view: memoryview) -> int:
-    """Bytes written with O_DIRECT, stopping early only where a short write left the
-    offset unaligned (the rest must then go through the page cache)."""
-    done = 0
-    while done < len(view):
-        written = os.pwrite(fd, view[done:], done)
-        if written <= 0:
-            raise OSError(errno.EIO, "the disk wrote nothing")
-        done += written
-        if done % ALIGN:
-            break
-    return done
-
-
-def _write_all(fd: int, view: memoryview, offset: int) -> None:
+def _write_from(fd: int, view: memoryview, offset: int, *, aligned_only: bool = False) -> int:
+    """Write ``view[offset:]`` at that offset of the file; where it stopped. With
+    ``aligned_only`` (O_DIRECT), it stops early where a short write left the offset
+    unaligned: the rest must then go through the page cache."""
     while offset < len(view):
         written = os.pwrite(fd, view[offset:], offset)
         if written <= 0:
             raise OSError(errno.EIO, "the disk wrote nothing")
         offset += written
+        if aligned_only and offset % ALIGN:
+            break
+    return offset
