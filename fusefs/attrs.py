@@ -8,7 +8,9 @@ volume ever created, so it can never be a non-root inode of the mounted volume.
 
 from __future__ import annotations
 
+import operator
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,24 +30,42 @@ class InodeMap:
         return pyfuse3.ROOT_INODE if ino == self.root else ino
 
 
+# The attributes in the order of an fs.readdir row (rows=true): after name and cookie.
+ATTR_KEYS = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "stored",
+             "atime_ns", "mtime_ns", "ctime_ns")
+values_of = operator.itemgetter(*ATTR_KEYS)  # a meta-role attribute map -> those values
+
+
 def entry_attributes(attr: dict[str, Any], inodes: InodeMap, *, entry_timeout: float,
                      attr_timeout: float, size: int | None = None) -> pyfuse3.EntryAttributes:
+    return entry_from_values(values_of(attr), inodes, entry_timeout=entry_timeout,
+                             attr_timeout=attr_timeout, size=size)
+
+
+def entry_from_values(values: Sequence[int], inodes: InodeMap, *, entry_timeout: float,
+                      attr_timeout: float, size: int | None = None, first: int = 0
+                      ) -> pyfuse3.EntryAttributes:
+    """``values``: the attributes in ATTR_KEYS order, from index ``first`` (a listing's
+    rows carry them flat, without a map per entry; see fs.readdir in docs/rpc.md)."""
+    (ino, mode, nlink, uid, gid, rdev, stored_size, stored, atime_ns, mtime_ns,
+     ctime_ns) = values[first:first + 11]
     e = pyfuse3.EntryAttributes()
-    e.st_ino = inodes.to_kernel(attr["ino"])
+    e.st_ino = pyfuse3.ROOT_INODE if ino == inodes.root else ino
     e.generation = 0
     e.entry_timeout = entry_timeout
     e.attr_timeout = attr_timeout
-    e.st_mode = attr["mode"]
-    e.st_nlink = attr["nlink"]
-    e.st_uid = attr["uid"]
-    e.st_gid = attr["gid"]
-    e.st_rdev = attr["rdev"]
-    e.st_size = attr["size"] if size is None else size
-    if stat.S_ISDIR(attr["mode"]):
+    e.st_mode = mode
+    e.st_nlink = nlink
+    e.st_uid = uid
+    e.st_gid = gid
+    e.st_rdev = rdev
+    if stat.S_ISDIR(mode):
         e.st_size = 4096
+    else:
+        e.st_size = stored_size if size is None else size
     e.st_blksize = BLOCK_SIZE
-    e.st_blocks = (attr["stored"] + 511) // 512
-    e.st_atime_ns = attr["atime_ns"]
-    e.st_mtime_ns = attr["mtime_ns"]
-    e.st_ctime_ns = attr["ctime_ns"]
+    e.st_blocks = (stored + 511) // 512
+    e.st_atime_ns = atime_ns
+    e.st_mtime_ns = mtime_ns
+    e.st_ctime_ns = ctime_ns
     return e

@@ -20,16 +20,18 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from storaged.rpc import FsError, RpcError, Timeout, Unavailable
+from storaged.rpc import FsError, InvalidArgument, RpcError, Timeout, Unavailable
 
-from .attrs import InodeMap, entry_attributes
+from .attrs import InodeMap, entry_attributes, entry_from_values, values_of
 from .filedata import FileData, VolumeIO
+from .listing import KeptListings, Listing
 from .quota import QuotaGuard
 
 log = logging.getLogger("fusefs")
 
 T = TypeVar("T")
 FILES_LIMIT = 1 << 32
+READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
 # Meta calls that change no directory's attributes (reads; holds; deleting an orphan, which
 # has no name left). Every other call may, and forgets the directory attributes kept from
 # creates (Operations.dir_attrs).
@@ -92,7 +94,7 @@ class Operations(pyfuse3.Operations):
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.quota = QuotaGuard(io.rpc, io.meta, volume["id"])
-        io.after_commit = self.quota.committed
+        io.after_commit = self._committed
         io.renew_session = self.renew_session
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
@@ -109,8 +111,16 @@ class Operations(pyfuse3.Operations):
         # _make and getattr. Any other change through this mount empties it.
         self.dir_attrs: dict[int, tuple[float, dict[str, Any]]] = {}
         self._changes = 0
+        self.rows_listing = True  # fs.readdir answers flat rows (see _listing)
+        self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
+        self.kept_listings = KeptListings(io.nursery, lambda: self._changes)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _committed(self, answer: dict[str, Any]) -> None:
+        """A file's data was committed: its size and times changed (see listing.py)."""
+        self._changes += 1
+        self.quota.committed(answer)
 
     async def _call(self, method: str, *params: Any) -> Any:
         if method not in LEAVES_DIRECTORIES_ALONE:
@@ -335,27 +345,56 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        attr = await self._call("fs.getattr", self.inodes.to_meta(inode))
+        ino = self.inodes.to_meta(inode)
+        attr = await self._call("fs.getattr", ino)
         if not stat.S_ISDIR(attr["mode"]):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        fh = self._next_fh
+        self._next_fh += 1
+        self.dirs[fh] = Listing(functools.partial(self._listing, ino), READDIR_PAGE,
+                                self.kept_listings)
+        return fh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        ino = self.inodes.to_meta(fh)
+        listing = self.dirs[fh]
         after = start_id
-        while True:
-            batch = await self._call("fs.readdir", ino, after, 500)
-            if not batch:
-                return
-            for name, attr, cookie in batch:
-                if not pyfuse3.readdir_reply(token, name, self._entry(attr), cookie):
+        while rows := await listing.take(after):
+            for i, row in enumerate(rows):
+                if not pyfuse3.readdir_reply(token, row[0], self._listed(row), row[1]):
+                    listing.keep(rows[i:], after)
                     return
-                self.lookups[attr["ino"]] = self.lookups.get(attr["ino"], 0) + 1
-                after = cookie
+                self.lookups[row[2]] = self.lookups.get(row[2], 0) + 1
+                after = row[1]
 
     async def releasedir(self, fh: int) -> None:
-        return None
+        listing = self.dirs.pop(fh, None)
+        if listing is not None:
+            listing.drop()
+
+    async def _listing(self, ino: int, after: int) -> list:
+        """A page of the directory as flat rows (see ``_listed``); from a meta role too old
+        to send rows, as maps, made into rows here."""
+        if self.rows_listing:
+            try:
+                return await self._call("fs.readdir", ino, after, READDIR_PAGE, True)
+            except InvalidArgument:
+                log.warning("the meta role does not send directory listings as rows (an "
+                            "older release): asking for maps from now on")
+                self.rows_listing = False
+        batch = await self._call("fs.readdir", ino, after, READDIR_PAGE)
+        return [[name, cookie, *values_of(attr)] for name, attr, cookie in batch]
+
+    def _listed(self, row: list) -> pyfuse3.EntryAttributes:
+        """As ``_entry``, for a listing's row: [name, cookie, ino, mode, ...ATTR_KEYS]."""
+        ino = row[2]
+        data = self.files.get(ino)
+        entry = entry_from_values(row, self.inodes, entry_timeout=self.entry_timeout,
+                                  attr_timeout=self.attr_timeout,
+                                  size=None if data is None else data.size, first=2)
+        if stat.S_ISREG(row[3]):
+            self.seen[ino] = (entry.st_size, row[11])
+        return entry
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None  # every namespace change was committed before it was acknowledged

@@ -23,6 +23,13 @@ ATTR_COLUMNS = "id, mode, nlink, uid, gid, rdev, size, stored, atime_ns, mtime_n
 _ATTR_KEYS = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "stored",
               "atime_ns", "mtime_ns", "ctime_ns")
 
+# A page of a directory, in cookie order; the index on dentries(parent) makes it start
+# where the last page ended (tests/unit/test_meta.py checks the plan).
+LISTING_QUERY = (
+    "SELECT d.name, d.id, " + ", ".join("i." + c.strip() for c in ATTR_COLUMNS.split(","))
+    + " FROM dentries d JOIN inodes i ON i.id = d.inode"
+    " WHERE d.parent=? AND d.id>? ORDER BY d.id LIMIT ?")
+
 Attr = dict[str, int]
 
 
@@ -258,16 +265,26 @@ def rename(conn: sqlite3.Connection, old_parent: int, old_name: bytes, new_paren
     return replaced
 
 
-def readdir(conn: sqlite3.Connection, ino: int, after: int, limit: int) -> list[list[Any]]:
-    """Entries with a cookie greater than ``after``: [[name, attr, cookie], ...] in cookie order."""
+def _listing(conn: sqlite3.Connection, ino: int, after: int, limit: int) -> list[tuple[Any, ...]]:
+    """(name, cookie, ino, mode, ...attributes in ATTR_COLUMNS order) per entry."""
     attr = getattr_(conn, ino)
     if not stat.S_ISDIR(attr["mode"]):
         raise FsError(errno.ENOTDIR, f"inode {ino} is not a directory")
-    rows = conn.execute(
-        f"SELECT d.name, d.id, {', '.join('i.' + c.strip() for c in ATTR_COLUMNS.split(','))} "
-        "FROM dentries d JOIN inodes i ON i.id = d.inode "
-        "WHERE d.parent=? AND d.id>? ORDER BY d.id LIMIT ?", (ino, after, limit)).fetchall()
-    return [[row[0], _attr(row[2:]), row[1]] for row in rows]
+    return conn.execute(LISTING_QUERY, (ino, after, limit)).fetchall()
+
+
+def readdir(conn: sqlite3.Connection, ino: int, after: int, limit: int) -> list[list[Any]]:
+    """Entries with a cookie greater than ``after``: [[name, attr, cookie], ...] in cookie order."""
+    return [[row[0], _attr(row[2:]), row[1]] for row in _listing(conn, ino, after, limit)]
+
+
+def readdir_rows(conn: sqlite3.Connection, ino: int, after: int, limit: int
+                 ) -> list[tuple[Any, ...]]:
+    """As ``readdir``, each entry one flat row: (name, cookie, ino, mode, nlink, uid, gid,
+    rdev, size, stored, atime_ns, mtime_ns, ctime_ns). A listing costs per entry, and a
+    map of eleven named attributes per entry cost more to build, send and read back than
+    the query that found it; the rows go out as SQLite returns them."""
+    return _listing(conn, ino, after, limit)
 
 
 def readlink(conn: sqlite3.Connection, ino: int) -> bytes:

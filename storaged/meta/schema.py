@@ -51,6 +51,9 @@ dentries — directory entries
     parent       the directory's inode
     name         the entry's name, bytes (1..255, no '/', no NUL)
     inode        the inode it names
+    (indexed by (parent, name) for lookups, by inode for its names, and by parent alone,
+    which SQLite orders by id within a parent: a readdir page starts where the last one
+    ended instead of scanning and sorting the whole directory again)
 
 xattrs — extended attributes
     inode, name (bytes), value (bytes)
@@ -170,6 +173,7 @@ CREATE TABLE IF NOT EXISTS dentries (
     UNIQUE (parent, name)
 );
 CREATE INDEX IF NOT EXISTS dentries_inode ON dentries(inode);
+CREATE INDEX IF NOT EXISTS dentries_by_parent ON dentries(parent);
 CREATE TABLE IF NOT EXISTS xattrs (
     inode INTEGER NOT NULL,
     name BLOB NOT NULL,

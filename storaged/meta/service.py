@@ -288,8 +288,14 @@ class MetaService:
             return self._delete_if_orphan(conn, replaced) if replaced is not None else None
         return await self._tx(rename)
 
-    async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX) -> list:
-        return await self._tx(namespace.readdir, ino, after, max(1, min(limit, READDIR_MAX)))
+    async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX,
+                         rows: bool = False) -> list:
+        """A page of a listing, read in the worker thread (a page is up to READDIR_MAX
+        entries: too long for the event loop) without a transaction (see ``_read``)."""
+        listing = namespace.readdir_rows if rows else namespace.readdir
+        return await trio.to_thread.run_sync(
+            _unwritten, self.conn, listing, ino, after, max(1, min(limit, READDIR_MAX)),
+            limiter=self._db)
 
     async def fs_readlink(self, ino: int) -> bytes:
         return await self._read(namespace.readlink, ino)

@@ -386,6 +386,38 @@ def test_readdir_stays_correct_while_the_directory_changes(here):
     assert sorted(os.listdir(here)) == sorted((names - set(sorted(names)[300:350])) | {"late"})
 
 
+def test_a_listing_of_several_pages_has_each_entry_once_with_its_attributes(here):
+    """More entries than the meta role sends at once (1,000): pages are read ahead and
+    what the kernel had no room for is kept (fusefs/listing.py); the attributes the kernel
+    gets with each name (READDIRPLUS) are what stat then answers from its cache."""
+    names = [f"f{i:05d}" for i in range(2100)]
+    for i, name in enumerate(names):
+        fd = os.open(here / name, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.fchmod(fd, 0o600 | (i % 8) << 3)
+        if i % 300 == 0:
+            os.write(fd, b"x" * i)
+        os.close(fd)
+    os.mkdir(here / "sub")
+    seen = []
+    with os.scandir(here) as entries:
+        for entry in entries:
+            seen.append(entry.name)
+            if len(seen) == 10:  # changes through this mount during the listing
+                os.chmod(here / names[1500], 0o640)
+                os.unlink(here / names[1600])
+    assert len(seen) == len(set(seen))
+    assert set(names) - {names[1600]} | {"sub"} <= set(seen) <= set(names) | {"sub"}
+    for i, name in enumerate(names):
+        if i == 1600:
+            fails(errno.ENOENT, os.lstat, here / name)
+            continue
+        st = os.lstat(here / name)
+        mode = 0o640 if i == 1500 else 0o600 | (i % 8) << 3
+        assert (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode)) == (stat.S_IFREG, mode), name
+        assert st.st_size == (i if i % 300 == 0 else 0), name
+    assert stat.S_ISDIR(os.lstat(here / "sub").st_mode)
+
+
 def test_exdev_across_volumes(here, mounted, tmp_path):
     other = tmp_path / "other"
     other.mkdir()

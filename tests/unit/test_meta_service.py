@@ -200,3 +200,24 @@ async def test_a_database_from_before_recorded_sessions_waits_like_after_a_resta
     await trio.sleep(0.1)
     await service._expire_sessions()
     assert service.sessions.deletions_allowed()
+
+
+@trio_test
+async def test_readdir_answers_rows_in_the_order_the_mount_reads_them():
+    """fs.readdir with rows: [name, cookie, *attributes in fusefs.attrs.ATTR_KEYS order],
+    the same entries as the maps an older mount asks for."""
+    from fusefs.attrs import ATTR_KEYS
+    service, root = await _service_with_volume()
+    for i in range(5):
+        await service.fs_mknod(root, f"f{i}".encode(), FILE | 0o10 * i, 7 + i, 70 + i)
+    await service.fs_mknod(root, b"d", DIR, 0, 0)
+    maps = await service.fs_readdir(root, 0, 4)
+    rows = await service.fs_readdir(root, 0, 4, True)
+    assert len(rows) == 4
+    assert [list(r) for r in rows] == [[name, cookie, *(attr[k] for k in ATTR_KEYS)]
+                                       for name, attr, cookie in maps]
+    rest = await service.fs_readdir(root, rows[-1][1], 4, True)
+    assert [r[0] for r in rest] == [b"f4", b"d"]
+    with pytest.raises(FsError) as info:
+        await service.fs_readdir(rest[0][2], 0, 4, True)
+    assert info.value.errno == errno.ENOTDIR
