@@ -230,6 +230,15 @@ class FileData:
         for row in fetched:
             self.rows[row[0]] = Piece.from_row(row)
 
+    def know_rows(self, fetched: list[list[Any]], count: int) -> None:
+        """The map of pieces 0..count-1 as fs.open answered it: what ``_rows`` would ask
+        for at the first read (callers make sure it is not older than what is here)."""
+        stored_end = -(-self.committed_size // self.io.chunk_size)
+        for i in range(min(count, stored_end)):
+            self.rows.setdefault(i, None)
+        for row in fetched:
+            self.rows[row[0]] = Piece.from_row(row)
+
     def forget_rows(self) -> None:
         """Another mount may have changed the file: re-read its chunk map when needed."""
         self.rows.clear()

@@ -32,6 +32,7 @@ log = logging.getLogger("fusefs")
 T = TypeVar("T")
 FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
+OPEN_PIECES = 16     # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
 # Meta calls that change no directory's attributes (reads; holds; deleting an orphan, which
 # has no name left). Every other call may, and forgets the directory attributes kept from
 # creates (Operations.dir_attrs).
@@ -112,6 +113,7 @@ class Operations(pyfuse3.Operations):
         self.dir_attrs: dict[int, tuple[float, dict[str, Any]]] = {}
         self._changes = 0
         self.rows_listing = True  # fs.readdir answers flat rows (see _listing)
+        self.map_with_open = True  # fs.open answers a file's first pieces (see _fs_open)
         self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
         self.kept_listings = KeptListings(io.nursery, lambda: self._changes)
 
@@ -263,16 +265,27 @@ class Operations(pyfuse3.Operations):
                             "again")
                 await self.open_session(self.description)
 
-    async def _open_attr(self, ino: int) -> dict[str, Any]:
-        """Fresh attributes and a hold; a forgotten session is registered again first."""
+    async def _open_attr(self, ino: int, pieces: int = 0) -> dict[str, Any]:
+        """Fresh attributes and a hold (with ``pieces``, and the map of the file's first
+        pieces: ``chunks``); a forgotten session is registered again first."""
         session = self.session
         try:
-            return await self._call("fs.open", ino, session)
+            return await self._fs_open(ino, session, pieces)
         except FsError as exc:
             if exc.errno != errno.ESTALE:
                 raise
             await self.renew_session(session)
-            return await self._call("fs.open", ino, self.session)
+            return await self._fs_open(ino, self.session, pieces)
+
+    async def _fs_open(self, ino: int, session: str, pieces: int) -> dict[str, Any]:
+        if pieces and self.map_with_open:
+            try:
+                return await self._call("fs.open", ino, session, pieces)
+            except InvalidArgument:
+                log.warning("the meta role does not answer a file's map with its open (an "
+                            "older release): asking for it separately from now on")
+                self.map_with_open = False
+        return await self._call("fs.open", ino, session)
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -418,8 +431,15 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         ino = self.inodes.to_meta(inode)
         self.no_capability.pop(ino, None)
-        attr = await self._open_attr(ino)  # close-to-open: always ask the meta role
+        # A file not open here, opened to be read: its first pieces' map comes with the
+        # answer (the first read needs it). Only then: a file this mount has open may
+        # commit while the answer is on its way, and an older map must not replace a
+        # newer one; with nothing of it here, nothing here can commit it meanwhile.
+        reading = flags & os.O_ACCMODE != os.O_WRONLY and not flags & os.O_TRUNC
+        pieces = OPEN_PIECES if reading and ino not in self.files else 0
+        attr = await self._open_attr(ino, pieces)  # close-to-open: always ask the meta role
         data = self.files.get(ino)
+        known_map = attr.get("chunks") if data is None else None
         if data is None or not data.has_unsaved:
             if data is not None:
                 data.size = data.committed_size = attr["size"]
@@ -427,6 +447,8 @@ class Operations(pyfuse3.Operations):
             if self.seen.get(ino) not in (None, (attr["size"], attr["mtime_ns"])):
                 pyfuse3.invalidate_inode(inode, attr_only=False)  # changed elsewhere
         data = self._file(attr)
+        if known_map is not None:
+            data.know_rows(known_map, pieces)
         data.handles += 1
         if flags & os.O_TRUNC and (attr["size"] or data.has_unsaved):
             # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of sending a

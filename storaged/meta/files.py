@@ -42,6 +42,16 @@ def _charge(conn: sqlite3.Connection, ino: int, volume: int, capacity: int, used
     conn.execute("UPDATE volumes SET used_bytes=used_bytes+? WHERE id=?", (delta, volume))
 
 
+def opened(conn: sqlite3.Connection, ino: int, pieces: int) -> Attr:
+    """An inode's attributes and, for a regular file with bytes, the map of its first
+    ``pieces`` pieces (``chunks``, as chunk_map answers it): read together, so the map is
+    the one of the file those attributes describe."""
+    attr = getattr_(conn, ino)
+    if pieces > 0 and stat.S_ISREG(attr["mode"]) and attr["size"] > 0:
+        attr["chunks"] = chunk_map(conn, ino, 0, pieces - 1)
+    return attr
+
+
 def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
               slices: bool = True) -> list[list[Any]]:
     """Pieces first..last inclusive: [[idx, chunk_id, start, length], ...], and a fifth

@@ -30,6 +30,7 @@ from .db import cluster_id, transaction
 log = logging.getLogger("storaged.meta")
 
 READDIR_MAX = 1000
+OPEN_PIECES_MAX = 64  # pieces of a file's map fs.open answers at most
 SHORT_FORGET = 16   # inodes forgotten on the event loop at once (see _short_tx)
 SHORT_COMMIT = 16   # pieces committed on the event loop at once (see _short_tx)
 
@@ -304,9 +305,12 @@ class MetaService:
         """Delete these inodes if they are orphans that no mount holds open."""
         return await self._forget_unheld(inos)
 
-    async def fs_open(self, ino: int, session: str) -> dict:
-        """getattr, and a hold on the inode for the session (so unlink elsewhere spares it)."""
-        attr = await self._read(namespace.getattr_, ino)
+    async def fs_open(self, ino: int, session: str, pieces: int = 0) -> dict:
+        """getattr, and a hold on the inode for the session (so unlink elsewhere spares it).
+        With ``pieces``, also the map of a file's first pieces (at most OPEN_PIECES_MAX):
+        a mount opening a file to read it asks for the map next, and a small file's read
+        was four round trips where three will do."""
+        attr = await self._read(files.opened, ino, max(0, min(pieces, OPEN_PIECES_MAX)))
         if not self.sessions.hold(session, ino):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
         return attr

@@ -85,3 +85,27 @@ def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
     saved = _delta(port, before, {"fs.rename": FILES})
     assert saved.get("fs.rename") == FILES and "fs.forget" not in saved, saved
     assert (d / "target").read_bytes() == b"version %d" % (FILES - 1)
+
+
+def test_reading_a_small_file_asks_for_its_map_with_the_open(
+        counted: tuple[LocalCluster, Path, int]) -> None:
+    _, mnt, port = counted
+    d = mnt / "read"
+    d.mkdir()
+    contents = [os.urandom(16384 + i) for i in range(FILES)]
+    for i, data in enumerate(contents):
+        (d / f"f{i}").write_bytes(data)
+    with open(d / "holes", "wb") as f:   # a file of holes: a map without rows
+        f.truncate(10 << 20)
+    # Closed, so the mount keeps nothing of them; the kernel's caches dropped, so every
+    # read reaches the mount.
+    Path("/proc/sys/vm/drop_caches").write_text("3")
+    before = _requests(port)
+    for i, data in enumerate(contents):
+        assert (d / f"f{i}").read_bytes() == data
+    assert (d / "holes").read_bytes() == bytes(10 << 20)
+    read = _delta(port, before, {"fs.open": FILES + 1, "fs.release": FILES + 1})
+    # Per file read: the name's lookup, the open (which answers the map of the file's first
+    # pieces), the release. No request of its own for the map.
+    assert read.get("fs.open") == FILES + 1, read
+    assert "fs.chunks" not in read, read

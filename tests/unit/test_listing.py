@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import stat
+
 import pytest
 import trio
 import trio.testing
 
 from fusefs.listing import KeptListings, Listing
+from tests.unit.meta_rpc import MetaOverRpc, meta_service, operations
 
 PAGE = 10
 
@@ -159,46 +162,17 @@ def test_at_most_limit_directories_keep_rows() -> None:
     run(test)
 
 
-class MetaOverRpc:
-    """The meta role's real methods behind the checks an RPC server applies to parameters;
-    ``old`` stands for a meta role from before listings as rows (fs.readdir with 3)."""
-
-    def __init__(self, service: Any, old: bool) -> None:
-        from storaged.rpc.methods import MethodTable
-        self.table = MethodTable()
-        service.register(self.table)
-        self.old = old
-        self.readdirs: list[int] = []
-
-    async def call(self, _address: str, method: str, *params: Any) -> Any:
-        if method == "fs.readdir":
-            self.readdirs.append(len(params))
-            if self.old and len(params) > 3:
-                from storaged.rpc.errors import InvalidArgument
-                raise InvalidArgument("fs.readdir(ino, [after], [limit]) takes 1..3 parameters")
-        return await self.table.get(method).handler(*self.table.get(method).bind(list(params)))
-
-
 @pytest.mark.parametrize("old", [False, True])
 def test_the_mount_reads_rows_and_makes_the_same_attributes_as_from_a_lookup(old: bool) -> None:
-    import stat
-    from types import SimpleNamespace
-
-    from fusefs.operations import Operations
-    from storaged.meta.db import open_database
-    from storaged.meta.service import MetaService
-
     async def main() -> None:
-        service = MetaService(open_database(":memory:"))
-        vol = await service.volume_create("v", 1 << 30, 2, 1 << 20)
+        service, vol = await meta_service()
         root = vol["root"]
         await service.fs_mknod(root, b"f", stat.S_IFREG | 0o640, 7, 8)
         await service.fs_mknod(root, b"d", stat.S_IFDIR | 0o750, 9, 10)
         await service.fs_mknod(root, b"s", stat.S_IFLNK | 0o777, 11, 12, 0, b"f")
-        rpc = MetaOverRpc(service, old)
+        rpc = MetaOverRpc(service, old={"fs.readdir": 3} if old else {})
         async with trio.open_nursery() as nursery:
-            io = SimpleNamespace(meta="meta", rpc=rpc, files={}, nursery=nursery)
-            ops = Operations(io, {"root": root, "id": vol["id"]})
+            ops = operations(rpc, vol, nursery)
             rows = await ops._listing(root, 0)
             assert [r[0] for r in rows] == [b"f", b"d", b"s"]
             f, d, s = (ops._listed(row) for row in rows)
@@ -214,6 +188,7 @@ def test_the_mount_reads_rows_and_makes_the_same_attributes_as_from_a_lookup(old
                     assert getattr(listed, field) == getattr(looked_up, field), field
             await ops._listing(root, 0)
             # rows asked for once; an old meta role refused them, and maps were asked for since
-            assert rpc.readdirs == ([4, 3, 3] if old else [4, 4])
+            readdirs = [n for method, n in rpc.calls if method == "fs.readdir"]
+            assert readdirs == ([4, 3, 3] if old else [4, 4])
             nursery.cancel_scope.cancel()
     trio.run(main)

@@ -295,6 +295,7 @@ def test_queries_served_outside_a_transaction_change_nothing(meta, vol):
     assert _unwritten(meta.conn, xattrs.get, f["ino"], b"user.a") == b"1"
     assert _unwritten(meta.conn, xattrs.list_, f["ino"]) == [b"user.a"]
     assert _unwritten(meta.conn, files.chunk_map, f["ino"], 0, 5) == [[0, cid, 0, 100]]
+    assert _unwritten(meta.conn, files.opened, f["ino"], 5)["chunks"] == [[0, cid, 0, 100]]
     with pytest.raises(Internal, match="outside a transaction"):
         _unwritten(meta.conn, xattrs.remove, f["ino"], b"user.a")
 
