@@ -50,7 +50,7 @@ def entry_from_values(values: Sequence[int], inodes: InodeMap, *, entry_timeout:
     (ino, mode, nlink, uid, gid, rdev, stored_size, stored, atime_ns, mtime_ns,
      ctime_ns) = values[first:first + 11]
     e = pyfuse3.EntryAttributes()
-    e.st_ino = pyfuse3.ROOT_INODE if ino == inodes.root else ino
+    e.st_ino = inodes.to_kernel(ino)
     e.generation = 0
     e.entry_timeout = entry_timeout
     e.attr_timeout = attr_timeout

@@ -362,8 +362,7 @@ class Operations(pyfuse3.Operations):
         attr = await self._call("fs.getattr", ino)
         if not stat.S_ISDIR(attr["mode"]):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = self._handle_number()
         self.dirs[fh] = Listing(functools.partial(self._listing, ino), READDIR_PAGE,
                                 self.kept_listings)
         return fh
@@ -414,9 +413,14 @@ class Operations(pyfuse3.Operations):
 
     # -- files ------------------------------------------------------------------------------
 
-    def _new_handle(self, ino: int) -> int:
+    def _handle_number(self) -> int:
+        """Numbers for open files and open directories alike (never reused)."""
         fh = self._next_fh
         self._next_fh += 1
+        return fh
+
+    def _new_handle(self, ino: int) -> int:
+        fh = self._handle_number()
         self.handles[fh] = ino
         return fh
 
