@@ -311,7 +311,10 @@ class FileData:
             return cached[offset:offset + length]
         return await self.io.data.read(cid, offset, length)
 
-    async def read(self, off: int, size: int) -> bytes:
+    async def read(self, off: int, size: int) -> bytes | memoryview:
+        """The bytes at [off, off + size) as far as the file goes. An answer lying within one
+        piece's bytes (a sequential reader's 1 MiB requests inside 4 MiB chunks) is a view of
+        them, not a copy: pyfuse3 takes any buffer and copies it to the kernel at once."""
         end = min(off + size, self.size)
         if off >= end:
             return b""
@@ -323,22 +326,26 @@ class FileData:
             self._read_ahead(last)
         self.next_sequential = end
         chunk_range = partial(self._chunk_range, whole=sequential)
-        out = bytearray(end - off)  # zeros: holes and piece borders need no work
+        out: bytearray | None = None   # zeros: holes and piece borders need no work
         for idx in range(first, last + 1):
             base = idx * cs
             piece = self._read_in_place(idx, sequential)
             if piece is not None:
                 lo, hi = max(off, base), min(end, base + piece.end)
                 if lo < hi:
+                    out = bytearray(end - off) if out is None else out
                     out[lo - off:hi - off] = await read_range(
                         piece, lo - base, hi - base, chunk_range)
                 continue
             start, data = await self._piece_view(idx)
             lo = max(off, base + start)
             hi = min(end, base + start + len(data))
+            if lo == off and hi == end:   # all of it, from this piece alone
+                return memoryview(data)[lo - base - start:hi - base - start]
             if lo < hi:
+                out = bytearray(end - off) if out is None else out
                 out[lo - off:hi - off] = memoryview(data)[lo - base - start:hi - base - start]
-        return bytes(out)
+        return bytes(end - off) if out is None else bytes(out)
 
     # -- writes ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from .chunkcache import ChunkCache
 from .filedata import VolumeIO
 from .observe import MountObserver, instrument
 from .operations import META_REPEATABLE, Operations
+from .readahead import raise_readahead
 
 log = logging.getLogger("fusefs")
 
@@ -47,6 +48,7 @@ class MountOptions:
     session_heartbeat: float = 10.0
     meta_wait: float = 60.0    # how long calls wait for an unreachable meta role (restarts)
     metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
+    readahead_bytes: int = 4 << 20   # the kernel's window for sequential reads; 0: its own
 
 
 def fuse_options(volume: str) -> set[str]:
@@ -117,6 +119,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 if options.ready_file:
                     _write_ready_file(options.ready_file, metrics_address)
                 nursery.start_soon(_stop_on_signal, ops)
+                nursery.start_soon(raise_readahead, options.mountpoint, options.readahead_bytes)
                 await pyfuse3.main(min_tasks=4, max_tasks=options.fuse_workers)
                 await ops.flush_all()
                 pyfuse3.close(unmount=True)

@@ -486,7 +486,7 @@ class Operations(pyfuse3.Operations):
                                 direct_io=bool(flags & os.O_DIRECT)), entry
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         return await self.files[self.handles[fh]].read(off, size)
 
     @fuse_errors

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default /var/log/shoalfs-mount-VOLUME.log or /tmp/...)")
     p.add_argument("--cache-size", default="128MiB", metavar="SIZE",
                    help="memory for cached chunk contents (default 128MiB)")
+    p.add_argument("--readahead", default="4MiB", metavar="SIZE",
+                   help="the kernel's readahead window for sequential reads (default 4MiB; "
+                        "0 keeps the kernel's 128KiB); needs root, else left as it is")
     p.add_argument("--entry-timeout", type=float, default=1.0, metavar="SECONDS",
                    help="how long the kernel may cache names (default 1)")
     p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
@@ -610,6 +613,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         meta, secret_file = _access(args)
         cache = parse_size(args.cache_size)
         max_unsaved = parse_size(args.max_unsaved)
+        readahead = parse_size(args.readahead)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -619,7 +623,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         try:
             run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
                              secret_file=secret_file, cache_bytes=cache,
-                             max_unsaved_bytes=max_unsaved,
+                             max_unsaved_bytes=max_unsaved, readahead_bytes=readahead,
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
                              parallel_uploads=args.parallel_uploads,
                              session_heartbeat=args.session_heartbeat,
@@ -637,6 +641,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         pid = mount_background(args.volume, args.mountpoint, meta, secret_file, log_path,
                                ["--cache-size", args.cache_size,
                                 "--max-unsaved", args.max_unsaved,
+                                "--readahead", args.readahead,
                                 "--entry-timeout", str(args.entry_timeout),
                                 "--attr-timeout", str(args.attr_timeout),
                                 "--parallel-uploads", str(args.parallel_uploads),
