@@ -99,6 +99,8 @@ class Operations(pyfuse3.Operations):
         io.renew_session = self.renew_session
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
+        # inode -> set once the meta role has answered the release of our hold (see release)
+        self.releasing: dict[int, trio.Event] = {}
         self.files: dict[int, FileData] = io.files  # meta inode -> open file state
         self.handles: dict[int, int] = {}   # fh -> meta inode
         self._next_fh = 1
@@ -348,6 +350,8 @@ class Operations(pyfuse3.Operations):
 
     async def _forget_orphans(self, inos: list[int]) -> None:
         """Delete unlinked inodes nobody here uses any more (never raises: forget can't)."""
+        for ino in inos:
+            await self._released(ino)
         try:
             await self._call("fs.forget", inos)
             self.orphans.difference_update(inos)
@@ -435,6 +439,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         ino = self.inodes.to_meta(inode)
         self.no_capability.pop(ino, None)
+        await self._released(ino)   # our new hold must not be dropped by an older release
         # A file not open here, opened to be read: its first pieces' map comes with the
         # answer (the first read needs it). Only then: a file this mount has open may
         # commit while the answer is on its way, and an older map must not replace a
@@ -518,11 +523,29 @@ class Operations(pyfuse3.Operations):
                       ino, exc)
         if not data.has_unsaved:
             del self.files[ino]
-        try:  # drops our hold; an orphan nobody else holds is deleted now
+        # The hold is dropped without the kernel waiting for it: nothing the caller sees
+        # depends on it (close() has returned with FLUSH), only when an orphan's space is
+        # freed. What would see it out of order waits for it instead: an open of the same
+        # inode (its new hold must come after), forgetting orphans, unmounting.
+        done = self.releasing[ino] = trio.Event()
+        self.io.nursery.start_soon(self._release_hold, ino, done)
+
+    async def _release_hold(self, ino: int, done: trio.Event) -> None:
+        try:  # an orphan nobody else holds is deleted now
             if await self._call("fs.release", ino, self.session):
                 self.orphans.discard(ino)
         except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
             log.warning("could not release inode %d: %s", ino, exc)
+        finally:
+            done.set()
+            if self.releasing.get(ino) is done:
+                del self.releasing[ino]
+
+    async def _released(self, ino: int) -> None:
+        """Return once no release of ``ino`` from this mount is on its way."""
+        done = self.releasing.get(ino)
+        if done is not None:
+            await done.wait()
 
     # -- extended attributes ------------------------------------------------------------------
 
@@ -578,9 +601,12 @@ class Operations(pyfuse3.Operations):
         return s
 
     async def flush_all(self) -> None:
-        """Commit every open file's pending writes (before unmounting)."""
+        """Commit every open file's pending writes, and let the releases on their way
+        finish (before unmounting)."""
         for ino, data in list(self.files.items()):
             try:
                 await data.flush()
             except Exception as exc:  # noqa: BLE001
                 log.error("inode %d: pending writes could not be stored: %s", ino, exc)
+        for ino in list(self.releasing):
+            await self._released(ino)
