@@ -47,6 +47,8 @@ log = logging.getLogger("fusefs.data")
 
 ROWS_AHEAD = 63
 READ_AHEAD_PIECES = 4
+# How long committed chunks may stay marked pending when no registration carries their drop
+DROP_DELAY = 1.0
 # A read that does not continue the previous one, of a stored piece larger than this whose
 # chunk is not cached, fetches only the blocks it needs (chunk.read) instead of the chunk.
 RANGED_READ_ABOVE = 256 * 1024
@@ -73,6 +75,12 @@ class VolumeIO:
     # chunks stored but not committed yet -> how many pieces use them; registered with the
     # session so garbage collection never takes them
     pending: dict[str, int] = field(default_factory=dict)
+    # chunks no longer pending here (committed or given up) that the meta role still keeps
+    # as pending under ``dropped_session``: told with the next registration, or after
+    # DROP_DELAY (see release_chunks)
+    dropped: set[str] = field(default_factory=set)
+    dropped_session: str = ""
+    _drop_timer: bool = False
     # every file with open handles or unsaved data (Operations keeps it): inode -> FileData
     files: dict[int, FileData] = field(default_factory=dict)
     upload_failures: int = 0
@@ -121,6 +129,9 @@ class VolumeIO:
         self.pending[cid] = count + 1
         if count:
             return
+        if cid in self.dropped and self.dropped_session == self.session:
+            self.dropped.discard(cid)   # never dropped: the meta role still has it pending
+            return
         try:
             await self._register_pending(cid)
         except BaseException:
@@ -132,8 +143,9 @@ class VolumeIO:
         that, then register ``cid`` under the new session (a write must not fail because the
         meta role restarted between two heartbeats)."""
         session = self.session
+        drop = self._take_dropped(session)
         try:
-            await self.rpc.call(self.meta, "session.pending", session, [cid], [])
+            await self.rpc.call(self.meta, "session.pending", session, [cid], drop)
         except FsError as exc:
             if exc.errno != errno.ESTALE or self.renew_session is None:
                 raise
@@ -160,11 +172,40 @@ class VolumeIO:
             elif cid in self.pending:
                 del self.pending[cid]
                 gone.append(cid)
-        if gone and tell:
+        if not gone or not tell:
+            return
+        # Told later, with the next chunk's registration (the same request) or after
+        # DROP_DELAY: a written file's close costs no round trip of its own for it. A chunk
+        # kept pending a little longer only waits longer for garbage collection, which it
+        # is not a candidate for anyway: it was just committed.
+        if self.dropped_session != self.session:
+            self.dropped.clear()   # those went with the session they were pending in
+            self.dropped_session = self.session
+        self.dropped.update(gone)
+        if not self._drop_timer:
+            self._drop_timer = True
+            self.nursery.start_soon(self._drop_later)
+
+    def _take_dropped(self, session: str) -> list[str]:
+        """The chunks to drop in a request for ``session`` (and no longer to remember)."""
+        if not self.dropped or self.dropped_session != session:
+            return []
+        drop = list(self.dropped)
+        self.dropped.clear()
+        return drop
+
+    async def _drop_later(self) -> None:
+        try:
+            await trio.sleep(DROP_DELAY)
+        finally:
+            self._drop_timer = False
+        session = self.dropped_session
+        drop = self._take_dropped(session)
+        if drop:
             try:
-                await self.rpc.call(self.meta, "session.pending", self.session, [], gone)
+                await self.rpc.call(self.meta, "session.pending", session, [], drop)
             except RpcError as exc:  # harmless: they go with the session at the latest
-                log.info("could not drop %d pending chunks: %s", len(gone), exc)
+                log.info("could not drop %d pending chunks: %s", len(drop), exc)
 
 
 @dataclass

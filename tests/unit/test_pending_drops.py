@@ -1,0 +1,91 @@
+"""Chunks a mount stored are marked pending in its session until committed; the drop of
+that mark is told with the next registration or after DROP_DELAY, not in a request of its
+own per file. Checked against the meta role's real session bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from fusefs.filedata import DROP_DELAY, VolumeIO
+from storaged.meta.sessions import Sessions
+
+
+class SessionsOverRpc:
+    def __init__(self) -> None:
+        self.sessions = Sessions(3600)
+        self.calls: list[tuple[str, list[str], list[str]]] = []
+
+    async def call(self, _address: str, method: str, *params: Any) -> Any:
+        assert method == "session.pending"
+        await trio.lowlevel.checkpoint()
+        session, add, drop = params
+        self.calls.append((session, add, drop))
+        return self.sessions.set_pending(session, add, drop)
+
+    def pending(self) -> set[str]:
+        return self.sessions.pending_chunks()
+
+
+def run(test) -> None:
+    async def main() -> None:
+        rpc = SessionsOverRpc()
+        async with trio.open_nursery() as nursery:
+            io = VolumeIO(rpc=rpc, meta="meta", data=None, cache=None,  # type: ignore[arg-type]
+                          chunk_size=1 << 20, replicas=2, uploads=trio.CapacityLimiter(1),
+                          nursery=nursery)
+            io.session = rpc.sessions.open("test mount")
+            await test(io, rpc)
+            nursery.cancel_scope.cancel()
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_drop_rides_with_the_next_registration() -> None:
+    async def test(io: VolumeIO, rpc: SessionsOverRpc) -> None:
+        await io.hold_chunk("a")
+        await io.release_chunks(["a"])
+        assert rpc.calls == [(io.session, ["a"], [])] and rpc.pending() == {"a"}
+        await io.hold_chunk("b")
+        assert rpc.calls[1:] == [(io.session, ["b"], ["a"])] and rpc.pending() == {"b"}
+    run(test)
+
+
+def test_a_drop_is_told_after_the_delay_when_nothing_else_goes() -> None:
+    async def test(io: VolumeIO, rpc: SessionsOverRpc) -> None:
+        await io.hold_chunk("a")
+        await io.release_chunks(["a"])
+        await trio.sleep(DROP_DELAY / 2)
+        assert rpc.pending() == {"a"}
+        await trio.sleep(DROP_DELAY)
+        assert rpc.calls[1:] == [(io.session, [], ["a"])] and rpc.pending() == set()
+    run(test)
+
+
+def test_a_chunk_held_again_before_its_drop_was_told_stays_pending() -> None:
+    async def test(io: VolumeIO, rpc: SessionsOverRpc) -> None:
+        await io.hold_chunk("a")
+        await io.release_chunks(["a"])
+        await io.hold_chunk("a")       # the same bytes stored again: still pending there
+        assert len(rpc.calls) == 1
+        await trio.sleep(2 * DROP_DELAY)
+        assert rpc.pending() == {"a"} and len(rpc.calls) == 1
+        await io.release_chunks(["a"])
+        await trio.sleep(2 * DROP_DELAY)
+        assert rpc.pending() == set()
+    run(test)
+
+
+def test_drops_of_a_replaced_session_are_not_sent_under_the_new_one() -> None:
+    async def test(io: VolumeIO, rpc: SessionsOverRpc) -> None:
+        await io.hold_chunk("a")
+        await io.release_chunks(["a"])
+        old = io.session
+        io.session = rpc.sessions.open("the same mount, registered again")
+        rpc.sessions.close(old)
+        await io.hold_chunk("a")       # not pending in the new session: registered
+        assert rpc.calls[1:] == [(io.session, ["a"], [])] and rpc.pending() == {"a"}
+        await trio.sleep(2 * DROP_DELAY)
+        assert rpc.pending() == {"a"}
+    run(test)
