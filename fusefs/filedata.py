@@ -176,8 +176,8 @@ class VolumeIO:
             return
         # Told later, with the next chunk's registration (the same request) or after
         # DROP_DELAY: a written file's close costs no round trip of its own for it. A chunk
-        # kept pending a little longer only waits longer for garbage collection, which it
-        # is not a candidate for anyway: it was just committed.
+        # kept pending a little longer is only kept from garbage collection a little longer:
+        # a committed one is referenced anyway, a superseded one is collected a second later.
         if self.dropped_session != self.session:
             self.dropped.clear()   # those went with the session they were pending in
             self.dropped_session = self.session
