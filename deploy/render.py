@@ -337,7 +337,10 @@ def csi_node(s: Doc) -> list[Doc]:
     privileged = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]},
                   "allowPrivilegeEscalation": True}
     driver = ours(s, "shoalfs-csi", [
-        "csi", "--mode", "node", "--endpoint", f"unix://{PLUGIN_DIR}/csi.sock",
+        # the socket's directory is mounted at /csi, outside the Bidirectional kubelet tree:
+        # a volumeMount under a Bidirectional one propagates back to the node at every
+        # container start and is never removed (they stacked up 2^n - 1 on a real node)
+        "csi", "--mode", "node", "--endpoint", "unix:///csi/csi.sock",
         "--node-id", "$(NODE_NAME)", "--state-dir", STATE_DIR,
         "--mounter", f"unix://{MOUNTER_SOCKET}", *access(s), "--log-format", "json",
         *METRICS_ARGS],
@@ -348,7 +351,7 @@ def csi_node(s: Doc) -> list[Doc]:
         livenessProbe={"httpGet": {"path": "/healthz", "port": "healthz"},
                        "initialDelaySeconds": 10, "periodSeconds": 20, "failureThreshold": 5},
         # /dev/fuse: without --mounter (e.g. a debugging session) it mounts by itself
-        volumeMounts=[KUBELET_MOUNT, {"name": "plugin-dir", "mountPath": PLUGIN_DIR},
+        volumeMounts=[KUBELET_MOUNT, {"name": "plugin-dir", "mountPath": "/csi"},
                       {"name": "state-dir", "mountPath": STATE_DIR},
                       {"name": "fuse-device", "mountPath": "/dev/fuse"}, SECRET_MOUNT],
         resources=resources("20m", "64Mi", "256Mi"))

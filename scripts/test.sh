@@ -11,11 +11,20 @@ if [ "$#" -gt 0 ]; then
     exec "$PY" -m pytest "$@"
 fi
 
+# Both passes always run, so one run shows everything that is wrong; the script fails if
+# either did.
 echo "== pass 1 of 2: the whole suite =="
-"$PY" -m pytest
+pass1=0
+"$PY" -m pytest || pass1=$?
 
 echo "== pass 2 of 2: the integration tests again, with TLS on =="
 CERTS="$(mktemp -d /tmp/shoalfs-test-tls.XXXXXX)"
 trap 'rm -rf "$CERTS"' EXIT
 "$PY" -m shoal.cli tls generate "$CERTS/certs" >/dev/null
-SHOAL_TLS_DIR="$CERTS/certs" "$PY" -m pytest tests/integration -m "not plaintext" -p no:cacheprovider
+pass2=0
+SHOAL_TLS_DIR="$CERTS/certs" "$PY" -m pytest tests/integration -m "not plaintext" \
+    -p no:cacheprovider || pass2=$?
+
+echo "== pass 1: exit $pass1; pass 2: exit $pass2 =="
+if [ "$pass1" -ne 0 ]; then exit "$pass1"; fi
+exit "$pass2"

@@ -501,6 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args))
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # 'shoal status | head': the reader has gone, which is no error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 def cmd_storaged(args: argparse.Namespace) -> int:

@@ -175,7 +175,7 @@ class LocalCluster:
         for i in range(self.count):
             self.chunks.append(StoragedProcess(self.root / f"chunk{i}", self.secret_file,
                                                extra=self.chunk_args(i)).start())
-        self.wait_up(self.count)
+        self.wait_registered()
         return self
 
     def restart_chunk(self, index: int) -> StoragedProcess:
@@ -201,11 +201,23 @@ class LocalCluster:
     def servers(self) -> list[dict[str, Any]]:
         return call(self.meta.address, self.secret, "cluster.servers")
 
-    def wait_up(self, count: int, timeout: float = 20.0) -> None:
+    def wait_registered(self, timeout: float = 20.0) -> None:
+        """Until every chunk process of ``self.chunks`` is up in the meta role's map at the
+        address it listens on now.
+
+        A count of servers up is not enough: after a SIGKILL the meta role counts the dead
+        instance as up until its heartbeat timeout, so a restarted server (same id, new
+        address) only counts once its own first heartbeat has replaced the address.
+        """
         deadline = time.monotonic() + timeout
-        while sum(s["state"] == "up" for s in self.servers()) != count:
+        wanted = {c.address for c in self.chunks}
+        while True:
+            up = {s["address"] for s in self.servers() if s["state"] == "up"}
+            if wanted <= up:
+                return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster did not reach {count} servers up: {self.servers()}")
+                raise RuntimeError(f"chunk servers at {sorted(wanted - up)} did not register "
+                                   f"within {timeout:g}s: {self.servers()}")
             time.sleep(0.05)
 
     def shoal(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ import trio
 
 from ..chunk.blocks import block_digest
 from ..chunk.ids import chunk_id as compute_chunk_id
-from ..rpc import Corrupted, NotFound, RpcClient, RpcError, Unavailable
+from ..rpc import Corrupted, NotDelivered, NotFound, RpcClient, RpcError, Unavailable
 from ..rpc.errors import MethodNotFound
 from .placement import Server, placement_order
 
@@ -32,7 +32,9 @@ log = logging.getLogger("storaged.data")
 
 HASH_IN_THREAD_ABOVE = 256 * 1024
 SUSPECT_SECONDS = 10.0  # how long a server that just failed is tried last
-MAP_RETRY_AGE = 0.5     # after a failure, a cluster map older than this is fetched again
+RESTART_WAIT = 5.0      # how long a failed request waits for an unreachable server the
+#                         meta role still counts as up to register again (a restart)
+RESTART_POLL = 0.25     # how often the map is fetched while waiting for that
 
 
 class NotEnoughReplicas(Unavailable):
@@ -53,8 +55,9 @@ async def hash_chunk(data: bytes) -> str:
 class DataClient:
     def __init__(self, rpc: RpcClient, meta_address: str, *, refresh_seconds: float = 5.0,
                  put_timeout: float = 10.0, put_rate: float = 4 * 1024 * 1024,
-                 get_timeout: float = 15.0) -> None:
+                 get_timeout: float = 15.0, restart_wait: float = RESTART_WAIT) -> None:
         self.rpc = rpc
+        self.restart_wait = restart_wait
         self.meta = meta_address
         self.refresh_seconds = refresh_seconds
         self.put_timeout = put_timeout
@@ -86,21 +89,36 @@ class DataClient:
     def _map_age(self) -> float:
         return time.monotonic() - self._refreshed
 
-    async def _map_newer_than(self, seen: int) -> list[Server] | None:
-        """A cluster map newer than generation ``seen``, after servers chosen from that one
-        failed; None when there is none worth having.
+    async def _retry_map(self, seen: int, fresh: Callable[[list[Server]], list[Server]],
+                         unreachable: set[str], deadline: float) -> list[Server]:
+        """Servers worth trying after every server chosen from map generation ``seen``
+        failed: ``fresh`` picks them from a newer map; [] when there are none.
 
-        The failure may be the map's: a restarted server listens on a new address, or one
-        joined. A map fetched since ``seen`` (by a concurrent read that failed the same way a
-        moment earlier) is used as it is: without that, of several reads that fail at once
-        only the first would look again and the rest would fail although the data is there.
-        Otherwise the map is fetched unless it is younger than MAP_RETRY_AGE, so that a
-        burst of failures costs the meta role one call, not one each.
+        The failure may be the map's: a server restarted on a new address, or one joined.
+        So the map is fetched again, unless a concurrent request that failed the same way
+        fetched one since ``seen`` (then that one is used, so a burst of failures costs the
+        meta role one call, and every request of the burst still looks again). When the
+        new map offers nothing new but still counts as up a server we could not connect
+        to, that server is probably restarting: its new instance registers with its first
+        heartbeat, so the map is polled for up to ``restart_wait`` (until ``deadline``) before
+        the request fails. A server the meta role has marked down is not waited for.
         """
-        async with self._refresh_lock:
-            if self._generation == seen and self._map_age() > MAP_RETRY_AGE:
-                await self._fetch_map()
-            return self._servers if self._generation != seen else None
+        while True:
+            try:
+                async with self._refresh_lock:
+                    if self._generation == seen:
+                        await self._fetch_map()
+            except RpcError as exc:  # the meta role is away: the request fails as it was
+                log.info("cluster map could not be fetched again: %s", exc)
+                return []
+            seen = self._generation
+            candidates = fresh(self._servers)
+            if candidates:
+                return candidates
+            restarting = any(s.up and s.id in unreachable for s in self._servers)
+            if not restarting or time.monotonic() + RESTART_POLL > deadline:
+                return []
+            await trio.sleep(RESTART_POLL)
 
     def _usable_first(self, order: Sequence[Server]) -> list[Server]:
         """Up and unsuspected servers first (keeping placement order), then the others."""
@@ -124,23 +142,53 @@ class DataClient:
         return self.put_timeout + size / self.put_rate
 
     async def put(self, data: bytes, replicas: int, cid: str | None = None) -> str:
-        """Store ``data`` on ``replicas`` distinct servers; returns its chunk id."""
+        """Store ``data`` on ``replicas`` distinct servers; returns its chunk id.
+
+        Servers are asked in placement order, up and unsuspected ones first; each failure
+        passes the copy to the next. When the map runs out, a newer map is asked for
+        (``_retry_map``) and its servers at addresses not tried yet take the rest.
+        """
         cid = cid or await hash_chunk(data)
         servers = await self.servers()
-        seen = self._generation
-        order = placement_order(cid, servers)
-        candidates = [s for s in self._usable_first(order) if s.up and not s.draining]
-        if len(candidates) < replicas:
-            candidates = [s for s in self._usable_first(placement_order(
-                cid, await self.servers(force=True))) if s.up and not s.draining]
-            seen = self._generation
+        if sum(s.up and not s.draining for s in servers) < replicas:
+            servers = await self.servers(force=True)
         stored: list[Server] = []
         failures: list[str] = []
+        unreachable: set[str] = set()
+        tried: set[str] = set()
+        deadline = time.monotonic() + self.restart_wait
+
+        def fresh(servers: list[Server]) -> list[Server]:
+            done = {s.id for s in stored}
+            return [s for s in self._usable_first(placement_order(cid, servers))
+                    if s.up and not s.draining and s.address not in tried
+                    and s.id not in done]
+
+        candidates = fresh(servers)
+        while True:
+            seen = self._generation
+            await self._put_to(cid, data, candidates, replicas - len(stored), stored,
+                               failures, unreachable)
+            if len(stored) >= replicas:
+                return cid
+            tried.update(s.address for s in candidates)  # each was asked, or not enough
+            candidates = await self._retry_map(seen, fresh, unreachable, deadline)
+            if not candidates:
+                raise NotEnoughReplicas(
+                    f"chunk {cid[:12]} is on {len(stored)} of {replicas} required servers; "
+                    f"{len(tried)} servers were tried. Failures: "
+                    f"{'; '.join(failures) or 'none'}")
+
+    async def _put_to(self, cid: str, data: bytes, candidates: list[Server], wanted: int,
+                      stored: list[Server], failures: list[str], unreachable: set[str]) -> None:
+        """``wanted`` copies on ``candidates``, asked in order by ``wanted`` writers at once;
+        when fewer succeed, every candidate has been asked."""
         next_candidate = 0
+        goal = len(stored) + wanted
 
         async def writer() -> None:
             nonlocal next_candidate
-            while len(stored) < replicas and next_candidate < len(candidates):
+            while len(stored) < goal and next_candidate < len(candidates):
                 server = candidates[next_candidate]
                 next_candidate += 1
                 try:
@@ -151,29 +199,14 @@ class DataClient:
                 except RpcError as exc:  # down, full, failing: the next server takes it
                     failures.append(f"{server.address}: {exc}")
                     self._suspect_server(server)
+                    if isinstance(exc, NotDelivered):
+                        unreachable.add(server.id)
                     log.info("chunk %s: %s failed (%s); trying the next server",
                              cid[:12], server.address, exc)
 
         async with trio.open_nursery() as nursery:
-            for _ in range(replicas):
+            for _ in range(wanted):
                 nursery.start_soon(writer)
-        newer = await self._map_newer_than(seen) if len(stored) < replicas else None
-        if newer is not None:
-            # Our map may have been stale: try the servers of the newer one we have not.
-            tried = {s.address for s in candidates}
-            fresh = [s for s in self._usable_first(placement_order(cid, newer))
-                     if s.up and not s.draining]
-            candidates = [s for s in fresh if s.address not in tried
-                          and s.id not in {t.id for t in stored}]
-            next_candidate = 0
-            async with trio.open_nursery() as nursery:
-                for _ in range(replicas - len(stored)):
-                    nursery.start_soon(writer)
-        if len(stored) < replicas:
-            raise NotEnoughReplicas(
-                f"chunk {cid[:12]} is on {len(stored)} of {replicas} required servers; "
-                f"{len(candidates)} servers were usable. Failures: {'; '.join(failures) or 'none'}")
-        return cid
 
     # -- reads --------------------------------------------------------------------------
 
@@ -223,25 +256,32 @@ class DataClient:
 
     async def _from_replicas(self, cid: str,
                              fetch: Callable[[Server], Awaitable[bytes | None]]) -> bytes:
-        servers = await self.servers()
-        seen = self._generation
-        order = self._usable_first(placement_order(cid, servers))
+        """The first good answer of the chunk's servers, asked in placement order; when
+        none has one, a newer map's servers at addresses not asked yet (``_retry_map``)."""
         problems: list[str] = []
-        data = await self._first_good(cid, order, problems, fetch)
-        newer = await self._map_newer_than(seen) if data is None else None
-        if newer is not None:
-            tried = {s.address for s in order}  # a stale map? (a server moved or joined)
-            order = [s for s in self._usable_first(placement_order(cid, newer))
-                     if s.address not in tried]
-            data = await self._first_good(cid, order, problems, fetch)
-        if data is not None:
-            return data
+        unreachable: set[str] = set()
+        tried: set[str] = set()
+        deadline = time.monotonic() + self.restart_wait
+
+        def fresh(servers: list[Server]) -> list[Server]:
+            return [s for s in self._usable_first(placement_order(cid, servers))
+                    if s.address not in tried]
+
+        order = fresh(await self.servers())
+        while order:
+            seen = self._generation
+            data = await self._first_good(cid, order, problems, fetch, unreachable)
+            if data is not None:
+                return data
+            tried.update(s.address for s in order)
+            order = await self._retry_map(seen, fresh, unreachable, deadline)
         if not self._servers:
             problems.append("the cluster map has no chunk servers")
         raise ChunkUnavailable(f"no good copy of chunk {cid[:12]}: {'; '.join(problems)}")
 
     async def _first_good(self, cid: str, order: Sequence[Server], problems: list[str],
-                          fetch: Callable[[Server], Awaitable[bytes | None]]) -> bytes | None:
+                          fetch: Callable[[Server], Awaitable[bytes | None]],
+                          unreachable: set[str]) -> bytes | None:
         for server in order:
             try:
                 data = await fetch(server)
@@ -255,6 +295,8 @@ class DataClient:
             except RpcError as exc:
                 problems.append(f"{server.address}: {exc}")
                 self._suspect_server(server)
+                if isinstance(exc, NotDelivered):
+                    unreachable.add(server.id)
                 continue
             if data is None:
                 problems.append(f"{server.address}: returned bytes that fail the hash")

@@ -30,6 +30,12 @@ from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
 MiB = 1 << 20
 SEED = int(os.environ.get("SHOALFS_SEED", random.randrange(1 << 30)))
 CHAOS_SECONDS = float(os.environ.get("SHOALFS_CHAOS_SECONDS", "75"))
+# The worst case of every bounded step after the chaos, so pytest's timeout is never what
+# ends a slow run: the last fault's overrun (5 + 6 s of sleeps, a 20 s start, a 30 s wait
+# for registration), the workers' joins (60 s in all), the settle wait (30), the repair
+# (150), the verifying reads (60: each waits at most --meta-wait), the clone's mount (60)
+# and fsck (60). A quiet run takes CHAOS_SECONDS plus about 30 s.
+AFTER_CHAOS_BOUND = 5 + 6 + 20 + 30 + 60 + 30 + 150 + 60 + 60 + 60
 
 
 class Model:
@@ -90,6 +96,7 @@ def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
         yield pair
 
 
+@pytest.mark.timeout(CHAOS_SECONDS + AFTER_CHAOS_BOUND + 30)
 def test_mixed_workload_under_random_kills_loses_nothing(
         env: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, mnt = env
@@ -206,19 +213,20 @@ def test_mixed_workload_under_random_kills_loses_nothing(
                 cluster.chunks[index] = StoragedProcess(
                     victim.data_dir, cluster.secret_file, extra=cluster.chunk_args(index),
                     listen=victim.address if rng.random() < 0.5 else "tcp://127.0.0.1:0").start()
-            cluster.wait_up(len(cluster.chunks), timeout=30)
+            cluster.wait_registered(timeout=30)
     finally:
         stop.set()
+        joined_by = time.monotonic() + 60
         for t in workers:
-            t.join(120)
+            t.join(max(0.0, joined_by - time.monotonic()))
     assert not any(t.is_alive() for t in workers), "a worker hung"
 
     # Settle: every server up, a repair pass done, then verify from the servers.
-    cluster.wait_up(len(cluster.chunks), timeout=30)
+    cluster.wait_registered(timeout=30)
     repair = subprocess.run(
         [sys.executable, "-m", "shoal.cli", "repair", "--now", "--json", "--meta",
          cluster.meta.address, "--secret-file", str(cluster.secret_file), "--timeout", "120"],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=150)
     status = json.loads(repair.stdout)
     assert status["missing"] == 0, status
 
@@ -246,7 +254,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
     fsck = subprocess.run(
         [sys.executable, "-m", "shoal.cli", "fsck", "v", "--json", "--meta",
          cluster.meta.address, "--secret-file", str(cluster.secret_file)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=60)
 
     print(f"chaos: {sum(model.counts.values())} operations {dict(model.counts)}")
     print(f"chaos: {sum(faults.values())} faults injected {dict(faults)}")

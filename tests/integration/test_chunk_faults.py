@@ -70,7 +70,7 @@ def test_two_of_three_servers_lost_with_r2(env: tuple[LocalCluster, Path]) -> No
     for i in (1, 2):
         cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
                                             extra=cluster.chunk_args(i)).start()
-    cluster.wait_up(3)
+    cluster.wait_registered()
     for name, digest in files.items():
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
     assert write(mnt / "new", b"x" * 100) == hashlib.sha256(b"x" * 100).hexdigest()

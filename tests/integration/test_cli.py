@@ -51,6 +51,17 @@ def test_top_level_help_lists_commands_and_exit_codes():
     assert shoal("version", check=True).stdout.startswith("shoalfs ")
 
 
+def closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """A shoal command whose stdout is a pipe the reader has already closed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "shoal.cli", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+
+
 def test_up_status_down_and_a_dead_server(tmp_path):
     workdir = tmp_path / "cluster"
     mnt = tmp_path / "mnt"
@@ -71,6 +82,8 @@ def test_up_status_down_and_a_dead_server(tmp_path):
 
         status = shoal("status", "--workdir", str(workdir), "--json", check=True)
         assert json.loads(status.stdout)["healthy"] is True
+        closed = closed_pipe_run("status", "--workdir", str(workdir))  # 'shoal status | head'
+        assert closed.returncode != 0 and closed.stderr == "", closed.stderr
 
         os.kill(servers[1]["pid"], signal.SIGKILL)
         time.sleep(0.2)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 import trio
 
 from storaged.chunk.ids import chunk_id
-from storaged.data.client import MAP_RETRY_AGE, ChunkUnavailable, DataClient, NotEnoughReplicas
+from storaged.data.client import ChunkUnavailable, DataClient, NotEnoughReplicas
 from storaged.data.placement import placement_order
 from storaged.rpc import RpcClient
-from tests.helpers import StoragedProcess, call
+from tests.helpers import LocalCluster, StoragedProcess, call
 
 
 def run(cluster, fn):
@@ -112,45 +111,113 @@ def test_ranged_reads_fetch_only_the_blocks_and_skip_a_bad_copy(cluster):
     assert [(b["chunk_id"], b["server_id"]) for b in bad] == [(cid, first.id)]
 
 
+async def _chunks_away_from(data: DataClient, survivor, count: int) -> list[tuple[str, bytes]]:
+    """``count`` chunks written with R=2 that have no copy on ``survivor``'s server."""
+    away: list[tuple[str, bytes]] = []  # about 1 in 3
+    for _ in range(200):
+        blob = os.urandom(100_000)
+        cid = await data.put(blob, 2)
+        if not (survivor / "chunks" / cid[:2] / cid[2:4] / cid).exists():
+            away.append((cid, blob))
+            if len(away) == count:
+                return away
+    raise AssertionError(f"only {len(away)} of 200 chunks missed {survivor}")
+
+
 def test_reads_that_fail_together_on_a_stale_map_all_retry_with_the_new_one(cluster):
     """Two servers restart on new addresses while the client's map still has the old ones.
     Reads that fail at the same moment must all look again: the first to fail fetches the
-    new map, and the others must use it rather than give up because it is so fresh."""
+    new map, and the others must use it rather than give up because it is so fresh; and a
+    read right after another one refreshed the map (no pause) looks again too."""
     survivor = cluster.chunks[0].data_dir
 
     async def go(data: DataClient):
-        away: list[tuple[str, bytes]] = []  # chunks with no copy on server 0: about 1 in 3
-        for _ in range(200):
-            blob = os.urandom(100_000)
-            cid = await data.put(blob, 2)
-            if not (survivor / "chunks" / cid[:2] / cid[2:4] / cid).exists():
-                away.append((cid, blob))
-                if len(away) == 4:
-                    break
-        assert len(away) == 4
+        away = await _chunks_away_from(data, survivor, 5)
         await trio.to_thread.run_sync(restart_two)
-        await trio.sleep(MAP_RETRY_AGE + 0.1)  # the stale map is old enough to be refetched
         got: dict[str, bytes] = {}
 
         async def read(cid: str) -> None:
             got[cid] = await data.get(cid)
         async with trio.open_nursery() as nursery:
-            for cid, _ in away:
+            for cid, _ in away[:4]:
                 nursery.start_soon(read, cid)
-        assert got == dict(away)
+        assert got == dict(away[:4])
+        await trio.to_thread.run_sync(restart_two)  # again, a moment after that refresh
+        assert await data.get(away[4][0]) == away[4][1]
 
     def restart_two() -> None:
         for i in (1, 2):
             cluster.chunks[i].kill()
             cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
                                                 extra=cluster.chunk_args(i)).start()
-        deadline = time.monotonic() + 20
-        addresses = {c.address for c in cluster.chunks}
-        while {s["address"] for s in cluster.servers() if s["state"] == "up"} != addresses:
-            assert time.monotonic() < deadline, cluster.servers()
-            time.sleep(0.05)
+        cluster.wait_registered()
 
     async def with_stale_map():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
             await go(DataClient(rpc, cluster.meta.address, refresh_seconds=3600))
     trio.run(with_stale_map)
+
+
+def test_a_read_and_a_write_wait_for_a_restarting_server_to_register(tmp_path, secret_file):
+    """Requests that need servers which were SIGKILLed and are starting again on new
+    addresses (the meta role still counts the old instances as up) wait for the new
+    instances' first heartbeats instead of failing, and then succeed; once the meta role
+    has marked a server down, nobody waits for it (test_too_few_servers_fail...)."""
+    cluster = LocalCluster(tmp_path / "cluster", secret_file)
+    # the old instances stay 'up' however slowly the new ones start: no race with liveness
+    cluster.meta.extra = ["--roles", "meta", "--heartbeat-timeout", "60"]
+    survivor = cluster.start().chunks[0].data_dir
+
+    async def go(data: DataClient):
+        away = await _chunks_away_from(data, survivor, 1)
+        for i in (1, 2):
+            cluster.chunks[i].kill()
+        got: list[object] = []
+
+        async def restart_later() -> None:
+            await trio.sleep(0.3)  # the requests below are already failing and waiting
+            await trio.to_thread.run_sync(restart_both)
+
+        async def read() -> None:
+            got.append(await data.get(away[0][0]))
+
+        async def write() -> None:
+            got.append(await data.put(b"w" * 50_000, 2))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(restart_later)
+            nursery.start_soon(read)
+            nursery.start_soon(write)
+        assert away[0][1] in got and chunk_id(b"w" * 50_000) in got
+
+    def restart_both() -> None:
+        for i in (1, 2):
+            cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
+                                                extra=cluster.chunk_args(i)).start()
+
+    async def with_fresh_map():
+        async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
+            await go(DataClient(rpc, cluster.meta.address, refresh_seconds=3600,
+                                restart_wait=60))
+    try:
+        trio.run(with_fresh_map)
+    finally:
+        cluster.stop()
+
+
+def test_a_server_the_meta_role_counts_up_but_that_stays_away_fails_within_the_wait(cluster):
+    """The wait for a restarting server is bounded: nothing comes back, the read fails."""
+    survivor = cluster.chunks[0].data_dir
+
+    async def go(data: DataClient):
+        away = await _chunks_away_from(data, survivor, 1)
+        for i in (1, 2):
+            cluster.chunks[i].kill()
+        started = trio.current_time()
+        with pytest.raises(ChunkUnavailable, match="cannot connect"):
+            await data.get(away[0][0])
+        assert trio.current_time() - started < 10  # restart_wait 1 s, a few connects
+
+    async def with_short_wait():
+        async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
+            await go(DataClient(rpc, cluster.meta.address, restart_wait=1))
+    trio.run(with_short_wait)

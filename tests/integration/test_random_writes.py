@@ -162,7 +162,7 @@ def test_small_writes_whose_upload_failed_are_kept_and_stored_by_the_next_fsync(
                 cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir,
                                                     cluster.secret_file,
                                                     extra=cluster.chunk_args(i)).start()
-            cluster.wait_up(3)
+            cluster.wait_registered()
             assert os.pread(fd, len(model), 0) == model  # nothing of it was dropped
             os.pwrite(fd, b"later", 2 * MiB)
             model[2 * MiB:2 * MiB + 5] = b"later"

@@ -75,7 +75,7 @@ def test_a_lost_server_copies_come_back(env: tuple[LocalCluster, Path]) -> None:
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
 
     cluster.restart_chunk(lost)                   # it comes back: extra copies are harmless
-    cluster.wait_up(3)
+    cluster.wait_registered()
     assert repair_now(cluster)["under_replicated"] == 0
 
 
@@ -141,7 +141,7 @@ def test_a_new_server_gets_its_share_and_extra_copies_go(
     time.sleep(1.2)  # older than --rebalance-min-age, so extras may be removed
     cluster.chunks.append(StoragedProcess(cluster.root / "chunk3", cluster.secret_file,
                                           extra=cluster.chunk_args(3)).start())
-    cluster.wait_up(4)
+    cluster.wait_registered()
     status = repair_now(cluster)
     assert status["moved"] > 0 and status["extras_removed"] == status["moved"], status
     assert status["under_replicated"] == 0 and status["failed"] == 0

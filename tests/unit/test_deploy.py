@@ -203,6 +203,30 @@ def test_sidecars_and_the_driver_share_the_socket() -> None:
             assert flag_value(c["args"], "--kubelet-registration-path") == where
 
 
+def _nested_under_bidirectional(mounts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(Bidirectional mount, mount inside its tree) pairs of one container's volumeMounts."""
+    paths = [m["mountPath"].rstrip("/") for m in mounts]
+    return [(m["mountPath"], p) for m in mounts if m.get("mountPropagation") == "Bidirectional"
+            for p in paths if p.startswith(m["mountPath"].rstrip("/") + "/")]
+
+
+def test_no_volume_mount_lies_under_a_bidirectional_one_of_the_same_container() -> None:
+    """A volumeMount inside a Bidirectional mount's tree is propagated back to the node at
+    every container start and never removed: on a real node they stacked up 2^n - 1 (8,191
+    after ~13 restarts of the node plugin, and the node stopped running pods)."""
+    bidirectional = 0
+    for workload, _, c in containers():
+        mounts = c.get("volumeMounts", [])
+        bidirectional += sum(m.get("mountPropagation") == "Bidirectional" for m in mounts)
+        assert not _nested_under_bidirectional(mounts), (workload["metadata"]["name"], c["name"])
+    assert bidirectional >= 2  # the node plugin and the mounter
+    # the rule catches the layout that leaked (the node plugin before the fix)
+    assert _nested_under_bidirectional([
+        {"name": "kubelet-dir", "mountPath": "/var/lib/kubelet",
+         "mountPropagation": "Bidirectional"},
+        {"name": "plugin-dir", "mountPath": "/var/lib/kubelet/plugins/csi.shoalfs.dev"}])
+
+
 def test_the_node_plugin_reaches_the_mounter_and_both_see_kubelet_mounts() -> None:
     node = one("DaemonSet", "shoalfs-csi-node")["spec"]["template"]["spec"]
     mounter = one("DaemonSet", "shoalfs-mounter")
