@@ -108,6 +108,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 rpc.be_patient(options.meta, Patience(options.meta_wait, META_REPEATABLE))
             nursery.start_soon(_keep_session, ops, io, options.volume,
                                options.session_heartbeat, observer)
+            nursery.start_soon(ops.sync_holds)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
             if observer is not None:
                 observer.mounted = observer.session_ok = True
@@ -148,6 +149,7 @@ async def _keep_session(ops: Operations, io: VolumeIO, volume: str,
             session = ops.session
             if not await ops.rpc.call(ops.meta, "session.heartbeat", session):
                 await ops.renew_session(session)
+            await ops.drop_orphans()
             replicas = (await ops.rpc.call(ops.meta, "volume.get", volume))["replicas"]
             if replicas != io.replicas:
                 log.info("volume %s: replica count %d -> %d for new writes", volume,

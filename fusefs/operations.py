@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from storaged.rpc import FsError, InvalidArgument, RpcError, Timeout, Unavailable
+from storaged.rpc import FsError, InvalidArgument, MethodNotFound, RpcError, Timeout, Unavailable
 
 from .attrs import InodeMap, entry_attributes, entry_from_values, values_of
 from .filedata import FileData, VolumeIO
+from .holds import SYNC_SECONDS, KernelHolds
 from .listing import KeptListings, Listing
 from .quota import QuotaGuard
 
@@ -39,7 +40,8 @@ OPEN_PIECES = 16     # pieces of a file's map asked for with its open (64 MiB of
 LEAVES_DIRECTORIES_ALONE = frozenset({
     "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
     "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "volume.get", "volume.statfs",
-    "session.open", "session.heartbeat", "session.pending", "session.close"})
+    "session.open", "session.heartbeat", "session.pending", "session.close", "session.hold",
+    "session.orphans"})
 
 # Meta methods this mount may send again when the connection broke after sending (the
 # meta role restarting): reads, and changes that leave the same state when made twice.
@@ -52,7 +54,7 @@ META_REPEATABLE = frozenset({
     "fs.lookup", "fs.getattr", "fs.readdir", "fs.readlink", "fs.getxattr", "fs.listxattr",
     "fs.chunks", "volume.get", "volume.statfs", "fs.open", "fs.release", "fs.forget",
     "fs.setattr", "fs.commit", "session.heartbeat", "session.pending", "session.close",
-    "cluster.servers", "cluster.report_bad"})
+    "session.hold", "session.orphans", "cluster.servers", "cluster.report_bad"})
 
 
 def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -98,6 +100,10 @@ class Operations(pyfuse3.Operations):
         io.after_commit = self._committed
         io.renew_session = self.renew_session
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
+        self.holds = KernelHolds(self._referenced)  # what the meta role keeps for us
+        # inode -> (kernel parent inode, name) of the entry the kernel last got it through:
+        # to tell the kernel an entry is gone (see drop_orphans)
+        self.names: dict[int, tuple[int, bytes]] = {}
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
         # inode -> set once the meta role has answered the release of our hold (see release)
         self.releasing: dict[int, trio.Event] = {}
@@ -117,6 +123,7 @@ class Operations(pyfuse3.Operations):
         self.rows_listing = True  # fs.readdir answers flat rows (see _listing)
         self.map_with_open = True  # fs.open answers a file's first pieces (see _fs_open)
         self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
+        self.dir_inodes: dict[int, int] = {}  # fh -> the open directory's kernel inode
         self.kept_listings = KeptListings(io.nursery, lambda: self._changes)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -141,23 +148,71 @@ class Operations(pyfuse3.Operations):
             self.seen[attr["ino"]] = (entry.st_size, attr["mtime_ns"])
         return entry
 
-    def _looked_up(self, attr: dict[str, Any]) -> pyfuse3.EntryAttributes:
-        self.lookups[attr["ino"]] = self.lookups.get(attr["ino"], 0) + 1
+    def _looked_up(self, attr: dict[str, Any], parent_inode: int = 0,
+                   name: bytes = b"") -> pyfuse3.EntryAttributes:
+        self._count_lookup(attr["ino"], parent_inode, name)
         return self._entry(attr)
 
+    def _count_lookup(self, ino: int, parent_inode: int = 0, name: bytes = b"") -> None:
+        """The kernel references ``ino`` once more (a reply that hands it the entry
+        ``name`` in the directory the kernel knows as ``parent_inode``)."""
+        count = self.lookups.get(ino, 0)
+        self.lookups[ino] = count + 1
+        if not count:
+            self.holds.changed(ino)
+        if name:
+            self.names[ino] = (parent_inode, name)
+
+    def _referenced(self, ino: int) -> bool:
+        """Does the kernel, or a file open here, still use ``ino``?"""
+        data = self.files.get(ino)
+        return self.lookups.get(ino, 0) > 0 or (data is not None and data.handles > 0)
+
+    async def _with_session(self, call: Callable[[str], Awaitable[T]]) -> T:
+        """``call(session)``; when the meta role refuses the session (it restarted, or the
+        session expired) before acting on the call, this mount registers again and the
+        call is sent once more under the new session."""
+        session = self.session
+        try:
+            return await call(session)
+        except FsError as exc:
+            if exc.errno != errno.ESTALE:
+                raise
+            await self.renew_session(session)
+            return await call(self.session)
+
+    async def _removing(self, send: Callable[..., Awaitable[Any]], method: str,
+                        *params: Any) -> Any:
+        """An unlink, rmdir or rename (sent with ``send``), whose victim the meta role
+        holds for this mount in the same transaction if it loses its last name (see
+        holds.py); without the session against a meta role too old to take one."""
+        if not self.holds.enabled:
+            return await send(method, *params)
+        try:
+            return await self._with_session(lambda session: send(method, *params, session))
+        except InvalidArgument:
+            log.warning("the meta role does not keep deleted inodes for the mounts that "
+                        "still use them (an older release): deleting at once from now on")
+            self.holds.enabled = False
+            return await send(method, *params)
+
     async def _unlinked(self, attr: dict[str, Any] | None) -> None:
-        """An inode lost a name. If it has none left and is not open here, delete it now
-        (the meta role still keeps it if another mount holds it open): space comes back at
-        unlink, as on a local disk, not whenever the kernel gets round to forgetting."""
+        """An inode lost a name. If it has none left, it lives until this mount's kernel
+        forgets it and no file here has it open (see holds.py), and until no other mount
+        holds it: the meta role held it for this mount in the deleting transaction. If
+        the kernel kept no reference, it goes now; usually the kernel forgets it as the
+        unlink returns, and ``forget`` deletes it then."""
         if attr is None or attr["nlink"] != 0:
             return
-        if attr.get("deleted"):  # the meta role deleted it with the name: nobody held it
-            self.quota.stale()
-            return
-        self.orphans.add(attr["ino"])
-        if attr["ino"] not in self.files:
-            await self._forget_orphans([attr["ino"]])
         self.quota.stale()
+        if attr.get("deleted"):  # the meta role deleted it with the name: nobody held it
+            return
+        ino = attr["ino"]
+        self.orphans.add(ino)
+        if self.holds.enabled:
+            self.holds.took(ino)
+        if ino not in self.files and (not self.holds.enabled or not self.lookups.get(ino)):
+            await self._forget_orphans([ino])
 
     # -- namespace ----------------------------------------------------------------------------
 
@@ -167,7 +222,7 @@ class Operations(pyfuse3.Operations):
         if name == b".":
             return self._looked_up(await self._call("fs.getattr", self.inodes.to_meta(parent_inode)))
         attr = await self._call("fs.lookup", self.inodes.to_meta(parent_inode), name)
-        return self._looked_up(attr)
+        return self._looked_up(attr, parent_inode, name)
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None
@@ -215,16 +270,13 @@ class Operations(pyfuse3.Operations):
         them, once, within the attribute timeout, unless anything else changed through this
         mount meanwhile (``_call`` empties the table on every other change)."""
         args = (self.inodes.to_meta(parent_inode), name, mode, ctx.uid, ctx.gid, rdev, target)
-        if not hold:
+        if not hold and not self.holds.enabled:
             return await self._changing_dir("fs.mknod", *args, None)
-        session = self.session
-        try:
-            return await self._changing_dir("fs.mknod", *args, session)
-        except FsError as exc:   # refused before anything was made: safe to send again
-            if exc.errno != errno.ESTALE:
-                raise
-            await self.renew_session(session)
-            return await self._changing_dir("fs.mknod", *args, self.session)
+        # refused before anything was made (ESTALE): safe to send again
+        attr = await self._with_session(
+            lambda session: self._changing_dir("fs.mknod", *args, session))
+        self.holds.took(attr["ino"])  # held for the open, or for the kernel's reference
+        return attr
 
     async def _changing_dir(self, method: str, *params: Any) -> dict[str, Any]:
         """A meta call whose answer carries its directory's new attributes (``parent``):
@@ -246,12 +298,23 @@ class Operations(pyfuse3.Operations):
         self.session = self.io.session = await self._call("session.open", description)
         if self.io.pending:  # chunks stored but not committed: keep them from the collector
             await self._call("session.pending", self.session, list(self.io.pending), [])
-        for ino, data in list(self.files.items()):
-            if data.handles:
-                try:
-                    await self._call("fs.open", ino, self.session)
-                except FsError as exc:
-                    log.error("inode %d is open here but could not be held again: %s", ino, exc)
+        referenced = [ino for ino in {*self.lookups, *self.files} if self._referenced(ino)]
+        if self.holds.enabled:
+            try:
+                await self._call("session.hold", self.session, referenced, [])
+                self.holds.new_session(referenced)
+            except MethodNotFound:
+                log.warning("the meta role does not keep deleted inodes for the mounts "
+                            "that still use them (an older release): deleting at once")
+                self.holds.enabled = False
+        if not self.holds.enabled:
+            for ino, data in list(self.files.items()):
+                if data.handles:
+                    try:
+                        await self._call("fs.open", ino, self.session)
+                    except FsError as exc:
+                        log.error("inode %d is open here but could not be held again: %s",
+                                  ino, exc)
         if previous:
             try:
                 await self._call("session.close", previous)
@@ -270,14 +333,9 @@ class Operations(pyfuse3.Operations):
     async def _open_attr(self, ino: int, pieces: int = 0) -> dict[str, Any]:
         """Fresh attributes and a hold (with ``pieces``, and the map of the file's first
         pieces: ``chunks``); a forgotten session is registered again first."""
-        session = self.session
-        try:
-            return await self._fs_open(ino, session, pieces)
-        except FsError as exc:
-            if exc.errno != errno.ESTALE:
-                raise
-            await self.renew_session(session)
-            return await self._fs_open(ino, self.session, pieces)
+        attr = await self._with_session(lambda session: self._fs_open(ino, session, pieces))
+        self.holds.took(ino)
+        return attr
 
     async def _fs_open(self, ino: int, session: str, pieces: int) -> dict[str, Any]:
         if pieces and self.map_with_open:
@@ -292,18 +350,21 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._looked_up(await self._make(parent_inode, name, mode, ctx, rdev))
+        return self._looked_up(await self._make(parent_inode, name, mode, ctx, rdev),
+                               parent_inode, name)
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._looked_up(await self._make(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx))
+        return self._looked_up(await self._make(parent_inode, name,
+                                                stat.S_IFDIR | (mode & 0o7777), ctx),
+                               parent_inode, name)
 
     @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._looked_up(await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx,
-                                                0, target))
+                                                0, target), parent_inode, name)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -314,23 +375,25 @@ class Operations(pyfuse3.Operations):
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         attr = await self._call("fs.link", self.inodes.to_meta(inode),
                                 self.inodes.to_meta(new_parent_inode), new_name)
-        return self._looked_up(attr)
+        return self._looked_up(attr, new_parent_inode, new_name)  # (held by the next batch)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinked(await self._changing_dir("fs.unlink", self.inodes.to_meta(parent_inode),
-                                                      name))
+        await self._unlinked(await self._removing(
+            self._changing_dir, "fs.unlink", self.inodes.to_meta(parent_inode), name))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinked(await self._changing_dir("fs.rmdir", self.inodes.to_meta(parent_inode),
-                                                      name))
+        await self._unlinked(await self._removing(
+            self._changing_dir, "fs.rmdir", self.inodes.to_meta(parent_inode), name))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        replaced = await self._call("fs.rename", self.inodes.to_meta(parent_inode_old), name_old,
-                                    self.inodes.to_meta(parent_inode_new), name_new, flags)
+        replaced = await self._removing(self._call, "fs.rename",
+                                        self.inodes.to_meta(parent_inode_old),
+                                        name_old, self.inodes.to_meta(parent_inode_new),
+                                        name_new, flags)
         await self._unlinked(replaced)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -342,21 +405,83 @@ class Operations(pyfuse3.Operations):
                 self.lookups[ino] = left
                 continue
             self.lookups.pop(ino, None)
+            self.names.pop(ino, None)
             self.seen.pop(ino, None)
             if ino in self.orphans and ino not in self.files:
                 gone.append(ino)
+            else:
+                self.holds.changed(ino)   # the next batch drops the hold
         if gone:
             await self._forget_orphans(gone)
 
     async def _forget_orphans(self, inos: list[int]) -> None:
-        """Delete unlinked inodes nobody here uses any more (never raises: forget can't)."""
+        """Delete unlinked inodes nobody here uses any more, dropping this mount's holds on
+        them (never raises: forget can't)."""
         for ino in inos:
             await self._released(ino)
         try:
-            await self._call("fs.forget", inos)
+            if self.holds.enabled:
+                await self._call("fs.forget", inos, self.session)
+                self.holds.dropped(inos)
+            else:
+                await self._call("fs.forget", inos)
             self.orphans.difference_update(inos)
         except Exception as exc:  # noqa: BLE001 - forget must not raise
             log.warning("could not remove orphaned inodes %s: %s", inos, exc)
+
+    async def drop_orphans(self) -> None:
+        """Tell the kernel which entries it caches were deleted elsewhere (the meta role
+        keeps them only because this mount holds them): the kernel drops such an entry
+        and marks its inode unlinked, so when nothing uses it (no open file, working
+        directory or bind mount: a mounted-on entry is refused) it forgets the inode, and
+        ``forget`` deletes it. Without this, a file deleted on another node would keep its
+        space for as long as this kernel happened to cache it. Called with the heartbeat."""
+        if not self.holds.enabled:
+            return
+        try:
+            orphans = await self._call("session.orphans", self.session)
+        except MethodNotFound:
+            return
+        for ino in orphans:
+            self.orphans.add(ino)
+            where = self.names.pop(ino, None)
+            if where is not None and self.lookups.get(ino):
+                pyfuse3.invalidate_entry_async(where[0], where[1], deleted=ino,
+                                               ignore_enoent=True)
+            elif not self._referenced(ino):
+                self.holds.changed(ino)
+
+    async def sync_holds(self) -> None:
+        """Bring the meta role's holds for this mount in line with what the kernel
+        references, every SYNC_SECONDS (see holds.py); runs for the mount's life."""
+        while True:
+            await trio.sleep(SYNC_SECONDS)
+            await self.send_holds()
+
+    async def send_holds(self) -> None:
+        """One batch of holds to add and drop, if anything changed (never raises: a
+        failed batch is sent again with the next)."""
+        if not self.holds.enabled:
+            return
+        add, drop = self.holds.batch()
+        if not add and not drop:
+            return
+        session = self.session
+        try:
+            await self._call("session.hold", session, add, drop)
+            self.holds.applied(add, drop)
+        except FsError as exc:
+            self.holds.failed(add, drop)
+            if exc.errno == errno.ESTALE:   # registering again holds everything anew
+                try:
+                    await self.renew_session(session)
+                except RpcError as again:
+                    log.warning("could not register this mount again: %s", again)
+            else:
+                log.warning("could not update this mount's holds: %s", exc)
+        except RpcError as exc:
+            self.holds.failed(add, drop)
+            log.warning("could not update this mount's holds: %s", exc)
 
     # -- directories ----------------------------------------------------------------------------
 
@@ -369,6 +494,7 @@ class Operations(pyfuse3.Operations):
         fh = self._handle_number()
         self.dirs[fh] = Listing(functools.partial(self._listing, ino), READDIR_PAGE,
                                 self.kept_listings)
+        self.dir_inodes[fh] = inode
         return fh
 
     @fuse_errors
@@ -380,11 +506,12 @@ class Operations(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, row[0], self._listed(row), row[1]):
                     listing.keep(rows[i:], after)
                     return
-                self.lookups[row[2]] = self.lookups.get(row[2], 0) + 1
+                self._count_lookup(row[2], self.dir_inodes[fh], row[0])
                 after = row[1]
 
     async def releasedir(self, fh: int) -> None:
         listing = self.dirs.pop(fh, None)
+        self.dir_inodes.pop(fh, None)
         if listing is not None:
             listing.drop()
 
@@ -486,7 +613,7 @@ class Operations(pyfuse3.Operations):
         # A new file has no xattrs: the kernel's security.capability query before the
         # first write needs no round trip (see getxattr).
         self._no_capability(attr["ino"])
-        entry = self._looked_up(attr)
+        entry = self._looked_up(attr, parent_inode, name)
         return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"]), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT)), entry
 
@@ -523,6 +650,8 @@ class Operations(pyfuse3.Operations):
                       ino, exc)
         if not data.has_unsaved:
             del self.files[ino]
+        if self.holds.enabled and self.lookups.get(ino):
+            return   # the kernel still references it: the hold stays (see holds.py)
         # The hold is dropped without the kernel waiting for it: nothing the caller sees
         # depends on it (close() has returned with FLUSH), only when an orphan's space is
         # freed. What would see it out of order waits for it instead: an open of the same
@@ -532,7 +661,9 @@ class Operations(pyfuse3.Operations):
 
     async def _release_hold(self, ino: int, done: trio.Event) -> None:
         try:  # an orphan nobody else holds is deleted now
-            if await self._call("fs.release", ino, self.session):
+            deleted = await self._call("fs.release", ino, self.session)
+            self.holds.dropped([ino])
+            if deleted:
                 self.orphans.discard(ino)
         except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
             log.warning("could not release inode %d: %s", ino, exc)

@@ -32,6 +32,7 @@ log = logging.getLogger("storaged.meta")
 READDIR_MAX = 1000
 OPEN_PIECES_MAX = 64  # pieces of a file's map fs.open answers at most
 SHORT_FORGET = 16   # inodes forgotten on the event loop at once (see _short_tx)
+HOLD_BATCH_MAX = 100_000  # inodes one session.hold may name in add or in drop
 SHORT_COMMIT = 16   # pieces committed on the event loop at once (see _short_tx)
 
 
@@ -106,6 +107,7 @@ class MetaService:
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
                      "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
                      "session_open", "session_heartbeat", "session_close", "session_pending",
+                     "session_hold", "session_orphans",
                      "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
                      "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
                      "fsck_chunks", "meta_backup_open", "meta_backup_read",
@@ -150,6 +152,8 @@ class MetaService:
         free = [i for i in inos if type(i) is int and not self.sessions.is_held(i)]
         if not free:
             return 0
+
+        self.sessions.kept_orphans.difference_update(free)  # deleted, or not orphans
 
         def forget_all(conn: sqlite3.Connection) -> int:
             return sum(namespace.forget(conn, i) for i in free)
@@ -250,43 +254,65 @@ class MetaService:
     async def fs_link(self, ino: int, new_parent: int, new_name: bytes) -> dict:
         return await self._tx(namespace.link, ino, new_parent, new_name)
 
-    async def fs_unlink(self, parent: int, name: bytes) -> dict:
+    async def fs_unlink(self, parent: int, name: bytes, session: str | None = None) -> dict:
         """Like fs_mknod, the answer carries the directory's new attributes (``parent``).
-        An inode left with no name that no mount holds open is deleted in the same
-        transaction (``deleted`` is true in the answer), as ``fs.forget`` would: that was
-        a second round trip and a second commit on every unlink."""
-        return await self._short_tx(self._dropping(namespace.unlink, parent), parent, name)
+        An inode left with no name that no mount holds is deleted in the same transaction
+        (``deleted`` is true in the answer), as ``fs.forget`` would. With ``session``, the
+        calling mount holds the inode first: its kernel looked the name up, so it
+        references the inode, and keeps it until it forgets it (``fs.forget`` with the
+        session then deletes it)."""
+        self._live_or_stale(session)
+        return await self._short_tx(self._dropping(namespace.unlink, parent, session),
+                                    parent, name)
 
-    async def fs_rmdir(self, parent: int, name: bytes) -> dict:
-        return await self._short_tx(self._dropping(namespace.rmdir, parent), parent, name)
+    async def fs_rmdir(self, parent: int, name: bytes, session: str | None = None) -> dict:
+        self._live_or_stale(session)
+        return await self._short_tx(self._dropping(namespace.rmdir, parent, session),
+                                    parent, name)
 
-    def _dropping(self, change: Callable[..., dict], parent: int) -> Callable[..., dict]:
+    def _live_or_stale(self, session: str | None) -> None:
+        """Refuse an unknown session before anything changes (so the change is safe to
+        send again under a new session)."""
+        if session is not None and not self.sessions.is_live(session):
+            raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+
+    def _dropping(self, change: Callable[..., dict], parent: int,
+                  session: str | None) -> Callable[..., dict]:
         """``change`` (an unlink or rmdir) with its directory's new attributes, and the
         inode deleted when it became an orphan nobody holds."""
         with_parent = _with_parent(change, parent)
 
         def run(conn: sqlite3.Connection, *args: Any) -> dict:
-            return self._delete_if_orphan(conn, with_parent(conn, *args))
+            return self._delete_if_orphan(conn, with_parent(conn, *args), session)
         return run
 
-    def _delete_if_orphan(self, conn: sqlite3.Connection, attr: dict) -> dict:
+    def _delete_if_orphan(self, conn: sqlite3.Connection, attr: dict,
+                          session: str | None) -> dict:
         """``attr`` of an inode that just lost a name; deleted now (``deleted`` set) if that
-        was its last name and no mount holds it open. Not while a mount from before a
-        restart has yet to say what it holds: the orphan sweep takes it later."""
+        was its last name and no mount holds it. ``session``'s mount holds it first. Not
+        while a mount from before a restart has yet to say what it holds: the orphan sweep
+        takes it later."""
+        if attr["nlink"] == 0 and session is not None:
+            self.sessions.hold(session, attr["ino"])
         if (attr["nlink"] == 0 and not self.sessions.is_held(attr["ino"])
                 and self.sessions.deletions_allowed()):
             attr["deleted"] = namespace.forget(conn, attr["ino"])
+        elif attr["nlink"] == 0:
+            self.sessions.kept_orphans.add(attr["ino"])
         return attr
 
     async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
-                        new_name: bytes, flags: int = 0) -> dict | None:
+                        new_name: bytes, flags: int = 0, session: str | None = None
+                        ) -> dict | None:
         """The answer is the replaced inode's attributes, or nil. A replaced inode left
-        with no name that no mount holds open is deleted in the same transaction
-        (``deleted``), as with fs.unlink: saving a file by renaming a new copy over it is
-        how most programs write, and each such save was a second round trip."""
+        with no name that no mount holds is deleted in the same transaction (``deleted``),
+        as with fs.unlink (and with ``session``, held by the calling mount first)."""
+        self._live_or_stale(session)
+
         def rename(conn: sqlite3.Connection) -> dict | None:
             replaced = namespace.rename(conn, old_parent, old_name, new_parent, new_name, flags)
-            return self._delete_if_orphan(conn, replaced) if replaced is not None else None
+            return (self._delete_if_orphan(conn, replaced, session) if replaced is not None
+                    else None)
         return await self._tx(rename)
 
     async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX,
@@ -301,8 +327,12 @@ class MetaService:
     async def fs_readlink(self, ino: int) -> bytes:
         return await self._read(namespace.readlink, ino)
 
-    async def fs_forget(self, inos: list) -> int:
-        """Delete these inodes if they are orphans that no mount holds open."""
+    async def fs_forget(self, inos: list, session: str | None = None) -> int:
+        """Delete these inodes if they are orphans that no mount holds; with ``session``,
+        that mount's holds on them are dropped first (its kernel forgot them)."""
+        if session is not None:
+            for ino in inos:
+                self.sessions.release(session, ino)
         return await self._forget_unheld(inos)
 
     async def fs_open(self, ino: int, session: str, pieces: int = 0) -> dict:
@@ -345,6 +375,29 @@ class MetaService:
         if not self.sessions.set_pending(session, add, drop):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
         return True
+
+    async def session_hold(self, session: str, add: list, drop: list) -> int:
+        """The inodes this mount's kernel references (looked up and not yet forgotten, or
+        open) now (``add``) and no longer (``drop``): an orphan is kept while any mount
+        holds it, so a file or directory deleted elsewhere still answers stat where it is
+        referenced (a bind mount, a working directory). Returns how many orphans among
+        ``drop`` were deleted. ``ESTALE`` for an unknown session."""
+        if not (_are_inos(add) and _are_inos(drop)):
+            raise InvalidArgument("add and drop must be lists of at most "
+                                  f"{HOLD_BATCH_MAX} inode numbers")
+        if not self.sessions.is_live(session):
+            raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+        for ino in add:
+            self.sessions.hold(session, ino)
+        for ino in drop:
+            self.sessions.release(session, ino)
+        return await self._forget_unheld(drop)
+
+    async def session_orphans(self, session: str) -> list:
+        """Inodes deleted (no name left) that are kept only because this session holds
+        them: its kernel may merely cache them, and the mount tells the kernel they are
+        gone, so that they are freed unless something really uses them."""
+        return self.sessions.held_orphans(session)
 
     async def gc_unreferenced(self, ids: list) -> list:
         """Of these chunk ids, those nothing references: no chunk map row of any volume or
@@ -491,6 +544,11 @@ class MetaService:
         """Start a pass now (or right after the one running); returns the current status."""
         self.repair.wanted.set()
         return self.repair.status.as_dict()
+
+
+def _are_inos(values: Any) -> bool:
+    return (isinstance(values, list) and len(values) <= HOLD_BATCH_MAX
+            and all(type(v) is int and v > 0 for v in values))
 
 
 def _with_parent(change: Callable[..., dict], parent: int) -> Callable[..., dict]:

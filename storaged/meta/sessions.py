@@ -48,6 +48,9 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._holders: dict[int, set[str]] = {}
         self._restored = 0
+        # orphans kept since they lost their last name because some mount held them (until
+        # a restart: the orphan sweep finds older ones); see held_orphans
+        self.kept_orphans: set[int] = set()
 
     def open(self, description: str) -> str:
         session_id = uuid.uuid4().hex
@@ -138,6 +141,14 @@ class Sessions:
 
     def is_held(self, ino: int) -> bool:
         return ino in self._holders
+
+    def held_orphans(self, session_id: str) -> list[int]:
+        """The kept orphans this session holds: its kernel may only be caching them, and is
+        asked to let go of those it does not use (see fusefs/holds.py)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return []
+        return [ino for ino in self.kept_orphans if ino in session.holds]
 
     def deletions_allowed(self) -> bool:
         """False while a session from before a restart has not registered again: what it

@@ -21,7 +21,7 @@ def second(mounted, tmp_path):
     mnt = Path(f"/tmp/shoalfs-second-{os.getpid()}")
     mnt.mkdir(exist_ok=True)
     mounted.shoal("mount", "default", str(mnt), "--workdir", str(mounted.workdir),
-                  "--log-file", str(tmp_path / "second.log"))
+                  "--log-file", str(tmp_path / "second.log"), "--session-heartbeat", "1")
     yield mnt
     mounted.shoal("umount", str(mnt))
     mnt.rmdir()

@@ -13,7 +13,7 @@ from trio.testing import trio_test
 
 from storaged.meta.db import open_database
 from storaged.meta.service import MetaService
-from storaged.rpc.errors import Busy, FsError
+from storaged.rpc.errors import Busy, FsError, InvalidArgument
 
 FILE, DIR = stat.S_IFREG | 0o644, stat.S_IFDIR | 0o755
 
@@ -221,3 +221,50 @@ async def test_readdir_answers_rows_in_the_order_the_mount_reads_them():
     with pytest.raises(FsError) as info:
         await service.fs_readdir(rest[0][2], 0, 4, True)
     assert info.value.errno == errno.ENOTDIR
+
+
+@trio_test
+async def test_a_session_holds_what_its_kernel_references_until_it_drops_it():
+    """session.hold: an inode referenced by a mount's kernel (no open file) survives an
+    unlink and an rmdir elsewhere, is listed as a kept orphan for that session, and goes
+    when the hold is dropped."""
+    service, root = await _service_with_volume()
+    mine = await service.session_open("referencing mount")
+    f = await service.fs_mknod(root, b"f", FILE, 0, 0)
+    d = await service.fs_mknod(root, b"d", DIR, 0, 0)
+    assert await service.session_hold(mine, [f["ino"], d["ino"]], []) == 0
+    assert "deleted" not in await service.fs_unlink(root, b"f")    # another mount deletes
+    assert "deleted" not in await service.fs_rmdir(root, b"d")
+    assert (await service.fs_getattr(d["ino"]))["nlink"] == 0      # stat still answers
+    assert sorted(await service.session_orphans(mine)) == sorted([f["ino"], d["ino"]])
+    assert await service.session_hold(mine, [], [f["ino"], d["ino"]]) == 2
+    assert await _gone(service, f["ino"]) and await _gone(service, d["ino"])
+    assert await service.session_orphans(mine) == []
+
+
+@trio_test
+async def test_an_unlink_with_the_session_holds_the_victim_for_that_mount():
+    service, root = await _service_with_volume()
+    mine = await service.session_open("unlinking mount")
+    f = await service.fs_mknod(root, b"f", FILE, 0, 0)
+    kept = await service.fs_unlink(root, b"f", mine)
+    assert kept["nlink"] == 0 and "deleted" not in kept
+    assert await service.fs_forget([f["ino"]], mine) == 1          # its kernel forgot it
+    assert await _gone(service, f["ino"])
+    g = await service.fs_mknod(root, b"g", FILE, 0, 0)
+    with pytest.raises(FsError) as info:                            # refused, nothing done
+        await service.fs_unlink(root, b"g", "no-such-session")
+    assert info.value.errno == errno.ESTALE
+    assert (await service.fs_getattr(g["ino"]))["nlink"] == 1
+
+
+@trio_test
+async def test_session_hold_refuses_what_is_not_a_list_of_inodes():
+    service, _ = await _service_with_volume()
+    mine = await service.session_open("m")
+    for add, drop in (([0], []), (["1"], []), ([], [1.5]), ("1", []), ([True], [])):
+        with pytest.raises(InvalidArgument):
+            await service.session_hold(mine, add, drop)
+    with pytest.raises(FsError) as info:
+        await service.session_hold("unknown", [1], [])
+    assert info.value.errno == errno.ESTALE

@@ -1,0 +1,47 @@
+"""fusefs/holds.py's bookkeeping: which holds a batch adds and drops, and that a change made
+while a batch is on its way is not lost."""
+
+from __future__ import annotations
+
+from fusefs.holds import KernelHolds
+
+
+def test_a_batch_adds_what_is_referenced_and_drops_what_is_not() -> None:
+    referenced = {1, 2}
+    holds = KernelHolds(lambda ino: ino in referenced)
+    holds.took(3)                       # e.g. held with an open, since closed and forgotten
+    for ino in (1, 2, 3):
+        holds.changed(ino)
+    add, drop = holds.batch()
+    assert sorted(add) == [1, 2] and drop == [3]
+    holds.applied(add, drop)
+    assert holds.held == {1, 2} and holds.batch() == ([], [])
+
+
+def test_an_inode_referenced_again_while_its_drop_is_on_the_way_is_added_back() -> None:
+    referenced = {7}
+    holds = KernelHolds(lambda ino: ino in referenced)
+    holds.took(7)
+    referenced.clear()
+    holds.changed(7)
+    add, drop = holds.batch()
+    assert (add, drop) == ([], [7])
+    referenced.add(7)                   # looked up again before the answer came
+    holds.changed(7)
+    holds.applied(add, drop)
+    assert holds.batch() == ([7], [])
+
+
+def test_a_failed_batch_is_sent_again() -> None:
+    holds = KernelHolds(lambda ino: True)
+    holds.changed(5)
+    add, drop = holds.batch()
+    holds.failed(add, drop)
+    assert holds.batch() == ([5], [])
+
+
+def test_a_new_session_holds_what_was_registered_with_it() -> None:
+    holds = KernelHolds(lambda ino: ino != 9)
+    holds.took(9)
+    holds.new_session([1, 2])
+    assert holds.held == {1, 2}
