@@ -170,3 +170,34 @@ def test_an_unreferenced_deleted_file_goes_at_once(env):
     assert gone_eventually(cluster, ino, timeout=5)
     used = call(cluster.meta.address, cluster.secret, "volume.get", "v")
     assert used["used_bytes"] == 0, used
+
+
+def test_what_a_bind_mount_references_survives_a_meta_restart(env, tmp_path):
+    """The holds live in the meta role's memory: after a SIGKILL it deletes nothing until
+    the mount has registered again, and the mount registers everything its kernel
+    references (not only open files), so the removed directory under the bind mount
+    outlives the restart and the orphan sweep that follows it."""
+    cluster, mnt = env
+    (mnt / "kept").mkdir()
+    target = tmp_path / "b"
+    target.mkdir()
+    bind(mnt / "kept", target)
+    try:
+        ino = os.stat(target).st_ino
+        (mnt / "kept").rmdir()
+        cluster.restart_meta()                  # SIGKILL: every hold forgotten
+        log = cluster.meta.log_path
+        # the mount registers again with its next heartbeat (1 s here), then the meta role
+        # deletes again: unheld orphans go in its sweep, this one must not
+        deadline = time.monotonic() + 30
+        while "deleting again" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the mount did not register again"
+            time.sleep(0.2)
+        time.sleep(2.5)                         # a liveness pass (orphan sweep) or two
+        st = os.stat(target)
+        assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0
+        assert meta_has(cluster, ino)
+    finally:
+        unbind(target)
+    assert gone_eventually(cluster, ino)
+    fsck_clean(cluster)
