@@ -16,7 +16,7 @@ from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
 from storaged.rpc import FsError
 
-from . import TOPOLOGY_KEY
+from . import DEFAULT_INSTALLATION, TOPOLOGY_KEY
 from . import requests as req
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
@@ -29,17 +29,10 @@ CAPABILITIES = (RPC.CREATE_DELETE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY,
                 RPC.SINGLE_NODE_MULTI_WRITER, RPC.MODIFY_VOLUME, RPC.GET_SNAPSHOT)
 
 
-class Cluster:
-    """What every answer about volumes needs from the meta role, fetched once."""
-
-    def __init__(self, meta: RpcBridge) -> None:
-        self.meta = meta
-        self._id = ""
-
-    def topology(self) -> pb.Topology:
-        if not self._id:
-            self._id = self.meta.call("cluster.info")["cluster_id"]
-        return pb.Topology(segments={TOPOLOGY_KEY: self._id})
+def accessible_from(installation: str) -> pb.Topology:
+    """The one topology segment of every node and volume (see csi/__init__.py): known
+    without the meta role, so a node plugin registers while the meta role restarts."""
+    return pb.Topology(segments={TOPOLOGY_KEY: installation})
 
 
 def _missing(exc: FsError) -> bool:
@@ -47,9 +40,9 @@ def _missing(exc: FsError) -> bool:
 
 
 class ControllerServicer(pb_grpc.ControllerServicer):
-    def __init__(self, meta: RpcBridge) -> None:
+    def __init__(self, meta: RpcBridge, installation: str = DEFAULT_INSTALLATION) -> None:
         self.meta = meta
-        self.cluster = Cluster(meta)
+        self.topology = accessible_from(installation)
         self.locks = NameLocks()
 
     # -- helpers ----------------------------------------------------------------------
@@ -74,7 +67,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
 
     def _volume(self, v: dict[str, Any]) -> pb.Volume:
         volume = pb.Volume(capacity_bytes=v["capacity"], volume_id=v["name"],
-                           accessible_topology=[self.cluster.topology()])
+                           accessible_topology=[self.topology])
         kind, _, name = v["source"].partition(":")
         if kind == "snapshot":
             volume.content_source.snapshot.snapshot_id = name

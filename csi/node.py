@@ -23,7 +23,8 @@ from shoal.processes import is_our_process
 from storaged.rpc import FsError, RpcError
 
 from . import requests as req
-from .controller import Cluster
+from . import DEFAULT_INSTALLATION
+from .controller import accessible_from
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
 from .rpcbridge import RpcBridge
@@ -43,6 +44,7 @@ class NodeConfig:
     node_id: str
     state_dir: Path
     spawner: LocalSpawner | RemoteSpawner   # who starts the fusefs processes
+    installation: str = DEFAULT_INSTALLATION  # the topology segment's value (csi/__init__.py)
 
 
 class NodeServicer(pb_grpc.NodeServicer):
@@ -51,7 +53,24 @@ class NodeServicer(pb_grpc.NodeServicer):
         self.config = config
         self.records = NodeState(config.state_dir)
         self.locks = NameLocks()
-        self.cluster = Cluster(meta)
+        self.topology = accessible_from(config.installation)
+
+    def clean_broken_staging(self) -> list[str]:
+        """At start: lazily unmount every staging mount of ours whose fusefs process is
+        gone (a crash of the node, or of the mounter). Until then kubelet cannot even look
+        at the path (ENOTCONN; its mkdir answers 'file exists') and never asks us to stage
+        again. The volume is mounted again at its next stage or publish (its record stays).
+        Publish targets are left alone: a pod must see its broken volume as broken, never
+        the empty directory under it."""
+        cleaned = []
+        for record in self.records.all():
+            if state(record.staging_path, record.volume_id) is MountState.BROKEN:
+                log.warning("%s at %s is broken (its fusefs process is gone): unmounting it "
+                            "lazily; its next stage or publish mounts it again",
+                            record.volume_id, record.staging_path)
+                unmount(record.staging_path, lazy=True)
+                cleaned.append(record.staging_path)
+        return cleaned
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -260,4 +279,4 @@ class NodeServicer(pb_grpc.NodeServicer):
     def NodeGetInfo(self, request: pb.NodeGetInfoRequest, context: grpc.ServicerContext
                     ) -> pb.NodeGetInfoResponse:
         return pb.NodeGetInfoResponse(node_id=self.config.node_id, max_volumes_per_node=0,
-                                      accessible_topology=self.cluster.topology())
+                                      accessible_topology=self.topology)

@@ -22,6 +22,7 @@ from protos import csi_pb2_grpc as pb_grpc
 from storaged.metrics import parse_listen, serve_http
 from storaged.rpc import auth
 
+from . import DEFAULT_INSTALLATION
 from .controller import ControllerServicer
 from .identity import IdentityServicer
 from .mountmetrics import merged_registry
@@ -48,6 +49,7 @@ class CsiOptions:
     mounter: str = ""      # unix:///PATH of a 'shoal mounter'; '' = start mounts ourselves
     ready_file: str = ""
     metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
+    installation: str = DEFAULT_INSTALLATION   # the topology segment (csi/__init__.py)
 
 
 def grpc_address(endpoint: str) -> tuple[str, str]:
@@ -85,7 +87,7 @@ def build_server(options: CsiOptions, meta: RpcBridge
                                                     thread_name_prefix="csi"))
     pb_grpc.add_IdentityServicer_to_server(IdentityServicer(meta, options.mode != "node"), server)
     if options.mode in ("controller", "all"):
-        pb_grpc.add_ControllerServicer_to_server(ControllerServicer(meta), server)
+        pb_grpc.add_ControllerServicer_to_server(ControllerServicer(meta, options.installation), server)
     if options.mode in ("node", "all"):
         if not options.node_id:
             raise ValueError("node mode needs --node-id")
@@ -98,8 +100,10 @@ def build_server(options: CsiOptions, meta: RpcBridge
                                            Path(options.state_dir) / "logs", options.mount_args,
                                            metrics=bool(options.metrics_listen))
         config = NodeConfig(node_id=options.node_id, state_dir=Path(options.state_dir),
-                            spawner=spawner)
-        pb_grpc.add_NodeServicer_to_server(NodeServicer(meta, config), server)
+                            spawner=spawner, installation=options.installation)
+        node = NodeServicer(meta, config)
+        node.clean_broken_staging()
+        pb_grpc.add_NodeServicer_to_server(node, server)
     return server, local
 
 

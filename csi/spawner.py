@@ -48,10 +48,16 @@ class LocalSpawner:
     def reap(self) -> None:
         """Collect exited mount processes, so they do not linger as zombies. One that died
         while its mountpoint is still mounted stays on record, as a broken mount, until it
-        is unmounted."""
+        is unmounted. The log of a mount that ended cleanly (unmounted, exit status 0) is
+        removed with it, unless the volume is mounted here again: volumes come and go on a
+        node, and their logs would otherwise pile up; a failed mount's log stays."""
         with self._lock:
-            self._mounts = [m for m in self._mounts
-                            if m.running or is_mounted(m.mountpoint)]
+            ended = [m for m in self._mounts if not m.running and not is_mounted(m.mountpoint)]
+            self._mounts = [m for m in self._mounts if m not in ended]
+            still = {m.volume for m in self._mounts}
+        for m in ended:
+            if m.proc.returncode == 0 and m.volume not in still:
+                (self.log_dir / f"{m.volume}.log").unlink(missing_ok=True)
 
     def mounts(self) -> list[MountRecord]:
         """The mounts as they are now (reaped first: one unmounted since is gone)."""

@@ -11,6 +11,7 @@ each value appears once, and committed so that no tool is needed to install.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tomllib
 from pathlib import Path
@@ -110,14 +111,35 @@ def claim(name: str, size: str, storage_class: str) -> Doc:
 # -- files ---------------------------------------------------------------------------------
 
 def namespace(s: Doc) -> list[Doc]:
+    """The namespace, in a file of its own (namespace/): deleting it deletes the meta role's
+    and the chunk servers' PVCs, every volume's data. So 'kubectl delete -f
+    deploy/kubernetes/' (the main files) leaves it, its PVCs and the cluster secret, and a
+    later install finds its data again; only deleting namespace/ removes everything.
+
+    Pod Security Admission: the node plugin and the mounter mount filesystems on the node
+    (privileged, hostPath, SYS_ADMIN), so the namespace declares the privileged level;
+    under a cluster default of baseline or restricted their pods would be rejected."""
+    psa = {f"pod-security.kubernetes.io/{mode}": "privileged"
+           for mode in ("enforce", "audit", "warn")}
     return [{"apiVersion": "v1", "kind": "Namespace",
-             "metadata": {"name": s["namespace"], "labels": labels("namespace")}}]
+             "metadata": {"name": s["namespace"], "labels": {**labels("namespace"), **psa}}}]
 
 
 def secret_job(s: Doc) -> list[Doc]:
     """A Job creates the cluster secret once (a random one per installation); pods that
-    mount it wait until it exists. It never replaces an existing secret."""
+    mount it wait until it exists. It never replaces an existing secret.
+
+    A Job's pod template cannot be changed, so 'kubectl apply' of a rendering with a new
+    image (an upgrade) or with TLS on would fail on a Job of the same name: the Job's name
+    carries a digest of its template, so a changed template is a new Job, and a finished
+    Job removes itself (ttlSecondsAfterFinished). Running it again is harmless."""
     name = "shoalfs-secret-init"
+    template = {
+        "metadata": {"labels": labels("secret-init")},
+        "spec": {"serviceAccountName": name, "restartPolicy": "OnFailure",
+                 "containers": [ours(s, "secret-init", [
+                     "secret", "kubernetes", "--name", SECRET_NAME],
+                     resources=resources("10m", "64Mi", "128Mi"))]}}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name, s, "secret-init")},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -127,14 +149,16 @@ def secret_job(s: Doc) -> list[Doc]:
          "metadata": meta(name, s, "secret-init"),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": s["namespace"]}]},
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(name, s, "secret-init"),
-         "spec": {"backoffLimit": 10, "template": {
-             "metadata": {"labels": labels("secret-init")},
-             "spec": {"serviceAccountName": name, "restartPolicy": "OnFailure",
-                      "containers": [ours(s, "secret-init", [
-                          "secret", "kubernetes", "--name", SECRET_NAME],
-                          resources=resources("10m", "64Mi", "128Mi"))]}}}},
+        {"apiVersion": "batch/v1", "kind": "Job",
+         "metadata": meta(f"{name}-{digest(template)}", s, "secret-init"),
+         "spec": {"backoffLimit": 10, "ttlSecondsAfterFinished": 600, "template": template}},
     ]
+
+
+def digest(doc: Doc) -> str:
+    """8 hex digits that change whenever ``doc`` does (TLS is added after rendering, see
+    with_tls: the Job holds no secret mount, so TLS does not change it)."""
+    return hashlib.sha256(yaml.safe_dump(doc, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def cluster_role(name: str, rules: list[Doc], s: Doc) -> list[Doc]:
@@ -168,7 +192,8 @@ def rbac(s: Doc) -> list[Doc]:
     docs += cluster_role("shoalfs-csi-provisioner", [
         rule([""], ["persistentvolumes"], ["get", "list", "watch", "create", "patch", "delete"]),
         rule([""], ["persistentvolumeclaims"], ["get", "list", "watch", "update"]),
-        rule(["storage.k8s.io"], ["storageclasses", "csinodes", "volumeattachments"], READ),
+        rule(["storage.k8s.io"], ["storageclasses", "csinodes", "volumeattachments",
+                                  "volumeattributesclasses"], READ),
         rule([""], ["nodes"], READ),
         rule(["snapshot.storage.k8s.io"], ["volumesnapshots", "volumesnapshotcontents"],
              ["get", "list"]),
@@ -243,6 +268,8 @@ def chunk_role(s: Doc) -> list[Doc]:
     container = ours(s, "chunk", [
         "storaged", "--roles", "chunk", "--listen", f"tcp://0.0.0.0:{PORT}",
         "--advertise", advertise, "--data-dir", "/data", "--zone", "$(NODE_NAME)",
+        # its PVC's size: on hostPath-backed storage the disk is the node's, shared
+        "--capacity", st["chunk_volume_size"],
         *access(s), "--log-format", "json", *METRICS_ARGS],
         env=[env_from_field("POD_NAME", "metadata.name"),
              env_from_field("NODE_NAME", "spec.nodeName")],
@@ -283,6 +310,7 @@ def csi_controller(s: Doc) -> list[Doc]:
     leader = ["--leader-election", f"--leader-election-namespace={s['namespace']}"]
     driver = ours(s, "shoalfs-csi", [
         "csi", "--mode", "controller", "--endpoint", "unix:///csi/csi.sock", *access(s),
+        "--installation", s["namespace"],
         "--log-format", "json", *METRICS_ARGS],
         ports=[{"name": "healthz", "containerPort": 9808},
                {"name": "metrics", "containerPort": METRICS_PORT}],
@@ -292,9 +320,9 @@ def csi_controller(s: Doc) -> list[Doc]:
         resources=resources("50m", "128Mi", "512Mi"))
     containers = [
         driver,
+        # (Topology is on by default since csi-provisioner v5: the gate only warned)
         sidecar(sc["provisioner"], "csi-provisioner", [
-            *csi_args, *leader, "--extra-create-metadata", "--feature-gates=Topology=true",
-            "--timeout=120s"]),
+            *csi_args, *leader, "--extra-create-metadata", "--timeout=120s"]),
         sidecar(sc["resizer"], "csi-resizer", [*csi_args, *leader, "--timeout=60s"]),
         sidecar(sc["snapshotter"], "csi-snapshotter", [*csi_args, *leader, "--timeout=120s"]),
         sidecar(sc["livenessprobe"], "liveness-probe",
@@ -342,6 +370,7 @@ def csi_node(s: Doc) -> list[Doc]:
         # container start and is never removed (they stacked up 2^n - 1 on a real node)
         "csi", "--mode", "node", "--endpoint", "unix:///csi/csi.sock",
         "--node-id", "$(NODE_NAME)", "--state-dir", STATE_DIR,
+        "--installation", s["namespace"],
         "--mounter", f"unix://{MOUNTER_SOCKET}", *access(s), "--log-format", "json",
         *METRICS_ARGS],
         env=[env_from_field("NODE_NAME", "spec.nodeName")],
@@ -417,8 +446,11 @@ def snapshot_class(s: Doc) -> list[Doc]:
              "driver": DRIVER, "deletionPolicy": "Delete"}]
 
 
+# Paths under --out. namespace/ is a directory of its own, which 'kubectl apply -f DIR' and
+# 'kubectl delete -f DIR' do not descend into (see namespace()).
+NAMESPACE_FILE = "namespace/00-namespace.yaml"
 FILES = {
-    "00-namespace.yaml": namespace,
+    NAMESPACE_FILE: namespace,
     "01-secret.yaml": secret_job,
     "02-rbac.yaml": rbac,
     "03-csidriver.yaml": csidriver,
@@ -484,9 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render: {args.settings}: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    for stale in set(p.name for p in args.out.glob("*.yaml")) - set(files):
+    existing = {str(p.relative_to(args.out)) for p in args.out.glob("**/*.yaml")}
+    for stale in existing - set(files):
         (args.out / stale).unlink()
     for name, text in files.items():
+        (args.out / name).parent.mkdir(parents=True, exist_ok=True)
         (args.out / name).write_text(text)
         print(args.out / name)
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from csi import DEFAULT_INSTALLATION
 from storaged.rpc import RpcError
 
 from . import display
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node mode: ask this 'shoal mounter' to run the fusefs processes "
                         "(Kubernetes); without it the plugin starts them itself")
     p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--installation", default=DEFAULT_INSTALLATION, metavar="NAME",
+                   help="this installation's name: the value of the topology segment "
+                        "csi.shoalfs.dev/installation that every node plugin reports and "
+                        "every volume is accessible from; the same on the controller and "
+                        "every node, and never changed once nodes registered (Kubernetes: "
+                        "the namespace; default shoalfs)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus /metrics (CSI calls by method and gRPC code, "
                         "latency; in node mode without --mounter, also the metrics of every "
@@ -765,7 +772,8 @@ def cmd_csi(args: argparse.Namespace) -> int:
                              state_dir=args.state_dir, workers=args.workers,
                              mount_args=mount_args,
                              mounter=args.mounter, ready_file=args.ready_file or "",
-                             metrics_listen=args.metrics_listen or "")
+                             metrics_listen=args.metrics_listen or "",
+                             installation=args.installation)
     except (FileNotFoundError, ConfigError, ValueError) as exc:
         print(f"shoal csi: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -105,6 +105,20 @@ def test_probe_is_not_ready_without_the_meta_role(env: Env) -> None:
         lonely.stop()
 
 
+def test_a_node_plugin_registers_without_the_meta_role(env: Env) -> None:
+    """NodeGetInfo (what node-driver-registrar asks before kubelet registers the plugin)
+    needs nothing from the meta role: a node plugin started while the meta role restarts
+    registers at once instead of crash-looping its registrar."""
+    lonely = CsiServer(env.root, "lonely-node", "node", "tcp://127.0.0.1:1",
+                       env.a.secret_file).start()
+    try:
+        info = lonely.node.NodeGetInfo(pb.NodeGetInfoRequest())
+        assert info.node_id == "lonely-node"
+        assert dict(info.accessible_topology.segments) == {TOPOLOGY_KEY: "shoalfs"}
+    finally:
+        lonely.stop()
+
+
 # -- controller: volumes ------------------------------------------------------------------
 
 def test_controller_capabilities(env: Env) -> None:
@@ -320,6 +334,13 @@ def test_two_containers_and_a_second_node_share_a_volume(env: Env) -> None:
         unstage(server, paths, vid)
         assert not is_mounted(paths.staging(vid))
         assert server.state_dir.joinpath("volumes", f"{vid}.json").exists() is False
+    # the log of a mount that ended cleanly goes at the next mount (they would pile up)
+    log_file = env.a.state_dir / "logs" / f"{vid}.log"
+    assert log_file.exists()
+    other = create(env).volume_id
+    stage(env.a, env.paths_a, other)
+    assert not log_file.exists() and (env.a.state_dir / "logs" / f"{other}.log").exists()
+    unstage(env.a, env.paths_a, other)
 
 
 def test_single_writer_modes_allow_one_target_per_node(env: Env) -> None:

@@ -93,6 +93,34 @@ def test_node_plugin_restart_does_not_break_a_mounted_volume(env: Env) -> None:
     assert not is_mounted(env.paths_a.staging(vid))
 
 
+def test_a_node_plugin_start_unmounts_its_broken_staging_mounts(env: Env) -> None:
+    """After a crash that left a dead FUSE mount at a staging path, kubelet cannot stat the
+    path (its mkdir says 'file exists') and never asks to stage again: the node plugin's
+    start unmounts it, and the next publish mounts the volume again."""
+    vid = create(env).volume_id
+    staging = stage(env.a, env.paths_a, vid)
+    write_file(f"{staging}/kept", b"before the crash")
+    env.a.kill()
+    os.kill(mount_pid(env.a, vid), signal.SIGKILL)     # the mounts die with the node plugin
+    assert wait_until(lambda: not _stat_works(staging), timeout=10)
+    env.a.start()
+    assert _stat_works(staging) and not is_mounted(staging)
+    assert "broken" in env.a.read_log()
+    target = publish(env.a, env.paths_a, vid, "after-the-crash")
+    assert read_file(f"{target}/kept") == b"before the crash"
+    unpublish(env.a, vid, target)
+    unstage(env.a, env.paths_a, vid)
+
+
+def _stat_works(path: str) -> bool:
+    try:
+        os.stat(path)
+        return True
+    except OSError as exc:
+        assert exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+        return False
+
+
 def test_a_broken_mount_is_reported_cleaned_and_mounted_again(env: Env) -> None:
     vid = create(env).volume_id
     staging = stage(env.a, env.paths_a, vid)

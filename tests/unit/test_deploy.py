@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from csi import PLUGIN_NAME
-from csi.requests import volume_parameters
+from csi.requests import modify_parameters, volume_parameters
+from storaged.config import parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -30,11 +31,14 @@ import render  # noqa: E402  (deploy/render.py is a script, not a package)
 
 
 def load(directory: Path) -> list[tuple[str, dict[str, Any]]]:
-    return [(p.name, doc) for p in sorted(directory.glob("*.yaml"))
+    """Every object under ``directory``, its subdirectories too (namespace/)."""
+    return [(str(p.relative_to(directory)), doc) for p in sorted(directory.glob("**/*.yaml"))
             for doc in yaml.safe_load_all(p.read_text()) if doc]
 
 
 MANIFESTS = load(DEPLOY / "kubernetes")
+# what 'kubectl apply/delete -f deploy/kubernetes/' touches: the files at the top only
+MAIN = [(n, d) for n, d in MANIFESTS if "/" not in n]
 EXAMPLES = load(DEPLOY / "examples")
 
 
@@ -76,8 +80,9 @@ def flag_value(args: list[str], flag: str) -> str:
 
 def test_manifests_are_rendered_from_the_settings(tmp_path: Path) -> None:
     assert render.main(["--out", str(tmp_path)]) == 0
-    fresh = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
-    committed = {p.name: p.read_text() for p in (DEPLOY / "kubernetes").glob("*.yaml")}
+    fresh = {str(p.relative_to(tmp_path)): p.read_text() for p in tmp_path.glob("**/*.yaml")}
+    committed = {str(p.relative_to(DEPLOY / "kubernetes")): p.read_text()
+                 for p in (DEPLOY / "kubernetes").glob("**/*.yaml")}
     assert fresh == committed, "run 'python deploy/render.py' and commit deploy/kubernetes/"
 
 
@@ -104,14 +109,75 @@ def test_every_object_validates_against_the_kubernetes_schema(name: str, doc: di
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-def test_apply_order_puts_the_namespace_first() -> None:
-    names = sorted(p.name for p in (DEPLOY / "kubernetes").glob("*.yaml"))
-    assert names[0] == "00-namespace.yaml"
-    namespace = of_kind("Namespace")[0]["metadata"]["name"]
-    for _, doc in MANIFESTS:
-        cluster_scoped = doc["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding",
-                                         "CSIDriver", "StorageClass", "VolumeSnapshotClass")
+def test_an_uninstall_of_the_main_files_keeps_the_namespace_and_its_data() -> None:
+    """'kubectl delete -f deploy/kubernetes/' must not delete the namespace: that deletes
+    the meta role's and chunk servers' PVCs, every volume's data. The namespace lives in
+    namespace/, which 'kubectl apply|delete -f DIR' does not descend into; nothing in the
+    main files holds data (PVCs come from the StatefulSets' claim templates, which a
+    StatefulSet's deletion keeps), and the cluster secret is made by a Job, not a file."""
+    namespaces = [(n, d) for n, d in MANIFESTS if d["kind"] == "Namespace"]
+    assert [n for n, _ in namespaces] == [render.NAMESPACE_FILE]
+    assert not [d for _, d in MAIN if d["kind"] in ("Namespace", "PersistentVolumeClaim",
+                                                     "Secret")]
+    for _, workload in MAIN:
+        if workload["kind"] == "StatefulSet":
+            policy = workload["spec"].get("persistentVolumeClaimRetentionPolicy", {})
+            assert policy.get("whenDeleted", "Retain") == "Retain"
+    namespace = namespaces[0][1]["metadata"]["name"]
+    for _, doc in MAIN:
+        cluster_scoped = doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "CSIDriver",
+                                         "StorageClass", "VolumeSnapshotClass")
         assert cluster_scoped or doc["metadata"]["namespace"] == namespace, doc["metadata"]
+
+
+def test_the_namespace_admits_the_privileged_pods_it_runs() -> None:
+    """Pod Security Admission: under a cluster default of baseline the node plugin and the
+    mounter (privileged, hostPath, SYS_ADMIN) would be rejected without these labels."""
+    ns_labels = of_kind("Namespace")[0]["metadata"]["labels"]
+    privileged_pods = [w for w, spec in pod_specs()
+                       if any(c.get("securityContext", {}).get("privileged")
+                              for c in spec["containers"])]
+    assert len(privileged_pods) == 2   # the node plugin and the mounter
+    for mode in ("enforce", "audit", "warn"):
+        assert ns_labels[f"pod-security.kubernetes.io/{mode}"] == "privileged"
+
+
+def _immutable(doc: dict[str, Any]) -> Any:
+    """The fields of an object Kubernetes refuses to change in place."""
+    spec = doc.get("spec", {})
+    if doc["kind"] == "Job":
+        return spec   # selector and template, and the rest is not worth changing
+    if doc["kind"] == "StatefulSet":
+        return [spec["selector"], spec["serviceName"], spec.get("podManagementPolicy"),
+                spec["volumeClaimTemplates"]]
+    if doc["kind"] in ("Deployment", "DaemonSet"):
+        return spec["selector"]
+    if doc["kind"] == "CSIDriver":
+        return spec
+    return None
+
+
+@pytest.mark.parametrize("change", ["image", "tls"])
+def test_an_upgrade_or_tls_changes_no_immutable_field(tmp_path: Path, change: str) -> None:
+    """'kubectl apply' of a rendering with a new image (an upgrade) or with TLS on must
+    succeed: an object of the same kind and name keeps every immutable field."""
+    text = (DEPLOY / "settings.toml").read_text()
+    text = (text.replace("shoalfs:0.1.0", "shoalfs:0.2.0") if change == "image"
+            else text.replace('secret = ""', 'secret = "shoalfs-tls"'))
+    (tmp_path / "s.toml").write_text(text)
+    assert render.main(["--settings", str(tmp_path / "s.toml"), "--out", str(tmp_path / "k")]) == 0
+    before = {(d["kind"], d["metadata"]["name"]): d for _, d in MANIFESTS}
+    after = {(d["kind"], d["metadata"]["name"]): d for _, d in load(tmp_path / "k")}
+    changed = [key for key in before.keys() & after.keys() if before[key] != after[key]]
+    assert changed   # the rendering did change something
+    for key in changed:
+        assert _immutable(before[key]) == _immutable(after[key]), key
+    # the Job is a new one under a new name when its template changed
+    jobs_before = {k for k in before if k[0] == "Job"}
+    assert len(jobs_before) == 1 and all(d["spec"]["ttlSecondsAfterFinished"] > 0
+                                         for k, d in before.items() if k[0] == "Job")
+    if change == "image":
+        assert jobs_before != {k for k in after if k[0] == "Job"}
 
 
 # -- references between objects ------------------------------------------------------------
@@ -137,7 +203,8 @@ def test_service_accounts_secrets_and_roles_exist() -> None:
     for workload, spec in pod_specs():
         if "serviceAccountName" in spec:
             assert spec["serviceAccountName"] in accounts, workload["metadata"]["name"]
-    job = one("Job", "shoalfs-secret-init")
+    [job] = of_kind("Job")
+    assert job["metadata"]["name"].startswith("shoalfs-secret-init-")
     secret = flag_value(job["spec"]["template"]["spec"]["containers"][0]["args"], "--name")
     for workload, spec in pod_specs():
         for volume in spec.get("volumes", []):
@@ -175,6 +242,22 @@ def test_driver_names_agree() -> None:
     names = {d["metadata"]["name"] for d in of_kind("StorageClass")}
     for doc in of_kind("PersistentVolumeClaim", EXAMPLES):
         assert doc["spec"]["storageClassName"] in names
+    for vac in of_kind("VolumeAttributesClass", EXAMPLES):
+        assert vac["driverName"] == PLUGIN_NAME
+        modify_parameters(vac["parameters"])   # ControllerModifyVolume accepts them
+
+
+def test_examples_followed_in_order_fit_together() -> None:
+    """docs/deploy.md applies pvc.yaml, resize.yaml, then clone.yaml: a clone cannot be
+    smaller than its source, so the clone asks at least the resized size."""
+    def size(name: str) -> int:
+        [claim] = [d for n, d in EXAMPLES if n == name and d["kind"] == "PersistentVolumeClaim"]
+        return parse_size(claim["spec"]["resources"]["requests"]["storage"])
+    assert size("clone.yaml") >= max(size("pvc.yaml"), size("resize.yaml"))
+    # a read-only container must not try to create the file it reads
+    pod = next(d for n, d in EXAMPLES if n == "shared-pod.yaml" and d["kind"] == "Pod")
+    reader = next(c for c in pod["spec"]["containers"] if c["name"] == "reader")
+    assert reader["volumeMounts"][0]["readOnly"] and "touch" not in " ".join(reader["command"])
 
 
 def _socket_paths(spec: dict[str, Any], container: dict[str, Any], path: str) -> str:
@@ -381,3 +464,50 @@ def test_tls_setting_reaches_every_process_that_holds_the_secret(tmp_path: Path)
     assert holders >= 5
     assert all("SHOAL_TLS_DIR" not in {e["name"] for e in c.get("env", [])}
                for _, _, c in containers()), "TLS is off in the default manifests"
+
+
+# The oldest release of each upstream sidecar that speaks the Kubernetes APIs the manifests
+# rely on, for the Kubernetes release they are validated against (K8S_VERSION), and why.
+SIDECAR_MINIMUM = {
+    # storage.k8s.io/v1 VolumeAttributesClass (GA in 1.34; v1beta1 is gone there): the
+    # provisioner reads a PVC's class at creation, the resizer calls ModifyVolume on a change
+    "csi-provisioner": ((6, 0, 0), "VolumeAttributesClass v1"),
+    "csi-resizer": ((2, 0, 0), "VolumeAttributesClass v1"),
+    "csi-snapshotter": ((8, 0, 0), "snapshot.storage.k8s.io/v1 with the v8 CRDs"),
+    "csi-node-driver-registrar": ((2, 10, 0), "kubelet plugin registration v1"),
+    "livenessprobe": ((2, 12, 0), "CSI Probe"),
+}
+
+
+def test_sidecars_speak_the_api_versions_of_the_kubernetes_release_we_target() -> None:
+    pinned = render.load_settings(DEPLOY / "settings.toml")["sidecars"]
+    seen = set()
+    for image in pinned.values():
+        name, tag = image.rsplit("/", 1)[1].split(":")
+        version = tuple(int(x) for x in tag.removeprefix("v").split("."))
+        minimum, why = SIDECAR_MINIMUM[name]
+        assert version >= minimum, f"{name} {tag} is older than v{minimum} ({why})"
+        seen.add(name)
+    assert seen == set(SIDECAR_MINIMUM)
+    used = {c["image"] for _, _, c in containers()}
+    assert set(pinned.values()) <= used
+
+
+def test_sidecar_arguments_are_current_and_the_installation_is_one_name() -> None:
+    controller = one("Deployment", "shoalfs-csi-controller")["spec"]["template"]["spec"]
+    node = one("DaemonSet", "shoalfs-csi-node")["spec"]["template"]["spec"]
+    provisioner = next(c for c in controller["containers"] if c["name"] == "csi-provisioner")
+    # Topology has been on by default since csi-provisioner v5; the gate only warned
+    assert not any(a.startswith("--feature-gates") for a in provisioner["args"])
+    drivers = [next(c for c in spec["containers"] if c["name"] == "shoalfs-csi")
+               for spec in (controller, node)]
+    names = {flag_value(d["args"], "--installation") for d in drivers}
+    assert names == {of_kind("Namespace")[0]["metadata"]["name"]}
+
+
+def test_chunk_servers_claim_the_size_of_their_volume() -> None:
+    """On hostPath-backed storage a chunk server would report the node's whole disk."""
+    chunk = one("StatefulSet", "shoalfs-chunk")
+    args = chunk["spec"]["template"]["spec"]["containers"][0]["args"]
+    claim = chunk["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    assert flag_value(args, "--capacity") == claim
