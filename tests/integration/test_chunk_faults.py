@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
+from tests.helpers import LocalCluster, StoragedProcess, call, mount, mounted_volume
 from tests.helpers import write_synced as write
 
 MiB = 1 << 20
@@ -100,3 +100,53 @@ def test_a_full_chunk_server_sends_writes_to_the_others(tmp_path: Path) -> None:
             assert "NO_SPACE" in log                       # it did fill, and was skipped
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_read_whose_tail_has_no_reachable_copy_is_short_or_eio_never_wrong(
+        tmp_path: Path) -> None:
+    """What an application sees when the last piece of a large read cannot be served (its
+    only copy, R=1, is on a dead server): the kernel answers the pieces before it (a short
+    read, from its page-cache read path) or EIO, and the next read at the short read's end
+    is EIO. Never a wrong byte, never a short read that a retry would not expose. The
+    figure printed is what docs/operations.md quotes."""
+    with mounted_volume(tmp_path, ["--repair-interval", "0"]) as (cluster, mnt):
+        call(cluster.meta.address, cluster.secret, "volume.create", "one", 1 << 30, 1, MiB)
+        single = tmp_path / "single"
+        single.mkdir()
+        mount(cluster, "one", single, tmp_path / "single.log")
+        try:
+            servers = {s["id"]: s for s in cluster.servers()}
+            victim = None
+            for attempt in range(30):   # a file whose last piece alone is on one server
+                data = os.urandom(3 * MiB)
+                write(single / f"f{attempt}", data)
+                ino = os.stat(single / f"f{attempt}").st_ino
+                rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 2, True)
+                holders = [[i for i, c in enumerate(cluster.chunks)
+                            if (c.data_dir / "chunks" / r[1][:2] / r[1][2:4] / r[1]).exists()]
+                           for r in rows]
+                if holders[2][0] not in holders[0] + holders[1]:
+                    victim, name = holders[2][0], f"f{attempt}"
+                    break
+            assert victim is not None and len(servers) == 3
+            subprocess.run(["fusermount3", "-u", str(single)], check=True)
+            cluster.chunks[victim].kill()
+            mount(cluster, "one", single, tmp_path / "single2.log")   # nothing cached
+            fd = os.open(single / name, os.O_RDONLY)
+            try:
+                try:
+                    got = os.pread(fd, 3 * MiB, 0)
+                except OSError as exc:
+                    assert exc.errno == errno.EIO
+                    outcome = "EIO"
+                else:
+                    assert len(got) < 3 * MiB and got == data[:len(got)], len(got)
+                    with pytest.raises(OSError) as again:
+                        os.pread(fd, 3 * MiB - len(got), len(got))
+                    assert again.value.errno == errno.EIO
+                    outcome = f"short read of {len(got)} bytes, then EIO"
+            finally:
+                os.close(fd)
+            print(f"\npread(3 MiB) with the last 1 MiB piece unreachable: {outcome}")
+        finally:
+            subprocess.run(["fusermount3", "-u", str(single)], capture_output=True)
