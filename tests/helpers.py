@@ -279,13 +279,16 @@ def remount(cluster: LocalCluster, mnt: Path, log_file: Path, volume: str = "v")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 0.2) -> Any:
-    """Poll until ``predicate()`` is truthy; returns its last value (falsy at the deadline),
-    so the test's own assertion says what did not happen."""
+    """Poll until ``predicate()`` is truthy and return that value; raise TimeoutError at the
+    deadline (a wait that quietly gave up let a test go on with the condition unmet)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value or time.monotonic() > deadline:
+        if value:
             return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{getattr(predicate, '__name__', 'condition')} still false "
+                               f"after {timeout:g}s (last value {value!r})")
         time.sleep(step)
 
 

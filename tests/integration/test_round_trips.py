@@ -41,8 +41,10 @@ def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[
         now = _requests(port)
         delta = {m: now[m] - before.get(m, 0) for m in now if now[m] != before.get(m, 0)}
         return delta if all(delta.get(m, 0) >= n for m, n in expect.items()) else None
-    delta = wait_until(settled, timeout=10)
-    assert delta, f"counters never reached {expect}: {_requests(port)}"
+    try:
+        delta = wait_until(settled, timeout=10)
+    except TimeoutError:
+        raise AssertionError(f"counters never reached {expect}: {_requests(port)}") from None
     return delta
 
 
