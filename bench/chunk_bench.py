@@ -31,7 +31,7 @@ import trio
 
 from bench.procstats import drop_caches, process_stats
 from storaged.chunk.ids import chunk_id
-from storaged.chunk.store import fsync_dir
+from storaged.durable import fsync_dir
 from storaged.rpc import RpcClient, auth
 from tests.helpers import StoragedProcess
 

@@ -40,10 +40,11 @@ def _missing(exc: FsError) -> bool:
 
 
 class ControllerServicer(pb_grpc.ControllerServicer):
-    def __init__(self, meta: RpcBridge, installation: str = DEFAULT_INSTALLATION) -> None:
+    def __init__(self, meta: RpcBridge, installation: str = DEFAULT_INSTALLATION,
+                 locks: NameLocks | None = None) -> None:
         self.meta = meta
         self.topology = accessible_from(installation)
-        self.locks = NameLocks()
+        self.locks = locks or NameLocks()   # shared with the node service in --mode all
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -1,22 +1,15 @@
-"""The node's view of mounts: what is mounted where, whether it is alive, bind and unmount.
-
-A FUSE mount whose process died stays in the mount table, but every access to it fails
-with ENOTCONN ("transport endpoint is not connected"). Such a mount is *broken*: it must be
-detected and lazily unmounted, or pods stay stuck on it (ceph-csi PR #2634). Paths are
-compared as given (normalised, never resolved), because resolving a path that crosses a
-broken mount fails too.
-"""
+"""The node plugin's view of its mounts: is a staging or target path a live mount of the
+volume, a broken one, or something else; bind mounts for pods, and unmounting them. The
+mount table itself is read by fusefs/mounttable.py."""
 
 from __future__ import annotations
 
-import errno
-import os
 import subprocess
-from dataclasses import dataclass
 from enum import Enum
 
-FSNAME_PREFIX = "shoalfs:"  # fusefs mounts with fsname=shoalfs:VOLUME
-_DEAD = {errno.ENOTCONN, errno.ECONNABORTED}
+from fusefs.mounttable import FSNAME_PREFIX, MountEntry, is_dead, mount_entry
+
+__all__ = ["MountEntry", "MountState", "bind", "mount_entry", "state", "unmount"]
 
 
 class MountState(Enum):
@@ -24,45 +17,6 @@ class MountState(Enum):
     OK = "ok"             # a live shoalfs mount of the volume
     BROKEN = "broken"     # a shoalfs mount of the volume whose process is gone
     OTHER = "other"       # something else is mounted there
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    mountpoint: str
-    source: str
-    fstype: str
-    options: frozenset[str]
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def mount_entry(path: str) -> MountEntry | None:
-    """The topmost mount at ``path`` (the last one listed), or None."""
-    target = os.path.normpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if _unescape(fields[4]) == target:
-                found = MountEntry(target, _unescape(fields[sep + 2]), fields[sep + 1],
-                                   frozenset(fields[5].split(",")))
-    return found
-
-
-def is_dead(path: str) -> bool:
-    """statvfs, not stat: the kernel may answer a stat from its attribute cache for a while
-    after the mount process died, but it always asks the filesystem for a statfs."""
-    try:
-        os.statvfs(path)
-    except OSError as exc:
-        return exc.errno in _DEAD
-    return False
 
 
 def state(path: str, volume: str) -> MountState:

@@ -19,7 +19,7 @@ import grpc
 
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
-from shoal.processes import is_our_process
+from storaged.processes import is_our_process
 from storaged.rpc import FsError, RpcError
 
 from . import requests as req
@@ -48,11 +48,12 @@ class NodeConfig:
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    def __init__(self, meta: RpcBridge, config: NodeConfig) -> None:
+    def __init__(self, meta: RpcBridge, config: NodeConfig,
+                 locks: NameLocks | None = None) -> None:
         self.meta = meta
         self.config = config
         self.records = NodeState(config.state_dir)
-        self.locks = NameLocks()
+        self.locks = locks or NameLocks()   # shared with the controller in --mode all
         self.topology = accessible_from(config.installation)
 
     def clean_broken_staging(self) -> list[str]:

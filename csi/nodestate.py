@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storaged.chunk.store import fsync_dir
-from storaged.meta.volumes import is_valid_name
+from storaged.durable import fsync_dir
+from storaged.volumerules import is_valid_name
 
 
 

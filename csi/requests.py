@@ -13,7 +13,7 @@ from blake3 import blake3
 
 from protos import csi_pb2 as pb
 from storaged.config import ConfigError, parse_size
-from storaged.meta.volumes import DEFAULT_CHUNK_SIZE, MAX_CHUNK, MIN_CHUNK, is_valid_name
+from storaged.volumerules import DEFAULT_CHUNK_SIZE, MAX_CHUNK, MIN_CHUNK, is_valid_name
 
 from .errors import Code, CsiError, invalid
 

@@ -25,6 +25,7 @@ from storaged.rpc import auth
 from . import DEFAULT_INSTALLATION
 from .controller import ControllerServicer
 from .identity import IdentityServicer
+from .locks import NameLocks
 from .mountmetrics import merged_registry
 from .observe import REGISTRY, DriverHealth
 from .rpcbridge import RpcBridge
@@ -86,8 +87,11 @@ def build_server(options: CsiOptions, meta: RpcBridge
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=options.workers,
                                                     thread_name_prefix="csi"))
     pb_grpc.add_IdentityServicer_to_server(IdentityServicer(meta, options.mode != "node"), server)
+    # one operation at a time per volume in this process, whichever service is asked
+    locks = NameLocks()
     if options.mode in ("controller", "all"):
-        pb_grpc.add_ControllerServicer_to_server(ControllerServicer(meta, options.installation), server)
+        pb_grpc.add_ControllerServicer_to_server(
+            ControllerServicer(meta, options.installation, locks), server)
     if options.mode in ("node", "all"):
         if not options.node_id:
             raise ValueError("node mode needs --node-id")
@@ -101,7 +105,7 @@ def build_server(options: CsiOptions, meta: RpcBridge
                                            metrics=bool(options.metrics_listen))
         config = NodeConfig(node_id=options.node_id, state_dir=Path(options.state_dir),
                             spawner=spawner, installation=options.installation)
-        node = NodeServicer(meta, config)
+        node = NodeServicer(meta, config, locks)
         node.clean_broken_staging()
         pb_grpc.add_NodeServicer_to_server(node, server)
     return server, local

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from shoal.mounting import is_mounted, mount_process
+from fusefs.launch import is_mounted, mount_process
 
 from .mountmetrics import MountRecord
 from .rpcbridge import RpcBridge

@@ -1,25 +1,20 @@
-"""``shoal mount`` and ``shoal umount``: run a fusefs process, in the foreground or detached."""
+"""Running fusefs as a process of its own: start a mount (detached, or kept by a long-lived
+parent such as the CSI mounter) and return once it is live; unmount and wait until it is
+gone. Used by ``shoal mount``, the local lab cluster and the CSI driver."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .processes import spawn_daemon, wait_for_file
+from storaged.processes import spawn_daemon, wait_for_file
 
+from .mounttable import is_mounted
 
-def is_mounted(mountpoint: str | Path) -> bool:
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
-                return True
-    return False
+__all__ = ["MountProcess", "is_mounted", "mount_background", "mount_process", "unmount"]
 
 
 @dataclass

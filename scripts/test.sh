@@ -12,7 +12,11 @@ if [ "$#" -gt 0 ]; then
 fi
 
 # Both passes always run, so one run shows everything that is wrong; the script fails if
-# either did.
+# either did, or if an import breaks the layering in ARCHITECTURE.md.
+echo "== the layering (ARCHITECTURE.md, import-linter contracts in pyproject.toml) =="
+layers=0
+"$ROOT/.venv/bin/lint-imports" --no-cache || layers=$?
+
 echo "== pass 1 of 2: the whole suite =="
 pass1=0
 "$PY" -m pytest || pass1=$?
@@ -25,6 +29,7 @@ pass2=0
 SHOAL_TLS_DIR="$CERTS/certs" "$PY" -m pytest tests/integration -m "not plaintext" \
     -p no:cacheprovider || pass2=$?
 
-echo "== pass 1: exit $pass1; pass 2: exit $pass2 =="
+echo "== layering: exit $layers; pass 1: exit $pass1; pass 2: exit $pass2 =="
 if [ "$pass1" -ne 0 ]; then exit "$pass1"; fi
-exit "$pass2"
+if [ "$pass2" -ne 0 ]; then exit "$pass2"; fi
+exit "$layers"

@@ -646,7 +646,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             logging.getLogger("fusefs").error("cannot mount: %s", exc)
             return EXIT_FAILURE
         return EXIT_OK
-    from .mounting import mount_background
+    from fusefs.launch import mount_background
     log_dir = Path("/var/log") if os.access("/var/log", os.W_OK) else Path("/tmp")
     log_path = args.log_file or log_dir / f"shoalfs-mount-{args.volume}.log"
     try:
@@ -670,7 +670,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from .mounting import unmount
+    from fusefs.launch import unmount
     try:
         unmount(args.mountpoint, lazy=args.lazy)
     except RuntimeError as exc:

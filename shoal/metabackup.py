@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from storaged.chunk.store import fsync_dir
+from storaged.durable import fsync_dir
 from storaged.meta.backup import MAX_READ
 from storaged.rpc import RpcClient, auth
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from storaged.rpc import requestid
+from .rpc import requestid
 
 
 def spawn_daemon(args: list[str], log_path: Path, module: str = "storaged"

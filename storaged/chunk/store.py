@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import failpoints
+from ..durable import fsync_dir
 from ..rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
 from . import blocks
 from .direct import ChunkWriter
@@ -427,15 +428,6 @@ class ChunkStore:
 
 def _table_path(chunk_path: Path) -> Path:
     return chunk_path.with_name(chunk_path.name + blocks.SUFFIX)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a rename, a new name) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _no_space_or(exc: OSError) -> Exception:

@@ -21,7 +21,7 @@ from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, servers, status, volumes, xattrs
-from ..repair import RepairState
+from .repairstate import RepairState
 from . import sessions as session_record
 from .sessions import Sessions
 from .backup import Backups

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ..repair import RepairState
+from .repairstate import RepairState
 from . import servers, volumes
 
 OK, DEGRADED, UNDER_REPLICATED, MISSING = "ok", "degraded", "under-replicated", "missing"

@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import sqlite3
 import stat
 from typing import Any
 
 from ..rpc.errors import FsError
+from ..volumerules import MAX_CHUNK, MIN_CHUNK, NAME_RE
 from .namespace import now_ns
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def is_valid_name(name: str) -> bool:
-    """A name volumes and snapshots may have (also safe as a file name: no '/', no '..')."""
-    return _NAME_RE.fullmatch(name) is not None
-MIN_CHUNK, MAX_CHUNK = 64 * 1024, 64 * 1024 * 1024
-DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 VOLUME, SNAPSHOT = "volume", "snapshot"
 
 _COLUMNS = ("id, name, capacity, replicas, chunk_size, root, used_bytes, used_inodes, created_ns, "
@@ -41,7 +33,7 @@ def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def validate(name: str, capacity: int, replicas: int, chunk_size: int) -> None:
-    if not _NAME_RE.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise FsError(errno.EINVAL, f"volume name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, "
                                     "starting with a letter or digit")
     if capacity <= 0:
@@ -106,7 +98,7 @@ def _source_row(conn: sqlite3.Connection, source: str) -> dict[str, Any]:
 def snapshot(conn: sqlite3.Connection, name: str, volume_name: str) -> dict[str, Any]:
     """Freeze ``volume_name``'s committed tree as snapshot ``name`` (one transaction)."""
     source = get(conn, volume_name)
-    if not _NAME_RE.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise FsError(errno.EINVAL, f"snapshot name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, "
                                     "starting with a letter or digit")
     existing = _find(conn, name)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from storaged.chunk.ids import chunk_id
-from shoal.mounting import is_mounted
+from fusefs.launch import is_mounted
 from tests.helpers import call
 
 
