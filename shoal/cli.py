@@ -113,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-in-flight", type=int, metavar="N",
                    help="requests in flight per connection before BUSY (default 32)")
     p.add_argument("--max-connections", type=int, metavar="N",
-                   help="connections served at once (default 256)")
+                   help="authenticated connections served at once (default 256)")
+    p.add_argument("--max-unauthenticated", type=int, metavar="N",
+                   help="connections not yet authenticated (TLS handshake included) held at "
+                        "once; past it new ones are closed at once (default 64)")
+    p.add_argument("--max-unauthenticated-per-peer", type=int, metavar="N",
+                   help="of those, from one TCP peer address (default 8)")
+    p.add_argument("--handshake-timeout", type=float, metavar="SECONDS",
+                   help="time a connection has to authenticate (default 10)")
     p.add_argument("--max-request-memory", metavar="SIZE",
                    help="bytes all requests in progress may hold together; past it the server "
                         "stops reading until some finish (default 512MiB)")

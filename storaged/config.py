@@ -73,6 +73,9 @@ class StoragedConfig:
     max_in_flight: int = Limits.max_in_flight
     max_connections: int = Limits.max_connections
     max_request_memory: int = Limits.max_request_memory
+    max_unauthenticated: int = Limits.max_unauthenticated
+    max_unauthenticated_per_peer: int = Limits.max_unauthenticated_per_peer
+    handshake_timeout: float = Limits.handshake_timeout
     log_level: str = "info"
     log_format: str = "text"
     metrics_listen: str = ""   # HOST:PORT of /metrics, /healthz, /readyz ("" = off)
@@ -80,7 +83,10 @@ class StoragedConfig:
     def limits(self) -> Limits:
         return Limits(max_frame=self.max_frame, max_in_flight=self.max_in_flight,
                       max_connections=self.max_connections,
-                      max_request_memory=self.max_request_memory)
+                      max_request_memory=self.max_request_memory,
+                      max_unauthenticated=self.max_unauthenticated,
+                      max_unauthenticated_per_peer=self.max_unauthenticated_per_peer,
+                      handshake_timeout=self.handshake_timeout)
 
     def apply(self, values: dict[str, Any], origin: str) -> None:
         """Overlay ``values`` (from a file or flags; None means 'not given')."""
@@ -137,6 +143,12 @@ class StoragedConfig:
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:
             raise ConfigError("max_frame must be at least 1MiB")
+        if (self.max_connections < 1 or self.max_unauthenticated < 1
+                or not 1 <= self.max_unauthenticated_per_peer <= self.max_unauthenticated
+                or self.handshake_timeout <= 0):
+            raise ConfigError("max_connections and max_unauthenticated must be at least 1, "
+                              "max_unauthenticated_per_peer 1..max_unauthenticated, and "
+                              "handshake_timeout positive")
         if self.metrics_listen:
             self.metrics_address()
 

@@ -219,7 +219,10 @@ class MessageReader:
         """``big_requests`` turns on the own-buffer receiving of large requests; a server
         sets it once the peer has authenticated (a header alone then makes the reader
         allocate its string's size, which only a trusted peer may ask of it); ``allocate``
-        gives those strings' buffers (buffers.BufferPool.take reuses them)."""
+        gives those strings' buffers (buffers.BufferPool.take reuses them).
+
+        ``max_frame`` may be lowered later and raised again, up to the value given here: a
+        server keeps it at the handshake's size until the peer has authenticated."""
         if max_frame < 64:
             raise ValueError("max_frame is unreasonably small")
         self.max_frame = max_frame

@@ -21,7 +21,7 @@ from .budget import ByteBudget, payload_size
 from .buffers import BufferPool
 from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
                      Unauthenticated)
-from .farewell import LINGER_SECONDS, close, drain, say_goodbye
+from .farewell import LINGER_SECONDS, close, drain
 from .methods import MethodTable
 from .protocol import (InvalidMessage, MessageReader, Notification, Request, Response,
                        StreamError, encode, encode_parts)
@@ -50,6 +50,12 @@ class Limits:
     ``max_frame`` must hold the largest chunk plus its envelope. ``max_request_memory``
     bounds the bytes all requests in progress hold together (see budget.py); one
     connection's unfinished frame adds at most ``max_frame`` on top.
+
+    Peers that have not authenticated get a budget of their own, so that they can never
+    starve the ones that have: at most ``max_unauthenticated`` connections at once (a TCP
+    peer address at most ``max_unauthenticated_per_peer`` of them), each closed after
+    ``handshake_timeout`` and allowed messages of at most ``preauth_max_frame`` bytes (the
+    handshake's are under 200). ``max_connections`` counts authenticated connections only.
     """
 
     max_frame: int = 65 * MiB
@@ -57,6 +63,9 @@ class Limits:
     max_connections: int = 256
     handshake_timeout: float = 10.0
     max_request_memory: int = 512 * MiB
+    max_unauthenticated: int = 64
+    max_unauthenticated_per_peer: int = 8
+    preauth_max_frame: int = 4096
 
 
 class RpcServer:
@@ -66,7 +75,11 @@ class RpcServer:
         self.secret = secret
         self.limits = limits
         self.observer = observer
-        self.connections = 0
+        self.connections = 0        # authenticated
+        self.unauthenticated = 0    # accepted, not (yet) logged in: TLS handshake included
+        self._unauthenticated_by_peer: dict[str, int] = {}
+        self.refused = 0            # connections closed at once: the pre-auth budget was full
+        self.timed_out = 0          # connections closed for not authenticating in time
         self.budget = ByteBudget(limits.max_request_memory)
         self.buffers = BufferPool()  # large requests' bytes, reused (buffers.py)
 
@@ -79,30 +92,80 @@ class RpcServer:
             task_status.started()
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        self.connections += 1  # one still in its TLS handshake counts too
+        peer = _peer_host(stream)
+        if not self._take_unauthenticated_slot(peer):
+            self.refused += 1
+            if self.refused & (self.refused - 1) == 0:  # the 1st, 2nd, 4th, 8th...: no flood
+                log.warning("refused %d connections so far: %d unauthenticated connections "
+                            "open (at most %d, %d per peer address)", self.refused,
+                            self.unauthenticated, self.limits.max_unauthenticated,
+                            self.limits.max_unauthenticated_per_peer)
+            await trio.aclose_forcefully(stream)
+            return
+        connection: _ServerConnection | None = None
         try:
             secured = await accept_tls(stream, self.limits.handshake_timeout)
             if secured is None:
                 return
             stream = secured
-            if self.connections > self.limits.max_connections:
-                notice = Busy(f"server has reached its limit of {self.limits.max_connections} "
-                              "connections")
-                await say_goodbye(stream, notice.to_wire(), linger=1)
-                return
-            await _ServerConnection(self, stream).run()
+            connection = _ServerConnection(self, stream, peer)
+            await connection.run()
         except Exception:  # noqa: BLE001 - one connection's failure must not end the server
             log.exception("a connection failed unexpectedly; closing it")
         finally:
-            self.connections -= 1
+            if connection is not None and connection.authenticated:
+                self.connections -= 1
+            else:
+                self._give_back_unauthenticated_slot(peer)
             await close(stream)
+
+    def _take_unauthenticated_slot(self, peer: str) -> bool:
+        """A pre-authentication slot for a new connection from ``peer`` ('' for a unix
+        socket: local, and not limited per peer), if the budget has one."""
+        held = self._unauthenticated_by_peer.get(peer, 0)
+        if self.unauthenticated >= self.limits.max_unauthenticated or (
+                peer and held >= self.limits.max_unauthenticated_per_peer):
+            return False
+        self.unauthenticated += 1
+        self._unauthenticated_by_peer[peer] = held + 1
+        return True
+
+    def _give_back_unauthenticated_slot(self, peer: str) -> None:
+        self.unauthenticated -= 1
+        left = self._unauthenticated_by_peer[peer] - 1
+        if left:
+            self._unauthenticated_by_peer[peer] = left
+        else:
+            del self._unauthenticated_by_peer[peer]
+
+    def admit(self, peer: str) -> bool:
+        """A connection from ``peer`` has logged in: move it from the pre-authentication
+        budget to ``max_connections``; False (it stays unauthenticated) when that is full."""
+        if self.connections >= self.limits.max_connections:
+            return False
+        self._give_back_unauthenticated_slot(peer)
+        self.connections += 1
+        return True
+
+
+def _peer_host(stream: trio.abc.Stream) -> str:
+    """The peer's address without its port for TCP ('' for unix sockets and the unknown)."""
+    try:
+        name = stream.socket.getpeername()  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return ""
+    return str(name[0]) if isinstance(name, tuple) else ""
 
 
 class _ServerConnection:
-    def __init__(self, server: RpcServer, stream: trio.abc.Stream) -> None:
+    def __init__(self, server: RpcServer, stream: trio.abc.Stream, peer: str) -> None:
         self.server = server
         self.stream = stream
+        self.peer = peer
         self.reader = MessageReader(server.limits.max_frame, allocate=server.buffers.take)
+        # until the login, messages may be no larger than the handshake's need to be: a
+        # peer without the secret cannot make the server hold a large unfinished frame
+        self.reader.max_frame = server.limits.preauth_max_frame
         self.send_lock = trio.Lock()
         self.in_flight = 0
         self.authenticated = False
@@ -129,8 +192,11 @@ class _ServerConnection:
         with self.deadline_scope:
             await trio.sleep(self.server.limits.handshake_timeout)
         if not self.authenticated and not self.deadline_scope.cancelled_caught:
-            log.info("closing connection: no authentication within %.0fs",
-                     self.server.limits.handshake_timeout)
+            server = self.server
+            server.timed_out += 1
+            if server.timed_out & (server.timed_out - 1) == 0:  # 1st, 2nd, 4th...: no flood
+                log.info("closed %d connections so far that did not authenticate within %.0fs",
+                         server.timed_out, server.limits.handshake_timeout)
             self.closing = True
             scope.cancel()
 
@@ -225,7 +291,14 @@ class _ServerConnection:
                     "proof does not match: the client does not hold this cluster's secret"))
                 self.closing = True
                 return
+            if not self.server.admit(self.peer):
+                await self._notify_error(Busy(
+                    f"server has reached its limit of {self.server.limits.max_connections} "
+                    "connections"))
+                self.closing = True
+                return
             self.authenticated = True
+            self.reader.max_frame = self.server.limits.max_frame
             self.reader.big_requests = True
             self.deadline_scope.cancel()
             await self._reply(request.msgid, True)

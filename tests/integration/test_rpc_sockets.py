@@ -232,7 +232,64 @@ async def test_idle_unauthenticated_connections_are_closed():
     async with serving(Limits(handshake_timeout=0.3)) as (address, server):
         peer = await RawPeer.open(address)
         assert await peer.next_event(timeout=5) is None
-        assert server.connections == 0
+        assert server.connections == 0 and server.unauthenticated == 0
+
+
+async def _idle_connections(address: str, count: int, source: str) -> list[trio.socket.SocketType]:
+    """``count`` TCP connections from the loopback address ``source`` that say nothing
+    (with TLS on they sit in the TLS handshake: unauthenticated all the same)."""
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    held = []
+    for _ in range(count):
+        sock = trio.socket.socket()
+        await sock.bind((source, 0))
+        await sock.connect((host, int(port)))
+        held.append(sock)
+    return held
+
+
+async def _closed_by_server(sock: trio.socket.SocketType, timeout: float = 5.0) -> bool:
+    with trio.move_on_after(timeout):
+        try:
+            return await sock.recv(1) == b""
+        except OSError:
+            return True
+    return False
+
+
+@trio_test
+async def test_unauthenticated_peers_cannot_take_the_authenticated_clients_slots():
+    """Idle connections without the secret get a budget of their own: per peer address
+    and in total; past it they are closed at once, and an authenticated client still gets
+    in even when max_connections is 1 (issue 24: 500 idle connections starved every
+    client of the meta role)."""
+    limits = Limits(max_connections=1, max_unauthenticated=10, max_unauthenticated_per_peer=4)
+    async with serving(limits) as (address, server):
+        crowd = await _idle_connections(address, 6, "127.0.0.2")
+        assert sum([await _closed_by_server(s, 0.5) for s in crowd]) == 2
+        assert server.unauthenticated == 4 and server.refused == 2
+        others = await _idle_connections(address, 4, "127.0.0.3")   # 8 of 10 in total
+        async with RpcClient(SECRET) as client:                    # from 127.0.0.1
+            assert await client.call(address, "echo", "in") == "in"
+            assert server.connections == 1 and server.unauthenticated == 8
+        for sock in crowd + others:
+            sock.close()
+
+
+@trio_test
+async def test_before_login_a_frame_may_be_no_larger_than_the_handshake_needs():
+    """A peer without the secret cannot make the server buffer a large message: the
+    header of a 60 MiB string before login closes the connection (it used to hold up to
+    --max-frame, 65 MiB, per connection)."""
+    async with serving() as (address, server):
+        peer = await RawPeer.open(address)
+        header = b"\x94\x00\x01\xa4echo\x91\xc6" + (60 << 20).to_bytes(4, "big")
+        await peer.send(header + b"\0" * 8000)
+        notice = await peer.next_event()
+        assert isinstance(notice, Notification) and "frame limit of 4096" in notice.params[0]["message"]
+        assert await peer.next_event() is None
+        async with RpcClient(SECRET) as client:   # after login, large frames are fine
+            assert len(await client.call(address, "echo", b"x" * (2 << 20))) == 2 << 20
 
 
 @trio_test
