@@ -195,12 +195,16 @@ class RpcClient:
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool | None:
-        for pool in self._pools.values():
-            for conn in pool:
-                await conn.aclose()
+        # The connections are closed shielded: a client left because its caller was
+        # cancelled (a daemon stopping on SIGTERM) must still exit its own nursery, or trio
+        # reports a corrupted nursery stack and the process dies with exit code 1.
+        conns = [conn for pool in self._pools.values() for conn in pool]
         self._pools.clear()
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            for conn in conns:
+                await conn.aclose()
         try:
             return await self._stack.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:

@@ -17,7 +17,7 @@ import trio
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import auth
 from storaged.rpc import (AuthFailed, Corrupted, NoSpace, NotFound, RpcClient, Unavailable)
-from tests.helpers import StoragedProcess, call, raw_connection
+from tests.helpers import StoragedProcess, call, raw_connection, wait_until
 
 
 def chunk_path(data_dir: Path, cid: str) -> Path:
@@ -295,3 +295,23 @@ def test_writes_that_hit_enospc_mid_file_leave_nothing(small_disk, secret_file, 
         assert call(server.address, secret, "health")["status"] == "ok"
     finally:
         server.stop()
+
+
+def test_sigterm_after_real_traffic_stops_every_role_cleanly(storaged, secret):
+    """A chunk server heartbeating to a meta role, and a meta role after a repair pass, both
+    hold open RPC clients; SIGTERM must still end them with exit code 0 and 'stopped' (it
+    ended in 'Nursery stack corrupted', exit 1, every time: issue 24)."""
+    meta = storaged("meta", extra=["--roles", "meta"])
+    chunk = storaged("chunk", extra=["--meta", meta.address, "--heartbeat-interval", "0.2"])
+    wait_until(lambda: [s for s in call(meta.address, secret, "cluster.servers")
+                        if s["state"] == "up"])
+    for i in range(5):
+        data = os.urandom(10_000 + i)
+        call(chunk.address, secret, "chunk.put", chunk_id(data), data)
+    call(meta.address, secret, "repair.run")
+    wait_until(lambda: call(meta.address, secret, "repair.status")["passes"] >= 1)
+    for server in (chunk, meta):
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0, server.read_log()[-3000:]
+        log = server.read_log()
+        assert "stopped" in log and "Traceback" not in log, log[-3000:]
