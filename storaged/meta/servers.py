@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 import errno
+import logging
+import re
 import sqlite3
 from typing import Any
 
-from ..rpc.errors import FsError
+from ..rpc.address import parse_address
+from ..rpc.errors import FsError, InvalidArgument
 from .namespace import now_ns
 
+log = logging.getLogger("storaged.meta")
+_WARNED: set[str] = set()   # servers whose unusable address was logged
+
 _COLUMNS = "id, address, zone, capacity, used, free, chunks, last_seen_ns, state, draining"
+
+
+SERVER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")   # uuid4().hex in practice
+ZONE_RE = re.compile(r"[\x21-\x7e]{0,253}")           # a node name, a rack: no spaces
+USAGE_KEYS = ("capacity", "used", "free", "chunks")
+SCRUB_KEYS_MAX = 32
+
+
+def check_heartbeat(server_id: object, address: object, zone: object, usage: object) -> None:
+    """INVALID_ARGUMENT unless the heartbeat can be kept in the map and used as it is: an
+    id of 1-64 of A-Z a-z 0-9 . _ -, an address a client can dial (tcp://HOST:PORT or
+    unix:///PATH), a zone of printable characters, usage figures 0..2^63-1."""
+    if not isinstance(server_id, str) or not SERVER_ID_RE.fullmatch(server_id):
+        raise InvalidArgument("server id: 1-64 of A-Z a-z 0-9 . _ -")
+    if not isinstance(address, str) or len(address) > 300:
+        raise InvalidArgument("address: tcp://HOST:PORT or unix:///PATH")
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if not isinstance(zone, str) or not ZONE_RE.fullmatch(zone):
+        raise InvalidArgument("zone: at most 253 printable characters, no spaces")
+    if not isinstance(usage, dict):
+        raise InvalidArgument("usage must be a map")
+    for key in USAGE_KEYS:
+        value = usage.get(key, 0)
+        if type(value) is not int or not 0 <= value < 1 << 63:
+            raise InvalidArgument(f"usage {key}: an integer 0..2^63-1")
+    scrub = usage.get("scrub")
+    if scrub is not None and not (isinstance(scrub, dict) and len(scrub) <= SCRUB_KEYS_MAX):
+        raise InvalidArgument(f"usage scrub: a map of at most {SCRUB_KEYS_MAX} entries")
 
 
 def heartbeat(conn: sqlite3.Connection, server_id: str, address: str, zone: str,
@@ -37,10 +74,24 @@ def mark_silent_down(conn: sqlite3.Connection, timeout_ns: int) -> list[str]:
 
 
 def list_all(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The cluster map, without rows nobody could use: a heartbeat is checked before it is
+    stored (check_heartbeat), but a release before that check stored whatever it got, and
+    one unusable address took down whoever dialled it."""
     keys = [c.strip() for c in _COLUMNS.split(",")]
-    rows = [dict(zip(keys, r)) for r in conn.execute(f"SELECT {_COLUMNS} FROM servers ORDER BY id")]
-    for row in rows:
+    rows = []
+    for values in conn.execute(f"SELECT {_COLUMNS} FROM servers ORDER BY id"):
+        row = dict(zip(keys, values))
+        try:
+            parse_address(str(row["address"]))
+        except ValueError:
+            if row["id"] not in _WARNED:   # once per server: the map is read every second
+                _WARNED.add(row["id"])
+                log.warning("chunk server %r has an unusable address %r: left out of the "
+                            "cluster map until it sends a heartbeat with a good one",
+                            row["id"], row["address"])
+            continue
         row["draining"] = bool(row["draining"])
+        rows.append(row)
     return rows
 
 

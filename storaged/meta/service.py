@@ -454,6 +454,10 @@ class MetaService:
     # -- cluster map --------------------------------------------------------------------
 
     async def cluster_heartbeat(self, server_id: str, address: str, zone: str, usage: dict) -> bool:
+        """A chunk server is alive at ``address``. Everything in it is checked before it
+        enters the cluster map: one bad entry there reached the repair pass, the mounts'
+        placement and every CLI that lists servers (issue 24)."""
+        servers.check_heartbeat(server_id, address, zone, usage)
         back = await self._tx(servers.heartbeat, server_id, address, zone, usage)
         if isinstance(usage.get("scrub"), dict):
             self.scrub_reports[server_id] = usage["scrub"]

@@ -268,3 +268,37 @@ async def test_session_hold_refuses_what_is_not_a_list_of_inodes():
     with pytest.raises(FsError) as info:
         await service.session_hold("unknown", [1], [])
     assert info.value.errno == errno.ESTALE
+
+
+@trio_test
+async def test_a_heartbeat_the_cluster_map_cannot_use_is_refused():
+    """One bad entry in the map reached the repair pass (it died of it), the mounts'
+    placement and every CLI listing servers: heartbeats are checked first (issue 24)."""
+    service, _ = await _service_with_volume()
+    good = ("5e63623e122d4fd7b84032a54ffa22ca", "tcp://10.0.0.7:7700", "node-1",
+            {"capacity": 1 << 40, "used": 0, "free": 1 << 40, "chunks": 0,
+             "scrub": {"enabled": True, "passes": 1}})
+    assert await service.cluster_heartbeat(*good) is True
+    bad = [("x" * 10_000, *good[1:]), ("id\nwith newline", *good[1:]), ("ünï", *good[1:]),
+           (good[0], "not-an-address", *good[2:]), (good[0], "tcp://host:99999", *good[2:]),
+           (good[0], "unix://relative.sock", *good[2:]), (good[0], good[1], "a zone", good[3]),
+           (*good[:3], {**good[3], "used": -1}), (*good[:3], {**good[3], "free": 1 << 64}),
+           (*good[:3], {**good[3], "chunks": "7"}), (*good[:3], {**good[3], "scrub": [1]}),
+           (*good[:3], "usage")]
+    for args in bad:
+        with pytest.raises(InvalidArgument):
+            await service.cluster_heartbeat(*args)
+    assert [s["address"] for s in await service.cluster_servers()] == ["tcp://10.0.0.7:7700"]
+
+
+@trio_test
+async def test_a_server_row_with_an_unusable_address_is_left_out_of_the_map():
+    """A row an older release stored without checking must not reach those who dial it."""
+    service, _ = await _service_with_volume()
+    usage = {"capacity": 1 << 30, "used": 0, "free": 1 << 30, "chunks": 0}
+    await service.cluster_heartbeat("good", "tcp://127.0.0.1:7700", "", usage)
+    await service.cluster_heartbeat("bad", "tcp://127.0.0.1:7701", "", usage)
+    service.conn.execute("UPDATE servers SET address='not-an-address' WHERE id='bad'")
+    assert [s["id"] for s in await service.cluster_servers()] == ["good"]
+    await service.cluster_heartbeat("bad", "tcp://127.0.0.1:7702", "", usage)   # fixed
+    assert [s["id"] for s in await service.cluster_servers()] == ["bad", "good"]
