@@ -20,7 +20,7 @@ import trio
 from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
 from ..rpc.methods import MethodTable
-from . import files, fsck, namespace, servers, status, volumes, xattrs
+from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
 from .repairstate import RepairState
 from . import sessions as session_record
 from .sessions import Sessions
@@ -230,6 +230,7 @@ class MetaService:
         return await self._read(namespace.getattr_, ino)
 
     async def fs_setattr(self, ino: int, changes: dict) -> dict:
+        ranges.check_changes(changes)
         return await self._tx(files.setattr_, ino, changes)
 
     async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
@@ -240,6 +241,7 @@ class MetaService:
         left them (a mount answers the kernel's next GETATTR of the directory with them).
         An unknown session is refused before anything is made: the file would be open on a
         mount the meta role does not know, and another mount's unlink would delete it."""
+        ranges.check_new_node(mode, uid, gid, rdev)
         if session is not None and not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
 

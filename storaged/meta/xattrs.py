@@ -11,6 +11,8 @@ from .namespace import getattr_, now_ns
 XATTR_CREATE, XATTR_REPLACE = 1, 2
 NAME_MAX, VALUE_MAX = 255, 64 * 1024
 ENOATTR = errno.ENODATA
+# the namespaces Linux filesystems know; any other is EOPNOTSUPP there, and here
+NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
 
 
 def get(conn: sqlite3.Connection, ino: int, name: bytes) -> bytes:
@@ -25,6 +27,9 @@ def set_(conn: sqlite3.Connection, ino: int, name: bytes, value: bytes, flags: i
     getattr_(conn, ino)
     if not name or len(name) > NAME_MAX:
         raise FsError(errno.ERANGE, "attribute names are 1..255 bytes")
+    if not name.startswith(NAMESPACES) or name in NAMESPACES:
+        raise FsError(errno.EOPNOTSUPP, f"attribute {name!r}: the namespace must be one of "
+                                        "user., trusted., security., system.")
     if len(value) > VALUE_MAX:
         raise FsError(errno.E2BIG, f"attribute values are at most {VALUE_MAX} bytes")
     exists = conn.execute("SELECT 1 FROM xattrs WHERE inode=? AND name=?", (ino, name)).fetchone()

@@ -20,6 +20,9 @@ from .errors import InvalidArgument, MethodNotFound
 Handler = Callable[..., Awaitable[Any]]
 
 _SIMPLE = {int, float, str, bytes, bool, list, dict, type(None)}
+# msgpack carries integers up to 2^64-1; nothing of ours needs more than a signed 64-bit
+# integer (SQLite's, the kernel's off_t and time), and a larger one only crashed deeper down
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
@@ -44,6 +47,8 @@ def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:
     # bool is a subclass of int in Python; on the wire they are different things.
     if type(value) is bool:
         return bool in allowed
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        return False
     if isinstance(value, int) and float in allowed and int not in allowed:
         return True  # an integer is an acceptable float
     if type(value) is bytearray:
@@ -79,6 +84,8 @@ class Method:
         for value, p in zip(params, self.params):
             if not _type_ok(value, p.allowed):
                 want = " or ".join(t.__name__ for t in p.allowed)
+                if type(value) is int and int in p.allowed:   # the type fits, the size not
+                    want += " in -2^63..2^63-1"
                 raise InvalidArgument(
                     f"{self.usage()}: {p.name} must be {want}, got {type(value).__name__}"
                 )

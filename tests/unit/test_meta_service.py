@@ -14,6 +14,7 @@ from trio.testing import trio_test
 from storaged.meta.db import open_database
 from storaged.meta.service import MetaService
 from storaged.rpc.errors import Busy, FsError, InvalidArgument
+from storaged.rpc.methods import MethodTable
 
 FILE, DIR = stat.S_IFREG | 0o644, stat.S_IFDIR | 0o755
 
@@ -302,3 +303,31 @@ async def test_a_server_row_with_an_unusable_address_is_left_out_of_the_map():
     assert [s["id"] for s in await service.cluster_servers()] == ["good"]
     await service.cluster_heartbeat("bad", "tcp://127.0.0.1:7702", "", usage)   # fixed
     assert [s["id"] for s in await service.cluster_servers()] == ["bad", "good"]
+
+
+@trio_test
+async def test_values_a_mount_cannot_show_are_refused_before_they_are_stored():
+    """uid -1 or gid 2^40 made every listing of the directory fail with EIO on every mount;
+    a mode without a file type gave an entry answering EIO; integers past 2^63 came back
+    as INTERNAL with a traceback; an unknown xattr namespace was stored (issue 24)."""
+    service, root = await _service_with_volume()
+    table = MethodTable()
+    service.register(table)
+    f = await service.fs_mknod(root, b"f", FILE, 0, 0)
+    for changes in ({"uid": -1}, {"gid": 1 << 40}, {"mode": 1 << 20}, {"size": -5},
+                    {"mtime_ns": 1 << 63}):
+        with pytest.raises(InvalidArgument):
+            await service.fs_setattr(f["ino"], changes)
+    for mode, uid, rdev in ((0, 0, 0), (0o170644, 0, 0), (FILE, 1 << 32, 0),
+                            (stat.S_IFCHR | 0o600, 0, 1 << 33)):
+        with pytest.raises(InvalidArgument):
+            await service.fs_mknod(root, b"bad", mode, uid, 0, rdev)
+    with pytest.raises(InvalidArgument, match="2\\^63"):
+        table.get("fs.getattr").bind([1 << 64])
+    with pytest.raises(FsError) as info:
+        await service.fs_setxattr(f["ino"], b"bogus.name", b"v")
+    assert info.value.errno == errno.EOPNOTSUPP
+    await service.fs_setxattr(f["ino"], b"user.fine", b"v")
+    st = await service.fs_setattr(f["ino"], {"uid": 1000, "gid": (1 << 32) - 2, "mode": FILE})
+    assert (st["uid"], st["gid"]) == (1000, (1 << 32) - 2)
+    assert [e[0] for e in await service.fs_readdir(root)] == [b"f"]

@@ -40,6 +40,7 @@ def test_bind_accepts_required_and_optional_parameters():
     (["n", b"d", True], "count must be int, got bool"),
     (["n", b"d", 1.5], "count must be int, got float"),
     (["n", b"d", 1, 7], "tag must be str or NoneType, got int"),
+    (["n", b"d", 1 << 63], "count must be int in -2\\^63..2\\^63-1, got int"),
 ])
 def test_bind_refuses_wrong_counts_and_types_with_a_clear_message(params, fragment):
     with pytest.raises(errors.InvalidArgument, match=fragment.replace("[", r"\[")):
