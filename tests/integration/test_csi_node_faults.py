@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -261,3 +262,27 @@ def test_the_mounter_serves_every_mounts_metrics_and_which_are_broken(env: Env) 
         unstage(node, paths, vid)
         assert wait_until(lambda: mine not in scrape(port).get("shoalfs_mount_up", {}),
                           timeout=20), "an unmounted mount is still reported"
+
+
+def test_publishes_and_node_info_work_while_the_meta_role_restarts(env: Env) -> None:
+    """During an upgrade the meta role restarts: a node plugin must still register
+    (NodeGetInfo needs nothing from it) and publish a staged volume into a new pod. The
+    publish pauses while the mount waits for the meta role (its liveness check asks the
+    mount for statfs), and succeeds once it is back: a pause, no error."""
+    vid = create(env).volume_id
+    stage(env.a, env.paths_a, vid)
+    env.cluster.kill_meta()
+    restarted = threading.Timer(3.0, env.cluster.start_meta)
+    restarted.start()
+    try:
+        info = env.a.node.NodeGetInfo(pb.NodeGetInfoRequest())
+        assert info.node_id == env.a.name and info.accessible_topology.segments
+        started = time.monotonic()
+        target = publish(env.a, env.paths_a, vid, "during-the-restart")
+        assert is_mounted(target) and time.monotonic() - started < 30
+    finally:
+        restarted.join()
+    write_file(f"{target}/after", b"the meta role is back")
+    assert read_file(f"{target}/after") == b"the meta role is back"
+    unpublish(env.a, vid, target)
+    unstage(env.a, env.paths_a, vid)
