@@ -4,8 +4,11 @@ can do alone; the CLI then checks that every referenced chunk has a copy on a li
 Checked: every entry names an existing inode of the same volume under a directory; link
 counts equal the entries pointing at each inode (plus '.' and each subdirectory's '..' for
 directories); every linked inode is reachable from the root; the volume's used bytes and
-inode count equal the sums they cache, and so does each file's stored bytes. Orphans (nlink 0, open somewhere) are counted, not
-reported: they are legal until their last close.
+inode count equal the sums they cache, and so does each file's stored bytes; every inode's
+mode, uid and gid are in the ranges a mount can show (storaged/meta/ranges.py: an earlier
+release stored what it was sent, and one such inode made its directory's listings fail
+with EIO). Orphans (nlink 0, open somewhere) are counted, not reported: they are legal
+until their last close.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import stat
 from collections import Counter
 from typing import Any
 
-from . import volumes
+from . import ranges, volumes
 from .files import first_of_union
 
 MAX_PROBLEMS = 1000
@@ -34,6 +37,15 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     def problem(text: str) -> None:
         if len(problems) < MAX_PROBLEMS:
             problems.append(text)
+
+    for ino, mode, uid, gid in conn.execute(
+            "SELECT id, mode, uid, gid FROM inodes WHERE volume=?", (vid,)):
+        if not 0 <= mode <= ranges.MODE_BITS or stat.S_IFMT(mode) not in ranges.FILE_TYPES:
+            problem(f"inode {ino} has mode {mode:#o}, with no valid file type (a mount shows "
+                    "it, and its directory's listings, as EIO)")
+        if not (0 <= uid <= ranges.ID_MAX and 0 <= gid <= ranges.ID_MAX):
+            problem(f"inode {ino} has uid {uid} / gid {gid}, outside 0..{ranges.ID_MAX} (its "
+                    "directory's listings fail with EIO on every mount)")
 
     links: Counter[int] = Counter()
     subdirs: Counter[int] = Counter()

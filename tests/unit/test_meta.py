@@ -370,3 +370,20 @@ def test_paging_over_rows_and_slices_gives_every_chunk_once_in_order(meta, vol):
         seen += page
         after = page[-1][0]
     assert seen == [[c, 2] for c in ids]
+
+
+def test_fsck_reports_inodes_a_mount_cannot_show(meta, vol):
+    """Rows an earlier release stored without range checks (a uid of -1, a mode without a
+    file type) made their directory's listings fail with EIO on every mount."""
+    from storaged.meta import fsck
+    good = mk(meta, vol["root"], b"good")
+    bad_owner = mk(meta, vol["root"], b"owner")
+    bad_mode = mk(meta, vol["root"], b"mode")
+    assert meta(fsck.check, "vol1")["problems"] == []
+    meta.conn.execute("UPDATE inodes SET uid=-1 WHERE id=?", (bad_owner["ino"],))
+    meta.conn.execute("UPDATE inodes SET mode=? WHERE id=?", (0o644, bad_mode["ino"]))
+    problems = meta(fsck.check, "vol1")["problems"]
+    assert len(problems) == 2, problems
+    assert f"inode {bad_owner['ino']} has uid -1" in problems[0] + problems[1]
+    assert f"inode {bad_mode['ino']} has mode 0o644" in problems[0] + problems[1]
+    assert f"inode {good['ino']} " not in " ".join(problems)
