@@ -34,6 +34,7 @@ T = TypeVar("T")
 FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
 OPEN_PIECES = 16     # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
+HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up to 100,000)
 # Meta calls that change no directory's attributes (reads; holds; deleting an orphan, which
 # has no name left). Every other call may, and forgets the directory attributes kept from
 # creates (Operations.dir_attrs).
@@ -301,7 +302,7 @@ class Operations(pyfuse3.Operations):
         referenced = [ino for ino in {*self.lookups, *self.files} if self._referenced(ino)]
         if self.holds.enabled:
             try:
-                await self._call("session.hold", self.session, referenced, [])
+                await self._hold(self.session, referenced, [])
                 self.holds.new_session(referenced)
             except MethodNotFound:
                 log.warning("the meta role does not keep deleted inodes for the mounts "
@@ -451,6 +452,14 @@ class Operations(pyfuse3.Operations):
             elif not self._referenced(ino):
                 self.holds.changed(ino)
 
+    async def _hold(self, session: str, add: list[int], drop: list[int]) -> None:
+        """``session.hold`` in requests of at most HOLD_BATCH inodes each way: a kernel may
+        cache far more inodes than one request may name (a mount registering again sends
+        them all)."""
+        for start in range(0, max(len(add), len(drop)), HOLD_BATCH):
+            await self._call("session.hold", session, add[start:start + HOLD_BATCH],
+                             drop[start:start + HOLD_BATCH])
+
     async def sync_holds(self) -> None:
         """Bring the meta role's holds for this mount in line with what the kernel
         references, every SYNC_SECONDS (see holds.py); runs for the mount's life."""
@@ -468,7 +477,7 @@ class Operations(pyfuse3.Operations):
             return
         session = self.session
         try:
-            await self._call("session.hold", session, add, drop)
+            await self._hold(session, add, drop)
             self.holds.applied(add, drop)
         except FsError as exc:
             self.holds.failed(add, drop)
@@ -479,6 +488,10 @@ class Operations(pyfuse3.Operations):
                     log.warning("could not register this mount again: %s", again)
             else:
                 log.warning("could not update this mount's holds: %s", exc)
+        except MethodNotFound:
+            log.warning("the meta role does not keep deleted inodes for the mounts that "
+                        "still use them (an older release): deleting at once")
+            self.holds.enabled = False
         except RpcError as exc:
             self.holds.failed(add, drop)
             log.warning("could not update this mount's holds: %s", exc)

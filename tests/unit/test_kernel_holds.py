@@ -45,3 +45,27 @@ def test_a_new_session_holds_what_was_registered_with_it() -> None:
     holds.took(9)
     holds.new_session([1, 2])
     assert holds.held == {1, 2}
+
+
+def test_a_mount_sends_its_holds_in_requests_the_meta_role_accepts() -> None:
+    """A kernel may cache more inodes than one session.hold may name (100,000): a mount
+    registering again splits them (Operations._hold, with its RPC replaced here)."""
+    import trio
+
+    from fusefs import operations
+
+    sent: list[tuple[int, int]] = []
+
+    async def record(method: str, session: str, add: list[int], drop: list[int]) -> None:
+        assert method == "session.hold" and session == "s"
+        sent.append((len(add), len(drop)))
+
+    ops = operations.Operations.__new__(operations.Operations)
+    ops._call = record  # type: ignore[method-assign]
+    many = list(range(1, 2 * operations.HOLD_BATCH + 2))
+    trio.run(ops._hold, "s", many, [7])
+    assert sent == [(operations.HOLD_BATCH, 1), (operations.HOLD_BATCH, 0), (1, 0)]
+    assert sum(a for a, _ in sent) == len(many)
+    sent.clear()
+    trio.run(ops._hold, "s", [], [])
+    assert sent == []
