@@ -4,6 +4,7 @@ clean-up stats a bind mount whose directory was deleted), and is gone once nothi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -35,6 +36,19 @@ def unbind(target: Path) -> None:
     subprocess.run(["umount", str(target)], check=True)
 
 
+@contextlib.contextmanager
+def bound_directory(source: Path, target: Path) -> Iterator[int]:
+    """Make the directory ``source``, bind-mount it on ``target`` (as kubelet does a
+    subPath) and yield its inode number; unmount afterwards."""
+    source.mkdir()
+    target.mkdir()
+    bind(source, target)
+    try:
+        yield os.stat(target).st_ino
+    finally:
+        unbind(target)
+
+
 def meta_has(cluster: LocalCluster, ino: int) -> bool:
     try:
         call(cluster.meta.address, cluster.secret, "fs.getattr", ino)
@@ -61,12 +75,8 @@ def fsck_clean(cluster: LocalCluster) -> None:
 
 def test_a_removed_directory_under_a_bind_mount_answers_stat(env, tmp_path):
     cluster, mnt = env
-    (mnt / "d").mkdir()
     target = tmp_path / "b"
-    target.mkdir()
-    bind(mnt / "d", target)
-    try:
-        ino = os.stat(target).st_ino
+    with bound_directory(mnt / "d", target) as ino:
         (mnt / "d").rmdir()
         st = os.stat(target)          # was ENOENT: kubelet could not clean the subPath up
         assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0 and st.st_ino == ino
@@ -74,8 +84,6 @@ def test_a_removed_directory_under_a_bind_mount_answers_stat(env, tmp_path):
         with pytest.raises(FileNotFoundError):   # nothing can be made in a removed directory
             (target / "new").write_bytes(b"x")
         assert meta_has(cluster, ino)
-    finally:
-        unbind(target)
     assert gone_eventually(cluster, ino)     # the kernel forgot it: the orphan went
     fsck_clean(cluster)
 
@@ -178,12 +186,8 @@ def test_what_a_bind_mount_references_survives_a_meta_restart(env, tmp_path):
     references (not only open files), so the removed directory under the bind mount
     outlives the restart and the orphan sweep that follows it."""
     cluster, mnt = env
-    (mnt / "kept").mkdir()
     target = tmp_path / "b"
-    target.mkdir()
-    bind(mnt / "kept", target)
-    try:
-        ino = os.stat(target).st_ino
+    with bound_directory(mnt / "kept", target) as ino:
         (mnt / "kept").rmdir()
         cluster.restart_meta()                  # SIGKILL: every hold forgotten
         log = cluster.meta.log_path
@@ -197,7 +201,5 @@ def test_what_a_bind_mount_references_survives_a_meta_restart(env, tmp_path):
         st = os.stat(target)
         assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0
         assert meta_has(cluster, ino)
-    finally:
-        unbind(target)
     assert gone_eventually(cluster, ino)
     fsck_clean(cluster)
