@@ -7,6 +7,7 @@ is idempotent by name or id, because the CO and its sidecars retry everything.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ from google.protobuf import timestamp_pb2
 
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
+from storaged.metaclient import MetaClient, Volume
 from storaged.rpc import FsError
 
 from . import DEFAULT_INSTALLATION, TOPOLOGY_KEY
@@ -48,19 +50,20 @@ class ControllerServicer(pb_grpc.ControllerServicer):
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _get(self, method: str, name: str) -> dict[str, Any] | None:
+    def _get(self, ask: Callable[[MetaClient], Awaitable[Volume]]) -> Volume | None:
+        """``ask``'s volume or snapshot; None when there is none of that name."""
         try:
-            return self.meta.call(method, name)
+            return self.meta.ask(ask)
         except FsError as exc:
             if _missing(exc):
                 return None
             raise
 
-    def _create(self, method: str, *args: Any) -> dict[str, Any]:
+    def _create(self, make: Callable[[MetaClient], Awaitable[Volume]]) -> Volume:
         """Volumes and snapshots share one namespace: a name the other kind already uses
         is ALREADY_EXISTS."""
         try:
-            return self.meta.call(method, *args)
+            return self.meta.ask(make)
         except FsError as exc:
             if exc.code == "EEXIST":
                 raise CsiError(Code.ALREADY_EXISTS, exc.message) from None
@@ -77,7 +80,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         return volume
 
     def _condition(self, name: str) -> pb.VolumeCondition:
-        h = self.meta.call("volume.health", name)
+        h = self.meta.ask(lambda m: m.volume_health(name))
         if h["servers_up"] < h["replicas"]:
             return pb.VolumeCondition(abnormal=True, message=(
                 f"only {h['servers_up']} chunk servers are up and the volume keeps "
@@ -105,10 +108,10 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         kind = src.WhichOneof("type")
         if kind == "snapshot":
             name = req.require(src.snapshot.snapshot_id, "volume_content_source.snapshot.snapshot_id")
-            row = self._get("snapshot.get", name)
+            row = self._get(lambda m: m.snapshot_get(name))
         elif kind == "volume":
             name = req.require(src.volume.volume_id, "volume_content_source.volume.volume_id")
-            row = self._get("volume.get", name)
+            row = self._get(lambda m: m.volume_get(name))
         else:
             raise invalid("volume_content_source names neither a snapshot nor a volume")
         if row is None:
@@ -137,7 +140,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         if origin:
             chunk = origin["chunk_size"]
         with self.locks.hold(name):
-            existing = self._get("volume.get", name)
+            existing = self._get(lambda m: m.volume_get(name))
             if existing is not None:
                 stated = existing["params"]
                 same = (req.fits(existing["capacity"], rng) and existing["source"] == source
@@ -150,8 +153,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                         f"{existing['source'] or 'none'}; the request differs"))
                 return pb.CreateVolumeResponse(volume=self._volume(existing))
             params = {"replicas": str(replicas), "chunkSize": str(chunk)}
-            created = self._create("volume.create", name, capacity, replicas, chunk, params,
-                                   source)
+            created = self._create(lambda m: m.volume_create(name, capacity, replicas, chunk,
+                                                             params, source))
         return pb.CreateVolumeResponse(volume=self._volume(created))
 
     @rpc_method
@@ -159,7 +162,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                      ) -> pb.DeleteVolumeResponse:
         name = req.require(request.volume_id, "volume_id")
         with self.locks.hold(name):
-            self.meta.call("volume.delete", name)  # False (unknown) is success too
+            self.meta.ask(lambda m: m.volume_delete(name))  # False (unknown) is success too
         return pb.DeleteVolumeResponse()
 
     @rpc_method
@@ -169,7 +172,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         name = req.require(request.volume_id, "volume_id")
         if not request.volume_capabilities:
             raise invalid("volume_capabilities is required")
-        if self._get("volume.get", name) is None:
+        if self._get(lambda m: m.volume_get(name)) is None:
             raise not_found(f"volume {name} does not exist")
         for cap in request.volume_capabilities:
             reason = req.unsupported(cap)
@@ -185,7 +188,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def ListVolumes(self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
                     ) -> pb.ListVolumesResponse:
-        volumes = {v["name"]: v for v in self.meta.call("volume.list")}
+        volumes = {v["name"]: v for v in self.meta.ask(lambda m: m.volume_list())}
         names, next_token = req.page(sorted(volumes), request.max_entries, request.starting_token)
         entries = [pb.ListVolumesResponse.Entry(
             volume=self._volume(volumes[n]),
@@ -197,7 +200,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def ControllerGetVolume(self, request: pb.ControllerGetVolumeRequest,
                             context: grpc.ServicerContext) -> pb.ControllerGetVolumeResponse:
         name = req.require(request.volume_id, "volume_id")
-        volume = self._get("volume.get", name)
+        volume = self._get(lambda m: m.volume_get(name))
         if volume is None:
             raise not_found(f"volume {name} does not exist")
         status = pb.ControllerGetVolumeResponse.VolumeStatus(volume_condition=self._condition(name))
@@ -210,7 +213,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         for cap in request.volume_capabilities:
             req.check_capability(cap)
         replicas, _ = req.volume_parameters(dict(request.parameters), {})
-        free = sum(s["free"] for s in self.meta.call("cluster.servers") if s["state"] == "up")
+        servers = self.meta.ask(lambda m: m.cluster_servers())
+        free = sum(s["free"] for s in servers if s["state"] == "up")
         return pb.GetCapacityResponse(available_capacity=free // replicas)
 
     @rpc_method
@@ -233,11 +237,11 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             req.check_capability(request.volume_capability)
         wanted = req.capacity(request.capacity_range)
         with self.locks.hold(name):
-            volume = self._get("volume.get", name)
+            volume = self._get(lambda m: m.volume_get(name))
             if volume is None:
                 raise not_found(f"volume {name} does not exist")
             if volume["capacity"] < wanted:
-                volume = self.meta.call("volume.resize", name, wanted)
+                volume = self.meta.ask(lambda m: m.volume_resize(name, wanted))
         return pb.ControllerExpandVolumeResponse(capacity_bytes=volume["capacity"],
                                                  node_expansion_required=False)
 
@@ -251,7 +255,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         replicas = req.modify_parameters(dict(request.mutable_parameters))
         with self.locks.hold(name):
             try:
-                self.meta.call("volume.set_replicas", name, replicas)
+                self.meta.ask(lambda m: m.volume_set_replicas(name, replicas))
             except FsError as exc:
                 if _missing(exc):
                     raise not_found(f"volume {name} does not exist") from None
@@ -269,15 +273,15 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         if unknown:
             raise invalid(f"snapshots take no parameters; got {unknown}")
         with self.locks.hold(name):
-            existing = self._get("snapshot.get", name)
+            existing = self._get(lambda m: m.snapshot_get(name))
             if existing is not None:
                 if existing["source"] != source:
                     raise CsiError(Code.ALREADY_EXISTS, f"snapshot {name} exists for volume "
                                                         f"{existing['source']}, not {source}")
                 return pb.CreateSnapshotResponse(snapshot=self._snapshot(existing))
-            if self._get("volume.get", source) is None:
+            if self._get(lambda m: m.volume_get(source)) is None:
                 raise not_found(f"volume {source} does not exist")
-            created = self._create("snapshot.create", name, source)
+            created = self._create(lambda m: m.snapshot_create(name, source))
         return pb.CreateSnapshotResponse(snapshot=self._snapshot(created))
 
     @rpc_method
@@ -285,17 +289,17 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                        ) -> pb.DeleteSnapshotResponse:
         name = req.require(request.snapshot_id, "snapshot_id")
         with self.locks.hold(name):
-            self.meta.call("snapshot.delete", name)
+            self.meta.ask(lambda m: m.snapshot_delete(name))
         return pb.DeleteSnapshotResponse()
 
     @rpc_method
     def ListSnapshots(self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
                       ) -> pb.ListSnapshotsResponse:
         if request.snapshot_id:
-            one = self._get("snapshot.get", request.snapshot_id)
+            one = self._get(lambda m: m.snapshot_get(request.snapshot_id))
             snapshots = [one] if one else []
         else:
-            snapshots = self.meta.call("snapshot.list")
+            snapshots = self.meta.ask(lambda m: m.snapshot_list())
         if request.source_volume_id:
             snapshots = [s for s in snapshots if s["source"] == request.source_volume_id]
         by_name = {s["name"]: s for s in snapshots}
@@ -308,7 +312,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def GetSnapshot(self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
                     ) -> pb.GetSnapshotResponse:
         name = req.require(request.snapshot_id, "snapshot_id")
-        snapshot = self._get("snapshot.get", name)
+        snapshot = self._get(lambda m: m.snapshot_get(name))
         if snapshot is None:
             raise not_found(f"snapshot {name} does not exist")
         return pb.GetSnapshotResponse(snapshot=self._snapshot(snapshot))

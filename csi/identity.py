@@ -42,7 +42,7 @@ class IdentityServicer(pb_grpc.IdentityServicer):
         """Ready only while the meta role answers: without it nothing can be provisioned or
         mounted, and saying so lets the CO (and the liveness probe) see it."""
         try:
-            self.meta.call("cluster.info", timeout=5)
+            self.meta.ask(lambda m: m.cluster_info(timeout=5))
         except RpcError:
             return pb.ProbeResponse(ready=wrappers_pb2.BoolValue(value=False))
         return pb.ProbeResponse(ready=wrappers_pb2.BoolValue(value=True))

@@ -77,7 +77,7 @@ class NodeServicer(pb_grpc.NodeServicer):
 
     def _require_volume(self, volume_id: str) -> None:
         try:
-            self.meta.call("volume.get", volume_id)
+            self.meta.ask(lambda m: m.volume_get(volume_id))
         except FsError as exc:
             if exc.code == "ENOENT":
                 raise not_found(f"volume {volume_id} does not exist") from None

@@ -57,7 +57,7 @@ class DriverHealth:
     def _monitor(self) -> None:
         while True:
             try:
-                self.meta.call("cluster.info", timeout=CHECK_SECONDS)
+                self.meta.ask(lambda m: m.cluster_info(timeout=CHECK_SECONDS))
                 self.state = (True, "the meta role answers")
             except Unavailable as exc:
                 self.state = (False, f"the meta role does not answer: {exc.message}")

@@ -9,11 +9,15 @@ each stays on its own threads, as FIELD-NOTES asks.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import trio
 
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient, Unavailable
+
+T = TypeVar("T")
 
 
 class RpcBridge:
@@ -57,12 +61,22 @@ class RpcBridge:
 
     def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on the server; raises the RpcError subclass it answered with."""
+        return self.run(lambda client: client.call(self.address, method, *params,
+                                                   timeout=timeout))
+
+    def ask(self, fn: Callable[[MetaClient], Awaitable[T]]) -> T:
+        """``fn`` with the typed client of the meta role at this bridge's address:
+        ``bridge.ask(lambda meta: meta.volume_get(name))``."""
+        return self.run(lambda client: fn(MetaClient(client, self.address)))
+
+    def run(self, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
+        """``fn(client)`` on the trio thread; raises what it raises."""
         if not self.running or self._client is None:
             raise Unavailable("the RPC client thread is not running")
         client = self._client
 
-        async def go() -> Any:
-            return await client.call(self.address, method, *params, timeout=timeout)
+        async def go() -> T:
+            return await fn(client)
         try:
             return trio.from_thread.run(go, trio_token=self._token)
         except trio.RunFinishedError:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pyfuse3
 
+from storaged.metaclient import ATTR_KEYS
+
 BLOCK_SIZE = 1 << 20  # st_blksize: tools size their buffers by it; the kernel sends <= 1 MiB
 
 
@@ -30,9 +32,6 @@ class InodeMap:
         return pyfuse3.ROOT_INODE if ino == self.root else ino
 
 
-# The attributes in the order of an fs.readdir row (rows=true): after name and cookie.
-ATTR_KEYS = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "stored",
-             "atime_ns", "mtime_ns", "ctime_ns")
 values_of = operator.itemgetter(*ATTR_KEYS)  # a meta-role attribute map -> those values
 
 

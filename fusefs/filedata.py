@@ -38,7 +38,8 @@ from typing import Any
 import trio
 
 from storaged.data.client import DataClient, hash_chunk
-from storaged.rpc import FsError, RpcClient, RpcError
+from storaged.metaclient import MetaClient
+from storaged.rpc import FsError, RpcError
 
 from .chunkcache import ChunkCache
 from .pieces import DirtyPiece, Patch, Piece, Slice, assemble, read_range, zero_trimmed
@@ -58,8 +59,7 @@ RANGED_READ_ABOVE = 256 * 1024
 class VolumeIO:
     """What every open file of one mount shares."""
 
-    rpc: RpcClient
-    meta: str
+    meta: MetaClient
     data: DataClient
     cache: ChunkCache
     chunk_size: int
@@ -145,12 +145,12 @@ class VolumeIO:
         session = self.session
         drop = self._take_dropped(session)
         try:
-            await self.rpc.call(self.meta, "session.pending", session, [cid], drop)
+            await self.meta.session_pending(session, [cid], drop)
         except FsError as exc:
             if exc.errno != errno.ESTALE or self.renew_session is None:
                 raise
             await self.renew_session(session)
-            await self.rpc.call(self.meta, "session.pending", self.session, [cid], [])
+            await self.meta.session_pending(self.session, [cid], [])
 
     async def hold_chunk_into(self, cid: str, done: trio.Event,
                               failure: list[BaseException]) -> None:
@@ -203,7 +203,7 @@ class VolumeIO:
         drop = self._take_dropped(session)
         if drop:
             try:
-                await self.rpc.call(self.meta, "session.pending", session, [], drop)
+                await self.meta.session_pending(session, [], drop)
             except RpcError as exc:  # harmless: they go with the session at the latest
                 log.info("could not drop %d pending chunks: %s", len(drop), exc)
 
@@ -265,7 +265,7 @@ class FileData:
         lo, hi = missing[0], missing[-1]
         if self.size:  # read the map ahead: a sequential reader needs the next rows soon
             hi = max(hi, min(lo + ROWS_AHEAD, (self.size - 1) // cs, stored_end - 1))
-        fetched = await self.io.rpc.call(self.io.meta, "fs.chunks", self.ino, lo, hi, True)
+        fetched = await self.io.meta.fs_chunks(self.ino, lo, hi, slices=True)
         for i in range(lo, hi + 1):
             self.rows.setdefault(i, None)
         for row in fetched:
@@ -618,8 +618,7 @@ class FileData:
             pieces = dict(self.uploaded)
             if not pieces and size == self.committed_size:
                 return
-            attr = await self.io.rpc.call(self.io.meta, "fs.commit", self.ino, size,
-                                          _commit_items(pieces))
+            attr = await self.io.meta.fs_commit(self.ino, size, _commit_items(pieces))
             for idx, piece in pieces.items():
                 if isinstance(piece, Patch):
                     self.rows[idx] = piece.committed()
@@ -639,7 +638,7 @@ class FileData:
         """Commit pending writes, then set the size in the meta role (metadata only)."""
         await self.flush()
         async with self.write_lock:
-            attr = await self.io.rpc.call(self.io.meta, "fs.setattr", self.ino, {"size": size})
+            attr = await self.io.meta.fs_setattr(self.ino, {"size": size})
             self.size = self.committed_size = size
             self.forget_rows()
             return attr

@@ -32,17 +32,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from storaged.metaclient import MetaFeatures
+
 SYNC_SECONDS = 0.5
 
 
 class KernelHolds:
     """The bookkeeping; the mount (operations.py) sends the batches."""
 
-    def __init__(self, referenced: Callable[[int], bool]) -> None:
+    def __init__(self, referenced: Callable[[int], bool],
+                 features: MetaFeatures | None = None) -> None:
         self.referenced = referenced   # does the kernel (or an open file) still use ino?
         self.held: set[int] = set()
         self.dirty: set[int] = set()
-        self.enabled = True            # False against a meta role without session.hold
+        # what the meta role can do: holds are off against one without session.hold
+        self.features = features if features is not None else MetaFeatures()
+
+    @property
+    def enabled(self) -> bool:
+        return self.features.holds
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self.features.holds = value
 
     def changed(self, ino: int) -> None:
         """``ino`` became referenced, or stopped being: the next batch looks at it."""

@@ -20,13 +20,13 @@ import trio
 
 from storaged.data.client import DataClient
 from storaged.metrics import parse_listen, serve_http
-from storaged.rpc import Patience, RpcClient, RpcError, auth, requestid
-
+from storaged.metaclient import MetaClient
+from storaged.rpc import RpcClient, RpcError, auth, requestid
 
 from .chunkcache import ChunkCache
 from .filedata import VolumeIO
 from .observe import MountObserver, instrument
-from .operations import META_REPEATABLE, Operations
+from .operations import Operations
 from .readahead import raise_readahead
 
 log = logging.getLogger("fusefs")
@@ -92,9 +92,10 @@ def _write_ready_file(path: str, metrics: str) -> None:
 async def _serve(options: MountOptions, secret: bytes) -> None:
     observer, metrics_address = _start_metrics(options)
     async with RpcClient(secret) as rpc:
-        volume = await rpc.call(options.meta, "volume.get", options.volume)
+        meta = MetaClient(rpc, options.meta)
+        volume = await meta.volume_get(options.volume)
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(rpc=rpc, meta=options.meta, data=DataClient(rpc, options.meta),
+            io = VolumeIO(meta=meta, data=DataClient(meta),
                           cache=ChunkCache(options.cache_bytes), chunk_size=volume["chunk_size"],
                           replicas=volume["replicas"],
                           uploads=trio.CapacityLimiter(options.parallel_uploads),
@@ -105,7 +106,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
             if options.meta_wait > 0:   # after start-up: a wrong address fails at once
-                rpc.be_patient(options.meta, Patience(options.meta_wait, META_REPEATABLE))
+                meta.be_patient(options.meta_wait)
             nursery.start_soon(_keep_session, ops, io, options.volume,
                                options.session_heartbeat, observer)
             nursery.start_soon(ops.sync_holds)
@@ -131,7 +132,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             log.info("unmounted %s", options.mountpoint)
             with trio.move_on_after(10):
                 try:
-                    await rpc.call(options.meta, "session.close", ops.session)
+                    await meta.session_close(ops.session)
                 except RpcError as exc:  # it expires on its own
                     log.warning("could not close the mount session: %s", exc)
             nursery.cancel_scope.cancel()
@@ -147,10 +148,10 @@ async def _keep_session(ops: Operations, io: VolumeIO, volume: str,
         await trio.sleep(interval)
         try:
             session = ops.session
-            if not await ops.rpc.call(ops.meta, "session.heartbeat", session):
+            if not await ops.meta.session_heartbeat(session):
                 await ops.renew_session(session)
             await ops.drop_orphans()
-            replicas = (await ops.rpc.call(ops.meta, "volume.get", volume))["replicas"]
+            replicas = (await ops.meta.volume_get(volume))["replicas"]
             if replicas != io.replicas:
                 log.info("volume %s: replica count %d -> %d for new writes", volume,
                          io.replicas, replicas)

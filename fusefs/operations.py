@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from storaged.rpc import FsError, InvalidArgument, MethodNotFound, RpcError, Timeout, Unavailable
+from storaged.rpc import FsError, RpcError, Timeout, Unavailable
 
-from .attrs import InodeMap, entry_attributes, entry_from_values, values_of
+from .attrs import InodeMap, entry_attributes, entry_from_values
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
 from .listing import KeptListings, Listing
@@ -35,27 +35,6 @@ FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
 OPEN_PIECES = 16     # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
 HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up to 100,000)
-# Meta calls that change no directory's attributes (reads; holds; deleting an orphan, which
-# has no name left). Every other call may, and forgets the directory attributes kept from
-# creates (Operations.dir_attrs).
-LEAVES_DIRECTORIES_ALONE = frozenset({
-    "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
-    "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "volume.get", "volume.statfs",
-    "session.open", "session.heartbeat", "session.pending", "session.close", "session.hold",
-    "session.orphans"})
-
-# Meta methods this mount may send again when the connection broke after sending (the
-# meta role restarting): reads, and changes that leave the same state when made twice.
-# A commit sent twice stores the same pieces (a slice twice lays the same bytes over
-# them). Not here: creates, links, renames, unlinks and xattr sets, where the second try
-# would answer EEXIST or ENOENT for what the first did; those fail with EIO (outcome
-# unknown) and only those whose request was lost before it reached the meta role are
-# sent again (RpcClient's Patience).
-META_REPEATABLE = frozenset({
-    "fs.lookup", "fs.getattr", "fs.readdir", "fs.readlink", "fs.getxattr", "fs.listxattr",
-    "fs.chunks", "volume.get", "volume.statfs", "fs.open", "fs.release", "fs.forget",
-    "fs.setattr", "fs.commit", "session.heartbeat", "session.pending", "session.close",
-    "session.hold", "session.orphans", "cluster.servers", "cluster.report_bad"})
 
 
 def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -92,16 +71,16 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.io = io
         self.meta = io.meta
-        self.rpc = io.rpc
+        self.meta.on_change = self._changing
         self.volume = volume
         self.inodes = InodeMap(volume["root"])
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
-        self.quota = QuotaGuard(io.rpc, io.meta, volume["id"])
+        self.quota = QuotaGuard(io.meta, volume["id"])
         io.after_commit = self._committed
         io.renew_session = self.renew_session
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
-        self.holds = KernelHolds(self._referenced)  # what the meta role keeps for us
+        self.holds = KernelHolds(self._referenced, io.meta.features)  # what the meta role keeps for us
         # inode -> (kernel parent inode, name) of the entry the kernel last got it through:
         # to tell the kernel an entry is gone (see drop_orphans)
         self.names: dict[int, tuple[int, bytes]] = {}
@@ -121,8 +100,6 @@ class Operations(pyfuse3.Operations):
         # _make and getattr. Any other change through this mount empties it.
         self.dir_attrs: dict[int, tuple[float, dict[str, Any]]] = {}
         self._changes = 0
-        self.rows_listing = True  # fs.readdir answers flat rows (see _listing)
-        self.map_with_open = True  # fs.open answers a file's first pieces (see _fs_open)
         self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
         self.dir_inodes: dict[int, int] = {}  # fh -> the open directory's kernel inode
         self.kept_listings = KeptListings(io.nursery, lambda: self._changes)
@@ -134,11 +111,11 @@ class Operations(pyfuse3.Operations):
         self._changes += 1
         self.quota.committed(answer)
 
-    async def _call(self, method: str, *params: Any) -> Any:
-        if method not in LEAVES_DIRECTORIES_ALONE:
-            self._changes += 1
-            self.dir_attrs.clear()
-        return await self.rpc.call(self.meta, method, *params)
+    def _changing(self) -> None:
+        """A meta call that may change a directory is on its way (MetaClient.on_change):
+        attributes kept from creates may be stale, and so may kept listings."""
+        self._changes += 1
+        self.dir_attrs.clear()
 
     def _entry(self, attr: dict[str, Any]) -> pyfuse3.EntryAttributes:
         data = self.files.get(attr["ino"])
@@ -182,20 +159,14 @@ class Operations(pyfuse3.Operations):
             await self.renew_session(session)
             return await call(self.session)
 
-    async def _removing(self, send: Callable[..., Awaitable[Any]], method: str,
-                        *params: Any) -> Any:
-        """An unlink, rmdir or rename (sent with ``send``), whose victim the meta role
-        holds for this mount in the same transaction if it loses its last name (see
-        holds.py); without the session against a meta role too old to take one."""
+    async def _removing(self, send: Callable[[str | None], Awaitable[T]]) -> T:
+        """An unlink, rmdir or rename (``send(session)``), whose victim the meta role holds
+        for this mount in the same transaction if it loses its last name (see holds.py);
+        without the session when holds are off (a meta role too old to take one: the
+        client finds out and sends it again without)."""
         if not self.holds.enabled:
-            return await send(method, *params)
-        try:
-            return await self._with_session(lambda session: send(method, *params, session))
-        except InvalidArgument:
-            log.warning("the meta role does not keep deleted inodes for the mounts that "
-                        "still use them (an older release): deleting at once from now on")
-            self.holds.enabled = False
-            return await send(method, *params)
+            return await send(None)
+        return await self._with_session(send)
 
     async def _unlinked(self, attr: dict[str, Any] | None) -> None:
         """An inode lost a name. If it has none left, it lives until this mount's kernel
@@ -221,8 +192,8 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> pyfuse3.EntryAttributes:
         if name == b".":
-            return self._looked_up(await self._call("fs.getattr", self.inodes.to_meta(parent_inode)))
-        attr = await self._call("fs.lookup", self.inodes.to_meta(parent_inode), name)
+            return self._looked_up(await self.meta.fs_getattr(self.inodes.to_meta(parent_inode)))
+        attr = await self.meta.fs_lookup(self.inodes.to_meta(parent_inode), name)
         return self._looked_up(attr, parent_inode, name)
 
     @fuse_errors
@@ -232,7 +203,7 @@ class Operations(pyfuse3.Operations):
         made = self.dir_attrs.pop(ino, None)
         if made is not None and made[0] > time.monotonic():
             return self._entry(made[1])
-        return self._entry(await self._call("fs.getattr", ino))
+        return self._entry(await self.meta.fs_getattr(ino))
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -256,9 +227,9 @@ class Operations(pyfuse3.Operations):
             if data is not None:
                 result = await data.truncate(attr.st_size)
             else:
-                result = await self._call("fs.setattr", ino, {"size": attr.st_size})
+                result = await self.meta.fs_setattr(ino, {"size": attr.st_size})
         if changes or result is None:
-            result = await self._call("fs.setattr", ino, changes)
+            result = await self.meta.fs_setattr(ino, changes)
         return self._entry(result)
 
     async def _make(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext,
@@ -269,21 +240,24 @@ class Operations(pyfuse3.Operations):
         it: one more round trip per create. The meta role returns the directory's new
         attributes with the new node; the next GETATTR of that directory is answered from
         them, once, within the attribute timeout, unless anything else changed through this
-        mount meanwhile (``_call`` empties the table on every other change)."""
-        args = (self.inodes.to_meta(parent_inode), name, mode, ctx.uid, ctx.gid, rdev, target)
+        mount meanwhile (``_changing`` empties the table on every other change)."""
+        parent = self.inodes.to_meta(parent_inode)
+
+        def send(session: str | None) -> Awaitable[dict[str, Any]]:
+            return self._changing_dir(lambda: self.meta.fs_mknod(
+                parent, name, mode, ctx.uid, ctx.gid, rdev, target, session))
         if not hold and not self.holds.enabled:
-            return await self._changing_dir("fs.mknod", *args, None)
+            return await send(None)
         # refused before anything was made (ESTALE): safe to send again
-        attr = await self._with_session(
-            lambda session: self._changing_dir("fs.mknod", *args, session))
+        attr = await self._with_session(send)
         self.holds.took(attr["ino"])  # held for the open, or for the kernel's reference
         return attr
 
-    async def _changing_dir(self, method: str, *params: Any) -> dict[str, Any]:
+    async def _changing_dir(self, send: Callable[[], Awaitable[Any]]) -> Any:
         """A meta call whose answer carries its directory's new attributes (``parent``):
         keep them for the kernel's next GETATTR of that directory (see _make)."""
-        mine = self._changes + 1    # _call counts this change before its first await
-        attr = await self._call(method, *params)
+        mine = self._changes + 1    # the client counts this change before its first await
+        attr = await send()
         parent = attr.pop("parent", None)
         if parent is not None and self._changes == mine:
             self.dir_attrs[parent["ino"]] = (time.monotonic() + self.attr_timeout, parent)
@@ -296,29 +270,23 @@ class Operations(pyfuse3.Operations):
         the old one is how it learns this mount's holds are all in again."""
         previous = self.session
         self.description = description
-        self.session = self.io.session = await self._call("session.open", description)
+        self.session = self.io.session = await self.meta.session_open(description)
         if self.io.pending:  # chunks stored but not committed: keep them from the collector
-            await self._call("session.pending", self.session, list(self.io.pending), [])
+            await self.meta.session_pending(self.session, list(self.io.pending), [])
         referenced = [ino for ino in {*self.lookups, *self.files} if self._referenced(ino)]
-        if self.holds.enabled:
-            try:
-                await self._hold(self.session, referenced, [])
-                self.holds.new_session(referenced)
-            except MethodNotFound:
-                log.warning("the meta role does not keep deleted inodes for the mounts "
-                            "that still use them (an older release): deleting at once")
-                self.holds.enabled = False
+        if self.holds.enabled and await self._hold(self.session, referenced, []):
+            self.holds.new_session(referenced)
         if not self.holds.enabled:
             for ino, data in list(self.files.items()):
                 if data.handles:
                     try:
-                        await self._call("fs.open", ino, self.session)
+                        await self.meta.fs_open(ino, self.session)
                     except FsError as exc:
                         log.error("inode %d is open here but could not be held again: %s",
                                   ino, exc)
         if previous:
             try:
-                await self._call("session.close", previous)
+                await self.meta.session_close(previous)
             except RpcError as exc:   # it expires on its own
                 log.warning("could not close the replaced mount session: %s", exc)
 
@@ -334,19 +302,9 @@ class Operations(pyfuse3.Operations):
     async def _open_attr(self, ino: int, pieces: int = 0) -> dict[str, Any]:
         """Fresh attributes and a hold (with ``pieces``, and the map of the file's first
         pieces: ``chunks``); a forgotten session is registered again first."""
-        attr = await self._with_session(lambda session: self._fs_open(ino, session, pieces))
+        attr = await self._with_session(lambda session: self.meta.fs_open(ino, session, pieces))
         self.holds.took(ino)
         return attr
-
-    async def _fs_open(self, ino: int, session: str, pieces: int) -> dict[str, Any]:
-        if pieces and self.map_with_open:
-            try:
-                return await self._call("fs.open", ino, session, pieces)
-            except InvalidArgument:
-                log.warning("the meta role does not answer a file's map with its open (an "
-                            "older release): asking for it separately from now on")
-                self.map_with_open = False
-        return await self._call("fs.open", ino, session)
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -369,32 +327,33 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._call("fs.readlink", self.inodes.to_meta(inode))
+        return await self.meta.fs_readlink(self.inodes.to_meta(inode))
 
     @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        attr = await self._call("fs.link", self.inodes.to_meta(inode),
-                                self.inodes.to_meta(new_parent_inode), new_name)
+        attr = await self.meta.fs_link(self.inodes.to_meta(inode),
+                                      self.inodes.to_meta(new_parent_inode), new_name)
         return self._looked_up(attr, new_parent_inode, new_name)  # (held by the next batch)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinked(await self._removing(
-            self._changing_dir, "fs.unlink", self.inodes.to_meta(parent_inode), name))
+        parent = self.inodes.to_meta(parent_inode)
+        await self._unlinked(await self._removing(lambda session: self._changing_dir(
+            lambda: self.meta.fs_unlink(parent, name, session))))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinked(await self._removing(
-            self._changing_dir, "fs.rmdir", self.inodes.to_meta(parent_inode), name))
+        parent = self.inodes.to_meta(parent_inode)
+        await self._unlinked(await self._removing(lambda session: self._changing_dir(
+            lambda: self.meta.fs_rmdir(parent, name, session))))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        replaced = await self._removing(self._call, "fs.rename",
-                                        self.inodes.to_meta(parent_inode_old),
-                                        name_old, self.inodes.to_meta(parent_inode_new),
-                                        name_new, flags)
+        old, new = self.inodes.to_meta(parent_inode_old), self.inodes.to_meta(parent_inode_new)
+        replaced = await self._removing(lambda session: self.meta.fs_rename(
+            old, name_old, new, name_new, flags, session))
         await self._unlinked(replaced)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -422,10 +381,10 @@ class Operations(pyfuse3.Operations):
             await self._released(ino)
         try:
             if self.holds.enabled:
-                await self._call("fs.forget", inos, self.session)
+                await self.meta.fs_forget(inos, self.session)
                 self.holds.dropped(inos)
             else:
-                await self._call("fs.forget", inos)
+                await self.meta.fs_forget(inos)
             self.orphans.difference_update(inos)
         except Exception as exc:  # noqa: BLE001 - forget must not raise
             log.warning("could not remove orphaned inodes %s: %s", inos, exc)
@@ -439,11 +398,7 @@ class Operations(pyfuse3.Operations):
         space for as long as this kernel happened to cache it. Called with the heartbeat."""
         if not self.holds.enabled:
             return
-        try:
-            orphans = await self._call("session.orphans", self.session)
-        except MethodNotFound:
-            return
-        for ino in orphans:
+        for ino in await self.meta.session_orphans(self.session):
             self.orphans.add(ino)
             where = self.names.pop(ino, None)
             if where is not None and self.lookups.get(ino):
@@ -452,13 +407,15 @@ class Operations(pyfuse3.Operations):
             elif not self._referenced(ino):
                 self.holds.changed(ino)
 
-    async def _hold(self, session: str, add: list[int], drop: list[int]) -> None:
+    async def _hold(self, session: str, add: list[int], drop: list[int]) -> bool:
         """``session.hold`` in requests of at most HOLD_BATCH inodes each way: a kernel may
         cache far more inodes than one request may name (a mount registering again sends
-        them all)."""
+        them all). False when the meta role keeps no holds (holds are off from then on)."""
         for start in range(0, max(len(add), len(drop)), HOLD_BATCH):
-            await self._call("session.hold", session, add[start:start + HOLD_BATCH],
-                             drop[start:start + HOLD_BATCH])
+            if not await self.meta.session_hold(session, add[start:start + HOLD_BATCH],
+                                                drop[start:start + HOLD_BATCH]):
+                return False
+        return True
 
     async def sync_holds(self) -> None:
         """Bring the meta role's holds for this mount in line with what the kernel
@@ -477,8 +434,8 @@ class Operations(pyfuse3.Operations):
             return
         session = self.session
         try:
-            await self._hold(session, add, drop)
-            self.holds.applied(add, drop)
+            if await self._hold(session, add, drop):
+                self.holds.applied(add, drop)
         except FsError as exc:
             self.holds.failed(add, drop)
             if exc.errno == errno.ESTALE:   # registering again holds everything anew
@@ -488,10 +445,6 @@ class Operations(pyfuse3.Operations):
                     log.warning("could not register this mount again: %s", again)
             else:
                 log.warning("could not update this mount's holds: %s", exc)
-        except MethodNotFound:
-            log.warning("the meta role does not keep deleted inodes for the mounts that "
-                        "still use them (an older release): deleting at once")
-            self.holds.enabled = False
         except RpcError as exc:
             self.holds.failed(add, drop)
             log.warning("could not update this mount's holds: %s", exc)
@@ -501,7 +454,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         ino = self.inodes.to_meta(inode)
-        attr = await self._call("fs.getattr", ino)
+        attr = await self.meta.fs_getattr(ino)
         if not stat.S_ISDIR(attr["mode"]):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._handle_number()
@@ -529,17 +482,8 @@ class Operations(pyfuse3.Operations):
             listing.drop()
 
     async def _listing(self, ino: int, after: int) -> list:
-        """A page of the directory as flat rows (see ``_listed``); from a meta role too old
-        to send rows, as maps, made into rows here."""
-        if self.rows_listing:
-            try:
-                return await self._call("fs.readdir", ino, after, READDIR_PAGE, True)
-            except InvalidArgument:
-                log.warning("the meta role does not send directory listings as rows (an "
-                            "older release): asking for maps from now on")
-                self.rows_listing = False
-        batch = await self._call("fs.readdir", ino, after, READDIR_PAGE)
-        return [[name, cookie, *values_of(attr)] for name, attr, cookie in batch]
+        """A page of the directory as flat rows (see ``_listed``)."""
+        return await self.meta.fs_readdir(ino, after, READDIR_PAGE)
 
     def _listed(self, row: list) -> pyfuse3.EntryAttributes:
         """As ``_entry``, for a listing's row: [name, cookie, ino, mode, ...ATTR_KEYS]."""
@@ -608,7 +552,7 @@ class Operations(pyfuse3.Operations):
                 data.handles -= 1
                 with trio.CancelScope(shield=True):
                     try:
-                        await self._call("fs.release", ino, self.session)
+                        await self.meta.fs_release(ino, self.session)
                     except RpcError:
                         pass
                 raise
@@ -674,7 +618,7 @@ class Operations(pyfuse3.Operations):
 
     async def _release_hold(self, ino: int, done: trio.Event) -> None:
         try:  # an orphan nobody else holds is deleted now
-            deleted = await self._call("fs.release", ino, self.session)
+            deleted = await self.meta.fs_release(ino, self.session)
             self.holds.dropped([ino])
             if deleted:
                 self.orphans.discard(ino)
@@ -704,7 +648,7 @@ class Operations(pyfuse3.Operations):
         if capability and self.no_capability.get(ino, 0.0) > time.monotonic():
             raise FsError(errno.ENODATA, "no such attribute")
         try:
-            return await self._call("fs.getxattr", ino, name)
+            return await self.meta.fs_getxattr(ino, name)
         except FsError as exc:
             if capability and exc.errno == errno.ENODATA:
                 self._no_capability(ino)
@@ -719,16 +663,16 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         self.no_capability.pop(self.inodes.to_meta(inode), None)
-        await self._call("fs.setxattr", self.inodes.to_meta(inode), name, value, 0)
+        await self.meta.fs_setxattr(self.inodes.to_meta(inode), name, value)
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return await self._call("fs.listxattr", self.inodes.to_meta(inode))
+        return await self.meta.fs_listxattr(self.inodes.to_meta(inode))
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.no_capability.pop(self.inodes.to_meta(inode), None)
-        await self._call("fs.removexattr", self.inodes.to_meta(inode), name)
+        await self.meta.fs_removexattr(self.inodes.to_meta(inode), name)
 
     # -- the volume ---------------------------------------------------------------------------
 

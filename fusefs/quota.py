@@ -14,14 +14,14 @@ import errno
 import time
 from typing import Any
 
-from storaged.rpc import FsError, RpcClient
+from storaged.metaclient import MetaClient, VolumeUsage
+from storaged.rpc import FsError
 
 REFRESH_SECONDS = 1.0
 
 
 class QuotaGuard:
-    def __init__(self, rpc: RpcClient, meta: str, volume_id: int) -> None:
-        self.rpc = rpc
+    def __init__(self, meta: MetaClient, volume_id: int) -> None:
         self.meta = meta
         self.volume_id = volume_id
         self.capacity = 0
@@ -29,8 +29,8 @@ class QuotaGuard:
         self.inodes = 0
         self.refreshed = -1e18
 
-    async def statfs(self) -> dict[str, int]:
-        info = await self.rpc.call(self.meta, "volume.statfs", self.volume_id)
+    async def statfs(self) -> VolumeUsage:
+        info = await self.meta.volume_statfs(self.volume_id)
         self.capacity, self.used, self.inodes = info["capacity"], info["used"], info["inodes"]
         self.refreshed = time.monotonic()
         return info

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from csi import DEFAULT_INSTALLATION
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcError
 
 from . import display
@@ -710,33 +711,42 @@ def cmd_volume(args: argparse.Namespace) -> int:
         print(f"shoal volume: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    async def clone(client: RpcClient) -> Any:
+    async def clone(client: MetaClient) -> Any:
         kind, _, name = args.source.rpartition(":")
         if kind not in ("", "volume", "snapshot"):
             raise ValueError(f"--from {args.source!r}: a volume name or snapshot:NAME")
-        origin = await client.call(meta, "snapshot.get" if kind == "snapshot" else "volume.get",
-                                   name)
-        return await client.call(
-            meta, "volume.create", args.name, capacity or origin["capacity"],
+        origin = await (client.snapshot_get(name) if kind == "snapshot"
+                        else client.volume_get(name))
+        return await client.volume_create(
+            args.name, capacity or origin["capacity"],
             args.replicas or origin["replicas"], chunk_size or origin["chunk_size"],
             {"created_by": "shoal volume clone"}, f"{kind or 'volume'}:{name}")
 
+    async def act(client: MetaClient) -> Any:
+        if args.action == "clone":
+            return await clone(client)
+        if args.action == "create":
+            assert capacity is not None
+            return await client.volume_create(args.name, capacity, args.replicas or 2,
+                                              chunk_size or 4 << 20)
+        if args.action == "list":
+            return await client.volume_list()
+        if args.action == "show":
+            return await client.volume_get(args.name)
+        if args.action == "resize":
+            assert capacity is not None
+            return await client.volume_resize(args.name, capacity)
+        if args.action == "delete":
+            return await client.volume_delete(args.name)
+        if args.action == "snapshot":
+            return await client.snapshot_create(args.snapshot, args.name)
+        if args.action == "snapshots":
+            return await client.snapshot_list()
+        return await client.snapshot_delete(args.name)   # delete-snapshot
+
     async def go() -> Any:
         async with RpcClient(secret) as client:
-            if args.action == "clone":
-                return await clone(client)
-            method, *params = {
-                "create": ("volume.create", args.name, capacity, args.replicas or 2,
-                           chunk_size or 4 << 20),
-                "list": ("volume.list",),
-                "show": ("volume.get", args.name),
-                "resize": ("volume.resize", args.name, capacity),
-                "delete": ("volume.delete", args.name),
-                "snapshot": ("snapshot.create", args.snapshot, args.name),
-                "snapshots": ("snapshot.list",),
-                "delete-snapshot": ("snapshot.delete", args.name),
-            }[args.action]
-            return await client.call(meta, method, *params)
+            return await act(MetaClient(client, meta))
 
     try:
         result = trio.run(go)
@@ -806,7 +816,7 @@ def cmd_gc(args: argparse.Namespace, meta: str, secret: bytes) -> int:
 
     async def go() -> Any:
         async with RpcClient(secret) as client:
-            return await collect(client, meta, args.grace, dry_run=args.dry_run)
+            return await collect(MetaClient(client, meta), args.grace, dry_run=args.dry_run)
     try:
         report = trio.run(go)
     except RpcError as exc:
@@ -834,14 +844,15 @@ def cmd_repair(args: argparse.Namespace, meta: str, secret: bytes) -> int:
 
     async def go() -> dict[str, Any]:
         async with RpcClient(secret) as client:
-            status = await client.call(meta, "repair.status")
+            meta_client = MetaClient(client, meta)
+            status = await meta_client.repair_status()
             if not args.now:
                 return status
             before = status["passes"]
-            await client.call(meta, "repair.run")
+            await meta_client.repair_run()
             deadline = time.monotonic() + args.timeout
             while time.monotonic() < deadline:
-                status = await client.call(meta, "repair.status")
+                status = await meta_client.repair_status()
                 if status["passes"] > before and not status["running"]:
                     return status
                 if status["running"]:
@@ -892,33 +903,34 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
         return EXIT_USAGE
     progress = display.ProgressLine(enabled=not args.json)
 
-    async def drain(client: RpcClient) -> int:
-        before = (await client.call(meta, "repair.status"))["passes"]
-        await client.call(meta, "cluster.drain", args.server, True)
+    async def drain(client: MetaClient) -> int:
+        before = (await client.repair_status())["passes"]
+        await client.cluster_drain(args.server, True)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
-            status = await client.call(meta, "repair.status")
+            status = await client.repair_status()
             if status["passes"] > before and not status["running"]:
-                unsafe = await unsafe_to_remove(client, meta, args.server)
+                unsafe = await unsafe_to_remove(client, args.server)
                 if unsafe == 0:
                     return 0
                 before = status["passes"]
-                await client.call(meta, "repair.run")   # copies still missing: once more
+                await client.repair_run()   # copies still missing: once more
             progress.show(f"draining: {_repair_progress(status)}")
             await trio.sleep(0.5)
-        return await unsafe_to_remove(client, meta, args.server)
+        return await unsafe_to_remove(client, args.server)
 
     async def go() -> Any:
-        async with RpcClient(secret) as client:
+        async with RpcClient(secret) as rpc:
+            client = MetaClient(rpc, meta)
             if args.action == "list":
-                return await client.call(meta, "cluster.servers")
+                return await client.cluster_servers()
             if args.action == "undrain":
-                return await client.call(meta, "cluster.drain", args.server, False)
+                return await client.cluster_drain(args.server, False)
             if args.action == "remove":
-                unsafe = await unsafe_to_remove(client, meta, args.server)
+                unsafe = await unsafe_to_remove(client, args.server)
                 if unsafe:
                     raise RuntimeError(f"{unsafe} chunks would lose copies; drain it first")
-                return await client.call(meta, "cluster.remove", args.server)
+                return await client.cluster_remove(args.server)
             return await drain(client)
     try:
         result = trio.run(go)
@@ -962,16 +974,17 @@ def cmd_fsck(args: argparse.Namespace, meta: str, secret: bytes) -> int:
 
     async def go() -> dict[str, Any]:
         async with RpcClient(secret) as client:
-            report = await client.call(meta, "fsck.check", args.volume)
+            meta_client = MetaClient(client, meta)
+            report = await meta_client.fsck_check(args.volume)
             ids: list[str] = []
             while True:
-                page = await client.call(meta, "fsck.chunks", args.volume,
-                                         ids[-1] if ids else None, 10_000)
+                page = await meta_client.fsck_chunks(args.volume, ids[-1] if ids else None,
+                                                     10_000)
                 ids += page
                 if len(page) < 10_000:
                     break
             live = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"], True)
-                    for r in await client.call(meta, "cluster.servers") if r["state"] == "up"]
+                    for r in await meta_client.cluster_servers() if r["state"] == "up"]
             holders = await locations(client, live)
             missing = [c for c in ids if not holders.get(c)]
             report["chunks"] = len(ids)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import trio
 
+from storaged.metaclient import MetaClient
 from storaged.rpc import FsError, RpcClient, auth, tls
 
 from .clusterfile import FILENAME, ChunkServerEntry, ClusterFile, ProcessEntry
@@ -125,10 +126,11 @@ def _start(workdir: Path, name: str, secret_file: Path, listen: str,
 
 async def _wait_and_prepare_volume(meta: str, secret: bytes, o: UpOptions) -> dict[str, str]:
     """Wait until the chunk servers registered, then make sure the volume exists."""
-    async with RpcClient(secret) as client:
+    async with RpcClient(secret) as rpc:
+        client = MetaClient(rpc, meta)
         deadline = time.monotonic() + 30
         while True:
-            servers = await client.call(meta, "cluster.servers")
+            servers = await client.cluster_servers()
             if sum(s["state"] == "up" for s in servers) >= o.chunk_servers:
                 break
             if time.monotonic() > deadline:
@@ -136,10 +138,10 @@ async def _wait_and_prepare_volume(meta: str, secret: bytes, o: UpOptions) -> di
                                    "registered with the meta role within 30s; see the logs")
             await trio.sleep(0.1)
         try:
-            await client.call(meta, "volume.get", DEFAULT_VOLUME)
+            await client.volume_get(DEFAULT_VOLUME)
         except FsError:
-            await client.call(meta, "volume.create", DEFAULT_VOLUME, o.capacity, o.replicas,
-                              o.chunk_size, {"created_by": "shoal up"})
+            await client.volume_create(DEFAULT_VOLUME, o.capacity, o.replicas, o.chunk_size,
+                                       {"created_by": "shoal up"})
         return {s["address"]: s["id"] for s in servers}
 
 

@@ -18,6 +18,7 @@ import trio
 
 from storaged.durable import fsync_dir
 from storaged.meta.backup import MAX_READ
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient, auth
 
 
@@ -42,14 +43,14 @@ def backup(meta: str, secret_file: str, target: Path) -> str:
     partial = target.with_name(target.name + ".partial")
 
     async def go() -> int:
-        async with RpcClient(secret, timeout=300) as client:
-            info = await client.call(meta, "meta.backup_open")
+        async with RpcClient(secret, timeout=300) as rpc:
+            client = MetaClient(rpc, meta)
+            info = await client.meta_backup_open()
             try:
                 with open(partial, "wb") as f:
                     offset = 0
                     while offset < info["size"]:
-                        piece = await client.call(meta, "meta.backup_read", info["id"], offset,
-                                                  MAX_READ)
+                        piece = await client.meta_backup_read(info["id"], offset, MAX_READ)
                         if not piece:
                             raise RuntimeError("the backup ended early")
                         f.write(piece)
@@ -57,7 +58,7 @@ def backup(meta: str, secret_file: str, target: Path) -> str:
                     f.flush()
                     os.fsync(f.fileno())
             finally:
-                await client.call(meta, "meta.backup_close", info["id"])
+                await client.meta_backup_close(info["id"])
             return int(info["size"])
     try:
         size = trio.run(go)

@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient, RpcError
 
 from . import display
@@ -37,7 +38,8 @@ def run(meta: str, secret: bytes, *, now: bool, timeout: float | None,
     async def main() -> list[dict[str, Any]]:
         async with RpcClient(secret) as client:
             rows = [{"id": r["id"], "address": r["address"]}
-                    for r in await client.call(meta, "cluster.servers") if r["state"] == "up"]
+                    for r in await MetaClient(client, meta).cluster_servers()
+                    if r["state"] == "up"]
             await _poll(client, rows, "scrub.status")
             if not now:
                 return rows

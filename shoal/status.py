@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient, RpcError
 
 from . import display
@@ -30,7 +31,7 @@ def gather(meta: str, secret: bytes, probe_timeout: float = PROBE_TIMEOUT) -> di
 
     async def main() -> dict[str, Any]:
         async with RpcClient(secret, connect_timeout=probe_timeout) as client:
-            report = await client.call(meta, "cluster.status", timeout=30, retries=0)
+            report = await MetaClient(client, meta).cluster_status(timeout=30, retries=0)
             async with trio.open_nursery() as nursery:
                 for row in report["servers"]:
                     if row["state"] == "up":

@@ -28,6 +28,7 @@ from .gc import collect as collect_garbage
 from .repair import repair_loop
 from .meta.db import open_database
 from .meta.service import MetaService
+from .metaclient import MetaClient
 from .metrics import serve_http
 from .observe import StoragedObserver
 from .rpc import RpcClient, RpcError, auth
@@ -121,7 +122,7 @@ async def _collect_garbage(config: StoragedConfig, secret: bytes, own_address: s
         while True:
             await trio.sleep(config.gc_interval)
             try:
-                await collect_garbage(client, own_address, config.gc_grace)
+                await collect_garbage(MetaClient(client, own_address), config.gc_grace)
             except (RpcError, ValueError) as exc:
                 log.warning("garbage collection pass failed: %s", exc)
 
@@ -129,7 +130,8 @@ async def _collect_garbage(config: StoragedConfig, secret: bytes, own_address: s
 async def _repair(config: StoragedConfig, secret: bytes, own_address: str,
                   meta: MetaService) -> None:
     async with RpcClient(secret) as client:
-        await repair_loop(client, own_address, meta.repair, interval=config.repair_interval,
+        await repair_loop(MetaClient(client, own_address), meta.repair,
+                          interval=config.repair_interval,
                           down_grace=config.repair_down_grace, rate=config.repair_rate,
                           rebalance_min_age=config.rebalance_min_age if config.rebalance
                           else None)
@@ -140,11 +142,12 @@ async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkSe
     """Tell the meta role we are alive, how full we are, and where to reach us."""
     registered = False
     async with RpcClient(secret, timeout=config.heartbeat_interval * 2) as client:
+        meta = MetaClient(client, config.meta)
         while True:
             try:
                 usage = await chunk.usage_report()
-                await client.call(config.meta, "cluster.heartbeat", chunk.store.server_id,
-                                  address, config.zone, usage)
+                await meta.cluster_heartbeat(chunk.store.server_id, address, config.zone,
+                                             usage)
                 if not registered:
                     log.info("registered with the meta role at %s", config.meta)
                 registered = observer.registered = True

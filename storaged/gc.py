@@ -27,7 +27,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rpc import RpcClient, RpcError
+from .metaclient import MetaClient
+from .rpc import RpcError
 
 log = logging.getLogger("storaged.gc")
 
@@ -49,17 +50,17 @@ class GcReport:
         return dict(vars(self))
 
 
-async def collect(rpc: RpcClient, meta: str, grace: float, dry_run: bool = False) -> GcReport:
+async def collect(meta: MetaClient, grace: float, dry_run: bool = False) -> GcReport:
     """One full pass over every live chunk server."""
     if grace < MIN_GRACE:
         raise ValueError(f"the grace period must be at least {MIN_GRACE:g} seconds")
     report = GcReport()
-    for server in await rpc.call(meta, "cluster.servers"):
+    for server in await meta.cluster_servers():
         if server["state"] != "up":
             continue  # a down server is swept when it is back
         report.servers += 1
         try:
-            await _sweep_server(rpc, meta, server["address"], grace, dry_run, report)
+            await _sweep_server(meta, server["address"], grace, dry_run, report)
         except RpcError as exc:
             log.warning("garbage collection on %s stopped: %s", server["address"], exc)
             report.failed_servers.append(f"{server['address']}: {exc}")
@@ -67,15 +68,16 @@ async def collect(rpc: RpcClient, meta: str, grace: float, dry_run: bool = False
     return report
 
 
-async def _sweep_server(rpc: RpcClient, meta: str, address: str, grace: float, dry_run: bool,
+async def _sweep_server(meta: MetaClient, address: str, grace: float, dry_run: bool,
                         report: GcReport) -> None:
+    rpc = meta.rpc
     after = None
     while True:
         page = await rpc.call(address, "chunk.list", after, BATCH)
         ids = page["ids"]
         report.listed += len(ids)
         if ids:
-            garbage = await rpc.call(meta, "gc.unreferenced", ids)
+            garbage = await meta.gc_unreferenced(ids)
             report.unreferenced += len(garbage)
             if garbage:
                 ages = await rpc.call(address, "chunk.ages", garbage)

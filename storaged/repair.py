@@ -28,6 +28,7 @@ import trio
 from .chunk.ids import chunk_id
 from .data.placement import Server, placement_order
 from .meta.repairstate import AT_RISK_KEPT, RepairState, RepairStatus
+from .metaclient import MetaClient
 from .rpc import Corrupted, NotFound, RpcClient, RpcError
 
 log = logging.getLogger("storaged.repair")
@@ -35,7 +36,7 @@ log = logging.getLogger("storaged.repair")
 PAGE = 1000
 
 
-async def repair_loop(rpc: RpcClient, meta: str, state: RepairState, *, interval: float,
+async def repair_loop(meta: MetaClient, state: RepairState, *, interval: float,
                       down_grace: float, rate: float,
                       rebalance_min_age: float | None = None) -> None:
     """A pass every ``interval`` seconds (0: only when asked), or at once when asked."""
@@ -43,13 +44,14 @@ async def repair_loop(rpc: RpcClient, meta: str, state: RepairState, *, interval
         with trio.move_on_after(interval if interval > 0 else float("inf")):
             await state.wanted.wait()
         state.wanted = trio.Event()
-        await repair_pass(rpc, meta, state, down_grace=down_grace, rate=rate,
+        await repair_pass(meta, state, down_grace=down_grace, rate=rate,
                           rebalance_min_age=rebalance_min_age)
 
 
-async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
+async def repair_pass(meta: MetaClient, state: RepairState, *,
                       down_grace: float, rate: float,
                       rebalance_min_age: float | None = None) -> RepairStatus:
+    rpc = meta.rpc   # the chunk servers are called over the same pool of connections
     status = state.status = RepairStatus(running=True, passes=state.status.passes + 1,
                                          started=time.time())
     unresolved: set[str] = set()
@@ -59,9 +61,9 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
         if len(into) < AT_RISK_KEPT:
             into.add(cid)
     try:
-        referenced = await _referenced(rpc, meta)
+        referenced = await _referenced(meta)
         status.total = len(referenced)
-        rows = await rpc.call(meta, "cluster.servers")
+        rows = await meta.cluster_servers()
         now_ns = time.time_ns()
         servers = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"],
                           r["state"] == "up", bool(r.get("draining"))) for r in rows]
@@ -69,7 +71,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
                     and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace}
         draining = {r["id"] for r in rows if r.get("draining")}
         holders = await locations(rpc, [s for s in servers if s.up])
-        bad = {(b["chunk_id"], b["server_id"]) for b in await rpc.call(meta, "cluster.bad_copies")}
+        bad = {(b["chunk_id"], b["server_id"]) for b in await meta.cluster_bad_copies()}
         throttle = _Throttle(rate)
         by_id = {s.id: s for s in servers}
         for cid, replicas in referenced:
@@ -82,7 +84,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
             counted = good - draining   # copies on a draining server are on their way out
             assumed = {s.id for s in order[:replicas] if s.id in presumed} - good
             if len(counted) + len(assumed) >= replicas:
-                await _clear_reports(rpc, meta, cid, bad)
+                await _clear_reports(meta, cid, bad)
                 if rebalance_min_age is not None and not presumed:
                     await _rebalance(rpc, cid, replicas, order, good, by_id, throttle,
                                      rebalance_min_age, status)
@@ -109,7 +111,7 @@ async def repair_pass(rpc: RpcClient, meta: str, state: RepairState, *,
             status.bytes_copied += made * throttle.last_size
             if made >= needed:
                 status.repaired += 1
-                await _clear_reports(rpc, meta, cid, bad)
+                await _clear_reports(meta, cid, bad)
             else:
                 status.failed += 1
                 status.last_error = f"{cid[:12]}: only {made} of {needed} servers took a copy"
@@ -154,11 +156,11 @@ async def _rebalance(rpc: RpcClient, cid: str, replicas: int, order: list[Server
                      by_id[server_id].address, exc)
 
 
-async def _referenced(rpc: RpcClient, meta: str) -> list[tuple[str, int]]:
+async def _referenced(meta: MetaClient) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     after: str | None = None
     while True:
-        page = await rpc.call(meta, "repair.referenced", after, PAGE)
+        page = await meta.repair_referenced(after, PAGE)
         out.extend((cid, int(r)) for cid, r in page)
         if len(page) < PAGE:
             return out
@@ -218,9 +220,9 @@ async def _copy(rpc: RpcClient, cid: str, sources: list[Server], targets: list[S
     return took
 
 
-async def _clear_reports(rpc: RpcClient, meta: str, cid: str, bad: set[tuple[str, str]]) -> None:
+async def _clear_reports(meta: MetaClient, cid: str, bad: set[tuple[str, str]]) -> None:
     for chunk, server_id in [b for b in bad if b[0] == cid]:
-        await rpc.call(meta, "cluster.clear_bad", chunk, server_id)
+        await meta.cluster_clear_bad(chunk, server_id)
 
 
 class _Throttle:
@@ -241,11 +243,12 @@ class _Throttle:
         await trio.sleep(start - now)
 
 
-async def unsafe_to_remove(rpc: RpcClient, meta: str, server_id: str) -> int:
+async def unsafe_to_remove(meta: MetaClient, server_id: str) -> int:
     """How many referenced chunks held by ``server_id`` lack R good copies on the other
     live, non-draining servers: 0 means it can be removed without losing anything."""
-    referenced = dict(await _referenced(rpc, meta))
-    rows = await rpc.call(meta, "cluster.servers")
+    rpc = meta.rpc
+    referenced = dict(await _referenced(meta))
+    rows = await meta.cluster_servers()
     others = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"], True)
               for r in rows if r["state"] == "up" and not r.get("draining")
               and r["id"] != server_id]

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from ..metaclient import MetaClient
 from ..rpc import Corrupted, NotFound, RpcClient, RpcError
 from .store import ChunkStore
 
@@ -94,7 +95,8 @@ async def _report(client: RpcClient, meta: str, cid: str, server_id: str) -> Non
     if not meta:
         return
     try:
-        await client.call(meta, "cluster.report_bad", cid, server_id, "CORRUPTED: found by scrub")
-        await client.call(meta, "repair.run")
+        meta_client = MetaClient(client, meta)
+        await meta_client.cluster_report_bad(cid, server_id, "CORRUPTED: found by scrub")
+        await meta_client.repair_run()
     except RpcError as exc:  # the next pass, or a client read, reports it again
         log.warning("scrub: could not report chunk %s: %s", cid[:12], exc)

@@ -53,12 +53,12 @@ async def hash_chunk(data: bytes) -> str:
 
 
 class DataClient:
-    def __init__(self, rpc: RpcClient, meta_address: str, *, refresh_seconds: float = 5.0,
+    def __init__(self, meta: MetaClient, *, refresh_seconds: float = 5.0,
                  put_timeout: float = 10.0, put_rate: float = 4 * 1024 * 1024,
                  get_timeout: float = 15.0, restart_wait: float = RESTART_WAIT) -> None:
-        self.rpc = rpc
+        self.rpc = meta.rpc   # the chunk servers are called over the meta client's connections' pool
         self.restart_wait = restart_wait
-        self.meta = meta_address
+        self.meta = meta
         self.refresh_seconds = refresh_seconds
         self.put_timeout = put_timeout
         self.put_rate = put_rate
@@ -79,7 +79,7 @@ class DataClient:
         return self._servers
 
     async def _fetch_map(self) -> None:
-        rows = await self.rpc.call(self.meta, "cluster.servers")
+        rows = await self.meta.cluster_servers()
         self._servers = [Server(r["id"], r["address"], r["zone"], r["capacity"],
                                 r["free"], r["state"] == "up",
                                 bool(r.get("draining"))) for r in rows]
@@ -314,7 +314,7 @@ class DataClient:
 
     async def _report(self, cid: str, server: Server, reason: str) -> None:
         try:
-            await self.rpc.call(self.meta, "cluster.report_bad", cid, server.id, reason)
+            await self.meta.cluster_report_bad(cid, server.id, reason)
         except RpcError as exc:  # reporting is best effort; the read goes on
             log.warning("could not report bad copy of %s on %s: %s", cid[:12], server.id, exc)
 

@@ -13,15 +13,15 @@ import stat
 import time
 from typing import Any
 
+from ..metaclient.results import ATTR_KEYS
 from ..rpc.errors import FsError
 
 NAME_MAX = 255
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
+# The columns of ATTR_KEYS (the wire's order of attributes, also a listing row's)
 ATTR_COLUMNS = "id, mode, nlink, uid, gid, rdev, size, stored, atime_ns, mtime_ns, ctime_ns"
-_ATTR_KEYS = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "stored",
-              "atime_ns", "mtime_ns", "ctime_ns")
 
 # A page of a directory, in cookie order; the index on dentries(parent) makes it start
 # where the last page ended (tests/unit/test_meta.py checks the plan).
@@ -38,7 +38,7 @@ def now_ns() -> int:
 
 
 def _attr(row: tuple[Any, ...]) -> Attr:
-    return dict(zip(_ATTR_KEYS, row))
+    return dict(zip(ATTR_KEYS, row))
 
 
 def check_name(name: bytes) -> None:

@@ -10,6 +10,7 @@ import trio
 from storaged.chunk.ids import chunk_id
 from storaged.data.client import ChunkUnavailable, DataClient, NotEnoughReplicas
 from storaged.data.placement import placement_order
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient
 from tests.helpers import LocalCluster, StoragedProcess, call
 
@@ -17,7 +18,7 @@ from tests.helpers import LocalCluster, StoragedProcess, call
 def run(cluster, fn):
     async def go():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
-            return await fn(DataClient(rpc, cluster.meta.address, refresh_seconds=0))
+            return await fn(DataClient(MetaClient(rpc, cluster.meta.address), refresh_seconds=0))
     return trio.run(go)
 
 
@@ -154,7 +155,7 @@ def test_reads_that_fail_together_on_a_stale_map_all_retry_with_the_new_one(clus
 
     async def with_stale_map():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
-            await go(DataClient(rpc, cluster.meta.address, refresh_seconds=3600))
+            await go(DataClient(MetaClient(rpc, cluster.meta.address), refresh_seconds=3600))
     trio.run(with_stale_map)
 
 
@@ -196,7 +197,7 @@ def test_a_read_and_a_write_wait_for_a_restarting_server_to_register(tmp_path, s
 
     async def with_fresh_map():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
-            await go(DataClient(rpc, cluster.meta.address, refresh_seconds=3600,
+            await go(DataClient(MetaClient(rpc, cluster.meta.address), refresh_seconds=3600,
                                 restart_wait=60))
     try:
         trio.run(with_fresh_map)
@@ -219,5 +220,5 @@ def test_a_server_the_meta_role_counts_up_but_that_stays_away_fails_within_the_w
 
     async def with_short_wait():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
-            await go(DataClient(rpc, cluster.meta.address, restart_wait=1))
+            await go(DataClient(MetaClient(rpc, cluster.meta.address), restart_wait=1))
     trio.run(with_short_wait)

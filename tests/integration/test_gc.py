@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from storaged.gc import GcReport, collect
+from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient
 from tests.helpers import LocalCluster, call, mounted_volume
 from tests.helpers import write_synced as write
@@ -42,7 +43,7 @@ class GcEnv:
         test's open file, and FUSE commits a file on every close of a descriptor."""
         async def go() -> GcReport:
             async with RpcClient(self.cluster.secret) as client:
-                return await collect(client, self.cluster.meta.address, GRACE, dry_run)
+                return await collect(MetaClient(client, self.cluster.meta.address), GRACE, dry_run)
         return trio.run(go).as_dict()
 
     def gc_command(self, *extra: str) -> dict:

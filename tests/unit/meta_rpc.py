@@ -12,6 +12,7 @@ import trio
 from fusefs.operations import Operations
 from storaged.meta.db import open_database
 from storaged.meta.service import MetaService
+from storaged.metaclient import MetaClient
 from storaged.rpc.errors import InvalidArgument
 from storaged.rpc.methods import MethodTable
 
@@ -25,7 +26,7 @@ class MetaOverRpc:
         self.old = old or {}
         self.calls: list[tuple[str, int]] = []  # (method, number of parameters)
 
-    async def call(self, _address: str, method: str, *params: Any) -> Any:
+    async def call(self, _address: str, method: str, *params: Any, **_options: Any) -> Any:
         self.calls.append((method, len(params)))
         if len(params) > self.old.get(method, len(params)):
             raise InvalidArgument(f"{method} takes at most {self.old[method]} parameters")
@@ -40,6 +41,6 @@ async def meta_service() -> tuple[MetaService, dict[str, Any]]:
 
 
 def operations(rpc: MetaOverRpc, volume: dict[str, Any], nursery: trio.Nursery) -> Operations:
-    io = SimpleNamespace(meta="meta", rpc=rpc, files={}, nursery=nursery,
+    io = SimpleNamespace(meta=MetaClient(rpc, "meta"), files={}, nursery=nursery,  # type: ignore[arg-type]
                          chunk_size=volume["chunk_size"])
     return Operations(io, {"root": volume["root"], "id": volume["id"]})

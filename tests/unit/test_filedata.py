@@ -16,6 +16,7 @@ from fusefs.chunkcache import ChunkCache
 from fusefs.filedata import FileData, VolumeIO
 from storaged.meta import files, namespace, volumes
 from storaged.meta.db import open_database, transaction
+from storaged.metaclient import MetaClient
 from storaged.rpc import FsError, Unavailable
 
 PIECE = 64 * 1024
@@ -33,7 +34,7 @@ class Meta:
         self.slices_committed = 0
         self.calls: list[str] = []
 
-    async def call(self, _address: str, method: str, *args: Any) -> Any:
+    async def call(self, _address: str, method: str, *args: Any, **_options: Any) -> Any:
         await trio.lowlevel.checkpoint()
         self.calls.append(method)
         if method == "session.pending":
@@ -99,7 +100,7 @@ def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(rpc=meta, meta="meta", data=chunks,  # type: ignore[arg-type]
+            io = VolumeIO(meta=MetaClient(meta, "meta"), data=chunks,  # type: ignore[arg-type]
                           cache=ChunkCache(3 * PIECE), chunk_size=PIECE, replicas=2,
                           uploads=trio.CapacityLimiter(2), nursery=nursery,
                           max_dirty_bytes=6 * PIECE, max_unsaved_bytes=10 * PIECE)
@@ -156,7 +157,7 @@ def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(rpc=meta, meta="meta", data=chunks,  # type: ignore[arg-type]
+            io = VolumeIO(meta=MetaClient(meta, "meta"), data=chunks,  # type: ignore[arg-type]
                           cache=ChunkCache(3 * PIECE), chunk_size=PIECE, replicas=2,
                           uploads=trio.CapacityLimiter(2), nursery=nursery)
             data = FileData(meta.ino, io, size=0, committed_size=0)

@@ -54,14 +54,17 @@ def test_a_mount_sends_its_holds_in_requests_the_meta_role_accepts() -> None:
 
     from fusefs import operations
 
+    from types import SimpleNamespace
+
     sent: list[tuple[int, int]] = []
 
-    async def record(method: str, session: str, add: list[int], drop: list[int]) -> None:
-        assert method == "session.hold" and session == "s"
+    async def record(session: str, add: list[int], drop: list[int]) -> bool:
+        assert session == "s"
         sent.append((len(add), len(drop)))
+        return True
 
     ops = operations.Operations.__new__(operations.Operations)
-    ops._call = record  # type: ignore[method-assign]
+    ops.meta = SimpleNamespace(session_hold=record)  # type: ignore[assignment]
     many = list(range(1, 2 * operations.HOLD_BATCH + 2))
     trio.run(ops._hold, "s", many, [7])
     assert sent == [(operations.HOLD_BATCH, 1), (operations.HOLD_BATCH, 0), (1, 0)]

@@ -205,9 +205,9 @@ async def test_a_database_from_before_recorded_sessions_waits_like_after_a_resta
 
 @trio_test
 async def test_readdir_answers_rows_in_the_order_the_mount_reads_them():
-    """fs.readdir with rows: [name, cookie, *attributes in fusefs.attrs.ATTR_KEYS order],
+    """fs.readdir with rows: [name, cookie, *attributes in storaged.metaclient.ATTR_KEYS order],
     the same entries as the maps an older mount asks for."""
-    from fusefs.attrs import ATTR_KEYS
+    from storaged.metaclient import ATTR_KEYS
     service, root = await _service_with_volume()
     for i in range(5):
         await service.fs_mknod(root, f"f{i}".encode(), FILE | 0o10 * i, 7 + i, 70 + i)

@@ -11,6 +11,7 @@ import trio.testing
 
 from fusefs.filedata import DROP_DELAY, VolumeIO
 from storaged.meta.sessions import Sessions
+from storaged.metaclient import MetaClient
 
 
 class SessionsOverRpc:
@@ -18,7 +19,7 @@ class SessionsOverRpc:
         self.sessions = Sessions(3600)
         self.calls: list[tuple[str, list[str], list[str]]] = []
 
-    async def call(self, _address: str, method: str, *params: Any) -> Any:
+    async def call(self, _address: str, method: str, *params: Any, **_options: Any) -> Any:
         assert method == "session.pending"
         await trio.lowlevel.checkpoint()
         session, add, drop = params
@@ -33,7 +34,7 @@ def run(test) -> None:
     async def main() -> None:
         rpc = SessionsOverRpc()
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(rpc=rpc, meta="meta", data=None, cache=None,  # type: ignore[arg-type]
+            io = VolumeIO(meta=MetaClient(rpc, "meta"), data=None, cache=None,  # type: ignore[arg-type]
                           chunk_size=1 << 20, replicas=2, uploads=trio.CapacityLimiter(1),
                           nursery=nursery)
             io.session = rpc.sessions.open("test mount")

@@ -26,10 +26,10 @@ class GatedRelease(MetaOverRpc):
         super().__init__(service)
         self.gate = trio.Event()
 
-    async def call(self, address: str, method: str, *params: Any) -> Any:
+    async def call(self, address: str, method: str, *params: Any, **options: Any) -> Any:
         if method == "fs.release":
             await self.gate.wait()
-        return await super().call(address, method, *params)
+        return await super().call(address, method, *params, **options)
 
 
 def run(test) -> None:

@@ -1,0 +1,349 @@
+"""The meta role's API as a typed client: one method per RPC, and the only place in the
+tree that spells a meta method's name.
+
+Why a class of its own rather than ``rpc.call(meta, "fs.getattr", ino)`` at every call
+site: the method names, their parameter order, which calls are safe to send twice, which
+change a directory, and how to talk to an older meta role were spread over four packages;
+here they are written down once, next to each other. The coherent cache's lease protocol
+(invalidations the meta role pushes to a mount) belongs here too.
+
+Compatibility with an older meta role (one release back) is handled inside: a call it does
+not understand is sent again in the form it knows, and ``features`` remembers what it
+lacks so the next call goes straight to that form.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storaged.rpc import InvalidArgument, MethodNotFound, Patience, RpcClient
+
+from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckReport,
+                      RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
+
+log = logging.getLogger("storaged.metaclient")
+
+# Methods a client may send again when the connection broke after sending (the meta role
+# restarting): reads, and changes that leave the same state when made twice. A commit sent
+# twice stores the same pieces (a slice twice lays the same bytes over them). Not here:
+# creates, links, renames, unlinks and xattr sets, where the second try would answer EEXIST
+# or ENOENT for what the first did; those fail (outcome unknown), and only those whose
+# request was lost before it reached the meta role are sent again (RpcClient's Patience).
+REPEATABLE = frozenset({
+    "fs.lookup", "fs.getattr", "fs.readdir", "fs.readlink", "fs.getxattr", "fs.listxattr",
+    "fs.chunks", "volume.get", "volume.statfs", "fs.open", "fs.release", "fs.forget",
+    "fs.setattr", "fs.commit", "session.heartbeat", "session.pending", "session.close",
+    "session.hold", "session.orphans", "cluster.servers", "cluster.report_bad"})
+
+# Methods that change no directory's attributes (reads; holds; a file's commit; deleting an
+# orphan, which has no name left). Every other method may, and ``on_change`` is told before
+# it is sent (a mount forgets the directory attributes it keeps from creates).
+LEAVES_DIRECTORIES_ALONE = frozenset({
+    "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
+    "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "fs.commit", "volume.get",
+    "volume.statfs", "session.open", "session.heartbeat", "session.pending",
+    "session.close", "session.hold", "session.orphans", "cluster.servers",
+    "cluster.report_bad"})
+
+
+@dataclass
+class MetaFeatures:
+    """What the meta role this client talks to can do; each starts True and turns False
+    the first time the meta role shows it is from a release without it."""
+
+    holds: bool = True          # keeps inodes a mount references (session.hold, sessions
+                                # on fs.unlink/rmdir/rename/forget)
+    map_with_open: bool = True  # fs.open answers a file's first pieces
+    rows_listing: bool = True   # fs.readdir answers flat rows
+
+
+class MetaClient:
+    """Calls to one meta role over an ``RpcClient`` (whose connections it shares)."""
+
+    def __init__(self, rpc: RpcClient, address: str, *,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.rpc = rpc
+        self.address = address
+        self.on_change = on_change
+        self.features = MetaFeatures()
+
+    def be_patient(self, seconds: float) -> None:
+        """Calls wait up to ``seconds`` for a meta role that does not answer (restarting),
+        sending again only what is safe to send again (REPEATABLE)."""
+        self.rpc.be_patient(self.address, Patience(seconds, REPEATABLE))
+
+    async def _call(self, method: str, *params: Any, timeout: float | None = None,
+                    retries: int = 1) -> Any:
+        if self.on_change is not None and method not in LEAVES_DIRECTORIES_ALONE:
+            self.on_change()   # before the first await: the caller counts on it
+        return await self.rpc.call(self.address, method, *params, timeout=timeout,
+                                   retries=retries)
+
+    # -- volumes and snapshots ------------------------------------------------------------
+
+    async def volume_create(self, name: str, capacity: int, replicas: int, chunk_size: int,
+                            params: dict[str, Any] | None = None, source: str = "") -> Volume:
+        """With ``source`` ('snapshot:NAME' or 'volume:NAME'), the volume starts as a copy
+        of that tree."""
+        if params is None and not source:
+            return await self._call("volume.create", name, capacity, replicas, chunk_size)
+        return await self._call("volume.create", name, capacity, replicas, chunk_size,
+                                params, source)
+
+    async def volume_get(self, name: str) -> Volume:
+        return await self._call("volume.get", name)
+
+    async def volume_list(self) -> list[Volume]:
+        return await self._call("volume.list")
+
+    async def volume_delete(self, name: str) -> bool:
+        """False when there was no such volume."""
+        return await self._call("volume.delete", name)
+
+    async def volume_resize(self, name: str, capacity: int) -> Volume:
+        return await self._call("volume.resize", name, capacity)
+
+    async def volume_statfs(self, volume_id: int) -> VolumeUsage:
+        return await self._call("volume.statfs", volume_id)
+
+    async def volume_set_replicas(self, name: str, replicas: int) -> Volume:
+        return await self._call("volume.set_replicas", name, replicas)
+
+    async def volume_health(self, name: str) -> VolumeHealth:
+        return await self._call("volume.health", name)
+
+    async def snapshot_create(self, name: str, volume: str) -> Volume:
+        return await self._call("snapshot.create", name, volume)
+
+    async def snapshot_get(self, name: str) -> Volume:
+        return await self._call("snapshot.get", name)
+
+    async def snapshot_list(self) -> list[Volume]:
+        return await self._call("snapshot.list")
+
+    async def snapshot_delete(self, name: str) -> bool:
+        return await self._call("snapshot.delete", name)
+
+    # -- the namespace --------------------------------------------------------------------
+
+    async def fs_lookup(self, parent: int, name: bytes) -> Attr:
+        return await self._call("fs.lookup", parent, name)
+
+    async def fs_getattr(self, ino: int) -> Attr:
+        return await self._call("fs.getattr", ino)
+
+    async def fs_setattr(self, ino: int, changes: dict[str, int]) -> Attr:
+        """``changes``: any of mode, uid, gid, size, atime_ns, mtime_ns."""
+        return await self._call("fs.setattr", ino, changes)
+
+    async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                       rdev: int = 0, target: bytes | None = None,
+                       session: str | None = None) -> Attr:
+        """Make a node (``target``: a symlink's); with ``session``, held for that mount.
+        The answer carries the directory as the create left it, under ``parent``."""
+        return await self._call("fs.mknod", parent, name, mode, uid, gid, rdev, target,
+                                session)
+
+    async def fs_link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
+        return await self._call("fs.link", ino, new_parent, new_name)
+
+    async def fs_unlink(self, parent: int, name: bytes, session: str | None = None) -> Attr:
+        """With ``session``, a victim left without a name is held for that mount in the
+        same transaction (see ``_removing``)."""
+        return await self._removing("fs.unlink", [parent, name], session)
+
+    async def fs_rmdir(self, parent: int, name: bytes, session: str | None = None) -> Attr:
+        return await self._removing("fs.rmdir", [parent, name], session)
+
+    async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
+                        new_name: bytes, flags: int = 0,
+                        session: str | None = None) -> Attr | None:
+        """The replaced inode's attributes, or None when nothing was replaced."""
+        return await self._removing("fs.rename",
+                                    [old_parent, old_name, new_parent, new_name, flags],
+                                    session)
+
+    async def _removing(self, method: str, params: list[Any], session: str | None) -> Any:
+        """An older meta role takes no session on deletes (it deletes at once whatever
+        loses its last name): InvalidArgument before it acted, so sending again without
+        it is safe."""
+        if session is None or not self.features.holds:
+            return await self._call(method, *params)
+        try:
+            return await self._call(method, *params, session)
+        except InvalidArgument:
+            self._no_holds()
+            return await self._call(method, *params)
+
+    def _no_holds(self) -> None:
+        if self.features.holds:
+            log.warning("the meta role does not keep deleted inodes for the mounts that "
+                        "still use them (an older release): deleting at once from now on")
+            self.features.holds = False
+
+    async def fs_readdir(self, ino: int, after: int, limit: int) -> list[list[Any]]:
+        """A page of a listing as flat rows: [name, cookie, *attributes in ATTR_KEYS
+        order]; from an older meta role, which sends a map per entry, made into rows."""
+        if self.features.rows_listing:
+            try:
+                return await self._call("fs.readdir", ino, after, limit, True)
+            except InvalidArgument:
+                log.warning("the meta role does not send directory listings as rows (an "
+                            "older release): asking for maps from now on")
+                self.features.rows_listing = False
+        batch = await self._call("fs.readdir", ino, after, limit)
+        return [[name, cookie, *(attr[key] for key in ATTR_KEYS)]
+                for name, attr, cookie in batch]
+
+    async def fs_readlink(self, ino: int) -> bytes:
+        return await self._call("fs.readlink", ino)
+
+    async def fs_forget(self, inos: list[int], session: str | None = None) -> int:
+        """Delete those of ``inos`` that have no name and no hold left (with ``session``,
+        dropping that mount's holds on them first); answers how many went."""
+        if session is None:
+            return await self._call("fs.forget", inos)
+        return await self._call("fs.forget", inos, session)
+
+    async def fs_open(self, ino: int, session: str, pieces: int = 0) -> Attr:
+        """Fresh attributes and a hold for ``session``; with ``pieces``, the map of the
+        file's first pieces under ``chunks`` (not from an older meta role: ask fs_chunks)."""
+        if pieces and self.features.map_with_open:
+            try:
+                return await self._call("fs.open", ino, session, pieces)
+            except InvalidArgument:
+                log.warning("the meta role does not answer a file's map with its open (an "
+                            "older release): asking for it separately from now on")
+                self.features.map_with_open = False
+        return await self._call("fs.open", ino, session)
+
+    async def fs_release(self, ino: int, session: str) -> bool:
+        """Drop ``session``'s hold; True when that deleted an orphan."""
+        return await self._call("fs.release", ino, session)
+
+    async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
+        return await self._call("fs.getxattr", ino, name)
+
+    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        await self._call("fs.setxattr", ino, name, value, flags)
+
+    async def fs_listxattr(self, ino: int) -> list[bytes]:
+        return await self._call("fs.listxattr", ino)
+
+    async def fs_removexattr(self, ino: int, name: bytes) -> None:
+        await self._call("fs.removexattr", ino, name)
+
+    # -- file data --------------------------------------------------------------------------
+
+    async def fs_chunks(self, ino: int, first: int, last: int,
+                        slices: bool = False) -> list[Any]:
+        """The map of pieces ``first``..``last`` (with ``slices``, their slices too)."""
+        if slices:
+            return await self._call("fs.chunks", ino, first, last, True)
+        return await self._call("fs.chunks", ino, first, last)
+
+    async def fs_commit(self, ino: int, size: int, pieces: list[Any],
+                        mtime_ns: int | None = None) -> Attr:
+        """Record a file's new pieces and size in one transaction."""
+        if mtime_ns is None:
+            return await self._call("fs.commit", ino, size, pieces)
+        return await self._call("fs.commit", ino, size, pieces, mtime_ns)
+
+    # -- mount sessions -----------------------------------------------------------------------
+
+    async def session_open(self, description: str) -> str:
+        return await self._call("session.open", description)
+
+    async def session_heartbeat(self, session: str) -> bool:
+        """False when the meta role does not know ``session`` (register again)."""
+        return await self._call("session.heartbeat", session)
+
+    async def session_close(self, session: str) -> bool:
+        return await self._call("session.close", session)
+
+    async def session_pending(self, session: str, add: list[str], drop: list[str]) -> bool:
+        """Chunks stored but not committed (``add``), or no longer so (``drop``)."""
+        return await self._call("session.pending", session, add, drop)
+
+    async def session_hold(self, session: str, add: list[int], drop: list[int]) -> bool:
+        """Hold and stop holding inodes for ``session``; False (and ``features.holds``
+        off) against a meta role without holds."""
+        try:
+            await self._call("session.hold", session, add, drop)
+        except MethodNotFound:
+            self._no_holds()
+            return False
+        return True
+
+    async def session_orphans(self, session: str) -> list[int]:
+        """Inodes held only for ``session`` that lost their last name elsewhere ([] from a
+        meta role that does not say)."""
+        try:
+            return await self._call("session.orphans", session)
+        except MethodNotFound:
+            return []
+
+    # -- the cluster map --------------------------------------------------------------------
+
+    async def cluster_heartbeat(self, server_id: str, address: str, zone: str,
+                                usage: dict[str, int]) -> bool:
+        return await self._call("cluster.heartbeat", server_id, address, zone, usage)
+
+    async def cluster_info(self, *, timeout: float | None = None) -> ClusterInfo:
+        return await self._call("cluster.info", timeout=timeout)
+
+    async def cluster_status(self, *, timeout: float | None = None,
+                             retries: int = 1) -> ClusterStatus:
+        return await self._call("cluster.status", timeout=timeout, retries=retries)
+
+    async def cluster_servers(self) -> list[Server]:
+        return await self._call("cluster.servers")
+
+    async def cluster_report_bad(self, chunk_id: str, server_id: str, reason: str) -> bool:
+        return await self._call("cluster.report_bad", chunk_id, server_id, reason)
+
+    async def cluster_bad_copies(self) -> list[dict[str, Any]]:
+        return await self._call("cluster.bad_copies")
+
+    async def cluster_clear_bad(self, chunk_id: str, server_id: str) -> bool:
+        return await self._call("cluster.clear_bad", chunk_id, server_id)
+
+    async def cluster_drain(self, server_id: str, draining: bool = True) -> dict[str, Any]:
+        return await self._call("cluster.drain", server_id, draining)
+
+    async def cluster_remove(self, server_id: str) -> bool:
+        return await self._call("cluster.remove", server_id)
+
+    # -- care: garbage, repair, fsck, backups -------------------------------------------------
+
+    async def gc_unreferenced(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` nothing references (nor holds pending): safe to delete."""
+        return await self._call("gc.unreferenced", ids)
+
+    async def repair_referenced(self, after: str | None, limit: int) -> list[list[Any]]:
+        """[[chunk_id, R], ...] in id order after ``after``."""
+        return await self._call("repair.referenced", after, limit)
+
+    async def repair_status(self) -> RepairStatus:
+        return await self._call("repair.status")
+
+    async def repair_run(self) -> RepairStatus:
+        return await self._call("repair.run")
+
+    async def fsck_check(self, volume: str) -> FsckReport:
+        return await self._call("fsck.check", volume)
+
+    async def fsck_chunks(self, volume: str, after: str | None, limit: int) -> list[str]:
+        return await self._call("fsck.chunks", volume, after, limit)
+
+    async def meta_backup_open(self) -> BackupInfo:
+        return await self._call("meta.backup_open")
+
+    async def meta_backup_read(self, backup_id: str, offset: int, length: int) -> bytes:
+        return await self._call("meta.backup_read", backup_id, offset, length)
+
+    async def meta_backup_close(self, backup_id: str) -> bool:
+        return await self._call("meta.backup_close", backup_id)
