@@ -34,6 +34,13 @@ def _requests(port: int) -> dict[str, float]:
     return out
 
 
+def _after(port: int, method: str, before: dict[str, float]) -> dict[str, float]:
+    """The counters once ``method``, sent since ``before``, is counted: a request is
+    counted just after its answer is out, so the caller can be back before that."""
+    return wait_until(lambda: (now := _requests(port)).get(method, 0) > before.get(method, 0)
+                      and now, timeout=10)
+
+
 def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[str, float]:
     """Requests since ``before``, once the counters settled (a request is counted once
     its answer is out, so the count can trail the last answer by a moment)."""
@@ -52,8 +59,9 @@ def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
         counted: tuple[LocalCluster, Path, int]) -> None:
     _, mnt, port = counted
     d = mnt / "small"
+    made_dir = _requests(port)
     d.mkdir()
-    before = _requests(port)
+    before = _after(port, "fs.mknod", made_dir)
     for i in range(FILES):
         fd = os.open(d / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644)
         os.write(fd, os.urandom(16384))
