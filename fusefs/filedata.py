@@ -72,6 +72,9 @@ class VolumeIO:
     session: str = ""  # this mount's session in the meta role (set by Operations)
     # registers the mount again when the meta role no longer knows ``session`` (Operations)
     renew_session: Callable[[str], Awaitable[None]] | None = None
+    # the session to send with a change (so it is not sent back to this mount as an
+    # invalidation), or None while the mount is not listening (see coherence.py)
+    author: Callable[[], str | None] = lambda: None
     # chunks stored but not committed yet -> how many pieces use them; registered with the
     # session so garbage collection never takes them
     pending: dict[str, int] = field(default_factory=dict)
@@ -618,7 +621,8 @@ class FileData:
             pieces = dict(self.uploaded)
             if not pieces and size == self.committed_size:
                 return
-            attr = await self.io.meta.fs_commit(self.ino, size, _commit_items(pieces))
+            attr = await self.io.meta.fs_commit(self.ino, size, _commit_items(pieces), None,
+                                                self.io.author())
             for idx, piece in pieces.items():
                 if isinstance(piece, Patch):
                     self.rows[idx] = piece.committed()
@@ -638,7 +642,7 @@ class FileData:
         """Commit pending writes, then set the size in the meta role (metadata only)."""
         await self.flush()
         async with self.write_lock:
-            attr = await self.io.meta.fs_setattr(self.ino, {"size": size})
+            attr = await self.io.meta.fs_setattr(self.ino, {"size": size}, self.io.author())
             self.size = self.committed_size = size
             self.forget_rows()
             return attr

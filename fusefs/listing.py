@@ -34,6 +34,15 @@ import trio
 log = logging.getLogger("fusefs")
 
 Row = list[Any]  # [name, cookie, ino, mode, ...]: an fs.readdir row (docs/rpc.md)
+
+
+class Page(list[Row]):
+    """A page of rows as fetched, with what the fetcher needs to know about them later
+    (``token``: the mount's Ask, which says how long the kernel may keep them)."""
+
+    token: Any = None
+
+
 Fetch = Callable[[int], Awaitable[list[Row]]]  # the page of rows after a cookie
 
 KEPT_LISTINGS = 16  # open directories that may keep rows at once (each at most two pages
@@ -51,6 +60,8 @@ class Listing:
         self._after = -1             # ... continuing after this cookie ...
         self._stamp = -1             # ... read when kept.changes() said this
         self._next: _Ahead | None = None  # the page after the last one fetched, on its way
+        self.token: Any = None       # the token of the page the rows ``take`` gave came from
+        self._rows_token: Any = None  # ... and of the rows kept
 
     async def take(self, after: int) -> list[Row]:
         """The rows that follow cookie ``after`` (an empty list at the end). The caller
@@ -59,6 +70,7 @@ class Listing:
         now = self._kept.changes()
         if self._rows and after == self._after and self._stamp == now:
             rows, self._rows = self._rows, []
+            self.token = self._rows_token
             return rows
         self._rows = []
         rows = None
@@ -71,6 +83,7 @@ class Listing:
             now = self._kept.changes()
             rows = await self._fetch(after)
         self._stamp = now
+        self.token = getattr(rows, "token", None)
         if len(rows) >= self._page:  # more may follow: read them while these go out
             self._next = _Ahead(self._fetch, rows[-1][1], now)
             self._kept.keeping(self)
@@ -81,6 +94,7 @@ class Listing:
     def keep(self, rows: list[Row], after: int) -> None:
         """``rows`` had no room in the kernel's buffer; they follow cookie ``after``."""
         self._rows, self._after = rows, after
+        self._rows_token = self.token
         if rows:
             self._kept.keeping(self)
 

@@ -49,6 +49,9 @@ class MountOptions:
     meta_wait: float = 60.0    # how long calls wait for an unreachable meta role (restarts)
     metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
     readahead_bytes: int = 4 << 20   # the kernel's window for sequential reads; 0: its own
+    # how long the kernel may keep entries and attributes while the meta role sends this
+    # mount invalidations (fusefs/coherence.py); 0: never longer than the timeouts above
+    cache_lease: float = 30.0
 
 
 def fuse_options(volume: str) -> set[str]:
@@ -101,7 +104,8 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                           uploads=trio.CapacityLimiter(options.parallel_uploads),
                           nursery=nursery, max_unsaved_bytes=options.max_unsaved_bytes)
             ops = Operations(io, volume, entry_timeout=options.entry_timeout,
-                             attr_timeout=options.attr_timeout)
+                             attr_timeout=options.attr_timeout,
+                             cache_lease=options.cache_lease)
             instrument(ops, observer)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
@@ -111,6 +115,8 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                                options.session_heartbeat, observer)
             nursery.start_soon(ops.sync_holds)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
+            ops.in_kernel = True
+            nursery.start_soon(ops.listen)   # it tells the kernel: only once there is one
             if observer is not None:
                 observer.mounted = observer.session_ok = True
                 nursery.start_soon(observer.refresh_loop, ops)
@@ -124,6 +130,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 nursery.start_soon(raise_readahead, options.mountpoint, options.readahead_bytes)
                 await pyfuse3.main(min_tasks=4, max_tasks=options.fuse_workers)
                 await ops.flush_all()
+                await ops.stop_listening()
                 pyfuse3.close(unmount=True)
                 unmounted = True
             finally:

@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from storaged.rpc import FsError, RpcError, Timeout, Unavailable
+from storaged.rpc import FsError, MethodNotFound, RpcError, Timeout, Unavailable
 
 from .attrs import InodeMap, entry_attributes, entry_from_values
+from .coherence import (POLL_MARGIN, POLL_WAIT, RETRY_SECONDS, Ask, KernelCache, KernelCall,
+                        run_in_thread)
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
-from .listing import KeptListings, Listing
+from .listing import KeptListings, Listing, Page
 from .quota import QuotaGuard
 
 log = logging.getLogger("fusefs")
@@ -67,7 +69,7 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, io: VolumeIO, volume: dict[str, Any], *, entry_timeout: float = 1.0,
-                 attr_timeout: float = 1.0) -> None:
+                 attr_timeout: float = 1.0, cache_lease: float = 0.0) -> None:
         super().__init__()
         self.io = io
         self.meta = io.meta
@@ -76,6 +78,12 @@ class Operations(pyfuse3.Operations):
         self.inodes = InodeMap(volume["root"])
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
+        # how long the kernel may keep what it is told (see coherence.py)
+        self.cache = KernelCache(cache_lease, entry_timeout, attr_timeout)
+        self.in_kernel = False   # set once pyfuse3 serves the kernel (see mount.py)
+        self._listening = trio.CancelScope()  # the listen loop's (see stop_listening)
+        self._listened = trio.Event()
+        io.author = self._author
         self.quota = QuotaGuard(io.meta, volume["id"])
         io.after_commit = self._committed
         io.renew_session = self.renew_session
@@ -96,20 +104,35 @@ class Operations(pyfuse3.Operations):
         self._renewing = trio.Lock()
         # inode -> until when "it has no security.capability" may be believed (see getxattr)
         self.no_capability: dict[int, float] = {}
-        # directory inode -> (until when, its attributes) as a create in it left them; see
-        # _make and getattr. Any other change through this mount empties it.
-        self.dir_attrs: dict[int, tuple[float, dict[str, Any]]] = {}
+        # directory inode -> (until when, its attributes as a create in it left them, the
+        # create's Ask); see _make and getattr. Any other change through this mount, and any
+        # invalidation, empties it.
+        self.dir_attrs: dict[int, tuple[float, dict[str, Any], Ask]] = {}
         self._changes = 0
         self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
         self.dir_inodes: dict[int, int] = {}  # fh -> the open directory's kernel inode
-        self.kept_listings = KeptListings(io.nursery, lambda: self._changes)
+        self.kept_listings = KeptListings(io.nursery,
+                                          lambda: self._changes + self.cache.changes)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _committed(self, answer: dict[str, Any]) -> None:
-        """A file's data was committed: its size and times changed (see listing.py)."""
+        """A file's data was committed: its size and times changed (see listing.py). The
+        kernel may keep the file's attributes from before (a stat while it was written)
+        for as long as the lease: told to forget them, when they differ. Attributes only:
+        that takes no lock a request in flight may hold, so it is safe from a handler."""
         self._changes += 1
         self.quota.committed(answer)
+        ino = answer.get("ino")
+        told = self.seen.get(ino) if ino is not None else None
+        if told is not None and told != (answer.get("size"), answer.get("mtime_ns")):
+            del self.seen[ino]
+            if not self.in_kernel:
+                return
+            try:
+                pyfuse3.invalidate_inode(self.inodes.to_kernel(ino), attr_only=True)
+            except OSError:
+                pass   # the kernel no longer has it: nothing to forget
 
     def _changing(self) -> None:
         """A meta call that may change a directory is on its way (MetaClient.on_change):
@@ -117,19 +140,43 @@ class Operations(pyfuse3.Operations):
         self._changes += 1
         self.dir_attrs.clear()
 
-    def _entry(self, attr: dict[str, Any]) -> pyfuse3.EntryAttributes:
+    def _ask(self) -> Ask:
+        """Just before a request whose answer goes to the kernel (see coherence.py)."""
+        return self.cache.ask(self.session)
+
+    def _author(self) -> str | None:
+        """The session to send with a change, so the meta role does not send this mount
+        its own change back; None while not listening."""
+        return self._ask().session
+
+    def _entry(self, attr: dict[str, Any], ask: Ask | None,
+               timeouts: tuple[float, float] | None = None) -> pyfuse3.EntryAttributes:
         data = self.files.get(attr["ino"])
         size = data.size if data is not None else None
-        entry = entry_attributes(attr, self.inodes, entry_timeout=self.entry_timeout,
-                                 attr_timeout=self.attr_timeout, size=size)
+        entry_timeout, attr_timeout = timeouts or self.cache.timeouts(ask)
+        entry = entry_attributes(attr, self.inodes, entry_timeout=entry_timeout,
+                                 attr_timeout=attr_timeout, size=size)
         if stat.S_ISREG(attr["mode"]):
             self.seen[attr["ino"]] = (entry.st_size, attr["mtime_ns"])
         return entry
 
-    def _looked_up(self, attr: dict[str, Any], parent_inode: int = 0,
+    def _looked_up(self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0,
                    name: bytes = b"") -> pyfuse3.EntryAttributes:
         self._count_lookup(attr["ino"], parent_inode, name)
-        return self._entry(attr)
+        if not name:
+            return self._entry(attr, ask)
+        return self._entry(attr, ask, self.cache.entry(ask, parent_inode, name))
+
+    def _not_there(self, ask: Ask, parent_inode: int, name: bytes) -> pyfuse3.EntryAttributes:
+        """ENOENT, as a negative entry the kernel may keep while the meta role watches the
+        directory for this mount (a name looked for again and again: PATH, imports)."""
+        entry_timeout, _ = self.cache.entry(ask, parent_inode, name)
+        if entry_timeout <= 0 or ask.session is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = 0
+        entry.entry_timeout = entry_timeout
+        return entry
 
     def _count_lookup(self, ino: int, parent_inode: int = 0, name: bytes = b"") -> None:
         """The kernel references ``ino`` once more (a reply that hands it the entry
@@ -191,10 +238,17 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> pyfuse3.EntryAttributes:
+        ask = self._ask()
+        parent = self.inodes.to_meta(parent_inode)
         if name == b".":
-            return self._looked_up(await self.meta.fs_getattr(self.inodes.to_meta(parent_inode)))
-        attr = await self.meta.fs_lookup(self.inodes.to_meta(parent_inode), name)
-        return self._looked_up(attr, parent_inode, name)
+            return self._looked_up(await self.meta.fs_getattr(parent, ask.session), ask)
+        try:
+            attr = await self.meta.fs_lookup(parent, name, ask.session)
+        except FsError as exc:
+            if exc.errno == errno.ENOENT and ask.session is not None:
+                return self._not_there(ask, parent_inode, name)
+            raise
+        return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None
@@ -202,14 +256,16 @@ class Operations(pyfuse3.Operations):
         ino = self.inodes.to_meta(inode)
         made = self.dir_attrs.pop(ino, None)
         if made is not None and made[0] > time.monotonic():
-            return self._entry(made[1])
-        return self._entry(await self.meta.fs_getattr(ino))
+            return self._entry(made[1], made[2])
+        ask = self._ask()
+        return self._entry(await self.meta.fs_getattr(ino, ask.session), ask)
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         ino = self.inodes.to_meta(inode)
+        ask = self._ask()
         changes: dict[str, int] = {}
         if fields.update_mode:
             changes["mode"] = attr.st_mode
@@ -227,14 +283,14 @@ class Operations(pyfuse3.Operations):
             if data is not None:
                 result = await data.truncate(attr.st_size)
             else:
-                result = await self.meta.fs_setattr(ino, {"size": attr.st_size})
+                result = await self.meta.fs_setattr(ino, {"size": attr.st_size}, ask.session)
         if changes or result is None:
-            result = await self.meta.fs_setattr(ino, changes)
-        return self._entry(result)
+            result = await self.meta.fs_setattr(ino, changes, ask.session)
+        return self._entry(result, ask)
 
     async def _make(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext,
                     rdev: int = 0, target: bytes | None = None,
-                    hold: bool = False) -> dict[str, Any]:
+                    hold: bool = False) -> tuple[dict[str, Any], Ask]:
         """A create changes its directory's mtime (and a mkdir its nlink), so the kernel
         drops the directory's attributes and asks for them before the next path walk through
         it: one more round trip per create. The meta role returns the directory's new
@@ -242,25 +298,26 @@ class Operations(pyfuse3.Operations):
         them, once, within the attribute timeout, unless anything else changed through this
         mount meanwhile (``_changing`` empties the table on every other change)."""
         parent = self.inodes.to_meta(parent_inode)
+        ask = self._ask()
 
         def send(session: str | None) -> Awaitable[dict[str, Any]]:
-            return self._changing_dir(lambda: self.meta.fs_mknod(
-                parent, name, mode, ctx.uid, ctx.gid, rdev, target, session))
+            return self._changing_dir(ask, lambda: self.meta.fs_mknod(
+                parent, name, mode, ctx.uid, ctx.gid, rdev, target, session or ask.session))
         if not hold and not self.holds.enabled:
-            return await send(None)
+            return await send(None), ask
         # refused before anything was made (ESTALE): safe to send again
         attr = await self._with_session(send)
         self.holds.took(attr["ino"])  # held for the open, or for the kernel's reference
-        return attr
+        return attr, ask
 
-    async def _changing_dir(self, send: Callable[[], Awaitable[Any]]) -> Any:
+    async def _changing_dir(self, ask: Ask | None, send: Callable[[], Awaitable[Any]]) -> Any:
         """A meta call whose answer carries its directory's new attributes (``parent``):
         keep them for the kernel's next GETATTR of that directory (see _make)."""
         mine = self._changes + 1    # the client counts this change before its first await
         attr = await send()
         parent = attr.pop("parent", None)
-        if parent is not None and self._changes == mine:
-            self.dir_attrs[parent["ino"]] = (time.monotonic() + self.attr_timeout, parent)
+        if parent is not None and self._changes == mine and ask is not None:
+            self.dir_attrs[parent["ino"]] = (time.monotonic() + self.attr_timeout, parent, ask)
         return attr
 
     async def open_session(self, description: str) -> None:
@@ -309,21 +366,20 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._looked_up(await self._make(parent_inode, name, mode, ctx, rdev),
-                               parent_inode, name)
+        attr, ask = await self._make(parent_inode, name, mode, ctx, rdev)
+        return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._looked_up(await self._make(parent_inode, name,
-                                                stat.S_IFDIR | (mode & 0o7777), ctx),
-                               parent_inode, name)
+        attr, ask = await self._make(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx)
+        return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._looked_up(await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx,
-                                                0, target), parent_inode, name)
+        attr, ask = await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx, 0, target)
+        return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -332,28 +388,32 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        ask = self._ask()
         attr = await self.meta.fs_link(self.inodes.to_meta(inode),
-                                      self.inodes.to_meta(new_parent_inode), new_name)
-        return self._looked_up(attr, new_parent_inode, new_name)  # (held by the next batch)
+                                      self.inodes.to_meta(new_parent_inode), new_name,
+                                      ask.session)
+        return self._looked_up(attr, ask, new_parent_inode, new_name)  # (held by the next batch)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
+        ask = self._ask()
         await self._unlinked(await self._removing(lambda session: self._changing_dir(
-            lambda: self.meta.fs_unlink(parent, name, session))))
+            ask, lambda: self.meta.fs_unlink(parent, name, session or ask.session))))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
+        ask = self._ask()
         await self._unlinked(await self._removing(lambda session: self._changing_dir(
-            lambda: self.meta.fs_rmdir(parent, name, session))))
+            ask, lambda: self.meta.fs_rmdir(parent, name, session or ask.session))))
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         old, new = self.inodes.to_meta(parent_inode_old), self.inodes.to_meta(parent_inode_new)
         replaced = await self._removing(lambda session: self.meta.fs_rename(
-            old, name_old, new, name_new, flags, session))
+            old, name_old, new, name_new, flags, session or self._author()))
         await self._unlinked(replaced)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -406,6 +466,109 @@ class Operations(pyfuse3.Operations):
                                                ignore_enoent=True)
             elif not self._referenced(ino):
                 self.holds.changed(ino)
+
+    # -- the coherent cache (see coherence.py) -----------------------------------------------
+
+    async def listen(self) -> None:
+        """Poll the meta role for invalidations, for the mount's life; while the polls are
+        answered, the kernel keeps what it is told for the lease. Never raises."""
+        if self.cache.lease <= 0:
+            return
+        try:
+            with self._listening:
+                await self._listen()
+        finally:
+            self._listened.set()
+
+    async def stop_listening(self) -> None:
+        """Before unmounting: no invalidation may be on its way into a closing session."""
+        self._listening.cancel()
+        if self.cache.lease > 0:
+            await self._listened.wait()
+
+    async def _listen(self) -> None:
+        while True:
+            session = self.session
+            try:
+                with trio.fail_after(POLL_WAIT + POLL_MARGIN):
+                    answer = await self.meta.session_listen(session, self.cache.lease,
+                                                            POLL_WAIT)
+            except MethodNotFound:
+                log.warning("the meta role sends no invalidations (an older release): the "
+                            "kernel keeps entries and attributes for %gs, as before",
+                            self.entry_timeout)
+                return
+            except trio.TooSlowError:
+                await self._stop_listening(f"no answer within {POLL_WAIT + POLL_MARGIN:g}s")
+                continue
+            except FsError as exc:
+                await self._stop_listening(str(exc))
+                if exc.errno == errno.ESTALE and session == self.session:
+                    try:
+                        await self.renew_session(session)
+                    except RpcError as again:
+                        log.warning("could not register this mount again: %s", again)
+                        await trio.sleep(RETRY_SECONDS)
+                else:
+                    await trio.sleep(RETRY_SECONDS)
+                continue
+            except (RpcError, OSError) as exc:
+                await self._stop_listening(str(exc))
+                await trio.sleep(RETRY_SECONDS)
+                continue
+            if answer.get("reset"):
+                await self._stop_listening("")
+            await self._invalidate(answer.get("events") or [])
+            if self.cache.session != session and session == self.session:
+                if not self.cache.handed_out:
+                    log.info("listening for invalidations: the kernel keeps entries and "
+                             "attributes for up to %gs", self.cache.lease)
+                self.cache.session = session
+
+    async def _stop_listening(self, reason: str) -> None:
+        """The stream of invalidations broke (``reason``) or the meta role said reset: take
+        back everything the kernel may keep for long, before listening again."""
+        if self.cache.session is not None and reason:
+            log.warning("invalidations from the meta role stopped (%s): the kernel's "
+                        "caches are dropped, and kept short until they resume", reason)
+        entries = self.cache.stop()
+        if not self.cache.handed_out:
+            return
+        self.cache.handed_out = False
+        self.dir_attrs.clear()
+        self.no_capability.clear()
+        calls: list[KernelCall] = [("inode", self.inodes.to_kernel(ino), True)
+                                   for ino in list(self.lookups)]
+        calls += [("entry", parent, name) for parent, name in entries]
+        await run_in_thread(calls)
+
+    async def _invalidate(self, events: list[Any]) -> None:
+        """Another mount changed what this mount's kernel may cache: tell the kernel. A
+        file's changed contents drop its cached pages, unless it is open here (what an
+        open file shows changes at its next open, as before: close-to-open)."""
+        if not events:
+            return
+        self.cache.received(len(events))
+        calls: list[KernelCall] = []
+        for event in events:
+            if not (isinstance(event, list) and len(event) == 3 and type(event[1]) is int):
+                log.warning("the meta role sent an invalidation this mount does not know: %r",
+                            event)
+                continue
+            kind, ino, arg = event
+            self.dir_attrs.pop(ino, None)
+            known = ino in self.lookups or ino == self.inodes.root
+            if kind == "i":
+                self.no_capability.pop(ino, None)
+                if known:
+                    attr_only = not arg or ino in self.files
+                    calls.append(("inode", self.inodes.to_kernel(ino), attr_only))
+            elif kind == "e" and isinstance(arg, bytes):
+                parent = self.inodes.to_kernel(ino)
+                self.cache.entries.pop((parent, arg), None)
+                if known:
+                    calls.append(("entry", parent, arg))
+        await run_in_thread(calls)
 
     async def _hold(self, session: str, add: list[int], drop: list[int]) -> bool:
         """``session.hold`` in requests of at most HOLD_BATCH inodes each way: a kernel may
@@ -467,12 +630,15 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         listing = self.dirs[fh]
         after = start_id
+        parent_inode = self.dir_inodes[fh]
         while rows := await listing.take(after):
+            ask = listing.token
             for i, row in enumerate(rows):
-                if not pyfuse3.readdir_reply(token, row[0], self._listed(row), row[1]):
+                if not pyfuse3.readdir_reply(token, row[0],
+                                             self._listed(row, ask, parent_inode), row[1]):
                     listing.keep(rows[i:], after)
                     return
-                self._count_lookup(row[2], self.dir_inodes[fh], row[0])
+                self._count_lookup(row[2], parent_inode, row[0])
                 after = row[1]
 
     async def releasedir(self, fh: int) -> None:
@@ -482,15 +648,19 @@ class Operations(pyfuse3.Operations):
             listing.drop()
 
     async def _listing(self, ino: int, after: int) -> list:
-        """A page of the directory as flat rows (see ``_listed``)."""
-        return await self.meta.fs_readdir(ino, after, READDIR_PAGE)
+        """A page of the directory as flat rows (see ``_listed``), with its Ask."""
+        ask = self._ask()
+        page = Page(await self.meta.fs_readdir(ino, after, READDIR_PAGE, ask.session))
+        page.token = ask
+        return page
 
-    def _listed(self, row: list) -> pyfuse3.EntryAttributes:
+    def _listed(self, row: list, ask: Ask | None, parent_inode: int) -> pyfuse3.EntryAttributes:
         """As ``_entry``, for a listing's row: [name, cookie, ino, mode, ...ATTR_KEYS]."""
         ino = row[2]
         data = self.files.get(ino)
-        entry = entry_from_values(row, self.inodes, entry_timeout=self.entry_timeout,
-                                  attr_timeout=self.attr_timeout,
+        entry_timeout, attr_timeout = self.cache.entry(ask, parent_inode, row[0])
+        entry = entry_from_values(row, self.inodes, entry_timeout=entry_timeout,
+                                  attr_timeout=attr_timeout,
                                   size=None if data is None else data.size, first=2)
         if stat.S_ISREG(row[3]):
             self.seen[ino] = (entry.st_size, row[11])
@@ -564,13 +734,13 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attr = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx,
-                                hold=True)
+        attr, ask = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx,
+                                     hold=True)
         self._file(attr).handles += 1
         # A new file has no xattrs: the kernel's security.capability query before the
         # first write needs no round trip (see getxattr).
         self._no_capability(attr["ino"])
-        entry = self._looked_up(attr, parent_inode, name)
+        entry = self._looked_up(attr, ask, parent_inode, name)
         return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"]), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT)), entry
 
@@ -663,7 +833,7 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         self.no_capability.pop(self.inodes.to_meta(inode), None)
-        await self.meta.fs_setxattr(self.inodes.to_meta(inode), name, value)
+        await self.meta.fs_setxattr(self.inodes.to_meta(inode), name, value, 0, self._author())
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
@@ -672,7 +842,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.no_capability.pop(self.inodes.to_meta(inode), None)
-        await self.meta.fs_removexattr(self.inodes.to_meta(inode), name)
+        await self.meta.fs_removexattr(self.inodes.to_meta(inode), name, self._author())
 
     # -- the volume ---------------------------------------------------------------------------
 

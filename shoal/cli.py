@@ -179,9 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the kernel's readahead window for sequential reads (default 4MiB; "
                         "0 keeps the kernel's 128KiB); needs root, else left as it is")
     p.add_argument("--entry-timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="how long the kernel may cache names (default 1)")
+                   help="how long the kernel may cache names when the meta role sends no "
+                        "invalidations (default 1)")
     p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="how long the kernel may cache attributes (default 1)")
+                   help="how long the kernel may cache attributes when the meta role sends "
+                        "no invalidations (default 1)")
+    p.add_argument("--cache-lease", type=float, default=30.0, metavar="SECONDS",
+                   help="how long the kernel may cache names and attributes while the meta "
+                        "role sends this mount an invalidation for every change made "
+                        "elsewhere (default 30; 0: only the timeouts above)")
     p.add_argument("--max-unsaved", default="128MiB", metavar="SIZE",
                    help="memory for written data not yet stored, over all open files "
                         "(default 128MiB); a write beyond it waits for uploads")
@@ -645,6 +651,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                              secret_file=secret_file, cache_bytes=cache,
                              max_unsaved_bytes=max_unsaved, readahead_bytes=readahead,
                              entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
+                             cache_lease=args.cache_lease,
                              parallel_uploads=args.parallel_uploads,
                              session_heartbeat=args.session_heartbeat,
                              meta_wait=args.meta_wait,
@@ -664,6 +671,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                                 "--readahead", args.readahead,
                                 "--entry-timeout", str(args.entry_timeout),
                                 "--attr-timeout", str(args.attr_timeout),
+                                "--cache-lease", str(args.cache_lease),
                                 "--parallel-uploads", str(args.parallel_uploads),
                                 "--session-heartbeat", str(args.session_heartbeat),
                                 "--meta-wait", str(args.meta_wait),

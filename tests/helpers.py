@@ -69,6 +69,7 @@ class StoragedProcess:
         self.env = env or {}
         self.listen = listen
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0   # the storaged process's own (not its supervisor's)
         self.address = ""
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
 
@@ -82,10 +83,12 @@ class StoragedProcess:
                 "--data-dir", str(self.data_dir), "--secret-file", str(self.secret_file),
                 "--address-file", str(address_file), *self.extra]
         if self.supervised:
-            self._supervise("start " + json.dumps(argv))
+            reply = self._supervise("start " + json.dumps(argv))   # "started PID"
+            self.pid = int(reply.split()[1])
         else:
             self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log,
                                          env={**os.environ, **self.env})
+            self.pid = self.proc.pid
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not address_file.exists():

@@ -77,6 +77,11 @@ def _entry(conn: sqlite3.Connection, parent: int, name: bytes) -> int | None:
     return None if row is None else int(row[0])
 
 
+def entry_inode(conn: sqlite3.Connection, parent: int, name: bytes) -> int | None:
+    """The inode ``name`` in ``parent`` names, or None (no checks: for bookkeeping)."""
+    return _entry(conn, parent, name)
+
+
 def _touch_dir(conn: sqlite3.Connection, ino: int, t: int, nlink_delta: int = 0) -> None:
     conn.execute("UPDATE inodes SET mtime_ns=?, ctime_ns=?, nlink=nlink+? WHERE id=?",
                  (t, t, nlink_delta, ino))

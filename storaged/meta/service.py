@@ -21,6 +21,7 @@ from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
+from .watches import Event, Watches, entry, inode
 from .repairstate import RepairState
 from . import sessions as session_record
 from .sessions import Sessions
@@ -43,6 +44,7 @@ class MetaService:
         self.backups = Backups(backup_dir) if backup_dir is not None else None
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
+        self.watches = Watches()   # what mounts' kernels cache: see watches.py
         restored = self.sessions.restore(session_record.recorded(conn))
         if restored:
             log.warning("%d mount sessions were open when the meta role last stopped: nothing "
@@ -107,7 +109,7 @@ class MetaService:
                      "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
                      "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
                      "session_open", "session_heartbeat", "session_close", "session_pending",
-                     "session_hold", "session_orphans",
+                     "session_hold", "session_orphans", "session_listen",
                      "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
                      "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
                      "fsck_chunks", "meta_backup_open", "meta_backup_read",
@@ -123,6 +125,9 @@ class MetaService:
                 log.warning("chunk server %s is down: no heartbeat for %.0fs", server_id,
                             self.heartbeat_timeout)
             await self._expire_sessions()
+            for session in self.watches.reset_silent():
+                log.info("mount session %s stopped listening for invalidations",
+                         session[:12])
             if self.sessions.deletions_allowed():
                 candidates = await self._tx(namespace.orphans)
                 await self._forget_unheld(candidates)
@@ -135,6 +140,7 @@ class MetaService:
         waiting = not self.sessions.deletions_allowed()
         await self._tx(session_record.unrecord, silent)
         for session in silent:
+            self.watches.forget(session)
             released = self.sessions.close(session)
             log.warning("mount session %s expired (no heartbeat for %.0fs); releasing %d open "
                         "inodes", session[:12], self.sessions.timeout, len(released))
@@ -223,15 +229,39 @@ class MetaService:
 
     # -- namespace ----------------------------------------------------------------------
 
-    async def fs_lookup(self, parent: int, name: bytes) -> dict:
-        return await self._read(namespace.lookup, parent, name)
+    async def fs_lookup(self, parent: int, name: bytes, session: str | None = None) -> dict:
+        """With ``session`` (a listening mount), the directory and the inode found are
+        watched for it (see watches.py), a name not found as well as one found."""
+        since = self.watches.mark()
+        try:
+            attr = await self._read(namespace.lookup, parent, name)
+        except FsError:
+            self.watches.watch(session, [parent], since)
+            raise
+        self.watches.watch(session, [parent, attr["ino"]], since)
+        return attr
 
-    async def fs_getattr(self, ino: int) -> dict:
-        return await self._read(namespace.getattr_, ino)
+    async def fs_getattr(self, ino: int, session: str | None = None) -> dict:
+        since = self.watches.mark()
+        attr = await self._read(namespace.getattr_, ino)
+        self.watches.watch(session, [ino], since)
+        return attr
 
-    async def fs_setattr(self, ino: int, changes: dict) -> dict:
+    async def fs_setattr(self, ino: int, changes: dict, session: str | None = None) -> dict:
+        """With ``session``: the change's author, whose own kernel is told by the answer
+        (every other mount watching the inode hears of it)."""
         ranges.check_changes(changes)
-        return await self._tx(files.setattr_, ino, changes)
+        since = self.watches.mark()
+        attr = await self._tx(files.setattr_, ino, changes)
+        self._changed(session, since, [inode(ino, "size" in changes)], [ino])
+        return attr
+
+    def _changed(self, author: str | None, since: int, events: list[Event],
+                 answered: list[int]) -> None:
+        """A change was committed: tell the mounts watching what it touched, and watch
+        for its author what the answer told it (``answered``)."""
+        self.watches.changed(author, events)
+        self.watches.watch(author, answered, since)
 
     async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                        rdev: int = 0, target: bytes | None = None,
@@ -248,13 +278,22 @@ class MetaService:
         def make(conn: sqlite3.Connection) -> dict:
             attr = namespace.make_node(conn, parent, name, mode, uid, gid, rdev, target)
             return {**attr, "parent": namespace.getattr_(conn, parent)}
+        since = self.watches.mark()
         attr = await self._short_tx(make)
         if session is not None:
             self.sessions.hold(session, attr["ino"])
+        self._changed(session, since, [entry(parent, name), inode(parent)],
+                      [parent, attr["ino"]])
         return attr
 
-    async def fs_link(self, ino: int, new_parent: int, new_name: bytes) -> dict:
-        return await self._tx(namespace.link, ino, new_parent, new_name)
+    async def fs_link(self, ino: int, new_parent: int, new_name: bytes,
+                      session: str | None = None) -> dict:
+        since = self.watches.mark()
+        attr = await self._tx(namespace.link, ino, new_parent, new_name)
+        self._changed(session, since,
+                      [entry(new_parent, new_name), inode(new_parent), inode(ino)],
+                      [new_parent, ino])
+        return attr
 
     async def fs_unlink(self, parent: int, name: bytes, session: str | None = None) -> dict:
         """Like fs_mknod, the answer carries the directory's new attributes (``parent``).
@@ -264,13 +303,25 @@ class MetaService:
         references the inode, and keeps it until it forgets it (``fs.forget`` with the
         session then deletes it)."""
         self._live_or_stale(session)
-        return await self._short_tx(self._dropping(namespace.unlink, parent, session),
+        since = self.watches.mark()
+        attr = await self._short_tx(self._dropping(namespace.unlink, parent, session),
                                     parent, name)
+        self._removed(session, since, parent, name, attr)
+        return attr
 
     async def fs_rmdir(self, parent: int, name: bytes, session: str | None = None) -> dict:
         self._live_or_stale(session)
-        return await self._short_tx(self._dropping(namespace.rmdir, parent, session),
+        since = self.watches.mark()
+        attr = await self._short_tx(self._dropping(namespace.rmdir, parent, session),
                                     parent, name)
+        self._removed(session, since, parent, name, attr)
+        return attr
+
+    def _removed(self, author: str | None, since: int, parent: int, name: bytes,
+                 attr: dict) -> None:
+        victim = [] if attr.get("deleted") else [inode(attr["ino"])]
+        self._changed(author, since, [entry(parent, name), inode(parent), *victim],
+                      [parent, *(e[1] for e in victim)])
 
     def _live_or_stale(self, session: str | None) -> None:
         """Refuse an unknown session before anything changes (so the change is safe to
@@ -310,21 +361,38 @@ class MetaService:
         with no name that no mount holds is deleted in the same transaction (``deleted``),
         as with fs.unlink (and with ``session``, held by the calling mount first)."""
         self._live_or_stale(session)
+        moved: list[int | None] = []
 
         def rename(conn: sqlite3.Connection) -> dict | None:
+            moved.extend((namespace.entry_inode(conn, old_parent, old_name),
+                          namespace.entry_inode(conn, new_parent, new_name)))
             replaced = namespace.rename(conn, old_parent, old_name, new_parent, new_name, flags)
             return (self._delete_if_orphan(conn, replaced, session) if replaced is not None
                     else None)
-        return await self._tx(rename)
+        since = self.watches.mark()
+        replaced = await self._tx(rename)
+        touched = {old_parent, new_parent}
+        touched.update(i for i in moved if i is not None)
+        if replaced is not None and replaced.get("deleted"):
+            touched.discard(replaced["ino"])
+        self._changed(session, since, [entry(old_parent, old_name), entry(new_parent, new_name),
+                                       *(inode(i) for i in sorted(touched))], sorted(touched))
+        return replaced
 
     async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX,
-                         rows: bool = False) -> list:
+                         rows: bool = False, session: str | None = None) -> list:
         """A page of a listing, read in the worker thread (a page is up to READDIR_MAX
-        entries: too long for the event loop) without a transaction (see ``_read``)."""
+        entries: too long for the event loop) without a transaction (see ``_read``). With
+        ``session``, the directory and every inode listed are watched for it."""
         listing = namespace.readdir_rows if rows else namespace.readdir
-        return await trio.to_thread.run_sync(
+        since = self.watches.mark()
+        page = await trio.to_thread.run_sync(
             _unwritten, self.conn, listing, ino, after, max(1, min(limit, READDIR_MAX)),
             limiter=self._db)
+        if self.watches.listening(session):
+            listed = [row[2] for row in page] if rows else [attr["ino"] for _, attr, _ in page]
+            self.watches.watch(session, [ino, *listed], since)
+        return page
 
     async def fs_readlink(self, ino: int) -> bytes:
         return await self._read(namespace.readlink, ino)
@@ -342,9 +410,11 @@ class MetaService:
         With ``pieces``, also the map of a file's first pieces (at most OPEN_PIECES_MAX):
         a mount opening a file to read it asks for the map next, and a small file's read
         was four round trips where three will do."""
+        since = self.watches.mark()
         attr = await self._read(files.opened, ino, max(0, min(pieces, OPEN_PIECES_MAX)))
         if not self.sessions.hold(session, ino):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+        self.watches.watch(session, [ino], since)
         return attr
 
     async def fs_release(self, ino: int, session: str) -> bool:
@@ -395,6 +465,17 @@ class MetaService:
             self.sessions.release(session, ino)
         return await self._forget_unheld(drop)
 
+    async def session_listen(self, session: str, lease: float, wait: float) -> dict:
+        """A long poll for the invalidations this mount is owed (see watches.py): answers
+        ``{"events": [...], "reset": bool}`` as soon as there are any, or after ``wait``
+        seconds with none. While it keeps polling, what the meta role tells it with its
+        session is watched for ``lease`` seconds. ESTALE for an unknown session."""
+        if not self.sessions.is_live(session):
+            raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+        if not (0 <= lease <= 1e6 and 0 <= wait <= 1e6):
+            raise InvalidArgument("lease and wait must be seconds, at least 0")
+        return await self.watches.take(session, float(lease), float(wait))
+
     async def session_orphans(self, session: str) -> list:
         """Inodes deleted (no name left) that are kept only because this session holds
         them: its kernel may merely cache them, and the mount tells the kernel they are
@@ -420,6 +501,7 @@ class MetaService:
         waiting = not self.sessions.deletions_allowed()
         await self._tx(session_record.unrecord, [session])
         held = self.sessions.close(session)
+        self.watches.forget(session)
         self._say_if_deleting_again(waiting)
         await self._forget_unheld(list(held))
         log.info("mount session %s closed", session[:12])
@@ -430,14 +512,19 @@ class MetaService:
     async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
         return await self._read(xattrs.get, ino, name)
 
-    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
-        return await self._tx(xattrs.set_, ino, name, value, flags)
+    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
+                          session: str | None = None) -> None:
+        since = self.watches.mark()
+        await self._tx(xattrs.set_, ino, name, value, flags)
+        self._changed(session, since, [inode(ino)], [ino])
 
     async def fs_listxattr(self, ino: int) -> list:
         return await self._read(xattrs.list_, ino)
 
-    async def fs_removexattr(self, ino: int, name: bytes) -> None:
-        return await self._tx(xattrs.remove, ino, name)
+    async def fs_removexattr(self, ino: int, name: bytes, session: str | None = None) -> None:
+        since = self.watches.mark()
+        await self._tx(xattrs.remove, ino, name)
+        self._changed(session, since, [inode(ino)], [ino])
 
     # -- file contents ------------------------------------------------------------------
 
@@ -446,12 +533,17 @@ class MetaService:
             raise InvalidArgument("slices must be a boolean")
         return await self._read(files.chunk_map, ino, first, last, slices)
 
-    async def fs_commit(self, ino: int, size: int, pieces: list, mtime_ns: int | None = None) -> dict:
+    async def fs_commit(self, ino: int, size: int, pieces: list, mtime_ns: int | None = None,
+                        session: str | None = None) -> dict:
         """Every close of a written file ends here, usually with a piece or a few: those
         commit on the event loop (see _short_tx); long lists go to the worker thread."""
+        since = self.watches.mark()
         if isinstance(pieces, list) and len(pieces) <= SHORT_COMMIT:
-            return await self._short_tx(files.commit, ino, size, pieces, mtime_ns)
-        return await self._tx(files.commit, ino, size, pieces, mtime_ns)
+            attr = await self._short_tx(files.commit, ino, size, pieces, mtime_ns)
+        else:
+            attr = await self._tx(files.commit, ino, size, pieces, mtime_ns)
+        self._changed(session, since, [inode(ino, True)], [ino])
+        return attr
 
     # -- cluster map --------------------------------------------------------------------
 

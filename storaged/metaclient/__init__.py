@@ -3,8 +3,8 @@ to it."""
 
 from .client import LEAVES_DIRECTORIES_ALONE, REPEATABLE, MetaClient, MetaFeatures
 from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckReport,
-                      RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
+                      Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
 
 __all__ = ["ATTR_KEYS", "LEAVES_DIRECTORIES_ALONE", "REPEATABLE", "Attr", "BackupInfo",
-           "ClusterInfo", "ClusterStatus", "FsckReport", "MetaClient", "MetaFeatures",
+           "ClusterInfo", "ClusterStatus", "FsckReport", "Invalidations", "MetaClient", "MetaFeatures",
            "RepairStatus", "Server", "Volume", "VolumeHealth", "VolumeUsage"]

@@ -22,7 +22,7 @@ from typing import Any
 from storaged.rpc import InvalidArgument, MethodNotFound, Patience, RpcClient
 
 from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckReport,
-                      RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
+                      Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
 
 log = logging.getLogger("storaged.metaclient")
 
@@ -37,6 +37,8 @@ REPEATABLE = frozenset({
     "fs.chunks", "volume.get", "volume.statfs", "fs.open", "fs.release", "fs.forget",
     "fs.setattr", "fs.commit", "session.heartbeat", "session.pending", "session.close",
     "session.hold", "session.orphans", "cluster.servers", "cluster.report_bad"})
+# (Not session.listen: a poll lost with its answer lost that answer's invalidations; the
+# mount must hear that its stream broke, not receive the next answer as if nothing was.)
 
 # Methods that change no directory's attributes (reads; holds; a file's commit; deleting an
 # orphan, which has no name left). Every other method may, and ``on_change`` is told before
@@ -45,8 +47,8 @@ LEAVES_DIRECTORIES_ALONE = frozenset({
     "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
     "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "fs.commit", "volume.get",
     "volume.statfs", "session.open", "session.heartbeat", "session.pending",
-    "session.close", "session.hold", "session.orphans", "cluster.servers",
-    "cluster.report_bad"})
+    "session.close", "session.hold", "session.orphans", "session.listen",
+    "cluster.servers", "cluster.report_bad"})
 
 
 @dataclass
@@ -77,9 +79,14 @@ class MetaClient:
 
     async def _call(self, method: str, *params: Any, timeout: float | None = None,
                     retries: int = 1) -> Any:
+        """Trailing None parameters are left off: each is an optional one the meta role
+        defaults to None, and a request without them is one an older release takes."""
         if self.on_change is not None and method not in LEAVES_DIRECTORIES_ALONE:
             self.on_change()   # before the first await: the caller counts on it
-        return await self.rpc.call(self.address, method, *params, timeout=timeout,
+        end = len(params)
+        while end and params[end - 1] is None:
+            end -= 1
+        return await self.rpc.call(self.address, method, *params[:end], timeout=timeout,
                                    retries=retries)
 
     # -- volumes and snapshots ------------------------------------------------------------
@@ -129,15 +136,20 @@ class MetaClient:
 
     # -- the namespace --------------------------------------------------------------------
 
-    async def fs_lookup(self, parent: int, name: bytes) -> Attr:
-        return await self._call("fs.lookup", parent, name)
+    # ``session`` on reads and changes: a listening mount's (see session_listen), so that
+    # what the answer tells it is watched for it, and a change of its own is not sent
+    # back to it as an invalidation. Only for a meta role that answered session.listen.
 
-    async def fs_getattr(self, ino: int) -> Attr:
-        return await self._call("fs.getattr", ino)
+    async def fs_lookup(self, parent: int, name: bytes, session: str | None = None) -> Attr:
+        return await self._call("fs.lookup", parent, name, session)
 
-    async def fs_setattr(self, ino: int, changes: dict[str, int]) -> Attr:
+    async def fs_getattr(self, ino: int, session: str | None = None) -> Attr:
+        return await self._call("fs.getattr", ino, session)
+
+    async def fs_setattr(self, ino: int, changes: dict[str, int],
+                         session: str | None = None) -> Attr:
         """``changes``: any of mode, uid, gid, size, atime_ns, mtime_ns."""
-        return await self._call("fs.setattr", ino, changes)
+        return await self._call("fs.setattr", ino, changes, session)
 
     async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                        rdev: int = 0, target: bytes | None = None,
@@ -147,8 +159,9 @@ class MetaClient:
         return await self._call("fs.mknod", parent, name, mode, uid, gid, rdev, target,
                                 session)
 
-    async def fs_link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        return await self._call("fs.link", ino, new_parent, new_name)
+    async def fs_link(self, ino: int, new_parent: int, new_name: bytes,
+                      session: str | None = None) -> Attr:
+        return await self._call("fs.link", ino, new_parent, new_name, session)
 
     async def fs_unlink(self, parent: int, name: bytes, session: str | None = None) -> Attr:
         """With ``session``, a victim left without a name is held for that mount in the
@@ -184,12 +197,13 @@ class MetaClient:
                         "still use them (an older release): deleting at once from now on")
             self.features.holds = False
 
-    async def fs_readdir(self, ino: int, after: int, limit: int) -> list[list[Any]]:
+    async def fs_readdir(self, ino: int, after: int, limit: int,
+                         session: str | None = None) -> list[list[Any]]:
         """A page of a listing as flat rows: [name, cookie, *attributes in ATTR_KEYS
         order]; from an older meta role, which sends a map per entry, made into rows."""
         if self.features.rows_listing:
             try:
-                return await self._call("fs.readdir", ino, after, limit, True)
+                return await self._call("fs.readdir", ino, after, limit, True, session)
             except InvalidArgument:
                 log.warning("the meta role does not send directory listings as rows (an "
                             "older release): asking for maps from now on")
@@ -204,8 +218,6 @@ class MetaClient:
     async def fs_forget(self, inos: list[int], session: str | None = None) -> int:
         """Delete those of ``inos`` that have no name and no hold left (with ``session``,
         dropping that mount's holds on them first); answers how many went."""
-        if session is None:
-            return await self._call("fs.forget", inos)
         return await self._call("fs.forget", inos, session)
 
     async def fs_open(self, ino: int, session: str, pieces: int = 0) -> Attr:
@@ -227,14 +239,15 @@ class MetaClient:
     async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
         return await self._call("fs.getxattr", ino, name)
 
-    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
-        await self._call("fs.setxattr", ino, name, value, flags)
+    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
+                          session: str | None = None) -> None:
+        await self._call("fs.setxattr", ino, name, value, flags, session)
 
     async def fs_listxattr(self, ino: int) -> list[bytes]:
         return await self._call("fs.listxattr", ino)
 
-    async def fs_removexattr(self, ino: int, name: bytes) -> None:
-        await self._call("fs.removexattr", ino, name)
+    async def fs_removexattr(self, ino: int, name: bytes, session: str | None = None) -> None:
+        await self._call("fs.removexattr", ino, name, session)
 
     # -- file data --------------------------------------------------------------------------
 
@@ -246,11 +259,9 @@ class MetaClient:
         return await self._call("fs.chunks", ino, first, last)
 
     async def fs_commit(self, ino: int, size: int, pieces: list[Any],
-                        mtime_ns: int | None = None) -> Attr:
+                        mtime_ns: int | None = None, session: str | None = None) -> Attr:
         """Record a file's new pieces and size in one transaction."""
-        if mtime_ns is None:
-            return await self._call("fs.commit", ino, size, pieces)
-        return await self._call("fs.commit", ino, size, pieces, mtime_ns)
+        return await self._call("fs.commit", ino, size, pieces, mtime_ns, session)
 
     # -- mount sessions -----------------------------------------------------------------------
 
@@ -277,6 +288,12 @@ class MetaClient:
             self._no_holds()
             return False
         return True
+
+    async def session_listen(self, session: str, lease: float, wait: float) -> Invalidations:
+        """The invalidations this mount is owed, as soon as there are any or after
+        ``wait`` seconds (a long poll); while it polls, what its session is told is
+        watched for ``lease`` seconds. MethodNotFound from an older meta role."""
+        return await self._call("session.listen", session, lease, wait, timeout=wait + 30)
 
     async def session_orphans(self, session: str) -> list[int]:
         """Inodes held only for ``session`` that lost their last name elsewhere ([] from a

@@ -76,6 +76,15 @@ class Server(TypedDict):
     draining: bool
 
 
+class Invalidations(TypedDict):
+    """session.listen: what a mount must drop from its kernel's caches (see
+    storaged/meta/watches.py): events ``["i", ino, data]`` and ``["e", parent, name]``,
+    or, with ``reset``, everything."""
+
+    events: list[list[Any]]
+    reset: bool
+
+
 class BackupInfo(TypedDict):
     """meta.backup_open: a consistent copy of the database to be read in pieces."""
 

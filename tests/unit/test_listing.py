@@ -175,13 +175,13 @@ def test_the_mount_reads_rows_and_makes_the_same_attributes_as_from_a_lookup(old
             ops = operations(rpc, vol, nursery)
             rows = await ops._listing(root, 0)
             assert [r[0] for r in rows] == [b"f", b"d", b"s"]
-            f, d, s = (ops._listed(row) for row in rows)
+            f, d, s = (ops._listed(row, None, 1) for row in rows)
             assert (f.st_mode, f.st_uid, f.st_gid, f.st_size) == (stat.S_IFREG | 0o640, 7, 8, 0)
             assert (d.st_mode, d.st_uid, d.st_gid, d.st_size) == (stat.S_IFDIR | 0o750, 9, 10, 4096)
             assert (s.st_mode, s.st_uid, s.st_gid, s.st_nlink) == (stat.S_IFLNK | 0o777, 11, 12, 1)
             for row in rows:
-                listed = ops._listed(row)
-                looked_up = ops._entry(await service.fs_lookup(root, row[0]))
+                listed = ops._listed(row, None, 1)
+                looked_up = ops._entry(await service.fs_lookup(root, row[0]), None)
                 for field in ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev",
                               "st_size", "st_blocks", "st_atime_ns", "st_mtime_ns",
                               "st_ctime_ns", "entry_timeout", "attr_timeout"):

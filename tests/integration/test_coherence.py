@@ -1,0 +1,181 @@
+"""Two mounts of one volume whose kernels keep entries and attributes for the whole lease
+(30 s), yet see each other's changes at once: the meta role sends each mount an
+invalidation for what it told it and another mount changed (fusefs/coherence.py,
+storaged/meta/watches.py). Real processes, real mounts; the meta role's request counters
+show what reached it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import LocalCluster, free_port, mount, mounted_volume, scrape, wait_until
+
+BOUND = 2.0      # seconds for a change through A to reach B's kernel (measured: ~20 ms)
+PAST_FALLBACK = 1.5  # longer than the 1 s the kernel keeps anything without invalidations
+
+
+@dataclass
+class Two:
+    cluster: LocalCluster
+    a: Path
+    b: Path
+    port: int          # the meta role's metrics
+    logs: list[Path]
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
+    root = tmp_path_factory.mktemp("coherence")
+    port = free_port()
+    with mounted_volume(root, ["--metrics-listen", f"127.0.0.1:{port}"]) as (cluster, a):
+        b = Path(tempfile.mkdtemp(prefix="shoalfs-b-"))
+        mount(cluster, "v", b, root / "b.log", ["--session-heartbeat", "1"])
+        two = Two(cluster, a, b, port, [root / "mount.log", root / "b.log"])
+        try:
+            for log in two.logs:
+                wait_until(lambda log=log: "listening for invalidations" in log.read_text(),
+                           timeout=20)
+            yield two
+        finally:
+            os.system(f"fusermount3 -u {b} || fusermount3 -uz {b}")
+            b.rmdir()
+
+
+def namespace_requests(port: int) -> float:
+    """Lookups and getattrs the meta role answered so far."""
+    return sum(value for labels, value in scrape(port).get("shoalfs_rpc_requests_total", {}).items()
+               if dict(labels)["method"] in ("fs.lookup", "fs.getattr"))
+
+
+def test_repeated_stats_and_misses_are_answered_by_the_kernel(two: Two) -> None:
+    d = two.a / "stats"
+    d.mkdir()
+    for i in range(20):
+        (d / f"f{i}").write_bytes(b"x")
+    there = two.b / "stats"
+
+    def stat_all() -> None:
+        for i in range(20):
+            os.stat(there / f"f{i}")
+        for i in range(5):
+            assert not os.path.exists(there / f"missing{i}")
+    stat_all()
+    before = namespace_requests(two.port)
+    time.sleep(PAST_FALLBACK)
+    stat_all()
+    time.sleep(0.3)   # a request is counted once answered
+    assert namespace_requests(two.port) == before
+
+
+def _settled(path: Path) -> os.stat_result:
+    """B looks ``path`` up and keeps it past the fallback timeout (so only an invalidation,
+    not an expiry, can make it see a change within BOUND)."""
+    result = os.stat(path)
+    time.sleep(PAST_FALLBACK)
+    return result
+
+
+def _seen(predicate) -> None:
+    wait_until(predicate, timeout=BOUND, step=0.01)
+
+
+def test_attribute_changes_through_one_mount_reach_the_others_kernel(two: Two) -> None:
+    d = two.a / "attrs"
+    d.mkdir()
+    f, there = d / "f", two.b / "attrs" / "f"
+    f.write_bytes(b"one")
+    _settled(there)
+    os.chmod(f, 0o600)
+    _seen(lambda: os.stat(there).st_mode & 0o777 == 0o600)
+    _settled(there)
+    os.chown(f, 1234, 5678)
+    _seen(lambda: (os.stat(there).st_uid, os.stat(there).st_gid) == (1234, 5678))
+    _settled(there)
+    os.utime(f, ns=(10**18, 2 * 10**18))
+    _seen(lambda: os.stat(there).st_mtime_ns == 2 * 10**18)
+    _settled(there)
+    with open(f, "ab") as out:             # write + close: size and mtime
+        out.write(b" and two")
+    _seen(lambda: os.stat(there).st_size == len(b"one and two"))
+    assert there.read_bytes() == b"one and two"
+    _settled(there)
+    os.truncate(f, 2)
+    _seen(lambda: os.stat(there).st_size == 2)
+    ctime = _settled(there).st_ctime_ns
+    os.setxattr(f, "user.color", b"blue")
+    _seen(lambda: os.stat(there).st_ctime_ns != ctime)
+    assert os.getxattr(there, "user.color") == b"blue"
+    _settled(there)
+    os.link(f, d / "g")
+    _seen(lambda: os.stat(there).st_nlink == 2)
+
+
+def test_names_made_and_removed_through_one_mount_reach_the_others_kernel(two: Two) -> None:
+    d = two.a / "names"
+    d.mkdir()
+    there = two.b / "names"
+    assert not (there / "new").exists()
+    _settled(there)
+    (d / "new").write_bytes(b"n")          # a cached miss becomes a file
+    _seen(lambda: (there / "new").exists())
+    _settled(there / "new")
+    os.rename(d / "new", d / "renamed")
+    _seen(lambda: not (there / "new").exists() and (there / "renamed").exists())
+    assert (there / "renamed").read_bytes() == b"n"
+    _settled(there / "renamed")
+    os.unlink(d / "renamed")
+    _seen(lambda: not (there / "renamed").exists())
+    assert not (there / "sub").exists()
+    _settled(there)
+    os.mkdir(d / "sub")
+    _seen(lambda: (there / "sub").is_dir())
+    nlink = os.stat(there).st_nlink
+    _settled(there / "sub")
+    os.rmdir(d / "sub")
+    _seen(lambda: not (there / "sub").exists() and os.stat(there).st_nlink == nlink - 1)
+    assert sorted(os.listdir(there)) == sorted(os.listdir(d)) == []
+
+
+def test_a_restarted_meta_role_leaves_no_stale_cache(two: Two) -> None:
+    """The meta role forgets every watch when it dies: the mounts' polls fail and each
+    takes back what its kernel kept, so a change after the restart is seen at once."""
+    d = two.a / "restart"
+    d.mkdir()
+    (d / "f").write_bytes(b"x")
+    there = two.b / "restart" / "f"
+    _settled(there)
+    two.cluster.restart_meta()
+    two.cluster.wait_registered()
+    for log in two.logs:
+        wait_until(lambda log=log: log.read_text().count("listening for invalidations") >= 2,
+                   timeout=30)
+    os.chmod(d / "f", 0o640)
+    _seen(lambda: os.stat(there).st_mode & 0o777 == 0o640)
+
+
+def test_a_stopped_meta_role_makes_the_mounts_stop_trusting_their_caches(two: Two) -> None:
+    """A meta role that stops answering without closing anything (SIGSTOP: as a network cut
+    looks): each mount's poll goes unanswered, and within POLL_WAIT + POLL_MARGIN it drops
+    what its kernel keeps and says so."""
+    (two.a / "stopped").write_bytes(b"x")
+    _settled(two.b / "stopped")
+    said = two.logs[1].read_text().count("invalidations from the meta role stopped")
+    pid = two.cluster.meta.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: two.logs[1].read_text().count(
+            "invalidations from the meta role stopped") > said, timeout=10)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: two.logs[1].read_text().count("listening for invalidations") >= 1,
+               timeout=30)
+    os.chmod(two.a / "stopped", 0o600)
+    _seen(lambda: os.stat(two.b / "stopped").st_mode & 0o777 == 0o600)
