@@ -20,21 +20,25 @@ Invariants (what makes a long timeout safe):
    invalidation may be about it and may have reached the kernel before the answer.
 4. When the stream breaks — a poll fails, is refused, is not answered within ``POLL_WAIT
    + POLL_MARGIN``, or answers ``reset`` — the mount stops listening (the fallback
-   timeouts apply) and, before it listens again, invalidates everything its kernel may
-   keep with a long timeout: the attributes of every inode the kernel references, and
-   every entry, positive or negative, handed out with a long timeout (``KernelCache.
-   entries``, which is why those are tracked).
+   timeouts apply) and tells its kernel to drop everything it may keep with a long
+   timeout: the attributes of every inode the kernel references, and every entry,
+   positive or negative, handed out with a long timeout (``KernelCache.entries``, which
+   is why those are tracked).
+5. The mount's own answers from memory (an open, an opendir, a listing: operations.py
+   ``_known``, dircache.py) are used only while nothing has arrived, nothing was sent by
+   this mount, and the lease has time left; an invalidation drops them before it is
+   acknowledged, and a content change elsewhere is answered to its author only after that
+   acknowledgement (storaged/meta/watches.py): so an open after a close elsewhere always
+   asks the meta role (close-to-open, exactly as before).
 
 What it bounds: a change through another mount reaches this kernel's caches as soon as
 the invalidation arrives (a poll answer: milliseconds). If the stream stalls without
 failing (a network cut), at most ``POLL_WAIT + POLL_MARGIN`` (3 s) pass before the mount
 drops everything. Only if this mount's own process stops (SIGSTOP, a hang) while its
 kernel keeps serving can a cached answer outlive a change elsewhere, by at most the lease.
-Opens are not answered from the cache: every open still asks the meta role (close-to-
-open), so contents written and closed elsewhere are seen by the next open as before.
-
-The kernel is told in a worker thread: ``invalidate_entry`` waits for requests in flight
-on the same directory, which need this loop's thread to be answered.
+The kernel is told in a worker thread, by a task of its own, in order: ``invalidate_entry``
+waits for requests in flight on the same directory, which need the event loop to be
+answered, and the polls (which carry the acknowledgements) must not wait with it.
 """
 
 from __future__ import annotations
@@ -87,11 +91,17 @@ class KernelCache:
         """(entry, attribute) timeouts for an answer to ``ask``'s request."""
         if ask is None or ask.session is None or ask.session != self.session:
             return self.fallback
-        if ask.changes != self.changes:
-            return 0.0, 0.0
-        left = max(0.0, ask.sent + self.lease - time.monotonic())
-        self.handed_out = True
+        left = self.left(ask)
+        if left > 0:
+            self.handed_out = True
         return left, left
+
+    def left(self, ask: Ask) -> float:
+        """How much longer the answer to ``ask``'s request may be believed without asking
+        again: 0 unless it was watched and nothing has arrived since."""
+        if ask.session is None or ask.session != self.session or ask.changes != self.changes:
+            return 0.0
+        return max(0.0, ask.sent + self.lease - time.monotonic())
 
     def entry(self, ask: Ask | None, parent: int, name: bytes) -> tuple[float, float]:
         """As ``timeouts``, for an answer the kernel keeps as entry ``name`` of

@@ -124,6 +124,8 @@ def _wrapped(name: str, handler: Callable[..., Awaitable[Any]], observer: MountO
         result = "ok"
         try:
             answer = await handler(*args, **kwargs)
+            if name == "lookup" and answer.st_ino == 0:
+                result = "ENOENT"   # a negative entry: the caller gets ENOENT all the same
         except pyfuse3.FUSEError as exc:
             result = errno.errorcode.get(exc.errno, str(exc.errno))
             raise

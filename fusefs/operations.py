@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from storaged.metaclient import ATTR_KEYS
 from storaged.rpc import FsError, MethodNotFound, RpcError, Timeout, Unavailable
 
 from .attrs import InodeMap, entry_attributes, entry_from_values
 from .coherence import (POLL_MARGIN, POLL_WAIT, RETRY_SECONDS, Ask, KernelCache, KernelCall,
                         run_in_thread)
+from .dircache import ListingCache
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
 from .listing import KeptListings, Listing, Page
@@ -36,6 +38,9 @@ T = TypeVar("T")
 FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
 OPEN_PIECES = 16     # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
+KERNEL_QUEUE = 1000  # batches of kernel invalidations waiting (the poll waits past it)
+KNOWN_MAX = 100_000  # attributes kept for opens answered here (see _known)
+KNOWN_MARGIN = 1.0   # seconds of lease they must have left to be used
 HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up to 100,000)
 
 
@@ -113,6 +118,9 @@ class Operations(pyfuse3.Operations):
         self.dir_inodes: dict[int, int] = {}  # fh -> the open directory's kernel inode
         self.kept_listings = KeptListings(io.nursery,
                                           lambda: self._changes + self.cache.changes)
+        self.listings = ListingCache(cache_lease)  # whole listings, while nothing changed
+        # inode -> (attributes told to the kernel while listening, their Ask, _changes then)
+        self.known: dict[int, tuple[dict[str, Any], Ask, int]] = {}
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -158,7 +166,32 @@ class Operations(pyfuse3.Operations):
                                  attr_timeout=attr_timeout, size=size)
         if stat.S_ISREG(attr["mode"]):
             self.seen[attr["ino"]] = (entry.st_size, attr["mtime_ns"])
+        if attr_timeout > KNOWN_MARGIN and data is None:
+            self._remember(attr, ask)
         return entry
+
+    def _remember(self, attr: dict[str, Any], ask: Ask | None) -> None:
+        """``attr`` was told to the kernel (or came with an open) under ``ask``: see
+        ``_known``."""
+        if ask is None or ask.session is None:
+            return
+        if len(self.known) >= KNOWN_MAX:
+            self.known.clear()
+        self.known[attr["ino"]] = (attr, ask, self._changes)
+
+    def _known(self, ino: int) -> dict[str, Any] | None:
+        """The attributes of ``ino`` this mount told its kernel while listening, if nothing
+        can have changed them since: no invalidation or reset has arrived, this mount has
+        sent no change, and the lease has KNOWN_MARGIN left. What an open and an opendir
+        may be answered with without asking the meta role (see open)."""
+        known = self.known.get(ino)
+        if known is None:
+            return None
+        attr, ask, own = known
+        if own != self._changes or self.cache.left(ask) <= KNOWN_MARGIN:
+            del self.known[ino]
+            return None
+        return attr
 
     def _looked_up(self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0,
                    name: bytes = b"") -> pyfuse3.EntryAttributes:
@@ -476,7 +509,10 @@ class Operations(pyfuse3.Operations):
             return
         try:
             with self._listening:
-                await self._listen()
+                send, receive = trio.open_memory_channel[list[KernelCall]](KERNEL_QUEUE)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tell_kernel, receive)
+                    await self._listen(send)
         finally:
             self._listened.set()
 
@@ -486,23 +522,34 @@ class Operations(pyfuse3.Operations):
         if self.cache.lease > 0:
             await self._listened.wait()
 
-    async def _listen(self) -> None:
+    async def _tell_kernel(self, receive: trio.MemoryReceiveChannel[list[KernelCall]]) -> None:
+        """The kernel is told in order, in a task of its own: an invalidation of an entry
+        waits in the kernel for the requests in flight on its directory, and the polls
+        (which carry this mount's acknowledgements) must not wait with it."""
+        async for calls in receive:
+            await run_in_thread(calls)
+
+    async def _listen(self, kernel: trio.MemorySendChannel[list[KernelCall]]) -> None:
+        acked = 0      # the meta role's count of events queued for us, as far as handled
         while True:
             session = self.session
             try:
                 with trio.fail_after(POLL_WAIT + POLL_MARGIN):
                     answer = await self.meta.session_listen(session, self.cache.lease,
-                                                            POLL_WAIT)
+                                                            POLL_WAIT, acked)
             except MethodNotFound:
                 log.warning("the meta role sends no invalidations (an older release): the "
                             "kernel keeps entries and attributes for %gs, as before",
                             self.entry_timeout)
                 return
             except trio.TooSlowError:
-                await self._stop_listening(f"no answer within {POLL_WAIT + POLL_MARGIN:g}s")
+                reason = f"no answer within {POLL_WAIT + POLL_MARGIN:g}s"
+                await kernel.send(self._stop_listening(reason))
+                acked = 0
                 continue
             except FsError as exc:
-                await self._stop_listening(str(exc))
+                await kernel.send(self._stop_listening(str(exc)))
+                acked = 0
                 if exc.errno == errno.ESTALE and session == self.session:
                     try:
                         await self.renew_session(session)
@@ -513,41 +560,51 @@ class Operations(pyfuse3.Operations):
                     await trio.sleep(RETRY_SECONDS)
                 continue
             except (RpcError, OSError) as exc:
-                await self._stop_listening(str(exc))
+                await kernel.send(self._stop_listening(str(exc)))
+                acked = 0
                 await trio.sleep(RETRY_SECONDS)
                 continue
             if answer.get("reset"):
-                await self._stop_listening("")
-            await self._invalidate(answer.get("events") or [])
+                await kernel.send(self._stop_listening(""))
+            calls = self._invalidate(answer.get("events") or [])
+            if calls:
+                await kernel.send(calls)
+            upto = answer.get("upto")
+            acked = upto if type(upto) is int else acked
             if self.cache.session != session and session == self.session:
                 if not self.cache.handed_out:
                     log.info("listening for invalidations: the kernel keeps entries and "
                              "attributes for up to %gs", self.cache.lease)
                 self.cache.session = session
 
-    async def _stop_listening(self, reason: str) -> None:
-        """The stream of invalidations broke (``reason``) or the meta role said reset: take
-        back everything the kernel may keep for long, before listening again."""
+    def _stop_listening(self, reason: str) -> list[KernelCall]:
+        """The stream of invalidations broke (``reason``) or the meta role said reset: no
+        more long timeouts, and what the kernel may keep for long is to be taken back (the
+        calls returned, for the kernel's task)."""
         if self.cache.session is not None and reason:
             log.warning("invalidations from the meta role stopped (%s): the kernel's "
                         "caches are dropped, and kept short until they resume", reason)
         entries = self.cache.stop()
+        self.known.clear()
+        self.listings.clear()
         if not self.cache.handed_out:
-            return
+            return []
         self.cache.handed_out = False
         self.dir_attrs.clear()
         self.no_capability.clear()
         calls: list[KernelCall] = [("inode", self.inodes.to_kernel(ino), True)
                                    for ino in list(self.lookups)]
         calls += [("entry", parent, name) for parent, name in entries]
-        await run_in_thread(calls)
+        return calls
 
-    async def _invalidate(self, events: list[Any]) -> None:
-        """Another mount changed what this mount's kernel may cache: tell the kernel. A
-        file's changed contents drop its cached pages, unless it is open here (what an
-        open file shows changes at its next open, as before: close-to-open)."""
+    def _invalidate(self, events: list[Any]) -> list[KernelCall]:
+        """Another mount changed what this mount may have cached: from now on nothing here
+        trusts what it knew before (``cache.changes`` moves: no open or listing is answered
+        from memory, no answer in flight is kept long); returns what the kernel must be
+        told. A file's changed contents drop its cached pages, unless it is open here
+        (what an open file shows changes at its next open, as before: close-to-open)."""
         if not events:
-            return
+            return []
         self.cache.received(len(events))
         calls: list[KernelCall] = []
         for event in events:
@@ -557,6 +614,7 @@ class Operations(pyfuse3.Operations):
                 continue
             kind, ino, arg = event
             self.dir_attrs.pop(ino, None)
+            self.known.pop(ino, None)
             known = ino in self.lookups or ino == self.inodes.root
             if kind == "i":
                 self.no_capability.pop(ino, None)
@@ -568,7 +626,7 @@ class Operations(pyfuse3.Operations):
                 self.cache.entries.pop((parent, arg), None)
                 if known:
                     calls.append(("entry", parent, arg))
-        await run_in_thread(calls)
+        return calls
 
     async def _hold(self, session: str, add: list[int], drop: list[int]) -> bool:
         """``session.hold`` in requests of at most HOLD_BATCH inodes each way: a kernel may
@@ -617,7 +675,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         ino = self.inodes.to_meta(inode)
-        attr = await self.meta.fs_getattr(ino)
+        attr = self._known(ino) or await self.meta.fs_getattr(ino)
         if not stat.S_ISDIR(attr["mode"]):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._handle_number()
@@ -648,9 +706,17 @@ class Operations(pyfuse3.Operations):
             listing.drop()
 
     async def _listing(self, ino: int, after: int) -> list:
-        """A page of the directory as flat rows (see ``_listed``), with its Ask."""
+        """A page of the directory as flat rows (see ``_listed``), with its Ask: from a
+        listing kept while nothing could change it (dircache.py), or from the meta role."""
         ask = self._ask()
-        page = Page(await self.meta.fs_readdir(ino, after, READDIR_PAGE, ask.session))
+        stamp = (self._changes, ask.changes, ask.session)
+        if ask.session is not None:
+            kept = self.listings.page(ino, after, READDIR_PAGE, stamp)
+            if kept is not None:
+                return kept
+        rows = await self.meta.fs_readdir(ino, after, READDIR_PAGE, ask.session)
+        self.listings.fetched(ino, after, rows, READDIR_PAGE, ask, stamp)
+        page = Page(rows)
         page.token = ask
         return page
 
@@ -664,6 +730,8 @@ class Operations(pyfuse3.Operations):
                                   size=None if data is None else data.size, first=2)
         if stat.S_ISREG(row[3]):
             self.seen[ino] = (entry.st_size, row[11])
+        if attr_timeout > KNOWN_MARGIN and data is None:
+            self._remember(dict(zip(ATTR_KEYS, row[2:])), ask)
         return entry
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -694,13 +762,17 @@ class Operations(pyfuse3.Operations):
         ino = self.inodes.to_meta(inode)
         self.no_capability.pop(ino, None)
         await self._released(ino)   # our new hold must not be dropped by an older release
+        local = self._open_here(ino, flags)
+        if local is not None:
+            return local
         # A file not open here, opened to be read: its first pieces' map comes with the
         # answer (the first read needs it). Only then: a file this mount has open may
         # commit while the answer is on its way, and an older map must not replace a
         # newer one; with nothing of it here, nothing here can commit it meanwhile.
         reading = flags & os.O_ACCMODE != os.O_WRONLY and not flags & os.O_TRUNC
         pieces = OPEN_PIECES if reading and ino not in self.files else 0
-        attr = await self._open_attr(ino, pieces)  # close-to-open: always ask the meta role
+        ask = self._ask()
+        attr = await self._open_attr(ino, pieces)  # close-to-open: ask the meta role
         data = self.files.get(ino)
         known_map = attr.get("chunks") if data is None else None
         if data is None or not data.has_unsaved:
@@ -728,6 +800,27 @@ class Operations(pyfuse3.Operations):
                 raise
             pyfuse3.invalidate_inode(inode, attr_only=False)
         self.seen[ino] = (attr["size"], attr["mtime_ns"])
+        self._remember(attr, ask)
+        return pyfuse3.FileInfo(fh=self._new_handle(ino), keep_cache=True,
+                                direct_io=bool(flags & os.O_DIRECT))
+
+    def _open_here(self, ino: int, flags: int) -> pyfuse3.FileInfo | None:
+        """An open for reading answered without the meta role, when close-to-open needs
+        nothing from it: the mount knows the file's attributes as they are now (``_known``:
+        watched, and nothing changed since), the kernel was told exactly those (so its
+        cached pages are of this version: it drops them itself when told a new size or
+        mtime), and the meta role already holds the inode for this mount (the kernel
+        references it; an unlink elsewhere keeps it while open here). A file read again
+        is then served by the page cache with no round trip at all. Anything else: None,
+        and the open asks the meta role as always."""
+        if flags & os.O_ACCMODE != os.O_RDONLY or ino in self.files or \
+                ino not in self.holds.held or not self.holds.enabled:
+            return None
+        attr = self._known(ino)
+        if attr is None or self.seen.get(ino) != (attr["size"], attr["mtime_ns"]):
+            return None
+        data = self._file(attr)
+        data.handles += 1
         return pyfuse3.FileInfo(fh=self._new_handle(ino), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT))
 

@@ -21,7 +21,7 @@ from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
-from .watches import Event, Watches, entry, inode
+from .watches import ACK_WAIT, Event, Watches, entry, inode
 from .repairstate import RepairState
 from . import sessions as session_record
 from .sessions import Sessions
@@ -253,15 +253,27 @@ class MetaService:
         ranges.check_changes(changes)
         since = self.watches.mark()
         attr = await self._tx(files.setattr_, ino, changes)
-        self._changed(session, since, [inode(ino, "size" in changes)], [ino])
+        told = self._changed(session, since, [inode(ino, "size" in changes)], [ino])
+        if "size" in changes:
+            await self._delivered(told)
         return attr
 
     def _changed(self, author: str | None, since: int, events: list[Event],
-                 answered: list[int]) -> None:
+                 answered: list[int]) -> dict[str, int]:
         """A change was committed: tell the mounts watching what it touched, and watch
         for its author what the answer told it (``answered``)."""
-        self.watches.changed(author, events)
+        told = self.watches.changed(author, events)
         self.watches.watch(author, answered, since)
+        return told
+
+    async def _delivered(self, told: dict[str, int]) -> None:
+        """A file's contents changed: answer once every mount told of it has stopped
+        trusting what it knew (close-to-open; see watches.py)."""
+        if told:
+            for session in await self.watches.delivered(told):
+                log.warning("mount session %s did not acknowledge an invalidation within "
+                            "%gs (it stops trusting its cache on its own)", session[:12],
+                            ACK_WAIT)
 
     async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                        rdev: int = 0, target: bytes | None = None,
@@ -465,16 +477,20 @@ class MetaService:
             self.sessions.release(session, ino)
         return await self._forget_unheld(drop)
 
-    async def session_listen(self, session: str, lease: float, wait: float) -> dict:
+    async def session_listen(self, session: str, lease: float, wait: float,
+                             ack: int = 0) -> dict:
         """A long poll for the invalidations this mount is owed (see watches.py): answers
-        ``{"events": [...], "reset": bool}`` as soon as there are any, or after ``wait``
-        seconds with none. While it keeps polling, what the meta role tells it with its
-        session is watched for ``lease`` seconds. ESTALE for an unknown session."""
+        ``{"events": [...], "reset": bool, "upto": int}`` as soon as there are any, or
+        after ``wait`` seconds with none; the next poll acknowledges ``upto`` with ``ack``
+        once the mount has dealt with them. While it keeps polling, what the meta role
+        tells it with its session is watched for ``lease`` seconds. ESTALE for an unknown
+        session."""
         if not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
-        if not (0 <= lease <= 1e6 and 0 <= wait <= 1e6):
-            raise InvalidArgument("lease and wait must be seconds, at least 0")
-        return await self.watches.take(session, float(lease), float(wait))
+        if not (0 <= lease <= 1e6 and 0 <= wait <= 1e6 and 0 <= ack):
+            raise InvalidArgument("lease and wait must be seconds and ack a count, at "
+                                  "least 0")
+        return await self.watches.take(session, float(lease), float(wait), ack)
 
     async def session_orphans(self, session: str) -> list:
         """Inodes deleted (no name left) that are kept only because this session holds
@@ -542,7 +558,7 @@ class MetaService:
             attr = await self._short_tx(files.commit, ino, size, pieces, mtime_ns)
         else:
             attr = await self._tx(files.commit, ino, size, pieces, mtime_ns)
-        self._changed(session, since, [inode(ino, True)], [ino])
+        await self._delivered(self._changed(session, since, [inode(ino, True)], [ino]))
         return attr
 
     # -- cluster map --------------------------------------------------------------------

@@ -13,6 +13,14 @@ any other session then queues an event for each session watching what it touched
 - ``["e", parent, name]``: the entry ``name`` of directory ``parent`` appeared, went, or
   now names another inode.
 
+A change of a file's *contents* (a commit, a truncate) is not answered to its author until
+every mount owed an invalidation for it has acknowledged it (``delivered``): a mount
+acknowledges with its next poll, after it stopped trusting what it knew (before its kernel
+is told: that may wait on requests in flight), so its next open asks the meta role, and a
+file closed on one node is seen whole by the next open on any other (close-to-open).
+A mount that does not acknowledge within ``ACK_WAIT`` has stopped trusting anyway: its
+poll went unanswered for longer than it allows (fusefs/coherence.py).
+
 One key per inode serves both: a directory's watchers hear of its attributes and of its
 entries (a lookup in a directory, positive or negative, and a listing of it, watch it).
 Hearing more than one needs costs the mount an invalidation of something it may not have
@@ -52,6 +60,8 @@ SILENT_SECONDS = 30.0  # a listener that has not polled for this long is reset
 QUEUE_MAX = 10_000    # events queued for one session before it is reset instead
 WATCHES_MAX = 500_000  # watches of one session before it is reset instead
 LOG_SIZE = 4096       # changes remembered for reads that raced them
+ACK_WAIT = 3.5        # longest a content change waits for the mounts it invalidates: past
+                      # a mount's own POLL_WAIT + POLL_MARGIN (3 s), it has reset itself
 
 
 @dataclass
@@ -63,6 +73,9 @@ class Listener:
     events: list[Event] = field(default_factory=list)
     reset: bool = False                 # its next poll answers reset (and no events)
     arrived: trio.Event = field(default_factory=trio.Event)
+    queued: int = 0                     # events ever queued for it (reset ones included)
+    acked: int = 0                      # ... of which it said it has dealt with
+    ack_arrived: trio.Event = field(default_factory=trio.Event)
     # watched inode -> until when (monotonic); expiry order kept in ``expiring``
     watching: dict[int, float] = field(default_factory=dict)
     expiring: deque[tuple[float, int]] = field(default_factory=deque)
@@ -77,36 +90,42 @@ class Watches:
 
     # -- listening ------------------------------------------------------------------------
 
-    def listen(self, session: str, lease: float) -> Listener:
-        """The session polls (it is known and live: the caller checked). A session that was
-        not listening starts with a reset: whatever its kernel caches from before may have
-        changed unheard."""
+    def listen(self, session: str, lease: float, ack: int = 0) -> Listener:
+        """The session polls (it is known and live: the caller checked), having dealt with
+        the first ``ack`` events ever queued for it. A session that was not listening
+        starts with a reset: whatever its kernel caches from before may have changed
+        unheard."""
         now = time.monotonic()
         listener = self._listeners.get(session)
         if listener is None:
             listener = self._listeners[session] = Listener(lease, now, reset=True)
         listener.lease = max(0.0, min(float(lease), LEASE_MAX))
         listener.polled = now
+        if listener.acked < ack <= listener.queued:
+            listener.acked = ack
+            listener.ack_arrived.set()
+            listener.ack_arrived = trio.Event()
         return listener
 
-    async def take(self, session: str, lease: float, wait: float) -> dict[str, Any]:
+    async def take(self, session: str, lease: float, wait: float,
+                   ack: int = 0) -> dict[str, Any]:
         """The events queued for ``session`` (waiting up to ``wait`` seconds for the first),
-        or a reset."""
-        listener = self.listen(session, lease)
+        or a reset; ``upto``: what to acknowledge with the next poll once dealt with."""
+        listener = self.listen(session, lease, ack)
         self._expire(session, listener)
         if not listener.events and not listener.reset:
             with trio.move_on_after(max(0.0, min(wait, WAIT_MAX))):
                 await listener.arrived.wait()
         if self._listeners.get(session) is not listener:   # ended, or reset as silent
-            return {"events": [], "reset": True}
+            return {"events": [], "reset": True, "upto": listener.queued}
         listener.polled = time.monotonic()
         listener.arrived = trio.Event()
         if listener.reset:
             listener.reset = False
             listener.events = []
-            return {"events": [], "reset": True}
+            return {"events": [], "reset": True, "upto": listener.queued}
         events, listener.events = listener.events, []
-        return {"events": events, "reset": False}
+        return {"events": events, "reset": False, "upto": listener.queued}
 
     def forget(self, session: str) -> None:
         """The session ended: nothing more to watch or tell."""
@@ -114,6 +133,7 @@ class Watches:
         if listener is not None:
             self._unwatch_all(session, listener)
             listener.arrived.set()   # a poll waiting returns (its session is gone)
+            listener.ack_arrived.set()  # and nobody waits for it
 
     def reset(self, session: str) -> None:
         """Drop what ``session`` watches and what it was owed; its next poll says reset."""
@@ -133,6 +153,7 @@ class Watches:
         for session in silent:
             listener = self._listeners.pop(session)
             self._unwatch_all(session, listener)
+            listener.ack_arrived.set()
         return silent
 
     def listening(self, session: str | None) -> bool:
@@ -199,13 +220,15 @@ class Watches:
 
     # -- changes --------------------------------------------------------------------------
 
-    def changed(self, author: str | None, events: list[Event]) -> None:
+    def changed(self, author: str | None, events: list[Event]) -> dict[str, int]:
         """A change by ``author`` (a session, or None) was committed: queue ``events`` for
-        every other session watching what they touch, and log them for reads in flight."""
+        every other session watching what they touch, and log them for reads in flight.
+        Returns, per session told, the count its acknowledgement must reach (see
+        ``delivered``)."""
         self._seq += 1
         self._log.append((self._seq, author, events))
         if not self._watchers:
-            return
+            return {}
         now = time.monotonic()
         owed: dict[str, list[Event]] = {}
         for event in events:
@@ -215,11 +238,32 @@ class Watches:
                 listener = self._listeners[session]
                 if listener.watching.get(_key(event), 0.0) > now:
                     owed.setdefault(session, []).append(event)
+        told = {}
         for session, mine in owed.items():
-            self._queue(session, self._listeners[session], mine)
+            listener = self._listeners[session]
+            self._queue(session, listener, mine)
+            told[session] = listener.queued
+        return told
+
+    async def delivered(self, told: dict[str, int], timeout: float = ACK_WAIT) -> list[str]:
+        """Wait until every session in ``told`` has acknowledged its events (or ended, or
+        was reset and has acknowledged that), at most ``timeout`` seconds; returns the
+        sessions that did not in time."""
+        with trio.move_on_after(timeout):
+            for session, upto in told.items():
+                while True:
+                    listener = self._listeners.get(session)
+                    if listener is None or listener.acked >= upto:
+                        break
+                    await listener.ack_arrived.wait()
+        return [s for s, upto in told.items()
+                if s in self._listeners and self._listeners[s].acked < upto]
 
     def _queue(self, session: str, listener: Listener, events: list[Event]) -> None:
-        if not events or listener.reset:
+        if not events:
+            return
+        listener.queued += len(events)   # a reset session acknowledges the reset instead
+        if listener.reset:
             return
         listener.events.extend(events)
         if len(listener.events) > QUEUE_MAX:

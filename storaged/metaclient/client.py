@@ -289,11 +289,14 @@ class MetaClient:
             return False
         return True
 
-    async def session_listen(self, session: str, lease: float, wait: float) -> Invalidations:
+    async def session_listen(self, session: str, lease: float, wait: float,
+                             ack: int = 0) -> Invalidations:
         """The invalidations this mount is owed, as soon as there are any or after
-        ``wait`` seconds (a long poll); while it polls, what its session is told is
-        watched for ``lease`` seconds. MethodNotFound from an older meta role."""
-        return await self._call("session.listen", session, lease, wait, timeout=wait + 30)
+        ``wait`` seconds (a long poll); ``ack``: the ``upto`` of the last answer, once dealt
+        with. While it polls, what its session is told is watched for ``lease`` seconds.
+        MethodNotFound from an older meta role."""
+        return await self._call("session.listen", session, lease, wait, ack,
+                                timeout=wait + 30)
 
     async def session_orphans(self, session: str) -> list[int]:
         """Inodes held only for ``session`` that lost their last name elsewhere ([] from a

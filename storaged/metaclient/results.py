@@ -83,6 +83,7 @@ class Invalidations(TypedDict):
 
     events: list[list[Any]]
     reset: bool
+    upto: int         # to acknowledge with the next poll, once dealt with
 
 
 class BackupInfo(TypedDict):

@@ -49,10 +49,15 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
             b.rmdir()
 
 
+def requests(port: int, *methods: str) -> float:
+    """Requests of these methods the meta role answered so far."""
+    return sum(value for labels, value in scrape(port).get("shoalfs_rpc_requests_total", {}).items()
+               if dict(labels)["method"] in methods)
+
+
 def namespace_requests(port: int) -> float:
     """Lookups and getattrs the meta role answered so far."""
-    return sum(value for labels, value in scrape(port).get("shoalfs_rpc_requests_total", {}).items()
-               if dict(labels)["method"] in ("fs.lookup", "fs.getattr"))
+    return requests(port, "fs.lookup", "fs.getattr")
 
 
 def test_repeated_stats_and_misses_are_answered_by_the_kernel(two: Two) -> None:
@@ -73,6 +78,35 @@ def test_repeated_stats_and_misses_are_answered_by_the_kernel(two: Two) -> None:
     stat_all()
     time.sleep(0.3)   # a request is counted once answered
     assert namespace_requests(two.port) == before
+
+
+def test_a_file_read_again_and_a_directory_listed_again_need_no_meta_role(two: Two) -> None:
+    """While nothing changes, the mount answers a second open of a file it knows (the
+    page cache then serves the bytes) and a second listing of a directory it read whole."""
+    d = two.a / "again"
+    d.mkdir()
+    payload = os.urandom(50_000)
+    for i in range(5):
+        (d / f"f{i}").write_bytes(payload)
+    there = two.b / "again"
+    assert sorted(os.listdir(there)) == [f"f{i}" for i in range(5)]
+    for i in range(5):
+        assert (there / f"f{i}").read_bytes() == payload
+    time.sleep(0.6)   # the mount's holds for what its kernel now references are sent
+    methods = ("fs.open", "fs.chunks", "fs.readdir", "fs.lookup")
+    before = requests(two.port, *methods)
+    getattrs = requests(two.port, "fs.getattr")
+    assert sorted(os.listdir(there)) == [f"f{i}" for i in range(5)]
+    for i in range(5):
+        assert (there / f"f{i}").read_bytes() == payload
+    time.sleep(0.3)
+    assert requests(two.port, *methods) == before
+    # the kernel itself asks for the directory's attributes again after it listed it
+    assert requests(two.port, "fs.getattr") <= getattrs + 1
+    opens = requests(two.port, "fs.open")
+    (d / "f0").write_bytes(b"changed")     # a change elsewhere: the next open asks again,
+    assert (there / "f0").read_bytes() == b"changed"   # at once (close-to-open)
+    assert requests(two.port, "fs.open") > opens
 
 
 def _settled(path: Path) -> os.stat_result:
@@ -179,3 +213,17 @@ def test_a_stopped_meta_role_makes_the_mounts_stop_trusting_their_caches(two: Tw
                timeout=30)
     os.chmod(two.a / "stopped", 0o600)
     _seen(lambda: os.stat(two.b / "stopped").st_mode & 0o777 == 0o600)
+
+
+def test_what_one_mount_closed_the_other_reads_at_its_next_open_every_time(two: Two) -> None:
+    """Close-to-open with both kernels caching: the other mount read the file before (it
+    knows it, and would answer an open itself), and opens it again right after each close
+    here: the commit is answered only once that mount has stopped trusting what it knew."""
+    f, there = two.a / "ping", two.b / "ping"
+    f.write_bytes(b"start")
+    assert there.read_bytes() == b"start"
+    for i in range(40):
+        payload = f"version {i} ".encode() * (i % 7 + 1)
+        f.write_bytes(payload)
+        assert there.read_bytes() == payload, i
+        assert os.stat(there).st_size == len(payload), i

@@ -65,7 +65,7 @@ async def listen_once(ops: Any) -> None:
     """What the listen loop does with an answer: here the first poll's (a reset)."""
     answer = await ops.meta.session_listen(ops.session, LEASE, 0)
     assert answer["reset"]
-    await ops._stop_listening("")
+    await coherence.run_in_thread(ops._stop_listening(""))
     ops.cache.session = ops.session
 
 
@@ -103,8 +103,9 @@ def test_invalidations_reach_the_kernel_for_what_it_knows(monkeypatch: pytest.Mo
         await listen_once(ops)
         await ops.lookup(pyfuse3.ROOT_INODE, b"f", None)
         changes = ops.cache.changes
-        await ops._invalidate([["i", f["ino"], True], ["i", 12345, False],
-                               ["e", vol["root"], b"f"], ["x", "junk"], ["e", 777, b"n"]])
+        await coherence.run_in_thread(ops._invalidate([
+            ["i", f["ino"], True], ["i", 12345, False], ["e", vol["root"], b"f"],
+            ["x", "junk"], ["e", 777, b"n"]]))
         assert kernel.calls == [("inode", f["ino"], False), ("entry", pyfuse3.ROOT_INODE, b"f")]
         assert ops.cache.changes == changes + 5
         assert (pyfuse3.ROOT_INODE, b"f") not in ops.cache.entries
@@ -124,10 +125,10 @@ def test_a_poll_left_unanswered_takes_back_everything_kept_long(
         hang = trio.Event()
         real = ops.meta.session_listen
 
-        async def listen(session: str, lease: float, wait: float) -> Any:
+        async def listen(session: str, lease: float, wait: float, ack: int = 0) -> Any:
             if hang.is_set():
                 await trio.sleep_forever()
-            return await real(session, lease, wait)
+            return await real(session, lease, wait, ack)
         ops.meta.session_listen = listen
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ops.listen)
@@ -161,7 +162,7 @@ def test_an_answer_during_which_an_invalidation_arrived_is_not_kept(
 
         async def lookup(*args: Any) -> Any:
             answer = await real(*args)
-            await ops._invalidate([["i", 424242, False]])   # arrives while on its way
+            ops._invalidate([["i", 424242, False]])   # arrives while on its way
             return answer
         ops.meta.fs_lookup = lookup
         found = await ops.lookup(pyfuse3.ROOT_INODE, b"f", None)

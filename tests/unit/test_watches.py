@@ -91,7 +91,7 @@ def test_too_many_events_reset_the_session_instead(monkeypatch: pytest.MonkeyPat
 
     async def poll() -> dict:
         return await watches.take("b", 30.0, 5.0)
-    assert trio.run(poll) == {"events": [], "reset": True}
+    assert trio.run(poll) == {"events": [], "reset": True, "upto": 4}
 
 
 async def poll_while(watches: Watches, session: str, act) -> dict:
@@ -113,12 +113,13 @@ def test_a_poll_waits_for_events_and_returns_them_at_once() -> None:
     async def main() -> None:
         watches = Watches()
         first = await watches.take("b", 30.0, 0.0)
-        assert first == {"events": [], "reset": True}   # a new listener starts with a reset
+        assert first == {"events": [], "reset": True, "upto": 0}   # a new listener: reset
         watches.watch("b", [7], watches.mark())
         got = await poll_while(watches, "b", lambda: watches.changed("a", [entry(7, b"n")]))
-        assert got == {"events": [["e", 7, b"n"]], "reset": False}
+        assert got == {"events": [["e", 7, b"n"]], "reset": False, "upto": 1}
         with trio.fail_after(5):
-            assert await watches.take("b", 30.0, 0.05) == {"events": [], "reset": False}
+            assert await watches.take("b", 30.0, 0.05) == {"events": [], "reset": False,
+                                                           "upto": 1}
     trio.run(main)
 
 
@@ -128,10 +129,41 @@ def test_an_ended_session_stops_its_poll_and_a_silent_one_is_dropped(
         watches = listening("b", "c")
         watches.watch("b", [1], watches.mark())
         assert await poll_while(watches, "b", lambda: watches.forget("b")) == \
-            {"events": [], "reset": True}
+            {"events": [], "reset": True, "upto": 0}
         assert 1 not in watches._watchers
         now = time.monotonic() + w.SILENT_SECONDS + 1
         monkeypatch.setattr(time, "monotonic", lambda: now)
         assert watches.reset_silent() == ["c"]
         assert watches.counts()["listeners"] == 0
+    trio.run(main)
+
+
+def test_a_content_change_waits_until_every_mount_told_has_acknowledged() -> None:
+    """The author of a commit is answered once the other mounts have dealt with its
+    invalidation (their next poll says so), so their next open asks the meta role."""
+    async def main() -> None:
+        watches = listening("b", "c")
+        for session in "bc":
+            watches.watch(session, [5], watches.mark())
+        told = watches.changed("a", [inode(5, True)])
+        assert told == {"b": 1, "c": 1}
+        done: list[list[str]] = []
+
+        async def author() -> None:
+            done.append(await watches.delivered(told, timeout=5))
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(author)
+                answer = await watches.take("b", 30.0, 0)
+                assert answer["upto"] == 1
+                await watches.take("b", 30.0, 0, ack=answer["upto"])   # b is done
+                await trio.sleep(0.05)
+                assert done == []                                    # c is not yet
+                watches.forget("c")                                  # c's mount is gone
+        assert done == [[]]
+        # a mount that never answers holds a change up only for the time given
+        watches.watch("b", [6], watches.mark())
+        told = watches.changed("a", [inode(6, True)])
+        with trio.fail_after(5):
+            assert await watches.delivered(told, timeout=0.1) == ["b"]
     trio.run(main)
