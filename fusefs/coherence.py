@@ -81,6 +81,7 @@ class KernelCache:
         self.entries: dict[tuple[int, bytes], float] = {}
         self._prune_at = 1024
         self.handed_out = False             # anything with a long timeout since the reset
+        self.heard = 0.0                    # monotonic time of the last poll answered
 
     def ask(self, session: str) -> Ask:
         """Before a request made for mount session ``session``."""
@@ -98,10 +99,15 @@ class KernelCache:
 
     def left(self, ask: Ask) -> float:
         """How much longer the answer to ``ask``'s request may be believed without asking
-        again: 0 unless it was watched and nothing has arrived since."""
+        again: 0 unless it was watched, nothing has arrived since, and a poll was answered
+        lately (a mount that stalled — CPU starved, stopped — may hold answers it has not
+        dealt with yet: it trusts nothing until it has)."""
         if ask.session is None or ask.session != self.session or ask.changes != self.changes:
             return 0.0
-        return max(0.0, ask.sent + self.lease - time.monotonic())
+        now = time.monotonic()
+        if now - self.heard > POLL_WAIT + POLL_MARGIN:
+            return 0.0
+        return max(0.0, ask.sent + self.lease - now)
 
     def entry(self, ask: Ask | None, parent: int, name: bytes) -> tuple[float, float]:
         """As ``timeouts``, for an answer the kernel keeps as entry ``name`` of

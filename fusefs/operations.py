@@ -121,6 +121,9 @@ class Operations(pyfuse3.Operations):
         self.listings = ListingCache(cache_lease)  # whole listings, while nothing changed
         # inode -> (attributes told to the kernel while listening, their Ask, _changes then)
         self.known: dict[int, tuple[dict[str, Any], Ask, int]] = {}
+        # files that were open here since the kernel last looked them up: the kernel may
+        # keep their pages (forgotten with the inode: see _open_here)
+        self.paged: set[int] = set()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -460,6 +463,7 @@ class Operations(pyfuse3.Operations):
             self.lookups.pop(ino, None)
             self.names.pop(ino, None)
             self.seen.pop(ino, None)
+            self.paged.discard(ino)
             if ino in self.orphans and ino not in self.files:
                 gone.append(ino)
             else:
@@ -533,6 +537,7 @@ class Operations(pyfuse3.Operations):
         acked = 0      # the meta role's count of events queued for us, as far as handled
         while True:
             session = self.session
+            sent = time.monotonic()
             try:
                 with trio.fail_after(POLL_WAIT + POLL_MARGIN):
                     answer = await self.meta.session_listen(session, self.cache.lease,
@@ -564,11 +569,11 @@ class Operations(pyfuse3.Operations):
                 acked = 0
                 await trio.sleep(RETRY_SECONDS)
                 continue
-            if answer.get("reset"):
-                await kernel.send(self._stop_listening(""))
-            calls = self._invalidate(answer.get("events") or [])
-            if calls:
-                await kernel.send(calls)
+            # Everything up to the next await is one step: nothing here trusts what an
+            # event in this answer invalidates before the answer counts as heard.
+            calls = self._stop_listening("") if answer.get("reset") else []
+            calls += self._invalidate(answer.get("events") or [])
+            self.cache.heard = sent   # it holds every event queued before the poll left
             upto = answer.get("upto")
             acked = upto if type(upto) is int else acked
             if self.cache.session != session and session == self.session:
@@ -576,6 +581,8 @@ class Operations(pyfuse3.Operations):
                     log.info("listening for invalidations: the kernel keeps entries and "
                              "attributes for up to %gs", self.cache.lease)
                 self.cache.session = session
+            if calls:
+                await kernel.send(calls)
 
     def _stop_listening(self, reason: str) -> list[KernelCall]:
         """The stream of invalidations broke (``reason``) or the meta role said reset: no
@@ -616,6 +623,8 @@ class Operations(pyfuse3.Operations):
             self.dir_attrs.pop(ino, None)
             self.known.pop(ino, None)
             known = ino in self.lookups or ino == self.inodes.root
+            if kind == "i" and arg:
+                self.paged.discard(ino)
             if kind == "i":
                 self.no_capability.pop(ino, None)
                 if known:
@@ -811,10 +820,13 @@ class Operations(pyfuse3.Operations):
         cached pages are of this version: it drops them itself when told a new size or
         mtime), and the meta role already holds the inode for this mount (the kernel
         references it; an unlink elsewhere keeps it while open here). A file read again
-        is then served by the page cache with no round trip at all. Anything else: None,
-        and the open asks the meta role as always."""
+        is then served by the page cache with no round trip at all. Only for a file that
+        was open here since the kernel last looked it up (``paged``): a file whose pages
+        are surely gone (the kernel forgot the inode) is better opened by the meta role,
+        whose answer brings the map of its first pieces. Anything else: None, and the open
+        asks the meta role as always."""
         if flags & os.O_ACCMODE != os.O_RDONLY or ino in self.files or \
-                ino not in self.holds.held or not self.holds.enabled:
+                ino not in self.holds.held or not self.holds.enabled or ino not in self.paged:
             return None
         attr = self._known(ino)
         if attr is None or self.seen.get(ino) != (attr["size"], attr["mtime_ns"]):
@@ -863,6 +875,8 @@ class Operations(pyfuse3.Operations):
         data.handles -= 1
         if data.handles:
             return
+        if ino in self.lookups:
+            self.paged.add(ino)
         try:
             await data.flush()  # normally a no-op: close() already flushed
         except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to

@@ -75,6 +75,8 @@ class Listener:
     arrived: trio.Event = field(default_factory=trio.Event)
     queued: int = 0                     # events ever queued for it (reset ones included)
     acked: int = 0                      # ... of which it said it has dealt with
+    late: bool = False                  # missed an acknowledgement: not waited for again
+                                        # until it polls (see ``delivered``)
     ack_arrived: trio.Event = field(default_factory=trio.Event)
     # watched inode -> until when (monotonic); expiry order kept in ``expiring``
     watching: dict[int, float] = field(default_factory=dict)
@@ -101,6 +103,7 @@ class Watches:
             listener = self._listeners[session] = Listener(lease, now, reset=True)
         listener.lease = max(0.0, min(float(lease), LEASE_MAX))
         listener.polled = now
+        listener.late = False
         if listener.acked < ack <= listener.queued:
             listener.acked = ack
             listener.ack_arrived.set()
@@ -242,7 +245,8 @@ class Watches:
         for session, mine in owed.items():
             listener = self._listeners[session]
             self._queue(session, listener, mine)
-            told[session] = listener.queued
+            if not listener.late:
+                told[session] = listener.queued
         return told
 
     async def delivered(self, told: dict[str, int], timeout: float = ACK_WAIT) -> list[str]:
@@ -256,8 +260,11 @@ class Watches:
                     if listener is None or listener.acked >= upto:
                         break
                     await listener.ack_arrived.wait()
-        return [s for s, upto in told.items()
-                if s in self._listeners and self._listeners[s].acked < upto]
+        missed = [s for s, upto in told.items()
+                  if s in self._listeners and self._listeners[s].acked < upto]
+        for session in missed:   # stalled: it trusts nothing until it has polled again
+            self._listeners[session].late = True   # (fusefs/coherence.py), so no more waits
+        return missed
 
     def _queue(self, session: str, listener: Listener, events: list[Event]) -> None:
         if not events:

@@ -125,6 +125,8 @@ def test_reading_a_small_file_asks_for_its_map_with_the_open(
     read = _delta(port, before, {"fs.open": FILES + 1})
     # Per file read: the name's lookup, the open (which answers the map of the file's first
     # pieces and holds the inode). No request of its own for the map, no release at close
-    # (the kernel still references the inode: the hold stays, fusefs/holds.py).
+    # (the kernel still references the inode: the hold stays, fusefs/holds.py). The mount
+    # answers no open itself here: the kernel forgot these inodes, and their pages with
+    # them, so the open that brings the map is the cheaper one (see _open_here).
     assert read.get("fs.open") == FILES + 1 and "fs.release" not in read, read
     assert "fs.chunks" not in read, read

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import stat
+import time
 from typing import Any
 
 import pyfuse3
@@ -35,6 +36,8 @@ def test_timeouts_are_the_lease_only_while_listening_and_nothing_arrived() -> No
     cache = KernelCache(LEASE, 1.0, 2.0)
     assert cache.timeouts(cache.ask("s")) == (1.0, 2.0)    # not listening: the fallback
     cache.session = "s"
+    assert cache.timeouts(cache.ask("s")) == (0.0, 0.0)    # no poll answered lately
+    cache.heard = time.monotonic()
     ask = cache.ask("s")
     assert ask.session == "s"
     entry_timeout, attr_timeout = cache.timeouts(ask)
@@ -67,6 +70,7 @@ async def listen_once(ops: Any) -> None:
     assert answer["reset"]
     await coherence.run_in_thread(ops._stop_listening(""))
     ops.cache.session = ops.session
+    ops.cache.heard = time.monotonic()
 
 
 def test_a_listening_mount_lets_the_kernel_keep_answers_and_misses_for_the_lease(

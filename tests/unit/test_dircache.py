@@ -85,6 +85,7 @@ def test_the_mount_lists_a_directory_again_without_the_meta_role() -> None:
             ops.session = await service.session_open("test mount")
             await ops.meta.session_listen(ops.session, LEASE, 0)
             ops.cache.session = ops.session
+            ops.cache.heard = time.monotonic()
 
             def readdirs() -> int:
                 return sum(1 for method, _ in rpc.calls if method == "fs.readdir")

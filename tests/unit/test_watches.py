@@ -166,4 +166,10 @@ def test_a_content_change_waits_until_every_mount_told_has_acknowledged() -> Non
         told = watches.changed("a", [inode(6, True)])
         with trio.fail_after(5):
             assert await watches.delivered(told, timeout=0.1) == ["b"]
+        # ... and, late, is not waited for again until it polls (it trusts nothing until
+        # it has: fusefs/coherence.py), though it is still told
+        assert watches.changed("a", [inode(6, True)]) == {}
+        assert owed(watches, "b")[-1] == ["i", 6, True]
+        await watches.take("b", 30.0, 0)
+        assert watches.changed("a", [inode(6, True)]) == {"b": 4}
     trio.run(main)
