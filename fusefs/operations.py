@@ -187,6 +187,10 @@ class Operations(pyfuse3.Operations):
         can have changed them since: no invalidation or reset has arrived, this mount has
         sent no change, and the lease has KNOWN_MARGIN left. What an open and an opendir
         may be answered with without asking the meta role (see open)."""
+        known = self._known_with_ask(ino)
+        return None if known is None else known[0]
+
+    def _known_with_ask(self, ino: int) -> tuple[dict[str, Any], Ask] | None:
         known = self.known.get(ino)
         if known is None:
             return None
@@ -194,7 +198,7 @@ class Operations(pyfuse3.Operations):
         if own != self._changes or self.cache.left(ask) <= KNOWN_MARGIN:
             del self.known[ino]
             return None
-        return attr
+        return attr, ask
 
     def _looked_up(self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0,
                    name: bytes = b"") -> pyfuse3.EntryAttributes:
@@ -293,6 +297,13 @@ class Operations(pyfuse3.Operations):
         made = self.dir_attrs.pop(ino, None)
         if made is not None and made[0] > time.monotonic():
             return self._entry(made[1], made[2])
+        # The kernel asks again after every read and listing (it marks the access time
+        # stale, and the meta role does not keep access times): what the mount knows
+        # unchanged answers it (see _known).
+        data = self.files.get(ino)
+        known = self._known_with_ask(ino) if data is None or not data.has_unsaved else None
+        if known is not None:
+            return self._entry(*known)
         ask = self._ask()
         return self._entry(await self.meta.fs_getattr(ino, ask.session), ask)
 
