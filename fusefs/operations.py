@@ -120,7 +120,7 @@ class Operations(pyfuse3.Operations):
                                           lambda: self._changes + self.cache.changes)
         self.listings = ListingCache(cache_lease)  # whole listings, while nothing changed
         # inode -> (attributes told to the kernel while listening, their Ask, _changes then)
-        self.known: dict[int, tuple[dict[str, Any], Ask, int]] = {}
+        self.known: dict[int, tuple[dict[str, Any] | list[Any], Ask, int]] = {}
         # files that were open here since the kernel last looked them up: the kernel may
         # keep their pages (forgotten with the inode: see _open_here)
         self.paged: set[int] = set()
@@ -173,14 +173,16 @@ class Operations(pyfuse3.Operations):
             self._remember(attr, ask)
         return entry
 
-    def _remember(self, attr: dict[str, Any], ask: Ask | None) -> None:
-        """``attr`` was told to the kernel (or came with an open) under ``ask``: see
-        ``_known``."""
+    def _remember(self, attr: dict[str, Any] | list[Any], ask: Ask | None) -> None:
+        """``attr`` (a map, or a listing's row as it came: made into a map only if it is
+        ever used, not for every entry listed) was told to the kernel, or came with an
+        open, under ``ask``: see ``_known``."""
         if ask is None or ask.session is None:
             return
         if len(self.known) >= KNOWN_MAX:
             self.known.clear()
-        self.known[attr["ino"]] = (attr, ask, self._changes)
+        ino = attr[2] if isinstance(attr, list) else attr["ino"]
+        self.known[ino] = (attr, ask, self._changes)
 
     def _known(self, ino: int) -> dict[str, Any] | None:
         """The attributes of ``ino`` this mount told its kernel while listening, if nothing
@@ -198,6 +200,9 @@ class Operations(pyfuse3.Operations):
         if own != self._changes or self.cache.left(ask) <= KNOWN_MARGIN:
             del self.known[ino]
             return None
+        if isinstance(attr, list):   # a listing's row: [name, cookie, *ATTR_KEYS values]
+            attr = dict(zip(ATTR_KEYS, attr[2:]))
+            self.known[ino] = (attr, ask, own)
         return attr, ask
 
     def _looked_up(self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0,
@@ -751,7 +756,7 @@ class Operations(pyfuse3.Operations):
         if stat.S_ISREG(row[3]):
             self.seen[ino] = (entry.st_size, row[11])
         if attr_timeout > KNOWN_MARGIN and data is None:
-            self._remember(dict(zip(ATTR_KEYS, row[2:])), ask)
+            self._remember(row, ask)
         return entry
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
