@@ -15,6 +15,12 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
 - ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
   size in one meta transaction. Only then do fsync() and close() return: the data is on R
   servers and in the metadata.
+- A flush that fails for good (the meta role refuses the commit: the volume is full, the
+  file is gone) drops every unstored byte of the file (``drop_unsaved``): the file reads
+  as committed again, as a local filesystem's pages do after a failed writeback, and
+  ``failures`` counts it so every handle open for writing then is told once (see
+  Operations). A flush that fails for now (servers unreachable) keeps the bytes for the
+  next one.
 - A file's dirty bytes are bounded by ``VolumeIO.max_dirty_bytes`` (past it the file is
   flushed): what a crash of the mount can lose of it. ``dirty_memory`` is their sum, kept
   as pieces enter and leave ``dirty`` and as writes change them (a random writer has
@@ -50,6 +56,8 @@ ROWS_AHEAD = 63
 READ_AHEAD_PIECES = 4
 # How long committed chunks may stay marked pending when no registration carries their drop
 DROP_DELAY = 1.0
+# A commit refused with one of these can never succeed for these bytes: they are dropped
+LOST_FOR_GOOD = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOENT, errno.ESTALE})
 # A read that does not continue the previous one, of a stored piece larger than this whose
 # chunk is not cached, fetches only the blocks it needs (chunk.read) instead of the chunk.
 RANGED_READ_ABOVE = 256 * 1024
@@ -69,6 +77,8 @@ class VolumeIO:
     max_dirty_bytes: int = 64 << 20  # per file
     max_unsaved_bytes: int = 128 << 20
     after_commit: Callable[[dict[str, Any]], None] | None = None  # with fs.commit's answer
+    # with the inode whose unstored bytes were dropped: its kernel pages must go (Operations)
+    after_drop: Callable[[int], None] | None = None
     session: str = ""  # this mount's session in the meta role (set by Operations)
     # registers the mount again when the meta role no longer knows ``session`` (Operations)
     renew_session: Callable[[str], Awaitable[None]] | None = None
@@ -226,6 +236,8 @@ class FileData:
     dirty_memory: int = 0  # sum of dirty pieces' memory, kept as they change (asked per write)
     next_sequential: int = -1
     upload_error: BaseException | None = None
+    failures: int = 0   # flushes that failed for good, their bytes dropped (drop_unsaved)
+    failure: FsError | None = None  # the last of them
     handles: int = 0
     write_lock: trio.Lock = field(default_factory=trio.Lock)
     flush_lock: trio.Lock = field(default_factory=trio.Lock)
@@ -621,8 +633,13 @@ class FileData:
             pieces = dict(self.uploaded)
             if not pieces and size == self.committed_size:
                 return
-            attr = await self.io.meta.fs_commit(self.ino, size, _commit_items(pieces), None,
-                                                self.io.author())
+            try:
+                attr = await self.io.meta.fs_commit(self.ino, size, _commit_items(pieces),
+                                                    None, self.io.author())
+            except FsError as exc:
+                if exc.errno in LOST_FOR_GOOD:
+                    await self.drop_unsaved(exc)
+                raise
             for idx, piece in pieces.items():
                 if isinstance(piece, Patch):
                     self.rows[idx] = piece.committed()
@@ -637,6 +654,33 @@ class FileData:
             self.size = max(self.size, attr["size"])
             if self.io.after_commit is not None:
                 self.io.after_commit(attr)
+
+    async def drop_unsaved(self, error: FsError) -> None:
+        """The meta role refused to commit this file's writes for good: forget every byte
+        not stored (dirty, being uploaded, uploaded and not committed; a write that came in
+        while the commit was on its way too, since it lies over them) so that readers see
+        the committed file, never bytes no remount would show. Uploads still running find
+        their generation moved on and give their chunks back."""
+        async with self.write_lock:
+            log.error("inode %d: %d bytes written here could not be stored and are dropped: "
+                      "%s", self.ino, self.size - self.committed_size + self.unsaved_bytes,
+                      error)
+            self.failures += 1
+            self.failure = error
+            for idx in set(self.dirty) | set(self.uploading) | set(self.uploaded):
+                self.generation[idx] = self.generation.get(idx, 0) + 1
+            dirty, self.dirty, self.dirty_memory = self.dirty, {}, 0
+            uploaded, self.uploaded = self.uploaded, {}
+            self.uploading.clear()
+            self.size = self.committed_size
+            self.upload_error = None
+            with trio.CancelScope(shield=True):
+                for piece in dirty.values():
+                    await self._release_base(piece)
+                await self.io.release_chunks(
+                    [p.cid for p in uploaded.values() if p.cid is not None])
+        if self.io.after_drop is not None:
+            self.io.after_drop(self.ino)
 
     async def truncate(self, size: int) -> dict[str, Any]:
         """Commit pending writes, then set the size in the meta role (metadata only)."""

@@ -29,6 +29,7 @@ from .coherence import (POLL_MARGIN, POLL_WAIT, RETRY_SECONDS, Ask, KernelCache,
 from .dircache import ListingCache
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
+from .inflight import InFlight
 from .listing import KeptListings, Listing, Page
 from .quota import QuotaGuard
 
@@ -91,6 +92,7 @@ class Operations(pyfuse3.Operations):
         io.author = self._author
         self.quota = QuotaGuard(io.meta, volume["id"])
         io.after_commit = self._committed
+        io.after_drop = self._dropped
         io.renew_session = self.renew_session
         self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
         self.holds = KernelHolds(self._referenced, io.meta.features)  # what the meta role keeps for us
@@ -98,10 +100,14 @@ class Operations(pyfuse3.Operations):
         # to tell the kernel an entry is gone (see drop_orphans)
         self.names: dict[int, tuple[int, bytes]] = {}
         self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
-        # inode -> set once the meta role has answered the release of our hold (see release)
-        self.releasing: dict[int, trio.Event] = {}
+        # releases of our holds on their way to the meta role (see release)
+        self.releasing = InFlight(io.nursery)
         self.files: dict[int, FileData] = io.files  # meta inode -> open file state
         self.handles: dict[int, int] = {}   # fh -> meta inode
+        # fh of a handle open for writing -> the file's FileData.failures it has been told of
+        self.writers: dict[int, int] = {}
+        # the kernel being told to drop the pages of writes that were dropped (see _dropped)
+        self.unpaging = InFlight(io.nursery)
         self._next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told
         self.session = ""  # set by the mount: this mount's session in the meta role
@@ -144,6 +150,28 @@ class Operations(pyfuse3.Operations):
                 pyfuse3.invalidate_inode(self.inodes.to_kernel(ino), attr_only=True)
             except OSError:
                 pass   # the kernel no longer has it: nothing to forget
+
+    def _dropped(self, ino: int) -> None:
+        """A file's unstored writes were dropped (FileData.drop_unsaved): the kernel's pages
+        and size hold them, and must go before anyone reads again. Told from a thread of its
+        own, never awaited here: the write that triggered it may hold the very pages (see
+        coherence.py); handlers that can wait for it do (``unpaging.wait``)."""
+        self._changes += 1
+        self.seen.pop(ino, None)
+        self.known.pop(ino, None)
+        if not self.in_kernel:
+            return
+        self.unpaging.start(ino, functools.partial(
+            run_in_thread, [("inode", self.inodes.to_kernel(ino), False)]))
+
+    def _tell_lost(self, fh: int, data: FileData) -> None:
+        """Raise, once per handle open for writing, a failure that dropped the file's
+        unstored writes since the handle last heard of one (Linux reports a failed
+        writeback to each open file the same way)."""
+        told = self.writers.get(fh)
+        if told is not None and told < data.failures and data.failure is not None:
+            self.writers[fh] = data.failures
+            raise data.failure
 
     def _changing(self) -> None:
         """A meta call that may change a directory is on its way (MetaClient.on_change):
@@ -491,7 +519,7 @@ class Operations(pyfuse3.Operations):
         """Delete unlinked inodes nobody here uses any more, dropping this mount's holds on
         them (never raises: forget can't)."""
         for ino in inos:
-            await self._released(ino)
+            await self.releasing.wait(ino)
         try:
             if self.holds.enabled:
                 await self.meta.fs_forget(inos, self.session)
@@ -770,9 +798,11 @@ class Operations(pyfuse3.Operations):
         self._next_fh += 1
         return fh
 
-    def _new_handle(self, ino: int) -> int:
+    def _new_handle(self, ino: int, flags: int) -> int:
         fh = self._handle_number()
         self.handles[fh] = ino
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            self.writers[fh] = self.files[ino].failures
         return fh
 
     def _file(self, attr: dict[str, Any]) -> FileData:
@@ -786,7 +816,8 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         ino = self.inodes.to_meta(inode)
         self.no_capability.pop(ino, None)
-        await self._released(ino)   # our new hold must not be dropped by an older release
+        await self.releasing.wait(ino)   # our new hold must not be dropped by an older release
+        await self.unpaging.wait(ino)    # pages of dropped writes must be gone before keep_cache
         local = self._open_here(ino, flags)
         if local is not None:
             return local
@@ -826,7 +857,7 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_inode(inode, attr_only=False)
         self.seen[ino] = (attr["size"], attr["mtime_ns"])
         self._remember(attr, ask)
-        return pyfuse3.FileInfo(fh=self._new_handle(ino), keep_cache=True,
+        return pyfuse3.FileInfo(fh=self._new_handle(ino, flags), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT))
 
     def _open_here(self, ino: int, flags: int) -> pyfuse3.FileInfo | None:
@@ -849,7 +880,7 @@ class Operations(pyfuse3.Operations):
             return None
         data = self._file(attr)
         data.handles += 1
-        return pyfuse3.FileInfo(fh=self._new_handle(ino), keep_cache=True,
+        return pyfuse3.FileInfo(fh=self._new_handle(ino, flags), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT))
 
     @fuse_errors
@@ -862,7 +893,7 @@ class Operations(pyfuse3.Operations):
         # first write needs no round trip (see getxattr).
         self._no_capability(attr["ino"])
         entry = self._looked_up(attr, ask, parent_inode, name)
-        return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"]), keep_cache=True,
+        return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"], flags), keep_cache=True,
                                 direct_io=bool(flags & os.O_DIRECT)), entry
 
     @fuse_errors
@@ -872,21 +903,47 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         data = self.files[self.handles[fh]]
+        self._tell_lost(fh, data)
         uncommitted = sum(max(0, f.size - f.committed_size) for f in self.files.values())
         await self.quota.check(off + len(buf) - data.size, uncommitted)
-        await data.write(off, buf)
+        try:
+            await data.write(off, buf)
+        except FsError:
+            if fh in self.writers:   # (this is how it heard of a failure, if one dropped writes)
+                self.writers[fh] = data.failures
+            raise
         return len(buf)
 
     @fuse_errors
     async def flush(self, fh: int) -> None:
-        await self.files[self.handles[fh]].flush()
+        """close(): a handle open for writing stores the file's writes and hears of any
+        failure that dropped some; a read-only handle has nothing to store, and its close
+        never fails because of another handle's writes."""
+        if fh in self.writers:
+            await self._stored(fh)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.files[self.handles[fh]].flush()
+        await self._stored(fh)
+
+    async def _stored(self, fh: int) -> None:
+        """Everything written to the file is stored and committed, or raise (a failure that
+        dropped writes: after the kernel forgot their pages, and once per handle)."""
+        ino = self.handles[fh]
+        data = self.files[ino]
+        try:
+            await data.flush()
+        except FsError:
+            if fh in self.writers:
+                self.writers[fh] = data.failures
+            await self.unpaging.wait(ino)
+            raise
+        await self.unpaging.wait(ino)
+        self._tell_lost(fh, data)
 
     async def release(self, fh: int) -> None:
         ino = self.handles.pop(fh)
+        self.writers.pop(fh, None)
         data = self.files[ino]
         data.handles -= 1
         if data.handles:
@@ -906,10 +963,9 @@ class Operations(pyfuse3.Operations):
         # depends on it (close() has returned with FLUSH), only when an orphan's space is
         # freed. What would see it out of order waits for it instead: an open of the same
         # inode (its new hold must come after), forgetting orphans, unmounting.
-        done = self.releasing[ino] = trio.Event()
-        self.io.nursery.start_soon(self._release_hold, ino, done)
+        self.releasing.start(ino, functools.partial(self._release_hold, ino))
 
-    async def _release_hold(self, ino: int, done: trio.Event) -> None:
+    async def _release_hold(self, ino: int) -> None:
         try:  # an orphan nobody else holds is deleted now
             deleted = await self.meta.fs_release(ino, self.session)
             self.holds.dropped([ino])
@@ -917,16 +973,6 @@ class Operations(pyfuse3.Operations):
                 self.orphans.discard(ino)
         except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
             log.warning("could not release inode %d: %s", ino, exc)
-        finally:
-            done.set()
-            if self.releasing.get(ino) is done:
-                del self.releasing[ino]
-
-    async def _released(self, ino: int) -> None:
-        """Return once no release of ``ino`` from this mount is on its way."""
-        done = self.releasing.get(ino)
-        if done is not None:
-            await done.wait()
 
     # -- extended attributes ------------------------------------------------------------------
 
@@ -989,5 +1035,5 @@ class Operations(pyfuse3.Operations):
                 await data.flush()
             except Exception as exc:  # noqa: BLE001
                 log.error("inode %d: pending writes could not be stored: %s", ino, exc)
-        for ino in list(self.releasing):
-            await self._released(ino)
+        for ino in self.releasing:
+            await self.releasing.wait(ino)

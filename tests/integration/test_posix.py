@@ -425,15 +425,21 @@ def test_exdev_across_volumes(here, mounted, tmp_path):
     fails(errno.EXDEV, os.rename, here / "f", other / "f")
 
 
+def mount_tiny(mounted, mnt) -> None:
+    name = mnt.name.removeprefix("mnt-")
+    mounted.shoal("mount", name, str(mnt), "--workdir", str(mounted.workdir),
+                  "--log-file", str(mounted.workdir / "logs" / f"{name}.log"))
+
+
 @pytest.fixture
-def tiny_volume(mounted):
-    """A second volume with an 8 MiB quota, mounted."""
-    mounted.shoal("volume", "create", "tiny", "--capacity", "8MiB", "--chunk-size", "1MiB",
+def tiny_volume(mounted, request):
+    """A volume of its own with an 8 MiB quota, mounted at mnt-<its name>."""
+    name = f"tiny-{request.node.name[:40].replace('_', '-')}"
+    mounted.shoal("volume", "create", name, "--capacity", "8MiB", "--chunk-size", "1MiB",
                   "--workdir", str(mounted.workdir))
-    mnt = mounted.workdir / "mnt-tiny"
+    mnt = mounted.workdir / f"mnt-{name}"
     mnt.mkdir()
-    mounted.shoal("mount", "tiny", str(mnt), "--workdir", str(mounted.workdir),
-                  "--log-file", str(mounted.workdir / "logs" / "tiny.log"))
+    mount_tiny(mounted, mnt)
     yield mnt
     mounted.shoal("umount", str(mnt))
 
@@ -454,6 +460,68 @@ def test_enospc_past_the_quota_and_space_comes_back(tiny_volume):
     os.unlink(path)
     (tiny_volume / "after").write_bytes(os.urandom(4 << 20))  # the space is back
     assert (tiny_volume / "after").stat().st_size == 4 << 20
+
+
+def fill_up(path) -> None:
+    """Write to ``path`` until the volume refuses: then less than 64 KiB is free."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as info:
+            for _ in range(1024):
+                os.write(fd, os.urandom(64 << 10))
+        assert info.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_an_overwrite_a_full_volume_cannot_store_is_dropped_and_told_to_every_writer(
+        tiny_volume, mounted):
+    """The 256 KiB written into a stored 1 MiB piece are kept beside it (a patch): on a full
+    volume the commit is refused. Readers must then see the stored file, never the bytes no
+    remount would show; each handle open for writing hears of it once; read-only closes do
+    not fail because of it."""
+    kept = tiny_volume / "kept"
+    old = os.urandom(2 << 20)
+    kept.write_bytes(old)
+    fill_up(tiny_volume / "filler")
+    opened = []
+
+    def track(fd: int) -> int:
+        opened.append(fd)
+        return fd
+
+    def closed(fd: int) -> None:
+        opened.remove(fd)
+        os.close(fd)
+
+    try:
+        reader = track(os.open(kept, os.O_RDONLY))
+        other = track(os.open(kept, os.O_WRONLY))   # told at its next write
+        later = track(os.open(kept, os.O_WRONLY))   # told at its close
+        fd = track(os.open(kept, os.O_WRONLY))
+        os.pwrite(fd, os.urandom(256 << 10), 4096)
+        # this mount sees them meanwhile
+        assert os.pread(reader, 8192, 4096) != old[4096:4096 + 8192]
+        fails(errno.ENOSPC, os.fsync, fd)
+        assert kept.read_bytes() == old
+        assert os.pread(reader, 2 << 20, 0) == old
+        assert os.fstat(reader).st_size == 2 << 20
+        closed(reader)   # read-only: nothing of its own to store
+        with open(kept, "rb") as f:   # opened and closed after it: fine
+            assert f.read(4096) == old[:4096]
+        fails(errno.ENOSPC, os.pwrite, other, b"x", 0)
+        closed(other)    # told once
+        fails(errno.ENOSPC, closed, later)
+        closed(fd)       # told by its fsync
+    finally:
+        for fd in opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    mounted.shoal("umount", str(tiny_volume))
+    mount_tiny(mounted, tiny_volume)
+    assert kept.read_bytes() == old
 
 
 def test_copy_a_real_source_tree_and_read_it_back(here):

@@ -99,7 +99,7 @@ def test_an_orphan_is_deleted_when_its_release_is_answered() -> None:
         assert (await service.fs_getattr(ino))["nlink"] == 0
         await ops.release(fi.fh)
         rpc.gate.set()
-        await ops._released(ino)
+        await ops.releasing.wait(ino)
         assert ino not in ops.orphans
         with pytest.raises(FsError) as gone:
             await service.fs_getattr(ino)
