@@ -329,8 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check VOLUME: every entry names an existing inode, link counts match, "
                     "every file is reachable from the root, the cached usage is right, and "
                     "every chunk its files use has a copy on at least one live chunk server. "
-                    "Read-only. Exit code 3 when anything is wrong.", epilog=EPILOG)
+                    "Read-only unless --repair. Exit code 3 when anything is wrong.",
+        epilog=EPILOG)
     p.add_argument("volume")
+    p.add_argument("--repair", action="store_true",
+                   help="first mend values no mount can show (uid/gid outside 0..2^32-2 "
+                        "become 65534, a mode without a valid file type gets the type the "
+                        "inode has, device numbers and sizes out of range); other problems "
+                        "are only reported")
     p.add_argument("--json", action="store_true")
     _access_flags(p)
 
@@ -983,7 +989,10 @@ def cmd_fsck(args: argparse.Namespace, meta: str, secret: bytes) -> int:
     async def go() -> dict[str, Any]:
         async with RpcClient(secret) as client:
             meta_client = MetaClient(client, meta)
+            repaired = (await meta_client.fsck_repair(args.volume))["repaired"] \
+                if args.repair else []
             report = await meta_client.fsck_check(args.volume)
+            report["repaired"] = repaired
             ids: list[str] = []
             while True:
                 page = await meta_client.fsck_chunks(args.volume, ids[-1] if ids else None,
@@ -1011,6 +1020,8 @@ def cmd_fsck(args: argparse.Namespace, meta: str, secret: bytes) -> int:
         print(f"volume {report['volume']}: {report['inodes']} inodes, {report['entries']} entries, "
               f"{report['orphans']} open orphans, {report['chunks']} chunks "
               f"({report['chunks_without_copy']} without a copy)")
+        for line in report["repaired"]:
+            print(f"  REPAIRED: {line}")
         for problem in report["problems"]:
             print(f"  PROBLEM: {problem}")
         print("clean" if not report["problems"] else f"{len(report['problems'])} problems")

@@ -9,6 +9,10 @@ mode, uid and gid are in the ranges a mount can show (storaged/meta/ranges.py: a
 release stored what it was sent, and one such inode made its directory's listings fail
 with EIO). Orphans (nlink 0, open somewhere) are counted, not reported: they are legal
 until their last close.
+
+``repair_ranges`` (``shoal fsck --repair``) mends those out-of-range values, and only those:
+the other problems need a person's judgement, the ranges have one answer a kernel agrees
+with (see its docstring).
 """
 
 from __future__ import annotations
@@ -38,21 +42,27 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
         if len(problems) < MAX_PROBLEMS:
             problems.append(text)
 
-    for ino, mode, uid, gid in conn.execute(
-            "SELECT id, mode, uid, gid FROM inodes WHERE volume=?", (vid,)):
-        if not 0 <= mode <= ranges.MODE_BITS or stat.S_IFMT(mode) not in ranges.FILE_TYPES:
+    for ino, mode, uid, gid, rdev, size in conn.execute(
+            "SELECT id, mode, uid, gid, rdev, size FROM inodes WHERE volume=?", (vid,)):
+        if not _valid_mode(mode):
             problem(f"inode {ino} has mode {mode:#o}, with no valid file type (a mount shows "
-                    "it, and its directory's listings, as EIO)")
+                    "it, and its directory's listings, as EIO; --repair mends it)")
         if not (0 <= uid <= ranges.ID_MAX and 0 <= gid <= ranges.ID_MAX):
             problem(f"inode {ino} has uid {uid} / gid {gid}, outside 0..{ranges.ID_MAX} (its "
-                    "directory's listings fail with EIO on every mount)")
+                    "directory's listings fail with EIO on every mount; --repair mends it)")
+        if not 0 <= rdev <= ranges.RDEV_MAX:
+            problem(f"inode {ino} has device number {rdev}, outside 0..{ranges.RDEV_MAX} "
+                    "(--repair mends it)")
+        if not 0 <= size <= ranges.SIZE_MAX:
+            problem(f"inode {ino} has size {size}, outside 0..{ranges.SIZE_MAX} "
+                    "(--repair mends it)")
 
     links: Counter[int] = Counter()
     subdirs: Counter[int] = Counter()
     children: dict[int, list[int]] = {}
     for parent, entry, ino in entries:
         shown = entry.decode(errors="replace")
-        if not stat.S_ISDIR(inodes[parent][0]):
+        if not _is_dir(inodes[parent][0]):
             problem(f"entry {shown!r} is in inode {parent}, which is not a directory")
         if ino not in inodes:
             problem(f"entry {shown!r} in directory {parent} names inode {ino}, which does not "
@@ -60,12 +70,12 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
             continue
         links[ino] += 1
         children.setdefault(parent, []).append(ino)
-        if stat.S_ISDIR(inodes[ino][0]):
+        if _is_dir(inodes[ino][0]):
             subdirs[parent] += 1
     orphans = 0
     for ino, (mode, nlink, _stored) in inodes.items():
         expected = links[ino] + ((1 + subdirs[ino] + (1 if ino == root else 0))
-                                 if stat.S_ISDIR(mode) else 0)
+                                 if _is_dir(mode) else 0)
         if nlink == 0:
             orphans += 1
             if links[ino]:
@@ -98,6 +108,95 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
         problem(f"the volume records {volume['used_inodes']} inodes; it has {len(inodes)}")
     return {"volume": name, "inodes": len(inodes), "entries": len(entries), "orphans": orphans,
             "problems": problems}
+
+
+def _is_dir(mode: int) -> bool:
+    """stat.S_ISDIR for any integer (it refuses those outside a C unsigned int, which an
+    earlier release may have stored)."""
+    return mode & 0o170000 == stat.S_IFDIR
+
+
+def _valid_mode(mode: int) -> bool:
+    return 0 <= mode <= ranges.MODE_BITS and stat.S_IFMT(mode) in ranges.FILE_TYPES
+
+
+# What the kernel shows for an id it cannot map (/proc/sys/kernel/overflowuid and
+# overflowgid): the owner an out-of-range uid or gid becomes, "nobody" on most systems.
+OVERFLOW_ID = 65534
+
+
+def repair_ranges(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+    """Mend the inodes of volume ``name`` whose values no mount can show (an earlier
+    release stored what it was sent), in one transaction. Returns what was changed:
+    ``repaired``, one line per change, and ``inodes``: {ino: [[parent, name], ...]} (who
+    watches them must be told).
+
+    - uid or gid outside 0..ID_MAX: OVERFLOW_ID, what the kernel itself shows for an id it
+      cannot represent;
+    - a mode with no valid file type: the type the inode's rows show it is (a directory if
+      it is the root or has entries, a symlink if it has a target, else a regular file),
+      with the permission bits it had (0o755 for a directory, 0o644 else, if it had none
+      that fit);
+    - a device number outside 0..RDEV_MAX: 0;
+    - a size outside 0..SIZE_MAX: the end of its stored bytes (its chunk rows' and slices'
+      extent).
+    """
+    volume = volumes.get(conn, name)
+    vid, root, chunk_size = volume["id"], volume["root"], volume["chunk_size"]
+    repaired: list[str] = []
+    touched: set[int] = set()
+    for ino, mode, uid, gid, rdev, size, target in conn.execute(
+            "SELECT id, mode, uid, gid, rdev, size, target FROM inodes WHERE volume=? AND ("
+            "uid NOT BETWEEN 0 AND ? OR gid NOT BETWEEN 0 AND ? OR rdev NOT BETWEEN 0 AND ? "
+            "OR size NOT BETWEEN 0 AND ? OR mode NOT BETWEEN 0 AND ? OR (mode & ?) NOT IN "
+            f"({','.join('?' * len(ranges.FILE_TYPES))}))",
+            (vid, ranges.ID_MAX, ranges.ID_MAX, ranges.RDEV_MAX, ranges.SIZE_MAX,
+             ranges.MODE_BITS, stat.S_IFMT(ranges.MODE_BITS), *sorted(ranges.FILE_TYPES))
+    ).fetchall():
+        changes: dict[str, int] = {}
+        if not 0 <= uid <= ranges.ID_MAX:
+            changes["uid"] = OVERFLOW_ID
+        if not 0 <= gid <= ranges.ID_MAX:
+            changes["gid"] = OVERFLOW_ID
+        if not _valid_mode(mode):
+            changes["mode"] = _mended_mode(conn, ino, mode, ino == root, target is not None)
+        if not 0 <= rdev <= ranges.RDEV_MAX:
+            changes["rdev"] = 0
+        if not 0 <= size <= ranges.SIZE_MAX:
+            changes["size"] = _stored_end(conn, ino, chunk_size)
+        conn.execute(f"UPDATE inodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?",
+                     (*changes.values(), ino))
+        old = {"uid": uid, "gid": gid, "mode": mode, "rdev": rdev, "size": size}
+        repaired.append(f"inode {ino}: " + ", ".join(
+            f"{k} {old[k]:#o} -> {v:#o}" if k == "mode" else f"{k} {old[k]} -> {v}"
+            for k, v in changes.items()))
+        touched.add(ino)
+    names: dict[int, list[list[Any]]] = {ino: [] for ino in touched}
+    for ino in touched:
+        for parent, entry in conn.execute(
+                "SELECT parent, name FROM dentries WHERE inode=?", (ino,)):
+            names[ino].append([parent, entry])
+    return {"volume": name, "repaired": repaired, "inodes": names}
+
+
+def _mended_mode(conn: sqlite3.Connection, ino: int, mode: int, is_root: bool,
+                 has_target: bool) -> int:
+    if is_root or conn.execute("SELECT 1 FROM dentries WHERE parent=? LIMIT 1",
+                               (ino,)).fetchone():
+        kind, default = stat.S_IFDIR, 0o755
+    elif has_target:
+        kind, default = stat.S_IFLNK, 0o777
+    else:
+        kind, default = stat.S_IFREG, 0o644
+    bits = mode & 0o7777 if 0 <= mode <= ranges.MODE_BITS else default
+    return kind | (bits or default)
+
+
+def _stored_end(conn: sqlite3.Connection, ino: int, chunk_size: int) -> int:
+    ends = [row[0] for table in ("chunks", "slices") for row in conn.execute(
+        f"SELECT max(idx * ? + start + length) FROM {table} WHERE inode=?",
+        (chunk_size, ino)) if row[0] is not None]
+    return max(ends, default=0)
 
 
 def chunk_ids(conn: sqlite3.Connection, name: str, after: str | None,

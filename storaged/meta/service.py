@@ -112,7 +112,7 @@ class MetaService:
                      "session_hold", "session_orphans", "session_listen",
                      "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
                      "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
-                     "fsck_chunks", "meta_backup_open", "meta_backup_read",
+                     "fsck_chunks", "fsck_repair", "meta_backup_open", "meta_backup_read",
                      "meta_backup_close", "cluster_drain", "cluster_remove", "cluster_status"):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
@@ -637,6 +637,20 @@ class MetaService:
     async def fsck_check(self, volume: str) -> dict:
         """Check the volume's metadata (entries, link counts, reachability, cached sums)."""
         return await self._tx(fsck.check, volume)
+
+    async def fsck_repair(self, volume: str) -> dict:
+        """Mend the volume's values no mount can show (fsck.repair_ranges), and tell the
+        mounts watching those inodes and their entries."""
+        since = self.watches.mark()
+        result = await self._tx(fsck.repair_ranges, volume)
+        events = []
+        for ino, names in result.pop("inodes").items():
+            events.append(inode(ino, True))
+            events += [entry(parent, name) for parent, name in names]
+        self._changed(None, since, events, [])
+        for line in result["repaired"]:
+            log.warning("fsck --repair of volume %s: %s", volume, line)
+        return result
 
     async def fsck_chunks(self, volume: str, after: str | None = None, limit: int = 1000) -> list:
         if not 1 <= limit <= 10_000:

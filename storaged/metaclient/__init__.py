@@ -2,9 +2,10 @@
 to it."""
 
 from .client import LEAVES_DIRECTORIES_ALONE, REPEATABLE, MetaClient, MetaFeatures
-from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckReport,
-                      Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
+from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckRepair,
+                      FsckReport, Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
 
 __all__ = ["ATTR_KEYS", "LEAVES_DIRECTORIES_ALONE", "REPEATABLE", "Attr", "BackupInfo",
-           "ClusterInfo", "ClusterStatus", "FsckReport", "Invalidations", "MetaClient", "MetaFeatures",
+           "ClusterInfo", "ClusterStatus", "FsckRepair", "FsckReport", "Invalidations",
+           "MetaClient", "MetaFeatures",
            "RepairStatus", "Server", "Volume", "VolumeHealth", "VolumeUsage"]

@@ -21,8 +21,8 @@ from typing import Any
 
 from storaged.rpc import InvalidArgument, MethodNotFound, Patience, RpcClient
 
-from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckReport,
-                      Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
+from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckRepair,
+                      FsckReport, Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
 
 log = logging.getLogger("storaged.metaclient")
 
@@ -355,6 +355,9 @@ class MetaClient:
 
     async def fsck_check(self, volume: str) -> FsckReport:
         return await self._call("fsck.check", volume)
+
+    async def fsck_repair(self, volume: str) -> FsckRepair:
+        return await self._call("fsck.repair", volume)
 
     async def fsck_chunks(self, volume: str, after: str | None, limit: int) -> list[str]:
         return await self._call("fsck.chunks", volume, after, limit)

@@ -100,3 +100,10 @@ ClusterInfo = dict[str, Any]
 ClusterStatus = dict[str, Any]
 RepairStatus = dict[str, Any]
 FsckReport = dict[str, Any]
+
+
+class FsckRepair(TypedDict):
+    """fsck.repair: what was mended, one line per inode (see storaged.meta.fsck)."""
+
+    volume: str
+    repaired: list[str]

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -145,6 +147,39 @@ def test_fsck_reports_broken_metadata_and_missing_chunks(env: tuple[LocalCluster
             if away.exists():
                 away.rename(away.with_name(cid))
     assert fsck(cluster)[0] == 0
+
+
+def test_fsck_repair_mends_values_an_earlier_release_stored(
+        env: tuple[LocalCluster, Path]) -> None:
+    """An earlier release stored what it was sent: a uid of -1 made every listing of the
+    directory fail with EIO on every mount, and a mode without a file type too."""
+    cluster, mnt = env
+    (mnt / "ranges").mkdir()
+    create(mnt / "ranges" / "owner", b"owned")
+    create(mnt / "ranges" / "typeless", b"what am I")
+    owner = os.stat(mnt / "ranges" / "owner").st_ino
+    typeless = os.stat(mnt / "ranges" / "typeless").st_ino
+    db = sqlite3.connect(cluster.meta.data_dir / "meta.db", timeout=10)
+    with db:
+        db.execute("UPDATE inodes SET uid = -1, gid = ? WHERE id = ?", (1 << 40, owner))
+        db.execute("UPDATE inodes SET mode = ? WHERE id = ?", (0o640, typeless))
+    db.close()
+    with pytest.raises(OSError) as listing:
+        os.listdir(mnt / "ranges")
+    assert listing.value.errno == errno.EIO
+    code, report = fsck(cluster)
+    assert code == 3 and len(report["problems"]) == 2, report
+    result = cluster.shoal("fsck", "v", "--repair")
+    assert result.returncode == 0 and "clean" in result.stdout, result.stdout + result.stderr
+    assert f"REPAIRED: inode {owner}: uid -1 -> 65534, gid {1 << 40} -> 65534" in result.stdout
+    assert f"REPAIRED: inode {typeless}: mode 0o640 -> 0o100640" in result.stdout
+    assert sorted(os.listdir(mnt / "ranges")) == ["owner", "typeless"]
+    st = os.stat(mnt / "ranges" / "owner")
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert stat.S_ISREG(os.stat(mnt / "ranges" / "typeless").st_mode)
+    assert (mnt / "ranges" / "typeless").read_bytes() == b"what am I"
+    again = cluster.shoal("fsck", "v", "--repair", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["repaired"] == []
 
 
 def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_path: Path) -> None:
