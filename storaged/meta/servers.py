@@ -33,9 +33,11 @@ def check_heartbeat(server_id: object, address: object, zone: object, usage: obj
     if not isinstance(address, str) or len(address) > 300:
         raise InvalidArgument("address: tcp://HOST:PORT or unix:///PATH")
     try:
-        parse_address(address)
+        parsed = parse_address(address)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
+    if parsed.scheme == "tcp" and parsed.port == 0:
+        raise InvalidArgument(f"address {address!r}: port 0 cannot be dialled")
     if not isinstance(zone, str) or not ZONE_RE.fullmatch(zone):
         raise InvalidArgument("zone: at most 253 printable characters, no spaces")
     if not isinstance(usage, dict):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -35,10 +37,29 @@ def parse_address(text: str) -> Address:
         return Address("unix", path=path)
     rest = text[len("tcp://"):] if text.startswith("tcp://") else text
     host, sep, port_text = rest.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid_host = _is_ipv6(host)
+    else:
+        valid_host = _HOST_RE.fullmatch(host) is not None
+    if not sep or not valid_host or not port_text.isascii() or not port_text.isdigit() \
+            or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"not an address: {text!r} (use tcp://HOST:PORT or unix:///PATH)")
     return Address("tcp", host=host, port=int(port_text))
+
+
+# A host name or IPv4 address (RFC 1123 letters, digits, hyphens and dots; underscores as
+# some internal DNS names have them); IPv6 literals come in brackets. Anything else (a
+# scheme other than tcp://, a path, spaces) is not an address a client can dial.
+_HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?")
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def open_stream(address: Address) -> trio.abc.Stream:

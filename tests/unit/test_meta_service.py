@@ -283,6 +283,9 @@ async def test_a_heartbeat_the_cluster_map_cannot_use_is_refused():
     bad = [("x" * 10_000, *good[1:]), ("id\nwith newline", *good[1:]), ("ünï", *good[1:]),
            (good[0], "not-an-address", *good[2:]), (good[0], "tcp://host:99999", *good[2:]),
            (good[0], "unix://relative.sock", *good[2:]), (good[0], good[1], "a zone", good[3]),
+           (good[0], "http://10.0.0.7:80", *good[2:]), (good[0], "tcp://10.0.0.7:0", *good[2:]),
+           (good[0], "tcp://10.0.0.7:7700\n", *good[2:]), (good[0], "tcp://a b:1", *good[2:]),
+           (good[0], "tcp://[not-v6]:1", *good[2:]), (good[0], "tcp://host/x:1", *good[2:]),
            (*good[:3], {**good[3], "used": -1}), (*good[:3], {**good[3], "free": 1 << 64}),
            (*good[:3], {**good[3], "chunks": "7"}), (*good[:3], {**good[3], "scrub": [1]}),
            (*good[:3], "usage")]
