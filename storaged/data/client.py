@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -27,6 +27,9 @@ from ..chunk.ids import chunk_id as compute_chunk_id
 from ..rpc import Corrupted, NotDelivered, NotFound, RpcClient, RpcError, Unavailable
 from ..rpc.errors import MethodNotFound
 from .placement import Server, placement_order
+
+if TYPE_CHECKING:
+    from ..metaclient import MetaClient
 
 log = logging.getLogger("storaged.data")
 

@@ -409,7 +409,7 @@ class MetaService:
     async def fs_readlink(self, ino: int) -> bytes:
         return await self._read(namespace.readlink, ino)
 
-    async def fs_forget(self, inos: list, session: str | None = None) -> int:
+    async def fs_forget(self, inos: list[int], session: str | None = None) -> int:
         """Delete these inodes if they are orphans that no mount holds; with ``session``,
         that mount's holds on them are dropped first (its kernel forgot them)."""
         if session is not None:
@@ -451,7 +451,7 @@ class MetaService:
     async def session_heartbeat(self, session: str) -> bool:
         return self.sessions.heartbeat(session)
 
-    async def session_pending(self, session: str, add: list, drop: list) -> bool:
+    async def session_pending(self, session: str, add: list[str], drop: list[str]) -> bool:
         """Chunks this mount stored but has not committed (``add``), or has now committed
         or given up (``drop``): garbage collection leaves pending chunks alone."""
         if not are_chunk_ids([*add, *drop]):
@@ -460,7 +460,7 @@ class MetaService:
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
         return True
 
-    async def session_hold(self, session: str, add: list, drop: list) -> int:
+    async def session_hold(self, session: str, add: list[int], drop: list[int]) -> int:
         """The inodes this mount's kernel references (looked up and not yet forgotten, or
         open) now (``add``) and no longer (``drop``): an orphan is kept while any mount
         holds it, so a file or directory deleted elsewhere still answers stat where it is
@@ -498,7 +498,7 @@ class MetaService:
         gone, so that they are freed unless something really uses them."""
         return self.sessions.held_orphans(session)
 
-    async def gc_unreferenced(self, ids: list) -> list:
+    async def gc_unreferenced(self, ids: list[str]) -> list:
         """Of these chunk ids, those nothing references: no chunk map row of any volume or
         snapshot, and no mount's pending chunks. Refused (BUSY) after a restart while a
         mount session from before it has not registered its pending chunks again (or

@@ -3,7 +3,8 @@
 Every handler gets the same treatment for bad input — wrong count, wrong types — before its
 own code runs, so no handler can be crashed by a peer sending a map where bytes belong.
 Only the simple types msgpack carries are supported: int, float, str, bytes, bool, list,
-dict, and ``X | None``.
+dict, and ``X | None``; ``list[X]`` of a simple X checks every item too (a list of inode
+numbers that held a map reached a dict lookup and came back as INTERNAL).
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
     raise TypeError(f"unsupported parameter type for an RPC method: {hint!r}")
 
 
+def _item_types(hint: Any) -> tuple[type, ...]:
+    """For ``list[X]`` (or ``list[X] | None``): the types X allows, checked per item; else
+    () (anything)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((t for t in map(_item_types, typing.get_args(hint)) if t), ())
+    if typing.get_origin(hint) is list and typing.get_args(hint):
+        return _allowed_types(typing.get_args(hint)[0])
+    return ()
+
+
 def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:
     if not allowed:
         return True
@@ -61,6 +72,7 @@ class _Param:
     name: str
     allowed: tuple[type, ...]
     required: bool
+    items: tuple[type, ...] = ()   # for a list: what each item may be (() for anything)
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,14 @@ class Method:
                 raise InvalidArgument(
                     f"{self.usage()}: {p.name} must be {want}, got {type(value).__name__}"
                 )
+            if p.items and isinstance(value, list):
+                for i, item in enumerate(value):
+                    if not _type_ok(item, p.items):
+                        want = " or ".join(t.__name__ for t in p.items)
+                        if type(item) is int and int in p.items:
+                            want += " in -2^63..2^63-1"
+                        raise InvalidArgument(f"{self.usage()}: {p.name}[{i}] must be {want}, "
+                                              f"got {type(item).__name__}")
         return params
 
 
@@ -107,8 +127,9 @@ class MethodTable:
         for p in inspect.signature(handler).parameters.values():
             if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 raise TypeError(f"{name}: RPC handlers take positional parameters only")
-            params.append(_Param(p.name, _allowed_types(hints.get(p.name, Any)),
-                                 p.default is inspect.Parameter.empty))
+            hint = hints.get(p.name, Any)
+            params.append(_Param(p.name, _allowed_types(hint),
+                                 p.default is inspect.Parameter.empty, _item_types(hint)))
         self._methods[name] = Method(name, handler, tuple(params), public)
 
     def get(self, name: str) -> Method:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import re
+
 import pytest
 
 from storaged.rpc import auth, errors
@@ -52,6 +54,21 @@ def test_bool_is_not_an_int_but_an_int_is_a_float():
     assert m.bind([True, 1]) == [True, 1]
     with pytest.raises(errors.InvalidArgument):
         m.bind([1, 1.0])
+
+
+def test_a_typed_list_checks_every_item():
+    """fs.forget's inode list once let a map through to a dict lookup (INTERNAL)."""
+    async def forget(inos: list[int], names: list[str] | None = None) -> None: ...
+    t = MethodTable()
+    t.add("forget", forget)
+    m = t.get("forget")
+    assert m.bind([[1, 2], ["a"]]) == [[1, 2], ["a"]]
+    for params, fragment in (([[1, {}]], "inos[1] must be int, got dict"),
+                             ([[1 << 63]], "inos[0] must be int in -2^63..2^63-1"),
+                             ([[True]], "inos[0] must be int, got bool"),
+                             ([[1], [b"x"]], "names[0] must be str, got bytes")):
+        with pytest.raises(errors.InvalidArgument, match=re.escape(fragment)):
+            m.bind(params)
 
 
 def test_unknown_method_and_public_flag():
