@@ -85,6 +85,14 @@ class ListingCache:
         while self._rows > ROWS_MAX and self._kept:
             self._drop(next(iter(self._kept)))
 
+    def names(self, ino: int) -> tuple[list[bytes], Ask] | None:
+        """Every name of directory ``ino`` and the Ask of the listing's first page, if a
+        whole listing of it is kept (dirnames.py learns them)."""
+        kept = self._kept.get(ino)
+        if kept is None or not kept.complete:
+            return None
+        return [row[0] for row in kept.rows], kept.ask
+
     def _drop(self, ino: int) -> None:
         kept = self._kept.pop(ino, None)
         if kept is not None:

@@ -27,6 +27,7 @@ from .attrs import InodeMap, entry_attributes, entry_from_values
 from .coherence import (POLL_MARGIN, POLL_WAIT, RETRY_SECONDS, Ask, KernelCache, KernelCall,
                         run_in_thread)
 from .dircache import ListingCache
+from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
 from .inflight import InFlight
@@ -43,6 +44,7 @@ KERNEL_QUEUE = 1000  # batches of kernel invalidations waiting (the poll waits p
 KNOWN_MAX = 100_000  # attributes kept for opens answered here (see _known)
 KNOWN_MARGIN = 1.0   # seconds of lease they must have left to be used
 HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up to 100,000)
+RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h), as the kernel passes it to rename
 
 
 def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -125,6 +127,7 @@ class Operations(pyfuse3.Operations):
         self.kept_listings = KeptListings(io.nursery,
                                           lambda: self._changes + self.cache.changes)
         self.listings = ListingCache(cache_lease)  # whole listings, while nothing changed
+        self.dir_names = KnownNames(self.cache)     # every name of a few directories
         # inode -> (attributes told to the kernel while listening, their Ask, _changes then)
         self.known: dict[int, tuple[dict[str, Any] | list[Any], Ask, int]] = {}
         # files that were open here since the kernel last looked them up: the kernel may
@@ -315,6 +318,9 @@ class Operations(pyfuse3.Operations):
         parent = self.inodes.to_meta(parent_inode)
         if name == b".":
             return self._looked_up(await self.meta.fs_getattr(parent, ask.session), ask)
+        surely_not = self.dir_names.missing(parent, name) if name != b".." else None
+        if surely_not is not None:   # every name of the directory is known (dirnames.py)
+            return self._not_there(surely_not, parent_inode, name)
         try:
             attr = await self.meta.fs_lookup(parent, name, ask.session)
         except FsError as exc:
@@ -384,11 +390,25 @@ class Operations(pyfuse3.Operations):
             return self._changing_dir(ask, lambda: self.meta.fs_mknod(
                 parent, name, mode, ctx.uid, ctx.gid, rdev, target, session or ask.session))
         if not hold and not self.holds.enabled:
-            return await send(None), ask
-        # refused before anything was made (ESTALE): safe to send again
-        attr = await self._with_session(send)
-        self.holds.took(attr["ino"])  # held for the open, or for the kernel's reference
+            attr = await self._naming((parent,), send(None))
+        else:
+            # refused before anything was made (ESTALE): safe to send again
+            attr = await self._naming((parent,), self._with_session(send))
+            self.holds.took(attr["ino"])  # held for the open, or for the kernel's reference
+        self.dir_names.added(parent, name, renew=ask)
+        if stat.S_ISDIR(mode):
+            self.dir_names.learn(attr["ino"], (), ask)   # a new directory: no names yet
         return attr, ask
+
+    async def _naming(self, dirs: tuple[int, ...], change: Awaitable[T]) -> T:
+        """The answer to a change of names in ``dirs``; if it failed (or never came), what
+        this mount knows of their names may be wrong: forgotten (see dirnames.py)."""
+        try:
+            return await change
+        except BaseException:
+            for ino in dirs:
+                self.dir_names.forget(ino)
+            raise
 
     async def _changing_dir(self, ask: Ask | None, send: Callable[[], Awaitable[Any]]) -> Any:
         """A meta call whose answer carries its directory's new attributes (``parent``):
@@ -469,31 +489,40 @@ class Operations(pyfuse3.Operations):
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         ask = self._ask()
-        attr = await self.meta.fs_link(self.inodes.to_meta(inode),
-                                      self.inodes.to_meta(new_parent_inode), new_name,
-                                      ask.session)
+        new_parent = self.inodes.to_meta(new_parent_inode)
+        attr = await self._naming((new_parent,), self.meta.fs_link(
+            self.inodes.to_meta(inode), new_parent, new_name, ask.session))
+        self.dir_names.added(new_parent, new_name)
         return self._looked_up(attr, ask, new_parent_inode, new_name)  # (held by the next batch)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
         ask = self._ask()
-        await self._unlinked(await self._removing(lambda session: self._changing_dir(
+        gone = await self._naming((parent,), self._removing(lambda session: self._changing_dir(
             ask, lambda: self.meta.fs_unlink(parent, name, session or ask.session))))
+        self.dir_names.removed(parent, name)
+        await self._unlinked(gone)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
         ask = self._ask()
-        await self._unlinked(await self._removing(lambda session: self._changing_dir(
+        gone = await self._naming((parent,), self._removing(lambda session: self._changing_dir(
             ask, lambda: self.meta.fs_rmdir(parent, name, session or ask.session))))
+        self.dir_names.removed(parent, name)
+        await self._unlinked(gone)
 
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         old, new = self.inodes.to_meta(parent_inode_old), self.inodes.to_meta(parent_inode_new)
-        replaced = await self._removing(lambda session: self.meta.fs_rename(
-            old, name_old, new, name_new, flags, session or self._author()))
+        replaced = await self._naming((old, new), self._removing(
+            lambda session: self.meta.fs_rename(old, name_old, new, name_new, flags,
+                                                session or self._author())))
+        if not flags & RENAME_EXCHANGE:   # (an exchange leaves both names where they are)
+            self.dir_names.removed(old, name_old)
+            self.dir_names.added(new, name_new)
         await self._unlinked(replaced)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -769,6 +798,9 @@ class Operations(pyfuse3.Operations):
                 return kept
         rows = await self.meta.fs_readdir(ino, after, READDIR_PAGE, ask.session)
         self.listings.fetched(ino, after, rows, READDIR_PAGE, ask, stamp)
+        whole = self.listings.names(ino) if len(rows) < READDIR_PAGE else None
+        if whole is not None:
+            self.dir_names.learn(ino, *whole)
         page = Page(rows)
         page.token = ask
         return page

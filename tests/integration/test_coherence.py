@@ -184,6 +184,51 @@ def test_names_made_and_removed_through_one_mount_reach_the_others_kernel(two: T
     assert sorted(os.listdir(there)) == sorted(os.listdir(d)) == []
 
 
+def _quiet(port: int, *methods: str) -> float:
+    """The count of these requests once it stopped moving (a request is counted just after
+    its answer is out, so a count read at once can trail the last answer)."""
+    last = requests(port, *methods)
+    for _ in range(20):
+        time.sleep(0.3)
+        now = requests(port, *methods)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"{methods} kept being asked: {last}")
+
+
+def test_misses_in_a_directory_whose_every_name_is_known_need_no_meta_role(two: Two) -> None:
+    """A mount that made a directory, or listed it whole, knows every name in it: a
+    lookup of a new name (before each create) is answered ENOENT without a round trip
+    (fusefs/dirnames.py). Names made elsewhere still appear as soon as the invalidation
+    arrives."""
+    d = two.a / "known"
+    d.mkdir()
+    before = _quiet(two.port, "fs.lookup")
+    for i in range(10):
+        assert not (d / f"nope{i}").exists()
+        (d / f"mine{i}").write_bytes(b"m")
+    assert sorted(os.listdir(d)) == [f"mine{i}" for i in range(10)]
+    assert _quiet(two.port, "fs.lookup") == before
+    (two.b / "known" / "theirs").write_bytes(b"t")
+    _seen(lambda: (d / "theirs").exists())
+    assert (d / "theirs").read_bytes() == b"t"
+
+    (two.b / "listed").mkdir()
+    (two.b / "listed" / "x").write_bytes(b"x")
+    _seen(lambda: sorted(os.listdir(two.a / "listed")) == ["x"])
+    time.sleep(PAST_FALLBACK)   # (past invalidations owed for B's setup)
+    assert sorted(os.listdir(two.a / "listed")) == ["x"]   # learnt whole, nothing since
+    before = _quiet(two.port, "fs.lookup")
+    for i in range(5):
+        assert not (two.a / "listed" / f"nope{i}").exists()
+    assert _quiet(two.port, "fs.lookup") == before
+    (two.b / "listed" / "y").write_bytes(b"y")
+    _seen(lambda: (two.a / "listed" / "y").exists())
+    os.unlink(two.b / "listed" / "x")
+    _seen(lambda: not (two.a / "listed" / "x").exists())
+
+
 def test_a_restarted_meta_role_leaves_no_stale_cache(two: Two) -> None:
     """The meta role forgets every watch when it dies: the mounts' polls fail and each
     takes back what its kernel kept, so a change after the restart is seen at once."""

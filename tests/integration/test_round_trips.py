@@ -67,15 +67,17 @@ def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
         os.write(fd, os.urandom(16384))
         os.close(fd)
     made = _delta(port, before, {"fs.commit": FILES})
-    # Per new file: the kernel's lookup of the name, the create (which also answers the
-    # directory's next GETATTR), one commit at close. The create's hold stays after the
-    # close: the kernel still references the inode (fusefs/holds.py), so no release.
-    for method in ("fs.lookup", "fs.mknod", "fs.commit"):
+    # Per new file: the create (which also answers the directory's next GETATTR), one
+    # commit at close. The create's hold stays after the close: the kernel still
+    # references the inode (fusefs/holds.py), so no release.
+    for method in ("fs.mknod", "fs.commit"):
         assert made.get(method) == FILES, (method, made)
-    # Known without asking: a new file has no xattrs (security.capability before the first
-    # write), no chunk map (nothing stored yet), and the commit tells the volume's usage.
-    for method in ("fs.getxattr", "fs.chunks", "fs.getattr", "fs.forget", "fs.release",
-                   "session.hold"):
+    # Known without asking: the kernel's lookup of each new name (this mount made the
+    # directory and every name in it: fusefs/dirnames.py), a new file's xattrs
+    # (security.capability before the first write), its chunk map (nothing stored yet),
+    # and the volume's usage (the commit tells it).
+    for method in ("fs.lookup", "fs.getxattr", "fs.chunks", "fs.getattr", "fs.forget",
+                   "fs.release", "session.hold"):
         assert method not in made, (method, made)
     assert made.get("volume.statfs", 0) <= 3, made   # the once-a-second refresh only
     # Each file's chunk is marked pending before its put; the mark's drop after the commit
