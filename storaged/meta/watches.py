@@ -195,8 +195,15 @@ class Watches:
             self.reset(session)       # changes ran past the log: cannot tell which
             return
         keys = set(watched)
-        for seq, author, events in self._log:
-            if seq > since and author != session:
+        # The log is in order: walk only its tail after ``since`` (usually just the caller's
+        # own change), not all LOG_SIZE entries on every change that watches its answer.
+        newer = []
+        for logged in reversed(self._log):
+            if logged[0] <= since:
+                break
+            newer.append(logged)
+        for seq, author, events in reversed(newer):
+            if author != session:
                 self._queue(session, listener, [e for e in events if _key(e) in keys])
 
     def _expire(self, session: str, listener: Listener) -> None:
