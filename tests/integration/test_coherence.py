@@ -7,6 +7,7 @@ show what reached it."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import tempfile
 import time
@@ -278,3 +279,101 @@ def test_what_one_mount_closed_the_other_reads_at_its_next_open_every_time(two: 
         f.write_bytes(payload)
         assert there.read_bytes() == payload, i
         assert os.stat(there).st_size == len(payload), i
+
+
+SEED = int(os.environ.get("SHOALFS_SEED", random.randrange(1 << 30)))
+STEPS = 150
+
+
+def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
+    """Creates, overwrites, unlinks, renames, mkdirs and rmdirs, each through a mount
+    picked at random, against a model: the mount that made a change sees it at once, the
+    other within BOUND (contents at its next open, at once), and a name never made is
+    missing on both. Both kernels cache for the lease, and each mount answers misses in
+    directories whose names it knows (fusefs/dirnames.py): a stale name anywhere fails."""
+    rng = random.Random(SEED)
+    print(f"\nseed {SEED} (SHOALFS_SEED={SEED} to repeat)")
+    roots = {"a": two.a / "model", "b": two.b / "model"}
+    roots["a"].mkdir()
+    _seen(lambda: roots["b"].is_dir())
+    dirs: set[str] = {""}
+    files: dict[str, bytes] = {}
+
+    def names_in(d: str) -> list[str]:
+        prefix = f"{d}/" if d else ""
+        return sorted({p[len(prefix):] for p in (*files, *dirs)
+                       if p and p.startswith(prefix) and "/" not in p[len(prefix):]})
+
+    def agrees(side: str, touched: list[str]) -> bool:
+        root = roots[side]
+        for path in touched:   # by name first: a listing would teach the mount every name
+            if path in files:
+                if (root / path).read_bytes() != files[path]:
+                    return False
+            elif path in dirs:
+                if not (root / path).is_dir():
+                    return False
+            elif os.path.lexists(root / path):
+                return False
+        for path in touched:
+            parent = path.rpartition("/")[0]
+            if sorted(os.listdir(root / parent)) != names_in(parent):
+                return False
+        return not os.path.lexists(root / touched[0].rpartition("/")[0] / f"never{step}")
+
+    for step in range(STEPS):
+        side = rng.choice("ab")
+        root = roots[side]
+        kind = rng.choice(["create", "create", "overwrite", "unlink", "rename", "mkdir",
+                           "rmdir"])
+        if kind == "overwrite" and not files:
+            kind = "create"
+        if kind == "rmdir" and len(dirs) == 1:
+            kind = "mkdir"
+        parent = rng.choice(sorted(dirs))
+        new = f"{parent}/n{step}".lstrip("/")
+        touched = [new]
+        if kind == "create":
+            files[new] = rng.randbytes(rng.randrange(0, 3000))
+            (root / new).write_bytes(files[new])
+        elif kind == "overwrite":
+            path = rng.choice(sorted(files))
+            files[path] = rng.randbytes(rng.randrange(0, 3000))
+            (root / path).write_bytes(files[path])
+            touched = [path]
+        elif kind == "unlink" and files:
+            path = rng.choice(sorted(files))
+            os.unlink(root / path)
+            del files[path]
+            touched = [path]
+        elif kind == "rename" and files:
+            path = rng.choice(sorted(files))
+            target = rng.choice([new, *sorted(files)])   # sometimes over another file
+            os.rename(root / path, root / target)
+            files[target] = files.pop(path)
+            touched = [path, target]
+        elif kind == "mkdir":
+            (root / new).mkdir()
+            dirs.add(new)
+        elif kind == "rmdir":
+            empty = [d for d in sorted(dirs) if d and not names_in(d)]
+            if not empty:
+                continue
+            os.rmdir(root / empty[0])
+            dirs.discard(empty[0])
+            touched = [empty[0]]
+        else:
+            continue
+        assert agrees(side, touched), (step, kind, side, touched)
+        other = "b" if side == "a" else "a"
+        try:
+            _seen(lambda: agrees(other, touched))
+        except TimeoutError:
+            raise AssertionError(f"step {step}: {kind} through {side} of {touched} not seen "
+                                 f"through {other} within {BOUND} s") from None
+    for side in "ab":
+        root = roots[side]
+        found = {str(p.relative_to(root)) for p in root.rglob("*")}
+        assert found == set(files) | (dirs - {""}), side
+        for path, data in files.items():
+            assert (root / path).read_bytes() == data, (side, path)
