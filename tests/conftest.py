@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ import faulthandler
 
 import pytest
 
-from tests.helpers import LocalCluster, StoragedProcess, make_secret
+from tests.helpers import LocalCluster, StoragedProcess, make_secret, shoal
 
 faulthandler.enable()
 
@@ -62,11 +61,7 @@ class Mounted:
     cluster: dict
 
     def shoal(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
-                                text=True, timeout=120)
-        if check:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
+        return shoal(*args, check=check)
 
     def mount_log(self) -> str:
         return (self.workdir / "logs" / "mount.log").read_text(errors="replace")

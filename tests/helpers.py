@@ -141,6 +141,25 @@ class StoragedProcess:
             self.log.close()
 
 
+# The shoal command as tests run it (Popen it for a process that keeps running).
+SHOAL = [sys.executable, "-m", "shoal.cli"]
+
+
+def shoal(*args: str, check: bool = False, env: dict[str, str] | None = None,
+          timeout: float = 120, **run: Any) -> subprocess.CompletedProcess[str]:
+    """``shoal ARGS`` as a user runs it, its output captured as text (unless ``run`` says
+    where stdout goes). ``check``: assert it exited 0, showing what it printed if not;
+    ``env``: added to this process's environment."""
+    if "stdout" not in run:
+        run["capture_output"] = True
+    result = subprocess.run([*SHOAL, *args], text=True, timeout=timeout,
+                            env={**os.environ, **env} if env else None, **run)
+    if check:
+        assert result.returncode == 0, \
+            f"shoal {' '.join(args)} exited {result.returncode}: {result.stdout}{result.stderr}"
+    return result
+
+
 def call(address: str, secret: bytes, method: str, *params: Any, timeout: float = 30.0) -> Any:
     """One RPC call from synchronous test code (a fresh client, so a fresh connection)."""
     async def go() -> Any:
@@ -225,9 +244,8 @@ class LocalCluster:
 
     def shoal(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a shoal admin command against this cluster, as an operator would."""
-        return subprocess.run([sys.executable, "-m", "shoal.cli", *args, "--meta",
-                               self.meta.address, "--secret-file", str(self.secret_file)],
-                              capture_output=True, text=True, timeout=timeout)
+        return shoal(*args, "--meta", self.meta.address, "--secret-file",
+                     str(self.secret_file), timeout=timeout)
 
     def holders(self, cid: str) -> list[int]:
         """Indexes of the chunk servers whose data directory holds ``cid``."""
@@ -267,10 +285,9 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
 def mount(cluster: LocalCluster, volume: str, mnt: Path, log_file: Path,
           extra: list[str] | None = None) -> None:
     """`shoal mount` in the background, as a user runs it; returns once it is ready."""
-    subprocess.run([sys.executable, "-m", "shoal.cli", "mount", volume, str(mnt), "--meta",
-                    cluster.meta.address, "--secret-file", str(cluster.secret_file),
-                    "--log-file", str(log_file), *(extra or [])],
-                   check=True, capture_output=True, timeout=60)
+    shoal("mount", volume, str(mnt), "--meta", cluster.meta.address, "--secret-file",
+          str(cluster.secret_file), "--log-file", str(log_file), *(extra or []), check=True,
+          timeout=60)
 
 
 def remount(cluster: LocalCluster, mnt: Path, log_file: Path, volume: str = "v") -> None:

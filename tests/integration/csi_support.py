@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from csi.mounts import mount_entry
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
 from storaged.rpc import auth
-from tests.helpers import LocalCluster, call
+from tests.helpers import SHOAL, LocalCluster, call
 
 MiB, GiB = 1 << 20, 1 << 30
 Mode = pb.VolumeCapability.AccessMode.Mode
@@ -66,7 +65,7 @@ class CsiServer:
         ready.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shoal.cli", "csi", "--mode", self.mode,
+                [*SHOAL, "csi", "--mode", self.mode,
                  "--endpoint", f"unix://{self.socket}", "--node-id", self.name,
                  "--state-dir", str(self.state_dir), "--meta", self.meta,
                  "--secret-file", str(self.secret_file), "--ready-file", str(ready),

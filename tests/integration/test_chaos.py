@@ -15,7 +15,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
+from tests.helpers import LocalCluster, StoragedProcess, call, mount, mounted_volume
 
 MiB = 1 << 20
 SEED = int(os.environ.get("SHOALFS_SEED", random.randrange(1 << 30)))
@@ -223,10 +222,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
 
     # Settle: every server up, a repair pass done, then verify from the servers.
     cluster.wait_registered(timeout=30)
-    repair = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "repair", "--now", "--json", "--meta",
-         cluster.meta.address, "--secret-file", str(cluster.secret_file), "--timeout", "120"],
-        capture_output=True, text=True, timeout=150)
+    repair = cluster.shoal("repair", "--now", "--json", "--timeout", "120", timeout=150)
     status = json.loads(repair.stdout)
     assert status["missing"] == 0, status
 
@@ -251,10 +247,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
         lost += snap_lost
         lost_bytes += sum(expected[n.split(":")[0]][1] for n in snap_lost if n.split(":")[0] in expected)
 
-    fsck = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "fsck", "v", "--json", "--meta",
-         cluster.meta.address, "--secret-file", str(cluster.secret_file)],
-        capture_output=True, text=True, timeout=60)
+    fsck = cluster.shoal("fsck", "v", "--json", timeout=60)
 
     print(f"chaos: {sum(model.counts.values())} operations {dict(model.counts)}")
     print(f"chaos: {sum(faults.values())} faults injected {dict(faults)}")
@@ -273,10 +266,7 @@ def verify_snapshot(cluster: LocalCluster, snapshot: str, expected: dict[str, tu
     call(cluster.meta.address, cluster.secret, "volume.create", "clone", 1 << 30, 2, MiB, {},
          f"snapshot:{snapshot}")
     mnt = Path(tempfile.mkdtemp(prefix="shoalfs-chaos-clone-"))
-    subprocess.run([sys.executable, "-m", "shoal.cli", "mount", "clone", str(mnt), "--meta",
-                    cluster.meta.address, "--secret-file", str(cluster.secret_file),
-                    "--log-file", str(tmp_path / "clone.log")],
-                   check=True, capture_output=True, timeout=60)
+    mount(cluster, "clone", mnt, tmp_path / "clone.log")
     verified, lost = 0, []
     try:
         for name, (digest, _) in expected.items():

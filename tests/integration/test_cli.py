@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,15 +14,7 @@ import pytest
 
 from storaged.chunk.ids import chunk_id
 from fusefs.launch import is_mounted
-from tests.helpers import call
-
-
-def shoal(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
-                            text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from tests.helpers import call, shoal
 
 
 def _subcommands() -> list[str]:
@@ -56,8 +47,7 @@ def closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "shoal.cli", *args], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+        return shoal(*args, stdout=write_end, stderr=subprocess.PIPE, timeout=60)
     finally:
         os.close(write_end)
 

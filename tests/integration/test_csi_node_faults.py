@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from protos import csi_pb2 as pb
-from tests.helpers import free_port, http_get, scrape, wait_until
+from tests.helpers import SHOAL, free_port, http_get, scrape, wait_until
 
 from .csi_support import MiB, CsiServer, Env, NodePaths, csi_env, is_mounted
 from .test_csi import create, publish, read_file, stage, unpublish, unstage, write_file
@@ -181,7 +181,7 @@ def mounter_and_node(env: Env, name: str, *mounter_args: str
     socket_path = env.root / f"{name}.sock"
     log = open(env.root / f"{name}.log", "ab")
     mounter = subprocess.Popen(
-        [sys.executable, "-m", "shoal.cli", "mounter", "--socket", str(socket_path),
+        [*SHOAL, "mounter", "--socket", str(socket_path),
          "--log-dir", str(env.root / f"{name}-logs"), "--meta", env.cluster.meta.address,
          "--secret-file", str(env.a.secret_file), *mounter_args], stdout=log, stderr=log)
     node = CsiServer(env.root, f"node-{name}", "node", env.cluster.meta.address,

@@ -4,7 +4,6 @@ usage errors a person starting it by hand gets."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import grpc
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
 from shoal.clusterfile import ClusterFile
-from tests.helpers import LocalCluster, free_port
+from tests.helpers import SHOAL, LocalCluster, free_port, shoal
 
 from csi import PLUGIN_NAME
 
@@ -26,7 +25,7 @@ def test_tcp_endpoint_and_cluster_file(cluster: LocalCluster, tmp_path: Path) ->
     ready = tmp_path / "ready"
     with open(tmp_path / "csi.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.cli", "csi", "--mode", "controller",
+            [*SHOAL, "csi", "--mode", "controller",
              "--endpoint", f"tcp://127.0.0.1:{port}", "--cluster", str(cluster_json),
              "--ready-file", str(ready)], stdout=log, stderr=log)
     try:
@@ -52,13 +51,12 @@ def test_tcp_endpoint_and_cluster_file(cluster: LocalCluster, tmp_path: Path) ->
 
 
 def run_csi(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shoal.cli", "csi", *args],
-                          capture_output=True, text=True, timeout=60)
+    return shoal("csi", *args, timeout=60)
 
 
 def test_usage_errors_say_what_to_change(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
-    subprocess.run([sys.executable, "-m", "shoal.cli", "secret", "generate", str(secret)],
+    subprocess.run([*SHOAL, "secret", "generate", str(secret)],
                    check=True, capture_output=True)
     access = ["--meta", "tcp://127.0.0.1:1", "--secret-file", str(secret)]
     result = run_csi("--mode", "node", "--endpoint", f"unix://{tmp_path}/s.sock", *access)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +27,7 @@ def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
 
 
 def node(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shoal.cli", "node", *args, "--meta",
-                           cluster.meta.address, "--secret-file", str(cluster.secret_file)],
-                          capture_output=True, text=True, timeout=300)
+    return cluster.shoal("node", *args, timeout=300)
 
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,10 +45,7 @@ class GcEnv:
         return trio.run(go).as_dict()
 
     def gc_command(self, *extra: str) -> dict:
-        result = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", "gc", "--meta", self.cluster.meta.address,
-             "--secret-file", str(self.cluster.secret_file), "--grace", str(GRACE), "--json",
-             *extra], capture_output=True, text=True, timeout=120)
+        result = self.cluster.shoal("gc", "--grace", str(GRACE), "--json", *extra)
         assert result.returncode == 0, result.stdout + result.stderr
         return json.loads(result.stdout)
 
@@ -128,8 +123,5 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
 
 
 def test_collection_needs_a_sane_grace(env: GcEnv) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "gc", "--meta", env.cluster.meta.address,
-         "--secret-file", str(env.cluster.secret_file), "--grace", "1"],
-        capture_output=True, text=True, timeout=60)
+    result = env.cluster.shoal("gc", "--grace", "1", timeout=60)
     assert result.returncode == 2 and "at least" in result.stderr

@@ -9,15 +9,13 @@ import os
 import random
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume
+from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume, shoal
 from tests.helpers import write_synced as create
 
 SEED = int(os.environ.get("SHOALFS_SEED", random.randrange(1 << 30)))
@@ -190,16 +188,13 @@ def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_pa
     assert result.returncode == 0 and "backed up" in result.stdout, result.stderr
     create(mnt / "backed" / "later", b"after the backup")
     # restoring over the running meta role's database is refused
-    refused = subprocess.run([sys.executable, "-m", "shoal.cli", "meta", "restore",
-                              str(tmp_path / "meta.backup"), "--meta-db",
-                              str(cluster.meta.data_dir / "meta.db")],
-                             capture_output=True, text=True, timeout=60)
+    refused = shoal("meta", "restore", str(tmp_path / "meta.backup"), "--meta-db",
+                    str(cluster.meta.data_dir / "meta.db"), timeout=60)
     assert refused.returncode == 1 and "stop the meta role" in refused.stderr
     # restore into a new place and serve it with a second meta role
     restored_dir = tmp_path / "restored"
-    ok = subprocess.run([sys.executable, "-m", "shoal.cli", "meta", "restore",
-                         str(tmp_path / "meta.backup"), "--meta-db", str(restored_dir / "meta.db")],
-                        capture_output=True, text=True, timeout=60)
+    ok = shoal("meta", "restore", str(tmp_path / "meta.backup"), "--meta-db",
+               str(restored_dir / "meta.db"), timeout=60)
     assert ok.returncode == 0, ok.stderr
     second = StoragedProcess(restored_dir, cluster.secret_file,
                              extra=["--roles", "meta"]).start()
@@ -214,7 +209,6 @@ def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_pa
         second.stop()
     # a damaged backup is refused
     (tmp_path / "bad.backup").write_bytes(b"not a database" * 100)
-    bad = subprocess.run([sys.executable, "-m", "shoal.cli", "meta", "restore",
-                          str(tmp_path / "bad.backup"), "--meta-db", str(tmp_path / "x.db")],
-                         capture_output=True, text=True, timeout=60)
+    bad = shoal("meta", "restore", str(tmp_path / "bad.backup"), "--meta-db",
+                str(tmp_path / "x.db"), timeout=60)
     assert bad.returncode == 1 and not (tmp_path / "x.db").exists()

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import StoragedProcess, call, make_secret
+from tests.helpers import StoragedProcess, call, make_secret, shoal
 from tests.netns import Host, Hosts
 
 MiB = 1 << 20
@@ -50,10 +49,8 @@ class NetCluster:
             time.sleep(0.2)
 
     def repair_now(self) -> dict:
-        result = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", "repair", "--now", "--json", "--meta",
-             self.meta.address, "--secret-file", str(self.secret_file), "--timeout", "120"],
-            capture_output=True, text=True, timeout=180)
+        result = shoal("repair", "--now", "--json", "--meta", self.meta.address,
+                       "--secret-file", str(self.secret_file), "--timeout", "120", timeout=180)
         assert result.returncode in (0, 3), result.stdout + result.stderr
         return json.loads(result.stdout)
 
@@ -123,11 +120,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetCluster]:
             for host in hosts:
                 cluster.wait_state(host, "up")
             call(meta.address, secret, "volume.create", "v", 4 << 30, 2, MiB)
-            subprocess.run([sys.executable, "-m", "shoal.cli", "mount", "v", str(mnt),
-                            "--meta", meta.address, "--secret-file", str(secret_file),
-                            "--log-file", str(root / "mount.log"), "--session-heartbeat", "1",
-                            "--cache-size", "2MiB"], check=True, capture_output=True,
-                           timeout=60)
+            shoal("mount", "v", str(mnt), "--meta", meta.address, "--secret-file",
+                  str(secret_file), "--log-file", str(root / "mount.log"),
+                  "--session-heartbeat", "1", "--cache-size", "2MiB", check=True, timeout=60)
             yield cluster
         finally:
             for host in hosts:

@@ -7,7 +7,6 @@ import errno
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import grpc
 import pytest
 
 from protos import csi_pb2 as pb
-from tests.helpers import LocalCluster, free_port, http_get, scrape, wait_until
+from tests.helpers import LocalCluster, free_port, http_get, scrape, shoal, wait_until
 from tests.integration.csi_support import CsiServer, mount_cap
 
 MiB = 1 << 20
@@ -148,8 +147,6 @@ def test_json_logs_carry_the_request_id(traced: LocalCluster, tmp_path: Path) ->
 
 
 def test_mount_metrics_flag_is_checked(tmp_path: Path, secret_file: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "mount", "v", str(tmp_path), "--foreground",
-         "--meta", "tcp://127.0.0.1:1", "--secret-file", str(secret_file),
-         "--metrics-listen", "nonsense"], capture_output=True, text=True, timeout=60)
+    result = shoal("mount", "v", str(tmp_path), "--foreground", "--meta", "tcp://127.0.0.1:1",
+                   "--secret-file", str(secret_file), "--metrics-listen", "nonsense", timeout=60)
     assert result.returncode == 1 and "HOST:PORT" in result.stderr

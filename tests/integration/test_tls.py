@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +20,9 @@ import trio
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import RpcClient, Unavailable, tls
 from storaged.rpc.address import bound_address, open_listener, parse_address
-from tests.helpers import StoragedProcess, mounted_volume
+from tests.helpers import StoragedProcess, mounted_volume, shoal
 
 MARKER = b"shoalfs-plaintext-marker-" * 64
-
-
-def shoal(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

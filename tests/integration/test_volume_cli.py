@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from tests.helpers import mounted_volume, write_synced
+from tests.helpers import mounted_volume, shoal, write_synced
 
 
 def test_snapshot_then_clone_from_it_and_read_the_old_contents(tmp_path: Path) -> None:
@@ -52,8 +51,7 @@ def test_snapshot_then_clone_from_it_and_read_the_old_contents(tmp_path: Path) -
 
 
 def test_volume_help_teaches_every_action() -> None:
-    out = subprocess.run([sys.executable, "-m", "shoal.cli", "volume", "--help"],
-                         capture_output=True, text=True, timeout=60).stdout
+    out = shoal("volume", "--help", timeout=60).stdout
     for action in ("create", "resize", "snapshot", "snapshots", "delete-snapshot", "clone",
                    "--from"):
         assert action in out

@@ -20,6 +20,7 @@ import yaml
 from csi import PLUGIN_NAME
 from csi.requests import modify_parameters, volume_parameters
 from storaged.config import parse_size
+from tests.helpers import shoal
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -365,8 +366,7 @@ def test_environment_references_are_defined() -> None:
 
 @cache
 def help_text(subcommand: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "shoal.cli", subcommand, "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = shoal(subcommand, "--help", timeout=60)
     assert result.returncode == 0, f"'shoal {subcommand}' is not a shoal subcommand: {result.stderr}"
     return result.stdout
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import shoal
 
 
 class FakeApi(BaseHTTPRequestHandler):
@@ -51,10 +52,8 @@ def api():  # type: ignore[no-untyped-def]
 
 
 def run(api: str, token_file: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shoal.cli", "secret", "kubernetes",
-                           "--name", "shoalfs-secret", "--namespace", "shoalfs",
-                           "--api-server", api, "--token-file", str(token_file)],
-                          capture_output=True, text=True, timeout=60)
+    return shoal("secret", "kubernetes", "--name", "shoalfs-secret", "--namespace", "shoalfs",
+                 "--api-server", api, "--token-file", str(token_file), timeout=60)
 
 
 def test_creates_once_and_never_overwrites(api: str, tmp_path: Path) -> None:
