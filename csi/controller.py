@@ -19,7 +19,7 @@ from storaged.metaclient import MetaClient, Volume
 from storaged.rpc import FsError
 
 from . import DEFAULT_INSTALLATION, TOPOLOGY_KEY
-from . import requests as req
+from . import checks
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
 from .rpcbridge import RpcBridge
@@ -107,10 +107,11 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         src = request.volume_content_source
         kind = src.WhichOneof("type")
         if kind == "snapshot":
-            name = req.require(src.snapshot.snapshot_id, "volume_content_source.snapshot.snapshot_id")
+            name = checks.require(src.snapshot.snapshot_id,
+                                  "volume_content_source.snapshot.snapshot_id")
             row = self._get(lambda m: m.snapshot_get(name))
         elif kind == "volume":
-            name = req.require(src.volume.volume_id, "volume_content_source.volume.volume_id")
+            name = checks.require(src.volume.volume_id, "volume_content_source.volume.volume_id")
             row = self._get(lambda m: m.volume_get(name))
         else:
             raise invalid("volume_content_source names neither a snapshot nor a volume")
@@ -123,14 +124,14 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def CreateVolume(self, request: pb.CreateVolumeRequest, context: grpc.ServicerContext
                      ) -> pb.CreateVolumeResponse:
-        name = req.storage_name(request.name)
-        req.check_capabilities(list(request.volume_capabilities))
-        replicas, chunk = req.volume_parameters(dict(request.parameters),
+        name = checks.storage_name(request.name)
+        checks.check_capabilities(list(request.volume_capabilities))
+        replicas, chunk = checks.volume_parameters(dict(request.parameters),
                                                 dict(request.mutable_parameters))
         rng = request.capacity_range if request.HasField("capacity_range") else None
         source, origin = self._source(request)
         needed = origin["used_bytes"] if origin else 0
-        capacity = req.capacity(rng, default=max(req.DEFAULT_CAPACITY, needed))
+        capacity = checks.capacity(rng, default=max(checks.DEFAULT_CAPACITY, needed))
         if capacity < needed:
             raise CsiError(Code.OUT_OF_RANGE, f"the source holds {needed} bytes; a capacity of "
                                               f"{capacity} cannot contain it")
@@ -143,7 +144,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             existing = self._get(lambda m: m.volume_get(name))
             if existing is not None:
                 stated = existing["params"]
-                same = (req.fits(existing["capacity"], rng) and existing["source"] == source
+                same = (checks.fits(existing["capacity"], rng) and existing["source"] == source
                         and existing["chunk_size"] == chunk
                         and stated.get("replicas", str(replicas)) == str(replicas))
                 if not same:
@@ -160,7 +161,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def DeleteVolume(self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext
                      ) -> pb.DeleteVolumeResponse:
-        name = req.require(request.volume_id, "volume_id")
+        name = checks.require(request.volume_id, "volume_id")
         with self.locks.hold(name):
             self.meta.ask(lambda m: m.volume_delete(name))  # False (unknown) is success too
         return pb.DeleteVolumeResponse()
@@ -169,13 +170,13 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def ValidateVolumeCapabilities(self, request: pb.ValidateVolumeCapabilitiesRequest,
                                    context: grpc.ServicerContext
                                    ) -> pb.ValidateVolumeCapabilitiesResponse:
-        name = req.require(request.volume_id, "volume_id")
+        name = checks.require(request.volume_id, "volume_id")
         if not request.volume_capabilities:
             raise invalid("volume_capabilities is required")
         if self._get(lambda m: m.volume_get(name)) is None:
             raise not_found(f"volume {name} does not exist")
         for cap in request.volume_capabilities:
-            reason = req.unsupported(cap)
+            reason = checks.unsupported(cap)
             if reason:
                 return pb.ValidateVolumeCapabilitiesResponse(message=reason)
         confirmed = pb.ValidateVolumeCapabilitiesResponse.Confirmed(
@@ -189,7 +190,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def ListVolumes(self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
                     ) -> pb.ListVolumesResponse:
         volumes = {v["name"]: v for v in self.meta.ask(lambda m: m.volume_list())}
-        names, next_token = req.page(sorted(volumes), request.max_entries, request.starting_token)
+        names, next_token = checks.page(sorted(volumes), request.max_entries,
+                                        request.starting_token)
         entries = [pb.ListVolumesResponse.Entry(
             volume=self._volume(volumes[n]),
             status=pb.ListVolumesResponse.VolumeStatus(volume_condition=self._condition(n)))
@@ -199,7 +201,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def ControllerGetVolume(self, request: pb.ControllerGetVolumeRequest,
                             context: grpc.ServicerContext) -> pb.ControllerGetVolumeResponse:
-        name = req.require(request.volume_id, "volume_id")
+        name = checks.require(request.volume_id, "volume_id")
         volume = self._get(lambda m: m.volume_get(name))
         if volume is None:
             raise not_found(f"volume {name} does not exist")
@@ -211,8 +213,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                     ) -> pb.GetCapacityResponse:
         """Free space on live chunk servers divided by the copies each byte needs."""
         for cap in request.volume_capabilities:
-            req.check_capability(cap)
-        replicas, _ = req.volume_parameters(dict(request.parameters), {})
+            checks.check_capability(cap)
+        replicas, _ = checks.volume_parameters(dict(request.parameters), {})
         servers = self.meta.ask(lambda m: m.cluster_servers())
         free = sum(s["free"] for s in servers if s["state"] == "up")
         return pb.GetCapacityResponse(available_capacity=free // replicas)
@@ -230,12 +232,12 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                                ) -> pb.ControllerExpandVolumeResponse:
         """Raise the quota. Mounts read the capacity from the meta role on every statfs, so
         nothing has to happen on the nodes (node_expansion_required is false)."""
-        name = req.require(request.volume_id, "volume_id")
+        name = checks.require(request.volume_id, "volume_id")
         if not request.HasField("capacity_range"):
             raise invalid("capacity_range is required")
         if request.HasField("volume_capability"):
-            req.check_capability(request.volume_capability)
-        wanted = req.capacity(request.capacity_range)
+            checks.check_capability(request.volume_capability)
+        wanted = checks.capacity(request.capacity_range)
         with self.locks.hold(name):
             volume = self._get(lambda m: m.volume_get(name))
             if volume is None:
@@ -251,8 +253,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                                ) -> pb.ControllerModifyVolumeResponse:
         """Change the replica count: new writes use it within one mount heartbeat; chunks
         written before keep the copies they have until repair re-replicates them."""
-        name = req.require(request.volume_id, "volume_id")
-        replicas = req.modify_parameters(dict(request.mutable_parameters))
+        name = checks.require(request.volume_id, "volume_id")
+        replicas = checks.modify_parameters(dict(request.mutable_parameters))
         with self.locks.hold(name):
             try:
                 self.meta.ask(lambda m: m.volume_set_replicas(name, replicas))
@@ -267,8 +269,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def CreateSnapshot(self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
                        ) -> pb.CreateSnapshotResponse:
-        source = req.require(request.source_volume_id, "source_volume_id")
-        name = req.storage_name(request.name)
+        source = checks.require(request.source_volume_id, "source_volume_id")
+        name = checks.storage_name(request.name)
         unknown = [k for k in request.parameters if not k.startswith("csi.storage.k8s.io/")]
         if unknown:
             raise invalid(f"snapshots take no parameters; got {unknown}")
@@ -287,7 +289,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def DeleteSnapshot(self, request: pb.DeleteSnapshotRequest, context: grpc.ServicerContext
                        ) -> pb.DeleteSnapshotResponse:
-        name = req.require(request.snapshot_id, "snapshot_id")
+        name = checks.require(request.snapshot_id, "snapshot_id")
         with self.locks.hold(name):
             self.meta.ask(lambda m: m.snapshot_delete(name))
         return pb.DeleteSnapshotResponse()
@@ -303,7 +305,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         if request.source_volume_id:
             snapshots = [s for s in snapshots if s["source"] == request.source_volume_id]
         by_name = {s["name"]: s for s in snapshots}
-        names, next_token = req.page(sorted(by_name), request.max_entries, request.starting_token)
+        names, next_token = checks.page(sorted(by_name), request.max_entries,
+                                        request.starting_token)
         return pb.ListSnapshotsResponse(
             entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(by_name[n]))
                      for n in names], next_token=next_token)
@@ -311,7 +314,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     @rpc_method
     def GetSnapshot(self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
                     ) -> pb.GetSnapshotResponse:
-        name = req.require(request.snapshot_id, "snapshot_id")
+        name = checks.require(request.snapshot_id, "snapshot_id")
         snapshot = self._get(lambda m: m.snapshot_get(name))
         if snapshot is None:
             raise not_found(f"snapshot {name} does not exist")

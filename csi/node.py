@@ -22,7 +22,7 @@ from protos import csi_pb2_grpc as pb_grpc
 from storaged.processes import is_our_process
 from storaged.rpc import FsError, RpcError
 
-from . import requests as req
+from . import checks
 from . import DEFAULT_INSTALLATION
 from .controller import accessible_from
 from .errors import Code, CsiError, invalid, not_found, rpc_method
@@ -114,11 +114,11 @@ class NodeServicer(pb_grpc.NodeServicer):
     @rpc_method
     def NodeStageVolume(self, request: pb.NodeStageVolumeRequest, context: grpc.ServicerContext
                         ) -> pb.NodeStageVolumeResponse:
-        volume_id = req.require(request.volume_id, "volume_id")
-        staging = req.require(request.staging_target_path, "staging_target_path")
+        volume_id = checks.require(request.volume_id, "volume_id")
+        staging = checks.require(request.staging_target_path, "staging_target_path")
         if not request.HasField("volume_capability"):
             raise invalid("volume_capability is required")
-        req.check_capability(request.volume_capability)
+        checks.check_capability(request.volume_capability)
         with self.locks.hold(volume_id):
             self._require_volume(volume_id)
             self._ensure_staged(volume_id, os.path.normpath(staging),
@@ -128,8 +128,9 @@ class NodeServicer(pb_grpc.NodeServicer):
     @rpc_method
     def NodeUnstageVolume(self, request: pb.NodeUnstageVolumeRequest,
                           context: grpc.ServicerContext) -> pb.NodeUnstageVolumeResponse:
-        volume_id = req.require(request.volume_id, "volume_id")
-        staging = os.path.normpath(req.require(request.staging_target_path, "staging_target_path"))
+        volume_id = checks.require(request.volume_id, "volume_id")
+        staging = os.path.normpath(checks.require(request.staging_target_path,
+                                                  "staging_target_path"))
         with self.locks.hold(volume_id):
             record = self.records.load(volume_id)
             current = state(staging, volume_id)
@@ -154,19 +155,19 @@ class NodeServicer(pb_grpc.NodeServicer):
     @rpc_method
     def NodePublishVolume(self, request: pb.NodePublishVolumeRequest,
                           context: grpc.ServicerContext) -> pb.NodePublishVolumeResponse:
-        volume_id = req.require(request.volume_id, "volume_id")
-        target = os.path.normpath(req.require(request.target_path, "target_path"))
+        volume_id = checks.require(request.volume_id, "volume_id")
+        target = os.path.normpath(checks.require(request.target_path, "target_path"))
         if not request.HasField("volume_capability"):
             raise invalid("volume_capability is required")
         cap = request.volume_capability
-        req.check_capability(cap)
+        checks.check_capability(cap)
         if not request.staging_target_path:
             raise CsiError(Code.FAILED_PRECONDITION,
                            "staging_target_path is required: this plugin stages volumes first")
         staging = os.path.normpath(request.staging_target_path)
         flags = list(cap.mount.mount_flags)
         readonly = (request.readonly or "ro" in flags
-                    or cap.access_mode.mode in req.READ_ONLY_MODES)
+                    or cap.access_mode.mode in checks.READ_ONLY_MODES)
         with self.locks.hold(volume_id):
             record = self.records.load(volume_id)
             current = state(staging, volume_id)
@@ -195,10 +196,10 @@ class NodeServicer(pb_grpc.NodeServicer):
                 unmount(target, lazy=True)
             others = [t for t in record.targets if t != target
                       and state(t, volume_id) is not MountState.ABSENT]
-            if others and cap.access_mode.mode in req.ONE_TARGET_MODES:
+            if others and cap.access_mode.mode in checks.ONE_TARGET_MODES:
                 raise CsiError(Code.FAILED_PRECONDITION, (
                     f"volume {volume_id} is already published at {others[0]} and access mode "
-                    f"{req.Mode.Name(cap.access_mode.mode)} allows one publication per node"))
+                    f"{checks.Mode.Name(cap.access_mode.mode)} allows one publication per node"))
             os.makedirs(target, exist_ok=True)
             bind(staging, target, readonly, flags)
             record.targets[target] = wanted
@@ -209,8 +210,8 @@ class NodeServicer(pb_grpc.NodeServicer):
     @rpc_method
     def NodeUnpublishVolume(self, request: pb.NodeUnpublishVolumeRequest,
                             context: grpc.ServicerContext) -> pb.NodeUnpublishVolumeResponse:
-        volume_id = req.require(request.volume_id, "volume_id")
-        target = os.path.normpath(req.require(request.target_path, "target_path"))
+        volume_id = checks.require(request.volume_id, "volume_id")
+        target = os.path.normpath(checks.require(request.target_path, "target_path"))
         with self.locks.hold(volume_id):
             current = state(target, volume_id)
             if current in (MountState.OK, MountState.BROKEN):
@@ -239,8 +240,8 @@ class NodeServicer(pb_grpc.NodeServicer):
     @rpc_method
     def NodeGetVolumeStats(self, request: pb.NodeGetVolumeStatsRequest,
                            context: grpc.ServicerContext) -> pb.NodeGetVolumeStatsResponse:
-        volume_id = req.require(request.volume_id, "volume_id")
-        path = os.path.normpath(req.require(request.volume_path, "volume_path"))
+        volume_id = checks.require(request.volume_id, "volume_id")
+        path = os.path.normpath(checks.require(request.volume_path, "volume_path"))
         if self._mounted_path(volume_id, path) is MountState.BROKEN:
             return pb.NodeGetVolumeStatsResponse(volume_condition=pb.VolumeCondition(
                 abnormal=True, message=(f"the mount at {path} is broken (transport endpoint is "
@@ -261,10 +262,10 @@ class NodeServicer(pb_grpc.NodeServicer):
                          context: grpc.ServicerContext) -> pb.NodeExpandVolumeResponse:
         """Nothing to grow on the node (the mount asks the meta role for the capacity on
         every statfs); report the capacity the mount now shows."""
-        volume_id = req.require(request.volume_id, "volume_id")
-        path = os.path.normpath(req.require(request.volume_path, "volume_path"))
+        volume_id = checks.require(request.volume_id, "volume_id")
+        path = os.path.normpath(checks.require(request.volume_path, "volume_path"))
         if request.HasField("volume_capability"):
-            req.check_capability(request.volume_capability)
+            checks.check_capability(request.volume_capability)
         if self._mounted_path(volume_id, path) is MountState.BROKEN:
             raise CsiError(Code.FAILED_PRECONDITION, f"the mount at {path} is broken")
         st = os.statvfs(path)

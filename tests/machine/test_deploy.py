@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from csi import PLUGIN_NAME
-from csi.requests import modify_parameters, volume_parameters
+from csi.checks import modify_parameters, volume_parameters
 from storaged.config import parse_size
 from tests.helpers import shoal
 
