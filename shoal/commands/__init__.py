@@ -1,0 +1,1 @@
+"""The ``shoal`` commands, by theme; ``shoal/cli.py`` builds the parser from them."""

@@ -1,0 +1,384 @@
+"""The processes: a storage daemon (``shoal storaged``), a mount (``shoal mount``,
+``shoal umount``), the CSI driver and the node's mounter; each runs in the foreground
+until stopped, or starts one in the background.
+
+Each command: ``add_NAME(sub)`` declares its parser (``shoal/cli.py`` calls them in the
+order ``shoal --help`` lists them) and ``cmd_NAME(args)`` runs it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from csi import DEFAULT_INSTALLATION
+from storaged.rpc import RpcError
+
+from .common import (
+    EPILOG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    access_flags,
+    log_flags,
+    meta_access,
+    mount_memory_args,
+    mount_memory_flags,
+)
+
+
+def add_storaged(sub: Any) -> None:
+    p = sub.add_parser(
+        "storaged", help="run a storage daemon in the foreground",
+        description="Run a storage daemon (chunk role) in the foreground, logging to stderr. "
+                    "Settings come from --config (TOML, a [storaged] table with the same names "
+                    "as these flags) and are overridden by flags. Stops cleanly on SIGTERM or "
+                    "SIGINT: requests in progress finish first.", epilog=EPILOG)
+    p.add_argument("--config", metavar="FILE", help="TOML config file")
+    p.add_argument("--roles", metavar="ROLES",
+                   help="chunk, meta, or chunk,meta (default chunk)")
+    p.add_argument("--listen", action="append", metavar="ADDR",
+                   help="tcp://HOST:PORT or unix:///PATH; repeat for several "
+                        "(default tcp://127.0.0.1:7700; port 0 lets the kernel pick)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where chunks (and, by default, the meta database) are stored (required)")
+    p.add_argument("--meta-db", metavar="FILE",
+                   help="the meta role's SQLite database (default DATA_DIR/meta.db)")
+    p.add_argument("--meta", metavar="ADDR",
+                   help="the meta role's address: a chunk server sends it heartbeats")
+    p.add_argument("--advertise", metavar="ADDR",
+                   help="the address clients should use for this chunk server "
+                        "(default: the first --listen address as bound)")
+    p.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
+                   help="seconds between heartbeats to the meta role (default 2)")
+    p.add_argument("--heartbeat-timeout", type=float, metavar="SECONDS",
+                   help="meta role: a chunk server silent this long is down (default 10)")
+    p.add_argument("--session-timeout", type=float, metavar="SECONDS",
+                   help="meta role: a mount silent this long has crashed; its open files are "
+                        "released (default 60)")
+    p.add_argument("--gc-interval", type=float, metavar="SECONDS",
+                   help="meta role: seconds between garbage collection passes (default 3600; "
+                        "0: only when 'shoal gc' asks)")
+    p.add_argument("--gc-grace", type=float, metavar="SECONDS",
+                   help="meta role: unreferenced chunks younger than this are kept "
+                        "(default 3600, at least 10)")
+    p.add_argument("--repair-interval", type=float, metavar="SECONDS",
+                   help="meta role: seconds between repair passes (default 600; 0: only when "
+                        "'shoal repair --now' asks)")
+    p.add_argument("--repair-down-grace", type=float, metavar="SECONDS",
+                   help="meta role: a server down this long no longer counts as holding its "
+                        "copies; repair copies them elsewhere (default 900)")
+    p.add_argument("--rebalance", action=argparse.BooleanOptionalAction, default=None,
+                   help="meta role: let repair passes also move chunks to where placement "
+                        "puts them now, e.g. onto a new server (default on)")
+    p.add_argument("--rebalance-min-age", type=float, metavar="SECONDS",
+                   help="meta role: rebalancing never removes a copy younger than this "
+                        "(default 600)")
+    p.add_argument("--repair-rate", metavar="SIZE",
+                   help="meta role: most bytes per second repair copies (default 50MiB; 0: "
+                        "no limit)")
+    p.add_argument("--scrub-rate", metavar="SIZE",
+                   help="chunk role: bytes per second the scrubber re-reads and verifies "
+                        "(default 20MiB; 0 turns scrubbing off)")
+    p.add_argument("--scrub-interval", type=float, metavar="SECONDS",
+                   help="chunk role: pause between full scrub passes (default 86400)")
+    p.add_argument("--secret-file", metavar="FILE",
+                   help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
+    p.add_argument("--capacity", metavar="SIZE",
+                   help="most bytes chunks may use, e.g. 500GiB (default: the disk's size)")
+    p.add_argument("--reserve", metavar="SIZE",
+                   help="disk space always left free for the system (default 64MiB)")
+    p.add_argument("--direct-io", action=argparse.BooleanOptionalAction, default=None,
+                   help="chunk role: write chunks with O_DIRECT, past the page cache (default "
+                        "on; falls back by itself where the filesystem refuses it)")
+    p.add_argument("--zone", help="failure domain (rack, host) this server is in")
+    p.add_argument("--address-file", metavar="FILE",
+                   help="write the bound addresses here once listening (JSON)")
+    p.add_argument("--max-frame", metavar="SIZE", help="largest message accepted (default 65MiB)")
+    p.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="requests in flight per connection before BUSY (default 32)")
+    p.add_argument("--max-connections", type=int, metavar="N",
+                   help="authenticated connections served at once (default 256)")
+    p.add_argument("--max-unauthenticated", type=int, metavar="N",
+                   help="connections not yet authenticated (TLS handshake included) held at "
+                        "once; past it new ones are closed at once (default 64)")
+    p.add_argument("--max-unauthenticated-per-peer", type=int, metavar="N",
+                   help="of those, from one TCP peer address (default 8)")
+    p.add_argument("--handshake-timeout", type=float, metavar="SECONDS",
+                   help="time a connection has to authenticate (default 10)")
+    p.add_argument("--max-request-memory", metavar="SIZE",
+                   help="bytes all requests in progress may hold together; past it the server "
+                        "stops reading until some finish (default 512MiB)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="debug adds a line per RPC request; requests slower than 2 s are "
+                        "logged at info (default info)")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="text is key=value per line (default), json one object per line")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics and the /healthz and /readyz probes over "
+                        "HTTP here, e.g. 0.0.0.0:9180 (default: off; docs/operations.md)")
+    p.set_defaults(handler=cmd_storaged)
+
+
+def cmd_storaged(args: argparse.Namespace) -> int:
+    from storaged import daemon
+    from storaged.config import ConfigError, load_config
+    from storaged.logs import setup_logging
+
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("command", "handler", "config", "tls_dir")}
+    try:
+        config = load_config(args.config, flags)
+    except ConfigError as exc:
+        print(f"shoal storaged: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config.log_level, config.log_format)
+    try:
+        daemon.run(config)
+    except (ValueError, RuntimeError, OSError) as exc:
+        logging.getLogger("storaged").error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def add_mount(sub: Any) -> None:
+    p = sub.add_parser(
+        "mount", help="mount a volume",
+        description="Mount VOLUME at MOUNTPOINT. By default the mount runs as a background "
+                    "process and this command returns once the mount is ready; with "
+                    "--foreground it runs here, logging to stderr, until unmounted or sent "
+                    "SIGTERM (which flushes open files, then unmounts).", epilog=EPILOG)
+    p.add_argument("volume")
+    p.add_argument("mountpoint")
+    access_flags(p)
+    p.add_argument("--foreground", action="store_true", help="run in this process")
+    p.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="background mode: where the mount process logs "
+                        "(default /var/log/shoalfs-mount-VOLUME.log or /tmp/...)")
+    p.add_argument("--cache-size", default="128MiB", metavar="SIZE",
+                   help="memory for cached chunk contents (default 128MiB)")
+    p.add_argument("--readahead", default="4MiB", metavar="SIZE",
+                   help="the kernel's readahead window for sequential reads (default 4MiB; "
+                        "0 keeps the kernel's 128KiB); needs root, else left as it is")
+    p.add_argument("--entry-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="how long the kernel may cache names when the meta role sends no "
+                        "invalidations (default 1)")
+    p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="how long the kernel may cache attributes when the meta role sends "
+                        "no invalidations (default 1)")
+    p.add_argument("--cache-lease", type=float, default=30.0, metavar="SECONDS",
+                   help="how long the kernel may cache names and attributes while the meta "
+                        "role sends this mount an invalidation for every change made "
+                        "elsewhere (default 30; 0: only the timeouts above)")
+    p.add_argument("--max-unsaved", default="128MiB", metavar="SIZE",
+                   help="memory for written data not yet stored, over all open files "
+                        "(default 128MiB); a write beyond it waits for uploads")
+    p.add_argument("--parallel-uploads", type=int, default=4, metavar="N",
+                   help="pieces uploaded at once per mount (default 4); each holds a chunk "
+                        "in memory")
+    p.add_argument("--session-heartbeat", type=float, default=10.0, metavar="SECONDS",
+                   help="how often the mount tells the meta role it is alive (default 10; "
+                        "keep it well below the meta role's --session-timeout)")
+    p.add_argument("--meta-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a file operation waits for a meta role that does not "
+                        "answer (a restart) before failing with EIO (default 60; 0: fail "
+                        "at once)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (FUSE operations by result, latency, "
+                        "bytes, open files, memory) and /healthz, /readyz here (default: "
+                        "off; docs/operations.md)")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    log_flags(p)
+    p.set_defaults(handler=cmd_mount)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from storaged.config import ConfigError, parse_size
+    from storaged.logs import setup_logging
+
+    try:
+        meta, secret_file = meta_access(args)
+        cache = parse_size(args.cache_size)
+        max_unsaved = parse_size(args.max_unsaved)
+        readahead = parse_size(args.readahead)
+    except (FileNotFoundError, ConfigError) as exc:
+        print(f"shoal mount: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.foreground:
+        from fusefs.mount import MountOptions, run
+        setup_logging(args.log_level, args.log_format)
+        try:
+            run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
+                             secret_file=secret_file, cache_bytes=cache,
+                             max_unsaved_bytes=max_unsaved, readahead_bytes=readahead,
+                             entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
+                             cache_lease=args.cache_lease,
+                             parallel_uploads=args.parallel_uploads,
+                             session_heartbeat=args.session_heartbeat,
+                             meta_wait=args.meta_wait,
+                             metrics_listen=args.metrics_listen or "",
+                             ready_file=args.ready_file or ""))
+        except (RpcError, ValueError, RuntimeError, OSError) as exc:
+            logging.getLogger("fusefs").error("cannot mount: %s", exc)
+            return EXIT_FAILURE
+        return EXIT_OK
+    from fusefs.launch import mount_background
+    log_dir = Path("/var/log") if os.access("/var/log", os.W_OK) else Path("/tmp")
+    log_path = args.log_file or log_dir / f"shoalfs-mount-{args.volume}.log"
+    try:
+        pid = mount_background(args.volume, args.mountpoint, meta, secret_file, log_path,
+                               ["--cache-size", args.cache_size,
+                                "--max-unsaved", args.max_unsaved,
+                                "--readahead", args.readahead,
+                                "--entry-timeout", str(args.entry_timeout),
+                                "--attr-timeout", str(args.attr_timeout),
+                                "--cache-lease", str(args.cache_lease),
+                                "--parallel-uploads", str(args.parallel_uploads),
+                                "--session-heartbeat", str(args.session_heartbeat),
+                                "--meta-wait", str(args.meta_wait),
+                                "--log-level", args.log_level, "--log-format", args.log_format,
+                                *(["--metrics-listen", args.metrics_listen]
+                                  if args.metrics_listen else [])])
+    except RuntimeError as exc:
+        print(f"shoal mount: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"mounted volume {args.volume} at {args.mountpoint} (process {pid}, log {log_path})")
+    return EXIT_OK
+
+
+def add_umount(sub: Any) -> None:
+    p = sub.add_parser("umount", help="unmount a volume",
+                       description="Unmount MOUNTPOINT. Fails while files are open there, "
+                                   "unless --lazy (detach now, finish when they close).",
+                       epilog=EPILOG)
+    p.add_argument("mountpoint")
+    p.add_argument("--lazy", action="store_true")
+    p.set_defaults(handler=cmd_umount)
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from fusefs.launch import unmount
+    try:
+        unmount(args.mountpoint, lazy=args.lazy)
+    except RuntimeError as exc:
+        print(f"shoal umount: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def add_csi(sub: Any) -> None:
+    p = sub.add_parser(
+        "csi", help="run the CSI driver (controller, node plugin, or both)",
+        description="Serve the Container Storage Interface on --endpoint: the controller "
+                    "(volumes, snapshots) in one Deployment, the node plugin (stage and "
+                    "publish) on every node. The node plugin starts one fusefs process per "
+                    "staged volume, apart from itself, so restarting the plugin never breaks "
+                    "mounted volumes. The cluster comes from --meta and --secret-file, or "
+                    "from --cluster (the cluster.json 'shoal up' writes).", epilog=EPILOG)
+    p.add_argument("--mode", choices=["controller", "node", "all"], required=True)
+    p.add_argument("--endpoint", default=os.environ.get("CSI_ENDPOINT", ""),
+                   metavar="unix:///PATH",
+                   help="where to listen: unix:///PATH or tcp://HOST:PORT "
+                        "(default: $CSI_ENDPOINT)")
+    p.add_argument("--node-id", default="", metavar="ID",
+                   help="this node's id (node and all modes; Kubernetes: the node name)")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/shoalfs-csi"), metavar="DIR",
+                   help="the node plugin's record of staged volumes, and mount logs "
+                        "(default /var/lib/shoalfs-csi; keep it on the host)")
+    mount_memory_flags(p, "the node plugin starts")
+    p.add_argument("--mounter", default="", metavar="unix:///PATH",
+                   help="node mode: ask this 'shoal mounter' to run the fusefs processes "
+                        "(Kubernetes); without it the plugin starts them itself")
+    p.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--installation", default=DEFAULT_INSTALLATION, metavar="NAME",
+                   help="this installation's name: the value of the topology segment "
+                        "csi.shoalfs.dev/installation that every node plugin reports and "
+                        "every volume is accessible from; the same on the controller and "
+                        "every node, and never changed once nodes registered (Kubernetes: "
+                        "the namespace; default shoalfs)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (CSI calls by method and gRPC code, "
+                        "latency; in node mode without --mounter, also the metrics of every "
+                        "mount it runs, labelled by volume) and /healthz, /readyz here "
+                        "(default: off)")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    log_flags(p)
+    access_flags(p)
+    p.set_defaults(handler=cmd_csi)
+
+
+def cmd_csi(args: argparse.Namespace) -> int:
+    from csi.server import CsiOptions, run
+    from storaged.config import ConfigError
+    from storaged.logs import setup_logging
+
+    try:
+        if not args.endpoint:
+            raise ConfigError("--endpoint (or $CSI_ENDPOINT) is required")
+        if args.mode != "controller" and not args.node_id:
+            raise ConfigError(f"--mode {args.mode} needs --node-id")
+        meta, secret_file = meta_access(args)
+        mount_args = mount_memory_args(args)
+        options = CsiOptions(mode=args.mode, endpoint=args.endpoint, meta=meta,
+                             secret_file=secret_file, node_id=args.node_id,
+                             state_dir=args.state_dir, workers=args.workers,
+                             mount_args=mount_args,
+                             mounter=args.mounter, ready_file=args.ready_file or "",
+                             metrics_listen=args.metrics_listen or "",
+                             installation=args.installation)
+    except (FileNotFoundError, ConfigError, ValueError) as exc:
+        print(f"shoal csi: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level, args.log_format)
+    try:
+        run(options)
+    except (ValueError, OSError, RuntimeError) as exc:
+        logging.getLogger("csi").error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def add_mounter(sub: Any) -> None:
+    p = sub.add_parser(
+        "mounter", help="run a node's fusefs processes for the CSI node plugin",
+        description="Listen on --socket for the CSI node plugin's requests to mount volumes, "
+                    "and run those fusefs processes. In Kubernetes it is its own DaemonSet, "
+                    "so restarting or upgrading the node plugin never touches a mount.",
+        epilog=EPILOG)
+    p.add_argument("--socket", required=True, metavar="PATH",
+                   help="unix socket path the node plugin connects to")
+    p.add_argument("--log-dir", type=Path, default=Path("/var/lib/shoalfs-csi/logs"),
+                   metavar="DIR", help="one log per mounted volume (default "
+                                       "/var/lib/shoalfs-csi/logs)")
+    mount_memory_flags(p, "this mounter runs")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics here: this process's own and those of "
+                        "every mount it runs (each labelled with its volume and mountpoint, "
+                        "plus shoalfs_mount_up), and /healthz, /readyz (default: off)")
+    log_flags(p)
+    access_flags(p)
+    p.set_defaults(handler=cmd_mounter)
+
+
+def cmd_mounter(args: argparse.Namespace) -> int:
+    from csi.mounter import run
+    from storaged.config import ConfigError
+    from storaged.logs import setup_logging
+
+    try:
+        meta, secret_file = meta_access(args)
+        mount_args = mount_memory_args(args)
+    except (FileNotFoundError, ConfigError, ValueError) as exc:
+        print(f"shoal mounter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level, args.log_format)
+    try:
+        run(args.socket, secret_file, meta, args.log_dir, mount_args,
+            args.metrics_listen or "")
+    except (ValueError, OSError, RuntimeError) as exc:
+        logging.getLogger("csi.mounter").error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
