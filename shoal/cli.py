@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "tls":
         from storaged.rpc import tls
         try:
-            if args.tls_dir:
-                tls.enable(args.tls_dir)
-            else:
-                tls.active()  # a bad $SHOAL_TLS_DIR is a usage error now, not a hang later
+            tls.configure(args.tls_dir)
         except tls.TlsConfigError as exc:
             print(f"shoal {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE

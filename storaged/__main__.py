@@ -1,7 +1,7 @@
-"""``python -m storaged ...`` is ``shoal storaged ...``."""
+"""``python -m storaged ...`` is ``shoal storaged ...`` (storaged/command.py)."""
 
 import sys
 
-from shoal.cli import main
+from storaged.command import main
 
-sys.exit(main(["storaged", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

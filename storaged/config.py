@@ -43,42 +43,124 @@ def parse_size(value: str | int) -> int:
 ROLES = ("chunk", "meta")
 
 
+def setting(default: Any = None, help: str = "", *, metavar: str | None = None,
+            kind: str = "", default_text: str | None = None,
+            choices: tuple[str, ...] | None = None,
+            factory: Any = None) -> Any:
+    """A StoragedConfig field with what its command-line flag needs (storaged/command.py
+    makes the flags from these): ``help`` may say ``{default}`` where the default belongs
+    (else it is added at the end), ``kind`` how the flag's value is read ("seconds",
+    "count", "size", "bool", "append", "comma", or "" for text), ``default_text`` the
+    default in words where its value says little ("the disk's size")."""
+    metadata = {"help": help, "metavar": metavar, "kind": kind, "default_text": default_text,
+                "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class StoragedConfig:
-    roles: list[str] = field(default_factory=lambda: ["chunk"])
-    listen: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:7700"])
-    advertise: str = ""
-    data_dir: str = ""
-    meta_db: str = ""
-    meta: str = ""
-    heartbeat_interval: float = 2.0
-    heartbeat_timeout: float = 10.0
-    session_timeout: float = 60.0
-    gc_interval: float = 3600.0
-    gc_grace: float = 3600.0
-    repair_interval: float = 600.0
-    repair_down_grace: float = 900.0
-    repair_rate: int = 50 * 2**20
-    rebalance: bool = True
-    rebalance_min_age: float = 600.0
-    scrub_rate: int = 20 * 2**20
-    scrub_interval: float = 86400.0
-    secret_file: str = ""
-    capacity: int | None = None
-    reserve: int = 64 * 2**20
-    direct_io: bool = True
-    zone: str = ""
-    address_file: str = ""
-    max_frame: int = Limits.max_frame
-    max_in_flight: int = Limits.max_in_flight
-    max_connections: int = Limits.max_connections
-    max_request_memory: int = Limits.max_request_memory
-    max_unauthenticated: int = Limits.max_unauthenticated
-    max_unauthenticated_per_peer: int = Limits.max_unauthenticated_per_peer
-    handshake_timeout: float = Limits.handshake_timeout
-    log_level: str = "info"
-    log_format: str = "text"
-    metrics_listen: str = ""   # HOST:PORT of /metrics, /healthz, /readyz ("" = off)
+    """Every storaged setting, declared once: its default, its flag's help, how it is read.
+    The TOML [storaged] table uses the same names."""
+
+    roles: list[str] = setting(
+        help="chunk, meta, or chunk,meta", metavar="ROLES", kind="comma",
+        factory=lambda: ["chunk"])
+    listen: list[str] = setting(
+        help="tcp://HOST:PORT or unix:///PATH; repeat for several (default {default}; port 0 "
+             "lets the kernel pick)", metavar="ADDR", kind="append",
+        factory=lambda: ["tcp://127.0.0.1:7700"])
+    advertise: str = setting(
+        "", "the address clients should use for this chunk server", metavar="ADDR",
+        default_text="the first --listen address as bound")
+    data_dir: str = setting(
+        "", "where chunks (and, by default, the meta database) are stored (required)",
+        metavar="DIR")
+    meta_db: str = setting("", "the meta role's SQLite database", metavar="FILE",
+                           default_text="DATA_DIR/meta.db")
+    meta: str = setting("", "the meta role's address: a chunk server sends it heartbeats",
+                        metavar="ADDR")
+    heartbeat_interval: float = setting(
+        2.0, "seconds between heartbeats to the meta role", metavar="SECONDS", kind="seconds")
+    heartbeat_timeout: float = setting(
+        10.0, "meta role: a chunk server silent this long is down", metavar="SECONDS",
+        kind="seconds")
+    session_timeout: float = setting(
+        60.0, "meta role: a mount silent this long has crashed; its open files are released",
+        metavar="SECONDS", kind="seconds")
+    gc_interval: float = setting(
+        3600.0, "meta role: seconds between garbage collection passes (default {default}; 0: "
+                "only when 'shoal gc' asks)", metavar="SECONDS", kind="seconds")
+    gc_grace: float = setting(
+        3600.0, "meta role: unreferenced chunks younger than this are kept (default "
+                "{default}, at least 10)", metavar="SECONDS", kind="seconds")
+    repair_interval: float = setting(
+        600.0, "meta role: seconds between repair passes (default {default}; 0: only when "
+               "'shoal repair --now' asks)", metavar="SECONDS", kind="seconds")
+    repair_down_grace: float = setting(
+        900.0, "meta role: a server down this long no longer counts as holding its copies; "
+               "repair copies them elsewhere", metavar="SECONDS", kind="seconds")
+    repair_rate: int = setting(
+        50 * 2**20, "meta role: most bytes per second repair copies (default {default}; 0: "
+                    "no limit)", metavar="SIZE", kind="size")
+    rebalance: bool = setting(
+        True, "meta role: let repair passes also move chunks to where placement puts them "
+              "now, e.g. onto a new server", kind="bool")
+    rebalance_min_age: float = setting(
+        600.0, "meta role: rebalancing never removes a copy younger than this",
+        metavar="SECONDS", kind="seconds")
+    scrub_rate: int = setting(
+        20 * 2**20, "chunk role: bytes per second the scrubber re-reads and verifies "
+                    "(default {default}; 0 turns scrubbing off)", metavar="SIZE", kind="size")
+    scrub_interval: float = setting(
+        86400.0, "chunk role: pause between full scrub passes", metavar="SECONDS",
+        kind="seconds")
+    secret_file: str = setting(
+        "", "the cluster secret, mode 600 (required; see 'shoal secret generate')",
+        metavar="FILE")
+    capacity: int | None = setting(
+        None, "most bytes chunks may use, e.g. 500GiB", metavar="SIZE", kind="size",
+        default_text="the disk's size")
+    reserve: int = setting(64 * 2**20, "disk space always left free for the system",
+                           metavar="SIZE", kind="size")
+    direct_io: bool = setting(
+        True, "chunk role: write chunks with O_DIRECT, past the page cache (default {default}; "
+              "falls back by itself where the filesystem refuses it)", kind="bool")
+    zone: str = setting("", "failure domain (rack, host) this server is in")
+    address_file: str = setting("", "write the bound addresses here once listening (JSON)",
+                                metavar="FILE")
+    max_frame: int = setting(Limits.max_frame, "largest message accepted", metavar="SIZE",
+                             kind="size")
+    max_in_flight: int = setting(
+        Limits.max_in_flight, "requests in flight per connection before BUSY", metavar="N",
+        kind="count")
+    max_connections: int = setting(
+        Limits.max_connections, "authenticated connections served at once", metavar="N",
+        kind="count")
+    max_request_memory: int = setting(
+        Limits.max_request_memory, "bytes all requests in progress may hold together; past "
+        "it the server stops reading until some finish", metavar="SIZE", kind="size")
+    max_unauthenticated: int = setting(
+        Limits.max_unauthenticated, "connections not yet authenticated (TLS handshake "
+        "included) held at once; past it new ones are closed at once", metavar="N",
+        kind="count")
+    max_unauthenticated_per_peer: int = setting(
+        Limits.max_unauthenticated_per_peer, "of those, from one TCP peer address",
+        metavar="N", kind="count")
+    handshake_timeout: float = setting(
+        Limits.handshake_timeout, "time a connection has to authenticate", metavar="SECONDS",
+        kind="seconds")
+    log_level: str = setting(
+        "info", "debug adds a line per RPC request; requests slower than 2 s are logged at "
+                "info", choices=("debug", "info", "warning", "error"))
+    log_format: str = setting(
+        "text", "text is key=value per line, json one object per line",
+        choices=("text", "json"))
+    metrics_listen: str = setting(
+        "", "serve Prometheus /metrics and the /healthz and /readyz probes over HTTP here, "
+            "e.g. 0.0.0.0:9180 (docs/operations.md)", metavar="HOST:PORT",
+        default_text="off")   # "" = off
 
     def limits(self) -> Limits:
         return Limits(max_frame=self.max_frame, max_in_flight=self.max_in_flight,

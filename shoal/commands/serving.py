@@ -31,117 +31,16 @@ from .common import (
 
 
 def add_storaged(sub: Any) -> None:
-    p = sub.add_parser(
-        "storaged", help="run a storage daemon in the foreground",
-        description="Run a storage daemon (chunk role) in the foreground, logging to stderr. "
-                    "Settings come from --config (TOML, a [storaged] table with the same names "
-                    "as these flags) and are overridden by flags. Stops cleanly on SIGTERM or "
-                    "SIGINT: requests in progress finish first.", epilog=EPILOG)
-    p.add_argument("--config", metavar="FILE", help="TOML config file")
-    p.add_argument("--roles", metavar="ROLES",
-                   help="chunk, meta, or chunk,meta (default chunk)")
-    p.add_argument("--listen", action="append", metavar="ADDR",
-                   help="tcp://HOST:PORT or unix:///PATH; repeat for several "
-                        "(default tcp://127.0.0.1:7700; port 0 lets the kernel pick)")
-    p.add_argument("--data-dir", metavar="DIR",
-                   help="where chunks (and, by default, the meta database) are stored (required)")
-    p.add_argument("--meta-db", metavar="FILE",
-                   help="the meta role's SQLite database (default DATA_DIR/meta.db)")
-    p.add_argument("--meta", metavar="ADDR",
-                   help="the meta role's address: a chunk server sends it heartbeats")
-    p.add_argument("--advertise", metavar="ADDR",
-                   help="the address clients should use for this chunk server "
-                        "(default: the first --listen address as bound)")
-    p.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
-                   help="seconds between heartbeats to the meta role (default 2)")
-    p.add_argument("--heartbeat-timeout", type=float, metavar="SECONDS",
-                   help="meta role: a chunk server silent this long is down (default 10)")
-    p.add_argument("--session-timeout", type=float, metavar="SECONDS",
-                   help="meta role: a mount silent this long has crashed; its open files are "
-                        "released (default 60)")
-    p.add_argument("--gc-interval", type=float, metavar="SECONDS",
-                   help="meta role: seconds between garbage collection passes (default 3600; "
-                        "0: only when 'shoal gc' asks)")
-    p.add_argument("--gc-grace", type=float, metavar="SECONDS",
-                   help="meta role: unreferenced chunks younger than this are kept "
-                        "(default 3600, at least 10)")
-    p.add_argument("--repair-interval", type=float, metavar="SECONDS",
-                   help="meta role: seconds between repair passes (default 600; 0: only when "
-                        "'shoal repair --now' asks)")
-    p.add_argument("--repair-down-grace", type=float, metavar="SECONDS",
-                   help="meta role: a server down this long no longer counts as holding its "
-                        "copies; repair copies them elsewhere (default 900)")
-    p.add_argument("--rebalance", action=argparse.BooleanOptionalAction, default=None,
-                   help="meta role: let repair passes also move chunks to where placement "
-                        "puts them now, e.g. onto a new server (default on)")
-    p.add_argument("--rebalance-min-age", type=float, metavar="SECONDS",
-                   help="meta role: rebalancing never removes a copy younger than this "
-                        "(default 600)")
-    p.add_argument("--repair-rate", metavar="SIZE",
-                   help="meta role: most bytes per second repair copies (default 50MiB; 0: "
-                        "no limit)")
-    p.add_argument("--scrub-rate", metavar="SIZE",
-                   help="chunk role: bytes per second the scrubber re-reads and verifies "
-                        "(default 20MiB; 0 turns scrubbing off)")
-    p.add_argument("--scrub-interval", type=float, metavar="SECONDS",
-                   help="chunk role: pause between full scrub passes (default 86400)")
-    p.add_argument("--secret-file", metavar="FILE",
-                   help="the cluster secret, mode 600 (required; see 'shoal secret generate')")
-    p.add_argument("--capacity", metavar="SIZE",
-                   help="most bytes chunks may use, e.g. 500GiB (default: the disk's size)")
-    p.add_argument("--reserve", metavar="SIZE",
-                   help="disk space always left free for the system (default 64MiB)")
-    p.add_argument("--direct-io", action=argparse.BooleanOptionalAction, default=None,
-                   help="chunk role: write chunks with O_DIRECT, past the page cache (default "
-                        "on; falls back by itself where the filesystem refuses it)")
-    p.add_argument("--zone", help="failure domain (rack, host) this server is in")
-    p.add_argument("--address-file", metavar="FILE",
-                   help="write the bound addresses here once listening (JSON)")
-    p.add_argument("--max-frame", metavar="SIZE", help="largest message accepted (default 65MiB)")
-    p.add_argument("--max-in-flight", type=int, metavar="N",
-                   help="requests in flight per connection before BUSY (default 32)")
-    p.add_argument("--max-connections", type=int, metavar="N",
-                   help="authenticated connections served at once (default 256)")
-    p.add_argument("--max-unauthenticated", type=int, metavar="N",
-                   help="connections not yet authenticated (TLS handshake included) held at "
-                        "once; past it new ones are closed at once (default 64)")
-    p.add_argument("--max-unauthenticated-per-peer", type=int, metavar="N",
-                   help="of those, from one TCP peer address (default 8)")
-    p.add_argument("--handshake-timeout", type=float, metavar="SECONDS",
-                   help="time a connection has to authenticate (default 10)")
-    p.add_argument("--max-request-memory", metavar="SIZE",
-                   help="bytes all requests in progress may hold together; past it the server "
-                        "stops reading until some finish (default 512MiB)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                   help="debug adds a line per RPC request; requests slower than 2 s are "
-                        "logged at info (default info)")
-    p.add_argument("--log-format", choices=["text", "json"],
-                   help="text is key=value per line (default), json one object per line")
-    p.add_argument("--metrics-listen", metavar="HOST:PORT",
-                   help="serve Prometheus /metrics and the /healthz and /readyz probes over "
-                        "HTTP here, e.g. 0.0.0.0:9180 (default: off; docs/operations.md)")
+    from storaged import command   # the flags come from StoragedConfig (storaged/command.py)
+    p = sub.add_parser("storaged", help="run a storage daemon in the foreground",
+                       description=command.DESCRIPTION, epilog=EPILOG)
+    command.add_flags(p)
     p.set_defaults(handler=cmd_storaged)
 
 
 def cmd_storaged(args: argparse.Namespace) -> int:
-    from storaged import daemon
-    from storaged.config import ConfigError, load_config
-    from storaged.logs import setup_logging
-
-    flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "handler", "config", "tls_dir")}
-    try:
-        config = load_config(args.config, flags)
-    except ConfigError as exc:
-        print(f"shoal storaged: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    setup_logging(config.log_level, config.log_format)
-    try:
-        daemon.run(config)
-    except (ValueError, RuntimeError, OSError) as exc:
-        logging.getLogger("storaged").error("cannot start: %s", exc)
-        return EXIT_FAILURE
-    return EXIT_OK
+    from storaged import command
+    return command.run(args)
 
 
 def add_mount(sub: Any) -> None:

@@ -50,6 +50,15 @@ def enable(directory: str | os.PathLike[str]) -> TlsConfig:
     return config
 
 
+def configure(directory: str | os.PathLike[str] | None) -> None:
+    """A command's --tls-dir: turn TLS on with it, or check what $SHOAL_TLS_DIR says, so a
+    bad setting is a usage error at start, not a hang later (TlsConfigError)."""
+    if directory:
+        enable(directory)
+    else:
+        active()
+
+
 def active() -> TlsConfig | None:
     """The TLS configuration in force, or None when connections are plain."""
     directory = os.environ.get(ENV)
