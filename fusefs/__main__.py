@@ -1,7 +1,8 @@
-"""``python -m fusefs ...`` is ``shoal mount --foreground ...``."""
+"""``python -m fusefs VOLUME MOUNTPOINT --meta ADDR --secret-file FILE ...``: a mount in the
+foreground (fusefs/command.py); ``shoal mount --foreground`` is the same."""
 
 import sys
 
-from shoal.cli import main
+from fusefs.command import main
 
-sys.exit(main(["mount", "--foreground", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

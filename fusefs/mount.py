@@ -22,6 +22,7 @@ from storaged.data.client import DataClient
 from storaged.metrics import parse_listen, serve_http
 from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient, RpcError, auth, requestid
+from storaged.settings import setting
 
 from .chunkcache import ChunkCache
 from .filedata import VolumeIO
@@ -34,24 +35,53 @@ log = logging.getLogger("fusefs")
 
 @dataclass
 class MountOptions:
+    """One mount's settings; those with a help are ``shoal mount``'s and ``python -m
+    fusefs``'s flags (made by fusefs/command.py, storaged/settings.py)."""
+
     volume: str
     mountpoint: str
     meta: str
     secret_file: str
-    cache_bytes: int = 128 << 20
-    max_unsaved_bytes: int = 128 << 20
-    parallel_uploads: int = 4
-    entry_timeout: float = 1.0
-    attr_timeout: float = 1.0
-    ready_file: str = ""
-    fuse_workers: int = 32
-    session_heartbeat: float = 10.0
-    meta_wait: float = 60.0    # how long calls wait for an unreachable meta role (restarts)
-    metrics_listen: str = ""   # HOST:PORT for /metrics, /healthz, /readyz; "" is off
-    readahead_bytes: int = 4 << 20   # the kernel's window for sequential reads; 0: its own
+    cache_bytes: int = setting(128 << 20, "memory for cached chunk contents", flag="cache-size",
+                               metavar="SIZE", kind="size")
+    readahead_bytes: int = setting(
+        4 << 20, "the kernel's readahead window for sequential reads (default {default}; 0 "
+                 "keeps the kernel's 128KiB); needs root, else left as it is",
+        flag="readahead", metavar="SIZE", kind="size")
+    entry_timeout: float = setting(
+        1.0, "how long the kernel may cache names when the meta role sends no invalidations",
+        metavar="SECONDS", kind="seconds")
+    attr_timeout: float = setting(
+        1.0, "how long the kernel may cache attributes when the meta role sends no "
+             "invalidations", metavar="SECONDS", kind="seconds")
     # how long the kernel may keep entries and attributes while the meta role sends this
     # mount invalidations (fusefs/coherence.py); 0: never longer than the timeouts above
-    cache_lease: float = 30.0
+    cache_lease: float = setting(
+        30.0, "how long the kernel may cache names and attributes while the meta role sends "
+              "this mount an invalidation for every change made elsewhere (default {default}; "
+              "0: only the timeouts above)", metavar="SECONDS", kind="seconds")
+    max_unsaved_bytes: int = setting(
+        128 << 20, "memory for written data not yet stored, over all open files (default "
+                   "{default}); a write beyond it waits for uploads", flag="max-unsaved",
+        metavar="SIZE", kind="size")
+    parallel_uploads: int = setting(
+        4, "pieces uploaded at once per mount (default {default}); each holds a chunk in "
+           "memory", metavar="N", kind="count")
+    session_heartbeat: float = setting(
+        10.0, "how often the mount tells the meta role it is alive (default {default}; keep it "
+              "well below the meta role's --session-timeout)", metavar="SECONDS",
+        kind="seconds")
+    # how long calls wait for an unreachable meta role (restarts)
+    meta_wait: float = setting(
+        60.0, "how long a file operation waits for a meta role that does not answer (a "
+              "restart) before failing with EIO (default {default}; 0: fail at once)",
+        metavar="SECONDS", kind="seconds")
+    metrics_listen: str = setting(
+        "", "serve Prometheus /metrics (FUSE operations by result, latency, bytes, open "
+            "files, memory) and /healthz, /readyz here (docs/operations.md)",
+        metavar="HOST:PORT", default_text="off")
+    ready_file: str = ""
+    fuse_workers: int = 32
 
 
 def fuse_options(volume: str) -> set[str]:

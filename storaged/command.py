@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import MISSING, Field, fields
-from typing import Any
-
+from . import settings
 from .config import ConfigError, StoragedConfig, load_config
 
 DESCRIPTION = ("Run a storage daemon (chunk role) in the foreground, logging to stderr. "
@@ -24,61 +22,12 @@ DESCRIPTION = ("Run a storage daemon (chunk role) in the foreground, logging to 
 TLS_HELP = ("turn TLS on for every TCP connection, with DIR/ca.pem, cert.pem and key.pem "
             "(default $SHOAL_TLS_DIR; off when neither is set; see 'shoal tls --help')")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_TYPES = {"seconds": float, "count": int}
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """--config, then one flag per StoragedConfig field, in the fields' order. Every flag
-    defaults to None ("not given"), so the config file's value stands unless a flag says
-    otherwise."""
+    """--config, then one flag per StoragedConfig field (storaged/settings.py)."""
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
-    for f in fields(StoragedConfig):
-        meta = f.metadata
-        name = "--" + f.name.replace("_", "-")
-        options: dict[str, Any] = {"help": _help(f), "default": None}
-        if meta.get("metavar"):
-            options["metavar"] = meta["metavar"]
-        if meta.get("choices"):
-            options["choices"] = list(meta["choices"])
-        kind = meta.get("kind", "")
-        if kind == "bool":
-            options["action"] = argparse.BooleanOptionalAction
-        elif kind == "append":
-            options["action"] = "append"
-        elif kind in _TYPES:
-            options["type"] = _TYPES[kind]
-        parser.add_argument(name, **options)
-
-
-def _help(f: Field[Any]) -> str:
-    text = f.metadata.get("help", "")
-    default = f.metadata.get("default_text") or _default_text(f)
-    if "{default}" in text:
-        return text.replace("{default}", default)
-    return f"{text} (default {default})" if default else text
-
-
-def _default_text(f: Field[Any]) -> str:
-    value = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
-    kind = f.metadata.get("kind", "")
-    if value is None or value == "":
-        return ""
-    if kind == "bool":
-        return "on" if value else "off"
-    if kind == "size":
-        return _size_text(value)
-    if isinstance(value, list):
-        return ",".join(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _size_text(value: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if value and value % (1 << shift) == 0:
-            return f"{value >> shift}{unit}"
-    return str(value)
+    settings.add_flags(parser, StoragedConfig)
 
 
 def run(args: argparse.Namespace, prog: str = "shoal storaged") -> int:
@@ -87,7 +36,7 @@ def run(args: argparse.Namespace, prog: str = "shoal storaged") -> int:
     from . import daemon
     from .logs import setup_logging
 
-    flags = {f.name: getattr(args, f.name) for f in fields(StoragedConfig)}
+    flags = settings.given(args, StoragedConfig)
     try:
         config = load_config(args.config, flags)
     except ConfigError as exc:

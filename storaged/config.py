@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .rpc.address import parse_address
 from .rpc.server import Limits
+from .settings import setting
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -41,22 +42,6 @@ def parse_size(value: str | int) -> int:
 
 
 ROLES = ("chunk", "meta")
-
-
-def setting(default: Any = None, help: str = "", *, metavar: str | None = None,
-            kind: str = "", default_text: str | None = None,
-            choices: tuple[str, ...] | None = None,
-            factory: Any = None) -> Any:
-    """A StoragedConfig field with what its command-line flag needs (storaged/command.py
-    makes the flags from these): ``help`` may say ``{default}`` where the default belongs
-    (else it is added at the end), ``kind`` how the flag's value is read ("seconds",
-    "count", "size", "bool", "append", "comma", or "" for text), ``default_text`` the
-    default in words where its value says little ("the disk's size")."""
-    metadata = {"help": help, "metavar": metavar, "kind": kind, "default_text": default_text,
-                "choices": choices}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass

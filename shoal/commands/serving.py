@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from csi import DEFAULT_INSTALLATION
-from storaged.rpc import RpcError
 
 from .common import (
     EPILOG,
@@ -44,6 +43,7 @@ def cmd_storaged(args: argparse.Namespace) -> int:
 
 
 def add_mount(sub: Any) -> None:
+    from fusefs import command   # the flags come from MountOptions (fusefs/command.py)
     p = sub.add_parser(
         "mount", help="mount a volume",
         description="Mount VOLUME at MOUNTPOINT. By default the mount runs as a background "
@@ -57,90 +57,30 @@ def add_mount(sub: Any) -> None:
     p.add_argument("--log-file", type=Path, metavar="FILE",
                    help="background mode: where the mount process logs "
                         "(default /var/log/shoalfs-mount-VOLUME.log or /tmp/...)")
-    p.add_argument("--cache-size", default="128MiB", metavar="SIZE",
-                   help="memory for cached chunk contents (default 128MiB)")
-    p.add_argument("--readahead", default="4MiB", metavar="SIZE",
-                   help="the kernel's readahead window for sequential reads (default 4MiB; "
-                        "0 keeps the kernel's 128KiB); needs root, else left as it is")
-    p.add_argument("--entry-timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="how long the kernel may cache names when the meta role sends no "
-                        "invalidations (default 1)")
-    p.add_argument("--attr-timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="how long the kernel may cache attributes when the meta role sends "
-                        "no invalidations (default 1)")
-    p.add_argument("--cache-lease", type=float, default=30.0, metavar="SECONDS",
-                   help="how long the kernel may cache names and attributes while the meta "
-                        "role sends this mount an invalidation for every change made "
-                        "elsewhere (default 30; 0: only the timeouts above)")
-    p.add_argument("--max-unsaved", default="128MiB", metavar="SIZE",
-                   help="memory for written data not yet stored, over all open files "
-                        "(default 128MiB); a write beyond it waits for uploads")
-    p.add_argument("--parallel-uploads", type=int, default=4, metavar="N",
-                   help="pieces uploaded at once per mount (default 4); each holds a chunk "
-                        "in memory")
-    p.add_argument("--session-heartbeat", type=float, default=10.0, metavar="SECONDS",
-                   help="how often the mount tells the meta role it is alive (default 10; "
-                        "keep it well below the meta role's --session-timeout)")
-    p.add_argument("--meta-wait", type=float, default=60.0, metavar="SECONDS",
-                   help="how long a file operation waits for a meta role that does not "
-                        "answer (a restart) before failing with EIO (default 60; 0: fail "
-                        "at once)")
-    p.add_argument("--metrics-listen", metavar="HOST:PORT",
-                   help="serve Prometheus /metrics (FUSE operations by result, latency, "
-                        "bytes, open files, memory) and /healthz, /readyz here (default: "
-                        "off; docs/operations.md)")
-    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    command.add_flags(p)
     log_flags(p)
     p.set_defaults(handler=cmd_mount)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from storaged.config import ConfigError, parse_size
-    from storaged.logs import setup_logging
+    from fusefs import command
+    from storaged.config import ConfigError
 
     try:
         meta, secret_file = meta_access(args)
-        cache = parse_size(args.cache_size)
-        max_unsaved = parse_size(args.max_unsaved)
-        readahead = parse_size(args.readahead)
+        options = command.options(args, meta, secret_file)   # (a bad size: a usage error now)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.foreground:
-        from fusefs.mount import MountOptions, run
-        setup_logging(args.log_level, args.log_format)
-        try:
-            run(MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
-                             secret_file=secret_file, cache_bytes=cache,
-                             max_unsaved_bytes=max_unsaved, readahead_bytes=readahead,
-                             entry_timeout=args.entry_timeout, attr_timeout=args.attr_timeout,
-                             cache_lease=args.cache_lease,
-                             parallel_uploads=args.parallel_uploads,
-                             session_heartbeat=args.session_heartbeat,
-                             meta_wait=args.meta_wait,
-                             metrics_listen=args.metrics_listen or "",
-                             ready_file=args.ready_file or ""))
-        except (RpcError, ValueError, RuntimeError, OSError) as exc:
-            logging.getLogger("fusefs").error("cannot mount: %s", exc)
-            return EXIT_FAILURE
-        return EXIT_OK
+        return command.run(options, args.log_level, args.log_format)
     from fusefs.launch import mount_background
     log_dir = Path("/var/log") if os.access("/var/log", os.W_OK) else Path("/tmp")
     log_path = args.log_file or log_dir / f"shoalfs-mount-{args.volume}.log"
     try:
         pid = mount_background(args.volume, args.mountpoint, meta, secret_file, log_path,
-                               ["--cache-size", args.cache_size,
-                                "--max-unsaved", args.max_unsaved,
-                                "--readahead", args.readahead,
-                                "--entry-timeout", str(args.entry_timeout),
-                                "--attr-timeout", str(args.attr_timeout),
-                                "--cache-lease", str(args.cache_lease),
-                                "--parallel-uploads", str(args.parallel_uploads),
-                                "--session-heartbeat", str(args.session_heartbeat),
-                                "--meta-wait", str(args.meta_wait),
-                                "--log-level", args.log_level, "--log-format", args.log_format,
-                                *(["--metrics-listen", args.metrics_listen]
-                                  if args.metrics_listen else [])])
+                               [*command.passed_on(args), "--log-level", args.log_level,
+                                "--log-format", args.log_format])
     except RuntimeError as exc:
         print(f"shoal mount: {exc}", file=sys.stderr)
         return EXIT_FAILURE
