@@ -16,11 +16,11 @@ from typing import Any
 
 from storaged import settings
 from storaged.config import ConfigError, parse_size
+from storaged.logs import FORMATS, LEVELS
 
 from .mount import MountOptions
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-LOG_LEVELS, LOG_FORMATS = ("debug", "info", "warning", "error"), ("text", "json")
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-file", required=True, metavar="FILE",
                         help="the cluster secret")
     add_flags(parser)
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
+    parser.add_argument("--log-level", choices=LEVELS, default="info")
+    parser.add_argument("--log-format", choices=FORMATS, default="text")
     parser.add_argument("--tls-dir", metavar="DIR",
                         help="turn TLS on, with DIR/ca.pem, cert.pem and key.pem "
                              "(default $SHOAL_TLS_DIR)")

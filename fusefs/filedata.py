@@ -662,9 +662,9 @@ class FileData:
         the committed file, never bytes no remount would show. Uploads still running find
         their generation moved on and give their chunks back."""
         async with self.write_lock:
-            log.error("inode %d: %d bytes written here could not be stored and are dropped: "
-                      "%s", self.ino, self.size - self.committed_size + self.unsaved_bytes,
-                      error)
+            log.error("inode %d: writes not yet stored (%d bytes in memory, size %d of which "
+                      "%d committed) are dropped: %s", self.ino, self.unsaved_bytes, self.size,
+                      self.committed_size, error)
             self.failures += 1
             self.failure = error
             for idx in set(self.dirty) | set(self.uploading) | set(self.uploaded):

@@ -968,9 +968,9 @@ class Operations(pyfuse3.Operations):
         except FsError:
             if fh in self.writers:
                 self.writers[fh] = data.failures
-            await self.unpaging.wait(ino)
             raise
-        await self.unpaging.wait(ino)
+        finally:
+            await self.unpaging.wait(ino)
         self._tell_lost(fh, data)
 
     async def release(self, fh: int) -> None:

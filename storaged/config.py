@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .logs import FORMATS, LEVELS
 from .rpc.address import parse_address
 from .rpc.server import Limits
 from .settings import setting
@@ -138,10 +139,10 @@ class StoragedConfig:
         kind="seconds")
     log_level: str = setting(
         "info", "debug adds a line per RPC request; requests slower than 2 s are logged at "
-                "info", choices=("debug", "info", "warning", "error"))
+                "info", choices=LEVELS)
     log_format: str = setting(
         "text", "text is key=value per line, json one object per line",
-        choices=("text", "json"))
+        choices=FORMATS)
     metrics_listen: str = setting(
         "", "serve Prometheus /metrics and the /healthz and /readyz probes over HTTP here, "
             "e.g. 0.0.0.0:9180 (docs/operations.md)", metavar="HOST:PORT",
@@ -206,7 +207,7 @@ class StoragedConfig:
             raise ConfigError("repair_interval, repair_down_grace and repair_rate must be >= 0")
         if self.scrub_rate < 0 or self.scrub_interval < 0:
             raise ConfigError("scrub_rate (0 turns scrubbing off) and scrub_interval must be >= 0")
-        if self.log_format not in ("text", "json"):
+        if self.log_format not in FORMATS:
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:
             raise ConfigError("max_frame must be at least 1MiB")

@@ -13,6 +13,9 @@ import time
 
 from .rpc import requestid
 
+LEVELS = ("debug", "info", "warning", "error")   # --log-level, everywhere
+FORMATS = ("text", "json")                        # --log-format
+
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

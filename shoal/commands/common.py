@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from storaged.logs import FORMATS, LEVELS
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
 
 EPILOG = "exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 cluster unhealthy"
@@ -68,9 +70,9 @@ def with_meta_access(command: Callable[[argparse.Namespace, str, bytes], int]
 
 
 def log_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+    p.add_argument("--log-level", choices=LEVELS, default="info",
                    help="debug adds a line per RPC request (default info)")
-    p.add_argument("--log-format", choices=["text", "json"], default="text",
+    p.add_argument("--log-format", choices=FORMATS, default="text",
                    help="text is key=value per line (default), json one object per line; "
                         "either way a line carries the request id (rid) it belongs to")
 

@@ -102,7 +102,6 @@ def test_servers_and_a_mount_outlive_an_adversary(tmp_path: Path) -> None:
               f"{len(servers)} servers; the mount wrote {workload.writes} files with fsync "
               f"and verified {workload.reads} reads")
         for address, counts in report["servers"].items():
-            grew = peak[address] - baseline[address]
             print(f"  {address}: resident {baseline[address] >> 20} -> peak "
                   f"{peak[address] >> 20} MiB; " + ", ".join(
                       f"{k} {v}" for k, v in sorted(counts.items())))
