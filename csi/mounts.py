@@ -1,6 +1,6 @@
 """The node plugin's view of its mounts: is a staging or target path a live mount of the
-volume, a broken one, or something else; bind mounts for pods, and unmounting them. The
-mount table itself is read by fusefs/mounttable.py."""
+volume, a broken one, or something else; bind mounts for pods. The mount table itself is
+read by fusefs/mounttable.py, and fusefs/unmounting.py takes mounts off it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from enum import Enum
 
 from fusefs.mounttable import FSNAME_PREFIX, MountEntry, is_dead, mount_entry
 
-__all__ = ["MountEntry", "MountState", "bind", "mount_entry", "state", "unmount"]
+__all__ = ["MountEntry", "MountState", "bind", "mount_entry", "state"]
 
 
 class MountState(Enum):
@@ -44,17 +44,3 @@ def bind(source: str, target: str, readonly: bool, flags: list[str]) -> None:
         if result.returncode != 0:
             _run(["umount", target])
             raise OSError(f"remount {target} with {options}: {result.stderr.strip()}")
-
-
-def unmount(path: str, lazy: bool = False) -> bool:
-    """Unmount; if the mount is busy (or ``lazy``), detach it lazily: processes that still
-    hold files in it keep them until they close, new lookups no longer reach it.
-    Returns False when nothing was mounted there."""
-    if mount_entry(path) is None:
-        return False
-    if not lazy and _run(["umount", path]).returncode == 0:
-        return True
-    result = _run(["umount", "-l", path])
-    if result.returncode != 0 and mount_entry(path) is not None:
-        raise OSError(f"umount -l {path}: {result.stderr.strip()}")
-    return True

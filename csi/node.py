@@ -19,6 +19,7 @@ import grpc
 
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
+from fusefs.unmounting import unmount
 from storaged.processes import is_our_process
 from storaged.rpc import FsError, RpcError
 
@@ -28,7 +29,7 @@ from .controller import accessible_from
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
 from .rpcbridge import RpcBridge
-from .mounts import MountState, bind, mount_entry, state, unmount
+from .mounts import MountState, bind, mount_entry, state
 from .nodestate import NodeState, StagedVolume
 from .spawner import LocalSpawner, RemoteSpawner
 
@@ -135,7 +136,7 @@ class NodeServicer(pb_grpc.NodeServicer):
             record = self.records.load(volume_id)
             current = state(staging, volume_id)
             if current in (MountState.OK, MountState.BROKEN):
-                unmount(staging, lazy=current is MountState.BROKEN)
+                unmount(staging, lazy=current is MountState.BROKEN, if_busy="detach")
                 log.info("unstaged %s from %s", volume_id, staging)
             if record is not None:
                 self._wait_exit(record.pid)
@@ -215,7 +216,7 @@ class NodeServicer(pb_grpc.NodeServicer):
         with self.locks.hold(volume_id):
             current = state(target, volume_id)
             if current in (MountState.OK, MountState.BROKEN):
-                unmount(target, lazy=current is MountState.BROKEN)
+                unmount(target, lazy=current is MountState.BROKEN, if_busy="detach")
             if current is not MountState.OTHER:
                 try:
                     os.rmdir(target)

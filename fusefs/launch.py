@@ -1,18 +1,18 @@
 """Running fusefs as a process of its own: start a mount (detached, or kept by a long-lived
-parent such as the CSI mounter) and return once it is live; unmount and wait until it is
-gone. Used by ``shoal mount``, the local lab cluster and the CSI driver."""
+parent such as the CSI mounter) and return once it is live; ``unmount`` (fusefs/unmounting.py)
+takes it away. Used by ``shoal mount``, the local lab cluster and the CSI driver."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from storaged.processes import spawn_daemon, wait_for_file
 
 from .mounttable import is_mounted
+from .unmounting import unmount
 
 __all__ = ["MountProcess", "is_mounted", "mount_background", "mount_process", "unmount"]
 
@@ -42,14 +42,3 @@ def mount_process(volume: str, mountpoint: str, meta: str, secret_file: str, log
     report = json.loads(wait_for_file(ready, proc, log_path, timeout, what="the mount process"))
     ready.unlink(missing_ok=True)
     return MountProcess(proc, report.get("metrics") or "")
-
-
-def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
-    """Unmount; the mount process then commits nothing more (files are closed) and exits."""
-    command = ["fusermount3", "-u", *(["-z"] if lazy else []), mountpoint]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr.strip() or f"fusermount3 failed ({result.returncode})")
-    deadline = time.monotonic() + timeout
-    while is_mounted(mountpoint) and time.monotonic() < deadline:
-        time.sleep(0.05)

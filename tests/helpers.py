@@ -21,6 +21,7 @@ from typing import Any
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from fusefs.unmounting import unmount
 from storaged.rpc import RpcClient, auth, tls
 
 
@@ -275,8 +276,10 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
               ["--session-heartbeat", "1", *(mount_extra or [])])
         yield cluster, mnt
     finally:
-        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)  # busy
+        try:
+            unmount(str(mnt), if_busy="detach")
+        except OSError as exc:
+            print(f"cleanup: could not unmount {mnt}: {exc}")
         time.sleep(0.5)
         cluster.stop()
         mnt.rmdir()
@@ -293,8 +296,7 @@ def mount(cluster: LocalCluster, volume: str, mnt: Path, log_file: Path,
 def remount(cluster: LocalCluster, mnt: Path, log_file: Path, volume: str = "v") -> None:
     """Unmount and mount again: what is read next comes from the chunk servers, not from the
     old mount's memory or the kernel's page cache."""
-    subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
-    wait_until(lambda: not os.path.ismount(mnt), timeout=10)
+    unmount(str(mnt))
     mount(cluster, volume, mnt, log_file)
 
 

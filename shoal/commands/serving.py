@@ -99,10 +99,12 @@ def add_umount(sub: Any) -> None:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from fusefs.launch import unmount
+    from fusefs.unmounting import unmount
     try:
-        unmount(args.mountpoint, lazy=args.lazy)
-    except RuntimeError as exc:
+        if not unmount(os.path.realpath(args.mountpoint), lazy=args.lazy):
+            print(f"shoal umount: nothing is mounted at {args.mountpoint}", file=sys.stderr)
+            return EXIT_FAILURE
+    except OSError as exc:
         print(f"shoal umount: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

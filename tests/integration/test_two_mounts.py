@@ -121,3 +121,40 @@ def test_file_locks_hold_within_one_mount_only(here, mounted, second):
     assert same_mount.returncode == 0 and same_mount.stdout.split() == [], same_mount
     assert other_mount.returncode == 0 and other_mount.stdout.split() == ["flock", "lockf"], \
         other_mount
+
+
+def test_umount_refuses_a_busy_mount_and_lazy_detaches_it(here, mounted, tmp_path):
+    """`shoal umount` and the CSI node plugin share one unmount (fusefs/unmounting.py): a busy
+    mount is refused with the tool's words unless --lazy, which takes it off the table at once
+    while an open file keeps working; a path with nothing mounted is an error that says so."""
+    from fusefs.mounttable import mount_entry
+    from fusefs.unmounting import unmount
+
+    mnt = Path(f"/tmp/shoalfs-third-{os.getpid()}")
+    mnt.mkdir(exist_ok=True)
+    try:
+        mounted.shoal("mount", "default", str(mnt), "--workdir", str(mounted.workdir),
+                      "--log-file", str(tmp_path / "third.log"))
+        (mnt / here.name / "kept").write_bytes(b"still here")
+        with open(mnt / here.name / "kept", "rb") as held:
+            busy = mounted.shoal("umount", str(mnt), check=False)
+            assert busy.returncode == 1 and "busy" in busy.stderr, busy
+            assert mount_entry(str(mnt)) is not None
+            lazy = mounted.shoal("umount", "--lazy", str(mnt), check=False)
+            assert lazy.returncode == 0, lazy
+            assert mount_entry(str(mnt)) is None          # off the table at once
+            assert held.read() == b"still here"           # the open file keeps working
+        nothing = mounted.shoal("umount", str(mnt), check=False)
+        assert nothing.returncode == 1 and "nothing is mounted" in nothing.stderr, nothing
+        assert unmount(str(mnt)) is False
+
+        # the CSI node plugin's way: a busy mount is detached rather than refused
+        mounted.shoal("mount", "default", str(mnt), "--workdir", str(mounted.workdir),
+                      "--log-file", str(tmp_path / "third-again.log"))
+        with open(mnt / here.name / "kept", "rb"):
+            assert unmount(str(mnt), if_busy="detach") is True
+            assert mount_entry(str(mnt)) is None
+    finally:
+        if mount_entry(str(mnt)) is not None:
+            unmount(str(mnt), lazy=True)
+        mnt.rmdir()
