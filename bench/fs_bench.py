@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict:
         for system in reversed(started):
             try:
                 system.stop()
-            except Exception as exc:  # noqa: BLE001 - stop the others too
+            except Exception as exc:
                 print(f"stopping {system.name}: {exc}", file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
     return {"rounds": args.rounds, "size": vars(size),

@@ -60,7 +60,7 @@ class MooseFs:
         self._wait_for_copies()
 
     def stop(self) -> None:
-        subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True)
+        subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True, check=False)
         for i in range(self.chunk_servers):
             cfg = self._cs_dir(i) / "mfschunkserver.cfg"
             if cfg.exists():
@@ -75,7 +75,7 @@ class MooseFs:
                 except ProcessLookupError:
                     pass
         if self._started_netns:
-            subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+            subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, check=False)
             self._started_netns = False
 
     def pids(self) -> dict[str, list[int]]:
@@ -107,7 +107,7 @@ class MooseFs:
     # -- set-up -----------------------------------------------------------------------------
 
     def _netns_up(self) -> None:
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)  # a stale one
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, check=False)  # a stale one
         _run(["ip", "netns", "add", NETNS])
         self._started_netns = True
         _run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
@@ -161,7 +161,7 @@ def _write_cfg(path: Path, values: dict[str, object]) -> None:
 
 
 def _run(command: list[str], check: bool = True, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): "
                            f"{(result.stderr or result.stdout).strip()}")

@@ -19,6 +19,7 @@ On one ``shoal up`` cluster (3 chunk servers, R=2):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -94,16 +95,16 @@ def open_files_memory(d: Path, mount_pid: int, mib: int, files: int = 100) -> tu
     (round robin, 1 MiB at a time) and not yet closed; then they are closed."""
     d.mkdir()
     blocks = UniqueBlocks(MiB)
-    handles = [open(d / f"o{i:03d}", "wb", buffering=0) for i in range(files)]
     try:
-        for _ in range(mib):
-            for h in handles:
-                h.write(blocks.next())
-        time.sleep(1)
-        return resident_memory(mount_pid)
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(open(d / f"o{i:03d}", "wb", buffering=0))
+                       for i in range(files)]
+            for _ in range(mib):
+                for h in handles:
+                    h.write(blocks.next())
+            time.sleep(1)
+            return resident_memory(mount_pid)
     finally:
-        for h in handles:
-            h.close()
         shutil.rmtree(d)
 
 

@@ -72,7 +72,7 @@ class Shoalfs:
 
 def _shoal(*args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"shoal {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout

@@ -18,8 +18,7 @@ from protos import csi_pb2_grpc as pb_grpc
 from storaged.metaclient import MetaClient, Volume
 from storaged.rpc import FsError
 
-from . import DEFAULT_INSTALLATION, TOPOLOGY_KEY
-from . import checks
+from . import DEFAULT_INSTALLATION, TOPOLOGY_KEY, checks
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
 from .rpcbridge import RpcBridge

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
@@ -54,8 +53,8 @@ async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner,
     table.add("mounter.mount", mount)
     table.add("health", health)
     server = RpcServer(table, secret)
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
+    if await trio.Path(socket_path).exists():
+        await trio.Path(socket_path).unlink()
     Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
     listener = await open_listener(parse_address(f"unix://{socket_path}"))
     os.chmod(socket_path, 0o600)

@@ -29,7 +29,7 @@ def state(path: str, volume: str) -> MountState:
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
 def bind(source: str, target: str, readonly: bool, flags: list[str]) -> None:

@@ -17,20 +17,19 @@ from pathlib import Path
 
 import grpc
 
+from fusefs.unmounting import unmount
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
-from fusefs.unmounting import unmount
 from storaged.processes import is_our_process
 from storaged.rpc import FsError, RpcError
 
-from . import checks
-from . import DEFAULT_INSTALLATION
+from . import DEFAULT_INSTALLATION, checks
 from .controller import accessible_from
 from .errors import Code, CsiError, invalid, not_found, rpc_method
 from .locks import NameLocks
-from .rpcbridge import RpcBridge
 from .mounts import MountState, bind, mount_entry, state
 from .nodestate import NodeState, StagedVolume
+from .rpcbridge import RpcBridge
 from .spawner import LocalSpawner, RemoteSpawner
 
 log = logging.getLogger("csi.node")

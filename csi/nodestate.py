@@ -18,7 +18,6 @@ from storaged.durable import fsync_dir
 from storaged.volumerules import is_valid_name
 
 
-
 @dataclass
 class StagedVolume:
     volume_id: str

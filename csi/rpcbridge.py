@@ -42,7 +42,7 @@ class RpcBridge:
     def _run(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as exc:  # noqa: BLE001  (reported to start(), or logged by callers)
+        except BaseException as exc:
             self._failure = exc
             self._ready.set()
 

@@ -27,9 +27,9 @@ from .controller import ControllerServicer
 from .identity import IdentityServicer
 from .locks import NameLocks
 from .mountmetrics import merged_registry
+from .node import NodeConfig, NodeServicer
 from .observe import REGISTRY, DriverHealth
 from .rpcbridge import RpcBridge
-from .node import NodeConfig, NodeServicer
 from .spawner import LocalSpawner, RemoteSpawner
 
 log = logging.getLogger("csi")

@@ -127,7 +127,7 @@ class _Ahead:
         with self._scope:
             try:
                 self._rows = await self._fetch(self.after)
-            except Exception as exc:  # noqa: BLE001 - asked for again, see the class
+            except Exception as exc:
                 log.debug("reading a directory ahead failed: %s", exc)
         self._done.set()
 

@@ -19,8 +19,8 @@ import pyfuse3
 import trio
 
 from storaged.data.client import DataClient
-from storaged.metrics import parse_listen, serve_http
 from storaged.metaclient import MetaClient
+from storaged.metrics import parse_listen, serve_http
 from storaged.rpc import RpcClient, RpcError, auth, requestid
 from storaged.settings import setting
 

@@ -24,8 +24,15 @@ from storaged.metaclient import ATTR_KEYS
 from storaged.rpc import FsError, MethodNotFound, RpcError, Timeout, Unavailable
 
 from .attrs import InodeMap, entry_attributes, entry_from_values
-from .coherence import (POLL_MARGIN, POLL_WAIT, RETRY_SECONDS, Ask, KernelCache, KernelCall,
-                        run_in_thread)
+from .coherence import (
+    POLL_MARGIN,
+    POLL_WAIT,
+    RETRY_SECONDS,
+    Ask,
+    KernelCache,
+    KernelCall,
+    run_in_thread,
+)
 from .dircache import ListingCache
 from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
@@ -556,7 +563,7 @@ class Operations(pyfuse3.Operations):
             else:
                 await self.meta.fs_forget(inos)
             self.orphans.difference_update(inos)
-        except Exception as exc:  # noqa: BLE001 - forget must not raise
+        except Exception as exc:
             log.warning("could not remove orphaned inodes %s: %s", inos, exc)
 
     async def drop_orphans(self) -> None:
@@ -984,7 +991,7 @@ class Operations(pyfuse3.Operations):
             self.paged.add(ino)
         try:
             await data.flush()  # normally a no-op: close() already flushed
-        except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
+        except Exception as exc:
             log.error("inode %d: data written but not stored when the file was released: %s",
                       ino, exc)
         if not data.has_unsaved:
@@ -1003,7 +1010,7 @@ class Operations(pyfuse3.Operations):
             self.holds.dropped([ino])
             if deleted:
                 self.orphans.discard(ino)
-        except Exception as exc:  # noqa: BLE001 - there is nobody to return an error to
+        except Exception as exc:
             log.warning("could not release inode %d: %s", ino, exc)
 
     # -- extended attributes ------------------------------------------------------------------
@@ -1065,7 +1072,7 @@ class Operations(pyfuse3.Operations):
         for ino, data in list(self.files.items()):
             try:
                 await data.flush()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.error("inode %d: pending writes could not be stored: %s", ino, exc)
         for ino in self.releasing:
             await self.releasing.wait(ino)

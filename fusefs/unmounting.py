@@ -69,7 +69,7 @@ def _run(target: str, lazy: bool) -> str:
         command = ["fusermount3", "-u", *(["-z"] if lazy else []), target]
     try:
         result = subprocess.run(command, capture_output=True, text=True,
-                                timeout=_COMMAND_TIMEOUT)
+                                timeout=_COMMAND_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{command[0]}: {exc}"
     if result.returncode == 0:

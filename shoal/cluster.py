@@ -14,12 +14,12 @@ from pathlib import Path
 
 import trio
 
+from fusefs.launch import is_mounted, mount_background, unmount
 from storaged.metaclient import MetaClient
+from storaged.processes import is_our_process, spawn_daemon, stop_process, wait_for_address_file
 from storaged.rpc import FsError, RpcClient, auth, tls
 
 from .clusterfile import FILENAME, ChunkServerEntry, ClusterFile, ProcessEntry
-from fusefs.launch import is_mounted, mount_background, unmount
-from storaged.processes import is_our_process, spawn_daemon, stop_process, wait_for_address_file
 
 DEFAULT_VOLUME = "default"
 HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-timeout", "5"]

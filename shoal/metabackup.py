@@ -47,16 +47,16 @@ def backup(meta: str, secret_file: str, target: Path) -> str:
             client = MetaClient(rpc, meta)
             info = await client.meta_backup_open()
             try:
-                with open(partial, "wb") as f:
+                async with await trio.open_file(partial, "wb") as f:
                     offset = 0
                     while offset < info["size"]:
                         piece = await client.meta_backup_read(info["id"], offset, MAX_READ)
                         if not piece:
                             raise RuntimeError("the backup ended early")
-                        f.write(piece)
+                        await f.write(piece)
                         offset += len(piece)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    await f.flush()
+                    await trio.to_thread.run_sync(os.fsync, f.fileno())
             finally:
                 await client.meta_backup_close(info["id"])
             return int(info["size"])

@@ -77,8 +77,8 @@ def progress_text(rows: list[dict[str, Any]]) -> str:
 
 def render(rows: list[dict[str, Any]]) -> str:
     now = time.time()
-    lines = [f"{'SERVER':<12} {'ADDRESS':<22} {'STATE':<8} {'PASSES':>6} {'CHECKED':>15} "
-             f"{'BAD':>4}  LAST FULL PASS"]
+    lines = [(f"{'SERVER':<12} {'ADDRESS':<22} {'STATE':<8} {'PASSES':>6} {'CHECKED':>15} "
+              f"{'BAD':>4}  LAST FULL PASS")]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['id'][:12]:<12} {r['address']:<22} no answer: {r['error']}")

@@ -56,8 +56,8 @@ def gather(meta: str, secret: bytes, probe_timeout: float = PROBE_TIMEOUT) -> di
 def render(report: dict[str, Any]) -> str:
     now = report["time"]
     lines = [f"meta role at {report['meta']}", "",
-             f"{'SERVER':<12} {'ADDRESS':<22} {'ZONE':<8} {'STATE':<9} {'CHUNKS':>7} "
-             f"{'USED':>9} {'FREE':>9} {'CAPACITY':>9} {'SEEN':>5}  SCRUB"]
+             (f"{'SERVER':<12} {'ADDRESS':<22} {'ZONE':<8} {'STATE':<9} {'CHUNKS':>7} "
+              f"{'USED':>9} {'FREE':>9} {'CAPACITY':>9} {'SEEN':>5}  SCRUB")]
     for r in report["servers"]:
         state = r["state"]
         if r.get("answers") is False:
@@ -71,8 +71,8 @@ def render(report: dict[str, Any]) -> str:
             f"{_scrub_cell(r.get('scrub'), now)}")
     if not report["servers"]:
         lines.append("(no chunk server has registered)")
-    lines += ["", f"{'VOLUME':<24} {'KIND':<8} {'CAPACITY':>9} {'USED':>9} {'FILES':>8} "
-                  f"{'R':>2}  HEALTH"]
+    lines += ["", (f"{'VOLUME':<24} {'KIND':<8} {'CAPACITY':>9} {'USED':>9} {'FILES':>8} "
+                   f"{'R':>2}  HEALTH")]
     for v in report["volumes"]:
         lines.append(f"{v['name']:<24} {v['kind']:<8} {display.size(v['capacity']):>9} "
                      f"{display.size(v['used_bytes']):>9} {v['used_inodes']:>8} "

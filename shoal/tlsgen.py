@@ -28,7 +28,7 @@ def generate(directory: Path, days: int = 3650) -> list[Path]:
     if existing:
         raise FileExistsError(f"refusing to overwrite {', '.join(existing)}")
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
 from . import settings
 from .config import ConfigError, StoragedConfig, load_config
 

@@ -50,10 +50,10 @@ class StoragedConfig:
     """Every storaged setting, declared once: its default, its flag's help, how it is read.
     The TOML [storaged] table uses the same names."""
 
-    roles: list[str] = setting(
+    roles: list[str] = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
         help="chunk, meta, or chunk,meta", metavar="ROLES", kind="comma",
         factory=lambda: ["chunk"])
-    listen: list[str] = setting(
+    listen: list[str] = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
         help="tcp://HOST:PORT or unix:///PATH; repeat for several (default {default}; port 0 "
              "lets the kernel pick)", metavar="ADDR", kind="append",
         factory=lambda: ["tcp://127.0.0.1:7700"])

@@ -25,12 +25,12 @@ from .chunk.service import ChunkService
 from .chunk.store import ChunkStore
 from .config import StoragedConfig
 from .gc import collect as collect_garbage
-from .repair import repair_loop
 from .meta.db import open_database
 from .meta.service import MetaService
 from .metaclient import MetaClient
 from .metrics import serve_http
 from .observe import StoragedObserver
+from .repair import repair_loop
 from .rpc import RpcClient, RpcError, auth
 from .rpc.address import bound_address, open_listener, parse_address
 from .rpc.methods import MethodTable
@@ -85,7 +85,7 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         requested = [parse_address(a) for a in config.listen]
         listeners = [await open_listener(a) for a in requested]
-        addresses = [str(bound_address(l, a)) for l, a in zip(listeners, requested)]
+        addresses = [str(bound_address(listener, a)) for listener, a in zip(listeners, requested)]
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, listeners)
             server_id = chunk.store.server_id if chunk is not None else ""

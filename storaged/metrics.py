@@ -126,7 +126,7 @@ async def keep_fresh(health: Health, snapshot: Snapshot,
         health.beat()
         try:
             snapshot.replace(await families())
-        except Exception:  # noqa: BLE001 - a failed refresh must not end the process
+        except Exception:
             log.exception("could not refresh metrics")
         await trio.sleep(interval)
 
@@ -137,7 +137,7 @@ def serve_http(host: str, port: int, registry: CollectorRegistry,
     port the kernel picked when 0 was asked for)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, CONTENT_TYPE, generate_latest(registry))
@@ -155,7 +155,7 @@ def serve_http(host: str, port: int, registry: CollectorRegistry,
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("http: " + format, *args)  # scrapes every 15 s are not news
 
     server = ThreadingHTTPServer((host, port), Handler)

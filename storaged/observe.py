@@ -17,8 +17,6 @@ from .meta.service import MetaService
 from .metrics import NAMESPACE, Health, RpcMetrics, Snapshot, gauge, keep_fresh
 
 
-
-
 class StoragedObserver:
     def __init__(self, chunk: ChunkService | None, meta: MetaService | None) -> None:
         self.chunk = chunk

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import faulthandler
 import json
 import subprocess
 import tempfile
@@ -7,8 +8,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import faulthandler
 
 import pytest
 

@@ -79,7 +79,7 @@ class StoragedProcess:
         address_file = self.data_dir.parent / f"{self.data_dir.name}.addr"
         address_file.unlink(missing_ok=True)
         if not hasattr(self, "log") or self.log.closed:
-            self.log = open(self.log_path, "ab")
+            self.log = open(self.log_path, "ab")  # noqa: SIM115 (the process's log; closed in stop)
         argv = [*self.prefix, sys.executable, "-m", "storaged", "--listen", self.listen,
                 "--data-dir", str(self.data_dir), "--secret-file", str(self.secret_file),
                 "--address-file", str(address_file), *self.extra]
@@ -154,7 +154,7 @@ def shoal(*args: str, check: bool = False, env: dict[str, str] | None = None,
     if "stdout" not in run:
         run["capture_output"] = True
     result = subprocess.run([*SHOAL, *args], text=True, timeout=timeout,
-                            env={**os.environ, **env} if env else None, **run)
+                            env={**os.environ, **env} if env else None, **run, check=False)
     if check:
         assert result.returncode == 0, \
             f"shoal {' '.join(args)} exited {result.returncode}: {result.stdout}{result.stderr}"

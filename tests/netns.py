@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20, check=False)
     if check and result.returncode:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result

@@ -30,7 +30,7 @@ from .common import (
 
 
 def add_storaged(sub: Any) -> None:
-    from storaged import command   # the flags come from StoragedConfig (storaged/command.py)
+    from storaged import command  # the flags come from StoragedConfig (storaged/command.py)
     p = sub.add_parser("storaged", help="run a storage daemon in the foreground",
                        description=command.DESCRIPTION, epilog=EPILOG)
     command.add_flags(p)
@@ -43,7 +43,7 @@ def cmd_storaged(args: argparse.Namespace) -> int:
 
 
 def add_mount(sub: Any) -> None:
-    from fusefs import command   # the flags come from MountOptions (fusefs/command.py)
+    from fusefs import command  # the flags come from MountOptions (fusefs/command.py)
     p = sub.add_parser(
         "mount", help="mount a volume",
         description="Mount VOLUME at MOUNTPOINT. By default the mount runs as a background "

@@ -228,12 +228,12 @@ class ChunkStore:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise _no_space_or(exc)
+            raise _no_space_or(exc) from exc
         try:
             self.writer.write(fd, data)
             os.fsync(fd)
         except OSError as exc:
-            raise _no_space_or(exc)
+            raise _no_space_or(exc) from exc
         finally:
             os.close(fd)
 

@@ -24,7 +24,7 @@ import trio
 
 from ..chunk.blocks import block_digest
 from ..chunk.ids import chunk_id as compute_chunk_id
-from ..rpc import Corrupted, NotDelivered, NotFound, RpcClient, RpcError, Unavailable
+from ..rpc import Corrupted, NotDelivered, NotFound, RpcError, Unavailable
 from ..rpc.errors import MethodNotFound
 from .placement import Server, placement_order
 

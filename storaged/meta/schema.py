@@ -126,8 +126,8 @@ MIGRATIONS: dict[int, list[str]] = {
     # An older storaged kept its mount sessions in memory only: stand for them with one
     # restored session, so nothing is deleted until they could have registered again.
     4: [MOUNT_SESSIONS,
-        "INSERT INTO mount_sessions VALUES ('before-schema-5', "
-        "'the mounts of a storaged that did not record them', 0)"],
+        ("INSERT INTO mount_sessions VALUES ('before-schema-5', "
+         "'the mounts of a storaged that did not record them', 0)")],
 }
 
 DDL = """

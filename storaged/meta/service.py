@@ -21,12 +21,12 @@ from ..chunk.ids import are_chunk_ids, is_chunk_id
 from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
-from .watches import ACK_WAIT, Event, Watches, entry, inode
-from .repairstate import RepairState
 from . import sessions as session_record
-from .sessions import Sessions
 from .backup import Backups
 from .db import cluster_id, transaction
+from .repairstate import RepairState
+from .sessions import Sessions
+from .watches import ACK_WAIT, Event, Watches, entry, inode
 
 log = logging.getLogger("storaged.meta")
 
@@ -487,7 +487,7 @@ class MetaService:
         session."""
         if not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
-        if not (0 <= lease <= 1e6 and 0 <= wait <= 1e6 and 0 <= ack):
+        if not (0 <= lease <= 1e6 and 0 <= wait <= 1e6 and ack >= 0):
             raise InvalidArgument("lease and wait must be seconds and ack a count, at "
                                   "least 0")
         return await self.watches.take(session, float(lease), float(wait), ack)

@@ -21,8 +21,8 @@ import sqlite3
 import time
 from typing import Any
 
-from .repairstate import RepairState
 from . import servers, volumes
+from .repairstate import RepairState
 
 OK, DEGRADED, UNDER_REPLICATED, MISSING = "ok", "degraded", "under-replicated", "missing"
 

@@ -202,7 +202,7 @@ class Watches:
             if logged[0] <= since:
                 break
             newer.append(logged)
-        for seq, author, events in reversed(newer):
+        for _seq, author, events in reversed(newer):
             if author != session:
                 self._queue(session, listener, [e for e in events if _key(e) in keys])
 

@@ -21,8 +21,21 @@ from typing import Any
 
 from storaged.rpc import InvalidArgument, MethodNotFound, Patience, RpcClient
 
-from .results import (ATTR_KEYS, Attr, BackupInfo, ClusterInfo, ClusterStatus, FsckRepair,
-                      FsckReport, Invalidations, RepairStatus, Server, Volume, VolumeHealth, VolumeUsage)
+from .results import (
+    ATTR_KEYS,
+    Attr,
+    BackupInfo,
+    ClusterInfo,
+    ClusterStatus,
+    FsckRepair,
+    FsckReport,
+    Invalidations,
+    RepairStatus,
+    Server,
+    Volume,
+    VolumeHealth,
+    VolumeUsage,
+)
 
 log = logging.getLogger("storaged.metaclient")
 

@@ -5,9 +5,25 @@ The wire protocol, methods and error codes are documented in docs/rpc.md.
 
 from .address import Address, parse_address
 from .client import Patience, RpcClient, open_client
-from .errors import (AuthFailed, Busy, Corrupted, FsError, HashMismatch, Internal, InvalidArgument,
-                     InvalidRequest, MethodNotFound, NoSpace, NotDelivered, NotFound, RemoteError,
-                     RpcError, Timeout, Unauthenticated, Unavailable)
+from .errors import (
+                     AuthFailed,
+                     Busy,
+                     Corrupted,
+                     FsError,
+                     HashMismatch,
+                     Internal,
+                     InvalidArgument,
+                     InvalidRequest,
+                     MethodNotFound,
+                     NoSpace,
+                     NotDelivered,
+                     NotFound,
+                     RemoteError,
+                     RpcError,
+                     Timeout,
+                     Unauthenticated,
+                     Unavailable,
+)
 from .methods import MethodTable
 from .server import Limits, RpcServer
 

@@ -102,7 +102,7 @@ async def open_listener(address: Address, backlog: int = 512) -> trio.SocketList
         return listeners[0]
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if os.path.exists(address.path):
+        if await trio.Path(address.path).exists():
             await _remove_stale_socket(address.path)
         await sock.bind(address.path)
         sock.listen(backlog)

@@ -18,10 +18,19 @@ import trio
 
 from . import auth, fastio, requestid
 from .address import Address, open_stream, parse_address
-from .errors import (AuthFailed, NotDelivered, RpcError, Timeout, Unavailable,
-                     error_from_wire)
-from .protocol import (MAX_MSGID, InvalidMessage, MessageReader, Notification, ProtocolError,
-                       Request, Response, StreamError, encode, encode_parts)
+from .errors import AuthFailed, NotDelivered, RpcError, Timeout, Unavailable, error_from_wire
+from .protocol import (
+    MAX_MSGID,
+    InvalidMessage,
+    MessageReader,
+    Notification,
+    ProtocolError,
+    Request,
+    Response,
+    StreamError,
+    encode,
+    encode_parts,
+)
 from .server import RECEIVE_SIZE, Limits
 
 log = logging.getLogger("storaged.rpc.client")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 
@@ -81,8 +81,8 @@ class StreamError:
     reason: str
 
 
-Message = Union[Request, Response, Notification]
-Event = Union[Request, Response, Notification, InvalidMessage, StreamError]
+Message = Request | Response | Notification
+Event = Request | Response | Notification | InvalidMessage | StreamError
 
 
 def _is_msgid(value: Any) -> bool:
@@ -320,7 +320,7 @@ class MessageReader:
             msgid, method = probe.unpack(), probe.unpack()
             count = probe.read_array_header()
             params = [probe.unpack() for _ in range(count - 1)]
-        except Exception:  # noqa: BLE001 - not recognised: the general way will say why
+        except Exception:
             return 0
         at = probe.tell()
         if count < 1 or len(view) < at + 5 or view[at] != 0xC6:  # bin 32

@@ -16,15 +16,30 @@ from typing import Any
 import trio
 
 from . import auth, fastio, requestid
-from .tlsstream import accept_tls
 from .budget import ByteBudget, payload_size
 from .buffers import BufferPool
-from .errors import (AuthFailed, Busy, Internal, InvalidArgument, InvalidRequest, RpcError,
-                     Unauthenticated)
+from .errors import (
+    AuthFailed,
+    Busy,
+    Internal,
+    InvalidArgument,
+    InvalidRequest,
+    RpcError,
+    Unauthenticated,
+)
 from .farewell import LINGER_SECONDS, close, drain
 from .methods import MethodTable
-from .protocol import (InvalidMessage, MessageReader, Notification, Request, Response,
-                       StreamError, encode, encode_parts)
+from .protocol import (
+    InvalidMessage,
+    MessageReader,
+    Notification,
+    Request,
+    Response,
+    StreamError,
+    encode,
+    encode_parts,
+)
+from .tlsstream import accept_tls
 
 SLOW_REQUEST_SECONDS = 2.0   # answered later than this: worth a line at the default level
 
@@ -110,7 +125,7 @@ class RpcServer:
             stream = secured
             connection = _ServerConnection(self, stream, peer)
             await connection.run()
-        except Exception:  # noqa: BLE001 - one connection's failure must not end the server
+        except Exception:
             log.exception("a connection failed unexpectedly; closing it")
         finally:
             if connection is not None and connection.authenticated:
@@ -168,6 +183,8 @@ class _ServerConnection:
         self.reader.max_frame = server.limits.preauth_max_frame
         self.send_lock = trio.Lock()
         self.in_flight = 0
+        self.idle = trio.Event()   # set whenever in_flight drops to 0 (replaced when it rises)
+        self.idle.set()
         self.authenticated = False
         self.server_nonce: bytes | None = None
         self.closing = False
@@ -183,8 +200,7 @@ class _ServerConnection:
                 # Requests that arrived before the trouble still get their answers (within
                 # a bound); then hang up. On a clean EOF they simply finish.
                 with trio.move_on_after(LINGER_SECONDS):
-                    while self.in_flight:
-                        await trio.sleep(0.005)
+                    await self.idle.wait()
                 await self._hang_up()
                 nursery.cancel_scope.cancel()
 
@@ -241,6 +257,8 @@ class _ServerConnection:
                 size = payload_size(event.params)
                 await self.server.budget.acquire(size)  # stops reading while memory is spent
                 self.in_flight += 1
+                if self.idle.is_set():
+                    self.idle = trio.Event()
                 nursery.start_soon(self._dispatch, event, size, self.next_rid)
             self.next_rid = None
         elif isinstance(event, InvalidMessage) and event.msgid is not None:
@@ -327,6 +345,8 @@ class _ServerConnection:
             await self._send(*parts)
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
             self.server.budget.release(size)
             if request.params:
                 self.server.buffers.give_back(request.params, -1)

@@ -180,7 +180,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
                          timeout=20)
                     snapshots.append((name, expected))
                     model.counts["snapshots"] += 1
-                except Exception:  # noqa: BLE001 - the meta role may be down right now
+                except Exception:
                     model.counts["snapshots failed"] += 1
                     continue
             if len(snapshots) > 2:
@@ -188,7 +188,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
                 try:
                     call(cluster.meta.address, cluster.secret, "snapshot.delete", old)
                     model.counts["snapshots deleted"] += 1
-                except Exception:  # noqa: BLE001
+                except Exception:
                     snapshots.insert(0, (old, {}))  # still there; never verified
 
     workers = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
@@ -278,6 +278,6 @@ def verify_snapshot(cluster: LocalCluster, snapshot: str, expected: dict[str, tu
             except OSError as exc:
                 lost.append(f"{name}: {exc} in snapshot {snapshot}")
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, check=False)
         mnt.rmdir()
     return verified, lost

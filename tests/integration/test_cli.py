@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storaged.chunk.ids import chunk_id
 from fusefs.launch import is_mounted
+from storaged.chunk.ids import chunk_id
 from tests.helpers import call, shoal
 
 

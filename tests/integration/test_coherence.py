@@ -382,7 +382,7 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
         assert agrees(side, touched), (step, kind, side, touched)
         other = "b" if side == "a" else "a"
         try:
-            _seen(lambda: agrees(other, touched))
+            _seen(lambda other=other, touched=touched: agrees(other, touched))
         except TimeoutError:
             raise AssertionError(f"step {step}: {kind} through {side} of {touched} not seen "
                                  f"through {other} within {BOUND} s") from None

@@ -18,8 +18,19 @@ import pytest
 from csi import PLUGIN_NAME, TOPOLOGY_KEY
 from protos import csi_pb2 as pb
 
-from .csi_support import (GiB, MiB, CsiServer, Env, Mode, NodePaths, block_cap, csi_env,
-                          expect_code, is_mounted, mount_cap)
+from .csi_support import (
+    CsiServer,
+    Env,
+    GiB,
+    MiB,
+    Mode,
+    NodePaths,
+    block_cap,
+    csi_env,
+    expect_code,
+    is_mounted,
+    mount_cap,
+)
 
 C = grpc.StatusCode
 
@@ -179,22 +190,22 @@ def test_create_volume_capacity_defaults_and_ranges(env: Env) -> None:
 
 
 @pytest.mark.parametrize("request_args, why", [
-    (dict(volume_capabilities=[mount_cap()]), "name"),
-    (dict(name="n1"), "volume_capabilities"),
-    (dict(name="n1", volume_capabilities=[block_cap()]), "block"),
-    (dict(name="n1", volume_capabilities=[pb.VolumeCapability(
-        mount=pb.VolumeCapability.MountVolume())]), "access_mode"),
-    (dict(name="n1", volume_capabilities=[pb.VolumeCapability(
+    ({"volume_capabilities": [mount_cap()]}, "name"),
+    ({"name": "n1"}, "volume_capabilities"),
+    ({"name": "n1", "volume_capabilities": [block_cap()]}, "block"),
+    ({"name": "n1", "volume_capabilities": [pb.VolumeCapability(
+        mount=pb.VolumeCapability.MountVolume())]}, "access_mode"),
+    ({"name": "n1", "volume_capabilities": [pb.VolumeCapability(
         mount=pb.VolumeCapability.MountVolume(fs_type="ext4"),
-        access_mode=pb.VolumeCapability.AccessMode(mode=Mode.SINGLE_NODE_WRITER))]), "fs_type"),
-    (dict(name="n1", volume_capabilities=[mount_cap(flags=("uid=5",))]), "mount flags"),
-    (dict(name="n1", volume_capabilities=[mount_cap()], parameters={"replicas": "x"}), "replicas"),
-    (dict(name="n1", volume_capabilities=[mount_cap()], parameters={"replicas": "17"}), "replicas"),
-    (dict(name="n1", volume_capabilities=[mount_cap()], parameters={"chunkSize": "3000"}), "chunkSize"),
-    (dict(name="n1", volume_capabilities=[mount_cap()], parameters={"color": "red"}), "unknown"),
-    (dict(name="n1", volume_capabilities=[mount_cap()], mutable_parameters={"chunkSize": "1MiB"}),
+        access_mode=pb.VolumeCapability.AccessMode(mode=Mode.SINGLE_NODE_WRITER))]}, "fs_type"),
+    ({"name": "n1", "volume_capabilities": [mount_cap(flags=("uid=5",))]}, "mount flags"),
+    ({"name": "n1", "volume_capabilities": [mount_cap()], "parameters": {"replicas": "x"}}, "replicas"),
+    ({"name": "n1", "volume_capabilities": [mount_cap()], "parameters": {"replicas": "17"}}, "replicas"),
+    ({"name": "n1", "volume_capabilities": [mount_cap()], "parameters": {"chunkSize": "3000"}}, "chunkSize"),
+    ({"name": "n1", "volume_capabilities": [mount_cap()], "parameters": {"color": "red"}}, "unknown"),
+    ({"name": "n1", "volume_capabilities": [mount_cap()], "mutable_parameters": {"chunkSize": "1MiB"}},
      "mutable"),
-    (dict(name="bad\x01name", volume_capabilities=[mount_cap()]), "control character"),
+    ({"name": "bad\x01name", "volume_capabilities": [mount_cap()]}, "control character"),
 ])
 def test_create_volume_rejects_bad_requests(env: Env, request_args: dict, why: str) -> None:
     err = expect_code(C.INVALID_ARGUMENT, env.a.controller.CreateVolume,
@@ -324,7 +335,7 @@ def test_two_containers_and_a_second_node_share_a_volume(env: Env) -> None:
     assert info.value.errno == errno.EROFS
     expect_code(C.ALREADY_EXISTS, publish, env.a, env.paths_a, vid, "pod3-ro", readonly=False)
     # tear down, twice each: idempotent
-    for server, paths, target in ((env.a, env.paths_a, writer), (env.a, env.paths_a, reader),
+    for server, _paths, target in ((env.a, env.paths_a, writer), (env.a, env.paths_a, reader),
                                   (env.a, env.paths_a, ro), (env.b, env.paths_b, remote)):
         unpublish(server, vid, target)
         unpublish(server, vid, target)

@@ -25,7 +25,7 @@ import pytest
 from protos import csi_pb2 as pb
 from tests.helpers import SHOAL, free_port, http_get, scrape, wait_until
 
-from .csi_support import MiB, CsiServer, Env, NodePaths, csi_env, is_mounted
+from .csi_support import CsiServer, Env, MiB, NodePaths, csi_env, is_mounted
 from .test_csi import create, publish, read_file, stage, unpublish, unstage, write_file
 
 WRITER = r"""
@@ -179,7 +179,7 @@ def mounter_and_node(env: Env, name: str, *mounter_args: str
                      ) -> Iterator[tuple[subprocess.Popen[bytes], CsiServer, NodePaths]]:
     """A 'shoal mounter' and a node plugin that asks it to run the mounts, as in Kubernetes."""
     socket_path = env.root / f"{name}.sock"
-    log = open(env.root / f"{name}.log", "ab")
+    log = open(env.root / f"{name}.log", "ab")  # noqa: SIM115 (the mounter's log while it runs)
     mounter = subprocess.Popen(
         [*SHOAL, "mounter", "--socket", str(socket_path),
          "--log-dir", str(env.root / f"{name}-logs"), "--meta", env.cluster.meta.address,
@@ -235,7 +235,7 @@ def test_the_mounter_serves_every_mounts_metrics_and_which_are_broken(env: Env) 
     shoalfs_mount_up goes to 0 when one dies under a mounted path."""
     port = free_port()
     with mounter_and_node(env, "metered", "--metrics-listen", f"127.0.0.1:{port}") as (
-            mounter, node, paths):
+            _mounter, node, paths):
         assert wait_until(lambda: http_get(port, "/readyz")[0] == 200)
         vid = create(env).volume_id
         stage(node, paths, vid)

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import grpc
 
+from csi import PLUGIN_NAME
 from protos import csi_pb2 as pb
 from protos import csi_pb2_grpc as pb_grpc
 from shoal.clusterfile import ClusterFile
 from tests.helpers import SHOAL, LocalCluster, free_port, shoal
-
-from csi import PLUGIN_NAME
 
 
 def test_tcp_endpoint_and_cluster_file(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ frames = st.one_of(
 class RawClient:
     def __init__(self, address: str, secret: bytes | None) -> None:
         host, port = address.removeprefix("tcp://").rsplit(":", 1)
-        for attempt in range(50):
+        for _attempt in range(50):
             # Connections the server is still closing (it lingers up to 2 s to let a peer
             # read why) count against its connection limit; when a burst of examples hits
             # it, the server answers with a BUSY notice and hangs up: try again shortly.

@@ -116,10 +116,10 @@ def test_a_process_whose_cwd_was_removed_can_stat_dot(env):
     (mnt / "cwd").mkdir()
     child = subprocess.Popen(
         [sys.executable, "-c",
-         "import os, stat, sys\n"
-         "sys.stdin.readline()\n"                         # the directory is removed now
-         "st = os.stat('.')\n"
-         "print(stat.S_ISDIR(st.st_mode), st.st_nlink)\n"],
+         ("import os, stat, sys\n"
+          "sys.stdin.readline()\n"                         # the directory is removed now
+          "st = os.stat('.')\n"
+          "print(stat.S_ISDIR(st.st_mode), st.st_nlink)\n")],
         cwd=mnt / "cwd", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:

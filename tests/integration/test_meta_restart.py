@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from storaged.rpc import FsError
 from tests.helpers import call, mounted_volume, remount, wait_until, write_synced
 

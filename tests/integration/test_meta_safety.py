@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from storaged.rpc import FsError
 from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume, shoal
 from tests.helpers import write_synced as create
 
@@ -203,8 +204,9 @@ def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_pa
         backed = call(second.address, cluster.secret, "fs.lookup", volume["root"], b"backed")
         f = call(second.address, cluster.secret, "fs.lookup", backed["ino"], b"file")
         assert f["size"] == len(b"in the backup")
-        with pytest.raises(Exception):
+        with pytest.raises(FsError) as info:
             call(second.address, cluster.secret, "fs.lookup", backed["ino"], b"later")
+        assert info.value.errno == errno.ENOENT
     finally:
         second.stop()
     # a damaged backup is refused

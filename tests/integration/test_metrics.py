@@ -8,17 +8,24 @@ the numbers must move when work is done: a chunk put shows up as a request, as b
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from storaged.chunk.ids import chunk_id
 from storaged.rpc import NotFound
-from tests.helpers import (LocalCluster, StoragedProcess, call, free_port, http_get,
-                           scrape, wait_until)
+from tests.helpers import (
+    LocalCluster,
+    StoragedProcess,
+    call,
+    free_port,
+    http_get,
+    scrape,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -74,10 +81,10 @@ def test_meta_role_metrics_show_servers_and_volumes(observed: tuple[LocalCluster
 
 
 def test_health_endpoints(observed: tuple[LocalCluster, int, int]) -> None:
-    cluster, meta_port, chunk_port = observed
+    _cluster, meta_port, chunk_port = observed
     for port in (meta_port, chunk_port):
         assert http_get(port, "/healthz") == (200, {"ok": True, "detail": "event loop turning"})
-        assert wait_until(lambda: http_get(port, "/readyz")[0] == 200)
+        assert wait_until(lambda port=port: http_get(port, "/readyz")[0] == 200)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{chunk_port}/nothing-here", timeout=10)
     assert info.value.code == 404

@@ -33,7 +33,7 @@ def as_user(uid: int, gid: int, code: str) -> subprocess.CompletedProcess[str]:
     """Run Python code as another user (the kernel's permission checks apply to it)."""
     prelude = f"import os, errno\nos.setgroups([])\nos.setgid({gid})\nos.setuid({uid})\n"
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
 
 
 def test_create_write_read_and_sizes(here):
@@ -323,7 +323,7 @@ def test_statfs_shows_capacity_and_use(mounted):
     st = os.statvfs(mounted.mnt)
     assert st.f_namemax == 255
     assert st.f_blocks * st.f_frsize == 20 << 30
-    df = subprocess.run(["df", "-B1", str(mounted.mnt)], capture_output=True, text=True).stdout
+    df = subprocess.run(["df", "-B1", str(mounted.mnt)], capture_output=True, text=True, check=False).stdout
     assert "shoalfs:default" in df and str(20 << 30) in df
 
 
@@ -532,7 +532,7 @@ def test_copy_a_real_source_tree_and_read_it_back(here):
     compared = filecmp.dircmp(source, here / "email")
 
     def same(c: filecmp.dircmp) -> bool:
-        match, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        _match, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
         return (not mismatch and not errors and not c.left_only and not c.right_only
                 and all(same(sub) for sub in c.subdirs.values()))
     assert same(compared)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from storaged.rpc import Corrupted
 from tests.helpers import LocalCluster, StoragedProcess, call, mounted_volume, write_synced
 
 MiB = 1 << 20
@@ -90,7 +91,7 @@ def test_bad_copies_are_replaced_and_false_reports_cleared(
     raw = bytearray(path.read_bytes())
     raw[100] ^= 0xFF                              # bit rot on one server
     path.write_bytes(bytes(raw))
-    with pytest.raises(Exception):                # a read there finds it and quarantines it
+    with pytest.raises(Corrupted):                # a read there finds it and quarantines it
         call(cluster.chunks[holder].address, cluster.secret, "chunk.get", cid)
     # ... and a client reports the other, good copy as bad by mistake
     call(cluster.meta.address, cluster.secret, "cluster.report_bad", cid,

@@ -11,10 +11,24 @@ import pytest
 import trio
 from trio.testing import trio_test
 
-from storaged.rpc import (AuthFailed, Busy, Internal, InvalidArgument, Limits, MethodNotFound,
-                          MethodTable, NotDelivered, NotFound, Patience, RpcClient, RpcServer,
-                          Timeout, Unavailable, auth)
-from storaged.rpc import requestid
+from storaged.rpc import (
+    AuthFailed,
+    Busy,
+    Internal,
+    InvalidArgument,
+    Limits,
+    MethodNotFound,
+    MethodTable,
+    NotDelivered,
+    NotFound,
+    Patience,
+    RpcClient,
+    RpcServer,
+    Timeout,
+    Unavailable,
+    auth,
+    requestid,
+)
 from storaged.rpc.address import bound_address, open_listener, open_stream, parse_address
 from storaged.rpc.protocol import MessageReader, Notification, Request, Response, encode
 
@@ -63,8 +77,9 @@ def methods() -> MethodTable:
 
 
 @contextlib.asynccontextmanager
-async def serving(limits: Limits = Limits(), address: str = "tcp://127.0.0.1:0",
+async def serving(limits: Limits | None = None, address: str = "tcp://127.0.0.1:0",
                   secret: bytes = SECRET):
+    limits = limits or Limits()
     requested = parse_address(address)
     listener = await open_listener(requested)
     server = RpcServer(methods(), secret, limits)
@@ -147,7 +162,7 @@ async def test_errors_come_back_as_matching_exceptions():
 @trio_test
 async def test_unix_socket_and_stale_socket_file_replaced(tmp_path=None):
     path = f"/tmp/shoalfs-test-{os.getpid()}.sock"
-    open(path, "w").close()  # debris from a dead server
+    await trio.Path(path).touch()  # debris from a dead server
     try:
         async with serving(address=f"unix://{path}") as (address, _), RpcClient(SECRET) as client:
             assert await client.call(address, "echo", 5) == 5
@@ -157,43 +172,43 @@ async def test_unix_socket_and_stale_socket_file_replaced(tmp_path=None):
 
 @trio_test
 async def test_in_flight_limit_answers_busy_and_keeps_serving():
-    async with serving(Limits(max_in_flight=2)) as (address, _):
-        async with RpcClient(SECRET, connections_per_server=1) as client:
-            outcomes: list[str] = []
+    async with (serving(Limits(max_in_flight=2)) as (address, _),
+                RpcClient(SECRET, connections_per_server=1) as client):
+        outcomes: list[str] = []
 
-            async def one() -> None:
-                try:
-                    await client.call(address, "nap", 0.3)
-                    outcomes.append("ok")
-                except Busy:
-                    outcomes.append("busy")
+        async def one() -> None:
+            try:
+                await client.call(address, "nap", 0.3)
+                outcomes.append("ok")
+            except Busy:
+                outcomes.append("busy")
 
-            async with trio.open_nursery() as nursery:
-                for _ in range(6):
-                    nursery.start_soon(one)
-            assert outcomes.count("ok") == 2 and outcomes.count("busy") == 4
-            assert await client.call(address, "echo", "still here") == "still here"
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(one)
+        assert outcomes.count("ok") == 2 and outcomes.count("busy") == 4
+        assert await client.call(address, "echo", "still here") == "still here"
 
 
 @trio_test
 async def test_connection_limit_refuses_with_a_reason_and_serves_the_others():
-    async with serving(Limits(max_connections=1)) as (address, _):
-        async with RpcClient(SECRET) as first, RpcClient(SECRET) as second:
-            assert await first.call(address, "echo", 1) == 1
-            with pytest.raises(Unavailable, match="limit of 1 connections"):
-                await second.call(address, "echo", 2, retries=0)
-            assert await first.call(address, "echo", 3) == 3
+    async with (serving(Limits(max_connections=1)) as (address, _),
+                RpcClient(SECRET) as first, RpcClient(SECRET) as second):
+        assert await first.call(address, "echo", 1) == 1
+        with pytest.raises(Unavailable, match="limit of 1 connections"):
+            await second.call(address, "echo", 2, retries=0)
+        assert await first.call(address, "echo", 3) == 3
 
 
 @trio_test
 async def test_oversized_frame_closes_only_that_connection():
-    async with serving(Limits(max_frame=1 << 20)) as (address, server):
-        async with RpcClient(SECRET) as greedy, RpcClient(SECRET) as polite:
-            assert await polite.call(address, "echo", 1) == 1
-            with pytest.raises(Unavailable, match="frame limit"):
-                await greedy.call(address, "echo", b"\0" * (2 << 20), retries=0)
-            assert await polite.call(address, "echo", 2) == 2
-            assert await greedy.call(address, "echo", 3) == 3  # reconnects
+    async with (serving(Limits(max_frame=1 << 20)) as (address, _server),
+                RpcClient(SECRET) as greedy, RpcClient(SECRET) as polite):
+        assert await polite.call(address, "echo", 1) == 1
+        with pytest.raises(Unavailable, match="frame limit"):
+            await greedy.call(address, "echo", b"\0" * (2 << 20), retries=0)
+        assert await polite.call(address, "echo", 2) == 2
+        assert await greedy.call(address, "echo", 3) == 3  # reconnects
 
 
 @trio_test
@@ -281,7 +296,7 @@ async def test_before_login_a_frame_may_be_no_larger_than_the_handshake_needs():
     """A peer without the secret cannot make the server buffer a large message: the
     header of a 60 MiB string before login closes the connection (it used to hold up to
     --max-frame, 65 MiB, per connection)."""
-    async with serving() as (address, server):
+    async with serving() as (address, _server):
         peer = await RawPeer.open(address)
         header = b"\x94\x00\x01\xa4echo\x91\xc6" + (60 << 20).to_bytes(4, "big")
         await peer.send(header + b"\0" * 8000)
@@ -359,7 +374,7 @@ async def test_a_patient_client_waits_out_a_restart_and_repeats_only_what_is_saf
             assert outcome == {}                                  # both wait
             async with serving(address=address):
                 with trio.fail_after(10):
-                    while len(outcome) < 2:
+                    while len(outcome) < 2:  # noqa: ASYNC110 (a poll, bounded)
                         await trio.sleep(0.05)
         assert outcome == {"read": "read", "new": "new"}
     os.unlink(path)
@@ -449,6 +464,6 @@ async def test_large_requests_arrive_whole_in_reused_buffers_unless_a_handler_ke
             assert await client.call(address, "keep", kept_blob) == len(kept_blob)
             assert await client.call(address, "keep", kept_blob[::-1]) == len(kept_blob)
         # The handler holds both: neither buffer went back to be overwritten.
-        assert KEPT == [kept_blob, kept_blob[::-1]] and type(KEPT[0]) is bytearray
+        assert [kept_blob, kept_blob[::-1]] == KEPT and type(KEPT[0]) is bytearray
         assert (server.buffers.allocated, server.buffers.reused) == (4, 7)
     KEPT.clear()

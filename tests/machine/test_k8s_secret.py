@@ -9,6 +9,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -16,10 +17,10 @@ from tests.helpers import shoal
 
 
 class FakeApi(BaseHTTPRequestHandler):
-    secrets: dict[str, dict] = {}
-    requests: list[tuple[str, str, dict]] = []
+    secrets: ClassVar[dict[str, dict]] = {}
+    requests: ClassVar[list[tuple[str, str, dict]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append((self.path, self.headers["Authorization"], body))
         if self.headers["Authorization"] != "Bearer good-token":

@@ -88,6 +88,6 @@ def test_children_are_merged_with_labels_and_their_state(
 def test_no_mounts_serves_the_parents_own_and_an_empty_up_family() -> None:
     own = CollectorRegistry()
     Counter("shoalfs_csi_requests", "calls", registry=own).inc()
-    samples = parsed(merged_registry(own, lambda: []))
+    samples = parsed(merged_registry(own, list))
     assert samples["shoalfs_csi_requests_total"] == {(): 1.0}
     assert "shoalfs_mount_up" not in samples

@@ -8,13 +8,15 @@ from __future__ import annotations
 import errno
 import stat
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyfuse3
 import pytest
 import trio
 
-from fusefs import coherence, operations as ops_module
+from fusefs import coherence
+from fusefs import operations as ops_module
 from fusefs.coherence import KernelCache
 from tests.unit.meta_rpc import MetaOverRpc, meta_service, operations
 
@@ -62,6 +64,13 @@ def run(test: Any, monkeypatch: pytest.MonkeyPatch, lease: float = LEASE) -> Non
             await test(ops, service, vol, Kernel(monkeypatch))
             nursery.cancel_scope.cancel()
     trio.run(main)
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until ``condition()`` holds: it is the mount's state, with no event to wait on."""
+    with trio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 (a poll: the state has no event)
+            await trio.sleep(0.01)
 
 
 async def listen_once(ops: Any) -> None:
@@ -136,18 +145,13 @@ def test_a_poll_left_unanswered_takes_back_everything_kept_long(
         ops.meta.session_listen = listen
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ops.listen)
-            with trio.fail_after(5):
-                while ops.cache.session is None:
-                    await trio.sleep(0.01)
+            await eventually(lambda: ops.cache.session is not None)
             found = await ops.lookup(pyfuse3.ROOT_INODE, b"f", None)
             await ops.lookup(pyfuse3.ROOT_INODE, b"gone", None)
             assert found.attr_timeout > 1.0 and kernel.calls == []
             hang.set()
-            with trio.fail_after(5):
-                while ops.cache.session is not None:
-                    await trio.sleep(0.01)
-            while len(kernel.calls) < 3:
-                await trio.sleep(0.01)
+            await eventually(lambda: ops.cache.session is None)
+            await eventually(lambda: len(kernel.calls) >= 3)
             assert sorted(kernel.calls, key=repr) == sorted([
                 ("inode", found.st_ino, True), ("entry", pyfuse3.ROOT_INODE, b"f"),
                 ("entry", pyfuse3.ROOT_INODE, b"gone")], key=repr)

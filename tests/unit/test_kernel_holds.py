@@ -50,11 +50,11 @@ def test_a_new_session_holds_what_was_registered_with_it() -> None:
 def test_a_mount_sends_its_holds_in_requests_the_meta_role_accepts() -> None:
     """A kernel may cache more inodes than one session.hold may name (100,000): a mount
     registering again splits them (Operations._hold, with its RPC replaced here)."""
+    from types import SimpleNamespace
+
     import trio
 
     from fusefs import operations
-
-    from types import SimpleNamespace
 
     sent: list[tuple[int, int]] = []
 

@@ -3,9 +3,8 @@ never used after a change through the mount (which would give the kernel older n
 
 from __future__ import annotations
 
-from typing import Any
-
 import stat
+from typing import Any
 
 import pytest
 import trio

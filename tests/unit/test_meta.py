@@ -9,43 +9,8 @@ import pytest
 
 from storaged.chunk.ids import chunk_id
 from storaged.meta import files, namespace, servers, volumes, xattrs
-from storaged.meta.db import open_database, transaction
-from storaged.rpc.errors import FsError
 
-DIR, FILE = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644
-CS = 64 * 1024
-
-
-class Meta:
-    def __init__(self, path) -> None:
-        self.conn = open_database(path)
-
-    def __call__(self, fn, *args):
-        with transaction(self.conn):
-            return fn(self.conn, *args)
-
-
-@pytest.fixture
-def meta(tmp_path):
-    m = Meta(tmp_path / "meta.db")
-    yield m
-    m.conn.close()
-
-
-@pytest.fixture
-def vol(meta):
-    return meta(volumes.create, "vol1", 10 * CS, 2, CS)
-
-
-def fails(code, fn, *args):
-    with pytest.raises(FsError) as info:
-        fn(*args)
-    assert info.value.errno == code, info.value
-    return info.value
-
-
-def mk(meta, parent, name, mode=FILE, uid=0, gid=0):
-    return meta(namespace.make_node, parent, name, mode, uid, gid)
+from .metadb import CS, DIR, FILE, Meta, fails, mk
 
 
 def test_volume_life_cycle_and_validation(meta, vol):

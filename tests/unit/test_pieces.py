@@ -9,8 +9,17 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fusefs.pieces import (MAX_SLICES, SLICE_SHARE, DirtyPiece, Piece, ShortChunk, Slice,
-                           assemble, read_range, zero_trimmed)
+from fusefs.pieces import (
+    MAX_SLICES,
+    SLICE_SHARE,
+    DirtyPiece,
+    Piece,
+    ShortChunk,
+    Slice,
+    assemble,
+    read_range,
+    zero_trimmed,
+)
 
 PIECE = 1 << 16
 

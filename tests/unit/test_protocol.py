@@ -8,9 +8,19 @@ import random
 import msgpack
 import pytest
 
-from storaged.rpc.protocol import (BIG_MIN, InvalidMessage, MessageReader, Notification,
-                                   ProtocolError, Request, Response, StreamError, classify,
-                                   encode, encode_parts)
+from storaged.rpc.protocol import (
+    BIG_MIN,
+    InvalidMessage,
+    MessageReader,
+    Notification,
+    ProtocolError,
+    Request,
+    Response,
+    StreamError,
+    classify,
+    encode,
+    encode_parts,
+)
 
 MESSAGES = [
     Request(1, "chunk.put", ["ab" * 32, b"\x00\xffdata"]),
@@ -44,7 +54,7 @@ def test_coalesced_stream_gives_every_message_in_order():
 def test_byte_at_a_time_gives_the_same_messages():
     reader = MessageReader(1 << 20)
     events = []
-    for i, byte in enumerate(stream()):
+    for _i, byte in enumerate(stream()):
         events.extend(reader.feed(bytes([byte])))
     assert events == MESSAGES
     assert reader.buffered == 0

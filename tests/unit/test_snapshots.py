@@ -9,7 +9,7 @@ from storaged.chunk.ids import chunk_id
 from storaged.meta import files, namespace, volumes, xattrs
 from storaged.meta.db import cluster_id, open_database
 
-from .test_meta import CS, DIR, Meta, fails, meta, mk, vol  # noqa: F401  (fixtures)
+from .metadb import CS, DIR, Meta, fails, mk
 
 
 def tree(meta, root):
