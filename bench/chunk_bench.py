@@ -66,7 +66,9 @@ def raw_get(directory: Path, chunks: list[tuple[str, bytes]], clients: int) -> f
     return time.perf_counter() - start
 
 
-async def rpc_many(address: str, secret: bytes, clients: int, jobs: list[tuple[str, tuple]]) -> float:
+async def rpc_many(
+    address: str, secret: bytes, clients: int, jobs: list[tuple[str, tuple]]
+) -> float:
     """Run ``jobs`` (method, params) over ``clients`` connections; wall time in seconds."""
     queue = list(reversed(jobs))
     async with RpcClient(secret, connections_per_server=clients, timeout=120) as client:
@@ -101,10 +103,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
-                        help="a directory on the disk to measure (default /var/tmp)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/var/tmp"),
+        help="a directory on the disk to measure (default /var/tmp)",
+    )
     parser.add_argument("--total-mib", type=int, default=512)
     parser.add_argument("--chunk-mib", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4)
@@ -117,8 +124,9 @@ def main() -> None:
     auth.write_secret_file(secret_file)
     secret = auth.load_secret(secret_file)
     count = max(1, args.total_mib // args.chunk_mib)
-    results: dict[str, list[float]] = {k: [] for k in
-                                       ("raw_put", "put", "raw_get", "get", "p50", "p99", "small")}
+    results: dict[str, list[float]] = {
+        k: [] for k in ("raw_put", "put", "raw_get", "get", "p50", "p99", "small")
+    }
     dropped = False
     cpu: dict[str, float] = {}
     try:
@@ -132,25 +140,31 @@ def main() -> None:
             raw_dir = work / f"raw{round_no}"
             results["raw_put"].append(total / raw_put(raw_dir, chunks, args.clients))
 
-            server = StoragedProcess(work / f"store{round_no}", secret_file,
-                                     extra=["--log-level", "warning"]).start()
+            server = StoragedProcess(
+                work / f"store{round_no}", secret_file, extra=["--log-level", "warning"]
+            ).start()
             try:
                 puts = [("chunk.put", (cid, data)) for cid, data in chunks]
-                results["put"].append(total / trio.run(rpc_many, server.address, secret,
-                                                        args.clients, puts))
+                results["put"].append(
+                    total / trio.run(rpc_many, server.address, secret, args.clients, puts)
+                )
                 dropped = drop_caches()
                 results["raw_get"].append(total / raw_get(raw_dir, chunks, args.clients))
                 dropped = drop_caches()
                 gets = [("chunk.get", (cid,)) for cid, _ in chunks]
-                results["get"].append(total / trio.run(rpc_many, server.address, secret,
-                                                        args.clients, gets))
-                samples = trio.run(latency, server.address, secret, chunks[0][0],
-                                   args.small_requests)
+                results["get"].append(
+                    total / trio.run(rpc_many, server.address, secret, args.clients, gets)
+                )
+                samples = trio.run(
+                    latency, server.address, secret, chunks[0][0], args.small_requests
+                )
                 results["p50"].append(percentile(samples, 0.50) * 1e6)
                 results["p99"].append(percentile(samples, 0.99) * 1e6)
                 has = [("chunk.has", (chunks[0][0],))] * args.small_requests
-                results["small"].append(args.small_requests / trio.run(
-                    rpc_many, server.address, secret, args.clients, has))
+                results["small"].append(
+                    args.small_requests
+                    / trio.run(rpc_many, server.address, secret, args.clients, has)
+                )
                 cpu["storaged"] = process_stats(server.proc.pid)[0]
             finally:
                 server.stop()
@@ -161,14 +175,20 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\nchunk store benchmark: {args.rounds} rounds, {count} chunks of {args.chunk_mib} MiB "
-          f"per round, {args.clients} concurrent clients, disk under {args.dir}, "
-          f"page cache {'dropped' if dropped else 'NOT dropped (not root)'} before reads")
+    print(
+        f"\nchunk store benchmark: {args.rounds} rounds, {count} chunks of {args.chunk_mib} MiB "
+        f"per round, {args.clients} concurrent clients, disk under {args.dir}, "
+        f"page cache {'dropped' if dropped else 'NOT dropped (not root)'} before reads"
+    )
     print(f"{'':<32}{'raw disk':>12}{'storaged':>12}{'ratio':>8}")
-    print(f"{'put MB/s (fsync each chunk)':<32}{med['raw_put']:>12.0f}{med['put']:>12.0f}"
-          f"{med['put'] / med['raw_put']:>8.2f}")
-    print(f"{'get MB/s (cold cache)':<32}{med['raw_get']:>12.0f}{med['get']:>12.0f}"
-          f"{med['get'] / med['raw_get']:>8.2f}")
+    print(
+        f"{'put MB/s (fsync each chunk)':<32}{med['raw_put']:>12.0f}{med['put']:>12.0f}"
+        f"{med['put'] / med['raw_put']:>8.2f}"
+    )
+    print(
+        f"{'get MB/s (cold cache)':<32}{med['raw_get']:>12.0f}{med['get']:>12.0f}"
+        f"{med['get'] / med['raw_get']:>8.2f}"
+    )
     print(f"{'small request p50 / p99 (us)':<32}{'':>12}{med['p50']:>6.0f}/{med['p99']:<5.0f}")
     print(f"{'small requests/s':<32}{'':>12}{med['small']:>12.0f}")
     print(f"storaged CPU seconds in the last round: {cpu.get('storaged', 0):.1f}")

@@ -39,7 +39,8 @@ def build(names: list[str], work: Path, size: SuiteSize) -> list[System]:
     made: dict[str, System] = {
         "local": LocalDisk(work),
         "shoalfs": Shoalfs(work / "shoalfs", capacity_mib=max(4096, size.size_mib * 4)),
-        "moosefs": MooseFs(work / "moosefs")}
+        "moosefs": MooseFs(work / "moosefs"),
+    }
     return [made[n] for n in names]
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
                 for key, value in run_suite(target, size, tree).items():
                     results[system.name].setdefault(key, []).append(value)
                 shutil.rmtree(target)
-            if args.json:   # a run cut short still leaves the rounds it finished
+            if args.json:  # a run cut short still leaves the rounds it finished
                 args.json.write_text(json.dumps({"partial": True, "samples": results}) + "\n")
         resources = {s.name: usage(s) for s in systems}
     finally:
@@ -86,11 +87,17 @@ def run(args: argparse.Namespace) -> dict:
             except Exception as exc:
                 print(f"stopping {system.name}: {exc}", file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
-    return {"rounds": args.rounds, "size": vars(size),
-            "tree": {"files": tree.files, "bytes": tree.bytes} if tree else None,
-            "medians": {name: {k: statistics.median(v) for k, v in rows.items()}
-                        for name, rows in results.items()},
-            "samples": results, "resources": resources}
+    return {
+        "rounds": args.rounds,
+        "size": vars(size),
+        "tree": {"files": tree.files, "bytes": tree.bytes} if tree else None,
+        "medians": {
+            name: {k: statistics.median(v) for k, v in rows.items()}
+            for name, rows in results.items()
+        },
+        "samples": results,
+        "resources": resources,
+    }
 
 
 def from_samples(saved: dict) -> dict:
@@ -100,23 +107,37 @@ def from_samples(saved: dict) -> dict:
         return saved
     samples = saved["samples"]
     rounds = min(len(v) for rows in samples.values() for v in rows.values())
-    return {"rounds": rounds, "tree": None, "resources": {}, "samples": samples,
-            "medians": {name: {k: statistics.median(v[:rounds]) for k, v in rows.items()}
-                        for name, rows in samples.items()}}
+    return {
+        "rounds": rounds,
+        "tree": None,
+        "resources": {},
+        "samples": samples,
+        "medians": {
+            name: {k: statistics.median(v[:rounds]) for k, v in rows.items()}
+            for name, rows in samples.items()
+        },
+    }
 
 
 def report(result: dict) -> str:
     medians = result["medians"]
     names = list(medians)
     rows = list(next(iter(medians.values())))
-    ratios = [(a, b) for a, b in (("shoalfs", "moosefs"), ("shoalfs", "local"))
-              if a in names and b in names]
+    ratios = [
+        (a, b)
+        for a, b in (("shoalfs", "moosefs"), ("shoalfs", "local"))
+        if a in names and b in names
+    ]
     lines = [f"filesystem benchmark: medians of {result['rounds']} interleaved rounds"]
     if result["tree"]:
-        lines.append(f"source tree: {result['tree']['files']} files, "
-                     f"{result['tree']['bytes'] / MiB:.0f} MiB")
-    header = f"{'workload':<22}" + "".join(f"{n:>11}" for n in names) + \
-        "".join(f"{a[:6] + '/' + b[:5]:>15}" for a, b in ratios)
+        lines.append(
+            f"source tree: {result['tree']['files']} files, {result['tree']['bytes'] / MiB:.0f} MiB"
+        )
+    header = (
+        f"{'workload':<22}"
+        + "".join(f"{n:>11}" for n in names)
+        + "".join(f"{a[:6] + '/' + b[:5]:>15}" for a, b in ratios)
+    )
     lines += [header, "-" * len(header)]
     for row in rows:
         line = f"{row:<22}" + "".join(f"{medians[n][row]:>11.0f}" for n in names)
@@ -125,20 +146,32 @@ def report(result: dict) -> str:
     lines.append("")
     for name, figures in result["resources"].items():
         if figures:
-            lines.append(f"{name}: " + ", ".join(
-                f"{k} {v:.0f}" if k.endswith("MiB") else f"{k} {v:.1f} s"
-                for k, v in figures.items()))
+            lines.append(
+                f"{name}: "
+                + ", ".join(
+                    f"{k} {v:.0f}" if k.endswith("MiB") else f"{k} {v:.1f} s"
+                    for k, v in figures.items()
+                )
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
-                        help="where the local-disk runs, and everything else, live")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        type=lambda v: [s for s in v.split(",") if s],
-                        help=f"which of {', '.join(SYSTEMS)}, in this order per round")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/var/tmp"),
+        help="where the local-disk runs, and everything else, live",
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        type=lambda v: [s for s in v.split(",") if s],
+        help=f"which of {', '.join(SYSTEMS)}, in this order per round",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--random-ops", type=int, default=2000)
@@ -147,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tree", action="store_true", help="skip cp -r and tar x")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--chart", type=Path, help="draw the ratios into this PNG")
-    parser.add_argument("--from-json", type=Path, metavar="FILE",
-                        help="run nothing: report (and chart) the figures of an earlier --json")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: report (and chart) the figures of an earlier --json",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown or not args.systems:
@@ -162,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.chart:
         from bench.chart import draw_ratios
+
         draw_ratios(result, args.chart)
         print(f"chart: {args.chart}")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 PACKAGES = ["moosefs-master", "moosefs-chunkserver", "moosefs-client"]
 NETNS = "shoalbench-mfs"
-ADDRESS = "10.213.0.1"       # only inside the namespace
+ADDRESS = "10.213.0.1"  # only inside the namespace
 CLIENT_PORT, CHUNK_PORT = 9421, 9420
 EMPTY_METADATA = Path("/var/lib/mfs/metadata.mfs.empty")
 
@@ -51,11 +51,11 @@ class MooseFs:
         self._configure()
         self._in_netns(["mfsmaster", "-c", str(self.work / "mfsmaster.cfg"), "start"])
         for i in range(self.chunk_servers):
-            self._in_netns(["mfschunkserver", "-c", str(self._cs_dir(i) / "mfschunkserver.cfg"),
-                            "start"])
+            self._in_netns(
+                ["mfschunkserver", "-c", str(self._cs_dir(i) / "mfschunkserver.cfg"), "start"]
+            )
         self.mountpoint.mkdir(exist_ok=True)
-        self._in_netns(["mfsmount", str(self.mountpoint), "-H", ADDRESS, "-P",
-                        str(CLIENT_PORT)])
+        self._in_netns(["mfsmount", str(self.mountpoint), "-H", ADDRESS, "-P", str(CLIENT_PORT)])
         self._in_netns(["mfssetgoal", "-r", str(self.goal), str(self.mountpoint)])
         self._wait_for_copies()
 
@@ -66,9 +66,10 @@ class MooseFs:
             if cfg.exists():
                 self._in_netns(["mfschunkserver", "-c", str(cfg), "stop"], check=False)
         if (self.work / "mfsmaster.cfg").exists():
-            self._in_netns(["mfsmaster", "-c", str(self.work / "mfsmaster.cfg"), "stop"],
-                           check=False)
-        for pids in self.pids().values():   # whatever did not stop when asked
+            self._in_netns(
+                ["mfsmaster", "-c", str(self.work / "mfsmaster.cfg"), "stop"], check=False
+            )
+        for pids in self.pids().values():  # whatever did not stop when asked
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -88,10 +89,16 @@ class MooseFs:
             if not entry.name.isdigit():
                 continue
             try:
-                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                    errors="replace").strip()
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(") ", 1)[1]
-                                               .split()[1])
+                line = (
+                    (entry / "cmdline")
+                    .read_bytes()
+                    .replace(b"\0", b" ")
+                    .decode(errors="replace")
+                    .strip()
+                )
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(") ", 1)[1].split()[1]
+                )
             except (OSError, ValueError, IndexError):
                 continue
             if line.startswith("mfsmount") and f"mounted on: {self.mountpoint})" in line:
@@ -100,14 +107,19 @@ class MooseFs:
                 found["chunk servers"].append(int(entry.name))
             elif line.startswith("mfsmaster") and str(self.work) in line:
                 found["master"].append(int(entry.name))
-        found["master"] += [p for p, parent in parents.items()
-                            if parent in found["master"] and p not in found["master"]]
+        found["master"] += [
+            p
+            for p, parent in parents.items()
+            if parent in found["master"] and p not in found["master"]
+        ]
         return found
 
     # -- set-up -----------------------------------------------------------------------------
 
     def _netns_up(self) -> None:
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, check=False)  # a stale one
+        subprocess.run(
+            ["ip", "netns", "del", NETNS], capture_output=True, check=False
+        )  # a stale one
         _run(["ip", "netns", "add", NETNS])
         self._started_netns = True
         _run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
@@ -121,21 +133,39 @@ class MooseFs:
         master.mkdir(parents=True, exist_ok=True)
         shutil.copy(EMPTY_METADATA, master / "metadata.mfs")
         (self.work / "mfsexports.cfg").write_text("*\t/\trw,alldirs,admin,maproot=0:0\n")
-        _write_cfg(self.work / "mfsmaster.cfg", {
-            "WORKING_USER": "root", "WORKING_GROUP": "root", "DATA_PATH": master,
-            "EXPORTS_FILENAME": self.work / "mfsexports.cfg",
-            "MATOCS_LISTEN_HOST": ADDRESS, "MATOCS_LISTEN_PORT": CHUNK_PORT,
-            "MATOCL_LISTEN_HOST": ADDRESS, "MATOCL_LISTEN_PORT": CLIENT_PORT,
-            "MATOML_LISTEN_HOST": ADDRESS, "SYSLOG_IDENT": "mfsmaster-bench"})
+        _write_cfg(
+            self.work / "mfsmaster.cfg",
+            {
+                "WORKING_USER": "root",
+                "WORKING_GROUP": "root",
+                "DATA_PATH": master,
+                "EXPORTS_FILENAME": self.work / "mfsexports.cfg",
+                "MATOCS_LISTEN_HOST": ADDRESS,
+                "MATOCS_LISTEN_PORT": CHUNK_PORT,
+                "MATOCL_LISTEN_HOST": ADDRESS,
+                "MATOCL_LISTEN_PORT": CLIENT_PORT,
+                "MATOML_LISTEN_HOST": ADDRESS,
+                "SYSLOG_IDENT": "mfsmaster-bench",
+            },
+        )
         for i in range(self.chunk_servers):
             d = self._cs_dir(i)
             (d / "hdd").mkdir(parents=True, exist_ok=True)
             (d / "mfshdd.cfg").write_text(f"{d / 'hdd'}\n")
-            _write_cfg(d / "mfschunkserver.cfg", {
-                "WORKING_USER": "root", "WORKING_GROUP": "root", "DATA_PATH": d,
-                "HDD_CONF_FILENAME": d / "mfshdd.cfg", "MASTER_HOST": ADDRESS,
-                "MASTER_PORT": CHUNK_PORT, "CSSERV_LISTEN_HOST": ADDRESS,
-                "CSSERV_LISTEN_PORT": 9422 + i, "SYSLOG_IDENT": f"mfschunkserver-bench{i}"})
+            _write_cfg(
+                d / "mfschunkserver.cfg",
+                {
+                    "WORKING_USER": "root",
+                    "WORKING_GROUP": "root",
+                    "DATA_PATH": d,
+                    "HDD_CONF_FILENAME": d / "mfshdd.cfg",
+                    "MASTER_HOST": ADDRESS,
+                    "MASTER_PORT": CHUNK_PORT,
+                    "CSSERV_LISTEN_HOST": ADDRESS,
+                    "CSSERV_LISTEN_PORT": 9422 + i,
+                    "SYSLOG_IDENT": f"mfschunkserver-bench{i}",
+                },
+            )
 
     def _wait_for_copies(self, timeout: float = 120.0) -> None:
         """Until a file written now has ``goal`` copies of its chunk: every chunk server has
@@ -161,8 +191,12 @@ def _write_cfg(path: Path, values: dict[str, object]) -> None:
 
 
 def _run(command: list[str], check: bool = True, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=600, check=False
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): "
-                           f"{(result.stderr or result.stdout).strip()}")
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
     return result.stdout

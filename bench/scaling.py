@@ -58,8 +58,7 @@ def directory_rates(d: Path, sizes: list[int]) -> list[tuple[int, float, float]]
             os.stat(d / f"f{i:07d}")
         stats = SAMPLE / (time.perf_counter() - start)
         out.append((count, creates, stats))
-        print(f"  {count} entries: {creates:.0f} creates/s, {stats:.0f} stats/s",
-              file=sys.stderr)
+        print(f"  {count} entries: {creates:.0f} creates/s, {stats:.0f} stats/s", file=sys.stderr)
     return out
 
 
@@ -81,8 +80,10 @@ def writers_rate(d: Path, writers: int, mib: int) -> float:
     """Aggregate MB/s of ``writers`` processes writing ``mib`` each, all started together."""
     d.mkdir()
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(d / f"w{i}"), str(mib)])
-             for i in range(writers)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(d / f"w{i}"), str(mib)])
+        for i in range(writers)
+    ]
     if any(p.wait() != 0 for p in procs):
         raise RuntimeError("a writer failed")
     rate = writers * mib / (time.perf_counter() - start)
@@ -97,8 +98,9 @@ def open_files_memory(d: Path, mount_pid: int, mib: int, files: int = 100) -> tu
     blocks = UniqueBlocks(MiB)
     try:
         with contextlib.ExitStack() as stack:
-            handles = [stack.enter_context(open(d / f"o{i:03d}", "wb", buffering=0))
-                       for i in range(files)]
+            handles = [
+                stack.enter_context(open(d / f"o{i:03d}", "wb", buffering=0)) for i in range(files)
+            ]
             for _ in range(mib):
                 for h in handles:
                     h.write(blocks.next())
@@ -109,16 +111,21 @@ def open_files_memory(d: Path, mount_pid: int, mib: int, files: int = 100) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
-    parser.add_argument("--sizes", default="1000,10000,100000",
-                        type=lambda v: sorted(int(x) for x in v.split(",")))
-    parser.add_argument("--writers", default="1,2,4",
-                        type=lambda v: [int(x) for x in v.split(",")])
+    parser.add_argument(
+        "--sizes", default="1000,10000,100000", type=lambda v: sorted(int(x) for x in v.split(","))
+    )
+    parser.add_argument("--writers", default="1,2,4", type=lambda v: [int(x) for x in v.split(",")])
     parser.add_argument("--writer-mib", type=int, default=512)
-    parser.add_argument("--open-mib", type=int, default=4,
-                        help="MiB written to each of the 100 open files (default 4)")
+    parser.add_argument(
+        "--open-mib",
+        type=int,
+        default=4,
+        help="MiB written to each of the 100 open files (default 4)",
+    )
     args = parser.parse_args(argv)
     if min(args.sizes) < SAMPLE:
         parser.error(f"--sizes: each at least {SAMPLE}")
@@ -131,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print("directory size", file=sys.stderr)
         rates = directory_rates(system.mountpoint / "dir", args.sizes)
         print("concurrent writers", file=sys.stderr)
-        writers = [(n, writers_rate(system.mountpoint / f"w{n}", n, args.writer_mib))
-                   for n in args.writers]
+        writers = [
+            (n, writers_rate(system.mountpoint / f"w{n}", n, args.writer_mib)) for n in args.writers
+        ]
         rss, _ = open_files_memory(system.mountpoint / "open", mount_pid, args.open_mib)
         _, peak = resident_memory(mount_pid)
     finally:
@@ -146,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'writers':<26}{'MB/s total':>12}")
     for n, rate in writers:
         print(f"{n:<26}{rate:>12.0f}")
-    print(f"\nmount memory: {rss / MiB:.0f} MiB resident with 100 files open ({args.open_mib} "
-          f"MiB written to each, not closed; --max-unsaved 128MiB, --cache-size 128MiB); "
-          f"peak over the run {peak / MiB:.0f} MiB")
+    print(
+        f"\nmount memory: {rss / MiB:.0f} MiB resident with 100 files open ({args.open_mib} "
+        f"MiB written to each, not closed; --max-unsaved 128MiB, --cache-size 128MiB); "
+        f"peak over the run {peak / MiB:.0f} MiB"
+    )
     return 0
 
 

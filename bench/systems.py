@@ -44,8 +44,9 @@ class Shoalfs:
 
     name = "shoalfs"
 
-    def __init__(self, work: Path, capacity_mib: int, replicas: int = 2,
-                 chunk_servers: int = 3) -> None:
+    def __init__(
+        self, work: Path, capacity_mib: int, replicas: int = 2, chunk_servers: int = 3
+    ) -> None:
         self.workdir = work / "cluster"
         self.mountpoint = work / "mnt"
         self.capacity_mib, self.replicas = capacity_mib, replicas
@@ -53,9 +54,19 @@ class Shoalfs:
         self._cluster: dict | None = None
 
     def start(self) -> None:
-        _shoal("up", "--workdir", str(self.workdir), "--mountpoint", str(self.mountpoint),
-               "--capacity", f"{self.capacity_mib}MiB", "--replicas", str(self.replicas),
-               "--chunk-servers", str(self.chunk_servers))
+        _shoal(
+            "up",
+            "--workdir",
+            str(self.workdir),
+            "--mountpoint",
+            str(self.mountpoint),
+            "--capacity",
+            f"{self.capacity_mib}MiB",
+            "--replicas",
+            str(self.replicas),
+            "--chunk-servers",
+            str(self.chunk_servers),
+        )
         self._cluster = json.loads((self.workdir / "cluster.json").read_text())
 
     def stop(self) -> None:
@@ -65,14 +76,21 @@ class Shoalfs:
 
     def pids(self) -> dict[str, list[int]]:
         c = self._cluster or {}
-        return {"client": [c["mount_pid"]] if c.get("mount_pid") else [],
-                "chunk servers": [s["pid"] for s in c.get("chunk_servers", [])],
-                "meta": [c["meta_process"]["pid"]] if c.get("meta_process") else []}
+        return {
+            "client": [c["mount_pid"]] if c.get("mount_pid") else [],
+            "chunk servers": [s["pid"] for s in c.get("chunk_servers", [])],
+            "meta": [c["meta_process"]["pid"]] if c.get("meta_process") else [],
+        }
 
 
 def _shoal(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"shoal {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout

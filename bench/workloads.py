@@ -61,7 +61,7 @@ class UniqueBlocks:
     def next(self) -> bytes:
         self.count += 1
         start = (self.count * 7919 * 4096) % (16 * MiB)
-        block = bytearray(self.pool[start:start + self.size])
+        block = bytearray(self.pool[start : start + self.size])
         block[:16] = self.count.to_bytes(8, "big") + os.getpid().to_bytes(8, "big")
         return bytes(block)
 
@@ -77,6 +77,7 @@ def seq_write(d: Path, size: int) -> float:
             os.write(fd, block)
         os.fsync(fd)
         os.close(fd)
+
     return size / MiB / timed(run)
 
 
@@ -87,6 +88,7 @@ def seq_read(d: Path, size: int) -> float:
         with open(d / "big", "rb", buffering=0) as f:
             while f.read(MiB):
                 pass
+
     return size / MiB / timed(run)
 
 
@@ -100,6 +102,7 @@ def rand_read(d: Path, size: int, count: int) -> float:
         for off in offsets:
             os.pread(fd, 4096, off)
         os.close(fd)
+
     return count / timed(run)
 
 
@@ -115,6 +118,7 @@ def rand_write(d: Path, size: int, count: int) -> float:
             os.pwrite(fd, block, off)
         os.fsync(fd)
         os.close(fd)
+
     return count / timed(run)
 
 
@@ -144,9 +148,13 @@ def metadata(d: Path, files: int) -> dict[str, float]:
     def unlink() -> None:
         for n in names:
             os.unlink(n)
-    rates = {"create/s": files / timed(create), "stat/s": files / timed(stat),
-             "readdir names/s": files * READDIR_PASSES / timed(readdir),
-             "unlink/s": files / timed(unlink)}
+
+    rates = {
+        "create/s": files / timed(create),
+        "stat/s": files / timed(stat),
+        "readdir names/s": files * READDIR_PASSES / timed(readdir),
+        "unlink/s": files / timed(unlink),
+    }
     sub.rmdir()
     return rates
 
@@ -167,11 +175,12 @@ def small_files(d: Path, count: int) -> dict[str, float]:
         for n in names:
             with open(n, "rb") as f:
                 f.read()
+
     w = count / timed(write)
     drop_caches()
     r = count / timed(read)
-    again = count / timed(read)   # unchanged since: what a cache coherent with the
-    shutil.rmtree(sub)            # writer may serve from the page cache
+    again = count / timed(read)  # unchanged since: what a cache coherent with the
+    shutil.rmtree(sub)  # writer may serve from the page cache
     return {"16K files written/s": w, "16K files read/s": r, "16K read again/s": again}
 
 
@@ -183,18 +192,22 @@ class SourceTree:
     def __init__(self, work: Path) -> None:
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         self.tree = work / "source-tree"
-        shutil.copytree(stdlib, self.tree, symlinks=True,
-                        ignore=shutil.ignore_patterns("site-packages", "dist-packages"))
+        shutil.copytree(
+            stdlib,
+            self.tree,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("site-packages", "dist-packages"),
+        )
         self.tar = work / "source-tree.tar"
         with tarfile.open(self.tar, "w") as tar:
             tar.add(self.tree, arcname="tree")
         self.files = sum(len(f) for _, _, f in os.walk(self.tree))
-        self.bytes = sum((Path(r) / n).lstat().st_size
-                         for r, _, f in os.walk(self.tree) for n in f)
+        self.bytes = sum((Path(r) / n).lstat().st_size for r, _, f in os.walk(self.tree) for n in f)
 
     def copy_and_untar(self, d: Path) -> dict[str, float]:
         """``cp -r`` then ``tar x`` (both followed by ``sync`` of that filesystem, so what
         was copied is stored, not only in the page cache)."""
+
         def cp() -> None:
             run(["cp", "-r", str(self.tree), str(d / "copy")])
             syncfs(d)
@@ -203,8 +216,11 @@ class SourceTree:
             (d / "untar").mkdir()
             run(["tar", "xf", str(self.tar), "-C", str(d / "untar")])
             syncfs(d)
-        rates = {"cp -r files/s": self.files / timed(cp),
-                 "tar x files/s": self.files / timed(untar)}
+
+        rates = {
+            "cp -r files/s": self.files / timed(cp),
+            "tar x files/s": self.files / timed(untar),
+        }
         shutil.rmtree(d / "copy")
         shutil.rmtree(d / "untar")
         return rates
@@ -224,9 +240,12 @@ def run(command: list[str]) -> None:
 def run_suite(d: Path, size: SuiteSize, tree: SourceTree | None) -> dict[str, float]:
     """Every workload once in ``d`` (which it leaves empty)."""
     total = size.size_mib * MiB
-    out = {"seq write MB/s": seq_write(d, total), "seq read MB/s": seq_read(d, total),
-           "rand 4K read IOPS": rand_read(d, total, size.random_ops),
-           "rand 4K write IOPS": rand_write(d, total, size.random_ops)}
+    out = {
+        "seq write MB/s": seq_write(d, total),
+        "seq read MB/s": seq_read(d, total),
+        "rand 4K read IOPS": rand_read(d, total, size.random_ops),
+        "rand 4K write IOPS": rand_write(d, total, size.random_ops),
+    }
     os.unlink(d / "big")
     out.update(metadata(d, size.files))
     out.update(small_files(d, size.small_files))

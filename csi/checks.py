@@ -19,14 +19,21 @@ from .errors import Code, CsiError, invalid
 
 Mode = pb.VolumeCapability.AccessMode.Mode
 SUPPORTED_MODES = {
-    Mode.SINGLE_NODE_WRITER, Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY,
-    Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER,
-    Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER,
+    Mode.SINGLE_NODE_WRITER,
+    Mode.SINGLE_NODE_READER_ONLY,
+    Mode.MULTI_NODE_READER_ONLY,
+    Mode.MULTI_NODE_SINGLE_WRITER,
+    Mode.MULTI_NODE_MULTI_WRITER,
+    Mode.SINGLE_NODE_SINGLE_WRITER,
+    Mode.SINGLE_NODE_MULTI_WRITER,
 }
 READ_ONLY_MODES = {Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY}
 # Modes that allow one target per node only (the spec's table for a second NodePublish).
-ONE_TARGET_MODES = {Mode.SINGLE_NODE_WRITER, Mode.SINGLE_NODE_READER_ONLY,
-                    Mode.SINGLE_NODE_SINGLE_WRITER}
+ONE_TARGET_MODES = {
+    Mode.SINGLE_NODE_WRITER,
+    Mode.SINGLE_NODE_READER_ONLY,
+    Mode.SINGLE_NODE_SINGLE_WRITER,
+}
 FS_TYPES = {"", "shoalfs", "fuse.shoalfs"}
 # Mount flags that mean something on a bind mount of a FUSE filesystem; anything else is
 # refused rather than silently ignored.
@@ -60,8 +67,7 @@ def storage_name(co_name: str, field: str = "name") -> str:
     return "csi-" + blake3(co_name.encode()).hexdigest()[:40]
 
 
-def check_capabilities(caps: list[pb.VolumeCapability], field: str = "volume_capabilities"
-                       ) -> None:
+def check_capabilities(caps: list[pb.VolumeCapability], field: str = "volume_capabilities") -> None:
     if not caps:
         raise invalid(f"{field} is required")
     for cap in caps:
@@ -121,10 +127,14 @@ def volume_parameters(parameters: dict[str, str], mutable: dict[str, str]) -> tu
         raise invalid(f"unknown parameters {unknown}; shoalfs knows {sorted(CREATE_KEYS)}")
     bad_mutable = [k for k in mutable if k not in MUTABLE_KEYS]
     if bad_mutable:
-        raise invalid(f"parameters {bad_mutable} cannot be mutable; mutable: {sorted(MUTABLE_KEYS)}")
+        raise invalid(
+            f"parameters {bad_mutable} cannot be mutable; mutable: {sorted(MUTABLE_KEYS)}"
+        )
     merged = {**parameters, **mutable}
-    return (replicas(merged.get("replicas", str(DEFAULT_REPLICAS))),
-            chunk_size(merged.get("chunkSize", str(DEFAULT_CHUNK_SIZE))))
+    return (
+        replicas(merged.get("replicas", str(DEFAULT_REPLICAS))),
+        chunk_size(merged.get("chunkSize", str(DEFAULT_CHUNK_SIZE))),
+    )
 
 
 def replicas(text: str) -> int:
@@ -182,5 +192,7 @@ def _decode_token(token: str) -> str:
             raise ValueError
         return base64.urlsafe_b64decode(body.encode()).decode()
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise CsiError(Code.ABORTED, f"starting_token {token!r} is not one this plugin issued; "
-                                     "list again from the start") from None
+        raise CsiError(
+            Code.ABORTED,
+            f"starting_token {token!r} is not one this plugin issued; list again from the start",
+        ) from None

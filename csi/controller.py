@@ -24,10 +24,20 @@ from .locks import NameLocks
 from .rpcbridge import RpcBridge
 
 RPC = pb.ControllerServiceCapability.RPC
-CAPABILITIES = (RPC.CREATE_DELETE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY,
-                RPC.CREATE_DELETE_SNAPSHOT, RPC.LIST_SNAPSHOTS, RPC.CLONE_VOLUME,
-                RPC.EXPAND_VOLUME, RPC.GET_VOLUME, RPC.VOLUME_CONDITION,
-                RPC.SINGLE_NODE_MULTI_WRITER, RPC.MODIFY_VOLUME, RPC.GET_SNAPSHOT)
+CAPABILITIES = (
+    RPC.CREATE_DELETE_VOLUME,
+    RPC.LIST_VOLUMES,
+    RPC.GET_CAPACITY,
+    RPC.CREATE_DELETE_SNAPSHOT,
+    RPC.LIST_SNAPSHOTS,
+    RPC.CLONE_VOLUME,
+    RPC.EXPAND_VOLUME,
+    RPC.GET_VOLUME,
+    RPC.VOLUME_CONDITION,
+    RPC.SINGLE_NODE_MULTI_WRITER,
+    RPC.MODIFY_VOLUME,
+    RPC.GET_SNAPSHOT,
+)
 
 
 def accessible_from(installation: str) -> pb.Topology:
@@ -41,11 +51,15 @@ def _missing(exc: FsError) -> bool:
 
 
 class ControllerServicer(pb_grpc.ControllerServicer):
-    def __init__(self, meta: RpcBridge, installation: str = DEFAULT_INSTALLATION,
-                 locks: NameLocks | None = None) -> None:
+    def __init__(
+        self,
+        meta: RpcBridge,
+        installation: str = DEFAULT_INSTALLATION,
+        locks: NameLocks | None = None,
+    ) -> None:
         self.meta = meta
         self.topology = accessible_from(installation)
-        self.locks = locks or NameLocks()   # shared with the node service in --mode all
+        self.locks = locks or NameLocks()  # shared with the node service in --mode all
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -69,8 +83,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             raise
 
     def _volume(self, v: dict[str, Any]) -> pb.Volume:
-        volume = pb.Volume(capacity_bytes=v["capacity"], volume_id=v["name"],
-                           accessible_topology=[self.topology])
+        volume = pb.Volume(
+            capacity_bytes=v["capacity"], volume_id=v["name"], accessible_topology=[self.topology]
+        )
         kind, _, name = v["source"].partition(":")
         if kind == "snapshot":
             volume.content_source.snapshot.snapshot_id = name
@@ -81,23 +96,40 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def _condition(self, name: str) -> pb.VolumeCondition:
         h = self.meta.ask(lambda m: m.volume_health(name))
         if h["servers_up"] < h["replicas"]:
-            return pb.VolumeCondition(abnormal=True, message=(
-                f"only {h['servers_up']} chunk servers are up and the volume keeps "
-                f"{h['replicas']} copies: writes fail until more servers are up"))
+            return pb.VolumeCondition(
+                abnormal=True,
+                message=(
+                    f"only {h['servers_up']} chunk servers are up and the volume keeps "
+                    f"{h['replicas']} copies: writes fail until more servers are up"
+                ),
+            )
         if h["chunks_with_bad_copies"]:
-            return pb.VolumeCondition(abnormal=True, message=(
-                f"{h['chunks_with_bad_copies']} chunks have a copy that was found missing or "
-                "corrupted and is not replaced yet; reads use the good copies"))
-        return pb.VolumeCondition(abnormal=False, message=(
-            f"healthy: {h['servers_up']} chunk servers up, {h['replicas']} copies per chunk"))
+            return pb.VolumeCondition(
+                abnormal=True,
+                message=(
+                    f"{h['chunks_with_bad_copies']} chunks have a copy that was found missing or "
+                    "corrupted and is not replaced yet; reads use the good copies"
+                ),
+            )
+        return pb.VolumeCondition(
+            abnormal=False,
+            message=(
+                f"healthy: {h['servers_up']} chunk servers up, {h['replicas']} copies per chunk"
+            ),
+        )
 
     @staticmethod
     def _snapshot(s: dict[str, Any]) -> pb.Snapshot:
-        created = timestamp_pb2.Timestamp(seconds=s["created_ns"] // 10**9,
-                                          nanos=s["created_ns"] % 10**9)
-        return pb.Snapshot(size_bytes=s["used_bytes"], snapshot_id=s["name"],
-                           source_volume_id=s["source"], creation_time=created,
-                           ready_to_use=True)
+        created = timestamp_pb2.Timestamp(
+            seconds=s["created_ns"] // 10**9, nanos=s["created_ns"] % 10**9
+        )
+        return pb.Snapshot(
+            size_bytes=s["used_bytes"],
+            snapshot_id=s["name"],
+            source_volume_id=s["source"],
+            creation_time=created,
+            ready_to_use=True,
+        )
 
     def _source(self, request: pb.CreateVolumeRequest) -> tuple[str, dict[str, Any] | None]:
         """('snapshot:NAME' or 'volume:NAME' or '', the source's row) for a content source."""
@@ -106,8 +138,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         src = request.volume_content_source
         kind = src.WhichOneof("type")
         if kind == "snapshot":
-            name = checks.require(src.snapshot.snapshot_id,
-                                  "volume_content_source.snapshot.snapshot_id")
+            name = checks.require(
+                src.snapshot.snapshot_id, "volume_content_source.snapshot.snapshot_id"
+            )
             row = self._get(lambda m: m.snapshot_get(name))
         elif kind == "volume":
             name = checks.require(src.volume.volume_id, "volume_content_source.volume.volume_id")
@@ -121,54 +154,69 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     # -- volumes ----------------------------------------------------------------------
 
     @rpc_method
-    def CreateVolume(self, request: pb.CreateVolumeRequest, context: grpc.ServicerContext
-                     ) -> pb.CreateVolumeResponse:
+    def CreateVolume(
+        self, request: pb.CreateVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.CreateVolumeResponse:
         name = checks.storage_name(request.name)
         checks.check_capabilities(list(request.volume_capabilities))
-        replicas, chunk = checks.volume_parameters(dict(request.parameters),
-                                                dict(request.mutable_parameters))
+        replicas, chunk = checks.volume_parameters(
+            dict(request.parameters), dict(request.mutable_parameters)
+        )
         rng = request.capacity_range if request.HasField("capacity_range") else None
         source, origin = self._source(request)
         needed = origin["used_bytes"] if origin else 0
         capacity = checks.capacity(rng, default=max(checks.DEFAULT_CAPACITY, needed))
         if capacity < needed:
-            raise CsiError(Code.OUT_OF_RANGE, f"the source holds {needed} bytes; a capacity of "
-                                              f"{capacity} cannot contain it")
+            raise CsiError(
+                Code.OUT_OF_RANGE,
+                f"the source holds {needed} bytes; a capacity of {capacity} cannot contain it",
+            )
         if origin and origin["chunk_size"] != chunk and "chunkSize" in request.parameters:
-            raise invalid(f"chunkSize {chunk} differs from the source's {origin['chunk_size']}; "
-                          "a copy must keep the chunk size")
+            raise invalid(
+                f"chunkSize {chunk} differs from the source's {origin['chunk_size']}; "
+                "a copy must keep the chunk size"
+            )
         if origin:
             chunk = origin["chunk_size"]
         with self.locks.hold(name):
             existing = self._get(lambda m: m.volume_get(name))
             if existing is not None:
                 stated = existing["params"]
-                same = (checks.fits(existing["capacity"], rng) and existing["source"] == source
-                        and existing["chunk_size"] == chunk
-                        and stated.get("replicas", str(replicas)) == str(replicas))
+                same = (
+                    checks.fits(existing["capacity"], rng)
+                    and existing["source"] == source
+                    and existing["chunk_size"] == chunk
+                    and stated.get("replicas", str(replicas)) == str(replicas)
+                )
                 if not same:
-                    raise CsiError(Code.ALREADY_EXISTS, (
-                        f"volume {name} exists with capacity {existing['capacity']}, chunk size "
-                        f"{existing['chunk_size']}, replicas {stated.get('replicas')}, source "
-                        f"{existing['source'] or 'none'}; the request differs"))
+                    raise CsiError(
+                        Code.ALREADY_EXISTS,
+                        (
+                            f"volume {name} exists with capacity {existing['capacity']}, chunk size "
+                            f"{existing['chunk_size']}, replicas {stated.get('replicas')}, source "
+                            f"{existing['source'] or 'none'}; the request differs"
+                        ),
+                    )
                 return pb.CreateVolumeResponse(volume=self._volume(existing))
             params = {"replicas": str(replicas), "chunkSize": str(chunk)}
-            created = self._create(lambda m: m.volume_create(name, capacity, replicas, chunk,
-                                                             params, source))
+            created = self._create(
+                lambda m: m.volume_create(name, capacity, replicas, chunk, params, source)
+            )
         return pb.CreateVolumeResponse(volume=self._volume(created))
 
     @rpc_method
-    def DeleteVolume(self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext
-                     ) -> pb.DeleteVolumeResponse:
+    def DeleteVolume(
+        self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteVolumeResponse:
         name = checks.require(request.volume_id, "volume_id")
         with self.locks.hold(name):
             self.meta.ask(lambda m: m.volume_delete(name))  # False (unknown) is success too
         return pb.DeleteVolumeResponse()
 
     @rpc_method
-    def ValidateVolumeCapabilities(self, request: pb.ValidateVolumeCapabilitiesRequest,
-                                   context: grpc.ServicerContext
-                                   ) -> pb.ValidateVolumeCapabilitiesResponse:
+    def ValidateVolumeCapabilities(
+        self, request: pb.ValidateVolumeCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.ValidateVolumeCapabilitiesResponse:
         name = checks.require(request.volume_id, "volume_id")
         if not request.volume_capabilities:
             raise invalid("volume_capabilities is required")
@@ -182,24 +230,31 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             volume_context=dict(request.volume_context),
             volume_capabilities=list(request.volume_capabilities),
             parameters=dict(request.parameters),
-            mutable_parameters=dict(request.mutable_parameters))
+            mutable_parameters=dict(request.mutable_parameters),
+        )
         return pb.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
 
     @rpc_method
-    def ListVolumes(self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
-                    ) -> pb.ListVolumesResponse:
+    def ListVolumes(
+        self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
+    ) -> pb.ListVolumesResponse:
         volumes = {v["name"]: v for v in self.meta.ask(lambda m: m.volume_list())}
-        names, next_token = checks.page(sorted(volumes), request.max_entries,
-                                        request.starting_token)
-        entries = [pb.ListVolumesResponse.Entry(
-            volume=self._volume(volumes[n]),
-            status=pb.ListVolumesResponse.VolumeStatus(volume_condition=self._condition(n)))
-            for n in names]
+        names, next_token = checks.page(
+            sorted(volumes), request.max_entries, request.starting_token
+        )
+        entries = [
+            pb.ListVolumesResponse.Entry(
+                volume=self._volume(volumes[n]),
+                status=pb.ListVolumesResponse.VolumeStatus(volume_condition=self._condition(n)),
+            )
+            for n in names
+        ]
         return pb.ListVolumesResponse(entries=entries, next_token=next_token)
 
     @rpc_method
-    def ControllerGetVolume(self, request: pb.ControllerGetVolumeRequest,
-                            context: grpc.ServicerContext) -> pb.ControllerGetVolumeResponse:
+    def ControllerGetVolume(
+        self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerGetVolumeResponse:
         name = checks.require(request.volume_id, "volume_id")
         volume = self._get(lambda m: m.volume_get(name))
         if volume is None:
@@ -208,8 +263,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         return pb.ControllerGetVolumeResponse(volume=self._volume(volume), status=status)
 
     @rpc_method
-    def GetCapacity(self, request: pb.GetCapacityRequest, context: grpc.ServicerContext
-                    ) -> pb.GetCapacityResponse:
+    def GetCapacity(
+        self, request: pb.GetCapacityRequest, context: grpc.ServicerContext
+    ) -> pb.GetCapacityResponse:
         """Free space on live chunk servers divided by the copies each byte needs."""
         for cap in request.volume_capabilities:
             checks.check_capability(cap)
@@ -219,16 +275,17 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         return pb.GetCapacityResponse(available_capacity=free // replicas)
 
     @rpc_method
-    def ControllerGetCapabilities(self, request: pb.ControllerGetCapabilitiesRequest,
-                                  context: grpc.ServicerContext
-                                  ) -> pb.ControllerGetCapabilitiesResponse:
-        return pb.ControllerGetCapabilitiesResponse(capabilities=[
-            pb.ControllerServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES])
+    def ControllerGetCapabilities(
+        self, request: pb.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerGetCapabilitiesResponse:
+        return pb.ControllerGetCapabilitiesResponse(
+            capabilities=[pb.ControllerServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES]
+        )
 
     @rpc_method
-    def ControllerExpandVolume(self, request: pb.ControllerExpandVolumeRequest,
-                               context: grpc.ServicerContext
-                               ) -> pb.ControllerExpandVolumeResponse:
+    def ControllerExpandVolume(
+        self, request: pb.ControllerExpandVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerExpandVolumeResponse:
         """Raise the quota. Mounts read the capacity from the meta role on every statfs, so
         nothing has to happen on the nodes (node_expansion_required is false)."""
         name = checks.require(request.volume_id, "volume_id")
@@ -243,13 +300,14 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                 raise not_found(f"volume {name} does not exist")
             if volume["capacity"] < wanted:
                 volume = self.meta.ask(lambda m: m.volume_resize(name, wanted))
-        return pb.ControllerExpandVolumeResponse(capacity_bytes=volume["capacity"],
-                                                 node_expansion_required=False)
+        return pb.ControllerExpandVolumeResponse(
+            capacity_bytes=volume["capacity"], node_expansion_required=False
+        )
 
     @rpc_method
-    def ControllerModifyVolume(self, request: pb.ControllerModifyVolumeRequest,
-                               context: grpc.ServicerContext
-                               ) -> pb.ControllerModifyVolumeResponse:
+    def ControllerModifyVolume(
+        self, request: pb.ControllerModifyVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerModifyVolumeResponse:
         """Change the replica count: new writes use it within one mount heartbeat; chunks
         written before keep the copies they have until repair re-replicates them."""
         name = checks.require(request.volume_id, "volume_id")
@@ -266,8 +324,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     # -- snapshots --------------------------------------------------------------------
 
     @rpc_method
-    def CreateSnapshot(self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
-                       ) -> pb.CreateSnapshotResponse:
+    def CreateSnapshot(
+        self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.CreateSnapshotResponse:
         source = checks.require(request.source_volume_id, "source_volume_id")
         name = checks.storage_name(request.name)
         unknown = [k for k in request.parameters if not k.startswith("csi.storage.k8s.io/")]
@@ -277,8 +336,10 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             existing = self._get(lambda m: m.snapshot_get(name))
             if existing is not None:
                 if existing["source"] != source:
-                    raise CsiError(Code.ALREADY_EXISTS, f"snapshot {name} exists for volume "
-                                                        f"{existing['source']}, not {source}")
+                    raise CsiError(
+                        Code.ALREADY_EXISTS,
+                        f"snapshot {name} exists for volume {existing['source']}, not {source}",
+                    )
                 return pb.CreateSnapshotResponse(snapshot=self._snapshot(existing))
             if self._get(lambda m: m.volume_get(source)) is None:
                 raise not_found(f"volume {source} does not exist")
@@ -286,16 +347,18 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         return pb.CreateSnapshotResponse(snapshot=self._snapshot(created))
 
     @rpc_method
-    def DeleteSnapshot(self, request: pb.DeleteSnapshotRequest, context: grpc.ServicerContext
-                       ) -> pb.DeleteSnapshotResponse:
+    def DeleteSnapshot(
+        self, request: pb.DeleteSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSnapshotResponse:
         name = checks.require(request.snapshot_id, "snapshot_id")
         with self.locks.hold(name):
             self.meta.ask(lambda m: m.snapshot_delete(name))
         return pb.DeleteSnapshotResponse()
 
     @rpc_method
-    def ListSnapshots(self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
-                      ) -> pb.ListSnapshotsResponse:
+    def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSnapshotsResponse:
         if request.snapshot_id:
             one = self._get(lambda m: m.snapshot_get(request.snapshot_id))
             snapshots = [one] if one else []
@@ -304,18 +367,22 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         if request.source_volume_id:
             snapshots = [s for s in snapshots if s["source"] == request.source_volume_id]
         by_name = {s["name"]: s for s in snapshots}
-        names, next_token = checks.page(sorted(by_name), request.max_entries,
-                                        request.starting_token)
+        names, next_token = checks.page(
+            sorted(by_name), request.max_entries, request.starting_token
+        )
         return pb.ListSnapshotsResponse(
-            entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(by_name[n]))
-                     for n in names], next_token=next_token)
+            entries=[
+                pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(by_name[n])) for n in names
+            ],
+            next_token=next_token,
+        )
 
     @rpc_method
-    def GetSnapshot(self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
-                    ) -> pb.GetSnapshotResponse:
+    def GetSnapshot(
+        self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.GetSnapshotResponse:
         name = checks.require(request.snapshot_id, "snapshot_id")
         snapshot = self._get(lambda m: m.snapshot_get(name))
         if snapshot is None:
             raise not_found(f"snapshot {name} does not exist")
         return pb.GetSnapshotResponse(snapshot=self._snapshot(snapshot))
-

@@ -62,19 +62,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Calls that change nothing and that kubelet and the sidecars repeat every few seconds or
 # minutes: a line each at info would bury the ones that matter.
-ASKED_OFTEN = frozenset({
-    "Probe", "GetPluginInfo", "GetPluginCapabilities", "ControllerGetCapabilities",
-    "NodeGetCapabilities", "NodeGetInfo", "NodeGetVolumeStats", "GetCapacity", "ListVolumes",
-    "ListSnapshots", "ControllerGetVolume", "ValidateVolumeCapabilities"})
+ASKED_OFTEN = frozenset(
+    {
+        "Probe",
+        "GetPluginInfo",
+        "GetPluginCapabilities",
+        "ControllerGetCapabilities",
+        "NodeGetCapabilities",
+        "NodeGetInfo",
+        "NodeGetVolumeStats",
+        "GetCapacity",
+        "ListVolumes",
+        "ListSnapshots",
+        "ControllerGetVolume",
+        "ValidateVolumeCapabilities",
+    }
+)
 
 
 def rpc_method(fn: F) -> F:
     """Wrap a servicer method (self, request, context) with error translation and a log line."""
+
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         start = time.monotonic()
         name = fn.__name__
-        requestid.begin("csi")   # carried into every RPC this call makes, and their logs
+        requestid.begin("csi")  # carried into every RPC this call makes, and their logs
         code = Code.OK
         try:
             response = fn(self, request, context)
@@ -91,7 +104,12 @@ def rpc_method(fn: F) -> F:
         if code is not Code.OK:
             log.info("%s failed: %s %s (%.0f ms)", name, code.name, message, seconds * 1e3)
             context.abort(code, message)
-        log.log(logging.DEBUG if name in ASKED_OFTEN else logging.INFO, "%s ok (%.0f ms)",
-                name, seconds * 1e3)
+        log.log(
+            logging.DEBUG if name in ASKED_OFTEN else logging.INFO,
+            "%s ok (%.0f ms)",
+            name,
+            seconds * 1e3,
+        )
         return response
+
     return wrapper  # type: ignore[return-value]

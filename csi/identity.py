@@ -24,17 +24,21 @@ class IdentityServicer(pb_grpc.IdentityServicer):
         self.controller = controller
 
     @rpc_method
-    def GetPluginInfo(self, request: pb.GetPluginInfoRequest, context: grpc.ServicerContext
-                      ) -> pb.GetPluginInfoResponse:
+    def GetPluginInfo(
+        self, request: pb.GetPluginInfoRequest, context: grpc.ServicerContext
+    ) -> pb.GetPluginInfoResponse:
         return pb.GetPluginInfoResponse(name=PLUGIN_NAME, vendor_version=__version__)
 
     @rpc_method
-    def GetPluginCapabilities(self, request: pb.GetPluginCapabilitiesRequest,
-                              context: grpc.ServicerContext) -> pb.GetPluginCapabilitiesResponse:
+    def GetPluginCapabilities(
+        self, request: pb.GetPluginCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.GetPluginCapabilitiesResponse:
         # The same answer from every instance (the spec asks for the plugin "as a whole").
-        caps = [pb.PluginCapability(service=Service(type=Service.CONTROLLER_SERVICE)),
-                pb.PluginCapability(service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)),
-                pb.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE))]
+        caps = [
+            pb.PluginCapability(service=Service(type=Service.CONTROLLER_SERVICE)),
+            pb.PluginCapability(service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)),
+            pb.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE)),
+        ]
         return pb.GetPluginCapabilitiesResponse(capabilities=caps)
 
     @rpc_method

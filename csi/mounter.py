@@ -33,8 +33,7 @@ from .spawner import LocalSpawner
 log = logging.getLogger("csi.mounter")
 
 
-async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner,
-                 probes: Health) -> None:
+async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner, probes: Health) -> None:
     table = MethodTable()
 
     async def mount(volume: str, mountpoint: str) -> int:
@@ -66,8 +65,9 @@ async def _serve(socket_path: str, secret: bytes, spawner: LocalSpawner,
             async for signum in signals:
                 # Mounts stay: the processes are in their own sessions. (In a container
                 # they end with it; see docs/deploy.md on upgrading the mounter.)
-                log.info("received %s, stopping (mounts are left running)",
-                         signal.Signals(signum).name)
+                log.info(
+                    "received %s, stopping (mounts are left running)", signal.Signals(signum).name
+                )
                 nursery.cancel_scope.cancel()
                 break
 
@@ -76,27 +76,37 @@ async def _reap(spawner: LocalSpawner, health: Health) -> None:
     """Also the liveness clock: a loop that stops turning stops reaping and answering."""
     while True:
         health.beat()
-        await trio.to_thread.run_sync(spawner.reap)   # reads /proc/self/mountinfo
+        await trio.to_thread.run_sync(spawner.reap)  # reads /proc/self/mountinfo
         await trio.sleep(2)
 
 
-def run(socket_path: str, secret_file: str, meta: str, log_dir: Path,
-        mount_args: list[str], metrics_listen: str = "") -> None:
+def run(
+    socket_path: str,
+    secret_file: str,
+    meta: str,
+    log_dir: Path,
+    mount_args: list[str],
+    metrics_listen: str = "",
+) -> None:
     """Serve until SIGTERM. With ``metrics_listen``, every mount gets a loopback metrics
     endpoint, and this process serves its own metrics and all of theirs (a ``volume`` and
     ``mountpoint`` label on each), plus /healthz and /readyz."""
     secret = auth.load_secret(secret_file)
     spawner = LocalSpawner(meta, secret_file, log_dir, mount_args, metrics=bool(metrics_listen))
+
     def listening() -> tuple[bool, str]:
         if os.path.exists(socket_path):
             return True, f"listening on {socket_path}"
         return False, "not listening yet"
+
     health = Health(listening)
     if metrics_listen:
         own = CollectorRegistry()
         ProcessCollector(registry=own)
-        http = serve_http(*parse_listen(metrics_listen), merged_registry(own, spawner.mounts),
-                          health)
-        log.info("metrics (its own and its mounts') on http://%s:%d/metrics",
-                 *http.server_address[:2])
+        http = serve_http(
+            *parse_listen(metrics_listen), merged_registry(own, spawner.mounts), health
+        )
+        log.info(
+            "metrics (its own and its mounts') on http://%s:%d/metrics", *http.server_address[:2]
+        )
     trio.run(_serve, socket_path, secret, spawner, health)

@@ -30,17 +30,18 @@ from storaged.metrics import gauge
 
 log = logging.getLogger("csi.mountmetrics")
 
-SCRAPE_SECONDS = 3.0      # per mount; they are asked in parallel
+SCRAPE_SECONDS = 3.0  # per mount; they are asked in parallel
 MAX_PARALLEL = 16
 
 
 @dataclass
 class MountRecord:
     """One fusefs process its parent started: which volume, where, and its metrics."""
+
     volume: str
     mountpoint: str
     proc: subprocess.Popen[bytes]
-    metrics: str            # HOST:PORT of its /metrics; '' when it has none
+    metrics: str  # HOST:PORT of its /metrics; '' when it has none
 
     @property
     def running(self) -> bool:
@@ -50,23 +51,31 @@ class MountRecord:
 class ChildMountMetrics:
     """A collector: the parent's own families, merged with every child mount's."""
 
-    def __init__(self, own: CollectorRegistry, mounts: Callable[[], list[MountRecord]],
-                 timeout: float = SCRAPE_SECONDS) -> None:
+    def __init__(
+        self,
+        own: CollectorRegistry,
+        mounts: Callable[[], list[MountRecord]],
+        timeout: float = SCRAPE_SECONDS,
+    ) -> None:
         self.own, self.mounts, self.timeout = own, mounts, timeout
 
     def collect(self) -> Iterable[Metric]:
         records = self.mounts()
         texts: list[str | None] = []
         if records:
-            with ThreadPoolExecutor(min(MAX_PARALLEL, len(records)),
-                                    thread_name_prefix="mount-scrape") as pool:
+            with ThreadPoolExecutor(
+                min(MAX_PARALLEL, len(records)), thread_name_prefix="mount-scrape"
+            ) as pool:
                 texts = list(pool.map(self._scrape, records))
         merged: dict[str, Metric] = {}
         for family in self.own.collect():
             _merge(merged, family, {})
-        up = gauge("mount_up", "1 when this mount's fusefs process answered its parent's "
-                   "scrape; 0 when it did not, or has died while still mounted",
-                   labels={"volume": "", "mountpoint": ""})
+        up = gauge(
+            "mount_up",
+            "1 when this mount's fusefs process answered its parent's "
+            "scrape; 0 when it did not, or has died while still mounted",
+            labels={"volume": "", "mountpoint": ""},
+        )
         for record, text in zip(records, texts):
             answered = text is not None and self._merge_text(merged, record, text)
             up.add_metric([record.volume, record.mountpoint], 1.0 if answered else 0.0)
@@ -76,12 +85,17 @@ class ChildMountMetrics:
         if not record.running or not record.metrics:
             return None
         try:
-            with urllib.request.urlopen(f"http://{record.metrics}/metrics",
-                                        timeout=self.timeout) as reply:
+            with urllib.request.urlopen(
+                f"http://{record.metrics}/metrics", timeout=self.timeout
+            ) as reply:
                 return reply.read().decode()
         except (OSError, urllib.error.URLError, UnicodeDecodeError) as exc:
-            log.debug("mount of %s at %s did not answer a scrape: %s", record.volume,
-                      record.mountpoint, exc)
+            log.debug(
+                "mount of %s at %s did not answer a scrape: %s",
+                record.volume,
+                record.mountpoint,
+                exc,
+            )
             return None
 
     @staticmethod
@@ -90,8 +104,12 @@ class ChildMountMetrics:
         try:
             families = list(text_string_to_metric_families(text))
         except ValueError as exc:
-            log.warning("mount of %s at %s sent metrics that do not parse: %s",
-                        record.volume, record.mountpoint, exc)
+            log.warning(
+                "mount of %s at %s sent metrics that do not parse: %s",
+                record.volume,
+                record.mountpoint,
+                exc,
+            )
             return False
         for family in families:
             _merge(merged, family, labels)
@@ -103,18 +121,24 @@ def _merge(merged: dict[str, Metric], family: Metric, labels: dict[str, str]) ->
     share a type (they come from the same code); one that does not is dropped, not mixed."""
     target = merged.get(family.name)
     if target is None:
-        target = merged[family.name] = Metric(family.name, family.documentation,
-                                              family.type, family.unit)
+        target = merged[family.name] = Metric(
+            family.name, family.documentation, family.type, family.unit
+        )
     elif target.type != family.type:
-        log.debug("family %s is a %s here and a %s in a mount; dropped the latter",
-                  family.name, target.type, family.type)
+        log.debug(
+            "family %s is a %s here and a %s in a mount; dropped the latter",
+            family.name,
+            target.type,
+            family.type,
+        )
         return
     for sample in family.samples:
         target.samples.append(sample._replace(labels={**sample.labels, **labels}))
 
 
-def merged_registry(own: CollectorRegistry, mounts: Callable[[], list[MountRecord]]
-                    ) -> CollectorRegistry:
+def merged_registry(
+    own: CollectorRegistry, mounts: Callable[[], list[MountRecord]]
+) -> CollectorRegistry:
     """A registry to serve: ``own``'s families and the mounts'."""
     registry = CollectorRegistry()
     registry.register(ChildMountMetrics(own, mounts))

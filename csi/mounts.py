@@ -13,10 +13,10 @@ __all__ = ["MountEntry", "MountState", "bind", "mount_entry", "state"]
 
 
 class MountState(Enum):
-    ABSENT = "absent"     # nothing mounted at the path
-    OK = "ok"             # a live shoalfs mount of the volume
-    BROKEN = "broken"     # a shoalfs mount of the volume whose process is gone
-    OTHER = "other"       # something else is mounted there
+    ABSENT = "absent"  # nothing mounted at the path
+    OK = "ok"  # a live shoalfs mount of the volume
+    BROKEN = "broken"  # a shoalfs mount of the volume whose process is gone
+    OTHER = "other"  # something else is mounted there
 
 
 def state(path: str, volume: str) -> MountState:

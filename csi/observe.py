@@ -29,10 +29,21 @@ CHECK_SECONDS = 5.0
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
-CALLS = Counter("csi_requests", "CSI calls answered, by method and gRPC status code",
-                ["method", "grpc_code"], namespace=NAMESPACE, registry=REGISTRY)
-LATENCY = Histogram("csi_request_duration_seconds", "Time to answer a CSI call", ["method"],
-                    namespace=NAMESPACE, registry=REGISTRY, buckets=LATENCY_BUCKETS)
+CALLS = Counter(
+    "csi_requests",
+    "CSI calls answered, by method and gRPC status code",
+    ["method", "grpc_code"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "csi_request_duration_seconds",
+    "Time to answer a CSI call",
+    ["method"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=LATENCY_BUCKETS,
+)
 
 
 def observe(method: str, code: str, seconds: float) -> None:
@@ -63,7 +74,7 @@ class DriverHealth:
                 self.state = (False, f"the meta role does not answer: {exc.message}")
             except RpcError as exc:
                 self.state = (False, f"the meta role answered with an error: {exc}")
-            if self.meta.running:   # the bridge's loop took the call: the driver is alive
+            if self.meta.running:  # the bridge's loop took the call: the driver is alive
                 self.health.beat()
             if self._stop.wait(CHECK_SECONDS):
                 return

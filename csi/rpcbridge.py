@@ -61,8 +61,7 @@ class RpcBridge:
 
     def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on the server; raises the RpcError subclass it answered with."""
-        return self.run(lambda client: client.call(self.address, method, *params,
-                                                   timeout=timeout))
+        return self.run(lambda client: client.call(self.address, method, *params, timeout=timeout))
 
     def ask(self, fn: Callable[[MetaClient], Awaitable[T]]) -> T:
         """``fn`` with the typed client of the meta role at this bridge's address:
@@ -77,6 +76,7 @@ class RpcBridge:
 
         async def go() -> T:
             return await fn(client)
+
         try:
             return trio.from_thread.run(go, trio_token=self._token)
         except trio.RunFinishedError:

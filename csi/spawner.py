@@ -25,23 +25,36 @@ CHILD_METRICS = ["--metrics-listen", "127.0.0.1:0"]
 class LocalSpawner:
     """Start fusefs processes from this process (tests, labs, plain hosts)."""
 
-    def __init__(self, meta: str, secret_file: str, log_dir: Path, mount_args: list[str],
-                 timeout: float = 60.0, metrics: bool = False) -> None:
+    def __init__(
+        self,
+        meta: str,
+        secret_file: str,
+        log_dir: Path,
+        mount_args: list[str],
+        timeout: float = 60.0,
+        metrics: bool = False,
+    ) -> None:
         self.meta, self.secret_file, self.log_dir = meta, secret_file, log_dir
         self.mount_args = [*mount_args, *(CHILD_METRICS if metrics else [])]
         self.timeout = timeout
-        self._lock = threading.Lock()   # mount and reap run in threads; scrapes read
+        self._lock = threading.Lock()  # mount and reap run in threads; scrapes read
         self._mounts: list[MountRecord] = []
 
     def mount(self, volume: str, mountpoint: str) -> int:
         """Mount and return the fusefs pid once the mount is live (RuntimeError if not)."""
         self.reap()
-        started = mount_process(volume, mountpoint, self.meta, self.secret_file,
-                                self.log_dir / f"{volume}.log", self.mount_args, self.timeout)
+        started = mount_process(
+            volume,
+            mountpoint,
+            self.meta,
+            self.secret_file,
+            self.log_dir / f"{volume}.log",
+            self.mount_args,
+            self.timeout,
+        )
         with self._lock:
             # a dead mount this one replaces is not broken any more
-            self._mounts = [m for m in self._mounts
-                            if m.running or m.mountpoint != mountpoint]
+            self._mounts = [m for m in self._mounts if m.running or m.mountpoint != mountpoint]
             self._mounts.append(MountRecord(volume, mountpoint, started.proc, started.metrics))
         return started.proc.pid
 

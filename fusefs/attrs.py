@@ -35,19 +35,33 @@ class InodeMap:
 values_of = operator.itemgetter(*ATTR_KEYS)  # a meta-role attribute map -> those values
 
 
-def entry_attributes(attr: dict[str, Any], inodes: InodeMap, *, entry_timeout: float,
-                     attr_timeout: float, size: int | None = None) -> pyfuse3.EntryAttributes:
-    return entry_from_values(values_of(attr), inodes, entry_timeout=entry_timeout,
-                             attr_timeout=attr_timeout, size=size)
+def entry_attributes(
+    attr: dict[str, Any],
+    inodes: InodeMap,
+    *,
+    entry_timeout: float,
+    attr_timeout: float,
+    size: int | None = None,
+) -> pyfuse3.EntryAttributes:
+    return entry_from_values(
+        values_of(attr), inodes, entry_timeout=entry_timeout, attr_timeout=attr_timeout, size=size
+    )
 
 
-def entry_from_values(values: Sequence[int], inodes: InodeMap, *, entry_timeout: float,
-                      attr_timeout: float, size: int | None = None, first: int = 0
-                      ) -> pyfuse3.EntryAttributes:
+def entry_from_values(
+    values: Sequence[int],
+    inodes: InodeMap,
+    *,
+    entry_timeout: float,
+    attr_timeout: float,
+    size: int | None = None,
+    first: int = 0,
+) -> pyfuse3.EntryAttributes:
     """``values``: the attributes in ATTR_KEYS order, from index ``first`` (a listing's
     rows carry them flat, without a map per entry; see fs.readdir in docs/rpc.md)."""
-    (ino, mode, nlink, uid, gid, rdev, stored_size, stored, atime_ns, mtime_ns,
-     ctime_ns) = values[first:first + 11]
+    (ino, mode, nlink, uid, gid, rdev, stored_size, stored, atime_ns, mtime_ns, ctime_ns) = values[
+        first : first + 11
+    ]
     e = pyfuse3.EntryAttributes()
     e.st_ino = inodes.to_kernel(ino)
     e.generation = 0

@@ -53,8 +53,8 @@ import trio
 
 log = logging.getLogger("fusefs")
 
-POLL_WAIT = 1.0      # the meta role answers a poll at least this often
-POLL_MARGIN = 2.0    # ... and a poll unanswered for POLL_WAIT + this means the stream broke
+POLL_WAIT = 1.0  # the meta role answers a poll at least this often
+POLL_MARGIN = 2.0  # ... and a poll unanswered for POLL_WAIT + this means the stream broke
 RETRY_SECONDS = 0.5  # between polls while the meta role cannot be reached
 ENTRIES_MAX = 1_000_000  # entries tracked for a reset; past it, entries get short timeouts
 
@@ -63,25 +63,25 @@ ENTRIES_MAX = 1_000_000  # entries tracked for a reset; past it, entries get sho
 class Ask:
     """Taken just before a request to the meta role: what its answer may be trusted for."""
 
-    sent: float              # monotonic
-    changes: int             # KernelCache.changes then
-    session: str | None      # the session to send, when listening (else None)
+    sent: float  # monotonic
+    changes: int  # KernelCache.changes then
+    session: str | None  # the session to send, when listening (else None)
 
 
 class KernelCache:
     """What this mount lets its kernel cache, and for how long."""
 
     def __init__(self, lease: float, entry_timeout: float, attr_timeout: float) -> None:
-        self.lease = lease                  # 0: never listen (the fallback timeouts only)
+        self.lease = lease  # 0: never listen (the fallback timeouts only)
         self.fallback = (entry_timeout, attr_timeout)
-        self.session: str | None = None     # the session whose stream is up, if any
-        self.changes = 0                    # invalidations and resets received so far
+        self.session: str | None = None  # the session whose stream is up, if any
+        self.changes = 0  # invalidations and resets received so far
         # (kernel parent, name) -> until when the kernel may keep it: every entry handed
         # out with a long timeout, positive or negative, to be taken back on a reset
         self.entries: dict[tuple[int, bytes], float] = {}
         self._prune_at = 1024
-        self.handed_out = False             # anything with a long timeout since the reset
-        self.heard = 0.0                    # monotonic time of the last poll answered
+        self.handed_out = False  # anything with a long timeout since the reset
+        self.heard = 0.0  # monotonic time of the last poll answered
 
     def ask(self, session: str) -> Ask:
         """Before a request made for mount session ``session``."""

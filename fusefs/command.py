@@ -37,8 +37,14 @@ def options(args: argparse.Namespace, meta: str, secret_file: str) -> MountOptio
         value = getattr(args, f.name, None)
         if value is not None:
             values[f.name] = parse_size(value) if f.metadata.get("kind") == "size" else value
-    return MountOptions(volume=args.volume, mountpoint=args.mountpoint, meta=meta,
-                        secret_file=secret_file, ready_file=args.ready_file or "", **values)
+    return MountOptions(
+        volume=args.volume,
+        mountpoint=args.mountpoint,
+        meta=meta,
+        secret_file=secret_file,
+        ready_file=args.ready_file or "",
+        **values,
+    )
 
 
 def passed_on(args: argparse.Namespace) -> list[str]:
@@ -58,6 +64,7 @@ def run(mount_options: MountOptions, log_level: str, log_format: str) -> int:
     from storaged.rpc import RpcError
 
     from .mount import run as serve
+
     setup_logging(log_level, log_format)
     try:
         serve(mount_options)
@@ -72,20 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     from storaged.rpc import tls
 
     parser = argparse.ArgumentParser(
-        prog="python -m fusefs", description="Mount VOLUME at MOUNTPOINT in the foreground, "
+        prog="python -m fusefs",
+        description="Mount VOLUME at MOUNTPOINT in the foreground, "
         "logging to stderr, until unmounted or sent SIGTERM (which flushes open files, then "
-        "unmounts). 'shoal mount' is the command for people.")
+        "unmounts). 'shoal mount' is the command for people.",
+    )
     parser.add_argument("volume")
     parser.add_argument("mountpoint")
     parser.add_argument("--meta", required=True, metavar="ADDR", help="the meta role's address")
-    parser.add_argument("--secret-file", required=True, metavar="FILE",
-                        help="the cluster secret")
+    parser.add_argument("--secret-file", required=True, metavar="FILE", help="the cluster secret")
     add_flags(parser)
     parser.add_argument("--log-level", choices=LEVELS, default="info")
     parser.add_argument("--log-format", choices=FORMATS, default="text")
-    parser.add_argument("--tls-dir", metavar="DIR",
-                        help="turn TLS on, with DIR/ca.pem, cert.pem and key.pem "
-                             "(default $SHOAL_TLS_DIR)")
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="turn TLS on, with DIR/ca.pem, cert.pem and key.pem (default $SHOAL_TLS_DIR)",
+    )
     args = parser.parse_args(argv)
     try:
         tls.configure(args.tls_dir)

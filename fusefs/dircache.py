@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from .coherence import Ask
 from .listing import Page, Row
 
-ROWS_MAX = 200_000   # about 40 MB of rows
-MARGIN = 1.0         # seconds of lease a kept listing must have left to be used
+ROWS_MAX = 200_000  # about 40 MB of rows
+MARGIN = 1.0  # seconds of lease a kept listing must have left to be used
 
-Stamp = tuple[int, int, str | None]   # (own changes, invalidations received, session)
+Stamp = tuple[int, int, str | None]  # (own changes, invalidations received, session)
 
 
 @dataclass
 class _Kept:
-    ask: Ask                 # of its first page: the earliest, so the most careful
+    ask: Ask  # of its first page: the earliest, so the most careful
     stamp: Stamp
     rows: list[Row] = field(default_factory=list)
     cookies: list[int] = field(default_factory=list)
@@ -59,12 +59,13 @@ class ListingCache:
             return None
         self._kept.move_to_end(ino)
         start = bisect.bisect_right(kept.cookies, after)
-        page = Page(kept.rows[start:start + limit])
+        page = Page(kept.rows[start : start + limit])
         page.token = kept.ask
         return page
 
-    def fetched(self, ino: int, after: int, rows: list[Row], limit: int, ask: Ask,
-                stamp: Stamp) -> None:
+    def fetched(
+        self, ino: int, after: int, rows: list[Row], limit: int, ask: Ask, stamp: Stamp
+    ) -> None:
         """A page the meta role answered (asked with ``ask``, when the mount's state was
         ``stamp``): the start or the continuation of a listing to keep."""
         if ask.session is None:
@@ -73,9 +74,14 @@ class ListingCache:
         if after == 0:
             self._drop(ino)
             kept = self._kept[ino] = _Kept(ask, stamp)
-        elif kept is None or kept.complete or kept.stamp != stamp or not kept.cookies \
-                or kept.cookies[-1] != after:
-            return   # not the next page of a listing being read from its start
+        elif (
+            kept is None
+            or kept.complete
+            or kept.stamp != stamp
+            or not kept.cookies
+            or kept.cookies[-1] != after
+        ):
+            return  # not the next page of a listing being read from its start
         assert kept is not None
         kept.rows.extend(rows)
         kept.cookies.extend(row[1] for row in rows)

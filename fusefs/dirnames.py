@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 from .coherence import Ask, KernelCache
 
-DIRS_MAX = 256          # directories known at once (least recently used go first)
-NAMES_MAX = 200_000     # names known in all of them
+DIRS_MAX = 256  # directories known at once (least recently used go first)
+NAMES_MAX = 200_000  # names known in all of them
 
 
 @dataclass
@@ -81,8 +81,12 @@ class KnownNames:
         if name not in known.names:
             known.names.add(name)
             self._names += 1
-        if renew is not None and renew.session == known.ask.session \
-                and renew.changes == known.ask.changes and renew.sent > known.ask.sent:
+        if (
+            renew is not None
+            and renew.session == known.ask.session
+            and renew.changes == known.ask.changes
+            and renew.sent > known.ask.sent
+        ):
             known.ask = renew
         self._trim()
 

@@ -130,8 +130,11 @@ class VolumeIO:
                 return  # nothing will free memory; never wait for nothing
             await finished.wait()
             if self.upload_failures != failures:
-                raise FsError(errno.EIO, "could not store data (the mount's memory for "
-                                         "unsaved writes is full and an upload failed)")
+                raise FsError(
+                    errno.EIO,
+                    "could not store data (the mount's memory for "
+                    "unsaved writes is full and an upload failed)",
+                )
 
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
@@ -143,7 +146,7 @@ class VolumeIO:
         if count:
             return
         if cid in self.dropped and self.dropped_session == self.session:
-            self.dropped.discard(cid)   # never dropped: the meta role still has it pending
+            self.dropped.discard(cid)  # never dropped: the meta role still has it pending
             return
         try:
             await self._register_pending(cid)
@@ -165,8 +168,9 @@ class VolumeIO:
             await self.renew_session(session)
             await self.meta.session_pending(self.session, [cid], [])
 
-    async def hold_chunk_into(self, cid: str, done: trio.Event,
-                              failure: list[BaseException]) -> None:
+    async def hold_chunk_into(
+        self, cid: str, done: trio.Event, failure: list[BaseException]
+    ) -> None:
         """hold_chunk as a background task: its error goes into ``failure``."""
         try:
             await self.hold_chunk(cid)
@@ -192,7 +196,7 @@ class VolumeIO:
         # kept pending a little longer is only kept from garbage collection a little longer:
         # a committed one is referenced anyway, a superseded one is collected a second later.
         if self.dropped_session != self.session:
-            self.dropped.clear()   # those went with the session they were pending in
+            self.dropped.clear()  # those went with the session they were pending in
             self.dropped_session = self.session
         self.dropped.update(gone)
         if not self._drop_timer:
@@ -236,7 +240,7 @@ class FileData:
     dirty_memory: int = 0  # sum of dirty pieces' memory, kept as they change (asked per write)
     next_sequential: int = -1
     upload_error: BaseException | None = None
-    failures: int = 0   # flushes that failed for good, their bytes dropped (drop_unsaved)
+    failures: int = 0  # flushes that failed for good, their bytes dropped (drop_unsaved)
     failure: FsError | None = None  # the last of them
     handles: int = 0
     write_lock: trio.Lock = field(default_factory=trio.Lock)
@@ -254,8 +258,13 @@ class FileData:
 
     @property
     def has_unsaved(self) -> bool:
-        return bool(self.dirty or self.uploading or self.uploaded or self.in_flight
-                    or self.size != self.committed_size)
+        return bool(
+            self.dirty
+            or self.uploading
+            or self.uploaded
+            or self.in_flight
+            or self.size != self.committed_size
+        )
 
     # -- the committed chunk map ----------------------------------------------------------
 
@@ -266,7 +275,7 @@ class FileData:
         beyond a file's size): known without asking, which spares every new file's and
         every appending writer's first write into a piece a round trip."""
         cs = self.io.chunk_size
-        stored_end = -(-self.committed_size // cs)   # pieces from here on are holes
+        stored_end = -(-self.committed_size // cs)  # pieces from here on are holes
         missing = []
         for i in range(first, last + 1):
             if i in self.rows:
@@ -325,14 +334,13 @@ class FileData:
             return 0, bytes(await assemble(piece, self.io.chunk))
         assert piece.cid is not None
         data = await self.io.chunk(piece.cid)
-        return piece.start, data[:piece.length] if piece.length < len(data) else data
+        return piece.start, data[: piece.length] if piece.length < len(data) else data
 
     def _read_ahead(self, last: int) -> None:
         """A sequential reader will want the next pieces: fetch them in the background."""
         for idx in range(last + 1, last + 1 + READ_AHEAD_PIECES):
             piece = self.rows.get(idx)
-            if piece is not None and piece.cid is not None \
-                    and self.io.cache.get(piece.cid) is None:
+            if piece is not None and piece.cid is not None and self.io.cache.get(piece.cid) is None:
                 self.io.nursery.start_soon(self._prefetch, piece.cid)
 
     async def _prefetch(self, cid: str) -> None:
@@ -352,8 +360,11 @@ class FileData:
             return None
         if piece.slices:
             return piece
-        if sequential or piece.length <= RANGED_READ_ABOVE \
-                or self.io.cache.get(piece.cid) is not None:
+        if (
+            sequential
+            or piece.length <= RANGED_READ_ABOVE
+            or self.io.cache.get(piece.cid) is not None
+        ):
             return None
         return piece
 
@@ -364,7 +375,7 @@ class FileData:
         if cached is None and whole:
             cached = await self.io.chunk(cid)
         if cached is not None:
-            return cached[offset:offset + length]
+            return cached[offset : offset + length]
         return await self.io.data.read(cid, offset, length)
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
@@ -382,7 +393,7 @@ class FileData:
             self._read_ahead(last)
         self.next_sequential = end
         chunk_range = partial(self._chunk_range, whole=sequential)
-        out: bytearray | None = None   # zeros: holes and piece borders need no work
+        out: bytearray | None = None  # zeros: holes and piece borders need no work
         for idx in range(first, last + 1):
             base = idx * cs
             piece = self._read_in_place(idx, sequential)
@@ -390,17 +401,18 @@ class FileData:
                 lo, hi = max(off, base), min(end, base + piece.end)
                 if lo < hi:
                     out = bytearray(end - off) if out is None else out
-                    out[lo - off:hi - off] = await read_range(
-                        piece, lo - base, hi - base, chunk_range)
+                    out[lo - off : hi - off] = await read_range(
+                        piece, lo - base, hi - base, chunk_range
+                    )
                 continue
             start, data = await self._piece_view(idx)
             lo = max(off, base + start)
             hi = min(end, base + start + len(data))
-            if lo == off and hi == end:   # all of it, from this piece alone
-                return memoryview(data)[lo - base - start:hi - base - start]
+            if lo == off and hi == end:  # all of it, from this piece alone
+                return memoryview(data)[lo - base - start : hi - base - start]
             if lo < hi:
                 out = bytearray(end - off) if out is None else out
-                out[lo - off:hi - off] = memoryview(data)[lo - base - start:hi - base - start]
+                out[lo - off : hi - off] = memoryview(data)[lo - base - start : hi - base - start]
         return bytes(end - off) if out is None else bytes(out)
 
     # -- writes ---------------------------------------------------------------------------
@@ -420,7 +432,7 @@ class FileData:
                     await self._start_piece(idx, whole=inner == 0 and take == cs)
                 piece = self.dirty[idx]
                 before = piece.memory
-                piece.write(inner, memoryview(buf)[pos:pos + take])
+                piece.write(inner, memoryview(buf)[pos : pos + take])
                 self.dirty_memory += piece.memory - before
                 if piece.held is not None and piece.base is None:
                     await self._release_base(piece)  # written over: its base is not needed
@@ -513,8 +525,9 @@ class FileData:
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         return items
 
-    def _upload_done(self, items: list[tuple[int, DirtyPiece, int]], token: object,
-                     failed: bool) -> None:
+    def _upload_done(
+        self, items: list[tuple[int, DirtyPiece, int]], token: object, failed: bool
+    ) -> None:
         for idx, written, _ in items:
             if self.uploading.get(idx) is written:
                 del self.uploading[idx]
@@ -525,15 +538,18 @@ class FileData:
         self.io.note_upload_finished(failed)
 
     def _upload_failed(self, items: list[tuple[int, DirtyPiece, int]], exc: BaseException) -> None:
-        log.error("upload of inode %d pieces %s failed: %s", self.ino,
-                  ",".join(str(idx) for idx, _, _ in items), exc)
+        log.error(
+            "upload of inode %d pieces %s failed: %s",
+            self.ino,
+            ",".join(str(idx) for idx, _, _ in items),
+            exc,
+        )
         for idx, written, generation in items:
             if self.generation.get(idx) == generation:
                 self._add_dirty(idx, written)  # keep it for the next flush
         self.upload_error = exc
 
-    async def _upload(self, idx: int, written: DirtyPiece, generation: int,
-                      token: object) -> None:
+    async def _upload(self, idx: int, written: DirtyPiece, generation: int, token: object) -> None:
         failed = False
         try:
             data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
@@ -556,8 +572,9 @@ class FileData:
                     await self._release_base(written)  # (a newer write holds what it needs)
             self._upload_done([(idx, written, generation)], token, failed)
 
-    async def _upload_patches(self, items: list[tuple[int, DirtyPiece, int]],
-                              token: object) -> None:
+    async def _upload_patches(
+        self, items: list[tuple[int, DirtyPiece, int]], token: object
+    ) -> None:
         """A few small writes per piece: stored beside the pieces, not in them. One chunk
         holds the extents of every piece in ``items``; each piece gets a Patch naming its
         slices of it (and one pending count of the chunk, released by its commit)."""
@@ -574,14 +591,18 @@ class FileData:
                     packed += extent
                 layouts.append(layout)
             cid = await self._store(bytes(packed))
-            kept = [(idx, written, layout) for (idx, written, generation), layout
-                    in zip(items, layouts) if self.generation.get(idx) == generation]
+            kept = [
+                (idx, written, layout)
+                for (idx, written, generation), layout in zip(items, layouts)
+                if self.generation.get(idx) == generation
+            ]
             for _ in kept[1:]:
                 await self.io.hold_chunk(cid)  # (already pending: counts, no call)
             for idx, written, layout in kept:
                 assert written.base is not None
-                self.uploaded[idx] = Patch(written.base, cid,
-                                           tuple(Slice(cid, *where) for where in layout))
+                self.uploaded[idx] = Patch(
+                    written.base, cid, tuple(Slice(cid, *where) for where in layout)
+                )
             if not kept:
                 await self.io.release_chunks([cid])  # all rewritten meanwhile
         except (RpcError, OSError) as exc:
@@ -634,8 +655,9 @@ class FileData:
             if not pieces and size == self.committed_size:
                 return
             try:
-                attr = await self.io.meta.fs_commit(self.ino, size, _commit_items(pieces),
-                                                    None, self.io.author())
+                attr = await self.io.meta.fs_commit(
+                    self.ino, size, _commit_items(pieces), None, self.io.author()
+                )
             except FsError as exc:
                 if exc.errno in LOST_FOR_GOOD:
                     await self.drop_unsaved(exc)
@@ -649,7 +671,8 @@ class FileData:
                     del self.uploaded[idx]
             # committed: no longer pending (late is harmless, so nobody waits for it)
             self.io.nursery.start_soon(
-                self.io.release_chunks, [p.cid for p in pieces.values() if p.cid is not None])
+                self.io.release_chunks, [p.cid for p in pieces.values() if p.cid is not None]
+            )
             self.committed_size = attr["size"]
             self.size = max(self.size, attr["size"])
             if self.io.after_commit is not None:
@@ -662,9 +685,15 @@ class FileData:
         the committed file, never bytes no remount would show. Uploads still running find
         their generation moved on and give their chunks back."""
         async with self.write_lock:
-            log.error("inode %d: writes not yet stored (%d bytes in memory, size %d of which "
-                      "%d committed) are dropped: %s", self.ino, self.unsaved_bytes, self.size,
-                      self.committed_size, error)
+            log.error(
+                "inode %d: writes not yet stored (%d bytes in memory, size %d of which "
+                "%d committed) are dropped: %s",
+                self.ino,
+                self.unsaved_bytes,
+                self.size,
+                self.committed_size,
+                error,
+            )
             self.failures += 1
             self.failure = error
             for idx in set(self.dirty) | set(self.uploading) | set(self.uploaded):
@@ -678,7 +707,8 @@ class FileData:
                 for piece in dirty.values():
                     await self._release_base(piece)
                 await self.io.release_chunks(
-                    [p.cid for p in uploaded.values() if p.cid is not None])
+                    [p.cid for p in uploaded.values() if p.cid is not None]
+                )
         if self.io.after_drop is not None:
             self.io.after_drop(self.ino)
 

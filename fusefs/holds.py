@@ -40,9 +40,10 @@ SYNC_SECONDS = 0.5
 class KernelHolds:
     """The bookkeeping; the mount (operations.py) sends the batches."""
 
-    def __init__(self, referenced: Callable[[int], bool],
-                 features: MetaFeatures | None = None) -> None:
-        self.referenced = referenced   # does the kernel (or an open file) still use ino?
+    def __init__(
+        self, referenced: Callable[[int], bool], features: MetaFeatures | None = None
+    ) -> None:
+        self.referenced = referenced  # does the kernel (or an open file) still use ino?
         self.held: set[int] = set()
         self.dirty: set[int] = set()
         # what the meta role can do: holds are off against one without session.hold

@@ -24,8 +24,7 @@ class InFlight:
         done = self._running[ino] = trio.Event()
         self._nursery.start_soon(self._run, ino, work, done)
 
-    async def _run(self, ino: int, work: Callable[[], Awaitable[None]],
-                   done: trio.Event) -> None:
+    async def _run(self, ino: int, work: Callable[[], Awaitable[None]], done: trio.Event) -> None:
         try:
             await work()
         finally:

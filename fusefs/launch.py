@@ -20,25 +20,52 @@ __all__ = ["MountProcess", "is_mounted", "mount_background", "mount_process", "u
 @dataclass
 class MountProcess:
     """A live mount's process, and where its metrics are (HOST:PORT; '' when it has none)."""
+
     proc: subprocess.Popen[bytes]
     metrics: str
 
 
-def mount_background(volume: str, mountpoint: str, meta: str, secret_file: str,
-                     log_path: Path, extra: list[str], timeout: float = 30.0) -> int:
+def mount_background(
+    volume: str,
+    mountpoint: str,
+    meta: str,
+    secret_file: str,
+    log_path: Path,
+    extra: list[str],
+    timeout: float = 30.0,
+) -> int:
     """Start a detached mount process and return its pid once the mount is live."""
-    return mount_process(volume, mountpoint, meta, secret_file, log_path, extra,
-                         timeout).proc.pid
+    return mount_process(volume, mountpoint, meta, secret_file, log_path, extra, timeout).proc.pid
 
 
-def mount_process(volume: str, mountpoint: str, meta: str, secret_file: str, log_path: Path,
-                  extra: list[str], timeout: float = 30.0) -> MountProcess:
+def mount_process(
+    volume: str,
+    mountpoint: str,
+    meta: str,
+    secret_file: str,
+    log_path: Path,
+    extra: list[str],
+    timeout: float = 30.0,
+) -> MountProcess:
     """Start a mount process in a session of its own; return it once the mount is live.
     A long-lived caller keeps the Popen to reap the process when it exits."""
     ready = log_path.with_suffix(".ready")
     ready.unlink(missing_ok=True)
-    proc = spawn_daemon([volume, mountpoint, "--meta", meta, "--secret-file", secret_file,
-                         "--ready-file", str(ready), *extra], log_path, module="fusefs")
+    proc = spawn_daemon(
+        [
+            volume,
+            mountpoint,
+            "--meta",
+            meta,
+            "--secret-file",
+            secret_file,
+            "--ready-file",
+            str(ready),
+            *extra,
+        ],
+        log_path,
+        module="fusefs",
+    )
     report = json.loads(wait_for_file(ready, proc, log_path, timeout, what="the mount process"))
     ready.unlink(missing_ok=True)
     return MountProcess(proc, report.get("metrics") or "")

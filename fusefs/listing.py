@@ -46,7 +46,7 @@ class Page(list[Row]):
 Fetch = Callable[[int], Awaitable[list[Row]]]  # the page of rows after a cookie
 
 KEPT_LISTINGS = 16  # open directories that may keep rows at once (each at most two pages
-                    # of 1,000 rows: about 1.1 MB)
+# of 1,000 rows: about 1.1 MB)
 
 
 class Listing:
@@ -56,11 +56,11 @@ class Listing:
         self._fetch = fetch
         self._page = page
         self._kept = kept
-        self._rows: list[Row] = []   # rows not handed to the kernel yet ...
-        self._after = -1             # ... continuing after this cookie ...
-        self._stamp = -1             # ... read when kept.changes() said this
+        self._rows: list[Row] = []  # rows not handed to the kernel yet ...
+        self._after = -1  # ... continuing after this cookie ...
+        self._stamp = -1  # ... read when kept.changes() said this
         self._next: _Ahead | None = None  # the page after the last one fetched, on its way
-        self.token: Any = None       # the token of the page the rows ``take`` gave came from
+        self.token: Any = None  # the token of the page the rows ``take`` gave came from
         self._rows_token: Any = None  # ... and of the rows kept
 
     async def take(self, after: int) -> list[Row]:
@@ -143,8 +143,9 @@ class KeptListings:
     """The open directories keeping rows, oldest use first, at most ``limit`` of them;
     and what they all need: where to read ahead, and the mount's count of changes."""
 
-    def __init__(self, nursery: trio.Nursery, changes: Callable[[], int],
-                 limit: int = KEPT_LISTINGS) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, changes: Callable[[], int], limit: int = KEPT_LISTINGS
+    ) -> None:
         self.nursery = nursery
         self.changes = changes
         self.limit = limit

@@ -42,44 +42,79 @@ class MountOptions:
     mountpoint: str
     meta: str
     secret_file: str
-    cache_bytes: int = setting(128 << 20, "memory for cached chunk contents", flag="cache-size",
-                               metavar="SIZE", kind="size")
+    cache_bytes: int = setting(
+        128 << 20,
+        "memory for cached chunk contents",
+        flag="cache-size",
+        metavar="SIZE",
+        kind="size",
+    )
     readahead_bytes: int = setting(
-        4 << 20, "the kernel's readahead window for sequential reads (default {default}; 0 "
-                 "keeps the kernel's 128KiB); needs root, else left as it is",
-        flag="readahead", metavar="SIZE", kind="size")
+        4 << 20,
+        "the kernel's readahead window for sequential reads (default {default}; 0 "
+        "keeps the kernel's 128KiB); needs root, else left as it is",
+        flag="readahead",
+        metavar="SIZE",
+        kind="size",
+    )
     entry_timeout: float = setting(
-        1.0, "how long the kernel may cache names when the meta role sends no invalidations",
-        metavar="SECONDS", kind="seconds")
+        1.0,
+        "how long the kernel may cache names when the meta role sends no invalidations",
+        metavar="SECONDS",
+        kind="seconds",
+    )
     attr_timeout: float = setting(
-        1.0, "how long the kernel may cache attributes when the meta role sends no "
-             "invalidations", metavar="SECONDS", kind="seconds")
+        1.0,
+        "how long the kernel may cache attributes when the meta role sends no invalidations",
+        metavar="SECONDS",
+        kind="seconds",
+    )
     # how long the kernel may keep entries and attributes while the meta role sends this
     # mount invalidations (fusefs/coherence.py); 0: never longer than the timeouts above
     cache_lease: float = setting(
-        30.0, "how long the kernel may cache names and attributes while the meta role sends "
-              "this mount an invalidation for every change made elsewhere (default {default}; "
-              "0: only the timeouts above)", metavar="SECONDS", kind="seconds")
+        30.0,
+        "how long the kernel may cache names and attributes while the meta role sends "
+        "this mount an invalidation for every change made elsewhere (default {default}; "
+        "0: only the timeouts above)",
+        metavar="SECONDS",
+        kind="seconds",
+    )
     max_unsaved_bytes: int = setting(
-        128 << 20, "memory for written data not yet stored, over all open files (default "
-                   "{default}); a write beyond it waits for uploads", flag="max-unsaved",
-        metavar="SIZE", kind="size")
+        128 << 20,
+        "memory for written data not yet stored, over all open files (default "
+        "{default}); a write beyond it waits for uploads",
+        flag="max-unsaved",
+        metavar="SIZE",
+        kind="size",
+    )
     parallel_uploads: int = setting(
-        4, "pieces uploaded at once per mount (default {default}); each holds a chunk in "
-           "memory", metavar="N", kind="count")
+        4,
+        "pieces uploaded at once per mount (default {default}); each holds a chunk in memory",
+        metavar="N",
+        kind="count",
+    )
     session_heartbeat: float = setting(
-        10.0, "how often the mount tells the meta role it is alive (default {default}; keep it "
-              "well below the meta role's --session-timeout)", metavar="SECONDS",
-        kind="seconds")
+        10.0,
+        "how often the mount tells the meta role it is alive (default {default}; keep it "
+        "well below the meta role's --session-timeout)",
+        metavar="SECONDS",
+        kind="seconds",
+    )
     # how long calls wait for an unreachable meta role (restarts)
     meta_wait: float = setting(
-        60.0, "how long a file operation waits for a meta role that does not answer (a "
-              "restart) before failing with EIO (default {default}; 0: fail at once)",
-        metavar="SECONDS", kind="seconds")
+        60.0,
+        "how long a file operation waits for a meta role that does not answer (a "
+        "restart) before failing with EIO (default {default}; 0: fail at once)",
+        metavar="SECONDS",
+        kind="seconds",
+    )
     metrics_listen: str = setting(
-        "", "serve Prometheus /metrics (FUSE operations by result, latency, bytes, open "
-            "files, memory) and /healthz, /readyz here (docs/operations.md)",
-        metavar="HOST:PORT", default_text="off")
+        "",
+        "serve Prometheus /metrics (FUSE operations by result, latency, bytes, open "
+        "files, memory) and /healthz, /readyz here (docs/operations.md)",
+        metavar="HOST:PORT",
+        default_text="off",
+    )
     ready_file: str = ""
     fuse_workers: int = 32
 
@@ -128,32 +163,47 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
         meta = MetaClient(rpc, options.meta)
         volume = await meta.volume_get(options.volume)
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(meta=meta, data=DataClient(meta),
-                          cache=ChunkCache(options.cache_bytes), chunk_size=volume["chunk_size"],
-                          replicas=volume["replicas"],
-                          uploads=trio.CapacityLimiter(options.parallel_uploads),
-                          nursery=nursery, max_unsaved_bytes=options.max_unsaved_bytes)
-            ops = Operations(io, volume, entry_timeout=options.entry_timeout,
-                             attr_timeout=options.attr_timeout,
-                             cache_lease=options.cache_lease)
+            io = VolumeIO(
+                meta=meta,
+                data=DataClient(meta),
+                cache=ChunkCache(options.cache_bytes),
+                chunk_size=volume["chunk_size"],
+                replicas=volume["replicas"],
+                uploads=trio.CapacityLimiter(options.parallel_uploads),
+                nursery=nursery,
+                max_unsaved_bytes=options.max_unsaved_bytes,
+            )
+            ops = Operations(
+                io,
+                volume,
+                entry_timeout=options.entry_timeout,
+                attr_timeout=options.attr_timeout,
+                cache_lease=options.cache_lease,
+            )
             instrument(ops, observer)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
             await ops.open_session(description)
-            if options.meta_wait > 0:   # after start-up: a wrong address fails at once
+            if options.meta_wait > 0:  # after start-up: a wrong address fails at once
                 meta.be_patient(options.meta_wait)
-            nursery.start_soon(_keep_session, ops, io, options.volume,
-                               options.session_heartbeat, observer)
+            nursery.start_soon(
+                _keep_session, ops, io, options.volume, options.session_heartbeat, observer
+            )
             nursery.start_soon(ops.sync_holds)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
             ops.in_kernel = True
-            nursery.start_soon(ops.listen)   # it tells the kernel: only once there is one
+            nursery.start_soon(ops.listen)  # it tells the kernel: only once there is one
             if observer is not None:
                 observer.mounted = observer.session_ok = True
                 nursery.start_soon(observer.refresh_loop, ops)
             unmounted = False
             try:
-                log.info("mounted volume %s at %s (R=%d, chunk size %d)", options.volume,
-                         options.mountpoint, volume["replicas"], volume["chunk_size"])
+                log.info(
+                    "mounted volume %s at %s (R=%d, chunk size %d)",
+                    options.volume,
+                    options.mountpoint,
+                    volume["replicas"],
+                    volume["chunk_size"],
+                )
                 if options.ready_file:
                     _write_ready_file(options.ready_file, metrics_address)
                 nursery.start_soon(_stop_on_signal, ops)
@@ -175,12 +225,13 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _keep_session(ops: Operations, io: VolumeIO, volume: str,
-                        interval: float, observer: MountObserver | None) -> None:
+async def _keep_session(
+    ops: Operations, io: VolumeIO, volume: str, interval: float, observer: MountObserver | None
+) -> None:
     """Heartbeats keep our holds alive; if the meta role forgot us, register again.
     Each beat also re-reads the volume's replica count, so a change (CSI ModifyVolume)
     applies to this mount's next writes without a remount."""
-    requestid.set_current(None)   # not part of the request that started the mount
+    requestid.set_current(None)  # not part of the request that started the mount
     while True:
         await trio.sleep(interval)
         try:
@@ -190,8 +241,12 @@ async def _keep_session(ops: Operations, io: VolumeIO, volume: str,
             await ops.drop_orphans()
             replicas = (await ops.meta.volume_get(volume))["replicas"]
             if replicas != io.replicas:
-                log.info("volume %s: replica count %d -> %d for new writes", volume,
-                         io.replicas, replicas)
+                log.info(
+                    "volume %s: replica count %d -> %d for new writes",
+                    volume,
+                    io.replicas,
+                    replicas,
+                )
                 io.replicas = replicas
             if observer is not None:
                 observer.session_ok = True
@@ -204,8 +259,9 @@ async def _keep_session(ops: Operations, io: VolumeIO, volume: str,
 async def _stop_on_signal(ops: Operations) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("received %s: flushing open files, then unmounting",
-                     signal.Signals(signum).name)
+            log.info(
+                "received %s: flushing open files, then unmounting", signal.Signals(signum).name
+            )
             await ops.flush_all()
             pyfuse3.terminate()
             return

@@ -44,8 +44,12 @@ def mount_entry(path: str) -> MountEntry | None:
             fields = line.split()
             sep = fields.index("-")
             if _unescape(fields[4]) == target:
-                found = MountEntry(target, _unescape(fields[sep + 2]), fields[sep + 1],
-                                   frozenset(fields[5].split(",")))
+                found = MountEntry(
+                    target,
+                    _unescape(fields[sep + 2]),
+                    fields[sep + 1],
+                    frozenset(fields[5].split(",")),
+                )
     return found
 
 

@@ -33,31 +33,47 @@ if TYPE_CHECKING:
 
 
 # pyfuse3.Operations' handler names: the ones the kernel calls
-OPERATION_NAMES = tuple(name for name, _ in inspect.getmembers(
-    pyfuse3.Operations, inspect.iscoroutinefunction))
+OPERATION_NAMES = tuple(
+    name for name, _ in inspect.getmembers(pyfuse3.Operations, inspect.iscoroutinefunction)
+)
 
 
 class MountObserver:
     def __init__(self, volume: str) -> None:
         self.volume = volume
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)   # process_resident_memory_bytes, cpu
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu
         self.operations = Counter(
-            "fuse_operations", "FUSE operations answered, by operation and result (ok or "
-            "the errno name)", ["operation", "result"], namespace=NAMESPACE,
-            registry=self.registry)
+            "fuse_operations",
+            "FUSE operations answered, by operation and result (ok or the errno name)",
+            ["operation", "result"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "fuse_operation_duration_seconds", "Time from a FUSE request reaching the mount "
-            "to its answer", ["operation"], namespace=NAMESPACE, registry=self.registry,
-            buckets=LATENCY_BUCKETS)
-        self.read_bytes = Counter("fuse_read_bytes", "Bytes returned to read()",
-                                  namespace=NAMESPACE, registry=self.registry)
-        self.written_bytes = Counter("fuse_written_bytes", "Bytes accepted by write()",
-                                     namespace=NAMESPACE, registry=self.registry)
+            "fuse_operation_duration_seconds",
+            "Time from a FUSE request reaching the mount to its answer",
+            ["operation"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.read_bytes = Counter(
+            "fuse_read_bytes",
+            "Bytes returned to read()",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.written_bytes = Counter(
+            "fuse_written_bytes",
+            "Bytes accepted by write()",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.snapshot = Snapshot()
         self.registry.register(self.snapshot)
         self.mounted = False
-        self.session_ok = False      # the last session heartbeat reached the meta role
+        self.session_ok = False  # the last session heartbeat reached the meta role
         self.health = Health(self.ready)
 
     def ready(self) -> tuple[bool, str]:
@@ -70,27 +86,48 @@ class MountObserver:
     async def refresh_loop(self, ops: Operations) -> None:
         async def families() -> list[Metric]:
             return self._families(ops)
+
         await keep_fresh(self.health, self.snapshot, families)
 
     def _families(self, ops: Operations) -> list[Metric]:
         buffered = sum(max(0, f.size - f.committed_size) for f in ops.files.values())
         return [
             gauge("mount_open_files", "Files open through this mount", len(ops.files)),
-            gauge("mount_known_inodes", "Inodes the kernel holds a lookup count for",
-                  len(ops.lookups)),
-            gauge("mount_unsaved_bytes", "Bytes written but not yet committed (at most the "
-                  "open files' growth: what fsync or close still has to send)", buffered),
-            gauge("mount_unsaved_memory_bytes", "Memory held by written data not yet stored "
-                  "(pieces being filled or uploaded)", ops.io.unsaved_bytes()),
-            gauge("mount_unsaved_memory_limit_bytes", "Bound of mount_unsaved_memory_bytes "
-                  "(--max-unsaved)", ops.io.max_unsaved_bytes),
+            gauge(
+                "mount_known_inodes", "Inodes the kernel holds a lookup count for", len(ops.lookups)
+            ),
+            gauge(
+                "mount_unsaved_bytes",
+                "Bytes written but not yet committed (at most the "
+                "open files' growth: what fsync or close still has to send)",
+                buffered,
+            ),
+            gauge(
+                "mount_unsaved_memory_bytes",
+                "Memory held by written data not yet stored (pieces being filled or uploaded)",
+                ops.io.unsaved_bytes(),
+            ),
+            gauge(
+                "mount_unsaved_memory_limit_bytes",
+                "Bound of mount_unsaved_memory_bytes (--max-unsaved)",
+                ops.io.max_unsaved_bytes,
+            ),
             gauge("mount_cache_bytes", "Chunk cache in use", ops.io.cache.bytes),
-            gauge("mount_cache_limit_bytes", "Chunk cache bound (--cache-size)",
-                  ops.io.cache.max_bytes),
-            gauge("mount_session_up", "1 while the meta role answers this mount's heartbeats",
-                  1.0 if self.session_ok else 0.0),
-            gauge("mount_peak_resident_memory_bytes", "Largest resident memory so far "
-                  "(VmHWM)", peak_rss()),
+            gauge(
+                "mount_cache_limit_bytes",
+                "Chunk cache bound (--cache-size)",
+                ops.io.cache.max_bytes,
+            ),
+            gauge(
+                "mount_session_up",
+                "1 while the meta role answers this mount's heartbeats",
+                1.0 if self.session_ok else 0.0,
+            ),
+            gauge(
+                "mount_peak_resident_memory_bytes",
+                "Largest resident memory so far (VmHWM)",
+                peak_rss(),
+            ),
         ]
 
 
@@ -109,12 +146,17 @@ def instrument(ops: Operations, observer: MountObserver | None) -> None:
     for name in OPERATION_NAMES:
         handler = getattr(ops, name)
         if getattr(type(ops), name) is getattr(pyfuse3.Operations, name):
-            continue   # not implemented here: the kernel gets ENOSYS from pyfuse3
+            continue  # not implemented here: the kernel gets ENOSYS from pyfuse3
         setattr(ops, name, _wrapped(name, handler, observer, prefix, counter))
 
 
-def _wrapped(name: str, handler: Callable[..., Awaitable[Any]], observer: MountObserver | None,
-             prefix: str, counter: itertools.count[int]) -> Callable[..., Awaitable[Any]]:
+def _wrapped(
+    name: str,
+    handler: Callable[..., Awaitable[Any]],
+    observer: MountObserver | None,
+    prefix: str,
+    counter: itertools.count[int],
+) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(handler)
     async def op(*args: Any, **kwargs: Any) -> Any:
         requestid.set_current(f"{prefix}-{next(counter):x}")
@@ -125,7 +167,7 @@ def _wrapped(name: str, handler: Callable[..., Awaitable[Any]], observer: MountO
         try:
             answer = await handler(*args, **kwargs)
             if name == "lookup" and answer.st_ino == 0:
-                result = "ENOENT"   # a negative entry: the caller gets ENOENT all the same
+                result = "ENOENT"  # a negative entry: the caller gets ENOENT all the same
         except pyfuse3.FUSEError as exc:
             result = errno.errorcode.get(exc.errno, str(exc.errno))
             raise

@@ -46,10 +46,10 @@ log = logging.getLogger("fusefs")
 T = TypeVar("T")
 FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
-OPEN_PIECES = 16     # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
+OPEN_PIECES = 16  # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
 KERNEL_QUEUE = 1000  # batches of kernel invalidations waiting (the poll waits past it)
 KNOWN_MAX = 100_000  # attributes kept for opens answered here (see _known)
-KNOWN_MARGIN = 1.0   # seconds of lease they must have left to be used
+KNOWN_MARGIN = 1.0  # seconds of lease they must have left to be used
 HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up to 100,000)
 RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h), as the kernel passes it to rename
 
@@ -83,8 +83,15 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, io: VolumeIO, volume: dict[str, Any], *, entry_timeout: float = 1.0,
-                 attr_timeout: float = 1.0, cache_lease: float = 0.0) -> None:
+    def __init__(
+        self,
+        io: VolumeIO,
+        volume: dict[str, Any],
+        *,
+        entry_timeout: float = 1.0,
+        attr_timeout: float = 1.0,
+        cache_lease: float = 0.0,
+    ) -> None:
         super().__init__()
         self.io = io
         self.meta = io.meta
@@ -95,7 +102,7 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         # how long the kernel may keep what it is told (see coherence.py)
         self.cache = KernelCache(cache_lease, entry_timeout, attr_timeout)
-        self.in_kernel = False   # set once pyfuse3 serves the kernel (see mount.py)
+        self.in_kernel = False  # set once pyfuse3 serves the kernel (see mount.py)
         self._listening = trio.CancelScope()  # the listen loop's (see stop_listening)
         self._listened = trio.Event()
         io.author = self._author
@@ -103,16 +110,18 @@ class Operations(pyfuse3.Operations):
         io.after_commit = self._committed
         io.after_drop = self._dropped
         io.renew_session = self.renew_session
-        self.lookups: dict[int, int] = {}   # meta inode -> kernel lookup count
-        self.holds = KernelHolds(self._referenced, io.meta.features)  # what the meta role keeps for us
+        self.lookups: dict[int, int] = {}  # meta inode -> kernel lookup count
+        self.holds = KernelHolds(
+            self._referenced, io.meta.features
+        )  # what the meta role keeps for us
         # inode -> (kernel parent inode, name) of the entry the kernel last got it through:
         # to tell the kernel an entry is gone (see drop_orphans)
         self.names: dict[int, tuple[int, bytes]] = {}
-        self.orphans: set[int] = set()      # unlinked inodes that still have a lookup count
+        self.orphans: set[int] = set()  # unlinked inodes that still have a lookup count
         # releases of our holds on their way to the meta role (see release)
         self.releasing = InFlight(io.nursery)
         self.files: dict[int, FileData] = io.files  # meta inode -> open file state
-        self.handles: dict[int, int] = {}   # fh -> meta inode
+        self.handles: dict[int, int] = {}  # fh -> meta inode
         # fh of a handle open for writing -> the file's FileData.failures it has been told of
         self.writers: dict[int, int] = {}
         # the kernel being told to drop the pages of writes that were dropped (see _dropped)
@@ -120,7 +129,7 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         self.seen: dict[int, tuple[int, int]] = {}  # (size, mtime) the kernel was last told
         self.session = ""  # set by the mount: this mount's session in the meta role
-        self.description = ""   # how the session names this mount (host, mountpoint, pid)
+        self.description = ""  # how the session names this mount (host, mountpoint, pid)
         self._renewing = trio.Lock()
         # inode -> until when "it has no security.capability" may be believed (see getxattr)
         self.no_capability: dict[int, float] = {}
@@ -131,10 +140,9 @@ class Operations(pyfuse3.Operations):
         self._changes = 0
         self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
         self.dir_inodes: dict[int, int] = {}  # fh -> the open directory's kernel inode
-        self.kept_listings = KeptListings(io.nursery,
-                                          lambda: self._changes + self.cache.changes)
+        self.kept_listings = KeptListings(io.nursery, lambda: self._changes + self.cache.changes)
         self.listings = ListingCache(cache_lease)  # whole listings, while nothing changed
-        self.dir_names = KnownNames(self.cache)     # every name of a few directories
+        self.dir_names = KnownNames(self.cache)  # every name of a few directories
         # inode -> (attributes told to the kernel while listening, their Ask, _changes then)
         self.known: dict[int, tuple[dict[str, Any] | list[Any], Ask, int]] = {}
         # files that were open here since the kernel last looked them up: the kernel may
@@ -159,7 +167,7 @@ class Operations(pyfuse3.Operations):
             try:
                 pyfuse3.invalidate_inode(self.inodes.to_kernel(ino), attr_only=True)
             except OSError:
-                pass   # the kernel no longer has it: nothing to forget
+                pass  # the kernel no longer has it: nothing to forget
 
     def _dropped(self, ino: int) -> None:
         """A file's unstored writes were dropped (FileData.drop_unsaved): the kernel's pages
@@ -171,8 +179,9 @@ class Operations(pyfuse3.Operations):
         self.known.pop(ino, None)
         if not self.in_kernel:
             return
-        self.unpaging.start(ino, functools.partial(
-            run_in_thread, [("inode", self.inodes.to_kernel(ino), False)]))
+        self.unpaging.start(
+            ino, functools.partial(run_in_thread, [("inode", self.inodes.to_kernel(ino), False)])
+        )
 
     def _tell_lost(self, fh: int, data: FileData) -> None:
         """Raise, once per handle open for writing, a failure that dropped the file's
@@ -198,13 +207,15 @@ class Operations(pyfuse3.Operations):
         its own change back; None while not listening."""
         return self._ask().session
 
-    def _entry(self, attr: dict[str, Any], ask: Ask | None,
-               timeouts: tuple[float, float] | None = None) -> pyfuse3.EntryAttributes:
+    def _entry(
+        self, attr: dict[str, Any], ask: Ask | None, timeouts: tuple[float, float] | None = None
+    ) -> pyfuse3.EntryAttributes:
         data = self.files.get(attr["ino"])
         size = data.size if data is not None else None
         entry_timeout, attr_timeout = timeouts or self.cache.timeouts(ask)
-        entry = entry_attributes(attr, self.inodes, entry_timeout=entry_timeout,
-                                 attr_timeout=attr_timeout, size=size)
+        entry = entry_attributes(
+            attr, self.inodes, entry_timeout=entry_timeout, attr_timeout=attr_timeout, size=size
+        )
         if stat.S_ISREG(attr["mode"]):
             self.seen[attr["ino"]] = (entry.st_size, attr["mtime_ns"])
         if attr_timeout > KNOWN_MARGIN and data is None:
@@ -238,13 +249,14 @@ class Operations(pyfuse3.Operations):
         if own != self._changes or self.cache.left(ask) <= KNOWN_MARGIN:
             del self.known[ino]
             return None
-        if isinstance(attr, list):   # a listing's row: [name, cookie, *ATTR_KEYS values]
+        if isinstance(attr, list):  # a listing's row: [name, cookie, *ATTR_KEYS values]
             attr = dict(zip(ATTR_KEYS, attr[2:]))
             self.known[ino] = (attr, ask, own)
         return attr, ask
 
-    def _looked_up(self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0,
-                   name: bytes = b"") -> pyfuse3.EntryAttributes:
+    def _looked_up(
+        self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0, name: bytes = b""
+    ) -> pyfuse3.EntryAttributes:
         self._count_lookup(attr["ino"], parent_inode, name)
         if not name:
             return self._entry(attr, ask)
@@ -319,14 +331,15 @@ class Operations(pyfuse3.Operations):
     # -- namespace ----------------------------------------------------------------------------
 
     @fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
-                     ) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         ask = self._ask()
         parent = self.inodes.to_meta(parent_inode)
         if name == b".":
             return self._looked_up(await self.meta.fs_getattr(parent, ask.session), ask)
         surely_not = self.dir_names.missing(parent, name) if name != b".." else None
-        if surely_not is not None:   # every name of the directory is known (dirnames.py)
+        if surely_not is not None:  # every name of the directory is known (dirnames.py)
             return self._not_there(surely_not, parent_inode, name)
         try:
             attr = await self.meta.fs_lookup(parent, name, ask.session)
@@ -337,8 +350,9 @@ class Operations(pyfuse3.Operations):
         return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None
-                      ) -> pyfuse3.EntryAttributes:
+    async def getattr(
+        self, inode: int, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
         ino = self.inodes.to_meta(inode)
         made = self.dir_attrs.pop(ino, None)
         if made is not None and made[0] > time.monotonic():
@@ -354,9 +368,14 @@ class Operations(pyfuse3.Operations):
         return self._entry(await self.meta.fs_getattr(ino, ask.session), ask)
 
     @fuse_errors
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
-                      fields: pyfuse3.SetattrFields, fh: int | None,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
         ino = self.inodes.to_meta(inode)
         ask = self._ask()
         changes: dict[str, int] = {}
@@ -381,9 +400,16 @@ class Operations(pyfuse3.Operations):
             result = await self.meta.fs_setattr(ino, changes, ask.session)
         return self._entry(result, ask)
 
-    async def _make(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext,
-                    rdev: int = 0, target: bytes | None = None,
-                    hold: bool = False) -> tuple[dict[str, Any], Ask]:
+    async def _make(
+        self,
+        parent_inode: int,
+        name: bytes,
+        mode: int,
+        ctx: pyfuse3.RequestContext,
+        rdev: int = 0,
+        target: bytes | None = None,
+        hold: bool = False,
+    ) -> tuple[dict[str, Any], Ask]:
         """A create changes its directory's mtime (and a mkdir its nlink), so the kernel
         drops the directory's attributes and asks for them before the next path walk through
         it: one more round trip per create. The meta role returns the directory's new
@@ -394,8 +420,13 @@ class Operations(pyfuse3.Operations):
         ask = self._ask()
 
         def send(session: str | None) -> Awaitable[dict[str, Any]]:
-            return self._changing_dir(ask, lambda: self.meta.fs_mknod(
-                parent, name, mode, ctx.uid, ctx.gid, rdev, target, session or ask.session))
+            return self._changing_dir(
+                ask,
+                lambda: self.meta.fs_mknod(
+                    parent, name, mode, ctx.uid, ctx.gid, rdev, target, session or ask.session
+                ),
+            )
+
         if not hold and not self.holds.enabled:
             attr = await self._naming((parent,), send(None))
         else:
@@ -404,7 +435,7 @@ class Operations(pyfuse3.Operations):
             self.holds.took(attr["ino"])  # held for the open, or for the kernel's reference
         self.dir_names.added(parent, name, renew=ask)
         if stat.S_ISDIR(mode):
-            self.dir_names.learn(attr["ino"], (), ask)   # a new directory: no names yet
+            self.dir_names.learn(attr["ino"], (), ask)  # a new directory: no names yet
         return attr, ask
 
     async def _naming(self, dirs: tuple[int, ...], change: Awaitable[T]) -> T:
@@ -420,7 +451,7 @@ class Operations(pyfuse3.Operations):
     async def _changing_dir(self, ask: Ask | None, send: Callable[[], Awaitable[Any]]) -> Any:
         """A meta call whose answer carries its directory's new attributes (``parent``):
         keep them for the kernel's next GETATTR of that directory (see _make)."""
-        mine = self._changes + 1    # the client counts this change before its first await
+        mine = self._changes + 1  # the client counts this change before its first await
         attr = await send()
         parent = attr.pop("parent", None)
         if parent is not None and self._changes == mine and ask is not None:
@@ -446,12 +477,11 @@ class Operations(pyfuse3.Operations):
                     try:
                         await self.meta.fs_open(ino, self.session)
                     except FsError as exc:
-                        log.error("inode %d is open here but could not be held again: %s",
-                                  ino, exc)
+                        log.error("inode %d is open here but could not be held again: %s", ino, exc)
         if previous:
             try:
                 await self.meta.session_close(previous)
-            except RpcError as exc:   # it expires on its own
+            except RpcError as exc:  # it expires on its own
                 log.warning("could not close the replaced mount session: %s", exc)
 
     async def renew_session(self, stale: str) -> None:
@@ -459,8 +489,7 @@ class Operations(pyfuse3.Operations):
         register again, once, however many requests found out at the same time."""
         async with self._renewing:
             if self.session == stale:
-                log.warning("the meta role did not know this mount's session; registering "
-                            "again")
+                log.warning("the meta role did not know this mount's session; registering again")
                 await self.open_session(self.description)
 
     async def _open_attr(self, ino: int, pieces: int = 0) -> dict[str, Any]:
@@ -471,20 +500,23 @@ class Operations(pyfuse3.Operations):
         return attr
 
     @fuse_errors
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         attr, ask = await self._make(parent_inode, name, mode, ctx, rdev)
         return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         attr, ask = await self._make(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx)
         return self._looked_up(attr, ask, parent_inode, name)
 
     @fuse_errors
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         attr, ask = await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx, 0, target)
         return self._looked_up(attr, ask, parent_inode, name)
 
@@ -493,12 +525,15 @@ class Operations(pyfuse3.Operations):
         return await self.meta.fs_readlink(self.inodes.to_meta(inode))
 
     @fuse_errors
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
-                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         ask = self._ask()
         new_parent = self.inodes.to_meta(new_parent_inode)
-        attr = await self._naming((new_parent,), self.meta.fs_link(
-            self.inodes.to_meta(inode), new_parent, new_name, ask.session))
+        attr = await self._naming(
+            (new_parent,),
+            self.meta.fs_link(self.inodes.to_meta(inode), new_parent, new_name, ask.session),
+        )
         self.dir_names.added(new_parent, new_name)
         return self._looked_up(attr, ask, new_parent_inode, new_name)  # (held by the next batch)
 
@@ -506,8 +541,14 @@ class Operations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
         ask = self._ask()
-        gone = await self._naming((parent,), self._removing(lambda session: self._changing_dir(
-            ask, lambda: self.meta.fs_unlink(parent, name, session or ask.session))))
+        gone = await self._naming(
+            (parent,),
+            self._removing(
+                lambda session: self._changing_dir(
+                    ask, lambda: self.meta.fs_unlink(parent, name, session or ask.session)
+                )
+            ),
+        )
         self.dir_names.removed(parent, name)
         await self._unlinked(gone)
 
@@ -515,19 +556,37 @@ class Operations(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
         ask = self._ask()
-        gone = await self._naming((parent,), self._removing(lambda session: self._changing_dir(
-            ask, lambda: self.meta.fs_rmdir(parent, name, session or ask.session))))
+        gone = await self._naming(
+            (parent,),
+            self._removing(
+                lambda session: self._changing_dir(
+                    ask, lambda: self.meta.fs_rmdir(parent, name, session or ask.session)
+                )
+            ),
+        )
         self.dir_names.removed(parent, name)
         await self._unlinked(gone)
 
     @fuse_errors
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
         old, new = self.inodes.to_meta(parent_inode_old), self.inodes.to_meta(parent_inode_new)
-        replaced = await self._naming((old, new), self._removing(
-            lambda session: self.meta.fs_rename(old, name_old, new, name_new, flags,
-                                                session or self._author())))
-        if not flags & RENAME_EXCHANGE:   # (an exchange leaves both names where they are)
+        replaced = await self._naming(
+            (old, new),
+            self._removing(
+                lambda session: self.meta.fs_rename(
+                    old, name_old, new, name_new, flags, session or self._author()
+                )
+            ),
+        )
+        if not flags & RENAME_EXCHANGE:  # (an exchange leaves both names where they are)
             self.dir_names.removed(old, name_old)
             self.dir_names.added(new, name_new)
         await self._unlinked(replaced)
@@ -547,7 +606,7 @@ class Operations(pyfuse3.Operations):
             if ino in self.orphans and ino not in self.files:
                 gone.append(ino)
             else:
-                self.holds.changed(ino)   # the next batch drops the hold
+                self.holds.changed(ino)  # the next batch drops the hold
         if gone:
             await self._forget_orphans(gone)
 
@@ -579,8 +638,7 @@ class Operations(pyfuse3.Operations):
             self.orphans.add(ino)
             where = self.names.pop(ino, None)
             if where is not None and self.lookups.get(ino):
-                pyfuse3.invalidate_entry_async(where[0], where[1], deleted=ino,
-                                               ignore_enoent=True)
+                pyfuse3.invalidate_entry_async(where[0], where[1], deleted=ino, ignore_enoent=True)
             elif not self._referenced(ino):
                 self.holds.changed(ino)
 
@@ -614,18 +672,21 @@ class Operations(pyfuse3.Operations):
             await run_in_thread(calls)
 
     async def _listen(self, kernel: trio.MemorySendChannel[list[KernelCall]]) -> None:
-        acked = 0      # the meta role's count of events queued for us, as far as handled
+        acked = 0  # the meta role's count of events queued for us, as far as handled
         while True:
             session = self.session
             sent = time.monotonic()
             try:
                 with trio.fail_after(POLL_WAIT + POLL_MARGIN):
-                    answer = await self.meta.session_listen(session, self.cache.lease,
-                                                            POLL_WAIT, acked)
+                    answer = await self.meta.session_listen(
+                        session, self.cache.lease, POLL_WAIT, acked
+                    )
             except MethodNotFound:
-                log.warning("the meta role sends no invalidations (an older release): the "
-                            "kernel keeps entries and attributes for %gs, as before",
-                            self.entry_timeout)
+                log.warning(
+                    "the meta role sends no invalidations (an older release): the "
+                    "kernel keeps entries and attributes for %gs, as before",
+                    self.entry_timeout,
+                )
                 return
             except trio.TooSlowError:
                 reason = f"no answer within {POLL_WAIT + POLL_MARGIN:g}s"
@@ -653,13 +714,16 @@ class Operations(pyfuse3.Operations):
             # event in this answer invalidates before the answer counts as heard.
             calls = self._stop_listening("") if answer.get("reset") else []
             calls += self._invalidate(answer.get("events") or [])
-            self.cache.heard = sent   # it holds every event queued before the poll left
+            self.cache.heard = sent  # it holds every event queued before the poll left
             upto = answer.get("upto")
             acked = upto if type(upto) is int else acked
             if self.cache.session != session and session == self.session:
                 if not self.cache.handed_out:
-                    log.info("listening for invalidations: the kernel keeps entries and "
-                             "attributes for up to %gs", self.cache.lease)
+                    log.info(
+                        "listening for invalidations: the kernel keeps entries and "
+                        "attributes for up to %gs",
+                        self.cache.lease,
+                    )
                 self.cache.session = session
             if calls:
                 await kernel.send(calls)
@@ -669,8 +733,11 @@ class Operations(pyfuse3.Operations):
         more long timeouts, and what the kernel may keep for long is to be taken back (the
         calls returned, for the kernel's task)."""
         if self.cache.session is not None and reason:
-            log.warning("invalidations from the meta role stopped (%s): the kernel's "
-                        "caches are dropped, and kept short until they resume", reason)
+            log.warning(
+                "invalidations from the meta role stopped (%s): the kernel's "
+                "caches are dropped, and kept short until they resume",
+                reason,
+            )
         entries = self.cache.stop()
         self.known.clear()
         self.listings.clear()
@@ -679,8 +746,9 @@ class Operations(pyfuse3.Operations):
         self.cache.handed_out = False
         self.dir_attrs.clear()
         self.no_capability.clear()
-        calls: list[KernelCall] = [("inode", self.inodes.to_kernel(ino), True)
-                                   for ino in list(self.lookups)]
+        calls: list[KernelCall] = [
+            ("inode", self.inodes.to_kernel(ino), True) for ino in list(self.lookups)
+        ]
         calls += [("entry", parent, name) for parent, name in entries]
         return calls
 
@@ -696,8 +764,9 @@ class Operations(pyfuse3.Operations):
         calls: list[KernelCall] = []
         for event in events:
             if not (isinstance(event, list) and len(event) == 3 and type(event[1]) is int):
-                log.warning("the meta role sent an invalidation this mount does not know: %r",
-                            event)
+                log.warning(
+                    "the meta role sent an invalidation this mount does not know: %r", event
+                )
                 continue
             kind, ino, arg = event
             self.dir_attrs.pop(ino, None)
@@ -722,8 +791,9 @@ class Operations(pyfuse3.Operations):
         cache far more inodes than one request may name (a mount registering again sends
         them all). False when the meta role keeps no holds (holds are off from then on)."""
         for start in range(0, max(len(add), len(drop)), HOLD_BATCH):
-            if not await self.meta.session_hold(session, add[start:start + HOLD_BATCH],
-                                                drop[start:start + HOLD_BATCH]):
+            if not await self.meta.session_hold(
+                session, add[start : start + HOLD_BATCH], drop[start : start + HOLD_BATCH]
+            ):
                 return False
         return True
 
@@ -748,7 +818,7 @@ class Operations(pyfuse3.Operations):
                 self.holds.applied(add, drop)
         except FsError as exc:
             self.holds.failed(add, drop)
-            if exc.errno == errno.ESTALE:   # registering again holds everything anew
+            if exc.errno == errno.ESTALE:  # registering again holds everything anew
                 try:
                     await self.renew_session(session)
                 except RpcError as again:
@@ -768,8 +838,9 @@ class Operations(pyfuse3.Operations):
         if not stat.S_ISDIR(attr["mode"]):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._handle_number()
-        self.dirs[fh] = Listing(functools.partial(self._listing, ino), READDIR_PAGE,
-                                self.kept_listings)
+        self.dirs[fh] = Listing(
+            functools.partial(self._listing, ino), READDIR_PAGE, self.kept_listings
+        )
         self.dir_inodes[fh] = inode
         return fh
 
@@ -781,8 +852,9 @@ class Operations(pyfuse3.Operations):
         while rows := await listing.take(after):
             ask = listing.token
             for i, row in enumerate(rows):
-                if not pyfuse3.readdir_reply(token, row[0],
-                                             self._listed(row, ask, parent_inode), row[1]):
+                if not pyfuse3.readdir_reply(
+                    token, row[0], self._listed(row, ask, parent_inode), row[1]
+                ):
                     listing.keep(rows[i:], after)
                     return
                 self._count_lookup(row[2], parent_inode, row[0])
@@ -817,9 +889,14 @@ class Operations(pyfuse3.Operations):
         ino = row[2]
         data = self.files.get(ino)
         entry_timeout, attr_timeout = self.cache.entry(ask, parent_inode, row[0])
-        entry = entry_from_values(row, self.inodes, entry_timeout=entry_timeout,
-                                  attr_timeout=attr_timeout,
-                                  size=None if data is None else data.size, first=2)
+        entry = entry_from_values(
+            row,
+            self.inodes,
+            entry_timeout=entry_timeout,
+            attr_timeout=attr_timeout,
+            size=None if data is None else data.size,
+            first=2,
+        )
         if stat.S_ISREG(row[3]):
             self.seen[ino] = (entry.st_size, row[11])
         if attr_timeout > KNOWN_MARGIN and data is None:
@@ -855,8 +932,8 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         ino = self.inodes.to_meta(inode)
         self.no_capability.pop(ino, None)
-        await self.releasing.wait(ino)   # our new hold must not be dropped by an older release
-        await self.unpaging.wait(ino)    # pages of dropped writes must be gone before keep_cache
+        await self.releasing.wait(ino)  # our new hold must not be dropped by an older release
+        await self.unpaging.wait(ino)  # pages of dropped writes must be gone before keep_cache
         local = self._open_here(ino, flags)
         if local is not None:
             return local
@@ -896,8 +973,9 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_inode(inode, attr_only=False)
         self.seen[ino] = (attr["size"], attr["mtime_ns"])
         self._remember(attr, ask)
-        return pyfuse3.FileInfo(fh=self._new_handle(ino, flags), keep_cache=True,
-                                direct_io=bool(flags & os.O_DIRECT))
+        return pyfuse3.FileInfo(
+            fh=self._new_handle(ino, flags), keep_cache=True, direct_io=bool(flags & os.O_DIRECT)
+        )
 
     def _open_here(self, ino: int, flags: int) -> pyfuse3.FileInfo | None:
         """An open for reading answered without the meta role, when close-to-open needs
@@ -911,29 +989,40 @@ class Operations(pyfuse3.Operations):
         are surely gone (the kernel forgot the inode) is better opened by the meta role,
         whose answer brings the map of its first pieces. Anything else: None, and the open
         asks the meta role as always."""
-        if flags & os.O_ACCMODE != os.O_RDONLY or ino in self.files or \
-                ino not in self.holds.held or not self.holds.enabled or ino not in self.paged:
+        if (
+            flags & os.O_ACCMODE != os.O_RDONLY
+            or ino in self.files
+            or ino not in self.holds.held
+            or not self.holds.enabled
+            or ino not in self.paged
+        ):
             return None
         attr = self._known(ino)
         if attr is None or self.seen.get(ino) != (attr["size"], attr["mtime_ns"]):
             return None
         data = self._file(attr)
         data.handles += 1
-        return pyfuse3.FileInfo(fh=self._new_handle(ino, flags), keep_cache=True,
-                                direct_io=bool(flags & os.O_DIRECT))
+        return pyfuse3.FileInfo(
+            fh=self._new_handle(ino, flags), keep_cache=True, direct_io=bool(flags & os.O_DIRECT)
+        )
 
     @fuse_errors
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attr, ask = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx,
-                                     hold=True)
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        attr, ask = await self._make(
+            parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx, hold=True
+        )
         self._file(attr).handles += 1
         # A new file has no xattrs: the kernel's security.capability query before the
         # first write needs no round trip (see getxattr).
         self._no_capability(attr["ino"])
         entry = self._looked_up(attr, ask, parent_inode, name)
-        return pyfuse3.FileInfo(fh=self._new_handle(attr["ino"], flags), keep_cache=True,
-                                direct_io=bool(flags & os.O_DIRECT)), entry
+        return pyfuse3.FileInfo(
+            fh=self._new_handle(attr["ino"], flags),
+            keep_cache=True,
+            direct_io=bool(flags & os.O_DIRECT),
+        ), entry
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
@@ -948,7 +1037,7 @@ class Operations(pyfuse3.Operations):
         try:
             await data.write(off, buf)
         except FsError:
-            if fh in self.writers:   # (this is how it heard of a failure, if one dropped writes)
+            if fh in self.writers:  # (this is how it heard of a failure, if one dropped writes)
                 self.writers[fh] = data.failures
             raise
         return len(buf)
@@ -992,12 +1081,13 @@ class Operations(pyfuse3.Operations):
         try:
             await data.flush()  # normally a no-op: close() already flushed
         except Exception as exc:
-            log.error("inode %d: data written but not stored when the file was released: %s",
-                      ino, exc)
+            log.error(
+                "inode %d: data written but not stored when the file was released: %s", ino, exc
+            )
         if not data.has_unsaved:
             del self.files[ino]
         if self.holds.enabled and self.lookups.get(ino):
-            return   # the kernel still references it: the hold stays (see holds.py)
+            return  # the kernel still references it: the hold stays (see holds.py)
         # The hold is dropped without the kernel waiting for it: nothing the caller sees
         # depends on it (close() has returned with FLUSH), only when an orphan's space is
         # freed. What would see it out of order waits for it instead: an open of the same
@@ -1038,8 +1128,9 @@ class Operations(pyfuse3.Operations):
         self.no_capability[ino] = time.monotonic() + self.attr_timeout
 
     @fuse_errors
-    async def setxattr(self, inode: int, name: bytes, value: bytes,
-                       ctx: pyfuse3.RequestContext) -> None:
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
         self.no_capability.pop(self.inodes.to_meta(inode), None)
         await self.meta.fs_setxattr(self.inodes.to_meta(inode), name, value, 0, self._author())
 

@@ -111,9 +111,9 @@ async def assemble(piece: Piece, fetch: Fetch) -> bytearray:
         stored = await fetch(piece.cid)
         if len(stored) < piece.length:
             raise ShortChunk(piece.cid, len(stored), piece.length)
-        out[piece.start:piece.start + piece.length] = memoryview(stored)[:piece.length]
+        out[piece.start : piece.start + piece.length] = memoryview(stored)[: piece.length]
     for s in piece.slices:
-        out[s.start:s.start + s.length] = await _slice_bytes(s, fetch)
+        out[s.start : s.start + s.length] = await _slice_bytes(s, fetch)
     return out
 
 
@@ -122,15 +122,16 @@ async def read_range(piece: Piece, lo: int, hi: int, read: ReadRange) -> bytearr
     ranged read, or from the cache): a slice's chunk holds the slices of many pieces."""
     out = bytearray(hi - lo)
     parts = [] if piece.cid is None else [(piece.cid, piece.start, piece.length, 0)]
-    for cid, start, length, offset in parts + [(s.cid, s.start, s.length, s.offset)
-                                               for s in piece.slices]:
+    for cid, start, length, offset in parts + [
+        (s.cid, s.start, s.length, s.offset) for s in piece.slices
+    ]:
         a, b = max(lo, start), min(hi, start + length)
         if a < b:
             at = offset + a - start
             got = await read(cid, at, b - a)
             if len(got) != b - a:
                 raise ShortChunk(cid, at + len(got), offset + length)
-            out[a - lo:b - lo] = got
+            out[a - lo : b - lo] = got
     return out
 
 
@@ -138,7 +139,7 @@ async def _slice_bytes(s: Slice, fetch: Fetch) -> memoryview:
     stored = await fetch(s.cid)
     if len(stored) < s.offset + s.length:
         raise ShortChunk(s.cid, len(stored), s.offset + s.length)
-    return memoryview(stored)[s.offset:s.offset + s.length]
+    return memoryview(stored)[s.offset : s.offset + s.length]
 
 
 class DirtyPiece:
@@ -158,7 +159,7 @@ class DirtyPiece:
         self.base = base
         self.held = held
         self.content: bytearray | None = bytearray() if base is None else None
-        self._starts: list[int] = []       # extent starts, ascending, never touching
+        self._starts: list[int] = []  # extent starts, ascending, never touching
         self._extents: list[bytearray] = []
         self._extent_bytes = 0  # sum of the extents' lengths (asked on every write)
 
@@ -204,7 +205,7 @@ class DirtyPiece:
             content = self.content
             if len(content) < inner:
                 content.extend(bytes(inner - len(content)))  # a hole inside the piece
-            content[inner:inner + len(data)] = data
+            content[inner : inner + len(data)] = data
             return
         self._patch(inner, data)
         assert self.base is not None
@@ -220,19 +221,23 @@ class DirtyPiece:
         last = bisect_right(self._starts, end)  # extents [first, last) touch the write
         if last - first == 1 and self._starts[first] <= inner:
             extent = self._extents[first]  # the common case, a write inside or just past
-            start = self._starts[first]    # one extent: change it in place
+            start = self._starts[first]  # one extent: change it in place
             if end - start > len(extent):
                 self._extent_bytes += end - start - len(extent)
                 extent.extend(bytes(end - start - len(extent)))
-            extent[inner - start:end - start] = data
+            extent[inner - start : end - start] = data
             return
         start = min([inner, *self._starts[first:last]])
-        stop = max([end, *(s + len(e) for s, e in zip(self._starts[first:last],
-                                                       self._extents[first:last]))])
+        stop = max(
+            [
+                end,
+                *(s + len(e) for s, e in zip(self._starts[first:last], self._extents[first:last])),
+            ]
+        )
         merged = bytearray(stop - start)
         for s, e in zip(self._starts[first:last], self._extents[first:last]):
-            merged[s - start:s - start + len(e)] = e
-        merged[inner - start:end - start] = data
+            merged[s - start : s - start + len(e)] = e
+        merged[inner - start : end - start] = data
         self._extent_bytes += len(merged) - sum(map(len, self._extents[first:last]))
         self._starts[first:last] = [start]
         self._extents[first:last] = [merged]
@@ -260,7 +265,7 @@ class DirtyPiece:
             return self.content
         out.extend(bytes(self.length - len(out)))
         for start, extent in zip(self._starts, self._extents):
-            out[start:start + len(extent)] = extent
+            out[start : start + len(extent)] = extent
         return out
 
 
@@ -269,5 +274,6 @@ class ShortChunk(FsError):
     and nothing is stored from it)."""
 
     def __init__(self, cid: str, got: int, expected: int) -> None:
-        super().__init__(errno.EIO, f"chunk {cid[:12]} has {got} bytes; the file map says "
-                                    f"{expected}")
+        super().__init__(
+            errno.EIO, f"chunk {cid[:12]} has {got} bytes; the file map says {expected}"
+        )

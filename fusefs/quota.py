@@ -55,5 +55,8 @@ class QuotaGuard:
         if time.monotonic() - self.refreshed > REFRESH_SECONDS:
             await self.statfs()
         if self.used + uncommitted + growth > self.capacity:
-            raise FsError(errno.ENOSPC, f"volume full: {self.used + uncommitted} of "
-                                        f"{self.capacity} bytes used or being written")
+            raise FsError(
+                errno.ENOSPC,
+                f"volume full: {self.used + uncommitted} of "
+                f"{self.capacity} bytes used or being written",
+            )

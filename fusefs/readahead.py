@@ -49,7 +49,6 @@ async def raise_readahead(mountpoint: str, size: int) -> None:
     try:
         st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError as exc:
-        log.warning("readahead left at the kernel's default: cannot stat %s: %s",
-                    mountpoint, exc)
+        log.warning("readahead left at the kernel's default: cannot stat %s: %s", mountpoint, exc)
         return
     set_readahead(st.st_dev, size)

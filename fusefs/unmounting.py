@@ -31,15 +31,19 @@ from .mounttable import mount_entry
 
 __all__ = ["UnmountError", "unmount"]
 
-_COMMAND_TIMEOUT = 60.0   # umount of a FUSE mount waits for the FUSE process's DESTROY
+_COMMAND_TIMEOUT = 60.0  # umount of a FUSE mount waits for the FUSE process's DESTROY
 
 
 class UnmountError(OSError):
     """The tool refused (not a mount we may unmount, busy with ``if_busy="fail"``, ...)."""
 
 
-def unmount(path: str, lazy: bool = False, if_busy: Literal["fail", "detach"] = "fail",
-            timeout: float = 30.0) -> bool:
+def unmount(
+    path: str,
+    lazy: bool = False,
+    if_busy: Literal["fail", "detach"] = "fail",
+    timeout: float = 30.0,
+) -> bool:
     """Unmount what is mounted at ``path`` (the topmost mount); with ``lazy`` detach it at once.
     Returns False when nothing was mounted there. Raises UnmountError when it could not."""
     target = os.path.abspath(path)
@@ -68,11 +72,15 @@ def _run(target: str, lazy: bool) -> str:
     else:
         command = ["fusermount3", "-u", *(["-z"] if lazy else []), target]
     try:
-        result = subprocess.run(command, capture_output=True, text=True,
-                                timeout=_COMMAND_TIMEOUT, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{command[0]}: {exc}"
     if result.returncode == 0:
         return ""
-    return (result.stderr.strip() or result.stdout.strip()
-            or f"{' '.join(command)} failed with exit code {result.returncode}")
+    return (
+        result.stderr.strip()
+        or result.stdout.strip()
+        or f"{' '.join(command)} failed with exit code {result.returncode}"
+    )

@@ -35,9 +35,16 @@ def generate(out_dir: Path) -> list[Path]:
         shutil.copy(ROOT / "protos" / "csi.proto", src / "csi.proto")
         target = out_dir / "protos"
         target.mkdir(parents=True, exist_ok=True)
-        code = protoc.main(["grpc_tools.protoc", f"-I{tmp}", f"-I{include}",
-                            f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
-                            "protos/csi.proto"])
+        code = protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"-I{tmp}",
+                f"-I{include}",
+                f"--python_out={out_dir}",
+                f"--grpc_python_out={out_dir}",
+                "protos/csi.proto",
+            ]
+        )
         if code != 0:
             raise RuntimeError(f"protoc failed with exit code {code}")
     return [target / name for name in GENERATED]
@@ -45,8 +52,12 @@ def generate(out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT,
-                        help="directory that receives protos/csi_pb2*.py (default: the source tree)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT,
+        help="directory that receives protos/csi_pb2*.py (default: the source tree)",
+    )
     args = parser.parse_args(argv)
     for path in generate(args.out):
         print(path)

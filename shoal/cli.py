@@ -29,8 +29,12 @@ manifests start). Run 'shoal COMMAND --help' for each command's options.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shoal", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="shoal",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serving.add_storaged(sub)
     lab.add_up(sub)
@@ -52,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version").set_defaults(handler=cmd_version)
     for command in sub.choices.values():
         command.add_argument(
-            "--tls-dir", metavar="DIR",
+            "--tls-dir",
+            metavar="DIR",
             help="turn TLS on for every TCP connection, with DIR/ca.pem, cert.pem and key.pem "
-                 "(default $SHOAL_TLS_DIR; off when neither is set; see 'shoal tls --help')")
+            "(default $SHOAL_TLS_DIR; off when neither is set; see 'shoal tls --help')",
+        )
     return parser
 
 
@@ -63,14 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     handler = args.handler
     if args.command != "tls":
         from storaged.rpc import tls
+
         try:
             tls.configure(args.tls_dir)
         except tls.TlsConfigError as exc:
             print(f"shoal {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    if args.command not in ("storaged", "csi", "mounter") and not getattr(args, "foreground", False):
+    if args.command not in ("storaged", "csi", "mounter") and not getattr(
+        args, "foreground", False
+    ):
         from storaged.rpc import requestid
-        requestid.begin("cli")   # the servers' log lines for what this command asked carry it
+
+        requestid.begin("cli")  # the servers' log lines for what this command asked carry it
     try:
         return int(handler(args))
     except KeyboardInterrupt:
@@ -84,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_version(args: argparse.Namespace) -> int:
     from storaged import __version__
+
     print(f"shoalfs {__version__}")
     return EXIT_OK
 

@@ -54,8 +54,11 @@ def up(o: UpOptions) -> ClusterFile:
         auth.write_secret_file(secret_file)
     previous = _load_or_none(workdir / FILENAME)
     config = tls.active()
-    cluster = ClusterFile(workdir=str(workdir), secret_file=str(secret_file),
-                          tls_dir=str(config.directory) if config else "")
+    cluster = ClusterFile(
+        workdir=str(workdir),
+        secret_file=str(secret_file),
+        tls_dir=str(config.directory) if config else "",
+    )
 
     old_meta = previous.meta_process if previous else None
     if previous and old_meta and is_our_process(old_meta.pid, old_meta.data_dir):
@@ -63,20 +66,25 @@ def up(o: UpOptions) -> ClusterFile:
     else:
         listen = previous.meta if previous and previous.meta else "tcp://127.0.0.1:0"
         cluster.meta, cluster.meta_process = _start(
-            workdir, "meta", secret_file, listen, ["--roles", "meta", *HEARTBEAT])
+            workdir, "meta", secret_file, listen, ["--roles", "meta", *HEARTBEAT]
+        )
     cluster.save(workdir / FILENAME)
 
     for index in range(1, o.chunk_servers + 1):
         name = f"chunk{index}"
-        old = next((s for s in previous.chunk_servers if s.name == name), None) if previous else None
+        old = (
+            next((s for s in previous.chunk_servers if s.name == name), None) if previous else None
+        )
         if old is not None and is_our_process(old.pid, old.data_dir):
             cluster.chunk_servers.append(old)
             continue
         listen = old.address if old else "tcp://127.0.0.1:0"
-        address, proc = _start(workdir, name, secret_file, listen,
-                               ["--meta", cluster.meta, "--zone", name, *HEARTBEAT])
-        cluster.chunk_servers.append(ChunkServerEntry(name, address, proc.data_dir, proc.pid,
-                                                      proc.log))
+        address, proc = _start(
+            workdir, name, secret_file, listen, ["--meta", cluster.meta, "--zone", name, *HEARTBEAT]
+        )
+        cluster.chunk_servers.append(
+            ChunkServerEntry(name, address, proc.data_dir, proc.pid, proc.log)
+        )
         cluster.save(workdir / FILENAME)
 
     secret = auth.load_secret(secret_file)
@@ -84,32 +92,50 @@ def up(o: UpOptions) -> ClusterFile:
     for entry in cluster.chunk_servers:
         entry.server_id = ids.get(entry.address, entry.server_id)
     cluster.volume = DEFAULT_VOLUME
-    mountpoint = o.mountpoint or (Path(previous.mountpoint) if previous and previous.mountpoint
-                                  else default_mountpoint())
+    mountpoint = o.mountpoint or (
+        Path(previous.mountpoint) if previous and previous.mountpoint else default_mountpoint()
+    )
     cluster.mountpoint = str(mountpoint)
-    if previous and previous.mount_pid and is_our_process(previous.mount_pid, str(mountpoint)) \
-            and is_mounted(mountpoint):
+    if (
+        previous
+        and previous.mount_pid
+        and is_our_process(previous.mount_pid, str(mountpoint))
+        and is_mounted(mountpoint)
+    ):
         cluster.mount_pid = previous.mount_pid
     else:
         if is_mounted(mountpoint):  # a dead mount process leaves "transport not connected"
             unmount(str(mountpoint), lazy=True)
         mountpoint.mkdir(parents=True, exist_ok=True)
         cluster.mount_pid = mount_background(
-            DEFAULT_VOLUME, str(mountpoint), cluster.meta, str(secret_file),
-            workdir / "logs" / "mount.log", [])
+            DEFAULT_VOLUME,
+            str(mountpoint),
+            cluster.meta,
+            str(secret_file),
+            workdir / "logs" / "mount.log",
+            [],
+        )
     cluster.save(workdir / FILENAME)
     return cluster
 
 
-def _start(workdir: Path, name: str, secret_file: Path, listen: str,
-           extra: list[str]) -> tuple[str, ProcessEntry]:
+def _start(
+    workdir: Path, name: str, secret_file: Path, listen: str, extra: list[str]
+) -> tuple[str, ProcessEntry]:
     data_dir = workdir / name
     log_path = workdir / "logs" / f"{name}.log"
     address_file = workdir / "run" / f"{name}.json"
     address_file.parent.mkdir(parents=True, exist_ok=True)
     address_file.unlink(missing_ok=True)
-    args = ["--data-dir", str(data_dir), "--secret-file", str(secret_file),
-            "--address-file", str(address_file), *extra]
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "--secret-file",
+        str(secret_file),
+        "--address-file",
+        str(address_file),
+        *extra,
+    ]
     proc = spawn_daemon(["--listen", listen, *args], log_path)
     try:
         info = wait_for_address_file(address_file, proc, log_path, timeout=15)
@@ -134,14 +160,17 @@ async def _wait_and_prepare_volume(meta: str, secret: bytes, o: UpOptions) -> di
             if sum(s["state"] == "up" for s in servers) >= o.chunk_servers:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(servers)} of {o.chunk_servers} chunk servers "
-                                   "registered with the meta role within 30s; see the logs")
+                raise RuntimeError(
+                    f"only {len(servers)} of {o.chunk_servers} chunk servers "
+                    "registered with the meta role within 30s; see the logs"
+                )
             await trio.sleep(0.1)
         try:
             await client.volume_get(DEFAULT_VOLUME)
         except FsError:
-            await client.volume_create(DEFAULT_VOLUME, o.capacity, o.replicas, o.chunk_size,
-                                       {"created_by": "shoal up"})
+            await client.volume_create(
+                DEFAULT_VOLUME, o.capacity, o.replicas, o.chunk_size, {"created_by": "shoal up"}
+            )
         return {s["address"]: s["id"] for s in servers}
 
 

@@ -75,5 +75,8 @@ class ClusterFile:
             # A cluster started with TLS on only answers TLS: whoever finds it through this
             # file must use it too, without having to be told again.
             tls.enable(doc["tls_dir"])
-        return cls(chunk_servers=servers,
-                   meta_process=ProcessEntry(**meta_process) if meta_process else None, **doc)
+        return cls(
+            chunk_servers=servers,
+            meta_process=ProcessEntry(**meta_process) if meta_process else None,
+            **doc,
+        )

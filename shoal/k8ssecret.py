@@ -27,25 +27,34 @@ def default_api_server() -> str:
     host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host:
-        raise RuntimeError("not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is unset); "
-                           "pass --api-server")
+        raise RuntimeError(
+            "not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is unset); pass --api-server"
+        )
     return f"https://{host}:{port}"
 
 
-def ensure_secret(name: str, namespace: str, api_server: str, token: str,
-                  ca_file: str | None) -> bool:
+def ensure_secret(
+    name: str, namespace: str, api_server: str, token: str, ca_file: str | None
+) -> bool:
     """Create Secret ``namespace/name`` holding a new cluster secret under the key
     ``secret``; return True if created, False if it already existed."""
     body = {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": "shoalfs"}},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "shoalfs"},
+        },
         "data": {"secret": base64.b64encode((generate_secret() + "\n").encode()).decode()},
     }
     request = urllib.request.Request(
         f"{api_server.rstrip('/')}/api/v1/namespaces/{namespace}/secrets",
-        data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     context = ssl.create_default_context(cafile=ca_file) if api_server.startswith("https") else None
     try:
         with urllib.request.urlopen(request, timeout=30, context=context) as response:
@@ -54,6 +63,8 @@ def ensure_secret(name: str, namespace: str, api_server: str, token: str,
         if exc.code == 409:
             return False
         detail = exc.read().decode(errors="replace")[:500]
-        raise RuntimeError(f"creating Secret {namespace}/{name}: HTTP {exc.code}: {detail}") from None
+        raise RuntimeError(
+            f"creating Secret {namespace}/{name}: HTTP {exc.code}: {detail}"
+        ) from None
     except urllib.error.URLError as exc:
         raise RuntimeError(f"cannot reach the API server {api_server}: {exc.reason}") from None

@@ -60,6 +60,7 @@ def backup(meta: str, secret_file: str, target: Path) -> str:
             finally:
                 await client.meta_backup_close(info["id"])
             return int(info["size"])
+
     try:
         size = trio.run(go)
         summary = _check(partial)
@@ -94,8 +95,10 @@ def restore(source: Path, meta_db: Path) -> str:
             dst.write(block)
         dst.flush()
         os.fsync(dst.fileno())
-    for leftover in (meta_db.with_name(meta_db.name + "-wal"),
-                     meta_db.with_name(meta_db.name + "-shm")):
+    for leftover in (
+        meta_db.with_name(meta_db.name + "-wal"),
+        meta_db.with_name(meta_db.name + "-shm"),
+    ):
         leftover.unlink(missing_ok=True)
     os.replace(staged, meta_db)
     fsync_dir(meta_db.parent)

@@ -31,15 +31,19 @@ async def _poll(client: RpcClient, servers: list[dict[str, Any]], method: str) -
             nursery.start_soon(one, row)
 
 
-def run(meta: str, secret: bytes, *, now: bool, timeout: float | None,
-        progress: display.ProgressLine) -> list[dict[str, Any]]:
+def run(
+    meta: str, secret: bytes, *, now: bool, timeout: float | None, progress: display.ProgressLine
+) -> list[dict[str, Any]]:
     """Rows of {id, address, scrub | error}; with ``now``, after every pass started has
     finished (TimeoutError past ``timeout``, with the rows so far in its args[1])."""
+
     async def main() -> list[dict[str, Any]]:
         async with RpcClient(secret) as client:
-            rows = [{"id": r["id"], "address": r["address"]}
-                    for r in await MetaClient(client, meta).cluster_servers()
-                    if r["state"] == "up"]
+            rows = [
+                {"id": r["id"], "address": r["address"]}
+                for r in await MetaClient(client, meta).cluster_servers()
+                if r["state"] == "up"
+            ]
             await _poll(client, rows, "scrub.status")
             if not now:
                 return rows
@@ -51,13 +55,17 @@ def run(meta: str, secret: bytes, *, now: bool, timeout: float | None,
             deadline = time.monotonic() + (timeout if timeout else float("inf"))
             while True:
                 await _poll(client, asked, "scrub.status")
-                waiting = [r for r in asked if "error" not in r
-                           and r["scrub"]["passes"] <= r["before"]]
+                waiting = [
+                    r for r in asked if "error" not in r and r["scrub"]["passes"] <= r["before"]
+                ]
                 if not waiting:
                     return rows
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(waiting)} servers are still scrubbing after "
-                                       f"{timeout:g}s; 'shoal scrub' shows where they are", rows)
+                    raise TimeoutError(
+                        f"{len(waiting)} servers are still scrubbing after "
+                        f"{timeout:g}s; 'shoal scrub' shows where they are",
+                        rows,
+                    )
                 progress.show(progress_text(waiting))
                 await trio.sleep(1.0)
 
@@ -71,14 +79,20 @@ def progress_text(rows: list[dict[str, Any]]) -> str:
     checked = sum(r["scrub"]["checked"] for r in rows)
     total = sum(max(r["scrub"]["total"], r["scrub"]["checked"]) for r in rows)
     started = min(r["scrub"]["started"] for r in rows)
-    return (f"scrubbing: {checked}/{total} chunks on {len(rows)} servers"
-            f"{display.eta(checked, total, started)}")
+    return (
+        f"scrubbing: {checked}/{total} chunks on {len(rows)} servers"
+        f"{display.eta(checked, total, started)}"
+    )
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     now = time.time()
-    lines = [(f"{'SERVER':<12} {'ADDRESS':<22} {'STATE':<8} {'PASSES':>6} {'CHECKED':>15} "
-              f"{'BAD':>4}  LAST FULL PASS")]
+    lines = [
+        (
+            f"{'SERVER':<12} {'ADDRESS':<22} {'STATE':<8} {'PASSES':>6} {'CHECKED':>15} "
+            f"{'BAD':>4}  LAST FULL PASS"
+        )
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['id'][:12]:<12} {r['address']:<22} no answer: {r['error']}")
@@ -87,8 +101,10 @@ def render(rows: list[dict[str, Any]]) -> str:
         state = "off" if not s["enabled"] else "running" if s["running"] else "paused"
         checked = f"{s['checked']}/{max(s['total'], s['checked'])}" if s["running"] else "-"
         last = f"{display.age(now - s['last_full_pass'])} ago" if s["last_full_pass"] else "never"
-        lines.append(f"{r['id'][:12]:<12} {r['address']:<22} {state:<8} {s['passes']:>6} "
-                     f"{checked:>15} {s['bad_found']:>4}  {last}")
+        lines.append(
+            f"{r['id'][:12]:<12} {r['address']:<22} {state:<8} {s['passes']:>6} "
+            f"{checked:>15} {s['bad_found']:>4}  {last}"
+        )
     if not rows:
         lines.append("(no chunk server is up)")
     return "\n".join(lines)
@@ -96,5 +112,8 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 def bad_found_now(rows: list[dict[str, Any]]) -> int:
     """Corrupted chunks found by the passes this command started."""
-    return sum(r["scrub"]["bad_found"] - r["bad_before"] for r in rows
-               if "bad_before" in r and "scrub" in r)
+    return sum(
+        r["scrub"]["bad_found"] - r["bad_before"]
+        for r in rows
+        if "bad_before" in r and "scrub" in r
+    )

@@ -16,12 +16,16 @@ import sys
 from . import settings
 from .config import ConfigError, StoragedConfig, load_config
 
-DESCRIPTION = ("Run a storage daemon (chunk role) in the foreground, logging to stderr. "
-               "Settings come from --config (TOML, a [storaged] table with the same names as "
-               "these flags) and are overridden by flags. Stops cleanly on SIGTERM or SIGINT: "
-               "requests in progress finish first.")
-TLS_HELP = ("turn TLS on for every TCP connection, with DIR/ca.pem, cert.pem and key.pem "
-            "(default $SHOAL_TLS_DIR; off when neither is set; see 'shoal tls --help')")
+DESCRIPTION = (
+    "Run a storage daemon (chunk role) in the foreground, logging to stderr. "
+    "Settings come from --config (TOML, a [storaged] table with the same names as "
+    "these flags) and are overridden by flags. Stops cleanly on SIGTERM or SIGINT: "
+    "requests in progress finish first."
+)
+TLS_HELP = (
+    "turn TLS on for every TCP connection, with DIR/ca.pem, cert.pem and key.pem "
+    "(default $SHOAL_TLS_DIR; off when neither is set; see 'shoal tls --help')"
+)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 

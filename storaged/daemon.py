@@ -45,8 +45,12 @@ def run(config: StoragedConfig) -> None:
     with contextlib.ExitStack() as stack:
         chunk = meta = None
         if "chunk" in config.roles:
-            store = ChunkStore(config.data_dir, capacity=config.capacity, reserve=config.reserve,
-                               direct_io=config.direct_io)
+            store = ChunkStore(
+                config.data_dir,
+                capacity=config.capacity,
+                reserve=config.reserve,
+                direct_io=config.direct_io,
+            )
             store.open()
             stack.callback(store.close)
             chunk = ChunkService(store, zone=config.zone)
@@ -54,15 +58,19 @@ def run(config: StoragedConfig) -> None:
             db_path = Path(config.meta_db or Path(config.data_dir) / "meta.db")
             conn = open_database(db_path)
             stack.callback(conn.close)
-            meta = MetaService(conn, heartbeat_timeout=config.heartbeat_timeout,
-                               session_timeout=config.session_timeout,
-                               backup_dir=db_path.parent / "meta-backups")
+            meta = MetaService(
+                conn,
+                heartbeat_timeout=config.heartbeat_timeout,
+                session_timeout=config.session_timeout,
+                backup_dir=db_path.parent / "meta-backups",
+            )
         trio.run(_serve, config, secret, chunk, meta)
     log.info("stopped")
 
 
-async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | None,
-                 meta: MetaService | None) -> None:
+async def _serve(
+    config: StoragedConfig, secret: bytes, chunk: ChunkService | None, meta: MetaService | None
+) -> None:
     table = MethodTable()
     started = time.monotonic()
     for service in (chunk, meta):
@@ -70,8 +78,12 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
             service.register(table)
 
     async def health() -> dict[str, Any]:
-        info: dict[str, Any] = {"status": "ok", "roles": config.roles, "version": __version__,
-                                "uptime_seconds": round(time.monotonic() - started, 3)}
+        info: dict[str, Any] = {
+            "status": "ok",
+            "roles": config.roles,
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+        }
         if chunk is not None:
             info.update(chunk.health_info())
         return info
@@ -102,13 +114,20 @@ async def _serve(config: StoragedConfig, secret: bytes, chunk: ChunkService | No
                 nursery.start_soon(_repair, config, secret, addresses[0], meta)
             if chunk is not None and config.meta:
                 advertised = config.advertise or addresses[0]
-                nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised,
-                                   observer)
+                nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised, observer)
             if chunk is not None and config.scrub_rate > 0:
-                nursery.start_soon(functools.partial(
-                    scrub_loop, chunk.store, chunk.scrub, rate=config.scrub_rate,
-                    interval=config.scrub_interval, secret=secret, meta=config.meta,
-                    server_id=chunk.store.server_id))
+                nursery.start_soon(
+                    functools.partial(
+                        scrub_loop,
+                        chunk.store,
+                        chunk.scrub,
+                        rate=config.scrub_rate,
+                        interval=config.scrub_interval,
+                        secret=secret,
+                        meta=config.meta,
+                        server_id=chunk.store.server_id,
+                    )
+                )
             async for signum in signals:
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -127,18 +146,27 @@ async def _collect_garbage(config: StoragedConfig, secret: bytes, own_address: s
                 log.warning("garbage collection pass failed: %s", exc)
 
 
-async def _repair(config: StoragedConfig, secret: bytes, own_address: str,
-                  meta: MetaService) -> None:
+async def _repair(
+    config: StoragedConfig, secret: bytes, own_address: str, meta: MetaService
+) -> None:
     async with RpcClient(secret) as client:
-        await repair_loop(MetaClient(client, own_address), meta.repair,
-                          interval=config.repair_interval,
-                          down_grace=config.repair_down_grace, rate=config.repair_rate,
-                          rebalance_min_age=config.rebalance_min_age if config.rebalance
-                          else None)
+        await repair_loop(
+            MetaClient(client, own_address),
+            meta.repair,
+            interval=config.repair_interval,
+            down_grace=config.repair_down_grace,
+            rate=config.repair_rate,
+            rebalance_min_age=config.rebalance_min_age if config.rebalance else None,
+        )
 
 
-async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkService,
-                           address: str, observer: StoragedObserver) -> None:
+async def _send_heartbeats(
+    config: StoragedConfig,
+    secret: bytes,
+    chunk: ChunkService,
+    address: str,
+    observer: StoragedObserver,
+) -> None:
     """Tell the meta role we are alive, how full we are, and where to reach us."""
     registered = False
     async with RpcClient(secret, timeout=config.heartbeat_interval * 2) as client:
@@ -146,8 +174,7 @@ async def _send_heartbeats(config: StoragedConfig, secret: bytes, chunk: ChunkSe
         while True:
             try:
                 usage = await chunk.usage_report()
-                await meta.cluster_heartbeat(chunk.store.server_id, address, config.zone,
-                                             usage)
+                await meta.cluster_heartbeat(chunk.store.server_id, address, config.zone, usage)
                 if not registered:
                     log.info("registered with the meta role at %s", config.meta)
                 registered = observer.registered = True
@@ -162,6 +189,7 @@ def _write_address_file(path: str, addresses: list[str], server_id: str) -> None
     """Tell whoever started us where we listen (the port may have been picked by the kernel)."""
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"addresses": addresses, "server_id": server_id,
-                               "pid": os.getpid()}) + "\n")
+    tmp.write_text(
+        json.dumps({"addresses": addresses, "server_id": server_id, "pid": os.getpid()}) + "\n"
+    )
     os.replace(tmp, target)

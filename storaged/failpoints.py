@@ -31,6 +31,6 @@ def hit(name: str) -> None:
     if not action:
         return
     if action.startswith("sleep:"):
-        time.sleep(float(action[len("sleep:"):]))
+        time.sleep(float(action[len("sleep:") :]))
     elif action == "exit":
         os._exit(99)

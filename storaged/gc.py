@@ -32,7 +32,7 @@ from .rpc import RpcError
 
 log = logging.getLogger("storaged.gc")
 
-MIN_GRACE = 10.0   # the fence against a deduplicating put needs some time to work with
+MIN_GRACE = 10.0  # the fence against a deduplicating put needs some time to work with
 BATCH = 1000
 
 
@@ -68,8 +68,9 @@ async def collect(meta: MetaClient, grace: float, dry_run: bool = False) -> GcRe
     return report
 
 
-async def _sweep_server(meta: MetaClient, address: str, grace: float, dry_run: bool,
-                        report: GcReport) -> None:
+async def _sweep_server(
+    meta: MetaClient, address: str, grace: float, dry_run: bool, report: GcReport
+) -> None:
     rpc = meta.rpc
     after = None
     while True:
@@ -99,4 +100,3 @@ async def _sweep_server(meta: MetaClient, address: str, grace: float, dry_run: b
         after = page["next"]
         if after is None:
             return
-

@@ -13,15 +13,17 @@ import time
 
 from .rpc import requestid
 
-LEVELS = ("debug", "info", "warning", "error")   # --log-level, everywhere
-FORMATS = ("text", "json")                        # --log-format
+LEVELS = ("debug", "info", "warning", "error")  # --log-level, everywhere
+FORMATS = ("text", "json")  # --log-format
 
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-                f"logger={record.name} msg={json.dumps(record.getMessage())}")
+        line = (
+            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+            f"logger={record.name} msg={json.dumps(record.getMessage())}"
+        )
         rid = requestid.current()
         if rid is not None:
             line += f" rid={rid}"
@@ -32,8 +34,12 @@ class KeyValueFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": record.created, "level": record.levelname.lower(),
-               "logger": record.name, "msg": record.getMessage()}
+        doc = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         rid = requestid.current()
         if rid is not None:
             doc["rid"] = rid

@@ -32,8 +32,23 @@ log = logging.getLogger("storaged.metrics")
 NAMESPACE = "shoalfs"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # RPC latencies run from a cached health (~50 us) to a 64 MiB chunk put on a busy disk.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 LIVENESS_STALE_SECONDS = 30.0
 REFRESH_SECONDS = 5.0
 
@@ -42,8 +57,9 @@ def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9180`` for IPv6; port 0: the kernel picks) as (host, port)."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT for the metrics endpoint, e.g. 0.0.0.0:9180 "
-                         f"(got {value!r})")
+        raise ValueError(
+            f"expected HOST:PORT for the metrics endpoint, e.g. 0.0.0.0:9180 (got {value!r})"
+        )
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -51,17 +67,35 @@ class RpcMetrics:
     """The RPC server's observer: one call per request answered."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("rpc_requests", "RPC requests answered, by method and result "
-                                "code (OK or the error code)", ["method", "code"],
-                                namespace=NAMESPACE, registry=registry)
-        self.latency = Histogram("rpc_request_duration_seconds", "Time from a request's "
-                                 "arrival to its answer being sent", ["method"],
-                                 namespace=NAMESPACE, registry=registry,
-                                 buckets=LATENCY_BUCKETS)
-        self.received = Counter("rpc_received_bytes", "Request payload bytes received",
-                                ["method"], namespace=NAMESPACE, registry=registry)
-        self.sent = Counter("rpc_sent_bytes", "Response bytes sent", ["method"],
-                            namespace=NAMESPACE, registry=registry)
+        self.requests = Counter(
+            "rpc_requests",
+            "RPC requests answered, by method and result code (OK or the error code)",
+            ["method", "code"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "rpc_request_duration_seconds",
+            "Time from a request's arrival to its answer being sent",
+            ["method"],
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.received = Counter(
+            "rpc_received_bytes",
+            "Request payload bytes received",
+            ["method"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.sent = Counter(
+            "rpc_sent_bytes",
+            "Response bytes sent",
+            ["method"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
 
     def observe(self, method: str, seconds: float, code: str, received: int, sent: int) -> None:
         self.requests.labels(method, code).inc()
@@ -86,14 +120,20 @@ class Snapshot(Collector):
             return list(self._families)
 
 
-def gauge(name: str, documentation: str, value: float | None = None,
-          labels: dict[str, str] | None = None, unit: str = "") -> GaugeMetricFamily:
+def gauge(
+    name: str,
+    documentation: str,
+    value: float | None = None,
+    labels: dict[str, str] | None = None,
+    unit: str = "",
+) -> GaugeMetricFamily:
     """One gauge family; add samples with ``add(family, labels, value)``."""
     if labels is None:
         family = GaugeMetricFamily(f"{NAMESPACE}_{name}", documentation, value=value, unit=unit)
     else:
-        family = GaugeMetricFamily(f"{NAMESPACE}_{name}", documentation,
-                                   labels=list(labels), unit=unit)
+        family = GaugeMetricFamily(
+            f"{NAMESPACE}_{name}", documentation, labels=list(labels), unit=unit
+        )
         if value is not None:
             family.add_metric(list(labels.values()), value)
     return family
@@ -116,9 +156,12 @@ class Health:
         return True, "event loop turning"
 
 
-async def keep_fresh(health: Health, snapshot: Snapshot,
-                     families: Callable[[], Awaitable[list[Metric]]],
-                     interval: float = REFRESH_SECONDS) -> None:
+async def keep_fresh(
+    health: Health,
+    snapshot: Snapshot,
+    families: Callable[[], Awaitable[list[Metric]]],
+    interval: float = REFRESH_SECONDS,
+) -> None:
     """The event loop's side of the bargain: every few seconds, copy the gauges' values
     into the snapshot the scrapes read, and beat the liveness clock (a loop stuck long
     enough to miss beats is what /healthz reports)."""
@@ -131,8 +174,9 @@ async def keep_fresh(health: Health, snapshot: Snapshot,
         await trio.sleep(interval)
 
 
-def serve_http(host: str, port: int, registry: CollectorRegistry,
-               health: Health) -> ThreadingHTTPServer:
+def serve_http(
+    host: str, port: int, registry: CollectorRegistry, health: Health
+) -> ThreadingHTTPServer:
     """Start serving in a daemon thread; returns the server (``server_address`` has the
     port the kernel picked when 0 was asked for)."""
 

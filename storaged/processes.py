@@ -13,8 +13,9 @@ from pathlib import Path
 from .rpc import requestid
 
 
-def spawn_daemon(args: list[str], log_path: Path, module: str = "storaged"
-                 ) -> subprocess.Popen[bytes]:
+def spawn_daemon(
+    args: list[str], log_path: Path, module: str = "storaged"
+) -> subprocess.Popen[bytes]:
     """Start ``python -m MODULE ARGS`` in its own session, so it outlives ``shoal``.
     The request that asked for it (a CSI NodeStageVolume) is named in its environment, so
     its start-up log lines carry that request id."""
@@ -26,27 +27,38 @@ def spawn_daemon(args: list[str], log_path: Path, module: str = "storaged"
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            start_new_session=True, close_fds=True, env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
         )
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen[bytes], log_path: Path,
-                  timeout: float = 30.0, what: str = "storaged") -> str:
+def wait_for_file(
+    path: Path,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float = 30.0,
+    what: str = "storaged",
+) -> str:
     """Wait until the daemon writes ``path`` (it is ready); raise with its log if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and path.stat().st_size:
             return path.read_text()
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}; "
-                               f"last log lines:\n{tail(log_path)}")
+            raise RuntimeError(
+                f"{what} exited with code {proc.returncode}; last log lines:\n{tail(log_path)}"
+            )
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not start within {timeout:.0f}s; see {log_path}")
 
 
-def wait_for_address_file(path: Path, proc: subprocess.Popen[bytes], log_path: Path,
-                          timeout: float = 30.0) -> dict[str, object]:
+def wait_for_address_file(
+    path: Path, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30.0
+) -> dict[str, object]:
     """Wait until storaged reports where it listens."""
     return json.loads(wait_for_file(path, proc, log_path, timeout))
 

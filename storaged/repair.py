@@ -36,39 +36,68 @@ log = logging.getLogger("storaged.repair")
 PAGE = 1000
 
 
-async def repair_loop(meta: MetaClient, state: RepairState, *, interval: float,
-                      down_grace: float, rate: float,
-                      rebalance_min_age: float | None = None) -> None:
+async def repair_loop(
+    meta: MetaClient,
+    state: RepairState,
+    *,
+    interval: float,
+    down_grace: float,
+    rate: float,
+    rebalance_min_age: float | None = None,
+) -> None:
     """A pass every ``interval`` seconds (0: only when asked), or at once when asked."""
     while True:
         with trio.move_on_after(interval if interval > 0 else float("inf")):
             await state.wanted.wait()
         state.wanted = trio.Event()
-        await repair_pass(meta, state, down_grace=down_grace, rate=rate,
-                          rebalance_min_age=rebalance_min_age)
+        await repair_pass(
+            meta, state, down_grace=down_grace, rate=rate, rebalance_min_age=rebalance_min_age
+        )
 
 
-async def repair_pass(meta: MetaClient, state: RepairState, *,
-                      down_grace: float, rate: float,
-                      rebalance_min_age: float | None = None) -> RepairStatus:
-    rpc = meta.rpc   # the chunk servers are called over the same pool of connections
-    status = state.status = RepairStatus(running=True, passes=state.status.passes + 1,
-                                         started=time.time())
+async def repair_pass(
+    meta: MetaClient,
+    state: RepairState,
+    *,
+    down_grace: float,
+    rate: float,
+    rebalance_min_age: float | None = None,
+) -> RepairStatus:
+    rpc = meta.rpc  # the chunk servers are called over the same pool of connections
+    status = state.status = RepairStatus(
+        running=True, passes=state.status.passes + 1, started=time.time()
+    )
     unresolved: set[str] = set()
     missing: set[str] = set()
 
     def at_risk(into: set[str], cid: str) -> None:
         if len(into) < AT_RISK_KEPT:
             into.add(cid)
+
     try:
         referenced = await _referenced(meta)
         status.total = len(referenced)
         rows = await meta.cluster_servers()
         now_ns = time.time_ns()
-        servers = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"],
-                          r["state"] == "up", bool(r.get("draining"))) for r in rows]
-        presumed = {r["id"] for r in rows if r["state"] != "up" and not r.get("draining")
-                    and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace}
+        servers = [
+            Server(
+                r["id"],
+                r["address"],
+                r["zone"],
+                r["capacity"],
+                r["free"],
+                r["state"] == "up",
+                bool(r.get("draining")),
+            )
+            for r in rows
+        ]
+        presumed = {
+            r["id"]
+            for r in rows
+            if r["state"] != "up"
+            and not r.get("draining")
+            and (now_ns - r["last_seen_ns"]) / 1e9 < down_grace
+        }
         draining = {r["id"] for r in rows if r.get("draining")}
         holders = await locations(rpc, [s for s in servers if s.up])
         bad = {(b["chunk_id"], b["server_id"]) for b in await meta.cluster_bad_copies()}
@@ -81,13 +110,14 @@ async def repair_pass(meta: MetaClient, state: RepairState, *,
                 if not await _verify(rpc, by_id[server_id], cid):
                     good = good - {server_id}
             order = placement_order(cid, servers)
-            counted = good - draining   # copies on a draining server are on their way out
+            counted = good - draining  # copies on a draining server are on their way out
             assumed = {s.id for s in order[:replicas] if s.id in presumed} - good
             if len(counted) + len(assumed) >= replicas:
                 await _clear_reports(meta, cid, bad)
                 if rebalance_min_age is not None and not presumed:
-                    await _rebalance(rpc, cid, replicas, order, good, by_id, throttle,
-                                     rebalance_min_age, status)
+                    await _rebalance(
+                        rpc, cid, replicas, order, good, by_id, throttle, rebalance_min_age, status
+                    )
                 continue
             status.under_replicated += 1
             if not good:
@@ -123,14 +153,23 @@ async def repair_pass(meta: MetaClient, state: RepairState, *,
         status.running = False
         status.finished = time.time()
         state.last, state.unresolved, state.missing = status, unresolved, missing
-    log.info("repair pass: %s", {k: v for k, v in status.as_dict().items()
-                                 if k != "missing_examples"})
+    log.info(
+        "repair pass: %s", {k: v for k, v in status.as_dict().items() if k != "missing_examples"}
+    )
     return status
 
 
-async def _rebalance(rpc: RpcClient, cid: str, replicas: int, order: list[Server],
-                     good: set[str], by_id: dict[str, Server], throttle: _Throttle,
-                     min_age: float, status: RepairStatus) -> None:
+async def _rebalance(
+    rpc: RpcClient,
+    cid: str,
+    replicas: int,
+    order: list[Server],
+    good: set[str],
+    by_id: dict[str, Server],
+    throttle: _Throttle,
+    min_age: float,
+    status: RepairStatus,
+) -> None:
     """Move a healthy chunk towards where placement now puts it (a server was added, or a
     write fell through to another server while one was down): copy it to its placement
     servers that lack it, and only once all of them hold it, remove the copies elsewhere.
@@ -152,8 +191,12 @@ async def _rebalance(rpc: RpcClient, cid: str, replicas: int, order: list[Server
             if await rpc.call(by_id[server_id].address, "chunk.delete", cid, min_age):
                 status.extras_removed += 1
         except RpcError as exc:
-            log.info("rebalance: could not remove chunk %s from %s: %s", cid[:12],
-                     by_id[server_id].address, exc)
+            log.info(
+                "rebalance: could not remove chunk %s from %s: %s",
+                cid[:12],
+                by_id[server_id].address,
+                exc,
+            )
 
 
 async def _referenced(meta: MetaClient) -> list[tuple[str, int]]:
@@ -193,8 +236,9 @@ async def _verify(rpc: RpcClient, server: Server, cid: str) -> bool:
     return isinstance(data, bytes) and chunk_id(data) == cid
 
 
-async def _copy(rpc: RpcClient, cid: str, sources: list[Server], targets: list[Server],
-                throttle: _Throttle) -> list[Server]:
+async def _copy(
+    rpc: RpcClient, cid: str, sources: list[Server], targets: list[Server], throttle: _Throttle
+) -> list[Server]:
     """Read a verified copy from a source and put it on each target; the targets that
     took it (their put returns only once the copy is durable)."""
     data = None
@@ -249,16 +293,19 @@ async def unsafe_to_remove(meta: MetaClient, server_id: str) -> int:
     rpc = meta.rpc
     referenced = dict(await _referenced(meta))
     rows = await meta.cluster_servers()
-    others = [Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"], True)
-              for r in rows if r["state"] == "up" and not r.get("draining")
-              and r["id"] != server_id]
+    others = [
+        Server(r["id"], r["address"], r["zone"], r["capacity"], r["free"], True)
+        for r in rows
+        if r["state"] == "up" and not r.get("draining") and r["id"] != server_id
+    ]
     target = next((r for r in rows if r["id"] == server_id), None)
     if target is None:
         raise NotFound(f"no chunk server {server_id}")
     elsewhere = await locations(rpc, others)
     if target["state"] == "up":
-        mine = await locations(rpc, [Server(target["id"], target["address"], target["zone"],
-                                            0, 0, True)])
+        mine = await locations(
+            rpc, [Server(target["id"], target["address"], target["zone"], 0, 0, True)]
+        )
         held = [c for c in mine if c in referenced]
     else:  # it cannot be listed: judge every referenced chunk
         held = list(referenced)

@@ -16,18 +16,31 @@ from typing import Any
 _TYPES = {"seconds": float, "count": int}
 
 
-def setting(default: Any = None, help: str = "", *, metavar: str | None = None,
-            kind: str = "", default_text: str | None = None,
-            choices: tuple[str, ...] | None = None, flag: str = "",
-            factory: Any = None) -> Any:
+def setting(
+    default: Any = None,
+    help: str = "",
+    *,
+    metavar: str | None = None,
+    kind: str = "",
+    default_text: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    flag: str = "",
+    factory: Any = None,
+) -> Any:
     """A dataclass field with what its flag needs: ``help`` may say ``{default}`` where the
     default belongs (else it is added at the end), ``kind`` how the flag's value is read
     ("seconds", "count", "size", "bool", "append", "comma", or "" for text),
     ``default_text`` the default in words where its value says little ("the disk's
     size"), ``flag`` the flag's name when it is not the field's (``--cache-size`` for
     ``cache_bytes``)."""
-    metadata = {"help": help, "metavar": metavar, "kind": kind, "default_text": default_text,
-                "choices": choices, "flag": flag}
+    metadata = {
+        "help": help,
+        "metavar": metavar,
+        "kind": kind,
+        "default_text": default_text,
+        "choices": choices,
+        "flag": flag,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -65,8 +78,11 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The flags of ``cls`` given on the command line: field name -> value as given."""
-    return {f.name: getattr(args, f.name) for f in flagged(cls)
-            if getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name)
+        for f in flagged(cls)
+        if getattr(args, f.name, None) is not None
+    }
 
 
 def help_text(f: Field[Any]) -> str:

@@ -35,10 +35,10 @@ from storaged.rpc.methods import INT_MAX, INT_MIN, Method, MethodTable
 # Fewer addresses than docs/rpc.md's per-peer limit (8) would need to fill the
 # pre-authentication budget (64): within them, the servers promise that logins get in.
 SOURCES = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
-IDLE_PER_SOURCE = 16     # connection attempts kept open per source address and server
-REFUSED_PAUSE = 1.0      # before trying again after the server closed a connection at once
-HUGE = 60 << 20          # the length a huge frame announces
-HUGE_SENT = 8 << 10      # how much of it is sent (past the 4 KiB pre-login limit)
+IDLE_PER_SOURCE = 16  # connection attempts kept open per source address and server
+REFUSED_PAUSE = 1.0  # before trying again after the server closed a connection at once
+HUGE = 60 << 20  # the length a huge frame announces
+HUGE_SENT = 8 << 10  # how much of it is sent (past the 4 KiB pre-login limit)
 REPLY_WAIT = 30.0
 
 
@@ -63,38 +63,78 @@ def registered_methods(roles: tuple[str, ...]) -> dict[str, Method]:
 
     async def health() -> dict[str, Any]:
         return {}
+
     table.add("health", health)
     return {name: table.get(name) for name in table.names()}
 
 
 # -- bad values -------------------------------------------------------------------------------
 
+
 def _bad_int(rng: random.Random) -> int:
     # never a small non-negative integer: that could name a real inode, offset or count
-    return rng.choice([-1, INT_MIN, INT_MAX, -rng.randrange(2, 1 << 40),
-                       rng.randrange(1 << 50, INT_MAX), INT_MAX + 1, (1 << 64) - 1])
+    return rng.choice(
+        [
+            -1,
+            INT_MIN,
+            INT_MAX,
+            -rng.randrange(2, 1 << 40),
+            rng.randrange(1 << 50, INT_MAX),
+            INT_MAX + 1,
+            (1 << 64) - 1,
+        ]
+    )
 
 
 def _bad_str(rng: random.Random) -> str:
-    return rng.choice(["", "\n", "../../../etc/passwd", "x" * 10_000, "ünï\u0000cødé",
-                       "adversary-" + "".join(rng.choices("abcdef0123456789", k=12)),
-                       "".join(chr(rng.randrange(1, 0x2FF)) for _ in range(rng.randrange(40)))])
+    return rng.choice(
+        [
+            "",
+            "\n",
+            "../../../etc/passwd",
+            "x" * 10_000,
+            "ünï\u0000cødé",
+            "adversary-" + "".join(rng.choices("abcdef0123456789", k=12)),
+            "".join(chr(rng.randrange(1, 0x2FF)) for _ in range(rng.randrange(40))),
+        ]
+    )
 
 
 def _bad_bytes(rng: random.Random) -> bytes:
-    return rng.choice([b"", b"/", b"\x00", b".", b"..", b"x" * 300, rng.randbytes(
-        rng.randrange(1, 300)), b"adversary-" + rng.randbytes(8)])
+    return rng.choice(
+        [
+            b"",
+            b"/",
+            b"\x00",
+            b".",
+            b"..",
+            b"x" * 300,
+            rng.randbytes(rng.randrange(1, 300)),
+            b"adversary-" + rng.randbytes(8),
+        ]
+    )
 
 
 def _junk(rng: random.Random, depth: int = 0) -> Any:
     kinds: list[Callable[[], Any]] = [
-        lambda: None, lambda: rng.random() < 0.5, lambda: float("nan"), lambda: -1e308,
-        lambda: _bad_int(rng), lambda: _bad_str(rng), lambda: _bad_bytes(rng)]
+        lambda: None,
+        lambda: rng.random() < 0.5,
+        lambda: float("nan"),
+        lambda: -1e308,
+        lambda: _bad_int(rng),
+        lambda: _bad_str(rng),
+        lambda: _bad_bytes(rng),
+    ]
     if depth < 2:
-        kinds += [lambda: [_junk(rng, depth + 1) for _ in range(rng.randrange(4))],
-                  lambda: {rng.choice(["size", "mode", "uid", "gid", "mtime_ns", "capacity",
-                                       "free", "", "x" * 300]): _junk(rng, depth + 1)
-                           for _ in range(rng.randrange(1, 4))}]
+        kinds += [
+            lambda: [_junk(rng, depth + 1) for _ in range(rng.randrange(4))],
+            lambda: {
+                rng.choice(
+                    ["size", "mode", "uid", "gid", "mtime_ns", "capacity", "free", "", "x" * 300]
+                ): _junk(rng, depth + 1)
+                for _ in range(rng.randrange(1, 4))
+            },
+        ]
     return rng.choice(kinds)()
 
 
@@ -118,11 +158,10 @@ def bad_params(method: Method, rng: random.Random) -> list[Any]:
     """Parameters for ``method`` of which at least one is bad: an int out of range or a
     wrong type where an int belongs, else one parameter too many (a method whose every
     parameter is a name gets names that are not there)."""
-    params = [_bad_of(p.allowed, rng) for p in method.params
-              if p.required or rng.random() < 0.5]
-    ints = [i for i, p in enumerate(method.params[:len(params)]) if int in p.allowed]
+    params = [_bad_of(p.allowed, rng) for p in method.params if p.required or rng.random() < 0.5]
+    ints = [i for i, p in enumerate(method.params[: len(params)]) if int in p.allowed]
     for i in ints:
-        if type(params[i]) is int and 0 <= params[i] < 1 << 50:   # (a list's item is fine)
+        if type(params[i]) is int and 0 <= params[i] < 1 << 50:  # (a list's item is fine)
             params[i] = -1
     if not ints or rng.random() < 0.2:
         params.append(_junk(rng))
@@ -131,21 +170,41 @@ def bad_params(method: Method, rng: random.Random) -> list[Any]:
 
 def broken_heartbeat(rng: random.Random) -> list[Any]:
     """cluster.heartbeat's parameters with exactly one of them broken."""
-    beat: list[Any] = [f"adversary-{rng.randrange(1000)}", "tcp://127.0.0.1:1", "zone-a",
-                       {"capacity": 1 << 30, "used": 0, "free": 1 << 30, "chunks": 0}]
+    beat: list[Any] = [
+        f"adversary-{rng.randrange(1000)}",
+        "tcp://127.0.0.1:1",
+        "zone-a",
+        {"capacity": 1 << 30, "used": 0, "free": 1 << 30, "chunks": 0},
+    ]
     field = rng.randrange(4)
-    beat[field] = rng.choice([
-        ["", "x" * 65, "a\nb", "ünï", "x" * 10_000, "spa ce"],
-        ["not-an-address", "tcp://", "tcp://127.0.0.1:99999", "http://127.0.0.1:80",
-         "unix://relative/path", "tcp://127.0.0.1:1\n", "x" * 400],
-        ["has space", "\n", "z" * 300, "tab\there"],
-        [{"capacity": -1}, {"free": 1 << 63}, {"used": "lots"}, {"chunks": 1.5},
-         {"scrub": [1, 2]}, {"scrub": {str(i): i for i in range(100)}}],
-    ][field])
+    beat[field] = rng.choice(
+        [
+            ["", "x" * 65, "a\nb", "ünï", "x" * 10_000, "spa ce"],
+            [
+                "not-an-address",
+                "tcp://",
+                "tcp://127.0.0.1:99999",
+                "http://127.0.0.1:80",
+                "unix://relative/path",
+                "tcp://127.0.0.1:1\n",
+                "x" * 400,
+            ],
+            ["has space", "\n", "z" * 300, "tab\there"],
+            [
+                {"capacity": -1},
+                {"free": 1 << 63},
+                {"used": "lots"},
+                {"chunks": 1.5},
+                {"scrub": [1, 2]},
+                {"scrub": {str(i): i for i in range(100)}},
+            ],
+        ][field]
+    )
     return beat
 
 
 # -- connections ----------------------------------------------------------------------------
+
 
 def _host_port(address: str) -> tuple[str, int]:
     host, port = address.removeprefix("tcp://").rsplit(":", 1)
@@ -200,19 +259,28 @@ async def hold_idle(address: str, source: str, counts: Counter[str], deadline: f
 async def huge_frames(address: str, source: str, counts: Counter[str], deadline: float) -> None:
     """Announce a 60 MiB message before logging in and send 8 KiB of it."""
     header = b"\x94\x00\x01\xaaauth.login\x91\xc6" + HUGE.to_bytes(4, "big")
-    await _send_and_wait(address, source, "huge", lambda: header + bytes(HUGE_SENT), counts,
-                         deadline)
+    await _send_and_wait(
+        address, source, "huge", lambda: header + bytes(HUGE_SENT), counts, deadline
+    )
 
 
-async def garbage(address: str, source: str, counts: Counter[str], deadline: float,
-                  rng: random.Random) -> None:
+async def garbage(
+    address: str, source: str, counts: Counter[str], deadline: float, rng: random.Random
+) -> None:
     """Random bytes before logging in."""
-    await _send_and_wait(address, source, "garbage",
-                         lambda: rng.randbytes(rng.randrange(1, 2048)), counts, deadline)
+    await _send_and_wait(
+        address, source, "garbage", lambda: rng.randbytes(rng.randrange(1, 2048)), counts, deadline
+    )
 
 
-async def _send_and_wait(address: str, source: str, label: str, payload: Callable[[], bytes],
-                         counts: Counter[str], deadline: float) -> None:
+async def _send_and_wait(
+    address: str,
+    source: str,
+    label: str,
+    payload: Callable[[], bytes],
+    counts: Counter[str],
+    deadline: float,
+) -> None:
     """Connect, send ``payload()``, and count whether the server closes the connection
     within the handshake deadline (10 s) and a second; again until ``deadline``."""
     while trio.current_time() < deadline:
@@ -228,7 +296,7 @@ async def _send_and_wait(address: str, source: str, label: str, payload: Callabl
                 await sock.send(payload())
             except OSError:
                 pass
-            if await _until_closed(sock, trio.current_time() + 11):   # (past deadline too)
+            if await _until_closed(sock, trio.current_time() + 11):  # (past deadline too)
                 counts[f"{label}: closed by the server"] += 1
         await trio.sleep(0.2)
 
@@ -271,12 +339,19 @@ class Session:
             self.sock = None
             return "CLOSED"
         error = reply[2]
-        return "ok" if error is None else str(error.get("code") if isinstance(error, dict)
-                                              else error)
+        return (
+            "ok" if error is None else str(error.get("code") if isinstance(error, dict) else error)
+        )
 
 
-async def fuzz(address: str, secret: bytes, methods: dict[str, Method], counts: Counter[str],
-               deadline: float, rng: random.Random) -> None:
+async def fuzz(
+    address: str,
+    secret: bytes,
+    methods: dict[str, Method],
+    counts: Counter[str],
+    deadline: float,
+    rng: random.Random,
+) -> None:
     session = Session(address, secret)
     names = sorted(methods)
     tried: set[str] = set()
@@ -289,19 +364,21 @@ async def fuzz(address: str, secret: bytes, methods: dict[str, Method], counts: 
             continue
         code = await session.call(name, bad_params(methods[name], rng))
         counts[f"call: {code}"] += 1
-        if code == "ok":   # bad parameters a method let through: worth a look
+        if code == "ok":  # bad parameters a method let through: worth a look
             counts[f"accepted: {name}"] += 1
         tried.add(name)
         counts["call: methods tried"] = len(tried)
         counts["call: methods listed"] = len(names)
 
 
-async def attack(meta: str, chunks: list[str], secret: bytes, seconds: float,
-                 seed: int) -> dict[str, dict[str, int]]:
+async def attack(
+    meta: str, chunks: list[str], secret: bytes, seconds: float, seed: int
+) -> dict[str, dict[str, int]]:
     deadline = trio.current_time() + seconds
     rng = random.Random(seed)
-    targets = [(meta, registered_methods(("meta",)))] + \
-        [(c, registered_methods(("chunk",))) for c in chunks]
+    targets = [(meta, registered_methods(("meta",)))] + [
+        (c, registered_methods(("chunk",))) for c in chunks
+    ]
     counts: dict[str, Counter[str]] = {address: Counter() for address, _ in targets}
     async with trio.open_nursery() as nursery:
         for address, methods in targets:
@@ -310,16 +387,21 @@ async def attack(meta: str, chunks: list[str], secret: bytes, seconds: float,
                 for _ in range(IDLE_PER_SOURCE):
                     nursery.start_soon(hold_idle, address, source, c, deadline)
             nursery.start_soon(huge_frames, address, SOURCES[0], c, deadline)
-            nursery.start_soon(garbage, address, SOURCES[1], c, deadline,
-                               random.Random(rng.random()))
-            nursery.start_soon(fuzz, address, secret, methods, c, deadline,
-                               random.Random(rng.random()))
+            nursery.start_soon(
+                garbage, address, SOURCES[1], c, deadline, random.Random(rng.random())
+            )
+            nursery.start_soon(
+                fuzz, address, secret, methods, c, deadline, random.Random(rng.random())
+            )
     return {address: dict(c) for address, c in counts.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.adversary", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.adversary",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--meta", required=True)
     parser.add_argument("--chunk", action="append", default=[])
     parser.add_argument("--secret-file", required=True)
@@ -327,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    counts = trio.run(attack, args.meta, args.chunk, auth.load_secret(args.secret_file),
-                      args.seconds, seed)
+    counts = trio.run(
+        attack, args.meta, args.chunk, auth.load_secret(args.secret_file), args.seconds, seed
+    )
     json.dump({"seed": seed, "servers": counts}, sys.stdout, indent=1, sort_keys=True)
     print()
     return 0

@@ -55,9 +55,17 @@ def make_secret(path: Path) -> bytes:
 class StoragedProcess:
     """One ``python -m storaged`` child on loopback, started and stopped by the test."""
 
-    def __init__(self, data_dir: Path, secret_file: Path, *, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, listen: str = "tcp://127.0.0.1:0",
-                 prefix: list[str] | None = None, supervised: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        secret_file: Path,
+        *,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        listen: str = "tcp://127.0.0.1:0",
+        prefix: list[str] | None = None,
+        supervised: bool = False,
+    ) -> None:
         self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NS]: it execs, same pid
         # started and killed by tests/supervisor.py rather than forked from the test process
         # (see there: restarts while the test holds files open on a mount)
@@ -70,7 +78,7 @@ class StoragedProcess:
         self.env = env or {}
         self.listen = listen
         self.proc: subprocess.Popen[bytes] | None = None
-        self.pid = 0   # the storaged process's own (not its supervisor's)
+        self.pid = 0  # the storaged process's own (not its supervisor's)
         self.address = ""
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
 
@@ -80,15 +88,28 @@ class StoragedProcess:
         address_file.unlink(missing_ok=True)
         if not hasattr(self, "log") or self.log.closed:
             self.log = open(self.log_path, "ab")  # noqa: SIM115 (the process's log; closed in stop)
-        argv = [*self.prefix, sys.executable, "-m", "storaged", "--listen", self.listen,
-                "--data-dir", str(self.data_dir), "--secret-file", str(self.secret_file),
-                "--address-file", str(address_file), *self.extra]
+        argv = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "storaged",
+            "--listen",
+            self.listen,
+            "--data-dir",
+            str(self.data_dir),
+            "--secret-file",
+            str(self.secret_file),
+            "--address-file",
+            str(address_file),
+            *self.extra,
+        ]
         if self.supervised:
-            reply = self._supervise("start " + json.dumps(argv))   # "started PID"
+            reply = self._supervise("start " + json.dumps(argv))  # "started PID"
             self.pid = int(reply.split()[1])
         else:
-            self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log,
-                                         env={**os.environ, **self.env})
+            self.proc = subprocess.Popen(
+                argv, stdout=self.log, stderr=self.log, env={**os.environ, **self.env}
+            )
             self.pid = self.proc.pid
         assert self.proc is not None
         deadline = time.monotonic() + timeout
@@ -109,9 +130,13 @@ class StoragedProcess:
         if self.supervisor is None or self.supervisor.poll() is not None:
             self.supervisor = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("supervisor.py"))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                env={**os.environ, **self.env})
-            self.proc = self.supervisor   # alive while the supervisor is
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                text=True,
+                env={**os.environ, **self.env},
+            )
+            self.proc = self.supervisor  # alive while the supervisor is
         assert self.supervisor.stdin is not None and self.supervisor.stdout is not None
         self.supervisor.stdin.write(command + "\n")
         self.supervisor.stdin.flush()
@@ -133,7 +158,7 @@ class StoragedProcess:
     def stop(self) -> None:
         if self.supervisor is not None and self.supervisor.poll() is None:
             assert self.supervisor.stdin is not None
-            self.supervisor.stdin.close()   # it kills its storaged and exits
+            self.supervisor.stdin.close()  # it kills its storaged and exits
             self.supervisor.wait(10)
         elif self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -146,66 +171,101 @@ class StoragedProcess:
 SHOAL = [sys.executable, "-m", "shoal.cli"]
 
 
-def shoal(*args: str, check: bool = False, env: dict[str, str] | None = None,
-          timeout: float = 120, **run: Any) -> subprocess.CompletedProcess[str]:
+def shoal(
+    *args: str,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    **run: Any,
+) -> subprocess.CompletedProcess[str]:
     """``shoal ARGS`` as a user runs it, its output captured as text (unless ``run`` says
     where stdout goes). ``check``: assert it exited 0, showing what it printed if not;
     ``env``: added to this process's environment."""
     if "stdout" not in run:
         run["capture_output"] = True
-    result = subprocess.run([*SHOAL, *args], text=True, timeout=timeout,
-                            env={**os.environ, **env} if env else None, **run, check=False)
+    result = subprocess.run(
+        [*SHOAL, *args],
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env} if env else None,
+        **run,
+        check=False,
+    )
     if check:
-        assert result.returncode == 0, \
+        assert result.returncode == 0, (
             f"shoal {' '.join(args)} exited {result.returncode}: {result.stdout}{result.stderr}"
+        )
     return result
 
 
 def call(address: str, secret: bytes, method: str, *params: Any, timeout: float = 30.0) -> Any:
     """One RPC call from synchronous test code (a fresh client, so a fresh connection)."""
+
     async def go() -> Any:
         async with RpcClient(secret, timeout=timeout) as client:
             return await client.call(address, method, *params)
+
     return trio.run(go)
 
 
 class LocalCluster:
     """A meta role and N chunk servers as real processes, heartbeating fast."""
 
-    def __init__(self, root: Path, secret_file: Path, chunk_servers: int = 3,
-                 chunk_extra: list[str] | None = None,
-                 chunk_extra_for: Callable[[int], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        secret_file: Path,
+        chunk_servers: int = 3,
+        chunk_extra: list[str] | None = None,
+        chunk_extra_for: Callable[[int], list[str]] | None = None,
+    ) -> None:
         """``chunk_extra``: flags for every chunk server; ``chunk_extra_for(i)``: flags for
         server ``i`` alone (e.g. its own metrics port)."""
         self.root = root
         self.secret_file = secret_file
         self.secret = auth.load_secret(secret_file)
-        self.meta = StoragedProcess(root / "meta", secret_file,
-                                    extra=["--roles", "meta", "--heartbeat-timeout", "2"],
-                                    supervised=True)
+        self.meta = StoragedProcess(
+            root / "meta",
+            secret_file,
+            extra=["--roles", "meta", "--heartbeat-timeout", "2"],
+            supervised=True,
+        )
         self.chunks: list[StoragedProcess] = []
         self.count = chunk_servers
         self.chunk_extra = chunk_extra or []
         self.chunk_extra_for = chunk_extra_for or (lambda index: [])
 
     def chunk_args(self, index: int) -> list[str]:
-        return ["--meta", self.meta.address, "--heartbeat-interval", "0.2",
-                "--zone", f"zone{index}", "--reserve", "0", *self.chunk_extra,
-                *self.chunk_extra_for(index)]
+        return [
+            "--meta",
+            self.meta.address,
+            "--heartbeat-interval",
+            "0.2",
+            "--zone",
+            f"zone{index}",
+            "--reserve",
+            "0",
+            *self.chunk_extra,
+            *self.chunk_extra_for(index),
+        ]
 
     def start(self) -> LocalCluster:
         self.meta.start()
         for i in range(self.count):
-            self.chunks.append(StoragedProcess(self.root / f"chunk{i}", self.secret_file,
-                                               extra=self.chunk_args(i)).start())
+            self.chunks.append(
+                StoragedProcess(
+                    self.root / f"chunk{i}", self.secret_file, extra=self.chunk_args(i)
+                ).start()
+            )
         self.wait_registered()
         return self
 
     def restart_chunk(self, index: int) -> StoragedProcess:
         old = self.chunks[index]
         old.stop()
-        self.chunks[index] = StoragedProcess(old.data_dir, self.secret_file,
-                                             extra=self.chunk_args(index)).start()
+        self.chunks[index] = StoragedProcess(
+            old.data_dir, self.secret_file, extra=self.chunk_args(index)
+        ).start()
         return self.chunks[index]
 
     def restart_meta(self) -> StoragedProcess:
@@ -239,19 +299,30 @@ class LocalCluster:
             if wanted <= up:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"chunk servers at {sorted(wanted - up)} did not register "
-                                   f"within {timeout:g}s: {self.servers()}")
+                raise RuntimeError(
+                    f"chunk servers at {sorted(wanted - up)} did not register "
+                    f"within {timeout:g}s: {self.servers()}"
+                )
             time.sleep(0.05)
 
     def shoal(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a shoal admin command against this cluster, as an operator would."""
-        return shoal(*args, "--meta", self.meta.address, "--secret-file",
-                     str(self.secret_file), timeout=timeout)
+        return shoal(
+            *args,
+            "--meta",
+            self.meta.address,
+            "--secret-file",
+            str(self.secret_file),
+            timeout=timeout,
+        )
 
     def holders(self, cid: str) -> list[int]:
         """Indexes of the chunk servers whose data directory holds ``cid``."""
-        return [i for i, c in enumerate(self.chunks)
-                if (c.data_dir / "chunks" / cid[:2] / cid[2:4] / cid).exists()]
+        return [
+            i
+            for i, c in enumerate(self.chunks)
+            if (c.data_dir / "chunks" / cid[:2] / cid[2:4] / cid).exists()
+        ]
 
     def stop(self) -> None:
         for proc in [*self.chunks, self.meta]:
@@ -259,9 +330,14 @@ class LocalCluster:
 
 
 @contextlib.contextmanager
-def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
-                   chunk_size: int = 1 << 20, chunk_extra: list[str] | None = None,
-                   mount_extra: list[str] | None = None) -> Iterator[tuple[LocalCluster, Path]]:
+def mounted_volume(
+    root: Path,
+    meta_extra: list[str],
+    volume: str = "v",
+    chunk_size: int = 1 << 20,
+    chunk_extra: list[str] | None = None,
+    mount_extra: list[str] | None = None,
+) -> Iterator[tuple[LocalCluster, Path]]:
     """A LocalCluster (meta role flags ``meta_extra``), a volume with R=2, and a real
     mount of it in a fresh directory; unmounted and stopped afterwards."""
     secret_file = root / "secret"
@@ -272,8 +348,13 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
     call(cluster.meta.address, cluster.secret, "volume.create", volume, 1 << 30, 2, chunk_size)
     mnt = Path(tempfile.mkdtemp(prefix="shoalfs-test-"))
     try:
-        mount(cluster, volume, mnt, root / "mount.log",
-              ["--session-heartbeat", "1", *(mount_extra or [])])
+        mount(
+            cluster,
+            volume,
+            mnt,
+            root / "mount.log",
+            ["--session-heartbeat", "1", *(mount_extra or [])],
+        )
         yield cluster, mnt
     finally:
         try:
@@ -285,12 +366,24 @@ def mounted_volume(root: Path, meta_extra: list[str], volume: str = "v",
         mnt.rmdir()
 
 
-def mount(cluster: LocalCluster, volume: str, mnt: Path, log_file: Path,
-          extra: list[str] | None = None) -> None:
+def mount(
+    cluster: LocalCluster, volume: str, mnt: Path, log_file: Path, extra: list[str] | None = None
+) -> None:
     """`shoal mount` in the background, as a user runs it; returns once it is ready."""
-    shoal("mount", volume, str(mnt), "--meta", cluster.meta.address, "--secret-file",
-          str(cluster.secret_file), "--log-file", str(log_file), *(extra or []), check=True,
-          timeout=60)
+    shoal(
+        "mount",
+        volume,
+        str(mnt),
+        "--meta",
+        cluster.meta.address,
+        "--secret-file",
+        str(cluster.secret_file),
+        "--log-file",
+        str(log_file),
+        *(extra or []),
+        check=True,
+        timeout=60,
+    )
 
 
 def remount(cluster: LocalCluster, mnt: Path, log_file: Path, volume: str = "v") -> None:
@@ -309,8 +402,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{getattr(predicate, '__name__', 'condition')} still false "
-                               f"after {timeout:g}s (last value {value!r})")
+            raise TimeoutError(
+                f"{getattr(predicate, '__name__', 'condition')} still false "
+                f"after {timeout:g}s (last value {value!r})"
+            )
         time.sleep(step)
 
 

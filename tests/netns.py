@@ -25,9 +25,9 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Host:
     index: int
     namespace: str
-    root_link: str   # the veth end in the root namespace
-    address: str     # this host's address, as the root namespace reaches it
-    gateway: str     # the root namespace's address, as this host reaches it
+    root_link: str  # the veth end in the root namespace
+    address: str  # this host's address, as the root namespace reaches it
+    gateway: str  # the root namespace's address, as this host reaches it
 
     def exec_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.namespace]
@@ -49,8 +49,10 @@ class Hosts:
 
     def __init__(self, count: int) -> None:
         tag = os.getpid() % 100000
-        self.hosts = [Host(i, f"shoalt{tag}h{i}", f"sht{tag}h{i}", f"10.231.{i}.2",
-                           f"10.231.{i}.1") for i in range(1, count + 1)]
+        self.hosts = [
+            Host(i, f"shoalt{tag}h{i}", f"sht{tag}h{i}", f"10.231.{i}.2", f"10.231.{i}.1")
+            for i in range(1, count + 1)
+        ]
 
     def __enter__(self) -> list[Host]:
         self.remove()

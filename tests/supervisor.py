@@ -34,15 +34,16 @@ def main() -> None:
         if command == "start":
             _end(child)
             # stdout/stderr are the log file the test gave this process
-            child = subprocess.Popen(json.loads(rest), stdin=subprocess.DEVNULL,
-                                     stdout=sys.stderr, stderr=sys.stderr)
+            child = subprocess.Popen(
+                json.loads(rest), stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr
+            )
             print(f"started {child.pid}", flush=True)
         elif command == "kill":
             _end(child)
             print("killed", flush=True)
         else:
             print(f"unknown command {command!r}", flush=True)
-    _end(child)   # stdin closed: the test is done
+    _end(child)  # stdin closed: the test is done
 
 
 if __name__ == "__main__":

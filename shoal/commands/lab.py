@@ -18,23 +18,48 @@ from .common import EPILOG, EXIT_FAILURE, EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, w
 
 def add_up(sub: Any) -> None:
     p = sub.add_parser(
-        "up", help="start a local cluster on loopback and mount a volume",
+        "up",
+        help="start a local cluster on loopback and mount a volume",
         description="Start a local cluster on 127.0.0.1 — a meta role, N chunk servers (each "
-                    "with its own data directory and port) and a cluster secret, all under "
-                    "--workdir — create the volume 'default' and mount it. Writes "
-                    "WORKDIR/cluster.json describing it all. Running it again starts only what "
-                    "is not running. Returns once the mount is ready.", epilog=EPILOG)
+        "with its own data directory and port) and a cluster secret, all under "
+        "--workdir — create the volume 'default' and mount it. Writes "
+        "WORKDIR/cluster.json describing it all. Running it again starts only what "
+        "is not running. Returns once the mount is ready.",
+        epilog=EPILOG,
+    )
     workdir_flag(p)
-    p.add_argument("--mountpoint", type=Path, metavar="DIR",
-                   help="where to mount the volume (default /mnt/shoalfs as root, else ~/shoalfs)")
-    p.add_argument("--chunk-servers", type=int, default=3, metavar="N",
-                   help="number of chunk servers (default 3)")
-    p.add_argument("--replicas", type=int, default=2, metavar="R",
-                   help="copies of each chunk, on distinct servers (default 2)")
-    p.add_argument("--capacity", default="10GiB", metavar="SIZE",
-                   help="the volume's quota, created only if it does not exist (default 10GiB)")
-    p.add_argument("--chunk-size", default="4MiB", metavar="SIZE",
-                   help="the volume's chunk size, a power of two (default 4MiB)")
+    p.add_argument(
+        "--mountpoint",
+        type=Path,
+        metavar="DIR",
+        help="where to mount the volume (default /mnt/shoalfs as root, else ~/shoalfs)",
+    )
+    p.add_argument(
+        "--chunk-servers",
+        type=int,
+        default=3,
+        metavar="N",
+        help="number of chunk servers (default 3)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        metavar="R",
+        help="copies of each chunk, on distinct servers (default 2)",
+    )
+    p.add_argument(
+        "--capacity",
+        default="10GiB",
+        metavar="SIZE",
+        help="the volume's quota, created only if it does not exist (default 10GiB)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        default="4MiB",
+        metavar="SIZE",
+        help="the volume's chunk size, a power of two (default 4MiB)",
+    )
     p.set_defaults(handler=cmd_up)
 
 
@@ -44,14 +69,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .. import cluster as local
 
     if args.chunk_servers < 1 or not 1 <= args.replicas <= args.chunk_servers:
-        print("shoal up: need --chunk-servers >= 1 and 1 <= --replicas <= --chunk-servers",
-              file=sys.stderr)
+        print(
+            "shoal up: need --chunk-servers >= 1 and 1 <= --replicas <= --chunk-servers",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
-        options = local.UpOptions(workdir=args.workdir, chunk_servers=args.chunk_servers,
-                                  replicas=args.replicas, mountpoint=args.mountpoint,
-                                  capacity=parse_size(args.capacity),
-                                  chunk_size=parse_size(args.chunk_size))
+        options = local.UpOptions(
+            workdir=args.workdir,
+            chunk_servers=args.chunk_servers,
+            replicas=args.replicas,
+            mountpoint=args.mountpoint,
+            capacity=parse_size(args.capacity),
+            chunk_size=parse_size(args.chunk_size),
+        )
     except ConfigError as exc:
         print(f"shoal up: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -72,11 +103,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def add_down(sub: Any) -> None:
-    p = sub.add_parser("down", help="unmount and stop the local cluster (data is kept)",
-                       description="Unmount the volume (open files are flushed first) and stop "
-                                   "every process 'shoal up' started in --workdir. Data "
-                                   "directories and the secret stay, so 'shoal up' brings the "
-                                   "same data back.", epilog=EPILOG)
+    p = sub.add_parser(
+        "down",
+        help="unmount and stop the local cluster (data is kept)",
+        description="Unmount the volume (open files are flushed first) and stop "
+        "every process 'shoal up' started in --workdir. Data "
+        "directories and the secret stay, so 'shoal up' brings the "
+        "same data back.",
+        epilog=EPILOG,
+    )
     workdir_flag(p)
     p.set_defaults(handler=cmd_down)
 

@@ -34,7 +34,7 @@ def block_digest(block: bytes | memoryview) -> bytes:
 
 def digests_of(data: bytes | memoryview, block_size: int = BLOCK_SIZE) -> list[bytes]:
     view = memoryview(data)
-    return [block_digest(view[i:i + block_size]) for i in range(0, len(view), block_size)]
+    return [block_digest(view[i : i + block_size]) for i in range(0, len(view), block_size)]
 
 
 def encode(size: int, digests: list[bytes], block_size: int = BLOCK_SIZE) -> bytes:
@@ -53,5 +53,6 @@ def decode(table: bytes, size: int) -> tuple[int, list[bytes]] | None:
     count = -(-size // block_size)
     if len(table) != head + count * DIGEST_SIZE:
         return None
-    return block_size, [table[head + i * DIGEST_SIZE:head + (i + 1) * DIGEST_SIZE]
-                        for i in range(count)]
+    return block_size, [
+        table[head + i * DIGEST_SIZE : head + (i + 1) * DIGEST_SIZE] for i in range(count)
+    ]

@@ -43,7 +43,7 @@ class ChunkWriter:
 
     def __init__(self, direct: bool = True) -> None:
         self.direct = direct
-        self.direct_writes = 0     # how the files were written: for tests and metrics
+        self.direct_writes = 0  # how the files were written: for tests and metrics
         self.buffered_writes = 0
         self._local = threading.local()
         self._count_lock = threading.Lock()
@@ -110,8 +110,11 @@ class ChunkWriter:
     def _refused(self, exc: OSError) -> None:
         if self.direct:
             self.direct = False
-            log.warning("this filesystem does not take O_DIRECT writes (%s); chunks are "
-                        "written through the page cache from now on", exc)
+            log.warning(
+                "this filesystem does not take O_DIRECT writes (%s); chunks are "
+                "written through the page cache from now on",
+                exc,
+            )
 
 
 def _write_from(fd: int, view: memoryview, offset: int, *, aligned_only: bool = False) -> int:

@@ -29,25 +29,33 @@ log = logging.getLogger("storaged.scrub")
 
 @dataclass
 class ScrubStatus:
-    enabled: bool = False        # a scrubber runs on this server (--scrub-rate > 0)
-    running: bool = False        # in a pass now (else pausing until next_pass)
-    passes: int = 0              # full passes finished
+    enabled: bool = False  # a scrubber runs on this server (--scrub-rate > 0)
+    running: bool = False  # in a pass now (else pausing until next_pass)
+    passes: int = 0  # full passes finished
     last_full_pass: float = 0.0  # when the last one finished (epoch seconds; 0: never)
-    started: float = 0.0         # when the current (or last) pass began
-    next_pass: float = 0.0       # when the pause ends (epoch seconds)
-    total: int = 0               # chunks on the server when the pass began
-    checked: int = 0             # chunks verified in the current pass
-    bytes_checked: int = 0       # their bytes
-    rate: float = 0.0            # the configured bytes per second
-    bad_found: int = 0           # corrupted chunks found, all passes
+    started: float = 0.0  # when the current (or last) pass began
+    next_pass: float = 0.0  # when the pause ends (epoch seconds)
+    total: int = 0  # chunks on the server when the pass began
+    checked: int = 0  # chunks verified in the current pass
+    bytes_checked: int = 0  # their bytes
+    rate: float = 0.0  # the configured bytes per second
+    bad_found: int = 0  # corrupted chunks found, all passes
     wanted: trio.Event = field(default_factory=trio.Event, repr=False)  # scrub.run
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "wanted"}
 
 
-async def scrub_loop(store: ChunkStore, status: ScrubStatus, *, rate: float, interval: float,
-                     secret: bytes, meta: str, server_id: str) -> None:
+async def scrub_loop(
+    store: ChunkStore,
+    status: ScrubStatus,
+    *,
+    rate: float,
+    interval: float,
+    secret: bytes,
+    meta: str,
+    server_id: str,
+) -> None:
     status.enabled, status.rate = True, rate
     async with RpcClient(secret) as client:
         while True:
@@ -58,12 +66,18 @@ async def scrub_loop(store: ChunkStore, status: ScrubStatus, *, rate: float, int
             status.next_pass = status.last_full_pass + interval
             log.info("scrub pass done: %s", status.as_dict())
             with trio.move_on_after(interval):
-                await status.wanted.wait()   # set during the pass: the next one starts now
+                await status.wanted.wait()  # set during the pass: the next one starts now
             status.wanted = trio.Event()
 
 
-async def _one_pass(store: ChunkStore, status: ScrubStatus, rate: float, client: RpcClient,
-                    meta: str, server_id: str) -> None:
+async def _one_pass(
+    store: ChunkStore,
+    status: ScrubStatus,
+    rate: float,
+    client: RpcClient,
+    meta: str,
+    server_id: str,
+) -> None:
     status.running, status.started = True, time.time()
     status.checked = status.bytes_checked = 0
     status.total = (await trio.to_thread.run_sync(store.usage)).chunks
@@ -76,7 +90,7 @@ async def _one_pass(store: ChunkStore, status: ScrubStatus, rate: float, client:
                 data = await trio.to_thread.run_sync(store.get, cid)
                 size = len(data)
             except NotFound:
-                continue   # deleted meanwhile
+                continue  # deleted meanwhile
             except Corrupted:
                 size = 0
                 status.bad_found += 1
@@ -85,7 +99,7 @@ async def _one_pass(store: ChunkStore, status: ScrubStatus, rate: float, client:
             status.checked += 1
             status.bytes_checked += size
             status.total = max(status.total, status.checked)  # chunks written meanwhile
-            if rate > 0:   # bytes per second: sleep off what this read used
+            if rate > 0:  # bytes per second: sleep off what this read used
                 await trio.sleep(max(0.0, size / rate - (time.monotonic() - started)))
         if after is None:
             return

@@ -54,7 +54,8 @@ class ChunkService:
         """A range as whole blocks with their digests, checked against the block table
         rather than the whole chunk (store.read_blocks)."""
         start, data, digests, block_size = await self._run(
-            self.store.read_blocks, chunk_id, offset, length)
+            self.store.read_blocks, chunk_id, offset, length
+        )
         return {"offset": start, "data": data, "digests": digests, "block_size": block_size}
 
     async def stat(self, chunk_id: str) -> dict[str, Any]:
@@ -98,6 +99,10 @@ class ChunkService:
         return {**await self.usage(), "scrub": self.scrub.as_dict()}
 
     def health_info(self) -> dict[str, Any]:
-        return {"server_id": self.store.server_id, "zone": self.zone,
-                "corrupted_found": self.store.corrupted_found, "scrub": self.scrub.as_dict(),
-                "direct_io": self.store.writer.direct}
+        return {
+            "server_id": self.store.server_id,
+            "zone": self.zone,
+            "corrupted_found": self.store.corrupted_found,
+            "scrub": self.scrub.as_dict(),
+            "direct_io": self.store.writer.direct,
+        }

@@ -52,13 +52,23 @@ class Usage:
     chunks: int
 
     def as_dict(self) -> dict[str, int]:
-        return {"capacity": self.capacity, "used": self.used, "free": self.free,
-                "chunks": self.chunks}
+        return {
+            "capacity": self.capacity,
+            "used": self.used,
+            "free": self.free,
+            "chunks": self.chunks,
+        }
 
 
 class ChunkStore:
-    def __init__(self, root: str | os.PathLike[str], *, capacity: int | None = None,
-                 reserve: int = 64 * MiB, direct_io: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        capacity: int | None = None,
+        reserve: int = 64 * MiB,
+        direct_io: bool = True,
+    ) -> None:
         """``capacity`` caps what chunks may use (default: the filesystem's size);
         ``reserve`` is disk space always left free for the rest of the system;
         ``direct_io`` writes chunks past the page cache where the filesystem allows
@@ -135,8 +145,8 @@ class ChunkStore:
                     if is_chunk_id(name):
                         used += os.stat(path).st_size
                         count += 1
-                    elif name.endswith(blocks.SUFFIX) and is_chunk_id(name[:-len(blocks.SUFFIX)]):
-                        if name[:-len(blocks.SUFFIX)] not in names:
+                    elif name.endswith(blocks.SUFFIX) and is_chunk_id(name[: -len(blocks.SUFFIX)]):
+                        if name[: -len(blocks.SUFFIX)] not in names:
                             os.unlink(path)  # its chunk was deleted: the table is debris
                     else:
                         log.warning("ignoring stray file %s", path)
@@ -220,8 +230,10 @@ class ChunkStore:
         with self._lock:
             free = self._free_locked()
             if size > free:
-                raise NoSpace(f"chunk of {size} bytes does not fit: {free} bytes free "
-                              f"(capacity {self._capacity()}, reserve {self.reserve})")
+                raise NoSpace(
+                    f"chunk of {size} bytes does not fit: {free} bytes free "
+                    f"(capacity {self._capacity()}, reserve {self.reserve})"
+                )
             self._reserved += size
 
     def _write_durably(self, tmp: Path, data: bytes) -> None:
@@ -258,8 +270,9 @@ class ChunkStore:
             raise Corrupted(f"chunk {cid} is corrupted on this server; read another replica")
         return data
 
-    def read_blocks(self, cid: str, offset: int, length: int
-                    ) -> tuple[int, bytes, list[bytes], int]:
+    def read_blocks(
+        self, cid: str, offset: int, length: int
+    ) -> tuple[int, bytes, list[bytes], int]:
         """The whole blocks covering [offset, offset+length), each checked against the
         chunk's block hash table: (where they start, their bytes, their digests, block size).
 
@@ -285,23 +298,25 @@ class ChunkStore:
             first, last = offset // block_size, (end - 1) // block_size
             start, stop = first * block_size, min(size, (last + 1) * block_size)
             if whole is not None:  # just read and checked against the id: nothing to redo
-                return start, whole[start:stop], digests[first:last + 1], block_size
+                return start, whole[start:stop], digests[first : last + 1], block_size
             data = os.pread(fd, stop - start, start)
             view = memoryview(data)
             if len(data) != stop - start or any(
-                    blocks.block_digest(view[(i - first) * block_size:
-                                             (i - first + 1) * block_size]) != digests[i]
-                    for i in range(first, last + 1)):
+                blocks.block_digest(view[(i - first) * block_size : (i - first + 1) * block_size])
+                != digests[i]
+                for i in range(first, last + 1)
+            ):
                 whole = self._verified_whole(cid, path)  # raises if the chunk is bad
                 log.warning("chunk %s: its block hash table was wrong; rebuilt", cid)
                 digests = self._write_block_table(path, whole)
                 data = whole[start:stop]
-            return start, data, digests[first:last + 1], block_size
+            return start, data, digests[first : last + 1], block_size
         finally:
             os.close(fd)
 
-    def _block_table(self, cid: str, path: Path, size: int
-                     ) -> tuple[int, list[bytes], bytes | None]:
+    def _block_table(
+        self, cid: str, path: Path, size: int
+    ) -> tuple[int, list[bytes], bytes | None]:
         """(block size, digests, the whole chunk if it had to be read to make the table)."""
         if size <= blocks.BLOCK_SIZE:  # one block: its digest is the chunk's id
             return blocks.BLOCK_SIZE, [bytes.fromhex(cid)] if size else [], None

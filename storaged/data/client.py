@@ -35,9 +35,9 @@ log = logging.getLogger("storaged.data")
 
 HASH_IN_THREAD_ABOVE = 256 * 1024
 SUSPECT_SECONDS = 10.0  # how long a server that just failed is tried last
-RESTART_WAIT = 5.0      # how long a failed request waits for an unreachable server the
+RESTART_WAIT = 5.0  # how long a failed request waits for an unreachable server the
 #                         meta role still counts as up to register again (a restart)
-RESTART_POLL = 0.25     # how often the map is fetched while waiting for that
+RESTART_POLL = 0.25  # how often the map is fetched while waiting for that
 
 
 class NotEnoughReplicas(Unavailable):
@@ -56,10 +56,17 @@ async def hash_chunk(data: bytes) -> str:
 
 
 class DataClient:
-    def __init__(self, meta: MetaClient, *, refresh_seconds: float = 5.0,
-                 put_timeout: float = 10.0, put_rate: float = 4 * 1024 * 1024,
-                 get_timeout: float = 15.0, restart_wait: float = RESTART_WAIT) -> None:
-        self.rpc = meta.rpc   # the chunk servers are called over the meta client's connections' pool
+    def __init__(
+        self,
+        meta: MetaClient,
+        *,
+        refresh_seconds: float = 5.0,
+        put_timeout: float = 10.0,
+        put_rate: float = 4 * 1024 * 1024,
+        get_timeout: float = 15.0,
+        restart_wait: float = RESTART_WAIT,
+    ) -> None:
+        self.rpc = meta.rpc  # the chunk servers are called over the meta client's connections' pool
         self.restart_wait = restart_wait
         self.meta = meta
         self.refresh_seconds = refresh_seconds
@@ -83,17 +90,31 @@ class DataClient:
 
     async def _fetch_map(self) -> None:
         rows = await self.meta.cluster_servers()
-        self._servers = [Server(r["id"], r["address"], r["zone"], r["capacity"],
-                                r["free"], r["state"] == "up",
-                                bool(r.get("draining"))) for r in rows]
+        self._servers = [
+            Server(
+                r["id"],
+                r["address"],
+                r["zone"],
+                r["capacity"],
+                r["free"],
+                r["state"] == "up",
+                bool(r.get("draining")),
+            )
+            for r in rows
+        ]
         self._refreshed = time.monotonic()
         self._generation += 1
 
     def _map_age(self) -> float:
         return time.monotonic() - self._refreshed
 
-    async def _retry_map(self, seen: int, fresh: Callable[[list[Server]], list[Server]],
-                         unreachable: set[str], deadline: float) -> list[Server]:
+    async def _retry_map(
+        self,
+        seen: int,
+        fresh: Callable[[list[Server]], list[Server]],
+        unreachable: set[str],
+        deadline: float,
+    ) -> list[Server]:
         """Servers worth trying after every server chosen from map generation ``seen``
         failed: ``fresh`` picks them from a newer map; [] when there are none.
 
@@ -163,15 +184,18 @@ class DataClient:
 
         def fresh(servers: list[Server]) -> list[Server]:
             done = {s.id for s in stored}
-            return [s for s in self._usable_first(placement_order(cid, servers))
-                    if s.up and not s.draining and s.address not in tried
-                    and s.id not in done]
+            return [
+                s
+                for s in self._usable_first(placement_order(cid, servers))
+                if s.up and not s.draining and s.address not in tried and s.id not in done
+            ]
 
         candidates = fresh(servers)
         while True:
             seen = self._generation
-            await self._put_to(cid, data, candidates, replicas - len(stored), stored,
-                               failures, unreachable)
+            await self._put_to(
+                cid, data, candidates, replicas - len(stored), stored, failures, unreachable
+            )
             if len(stored) >= replicas:
                 return cid
             tried.update(s.address for s in candidates)  # each was asked, or not enough
@@ -180,10 +204,19 @@ class DataClient:
                 raise NotEnoughReplicas(
                     f"chunk {cid[:12]} is on {len(stored)} of {replicas} required servers; "
                     f"{len(tried)} servers were tried. Failures: "
-                    f"{'; '.join(failures) or 'none'}")
+                    f"{'; '.join(failures) or 'none'}"
+                )
 
-    async def _put_to(self, cid: str, data: bytes, candidates: list[Server], wanted: int,
-                      stored: list[Server], failures: list[str], unreachable: set[str]) -> None:
+    async def _put_to(
+        self,
+        cid: str,
+        data: bytes,
+        candidates: list[Server],
+        wanted: int,
+        stored: list[Server],
+        failures: list[str],
+        unreachable: set[str],
+    ) -> None:
         """``wanted`` copies on ``candidates``, asked in order by ``wanted`` writers at once;
         when fewer succeed, every candidate has been asked."""
         next_candidate = 0
@@ -195,8 +228,13 @@ class DataClient:
                 server = candidates[next_candidate]
                 next_candidate += 1
                 try:
-                    await self.rpc.call(server.address, "chunk.put", cid, data,
-                                        timeout=self._put_deadline(len(data)))
+                    await self.rpc.call(
+                        server.address,
+                        "chunk.put",
+                        cid,
+                        data,
+                        timeout=self._put_deadline(len(data)),
+                    )
                     stored.append(server)
                     return
                 except RpcError as exc:  # down, full, failing: the next server takes it
@@ -204,8 +242,12 @@ class DataClient:
                     self._suspect_server(server)
                     if isinstance(exc, NotDelivered):
                         unreachable.add(server.id)
-                    log.info("chunk %s: %s failed (%s); trying the next server",
-                             cid[:12], server.address, exc)
+                    log.info(
+                        "chunk %s: %s failed (%s); trying the next server",
+                        cid[:12],
+                        server.address,
+                        exc,
+                    )
 
         async with trio.open_nursery() as nursery:
             for _ in range(wanted):
@@ -215,8 +257,10 @@ class DataClient:
 
     async def get(self, cid: str) -> bytes:
         """The chunk's bytes from the first server with a good copy."""
+
         async def whole(server: Server) -> bytes | None:
             return await self._whole(server, cid)
+
         return await self._from_replicas(cid, whole)
 
     async def read(self, cid: str, offset: int, length: int) -> bytes:
@@ -227,6 +271,7 @@ class DataClient:
 
         async def ranged(server: Server) -> bytes | None:
             return await self._range(server, cid, offset, length)
+
         return await self._from_replicas(cid, ranged)
 
     async def _whole(self, server: Server, cid: str) -> bytes | None:
@@ -240,14 +285,18 @@ class DataClient:
         """The range from ``server``'s checked blocks; None when a block received fails its
         digest or the answer is malformed."""
         try:
-            answer = await self.rpc.call(server.address, "chunk.read", cid, offset, length,
-                                         timeout=self.get_timeout)
+            answer = await self.rpc.call(
+                server.address, "chunk.read", cid, offset, length, timeout=self.get_timeout
+            )
         except MethodNotFound:  # a server from before chunk.read: the whole chunk, then
             data = await self._whole(server, cid)
-            return None if data is None else data[offset:offset + length]
+            return None if data is None else data[offset : offset + length]
         large = isinstance(answer, dict) and len(answer.get("data") or b"") > HASH_IN_THREAD_ABOVE
-        blocks = await trio.to_thread.run_sync(_checked_blocks, answer) if large \
+        blocks = (
+            await trio.to_thread.run_sync(_checked_blocks, answer)
+            if large
             else _checked_blocks(answer)
+        )
         if blocks is None:
             return None
         start, data = blocks
@@ -255,10 +304,11 @@ class DataClient:
             return b""  # the range is empty or past the chunk's end
         if not start <= offset <= start + len(data):
             return None
-        return data[offset - start:offset - start + length]
+        return data[offset - start : offset - start + length]
 
-    async def _from_replicas(self, cid: str,
-                             fetch: Callable[[Server], Awaitable[bytes | None]]) -> bytes:
+    async def _from_replicas(
+        self, cid: str, fetch: Callable[[Server], Awaitable[bytes | None]]
+    ) -> bytes:
         """The first good answer of the chunk's servers, asked in placement order; when
         none has one, a newer map's servers at addresses not asked yet (``_retry_map``)."""
         problems: list[str] = []
@@ -267,8 +317,11 @@ class DataClient:
         deadline = time.monotonic() + self.restart_wait
 
         def fresh(servers: list[Server]) -> list[Server]:
-            return [s for s in self._usable_first(placement_order(cid, servers))
-                    if s.address not in tried]
+            return [
+                s
+                for s in self._usable_first(placement_order(cid, servers))
+                if s.address not in tried
+            ]
 
         order = fresh(await self.servers())
         while order:
@@ -282,9 +335,14 @@ class DataClient:
             problems.append("the cluster map has no chunk servers")
         raise ChunkUnavailable(f"no good copy of chunk {cid[:12]}: {'; '.join(problems)}")
 
-    async def _first_good(self, cid: str, order: Sequence[Server], problems: list[str],
-                          fetch: Callable[[Server], Awaitable[bytes | None]],
-                          unreachable: set[str]) -> bytes | None:
+    async def _first_good(
+        self,
+        cid: str,
+        order: Sequence[Server],
+        problems: list[str],
+        fetch: Callable[[Server], Awaitable[bytes | None]],
+        unreachable: set[str],
+    ) -> bytes | None:
         for server in order:
             try:
                 data = await fetch(server)
@@ -309,9 +367,13 @@ class DataClient:
                 # A copy not where placement says is routine (written while a server was
                 # away, not yet rebalanced): only real trouble is worth a line per chunk.
                 routine = all(p.endswith(": not there") for p in problems)
-                log.log(logging.DEBUG if routine else logging.INFO,
-                        "chunk %s read from %s after: %s", cid[:12], server.address,
-                        "; ".join(problems))
+                log.log(
+                    logging.DEBUG if routine else logging.INFO,
+                    "chunk %s read from %s after: %s",
+                    cid[:12],
+                    server.address,
+                    "; ".join(problems),
+                )
             return data
         return None
 
@@ -328,12 +390,19 @@ def _checked_blocks(answer: Any) -> tuple[int, bytes] | None:
         return None
     start, data = answer.get("offset"), answer.get("data")
     digests, size = answer.get("digests"), answer.get("block_size")
-    if not (type(start) is int and isinstance(data, bytes) and isinstance(digests, list)
-            and type(size) is int and size > 0 and start >= 0 and start % size == 0
-            and len(digests) == -(-len(data) // size)):
+    if not (
+        type(start) is int
+        and isinstance(data, bytes)
+        and isinstance(digests, list)
+        and type(size) is int
+        and size > 0
+        and start >= 0
+        and start % size == 0
+        and len(digests) == -(-len(data) // size)
+    ):
         return None
     view = memoryview(data)
     for i, digest in enumerate(digests):
-        if block_digest(view[i * size:(i + 1) * size]) != digest:
+        if block_digest(view[i * size : (i + 1) * size]) != digest:
             return None
     return start, data

@@ -26,16 +26,19 @@ def open_database(path: str | Path) -> sqlite3.Connection:
         row = _info(conn, "schema_version")
         version = SCHEMA_VERSION if row is None else int(row)
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: schema version {version} is newer than this storaged "
-                               f"({SCHEMA_VERSION}); run a newer shoalfs")
+            raise RuntimeError(
+                f"{path}: schema version {version} is newer than this storaged "
+                f"({SCHEMA_VERSION}); run a newer shoalfs"
+            )
         if row is not None:
             for step in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[step]:
                     conn.execute(statement)
         for statement in filter(str.strip, DDL.split(";")):
             conn.execute(statement)
-        conn.execute("INSERT OR REPLACE INTO meta_info VALUES ('schema_version', ?)",
-                     (str(SCHEMA_VERSION),))
+        conn.execute(
+            "INSERT OR REPLACE INTO meta_info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
         if _info(conn, "cluster_id") is None:
             conn.execute("INSERT INTO meta_info VALUES ('cluster_id', ?)", (uuid.uuid4().hex,))
     return conn

@@ -25,19 +25,24 @@ MAX_SLICES_PER_PIECE = 1024
 
 
 def _volume_row(conn: sqlite3.Connection, ino: int) -> tuple[int, int, int, int]:
-    row = conn.execute("SELECT v.id, v.chunk_size, v.capacity, v.used_bytes FROM volumes v "
-                       "JOIN inodes i ON i.volume = v.id WHERE i.id=?", (ino,)).fetchone()
+    row = conn.execute(
+        "SELECT v.id, v.chunk_size, v.capacity, v.used_bytes FROM volumes v "
+        "JOIN inodes i ON i.volume = v.id WHERE i.id=?",
+        (ino,),
+    ).fetchone()
     if row is None:
         raise FsError(errno.ENOENT, f"no inode {ino}")
     return row
 
 
-def _charge(conn: sqlite3.Connection, ino: int, volume: int, capacity: int, used: int,
-            delta: int) -> None:
+def _charge(
+    conn: sqlite3.Connection, ino: int, volume: int, capacity: int, used: int, delta: int
+) -> None:
     """Move ``delta`` stored bytes onto the inode and its volume, refusing past the quota."""
     if delta > 0 and used + delta > capacity:
-        raise FsError(errno.ENOSPC, f"volume is full: {used} of {capacity} bytes used, "
-                                    f"{delta} more needed")
+        raise FsError(
+            errno.ENOSPC, f"volume is full: {used} of {capacity} bytes used, {delta} more needed"
+        )
     conn.execute("UPDATE inodes SET stored=stored+? WHERE id=?", (delta, ino))
     conn.execute("UPDATE volumes SET used_bytes=used_bytes+? WHERE id=?", (delta, volume))
 
@@ -52,8 +57,9 @@ def opened(conn: sqlite3.Connection, ino: int, pieces: int) -> Attr:
     return attr
 
 
-def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
-              slices: bool = True) -> list[list[Any]]:
+def chunk_map(
+    conn: sqlite3.Connection, ino: int, first: int, last: int, slices: bool = True
+) -> list[list[Any]]:
     """Pieces first..last inclusive: [[idx, chunk_id, start, length], ...], and a fifth
     item [[chunk_id, start, length, offset], ...] (in order) for a piece with slices; a
     piece with slices and no row has chunk_id nil.
@@ -65,16 +71,25 @@ def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
     with one slice as all zeros); an error is the answer that loses nothing. For the same
     reason an inode that does not exist is ESTALE, not a file of holes.
     """
-    rows = {r[0]: list(r) for r in conn.execute(
-        "SELECT idx, chunk_id, start, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ?",
-        (ino, first, last))}
+    rows = {
+        r[0]: list(r)
+        for r in conn.execute(
+            "SELECT idx, chunk_id, start, length FROM chunks WHERE inode=? AND idx BETWEEN ? AND ?",
+            (ino, first, last),
+        )
+    }
     for idx, *sliced in conn.execute(
-            "SELECT idx, chunk_id, start, length, offset FROM slices "
-            "WHERE inode=? AND idx BETWEEN ? AND ? ORDER BY idx, seq", (ino, first, last)):
+        "SELECT idx, chunk_id, start, length, offset FROM slices "
+        "WHERE inode=? AND idx BETWEEN ? AND ? ORDER BY idx, seq",
+        (ino, first, last),
+    ):
         if not slices:
-            raise FsError(errno.EIO, f"inode {ino} piece {idx} has slices (small writes a "
-                                     f"newer mount stored); this mount is too old to read "
-                                     f"them: upgrade it")
+            raise FsError(
+                errno.EIO,
+                f"inode {ino} piece {idx} has slices (small writes a "
+                f"newer mount stored); this mount is too old to read "
+                f"them: upgrade it",
+            )
         row = rows.setdefault(idx, [idx, None, 0, 0])
         if len(row) == 4:
             row.append([])
@@ -85,8 +100,13 @@ def chunk_map(conn: sqlite3.Connection, ino: int, first: int, last: int,
     return [rows[i] for i in sorted(rows)]
 
 
-def commit(conn: sqlite3.Connection, ino: int, size: int, pieces: list[list[Any]],
-           mtime_ns: int | None = None) -> Attr:
+def commit(
+    conn: sqlite3.Connection,
+    ino: int,
+    size: int,
+    pieces: list[list[Any]],
+    mtime_ns: int | None = None,
+) -> Attr:
     """Record written pieces (already durable on their chunk servers) and the file's size.
 
     Returns the inode's attributes, and the volume's stored bytes after the commit
@@ -118,12 +138,17 @@ def commit(conn: sqlite3.Connection, ino: int, size: int, pieces: list[list[Any]
         if cid is None:  # the piece is all zeros now: a hole
             conn.execute("DELETE FROM chunks WHERE inode=? AND idx=?", (ino, idx))
         else:
-            conn.execute("INSERT OR REPLACE INTO chunks (inode, idx, chunk_id, start, length) "
-                         "VALUES (?,?,?,?,?)", (ino, idx, cid, start, length))
+            conn.execute(
+                "INSERT OR REPLACE INTO chunks (inode, idx, chunk_id, start, length) "
+                "VALUES (?,?,?,?,?)",
+                (ino, idx, cid, start, length),
+            )
     _charge(conn, ino, volume, capacity, used, delta)
     t = now_ns()
-    conn.execute("UPDATE inodes SET size=MAX(size, ?), mtime_ns=?, ctime_ns=? WHERE id=?",
-                 (size, mtime_ns if mtime_ns is not None else t, t, ino))
+    conn.execute(
+        "UPDATE inodes SET size=MAX(size, ?), mtime_ns=?, ctime_ns=? WHERE id=?",
+        (size, mtime_ns if mtime_ns is not None else t, t, ino),
+    )
     return {**getattr_(conn, ino), "volume_used": used + delta}
 
 
@@ -132,26 +157,34 @@ def _piece_bytes(conn: sqlite3.Connection, ino: int, idx: int) -> int:
     return conn.execute(
         "SELECT (SELECT COALESCE(SUM(length), 0) FROM chunks WHERE inode=:i AND idx=:x)"
         " + (SELECT COALESCE(SUM(length), 0) FROM slices WHERE inode=:i AND idx=:x)",
-        {"i": ino, "x": idx}).fetchone()[0]
+        {"i": ino, "x": idx},
+    ).fetchone()[0]
 
 
 def _add_slice(conn: sqlite3.Connection, ino: int, piece: tuple[int, str, int, int, int]) -> int:
     """Lay a slice over piece idx; returns the stored bytes it adds."""
     idx, cid, start, length, offset = piece
-    count, top = conn.execute("SELECT count(*), COALESCE(MAX(seq), 0) FROM slices "
-                              "WHERE inode=? AND idx=?", (ino, idx)).fetchone()
+    count, top = conn.execute(
+        "SELECT count(*), COALESCE(MAX(seq), 0) FROM slices WHERE inode=? AND idx=?", (ino, idx)
+    ).fetchone()
     if count >= MAX_SLICES_PER_PIECE:
         raise FsError(errno.EINVAL, f"piece {idx} has {count} slices already: write it whole")
-    conn.execute("INSERT INTO slices (inode, idx, seq, chunk_id, start, length, offset) "
-                 "VALUES (?,?,?,?,?,?,?)", (ino, idx, top + 1, cid, start, length, offset))
+    conn.execute(
+        "INSERT INTO slices (inode, idx, seq, chunk_id, start, length, offset) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (ino, idx, top + 1, cid, start, length, offset),
+    )
     return length
 
 
 def _check_piece(piece: Any, chunk_size: int) -> tuple[int, str | None, int, int]:
     """[idx, chunk_id, start, length], or [idx, nil, 0, 0] for a piece that became a hole."""
     if not isinstance(piece, list) or len(piece) != 4:
-        raise FsError(errno.EINVAL, f"malformed piece {piece!r}: want [idx, chunk_id, start, "
-                                    f"length] (or a slice, with an offset after them)")
+        raise FsError(
+            errno.EINVAL,
+            f"malformed piece {piece!r}: want [idx, chunk_id, start, "
+            f"length] (or a slice, with an offset after them)",
+        )
     idx, cid, start, length = piece
     if not all(type(v) is int for v in (idx, start, length)):
         raise FsError(errno.EINVAL, f"malformed piece {piece!r}: idx, start, length are integers")
@@ -169,15 +202,19 @@ def _check_slice(piece: list[Any], chunk_size: int) -> tuple[int, str, int, int,
     """[idx, chunk_id, start, length, offset]: a slice of at least one byte."""
     idx, cid, start, length, offset = piece
     if not all(type(v) is int for v in (idx, start, length, offset)):
-        raise FsError(errno.EINVAL, f"malformed slice {piece!r}: idx, start, length, offset "
-                                    f"are integers")
+        raise FsError(
+            errno.EINVAL, f"malformed slice {piece!r}: idx, start, length, offset are integers"
+        )
     if not 0 <= idx <= MAX_FILE_SIZE // chunk_size:
         raise FsError(errno.EINVAL, f"piece index {idx} is out of range")
     if not is_chunk_id(cid):
         raise FsError(errno.EINVAL, f"malformed slice {piece!r}: no chunk id")
     if not (0 <= start < start + length <= chunk_size and 0 <= offset <= chunk_size - length):
-        raise FsError(errno.EINVAL, f"slice of piece {idx} (start {start}, length {length}, "
-                                    f"offset {offset}) is out of range")
+        raise FsError(
+            errno.EINVAL,
+            f"slice of piece {idx} (start {start}, length {length}, "
+            f"offset {offset}) is out of range",
+        )
     return idx, cid, start, length, offset
 
 
@@ -190,30 +227,40 @@ def truncate(conn: sqlite3.Connection, ino: int, size: int) -> None:
     tail = size - keep_whole * chunk_size
     freed = 0
     for table in ("chunks", "slices"):
-        freed += conn.execute(f"SELECT COALESCE(SUM(length), 0) FROM {table} "
-                              f"WHERE inode=? AND idx>?", (ino, keep_whole)).fetchone()[0]
+        freed += conn.execute(
+            f"SELECT COALESCE(SUM(length), 0) FROM {table} WHERE inode=? AND idx>?",
+            (ino, keep_whole),
+        ).fetchone()[0]
         conn.execute(f"DELETE FROM {table} WHERE inode=? AND idx>?", (ino, keep_whole))
-    row = conn.execute("SELECT start, length FROM chunks WHERE inode=? AND idx=?",
-                       (ino, keep_whole)).fetchone()
+    row = conn.execute(
+        "SELECT start, length FROM chunks WHERE inode=? AND idx=?", (ino, keep_whole)
+    ).fetchone()
     if row is not None:
         start, length = row
         if tail <= start:  # nothing of the chunk's bytes is left below the new size
             conn.execute("DELETE FROM chunks WHERE inode=? AND idx=?", (ino, keep_whole))
             freed += length
         elif start + length > tail:
-            conn.execute("UPDATE chunks SET length=? WHERE inode=? AND idx=?",
-                         (tail - start, ino, keep_whole))
+            conn.execute(
+                "UPDATE chunks SET length=? WHERE inode=? AND idx=?",
+                (tail - start, ino, keep_whole),
+            )
             freed += start + length - tail
     # slices of the cut piece: gone from the new size on, shortened across it
-    freed += conn.execute("SELECT COALESCE(SUM(length), 0) FROM slices WHERE inode=? AND idx=? "
-                          "AND start>=?", (ino, keep_whole, tail)).fetchone()[0]
-    conn.execute("DELETE FROM slices WHERE inode=? AND idx=? AND start>=?",
-                 (ino, keep_whole, tail))
-    freed += conn.execute("SELECT COALESCE(SUM(start+length-?), 0) FROM slices WHERE inode=? "
-                          "AND idx=? AND start+length>?",
-                          (tail, ino, keep_whole, tail)).fetchone()[0]
-    conn.execute("UPDATE slices SET length=?-start WHERE inode=? AND idx=? AND start+length>?",
-                 (tail, ino, keep_whole, tail))
+    freed += conn.execute(
+        "SELECT COALESCE(SUM(length), 0) FROM slices WHERE inode=? AND idx=? AND start>=?",
+        (ino, keep_whole, tail),
+    ).fetchone()[0]
+    conn.execute("DELETE FROM slices WHERE inode=? AND idx=? AND start>=?", (ino, keep_whole, tail))
+    freed += conn.execute(
+        "SELECT COALESCE(SUM(start+length-?), 0) FROM slices WHERE inode=? "
+        "AND idx=? AND start+length>?",
+        (tail, ino, keep_whole, tail),
+    ).fetchone()[0]
+    conn.execute(
+        "UPDATE slices SET length=?-start WHERE inode=? AND idx=? AND start+length>?",
+        (tail, ino, keep_whole, tail),
+    )
     _charge(conn, ino, volume, capacity, used, -freed)
     conn.execute("UPDATE inodes SET size=? WHERE id=?", (size, ino))
 
@@ -258,23 +305,32 @@ def referenced(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
     uses."""
     out: set[str] = set()
     for start in range(0, len(ids), 500):
-        batch = ids[start:start + 500]
+        batch = ids[start : start + 500]
         marks = ",".join("?" * len(batch))
         for table in ("chunks", "slices"):
-            out.update(r[0] for r in conn.execute(
-                f"SELECT DISTINCT chunk_id FROM {table} WHERE chunk_id IN ({marks})", batch))
+            out.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT DISTINCT chunk_id FROM {table} WHERE chunk_id IN ({marks})", batch
+                )
+            )
     return out
 
 
-def referenced_with_replicas(conn: sqlite3.Connection, after: str | None,
-                             limit: int) -> list[list[Any]]:
+def referenced_with_replicas(
+    conn: sqlite3.Connection, after: str | None, limit: int
+) -> list[list[Any]]:
     """[[chunk_id, R], ...] in id order after ``after``: every chunk some chunk map row or
     slice uses, with the largest replica count among the volumes and snapshots using it."""
-    pages = [conn.execute(
-        f"SELECT c.chunk_id, max(v.replicas) FROM {table} c JOIN inodes i ON i.id = c.inode "
-        "JOIN volumes v ON v.id = i.volume WHERE c.chunk_id > ? GROUP BY c.chunk_id "
-        "ORDER BY c.chunk_id LIMIT ?", (after or "", limit)).fetchall()
-        for table in ("chunks", "slices")]
+    pages = [
+        conn.execute(
+            f"SELECT c.chunk_id, max(v.replicas) FROM {table} c JOIN inodes i ON i.id = c.inode "
+            "JOIN volumes v ON v.id = i.volume WHERE c.chunk_id > ? GROUP BY c.chunk_id "
+            "ORDER BY c.chunk_id LIMIT ?",
+            (after or "", limit),
+        ).fetchall()
+        for table in ("chunks", "slices")
+    ]
     return [list(r) for r in first_of_union(pages, limit)]
 
 

@@ -31,11 +31,15 @@ MAX_PROBLEMS = 1000
 def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     volume = volumes.get(conn, name)
     vid, root = volume["id"], volume["root"]
-    inodes = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
-        "SELECT id, mode, nlink, stored FROM inodes WHERE volume=?", (vid,))}
+    inodes = {
+        r[0]: (r[1], r[2], r[3])
+        for r in conn.execute("SELECT id, mode, nlink, stored FROM inodes WHERE volume=?", (vid,))
+    }
     entries = conn.execute(
         "SELECT d.parent, d.name, d.inode FROM dentries d JOIN inodes p ON p.id = d.parent "
-        "WHERE p.volume=?", (vid,)).fetchall()
+        "WHERE p.volume=?",
+        (vid,),
+    ).fetchall()
     problems: list[str] = []
 
     def problem(text: str) -> None:
@@ -43,19 +47,27 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
             problems.append(text)
 
     for ino, mode, uid, gid, rdev, size in conn.execute(
-            "SELECT id, mode, uid, gid, rdev, size FROM inodes WHERE volume=?", (vid,)):
+        "SELECT id, mode, uid, gid, rdev, size FROM inodes WHERE volume=?", (vid,)
+    ):
         if not _valid_mode(mode):
-            problem(f"inode {ino} has mode {mode:#o}, with no valid file type (a mount shows "
-                    "it, and its directory's listings, as EIO; --repair mends it)")
+            problem(
+                f"inode {ino} has mode {mode:#o}, with no valid file type (a mount shows "
+                "it, and its directory's listings, as EIO; --repair mends it)"
+            )
         if not (0 <= uid <= ranges.ID_MAX and 0 <= gid <= ranges.ID_MAX):
-            problem(f"inode {ino} has uid {uid} / gid {gid}, outside 0..{ranges.ID_MAX} (its "
-                    "directory's listings fail with EIO on every mount; --repair mends it)")
+            problem(
+                f"inode {ino} has uid {uid} / gid {gid}, outside 0..{ranges.ID_MAX} (its "
+                "directory's listings fail with EIO on every mount; --repair mends it)"
+            )
         if not 0 <= rdev <= ranges.RDEV_MAX:
-            problem(f"inode {ino} has device number {rdev}, outside 0..{ranges.RDEV_MAX} "
-                    "(--repair mends it)")
+            problem(
+                f"inode {ino} has device number {rdev}, outside 0..{ranges.RDEV_MAX} "
+                "(--repair mends it)"
+            )
         if not 0 <= size <= ranges.SIZE_MAX:
-            problem(f"inode {ino} has size {size}, outside 0..{ranges.SIZE_MAX} "
-                    "(--repair mends it)")
+            problem(
+                f"inode {ino} has size {size}, outside 0..{ranges.SIZE_MAX} (--repair mends it)"
+            )
 
     links: Counter[int] = Counter()
     subdirs: Counter[int] = Counter()
@@ -65,8 +77,10 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
         if not _is_dir(inodes[parent][0]):
             problem(f"entry {shown!r} is in inode {parent}, which is not a directory")
         if ino not in inodes:
-            problem(f"entry {shown!r} in directory {parent} names inode {ino}, which does not "
-                    "exist in this volume")
+            problem(
+                f"entry {shown!r} in directory {parent} names inode {ino}, which does not "
+                "exist in this volume"
+            )
             continue
         links[ino] += 1
         children.setdefault(parent, []).append(ino)
@@ -74,8 +88,9 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
             subdirs[parent] += 1
     orphans = 0
     for ino, (mode, nlink, _stored) in inodes.items():
-        expected = links[ino] + ((1 + subdirs[ino] + (1 if ino == root else 0))
-                                 if _is_dir(mode) else 0)
+        expected = links[ino] + (
+            (1 + subdirs[ino] + (1 if ino == root else 0)) if _is_dir(mode) else 0
+        )
         if nlink == 0:
             orphans += 1
             if links[ino]:
@@ -94,20 +109,29 @@ def check(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     held: Counter[int] = Counter()
     for table in ("chunks", "slices"):
         for ino, total in conn.execute(
-                f"SELECT c.inode, sum(c.length) FROM {table} c JOIN inodes i ON i.id = c.inode "
-                "WHERE i.volume=? GROUP BY c.inode", (vid,)):
+            f"SELECT c.inode, sum(c.length) FROM {table} c JOIN inodes i ON i.id = c.inode "
+            "WHERE i.volume=? GROUP BY c.inode",
+            (vid,),
+        ):
             held[ino] += total
     for ino, (_mode, _nlink, stored) in inodes.items():
         if stored != held[ino]:
-            problem(f"inode {ino} records {stored} bytes stored; its chunk rows and slices "
-                    f"hold {held[ino]}")
+            problem(
+                f"inode {ino} records {stored} bytes stored; its chunk rows and slices "
+                f"hold {held[ino]}"
+            )
     stored = sum(s for _m, _n, s in inodes.values())
     if stored != volume["used_bytes"]:
         problem(f"the volume records {volume['used_bytes']} bytes used; its files hold {stored}")
     if len(inodes) != volume["used_inodes"]:
         problem(f"the volume records {volume['used_inodes']} inodes; it has {len(inodes)}")
-    return {"volume": name, "inodes": len(inodes), "entries": len(entries), "orphans": orphans,
-            "problems": problems}
+    return {
+        "volume": name,
+        "inodes": len(inodes),
+        "entries": len(entries),
+        "orphans": orphans,
+        "problems": problems,
+    }
 
 
 def _is_dir(mode: int) -> bool:
@@ -146,12 +170,20 @@ def repair_ranges(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     repaired: list[str] = []
     touched: set[int] = set()
     for ino, mode, uid, gid, rdev, size, target in conn.execute(
-            "SELECT id, mode, uid, gid, rdev, size, target FROM inodes WHERE volume=? AND ("
-            "uid NOT BETWEEN 0 AND ? OR gid NOT BETWEEN 0 AND ? OR rdev NOT BETWEEN 0 AND ? "
-            "OR size NOT BETWEEN 0 AND ? OR mode NOT BETWEEN 0 AND ? OR (mode & ?) NOT IN "
-            f"({','.join('?' * len(ranges.FILE_TYPES))}))",
-            (vid, ranges.ID_MAX, ranges.ID_MAX, ranges.RDEV_MAX, ranges.SIZE_MAX,
-             ranges.MODE_BITS, stat.S_IFMT(ranges.MODE_BITS), *sorted(ranges.FILE_TYPES))
+        "SELECT id, mode, uid, gid, rdev, size, target FROM inodes WHERE volume=? AND ("
+        "uid NOT BETWEEN 0 AND ? OR gid NOT BETWEEN 0 AND ? OR rdev NOT BETWEEN 0 AND ? "
+        "OR size NOT BETWEEN 0 AND ? OR mode NOT BETWEEN 0 AND ? OR (mode & ?) NOT IN "
+        f"({','.join('?' * len(ranges.FILE_TYPES))}))",
+        (
+            vid,
+            ranges.ID_MAX,
+            ranges.ID_MAX,
+            ranges.RDEV_MAX,
+            ranges.SIZE_MAX,
+            ranges.MODE_BITS,
+            stat.S_IFMT(ranges.MODE_BITS),
+            *sorted(ranges.FILE_TYPES),
+        ),
     ).fetchall():
         changes: dict[str, int] = {}
         if not 0 <= uid <= ranges.ID_MAX:
@@ -164,25 +196,32 @@ def repair_ranges(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
             changes["rdev"] = 0
         if not 0 <= size <= ranges.SIZE_MAX:
             changes["size"] = _stored_end(conn, ino, chunk_size)
-        conn.execute(f"UPDATE inodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?",
-                     (*changes.values(), ino))
+        conn.execute(
+            f"UPDATE inodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?",
+            (*changes.values(), ino),
+        )
         old = {"uid": uid, "gid": gid, "mode": mode, "rdev": rdev, "size": size}
-        repaired.append(f"inode {ino}: " + ", ".join(
-            f"{k} {old[k]:#o} -> {v:#o}" if k == "mode" else f"{k} {old[k]} -> {v}"
-            for k, v in changes.items()))
+        repaired.append(
+            f"inode {ino}: "
+            + ", ".join(
+                f"{k} {old[k]:#o} -> {v:#o}" if k == "mode" else f"{k} {old[k]} -> {v}"
+                for k, v in changes.items()
+            )
+        )
         touched.add(ino)
     names: dict[int, list[list[Any]]] = {ino: [] for ino in touched}
     for ino in touched:
         for parent, entry in conn.execute(
-                "SELECT parent, name FROM dentries WHERE inode=?", (ino,)):
+            "SELECT parent, name FROM dentries WHERE inode=?", (ino,)
+        ):
             names[ino].append([parent, entry])
     return {"volume": name, "repaired": repaired, "inodes": names}
 
 
-def _mended_mode(conn: sqlite3.Connection, ino: int, mode: int, is_root: bool,
-                 has_target: bool) -> int:
-    if is_root or conn.execute("SELECT 1 FROM dentries WHERE parent=? LIMIT 1",
-                               (ino,)).fetchone():
+def _mended_mode(
+    conn: sqlite3.Connection, ino: int, mode: int, is_root: bool, has_target: bool
+) -> int:
+    if is_root or conn.execute("SELECT 1 FROM dentries WHERE parent=? LIMIT 1", (ino,)).fetchone():
         kind, default = stat.S_IFDIR, 0o755
     elif has_target:
         kind, default = stat.S_IFLNK, 0o777
@@ -193,19 +232,27 @@ def _mended_mode(conn: sqlite3.Connection, ino: int, mode: int, is_root: bool,
 
 
 def _stored_end(conn: sqlite3.Connection, ino: int, chunk_size: int) -> int:
-    ends = [row[0] for table in ("chunks", "slices") for row in conn.execute(
-        f"SELECT max(idx * ? + start + length) FROM {table} WHERE inode=?",
-        (chunk_size, ino)) if row[0] is not None]
+    ends = [
+        row[0]
+        for table in ("chunks", "slices")
+        for row in conn.execute(
+            f"SELECT max(idx * ? + start + length) FROM {table} WHERE inode=?", (chunk_size, ino)
+        )
+        if row[0] is not None
+    ]
     return max(ends, default=0)
 
 
-def chunk_ids(conn: sqlite3.Connection, name: str, after: str | None,
-              limit: int) -> list[str]:
+def chunk_ids(conn: sqlite3.Connection, name: str, after: str | None, limit: int) -> list[str]:
     """The volume's referenced chunk ids (rows and slices), in id order after ``after``
     (paged)."""
     vid = volumes.get(conn, name)["id"]
-    pages = [conn.execute(
-        f"SELECT DISTINCT c.chunk_id FROM {table} c JOIN inodes i ON i.id = c.inode "
-        "WHERE i.volume=? AND c.chunk_id > ? ORDER BY c.chunk_id LIMIT ?",
-        (vid, after or "", limit)).fetchall() for table in ("chunks", "slices")]
+    pages = [
+        conn.execute(
+            f"SELECT DISTINCT c.chunk_id FROM {table} c JOIN inodes i ON i.id = c.inode "
+            "WHERE i.volume=? AND c.chunk_id > ? ORDER BY c.chunk_id LIMIT ?",
+            (vid, after or "", limit),
+        ).fetchall()
+        for table in ("chunks", "slices")
+    ]
     return [r[0] for r in first_of_union(pages, limit)]

@@ -26,9 +26,11 @@ ATTR_COLUMNS = "id, mode, nlink, uid, gid, rdev, size, stored, atime_ns, mtime_n
 # A page of a directory, in cookie order; the index on dentries(parent) makes it start
 # where the last page ended (tests/unit/test_meta.py checks the plan).
 LISTING_QUERY = (
-    "SELECT d.name, d.id, " + ", ".join("i." + c.strip() for c in ATTR_COLUMNS.split(","))
+    "SELECT d.name, d.id, "
+    + ", ".join("i." + c.strip() for c in ATTR_COLUMNS.split(","))
     + " FROM dentries d JOIN inodes i ON i.id = d.inode"
-    " WHERE d.parent=? AND d.id>? ORDER BY d.id LIMIT ?")
+    " WHERE d.parent=? AND d.id>? ORDER BY d.id LIMIT ?"
+)
 
 Attr = dict[str, int]
 
@@ -72,8 +74,9 @@ def _dir(conn: sqlite3.Connection, ino: int) -> Attr:
 
 
 def _entry(conn: sqlite3.Connection, parent: int, name: bytes) -> int | None:
-    row = conn.execute("SELECT inode FROM dentries WHERE parent=? AND name=?",
-                       (parent, name)).fetchone()
+    row = conn.execute(
+        "SELECT inode FROM dentries WHERE parent=? AND name=?", (parent, name)
+    ).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -83,8 +86,10 @@ def entry_inode(conn: sqlite3.Connection, parent: int, name: bytes) -> int | Non
 
 
 def _touch_dir(conn: sqlite3.Connection, ino: int, t: int, nlink_delta: int = 0) -> None:
-    conn.execute("UPDATE inodes SET mtime_ns=?, ctime_ns=?, nlink=nlink+? WHERE id=?",
-                 (t, t, nlink_delta, ino))
+    conn.execute(
+        "UPDATE inodes SET mtime_ns=?, ctime_ns=?, nlink=nlink+? WHERE id=?",
+        (t, t, nlink_delta, ino),
+    )
 
 
 def lookup(conn: sqlite3.Connection, parent: int, name: bytes) -> Attr:
@@ -97,8 +102,16 @@ def lookup(conn: sqlite3.Connection, parent: int, name: bytes) -> Attr:
     return getattr_(conn, ino)
 
 
-def make_node(conn: sqlite3.Connection, parent: int, name: bytes, mode: int, uid: int,
-              gid: int, rdev: int = 0, target: bytes | None = None) -> Attr:
+def make_node(
+    conn: sqlite3.Connection,
+    parent: int,
+    name: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    rdev: int = 0,
+    target: bytes | None = None,
+) -> Attr:
     """mkdir, create, mknod and symlink: a new inode and its entry in ``parent``."""
     check_name(name)
     parent_attr = _dir(conn, parent)
@@ -115,7 +128,8 @@ def make_node(conn: sqlite3.Connection, parent: int, name: bytes, mode: int, uid
     cur = conn.execute(
         "INSERT INTO inodes (volume, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns,"
         " rdev, target) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (volume, mode, uid, gid, 2 if is_dir else 1, size, t, t, t, rdev, target))
+        (volume, mode, uid, gid, 2 if is_dir else 1, size, t, t, t, rdev, target),
+    )
     ino = int(cur.lastrowid or 0)
     conn.execute("INSERT INTO dentries (parent, name, inode) VALUES (?,?,?)", (parent, name, ino))
     _touch_dir(conn, parent, t, 1 if is_dir else 0)
@@ -134,8 +148,9 @@ def link(conn: sqlite3.Connection, ino: int, new_parent: int, new_name: bytes) -
     if _entry(conn, new_parent, new_name) is not None:
         raise FsError(errno.EEXIST, f"{new_name!r} exists")
     t = now_ns()
-    conn.execute("INSERT INTO dentries (parent, name, inode) VALUES (?,?,?)",
-                 (new_parent, new_name, ino))
+    conn.execute(
+        "INSERT INTO dentries (parent, name, inode) VALUES (?,?,?)", (new_parent, new_name, ino)
+    )
     conn.execute("UPDATE inodes SET nlink=nlink+1, ctime_ns=? WHERE id=?", (t, ino))
     _touch_dir(conn, new_parent, t)
     return getattr_(conn, ino)
@@ -199,8 +214,14 @@ def _is_ancestor(conn: sqlite3.Connection, ancestor: int, ino: int) -> bool:
             raise FsError(errno.ELOOP, "directory tree is deeper than 100,000 levels")
 
 
-def rename(conn: sqlite3.Connection, old_parent: int, old_name: bytes, new_parent: int,
-           new_name: bytes, flags: int = 0) -> Attr | None:
+def rename(
+    conn: sqlite3.Connection,
+    old_parent: int,
+    old_name: bytes,
+    new_parent: int,
+    new_name: bytes,
+    flags: int = 0,
+) -> Attr | None:
     """rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE.
 
     Returns the attributes of an inode that lost its entry by being replaced (so the client
@@ -228,8 +249,12 @@ def rename(conn: sqlite3.Connection, old_parent: int, old_name: bytes, new_paren
                 raise FsError(errno.EINVAL, "cannot move a directory inside itself")
             if dst_is_dir and _is_ancestor(conn, dst, old_parent):
                 raise FsError(errno.EINVAL, "cannot move a directory inside itself")
-        conn.execute("UPDATE dentries SET inode=? WHERE parent=? AND name=?", (dst, old_parent, old_name))
-        conn.execute("UPDATE dentries SET inode=? WHERE parent=? AND name=?", (src, new_parent, new_name))
+        conn.execute(
+            "UPDATE dentries SET inode=? WHERE parent=? AND name=?", (dst, old_parent, old_name)
+        )
+        conn.execute(
+            "UPDATE dentries SET inode=? WHERE parent=? AND name=?", (src, new_parent, new_name)
+        )
         shift = int(src_is_dir) - int(dst_is_dir)  # directories moving change '..' counts
         if old_parent != new_parent and shift:
             _touch_dir(conn, old_parent, t, -shift)
@@ -258,8 +283,10 @@ def rename(conn: sqlite3.Connection, old_parent: int, old_name: bytes, new_paren
         conn.execute("DELETE FROM dentries WHERE parent=? AND name=?", (new_parent, new_name))
         _drop_link(conn, dst, t)
         replaced = getattr_(conn, dst)
-    conn.execute("UPDATE dentries SET parent=?, name=? WHERE parent=? AND name=?",
-                 (new_parent, new_name, old_parent, old_name))
+    conn.execute(
+        "UPDATE dentries SET parent=?, name=? WHERE parent=? AND name=?",
+        (new_parent, new_name, old_parent, old_name),
+    )
     if src_is_dir and old_parent != new_parent:
         _touch_dir(conn, old_parent, t, -1)
         _touch_dir(conn, new_parent, t, 1)
@@ -283,8 +310,9 @@ def readdir(conn: sqlite3.Connection, ino: int, after: int, limit: int) -> list[
     return [[row[0], _attr(row[2:]), row[1]] for row in _listing(conn, ino, after, limit)]
 
 
-def readdir_rows(conn: sqlite3.Connection, ino: int, after: int, limit: int
-                 ) -> list[tuple[Any, ...]]:
+def readdir_rows(
+    conn: sqlite3.Connection, ino: int, after: int, limit: int
+) -> list[tuple[Any, ...]]:
     """As ``readdir``, each entry one flat row: (name, cookie, ino, mode, nlink, uid, gid,
     rdev, size, stored, atime_ns, mtime_ns, ctime_ns). A listing costs per entry, and a
     map of eleven named attributes per entry cost more to build, send and read back than
@@ -311,8 +339,10 @@ def forget(conn: sqlite3.Connection, ino: int) -> bool:
     conn.execute("DELETE FROM chunks WHERE inode=?", (ino,))
     conn.execute("DELETE FROM slices WHERE inode=?", (ino,))
     conn.execute("DELETE FROM xattrs WHERE inode=?", (ino,))
-    conn.execute("UPDATE volumes SET used_bytes=used_bytes-?, used_inodes=used_inodes-1 "
-                 "WHERE id=?", (stored, volume))
+    conn.execute(
+        "UPDATE volumes SET used_bytes=used_bytes-?, used_inodes=used_inodes-1 WHERE id=?",
+        (stored, volume),
+    )
     return True
 
 

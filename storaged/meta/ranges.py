@@ -13,13 +13,22 @@ from typing import Any
 
 from ..rpc.errors import InvalidArgument
 
-ID_MAX = (1 << 32) - 2          # uid_t/gid_t; (uid_t)-1 means "unchanged" to chown(2)
-RDEV_MAX = (1 << 32) - 1        # the kernel's dev_t
-MODE_BITS = 0o177777            # file type and permission bits, nothing above
-SIZE_MAX = (1 << 63) - 1        # off_t
-TIME_MIN, TIME_MAX = -(1 << 63), (1 << 63) - 1   # nanoseconds, signed 64-bit
-FILE_TYPES = frozenset({stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO,
-                        stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
+ID_MAX = (1 << 32) - 2  # uid_t/gid_t; (uid_t)-1 means "unchanged" to chown(2)
+RDEV_MAX = (1 << 32) - 1  # the kernel's dev_t
+MODE_BITS = 0o177777  # file type and permission bits, nothing above
+SIZE_MAX = (1 << 63) - 1  # off_t
+TIME_MIN, TIME_MAX = -(1 << 63), (1 << 63) - 1  # nanoseconds, signed 64-bit
+FILE_TYPES = frozenset(
+    {
+        stat.S_IFREG,
+        stat.S_IFDIR,
+        stat.S_IFLNK,
+        stat.S_IFIFO,
+        stat.S_IFSOCK,
+        stat.S_IFCHR,
+        stat.S_IFBLK,
+    }
+)
 
 
 def _within(name: str, value: Any, low: int, high: int) -> None:

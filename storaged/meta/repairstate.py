@@ -22,16 +22,16 @@ class RepairStatus:
     passes: int = 0
     started: float = 0.0
     finished: float = 0.0
-    total: int = 0              # referenced chunks to check in this pass
+    total: int = 0  # referenced chunks to check in this pass
     checked: int = 0
     under_replicated: int = 0
-    repaired: int = 0           # chunks brought back to R copies
+    repaired: int = 0  # chunks brought back to R copies
     copies_made: int = 0
     bytes_copied: int = 0
-    missing: int = 0            # no good copy on any live server
-    failed: int = 0             # could not be repaired this pass (will be tried again)
-    moved: int = 0              # rebalance: copies made on a chunk's placement servers
-    extras_removed: int = 0     # rebalance: copies beyond R removed from elsewhere
+    missing: int = 0  # no good copy on any live server
+    failed: int = 0  # could not be repaired this pass (will be tried again)
+    moved: int = 0  # rebalance: copies made on a chunk's placement servers
+    extras_removed: int = 0  # rebalance: copies beyond R removed from elsewhere
     last_error: str = ""
     missing_examples: list[str] = field(default_factory=list)
 
@@ -41,7 +41,7 @@ class RepairStatus:
         return out
 
 
-AT_RISK_KEPT = 100_000   # chunk ids remembered per kind for per-volume health
+AT_RISK_KEPT = 100_000  # chunk ids remembered per kind for per-volume health
 
 
 class RepairState:
@@ -54,7 +54,7 @@ class RepairState:
 
     def __init__(self) -> None:
         self.status = RepairStatus()
-        self.wanted = trio.Event()   # set by repair.run: start a pass now
-        self.last: RepairStatus | None = None   # the last finished pass
+        self.wanted = trio.Event()  # set by repair.run: start a pass now
+        self.last: RepairStatus | None = None  # the last finished pass
         self.unresolved: set[str] = set()
         self.missing: set[str] = set()

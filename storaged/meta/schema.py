@@ -119,18 +119,25 @@ MOUNT_SESSIONS = """CREATE TABLE IF NOT EXISTS mount_sessions (
 
 # Statements that take a database from version N to N+1, applied in order at open.
 MIGRATIONS: dict[int, list[str]] = {
-    1: ["ALTER TABLE volumes ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume'",
-        "ALTER TABLE volumes ADD COLUMN source TEXT NOT NULL DEFAULT ''"],
+    1: [
+        "ALTER TABLE volumes ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume'",
+        "ALTER TABLE volumes ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+    ],
     2: ["ALTER TABLE servers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0"],
     3: [],  # the slices table (created by the DDL below); a version 3 storaged must refuse
     # An older storaged kept its mount sessions in memory only: stand for them with one
     # restored session, so nothing is deleted until they could have registered again.
-    4: [MOUNT_SESSIONS,
-        ("INSERT INTO mount_sessions VALUES ('before-schema-5', "
-         "'the mounts of a storaged that did not record them', 0)")],
+    4: [
+        MOUNT_SESSIONS,
+        (
+            "INSERT INTO mount_sessions VALUES ('before-schema-5', "
+            "'the mounts of a storaged that did not record them', 0)"
+        ),
+    ],
 }
 
-DDL = """
+DDL = (
+    """
 CREATE TABLE IF NOT EXISTS meta_info (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -219,4 +226,7 @@ CREATE TABLE IF NOT EXISTS servers (
     state TEXT NOT NULL,
     draining INTEGER NOT NULL DEFAULT 0
 );
-""" + MOUNT_SESSIONS + ";\n"
+"""
+    + MOUNT_SESSIONS
+    + ";\n"
+)

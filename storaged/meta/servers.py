@@ -13,13 +13,13 @@ from ..rpc.errors import FsError, InvalidArgument
 from .namespace import now_ns
 
 log = logging.getLogger("storaged.meta")
-_WARNED: set[str] = set()   # servers whose unusable address was logged
+_WARNED: set[str] = set()  # servers whose unusable address was logged
 
 _COLUMNS = "id, address, zone, capacity, used, free, chunks, last_seen_ns, state, draining"
 
 
-SERVER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")   # uuid4().hex in practice
-ZONE_RE = re.compile(r"[\x21-\x7e]{0,253}")           # a node name, a rack: no spaces
+SERVER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # uuid4().hex in practice
+ZONE_RE = re.compile(r"[\x21-\x7e]{0,253}")  # a node name, a rack: no spaces
 USAGE_KEYS = ("capacity", "used", "free", "chunks")
 SCRUB_KEYS_MAX = 32
 
@@ -51,8 +51,9 @@ def check_heartbeat(server_id: object, address: object, zone: object, usage: obj
         raise InvalidArgument(f"usage scrub: a map of at most {SCRUB_KEYS_MAX} entries")
 
 
-def heartbeat(conn: sqlite3.Connection, server_id: str, address: str, zone: str,
-              usage: dict[str, int]) -> bool:
+def heartbeat(
+    conn: sqlite3.Connection, server_id: str, address: str, zone: str, usage: dict[str, int]
+) -> bool:
     """Record a heartbeat; True if the server was unknown or down until now."""
     row = conn.execute("SELECT state FROM servers WHERE id=?", (server_id,)).fetchone()
     conn.execute(  # an upsert, so the administrator's 'draining' survives heartbeats
@@ -61,16 +62,29 @@ def heartbeat(conn: sqlite3.Connection, server_id: str, address: str, zone: str,
         "address=excluded.address, zone=excluded.zone, capacity=excluded.capacity, "
         "used=excluded.used, free=excluded.free, chunks=excluded.chunks, "
         "last_seen_ns=excluded.last_seen_ns, state='up'",
-        (server_id, address, zone, int(usage.get("capacity", 0)), int(usage.get("used", 0)),
-         int(usage.get("free", 0)), int(usage.get("chunks", 0)), now_ns()))
+        (
+            server_id,
+            address,
+            zone,
+            int(usage.get("capacity", 0)),
+            int(usage.get("used", 0)),
+            int(usage.get("free", 0)),
+            int(usage.get("chunks", 0)),
+            now_ns(),
+        ),
+    )
     return row is None or row[0] != "up"
 
 
 def mark_silent_down(conn: sqlite3.Connection, timeout_ns: int) -> list[str]:
     """Servers whose last heartbeat is older than the timeout become down; returns their ids."""
     cutoff = now_ns() - timeout_ns
-    ids = [r[0] for r in conn.execute(
-        "SELECT id FROM servers WHERE state='up' AND last_seen_ns < ?", (cutoff,))]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM servers WHERE state='up' AND last_seen_ns < ?", (cutoff,)
+        )
+    ]
     conn.executemany("UPDATE servers SET state='down' WHERE id=?", [(i,) for i in ids])
     return ids
 
@@ -86,11 +100,14 @@ def list_all(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         try:
             parse_address(str(row["address"]))
         except ValueError:
-            if row["id"] not in _WARNED:   # once per server: the map is read every second
+            if row["id"] not in _WARNED:  # once per server: the map is read every second
                 _WARNED.add(row["id"])
-                log.warning("chunk server %r has an unusable address %r: left out of the "
-                            "cluster map until it sends a heartbeat with a good one",
-                            row["id"], row["address"])
+                log.warning(
+                    "chunk server %r has an unusable address %r: left out of the "
+                    "cluster map until it sends a heartbeat with a good one",
+                    row["id"],
+                    row["address"],
+                )
             continue
         row["draining"] = bool(row["draining"])
         rows.append(row)
@@ -98,8 +115,9 @@ def list_all(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def set_draining(conn: sqlite3.Connection, server_id: str, draining: bool) -> dict[str, Any]:
-    if not conn.execute("UPDATE servers SET draining=? WHERE id=?",
-                        (int(draining), server_id)).rowcount:
+    if not conn.execute(
+        "UPDATE servers SET draining=? WHERE id=?", (int(draining), server_id)
+    ).rowcount:
         raise FsError(errno.ENOENT, f"no chunk server {server_id}")
     return next(r for r in list_all(conn) if r["id"] == server_id)
 
@@ -110,24 +128,35 @@ def remove(conn: sqlite3.Connection, server_id: str) -> bool:
     if row is None:
         return False
     if not row[1] or row[0] == "up":
-        raise FsError(errno.EBUSY, f"server {server_id} must be drained ('shoal node drain') "
-                                   "and stopped before it is removed")
+        raise FsError(
+            errno.EBUSY,
+            f"server {server_id} must be drained ('shoal node drain') "
+            "and stopped before it is removed",
+        )
     conn.execute("DELETE FROM servers WHERE id=?", (server_id,))
     return True
 
 
 def report_bad_copy(conn: sqlite3.Connection, chunk_id: str, server_id: str, reason: str) -> None:
     """Remember a copy a client could not use, so repair replaces it."""
-    conn.execute("INSERT OR REPLACE INTO bad_copies VALUES (?,?,?,?)",
-                 (chunk_id, server_id, reason[:200], now_ns()))
+    conn.execute(
+        "INSERT OR REPLACE INTO bad_copies VALUES (?,?,?,?)",
+        (chunk_id, server_id, reason[:200], now_ns()),
+    )
 
 
 def bad_copies(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [{"chunk_id": r[0], "server_id": r[1], "reason": r[2], "reported_ns": r[3]}
-            for r in conn.execute("SELECT * FROM bad_copies ORDER BY reported_ns")]
+    return [
+        {"chunk_id": r[0], "server_id": r[1], "reason": r[2], "reported_ns": r[3]}
+        for r in conn.execute("SELECT * FROM bad_copies ORDER BY reported_ns")
+    ]
 
 
 def clear_bad_copy(conn: sqlite3.Connection, chunk_id: str, server_id: str) -> bool:
     """Forget a report once repair has dealt with it."""
-    return conn.execute("DELETE FROM bad_copies WHERE chunk_id=? AND server_id=?",
-                        (chunk_id, server_id)).rowcount > 0
+    return (
+        conn.execute(
+            "DELETE FROM bad_copies WHERE chunk_id=? AND server_id=?", (chunk_id, server_id)
+        ).rowcount
+        > 0
+    )

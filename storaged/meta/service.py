@@ -32,32 +32,43 @@ log = logging.getLogger("storaged.meta")
 
 READDIR_MAX = 1000
 OPEN_PIECES_MAX = 64  # pieces of a file's map fs.open answers at most
-SHORT_FORGET = 16   # inodes forgotten on the event loop at once (see _short_tx)
+SHORT_FORGET = 16  # inodes forgotten on the event loop at once (see _short_tx)
 HOLD_BATCH_MAX = 100_000  # inodes one session.hold may name in add or in drop
-SHORT_COMMIT = 16   # pieces committed on the event loop at once (see _short_tx)
+SHORT_COMMIT = 16  # pieces committed on the event loop at once (see _short_tx)
 
 
 class MetaService:
-    def __init__(self, conn: sqlite3.Connection, *, heartbeat_timeout: float = 10.0,
-                 session_timeout: float = 60.0, backup_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        heartbeat_timeout: float = 10.0,
+        session_timeout: float = 60.0,
+        backup_dir: Path | None = None,
+    ) -> None:
         self.conn = conn
         self.backups = Backups(backup_dir) if backup_dir is not None else None
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
-        self.watches = Watches()   # what mounts' kernels cache: see watches.py
+        self.watches = Watches()  # what mounts' kernels cache: see watches.py
         restored = self.sessions.restore(session_record.recorded(conn))
         if restored:
-            log.warning("%d mount sessions were open when the meta role last stopped: nothing "
-                        "is deleted (unlinked files, garbage) until they register again or "
-                        "expire (%.0fs)", restored, session_timeout)
+            log.warning(
+                "%d mount sessions were open when the meta role last stopped: nothing "
+                "is deleted (unlinked files, garbage) until they register again or "
+                "expire (%.0fs)",
+                restored,
+                session_timeout,
+            )
         self.repair = RepairState()  # its task runs in the daemon (it needs an RPC client)
-        self.scrub_reports: dict[str, dict] = {}   # server id: its scrubber, per heartbeat
+        self.scrub_reports: dict[str, dict] = {}  # server id: its scrubber, per heartbeat
         self._db = trio.CapacityLimiter(1)
 
     async def _tx(self, fn: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
             with transaction(self.conn):
                 return fn(self.conn, *args)
+
         return await trio.to_thread.run_sync(run, limiter=self._db)
 
     async def _short_tx(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -100,20 +111,65 @@ class MetaService:
             self._db.release()
 
     def register(self, table: MethodTable) -> None:
-        for name in ("volume_create", "volume_get", "volume_list", "volume_delete",
-                     "volume_resize", "volume_statfs", "volume_set_replicas", "volume_health",
-                     "snapshot_create", "snapshot_get", "snapshot_list", "snapshot_delete",
-                     "cluster_info", "fs_lookup", "fs_getattr", "fs_setattr",
-                     "fs_mknod", "fs_link", "fs_unlink", "fs_rmdir", "fs_rename", "fs_readdir",
-                     "fs_readlink", "fs_forget", "fs_getxattr", "fs_setxattr", "fs_listxattr",
-                     "fs_removexattr", "fs_chunks", "fs_commit", "cluster_heartbeat",
-                     "cluster_servers", "cluster_report_bad", "cluster_bad_copies",
-                     "session_open", "session_heartbeat", "session_close", "session_pending",
-                     "session_hold", "session_orphans", "session_listen",
-                     "fs_open", "fs_release", "gc_unreferenced", "repair_referenced",
-                     "repair_status", "repair_run", "cluster_clear_bad", "fsck_check",
-                     "fsck_chunks", "fsck_repair", "meta_backup_open", "meta_backup_read",
-                     "meta_backup_close", "cluster_drain", "cluster_remove", "cluster_status"):
+        for name in (
+            "volume_create",
+            "volume_get",
+            "volume_list",
+            "volume_delete",
+            "volume_resize",
+            "volume_statfs",
+            "volume_set_replicas",
+            "volume_health",
+            "snapshot_create",
+            "snapshot_get",
+            "snapshot_list",
+            "snapshot_delete",
+            "cluster_info",
+            "fs_lookup",
+            "fs_getattr",
+            "fs_setattr",
+            "fs_mknod",
+            "fs_link",
+            "fs_unlink",
+            "fs_rmdir",
+            "fs_rename",
+            "fs_readdir",
+            "fs_readlink",
+            "fs_forget",
+            "fs_getxattr",
+            "fs_setxattr",
+            "fs_listxattr",
+            "fs_removexattr",
+            "fs_chunks",
+            "fs_commit",
+            "cluster_heartbeat",
+            "cluster_servers",
+            "cluster_report_bad",
+            "cluster_bad_copies",
+            "session_open",
+            "session_heartbeat",
+            "session_close",
+            "session_pending",
+            "session_hold",
+            "session_orphans",
+            "session_listen",
+            "fs_open",
+            "fs_release",
+            "gc_unreferenced",
+            "repair_referenced",
+            "repair_status",
+            "repair_run",
+            "cluster_clear_bad",
+            "fsck_check",
+            "fsck_chunks",
+            "fsck_repair",
+            "meta_backup_open",
+            "meta_backup_read",
+            "meta_backup_close",
+            "cluster_drain",
+            "cluster_remove",
+            "cluster_status",
+        ):
             table.add(name.replace("_", ".", 1), getattr(self, name))
 
     async def run_liveness(self, interval: float = 1.0) -> None:
@@ -122,12 +178,14 @@ class MetaService:
         while True:
             gone = await self._tx(servers.mark_silent_down, int(self.heartbeat_timeout * 1e9))
             for server_id in gone:
-                log.warning("chunk server %s is down: no heartbeat for %.0fs", server_id,
-                            self.heartbeat_timeout)
+                log.warning(
+                    "chunk server %s is down: no heartbeat for %.0fs",
+                    server_id,
+                    self.heartbeat_timeout,
+                )
             await self._expire_sessions()
             for session in self.watches.reset_silent():
-                log.info("mount session %s stopped listening for invalidations",
-                         session[:12])
+                log.info("mount session %s stopped listening for invalidations", session[:12])
             if self.sessions.deletions_allowed():
                 candidates = await self._tx(namespace.orphans)
                 await self._forget_unheld(candidates)
@@ -142,18 +200,21 @@ class MetaService:
         for session in silent:
             self.watches.forget(session)
             released = self.sessions.close(session)
-            log.warning("mount session %s expired (no heartbeat for %.0fs); releasing %d open "
-                        "inodes", session[:12], self.sessions.timeout, len(released))
+            log.warning(
+                "mount session %s expired (no heartbeat for %.0fs); releasing %d open inodes",
+                session[:12],
+                self.sessions.timeout,
+                len(released),
+            )
         self._say_if_deleting_again(waiting)
 
     def _say_if_deleting_again(self, waiting: bool) -> None:
         """``waiting``: deletions waited before the sessions just closed."""
         if waiting and self.sessions.deletions_allowed():
-            log.info("every mount session from before the start is back or gone: deleting "
-                     "again")
+            log.info("every mount session from before the start is back or gone: deleting again")
 
     async def _forget_unheld(self, inos: list[int]) -> int:
-        if not self.sessions.deletions_allowed():   # the sweep takes them later
+        if not self.sessions.deletions_allowed():  # the sweep takes them later
             return 0
         free = [i for i in inos if type(i) is int and not self.sessions.is_held(i)]
         if not free:
@@ -163,20 +224,35 @@ class MetaService:
 
         def forget_all(conn: sqlite3.Connection) -> int:
             return sum(namespace.forget(conn, i) for i in free)
-        if len(free) <= SHORT_FORGET:   # every close of a file comes here with one inode
+
+        if len(free) <= SHORT_FORGET:  # every close of a file comes here with one inode
             return await self._short_tx(forget_all)
         return await self._tx(forget_all)
 
     # -- volumes ------------------------------------------------------------------------
 
-    async def volume_create(self, name: str, capacity: int, replicas: int, chunk_size: int,
-                            params: dict | None = None, source: str = "") -> dict:
+    async def volume_create(
+        self,
+        name: str,
+        capacity: int,
+        replicas: int,
+        chunk_size: int,
+        params: dict | None = None,
+        source: str = "",
+    ) -> dict:
         """With ``source`` ('snapshot:NAME' or 'volume:NAME'), the new volume starts as a
         copy of that tree, sharing its chunks."""
-        volume = await self._tx(volumes.create, name, capacity, replicas, chunk_size, params,
-                                source)
-        log.info("volume %s created: capacity %d, R=%d, chunk size %d%s", name, capacity,
-                 replicas, chunk_size, f", from {source}" if source else "")
+        volume = await self._tx(
+            volumes.create, name, capacity, replicas, chunk_size, params, source
+        )
+        log.info(
+            "volume %s created: capacity %d, R=%d, chunk size %d%s",
+            name,
+            capacity,
+            replicas,
+            chunk_size,
+            f", from {source}" if source else "",
+        )
         return volume
 
     async def volume_get(self, name: str) -> dict:
@@ -258,8 +334,9 @@ class MetaService:
             await self._delivered(told)
         return attr
 
-    def _changed(self, author: str | None, since: int, events: list[Event],
-                 answered: list[int]) -> dict[str, int]:
+    def _changed(
+        self, author: str | None, since: int, events: list[Event], answered: list[int]
+    ) -> dict[str, int]:
         """A change was committed: tell the mounts watching what it touched, and watch
         for its author what the answer told it (``answered``)."""
         told = self.watches.changed(author, events)
@@ -271,13 +348,24 @@ class MetaService:
         trusting what it knew (close-to-open; see watches.py)."""
         if told:
             for session in await self.watches.delivered(told):
-                log.warning("mount session %s did not acknowledge an invalidation within "
-                            "%gs (it stops trusting its cache on its own)", session[:12],
-                            ACK_WAIT)
+                log.warning(
+                    "mount session %s did not acknowledge an invalidation within "
+                    "%gs (it stops trusting its cache on its own)",
+                    session[:12],
+                    ACK_WAIT,
+                )
 
-    async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
-                       rdev: int = 0, target: bytes | None = None,
-                       session: str | None = None) -> dict:
+    async def fs_mknod(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        rdev: int = 0,
+        target: bytes | None = None,
+        session: str | None = None,
+    ) -> dict:
         """Create a node; with ``session``, the new file is also held open by that mount.
         The answer also carries, under ``parent``, the directory's attributes as the create
         left them (a mount answers the kernel's next GETATTR of the directory with them).
@@ -290,21 +378,25 @@ class MetaService:
         def make(conn: sqlite3.Connection) -> dict:
             attr = namespace.make_node(conn, parent, name, mode, uid, gid, rdev, target)
             return {**attr, "parent": namespace.getattr_(conn, parent)}
+
         since = self.watches.mark()
         attr = await self._short_tx(make)
         if session is not None:
             self.sessions.hold(session, attr["ino"])
-        self._changed(session, since, [entry(parent, name), inode(parent)],
-                      [parent, attr["ino"]])
+        self._changed(session, since, [entry(parent, name), inode(parent)], [parent, attr["ino"]])
         return attr
 
-    async def fs_link(self, ino: int, new_parent: int, new_name: bytes,
-                      session: str | None = None) -> dict:
+    async def fs_link(
+        self, ino: int, new_parent: int, new_name: bytes, session: str | None = None
+    ) -> dict:
         since = self.watches.mark()
         attr = await self._tx(namespace.link, ino, new_parent, new_name)
-        self._changed(session, since,
-                      [entry(new_parent, new_name), inode(new_parent), inode(ino)],
-                      [new_parent, ino])
+        self._changed(
+            session,
+            since,
+            [entry(new_parent, new_name), inode(new_parent), inode(ino)],
+            [new_parent, ino],
+        )
         return attr
 
     async def fs_unlink(self, parent: int, name: bytes, session: str | None = None) -> dict:
@@ -316,24 +408,27 @@ class MetaService:
         session then deletes it)."""
         self._live_or_stale(session)
         since = self.watches.mark()
-        attr = await self._short_tx(self._dropping(namespace.unlink, parent, session),
-                                    parent, name)
+        attr = await self._short_tx(self._dropping(namespace.unlink, parent, session), parent, name)
         self._removed(session, since, parent, name, attr)
         return attr
 
     async def fs_rmdir(self, parent: int, name: bytes, session: str | None = None) -> dict:
         self._live_or_stale(session)
         since = self.watches.mark()
-        attr = await self._short_tx(self._dropping(namespace.rmdir, parent, session),
-                                    parent, name)
+        attr = await self._short_tx(self._dropping(namespace.rmdir, parent, session), parent, name)
         self._removed(session, since, parent, name, attr)
         return attr
 
-    def _removed(self, author: str | None, since: int, parent: int, name: bytes,
-                 attr: dict) -> None:
+    def _removed(
+        self, author: str | None, since: int, parent: int, name: bytes, attr: dict
+    ) -> None:
         victim = [] if attr.get("deleted") else [inode(attr["ino"])]
-        self._changed(author, since, [entry(parent, name), inode(parent), *victim],
-                      [parent, *(e[1] for e in victim)])
+        self._changed(
+            author,
+            since,
+            [entry(parent, name), inode(parent), *victim],
+            [parent, *(e[1] for e in victim)],
+        )
 
     def _live_or_stale(self, session: str | None) -> None:
         """Refuse an unknown session before anything changes (so the change is safe to
@@ -341,34 +436,44 @@ class MetaService:
         if session is not None and not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
 
-    def _dropping(self, change: Callable[..., dict], parent: int,
-                  session: str | None) -> Callable[..., dict]:
+    def _dropping(
+        self, change: Callable[..., dict], parent: int, session: str | None
+    ) -> Callable[..., dict]:
         """``change`` (an unlink or rmdir) with its directory's new attributes, and the
         inode deleted when it became an orphan nobody holds."""
         with_parent = _with_parent(change, parent)
 
         def run(conn: sqlite3.Connection, *args: Any) -> dict:
             return self._delete_if_orphan(conn, with_parent(conn, *args), session)
+
         return run
 
-    def _delete_if_orphan(self, conn: sqlite3.Connection, attr: dict,
-                          session: str | None) -> dict:
+    def _delete_if_orphan(self, conn: sqlite3.Connection, attr: dict, session: str | None) -> dict:
         """``attr`` of an inode that just lost a name; deleted now (``deleted`` set) if that
         was its last name and no mount holds it. ``session``'s mount holds it first. Not
         while a mount from before a restart has yet to say what it holds: the orphan sweep
         takes it later."""
         if attr["nlink"] == 0 and session is not None:
             self.sessions.hold(session, attr["ino"])
-        if (attr["nlink"] == 0 and not self.sessions.is_held(attr["ino"])
-                and self.sessions.deletions_allowed()):
+        if (
+            attr["nlink"] == 0
+            and not self.sessions.is_held(attr["ino"])
+            and self.sessions.deletions_allowed()
+        ):
             attr["deleted"] = namespace.forget(conn, attr["ino"])
         elif attr["nlink"] == 0:
             self.sessions.kept_orphans.add(attr["ino"])
         return attr
 
-    async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
-                        new_name: bytes, flags: int = 0, session: str | None = None
-                        ) -> dict | None:
+    async def fs_rename(
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        flags: int = 0,
+        session: str | None = None,
+    ) -> dict | None:
         """The answer is the replaced inode's attributes, or nil. A replaced inode left
         with no name that no mount holds is deleted in the same transaction (``deleted``),
         as with fs.unlink (and with ``session``, held by the calling mount first)."""
@@ -376,31 +481,55 @@ class MetaService:
         moved: list[int | None] = []
 
         def rename(conn: sqlite3.Connection) -> dict | None:
-            moved.extend((namespace.entry_inode(conn, old_parent, old_name),
-                          namespace.entry_inode(conn, new_parent, new_name)))
+            moved.extend(
+                (
+                    namespace.entry_inode(conn, old_parent, old_name),
+                    namespace.entry_inode(conn, new_parent, new_name),
+                )
+            )
             replaced = namespace.rename(conn, old_parent, old_name, new_parent, new_name, flags)
-            return (self._delete_if_orphan(conn, replaced, session) if replaced is not None
-                    else None)
+            return self._delete_if_orphan(conn, replaced, session) if replaced is not None else None
+
         since = self.watches.mark()
         replaced = await self._tx(rename)
         touched = {old_parent, new_parent}
         touched.update(i for i in moved if i is not None)
         if replaced is not None and replaced.get("deleted"):
             touched.discard(replaced["ino"])
-        self._changed(session, since, [entry(old_parent, old_name), entry(new_parent, new_name),
-                                       *(inode(i) for i in sorted(touched))], sorted(touched))
+        self._changed(
+            session,
+            since,
+            [
+                entry(old_parent, old_name),
+                entry(new_parent, new_name),
+                *(inode(i) for i in sorted(touched)),
+            ],
+            sorted(touched),
+        )
         return replaced
 
-    async def fs_readdir(self, ino: int, after: int = 0, limit: int = READDIR_MAX,
-                         rows: bool = False, session: str | None = None) -> list:
+    async def fs_readdir(
+        self,
+        ino: int,
+        after: int = 0,
+        limit: int = READDIR_MAX,
+        rows: bool = False,
+        session: str | None = None,
+    ) -> list:
         """A page of a listing, read in the worker thread (a page is up to READDIR_MAX
         entries: too long for the event loop) without a transaction (see ``_read``). With
         ``session``, the directory and every inode listed are watched for it."""
         listing = namespace.readdir_rows if rows else namespace.readdir
         since = self.watches.mark()
         page = await trio.to_thread.run_sync(
-            _unwritten, self.conn, listing, ino, after, max(1, min(limit, READDIR_MAX)),
-            limiter=self._db)
+            _unwritten,
+            self.conn,
+            listing,
+            ino,
+            after,
+            max(1, min(limit, READDIR_MAX)),
+            limiter=self._db,
+        )
         if self.watches.listening(session):
             listed = [row[2] for row in page] if rows else [attr["ino"] for _, attr, _ in page]
             self.watches.watch(session, [ino, *listed], since)
@@ -467,8 +596,9 @@ class MetaService:
         referenced (a bind mount, a working directory). Returns how many orphans among
         ``drop`` were deleted. ``ESTALE`` for an unknown session."""
         if not (_are_inos(add) and _are_inos(drop)):
-            raise InvalidArgument("add and drop must be lists of at most "
-                                  f"{HOLD_BATCH_MAX} inode numbers")
+            raise InvalidArgument(
+                f"add and drop must be lists of at most {HOLD_BATCH_MAX} inode numbers"
+            )
         if not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
         for ino in add:
@@ -477,8 +607,7 @@ class MetaService:
             self.sessions.release(session, ino)
         return await self._forget_unheld(drop)
 
-    async def session_listen(self, session: str, lease: float, wait: float,
-                             ack: int = 0) -> dict:
+    async def session_listen(self, session: str, lease: float, wait: float, ack: int = 0) -> dict:
         """A long poll for the invalidations this mount is owed (see watches.py): answers
         ``{"events": [...], "reset": bool, "upto": int}`` as soon as there are any, or
         after ``wait`` seconds with none; the next poll acknowledges ``upto`` with ``ack``
@@ -488,8 +617,7 @@ class MetaService:
         if not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
         if not (0 <= lease <= 1e6 and 0 <= wait <= 1e6 and ack >= 0):
-            raise InvalidArgument("lease and wait must be seconds and ack a count, at "
-                                  "least 0")
+            raise InvalidArgument("lease and wait must be seconds and ack a count, at least 0")
         return await self.watches.take(session, float(lease), float(wait), ack)
 
     async def session_orphans(self, session: str) -> list:
@@ -506,9 +634,11 @@ class MetaService:
         if not are_chunk_ids(ids):
             raise InvalidArgument("ids must be at most 10000 chunk ids")
         if not self.sessions.deletions_allowed():
-            raise Busy(f"{self.sessions.restored_count()} mount sessions from before the meta "
-                       "role's start have not registered again; garbage collection waits "
-                       "until they do or expire")
+            raise Busy(
+                f"{self.sessions.restored_count()} mount sessions from before the meta "
+                "role's start have not registered again; garbage collection waits "
+                "until they do or expire"
+            )
         referenced = await self._tx(files.referenced, ids)
         pending = self.sessions.pending_chunks()
         return [c for c in ids if c not in referenced and c not in pending]
@@ -528,8 +658,9 @@ class MetaService:
     async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
         return await self._read(xattrs.get, ino, name)
 
-    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
-                          session: str | None = None) -> None:
+    async def fs_setxattr(
+        self, ino: int, name: bytes, value: bytes, flags: int = 0, session: str | None = None
+    ) -> None:
         since = self.watches.mark()
         await self._tx(xattrs.set_, ino, name, value, flags)
         self._changed(session, since, [inode(ino)], [ino])
@@ -549,8 +680,14 @@ class MetaService:
             raise InvalidArgument("slices must be a boolean")
         return await self._read(files.chunk_map, ino, first, last, slices)
 
-    async def fs_commit(self, ino: int, size: int, pieces: list, mtime_ns: int | None = None,
-                        session: str | None = None) -> dict:
+    async def fs_commit(
+        self,
+        ino: int,
+        size: int,
+        pieces: list,
+        mtime_ns: int | None = None,
+        session: str | None = None,
+    ) -> dict:
         """Every close of a written file ends here, usually with a piece or a few: those
         commit on the event loop (see _short_tx); long lists go to the worker thread."""
         since = self.watches.mark()
@@ -599,8 +736,9 @@ class MetaService:
     async def cluster_drain(self, server_id: str, draining: bool = True) -> dict:
         """Start (or stop) emptying a server: no new writes, its copies replaced elsewhere."""
         server = await self._tx(servers.set_draining, server_id, draining)
-        log.warning("chunk server %s %s", server_id,
-                    "is draining" if draining else "is no longer draining")
+        log.warning(
+            "chunk server %s %s", server_id, "is draining" if draining else "is no longer draining"
+        )
         if draining:
             self.repair.wanted.set()
         return server
@@ -675,15 +813,20 @@ class MetaService:
 
 
 def _are_inos(values: Any) -> bool:
-    return (isinstance(values, list) and len(values) <= HOLD_BATCH_MAX
-            and all(type(v) is int and v > 0 for v in values))
+    return (
+        isinstance(values, list)
+        and len(values) <= HOLD_BATCH_MAX
+        and all(type(v) is int and v > 0 for v in values)
+    )
 
 
 def _with_parent(change: Callable[..., dict], parent: int) -> Callable[..., dict]:
     """``change``'s answer plus the attributes of directory ``parent`` after it, in the
     same transaction."""
+
     def run(conn: sqlite3.Connection, *args: Any) -> dict:
         return {**change(conn, *args), "parent": namespace.getattr_(conn, parent)}
+
     return run
 
 

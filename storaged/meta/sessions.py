@@ -39,7 +39,7 @@ class Session:
     last_seen: float
     holds: set[int] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
-    restored: bool = False   # from the database after a restart: holds and pending unknown
+    restored: bool = False  # from the database after a restart: holds and pending unknown
 
 
 class Sessions:
@@ -62,8 +62,7 @@ class Sessions:
         now = time.monotonic()
         for session_id, description in recorded:
             if session_id not in self._sessions:
-                self._sessions[session_id] = Session(session_id, description, now,
-                                                     restored=True)
+                self._sessions[session_id] = Session(session_id, description, now, restored=True)
                 self._restored += 1
         return self._restored
 
@@ -164,14 +163,18 @@ class Sessions:
 
 # -- the record of open sessions in the database (table mount_sessions, see schema.py) --------
 
+
 def recorded(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    return [(str(r[0]), str(r[1]))
-            for r in conn.execute("SELECT id, description FROM mount_sessions")]
+    return [
+        (str(r[0]), str(r[1])) for r in conn.execute("SELECT id, description FROM mount_sessions")
+    ]
 
 
 def record(conn: sqlite3.Connection, session_id: str, description: str) -> None:
-    conn.execute("INSERT OR REPLACE INTO mount_sessions VALUES (?, ?, ?)",
-                 (session_id, description, time.time_ns()))
+    conn.execute(
+        "INSERT OR REPLACE INTO mount_sessions VALUES (?, ?, ?)",
+        (session_id, description, time.time_ns()),
+    )
 
 
 def unrecord(conn: sqlite3.Connection, session_ids: list[str]) -> None:

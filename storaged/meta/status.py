@@ -27,8 +27,9 @@ from .repairstate import RepairState
 OK, DEGRADED, UNDER_REPLICATED, MISSING = "ok", "degraded", "under-replicated", "missing"
 
 
-def build(conn: sqlite3.Connection, repair: RepairState,
-          scrub: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def build(
+    conn: sqlite3.Connection, repair: RepairState, scrub: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     now = time.time()
     server_rows = servers.list_all(conn)
     for row in server_rows:
@@ -37,9 +38,12 @@ def build(conn: sqlite3.Connection, repair: RepairState,
     serving = [r for r in server_rows if r["state"] == "up" and not r["draining"]]
     down = [r for r in server_rows if r["state"] != "up" and not r["draining"]]
     at_risk = _chunks_at_risk(conn, repair)
-    reasons = [f"chunk server {r['id'][:12]} at {r['address']} is down "
-               f"(no heartbeat for {r['last_seen_seconds']:.0f}s): the copies it holds are "
-               "not available" for r in down]
+    reasons = [
+        f"chunk server {r['id'][:12]} at {r['address']} is down "
+        f"(no heartbeat for {r['last_seen_seconds']:.0f}s): the copies it holds are "
+        "not available"
+        for r in down
+    ]
     out_volumes = []
     for kind in (volumes.VOLUME, volumes.SNAPSHOT):
         for v in volumes.list_all(conn, kind):
@@ -50,28 +54,47 @@ def build(conn: sqlite3.Connection, repair: RepairState,
                 worries.append(f"wants {v['replicas']} copies but {len(serving)} servers are up")
             if bad:
                 worries.append(f"{bad} chunks have a copy reported bad, not yet replaced")
-            health = (MISSING if missing else UNDER_REPLICATED if under
-                      else DEGRADED if down or worries else OK)
+            health = (
+                MISSING
+                if missing
+                else UNDER_REPLICATED
+                if under
+                else DEGRADED
+                if down or worries
+                else OK
+            )
             if missing:
                 worries.append(f"{missing} chunks have no copy on any live server")
             if under:
                 worries.append(f"{under} chunks are below {v['replicas']} copies")
             reasons += [f"{kind} {v['name']}: {w}" for w in worries]
-            out_volumes.append({
-                "name": v["name"], "kind": kind, "capacity": v["capacity"],
-                "used_bytes": v["used_bytes"], "used_inodes": v["used_inodes"],
-                "replicas": v["replicas"], "under_replicated": under, "missing": missing,
-                "bad_copies": bad, "health": health})
+            out_volumes.append(
+                {
+                    "name": v["name"],
+                    "kind": kind,
+                    "capacity": v["capacity"],
+                    "used_bytes": v["used_bytes"],
+                    "used_inodes": v["used_inodes"],
+                    "replicas": v["replicas"],
+                    "under_replicated": under,
+                    "missing": missing,
+                    "bad_copies": bad,
+                    "health": health,
+                }
+            )
     last = repair.last
     return {
-        "healthy": not reasons, "reasons": reasons, "time": now,
-        "servers": server_rows, "volumes": out_volumes,
+        "healthy": not reasons,
+        "reasons": reasons,
+        "time": now,
+        "servers": server_rows,
+        "volumes": out_volumes,
         "repair": repair.status.as_dict(),
         "verified_at": last.finished if last else 0.0,
     }
 
 
-BATCH = 500   # ids per query: well under SQLite's limit on bound parameters
+BATCH = 500  # ids per query: well under SQLite's limit on bound parameters
 
 
 def _chunks_at_risk(conn: sqlite3.Connection, repair: RepairState) -> dict[int, tuple[int, int]]:
@@ -81,12 +104,13 @@ def _chunks_at_risk(conn: sqlite3.Connection, repair: RepairState) -> dict[int, 
     counts: dict[int, list[int]] = {}
     for slot, ids in ((0, sorted(repair.unresolved)), (1, sorted(repair.missing))):
         for start in range(0, len(ids), BATCH):
-            batch = ids[start:start + BATCH]
+            batch = ids[start : start + BATCH]
             for volume, chunks in conn.execute(
-                    "SELECT i.volume, count(DISTINCT c.chunk_id) FROM (SELECT inode, chunk_id "
-                    "FROM chunks UNION ALL SELECT inode, chunk_id FROM slices) c "
-                    "JOIN inodes i ON i.id=c.inode "
-                    f"WHERE c.chunk_id IN ({','.join('?' * len(batch))}) GROUP BY i.volume",
-                    batch):
+                "SELECT i.volume, count(DISTINCT c.chunk_id) FROM (SELECT inode, chunk_id "
+                "FROM chunks UNION ALL SELECT inode, chunk_id FROM slices) c "
+                "JOIN inodes i ON i.id=c.inode "
+                f"WHERE c.chunk_id IN ({','.join('?' * len(batch))}) GROUP BY i.volume",
+                batch,
+            ):
                 counts.setdefault(volume, [0, 0])[slot] += chunks
     return {k: (v[0], v[1]) for k, v in counts.items()}

@@ -21,8 +21,10 @@ from .namespace import now_ns
 
 VOLUME, SNAPSHOT = "volume", "snapshot"
 
-_COLUMNS = ("id, name, capacity, replicas, chunk_size, root, used_bytes, used_inodes, created_ns, "
-            "params, kind, source")
+_COLUMNS = (
+    "id, name, capacity, replicas, chunk_size, root, used_bytes, used_inodes, created_ns, "
+    "params, kind, source"
+)
 _KEYS = [c.strip() for c in _COLUMNS.split(",")]
 
 
@@ -34,13 +36,17 @@ def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def validate(name: str, capacity: int, replicas: int, chunk_size: int) -> None:
     if not NAME_RE.fullmatch(name):
-        raise FsError(errno.EINVAL, f"volume name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, "
-                                    "starting with a letter or digit")
+        raise FsError(
+            errno.EINVAL,
+            f"volume name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+        )
     if capacity <= 0:
         raise FsError(errno.EINVAL, "capacity must be positive")
     validate_replicas(replicas)
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK or chunk_size & (chunk_size - 1):
-        raise FsError(errno.EINVAL, f"chunk size must be a power of two in {MIN_CHUNK}..{MAX_CHUNK}")
+        raise FsError(
+            errno.EINVAL, f"chunk size must be a power of two in {MIN_CHUNK}..{MAX_CHUNK}"
+        )
 
 
 def validate_replicas(replicas: int) -> None:
@@ -53,8 +59,15 @@ def _find(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     return None if row is None else _as_dict(row)
 
 
-def create(conn: sqlite3.Connection, name: str, capacity: int, replicas: int, chunk_size: int,
-           params: dict[str, Any] | None = None, source: str = "") -> dict[str, Any]:
+def create(
+    conn: sqlite3.Connection,
+    name: str,
+    capacity: int,
+    replicas: int,
+    chunk_size: int,
+    params: dict[str, Any] | None = None,
+    source: str = "",
+) -> dict[str, Any]:
     """Create an empty volume, or with ``source`` ('snapshot:NAME' or 'volume:NAME') a
     volume holding a copy of that tree (which must use the same chunk size)."""
     validate(name, capacity, replicas, chunk_size)
@@ -64,21 +77,30 @@ def create(conn: sqlite3.Connection, name: str, capacity: int, replicas: int, ch
     origin = _source_row(conn, source) if source else None
     if origin is not None:
         if origin["chunk_size"] != chunk_size:
-            raise FsError(errno.EINVAL, f"{source} has chunk size {origin['chunk_size']}; a copy "
-                                        f"of it must use the same (asked for {chunk_size})")
+            raise FsError(
+                errno.EINVAL,
+                f"{source} has chunk size {origin['chunk_size']}; a copy "
+                f"of it must use the same (asked for {chunk_size})",
+            )
         if capacity < origin["used_bytes"]:
-            raise FsError(errno.ERANGE, f"{source} holds {origin['used_bytes']} bytes; the new "
-                                        f"volume's capacity {capacity} is smaller")
+            raise FsError(
+                errno.ERANGE,
+                f"{source} holds {origin['used_bytes']} bytes; the new "
+                f"volume's capacity {capacity} is smaller",
+            )
     t = now_ns()
     cur = conn.execute(
         "INSERT INTO volumes (name, capacity, replicas, chunk_size, root, used_inodes, created_ns,"
         " params, kind, source) VALUES (?,?,?,?,0,1,?,?,?,?)",
-        (name, capacity, replicas, chunk_size, t, json.dumps(params or {}), VOLUME, source))
+        (name, capacity, replicas, chunk_size, t, json.dumps(params or {}), VOLUME, source),
+    )
     volume = int(cur.lastrowid or 0)
     if origin is None:
         cur = conn.execute(
             "INSERT INTO inodes (volume, mode, uid, gid, nlink, atime_ns, mtime_ns, ctime_ns) "
-            "VALUES (?,?,0,0,2,?,?,?)", (volume, stat.S_IFDIR | 0o755, t, t, t))
+            "VALUES (?,?,0,0,2,?,?,?)",
+            (volume, stat.S_IFDIR | 0o755, t, t, t),
+        )
         conn.execute("UPDATE volumes SET root=? WHERE id=?", (cur.lastrowid, volume))
     else:
         copy_tree(conn, origin["id"], volume)
@@ -99,16 +121,27 @@ def snapshot(conn: sqlite3.Connection, name: str, volume_name: str) -> dict[str,
     """Freeze ``volume_name``'s committed tree as snapshot ``name`` (one transaction)."""
     source = get(conn, volume_name)
     if not NAME_RE.fullmatch(name):
-        raise FsError(errno.EINVAL, f"snapshot name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, "
-                                    "starting with a letter or digit")
+        raise FsError(
+            errno.EINVAL,
+            f"snapshot name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+        )
     existing = _find(conn, name)
     if existing:
         raise FsError(errno.EEXIST, f"a {existing['kind']} named {name} exists")
     cur = conn.execute(
         "INSERT INTO volumes (name, capacity, replicas, chunk_size, root, created_ns, params, kind,"
         " source) VALUES (?,?,?,?,0,?,?,?,?)",
-        (name, source["capacity"], source["replicas"], source["chunk_size"], now_ns(),
-         json.dumps(source["params"]), SNAPSHOT, volume_name))
+        (
+            name,
+            source["capacity"],
+            source["replicas"],
+            source["chunk_size"],
+            now_ns(),
+            json.dumps(source["params"]),
+            SNAPSHOT,
+            volume_name,
+        ),
+    )
     copy_tree(conn, source["id"], int(cur.lastrowid or 0))
     return get(conn, name, kind=SNAPSHOT)
 
@@ -122,8 +155,9 @@ def copy_tree(conn: sqlite3.Connection, src: int, dst: int) -> None:
     numbers stay unique (inodes uses AUTOINCREMENT, which records the largest id inserted).
     Orphans (nlink 0: unlinked, still open somewhere) are not part of the tree; not copied.
     """
-    lo, hi = conn.execute("SELECT min(id), max(id) FROM inodes WHERE volume=? AND nlink>0",
-                          (src,)).fetchone()
+    lo, hi = conn.execute(
+        "SELECT min(id), max(id) FROM inodes WHERE volume=? AND nlink>0", (src,)
+    ).fetchone()
     top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='inodes'").fetchone()
     shift = int(top[0] if top else hi) + 1 - int(lo)
     linked = "SELECT id FROM inodes WHERE volume=:src AND nlink>0"
@@ -132,21 +166,37 @@ def copy_tree(conn: sqlite3.Connection, src: int, dst: int) -> None:
         "INSERT INTO inodes (id, volume, mode, uid, gid, nlink, size, stored, atime_ns, mtime_ns,"
         " ctime_ns, rdev, target) SELECT id+:shift, :dst, mode, uid, gid, nlink, size, stored,"
         " atime_ns, mtime_ns, ctime_ns, rdev, target FROM inodes WHERE volume=:src AND nlink>0"
-        " ORDER BY id", args)
+        " ORDER BY id",
+        args,
+    )
     conn.execute(
         f"INSERT INTO dentries (parent, name, inode) SELECT parent+:shift, name, inode+:shift"
-        f" FROM dentries WHERE parent IN ({linked}) ORDER BY id", args)
-    conn.execute(f"INSERT INTO xattrs SELECT inode+:shift, name, value FROM xattrs"
-                 f" WHERE inode IN ({linked})", args)
-    conn.execute(f"INSERT INTO chunks SELECT inode+:shift, idx, chunk_id, start, length"
-                 f" FROM chunks WHERE inode IN ({linked})", args)
-    conn.execute(f"INSERT INTO slices SELECT inode+:shift, idx, seq, chunk_id, start, length,"
-                 f" offset FROM slices WHERE inode IN ({linked})", args)
+        f" FROM dentries WHERE parent IN ({linked}) ORDER BY id",
+        args,
+    )
+    conn.execute(
+        f"INSERT INTO xattrs SELECT inode+:shift, name, value FROM xattrs"
+        f" WHERE inode IN ({linked})",
+        args,
+    )
+    conn.execute(
+        f"INSERT INTO chunks SELECT inode+:shift, idx, chunk_id, start, length"
+        f" FROM chunks WHERE inode IN ({linked})",
+        args,
+    )
+    conn.execute(
+        f"INSERT INTO slices SELECT inode+:shift, idx, seq, chunk_id, start, length,"
+        f" offset FROM slices WHERE inode IN ({linked})",
+        args,
+    )
     used_bytes, used_inodes = conn.execute(
-        "SELECT coalesce(sum(stored), 0), count(*) FROM inodes WHERE volume=?", (dst,)).fetchone()
-    conn.execute("UPDATE volumes SET root=(SELECT root FROM volumes WHERE id=:src)+:shift, "
-                 "used_bytes=:bytes, used_inodes=:inodes WHERE id=:dst",
-                 {**args, "bytes": used_bytes, "inodes": used_inodes})
+        "SELECT coalesce(sum(stored), 0), count(*) FROM inodes WHERE volume=?", (dst,)
+    ).fetchone()
+    conn.execute(
+        "UPDATE volumes SET root=(SELECT root FROM volumes WHERE id=:src)+:shift, "
+        "used_bytes=:bytes, used_inodes=:inodes WHERE id=:dst",
+        {**args, "bytes": used_bytes, "inodes": used_inodes},
+    )
 
 
 def get(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> dict[str, Any]:
@@ -157,8 +207,10 @@ def get(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> dict[str, An
 
 
 def list_all(conn: sqlite3.Connection, kind: str = VOLUME) -> list[dict[str, Any]]:
-    return [_as_dict(r) for r in conn.execute(
-        f"SELECT {_COLUMNS} FROM volumes WHERE kind=? ORDER BY name", (kind,))]
+    return [
+        _as_dict(r)
+        for r in conn.execute(f"SELECT {_COLUMNS} FROM volumes WHERE kind=? ORDER BY name", (kind,))
+    ]
 
 
 def delete(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> bool:
@@ -182,7 +234,9 @@ def delete(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> bool:
 def resize(conn: sqlite3.Connection, name: str, capacity: int) -> dict[str, Any]:
     volume = get(conn, name)
     if capacity < volume["used_bytes"]:
-        raise FsError(errno.EINVAL, f"capacity {capacity} is below what is used ({volume['used_bytes']})")
+        raise FsError(
+            errno.EINVAL, f"capacity {capacity} is below what is used ({volume['used_bytes']})"
+        )
     conn.execute("UPDATE volumes SET capacity=? WHERE id=?", (capacity, volume["id"]))
     return get(conn, name)
 
@@ -197,8 +251,9 @@ def set_replicas(conn: sqlite3.Connection, name: str, replicas: int) -> dict[str
 
 
 def statfs(conn: sqlite3.Connection, volume_id: int) -> dict[str, int]:
-    row = conn.execute("SELECT capacity, used_bytes, used_inodes, chunk_size FROM volumes "
-                       "WHERE id=?", (volume_id,)).fetchone()
+    row = conn.execute(
+        "SELECT capacity, used_bytes, used_inodes, chunk_size FROM volumes WHERE id=?", (volume_id,)
+    ).fetchone()
     if row is None:
         raise FsError(errno.ENOENT, f"no volume {volume_id}")
     capacity, used, inodes, chunk_size = row
@@ -210,8 +265,11 @@ def health(conn: sqlite3.Connection, name: str, kind: str = VOLUME) -> dict[str,
     reported bad (not yet replaced) among the chunks it references."""
     volume = get(conn, name, kind)
     up = conn.execute("SELECT count(*) FROM servers WHERE state='up'").fetchone()[0]
-    return {"replicas": volume["replicas"], "servers_up": up,
-            "chunks_with_bad_copies": bad_copy_count(conn, volume["id"])}
+    return {
+        "replicas": volume["replicas"],
+        "servers_up": up,
+        "chunks_with_bad_copies": bad_copy_count(conn, volume["id"]),
+    }
 
 
 def bad_copy_count(conn: sqlite3.Connection, volume_id: int) -> int:
@@ -219,4 +277,6 @@ def bad_copy_count(conn: sqlite3.Connection, volume_id: int) -> int:
     return conn.execute(
         "SELECT count(DISTINCT b.chunk_id) FROM bad_copies b JOIN (SELECT inode, chunk_id FROM"
         " chunks UNION ALL SELECT inode, chunk_id FROM slices) c ON c.chunk_id=b.chunk_id"
-        " JOIN inodes i ON i.id=c.inode WHERE i.volume=?", (volume_id,)).fetchone()[0]
+        " JOIN inodes i ON i.id=c.inode WHERE i.volume=?",
+        (volume_id,),
+    ).fetchone()[0]

@@ -51,17 +51,17 @@ from typing import Any
 
 import trio
 
-Event = list[Any]     # ["i", ino, data] or ["e", parent, name]
+Event = list[Any]  # ["i", ino, data] or ["e", parent, name]
 
-SLACK = 2.0           # seconds a watch outlives the lease the mount asked for
-LEASE_MAX = 300.0     # the longest lease a mount may ask for
-WAIT_MAX = 30.0       # the longest a poll may wait for events
+SLACK = 2.0  # seconds a watch outlives the lease the mount asked for
+LEASE_MAX = 300.0  # the longest lease a mount may ask for
+WAIT_MAX = 30.0  # the longest a poll may wait for events
 SILENT_SECONDS = 30.0  # a listener that has not polled for this long is reset
-QUEUE_MAX = 10_000    # events queued for one session before it is reset instead
+QUEUE_MAX = 10_000  # events queued for one session before it is reset instead
 WATCHES_MAX = 500_000  # watches of one session before it is reset instead
-LOG_SIZE = 4096       # changes remembered for reads that raced them
-ACK_WAIT = 3.5        # longest a content change waits for the mounts it invalidates: past
-                      # a mount's own POLL_WAIT + POLL_MARGIN (3 s), it has reset itself
+LOG_SIZE = 4096  # changes remembered for reads that raced them
+ACK_WAIT = 3.5  # longest a content change waits for the mounts it invalidates: past
+# a mount's own POLL_WAIT + POLL_MARGIN (3 s), it has reset itself
 
 
 @dataclass
@@ -69,14 +69,14 @@ class Listener:
     """One listening session: its lease, its watches, the events it has not taken."""
 
     lease: float
-    polled: float                       # monotonic time of its last poll
+    polled: float  # monotonic time of its last poll
     events: list[Event] = field(default_factory=list)
-    reset: bool = False                 # its next poll answers reset (and no events)
+    reset: bool = False  # its next poll answers reset (and no events)
     arrived: trio.Event = field(default_factory=trio.Event)
-    queued: int = 0                     # events ever queued for it (reset ones included)
-    acked: int = 0                      # ... of which it said it has dealt with
-    late: bool = False                  # missed an acknowledgement: not waited for again
-                                        # until it polls (see ``delivered``)
+    queued: int = 0  # events ever queued for it (reset ones included)
+    acked: int = 0  # ... of which it said it has dealt with
+    late: bool = False  # missed an acknowledgement: not waited for again
+    # until it polls (see ``delivered``)
     ack_arrived: trio.Event = field(default_factory=trio.Event)
     # watched inode -> until when (monotonic); expiry order kept in ``expiring``
     watching: dict[int, float] = field(default_factory=dict)
@@ -86,9 +86,9 @@ class Listener:
 class Watches:
     def __init__(self) -> None:
         self._listeners: dict[str, Listener] = {}
-        self._watchers: dict[int, set[str]] = {}   # inode -> sessions watching it
+        self._watchers: dict[int, set[str]] = {}  # inode -> sessions watching it
         self._log: deque[tuple[int, str | None, list[Event]]] = deque(maxlen=LOG_SIZE)
-        self._seq = 0   # changes so far (the number of the newest in the log)
+        self._seq = 0  # changes so far (the number of the newest in the log)
 
     # -- listening ------------------------------------------------------------------------
 
@@ -110,8 +110,7 @@ class Watches:
             listener.ack_arrived = trio.Event()
         return listener
 
-    async def take(self, session: str, lease: float, wait: float,
-                   ack: int = 0) -> dict[str, Any]:
+    async def take(self, session: str, lease: float, wait: float, ack: int = 0) -> dict[str, Any]:
         """The events queued for ``session`` (waiting up to ``wait`` seconds for the first),
         or a reset; ``upto``: what to acknowledge with the next poll once dealt with."""
         listener = self.listen(session, lease, ack)
@@ -119,7 +118,7 @@ class Watches:
         if not listener.events and not listener.reset:
             with trio.move_on_after(max(0.0, min(wait, WAIT_MAX))):
                 await listener.arrived.wait()
-        if self._listeners.get(session) is not listener:   # ended, or reset as silent
+        if self._listeners.get(session) is not listener:  # ended, or reset as silent
             return {"events": [], "reset": True, "upto": listener.queued}
         listener.polled = time.monotonic()
         listener.arrived = trio.Event()
@@ -135,7 +134,7 @@ class Watches:
         listener = self._listeners.pop(session, None)
         if listener is not None:
             self._unwatch_all(session, listener)
-            listener.arrived.set()   # a poll waiting returns (its session is gone)
+            listener.arrived.set()  # a poll waiting returns (its session is gone)
             listener.ack_arrived.set()  # and nobody waits for it
 
     def reset(self, session: str) -> None:
@@ -192,7 +191,7 @@ class Watches:
         if since == self._seq:
             return
         if not self._log or self._log[0][0] > since + 1:
-            self.reset(session)       # changes ran past the log: cannot tell which
+            self.reset(session)  # changes ran past the log: cannot tell which
             return
         keys = set(watched)
         # The log is in order: walk only its tail after ``since`` (usually just the caller's
@@ -211,7 +210,7 @@ class Watches:
         expiring = listener.expiring
         while expiring and expiring[0][0] <= now:
             until, ino = expiring.popleft()
-            if listener.watching.get(ino) == until:   # not renewed since
+            if listener.watching.get(ino) == until:  # not renewed since
                 del listener.watching[ino]
                 self._unwatch(session, ino)
 
@@ -267,16 +266,19 @@ class Watches:
                     if listener is None or listener.acked >= upto:
                         break
                     await listener.ack_arrived.wait()
-        missed = [s for s, upto in told.items()
-                  if s in self._listeners and self._listeners[s].acked < upto]
-        for session in missed:   # stalled: it trusts nothing until it has polled again
-            self._listeners[session].late = True   # (fusefs/coherence.py), so no more waits
+        missed = [
+            s
+            for s, upto in told.items()
+            if s in self._listeners and self._listeners[s].acked < upto
+        ]
+        for session in missed:  # stalled: it trusts nothing until it has polled again
+            self._listeners[session].late = True  # (fusefs/coherence.py), so no more waits
         return missed
 
     def _queue(self, session: str, listener: Listener, events: list[Event]) -> None:
         if not events:
             return
-        listener.queued += len(events)   # a reset session acknowledges the reset instead
+        listener.queued += len(events)  # a reset session acknowledges the reset instead
         if listener.reset:
             return
         listener.events.extend(events)
@@ -288,8 +290,10 @@ class Watches:
     def counts(self) -> dict[str, int]:
         """Listeners, and watches over all of them (tests use it; not yet exported as a
         metric: a gauge for it is worth adding with the console work, issue 27)."""
-        return {"listeners": len(self._listeners),
-                "watches": sum(len(lst.watching) for lst in self._listeners.values())}
+        return {
+            "listeners": len(self._listeners),
+            "watches": sum(len(lst.watching) for lst in self._listeners.values()),
+        }
 
 
 def _key(event: Event) -> int:

@@ -28,8 +28,10 @@ def set_(conn: sqlite3.Connection, ino: int, name: bytes, value: bytes, flags: i
     if not name or len(name) > NAME_MAX:
         raise FsError(errno.ERANGE, "attribute names are 1..255 bytes")
     if not name.startswith(NAMESPACES) or name in NAMESPACES:
-        raise FsError(errno.EOPNOTSUPP, f"attribute {name!r}: the namespace must be one of "
-                                        "user., trusted., security., system.")
+        raise FsError(
+            errno.EOPNOTSUPP,
+            f"attribute {name!r}: the namespace must be one of user., trusted., security., system.",
+        )
     if len(value) > VALUE_MAX:
         raise FsError(errno.E2BIG, f"attribute values are at most {VALUE_MAX} bytes")
     exists = conn.execute("SELECT 1 FROM xattrs WHERE inode=? AND name=?", (ino, name)).fetchone()
@@ -37,13 +39,18 @@ def set_(conn: sqlite3.Connection, ino: int, name: bytes, value: bytes, flags: i
         raise FsError(errno.EEXIST, f"attribute {name!r} exists")
     if flags & XATTR_REPLACE and not exists:
         raise FsError(ENOATTR, f"no attribute {name!r} to replace")
-    conn.execute("INSERT OR REPLACE INTO xattrs (inode, name, value) VALUES (?,?,?)", (ino, name, value))
+    conn.execute(
+        "INSERT OR REPLACE INTO xattrs (inode, name, value) VALUES (?,?,?)", (ino, name, value)
+    )
     conn.execute("UPDATE inodes SET ctime_ns=? WHERE id=?", (now_ns(), ino))
 
 
 def list_(conn: sqlite3.Connection, ino: int) -> list[bytes]:
     getattr_(conn, ino)
-    return [bytes(r[0]) for r in conn.execute("SELECT name FROM xattrs WHERE inode=? ORDER BY name", (ino,))]
+    return [
+        bytes(r[0])
+        for r in conn.execute("SELECT name FROM xattrs WHERE inode=? ORDER BY name", (ino,))
+    ]
 
 
 def remove(conn: sqlite3.Connection, ino: int, name: bytes) -> None:

@@ -45,23 +45,63 @@ log = logging.getLogger("storaged.metaclient")
 # creates, links, renames, unlinks and xattr sets, where the second try would answer EEXIST
 # or ENOENT for what the first did; those fail (outcome unknown), and only those whose
 # request was lost before it reached the meta role are sent again (RpcClient's Patience).
-REPEATABLE = frozenset({
-    "fs.lookup", "fs.getattr", "fs.readdir", "fs.readlink", "fs.getxattr", "fs.listxattr",
-    "fs.chunks", "volume.get", "volume.statfs", "fs.open", "fs.release", "fs.forget",
-    "fs.setattr", "fs.commit", "session.heartbeat", "session.pending", "session.close",
-    "session.hold", "session.orphans", "cluster.servers", "cluster.report_bad"})
+REPEATABLE = frozenset(
+    {
+        "fs.lookup",
+        "fs.getattr",
+        "fs.readdir",
+        "fs.readlink",
+        "fs.getxattr",
+        "fs.listxattr",
+        "fs.chunks",
+        "volume.get",
+        "volume.statfs",
+        "fs.open",
+        "fs.release",
+        "fs.forget",
+        "fs.setattr",
+        "fs.commit",
+        "session.heartbeat",
+        "session.pending",
+        "session.close",
+        "session.hold",
+        "session.orphans",
+        "cluster.servers",
+        "cluster.report_bad",
+    }
+)
 # (Not session.listen: a poll lost with its answer lost that answer's invalidations; the
 # mount must hear that its stream broke, not receive the next answer as if nothing was.)
 
 # Methods that change no directory's attributes (reads; holds; a file's commit; deleting an
 # orphan, which has no name left). Every other method may, and ``on_change`` is told before
 # it is sent (a mount forgets the directory attributes it keeps from creates).
-LEAVES_DIRECTORIES_ALONE = frozenset({
-    "fs.lookup", "fs.getattr", "fs.open", "fs.release", "fs.forget", "fs.getxattr",
-    "fs.listxattr", "fs.readdir", "fs.readlink", "fs.chunks", "fs.commit", "volume.get",
-    "volume.statfs", "session.open", "session.heartbeat", "session.pending",
-    "session.close", "session.hold", "session.orphans", "session.listen",
-    "cluster.servers", "cluster.report_bad"})
+LEAVES_DIRECTORIES_ALONE = frozenset(
+    {
+        "fs.lookup",
+        "fs.getattr",
+        "fs.open",
+        "fs.release",
+        "fs.forget",
+        "fs.getxattr",
+        "fs.listxattr",
+        "fs.readdir",
+        "fs.readlink",
+        "fs.chunks",
+        "fs.commit",
+        "volume.get",
+        "volume.statfs",
+        "session.open",
+        "session.heartbeat",
+        "session.pending",
+        "session.close",
+        "session.hold",
+        "session.orphans",
+        "session.listen",
+        "cluster.servers",
+        "cluster.report_bad",
+    }
+)
 
 
 @dataclass
@@ -69,17 +109,18 @@ class MetaFeatures:
     """What the meta role this client talks to can do; each starts True and turns False
     the first time the meta role shows it is from a release without it."""
 
-    holds: bool = True          # keeps inodes a mount references (session.hold, sessions
-                                # on fs.unlink/rmdir/rename/forget)
+    holds: bool = True  # keeps inodes a mount references (session.hold, sessions
+    # on fs.unlink/rmdir/rename/forget)
     map_with_open: bool = True  # fs.open answers a file's first pieces
-    rows_listing: bool = True   # fs.readdir answers flat rows
+    rows_listing: bool = True  # fs.readdir answers flat rows
 
 
 class MetaClient:
     """Calls to one meta role over an ``RpcClient`` (whose connections it shares)."""
 
-    def __init__(self, rpc: RpcClient, address: str, *,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, rpc: RpcClient, address: str, *, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.rpc = rpc
         self.address = address
         self.on_change = on_change
@@ -90,28 +131,38 @@ class MetaClient:
         sending again only what is safe to send again (REPEATABLE)."""
         self.rpc.be_patient(self.address, Patience(seconds, REPEATABLE))
 
-    async def _call(self, method: str, *params: Any, timeout: float | None = None,
-                    retries: int = 1) -> Any:
+    async def _call(
+        self, method: str, *params: Any, timeout: float | None = None, retries: int = 1
+    ) -> Any:
         """Trailing None parameters are left off: each is an optional one the meta role
         defaults to None, and a request without them is one an older release takes."""
         if self.on_change is not None and method not in LEAVES_DIRECTORIES_ALONE:
-            self.on_change()   # before the first await: the caller counts on it
+            self.on_change()  # before the first await: the caller counts on it
         end = len(params)
         while end and params[end - 1] is None:
             end -= 1
-        return await self.rpc.call(self.address, method, *params[:end], timeout=timeout,
-                                   retries=retries)
+        return await self.rpc.call(
+            self.address, method, *params[:end], timeout=timeout, retries=retries
+        )
 
     # -- volumes and snapshots ------------------------------------------------------------
 
-    async def volume_create(self, name: str, capacity: int, replicas: int, chunk_size: int,
-                            params: dict[str, Any] | None = None, source: str = "") -> Volume:
+    async def volume_create(
+        self,
+        name: str,
+        capacity: int,
+        replicas: int,
+        chunk_size: int,
+        params: dict[str, Any] | None = None,
+        source: str = "",
+    ) -> Volume:
         """With ``source`` ('snapshot:NAME' or 'volume:NAME'), the volume starts as a copy
         of that tree."""
         if params is None and not source:
             return await self._call("volume.create", name, capacity, replicas, chunk_size)
-        return await self._call("volume.create", name, capacity, replicas, chunk_size,
-                                params, source)
+        return await self._call(
+            "volume.create", name, capacity, replicas, chunk_size, params, source
+        )
 
     async def volume_get(self, name: str) -> Volume:
         return await self._call("volume.get", name)
@@ -159,21 +210,30 @@ class MetaClient:
     async def fs_getattr(self, ino: int, session: str | None = None) -> Attr:
         return await self._call("fs.getattr", ino, session)
 
-    async def fs_setattr(self, ino: int, changes: dict[str, int],
-                         session: str | None = None) -> Attr:
+    async def fs_setattr(
+        self, ino: int, changes: dict[str, int], session: str | None = None
+    ) -> Attr:
         """``changes``: any of mode, uid, gid, size, atime_ns, mtime_ns."""
         return await self._call("fs.setattr", ino, changes, session)
 
-    async def fs_mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
-                       rdev: int = 0, target: bytes | None = None,
-                       session: str | None = None) -> Attr:
+    async def fs_mknod(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        rdev: int = 0,
+        target: bytes | None = None,
+        session: str | None = None,
+    ) -> Attr:
         """Make a node (``target``: a symlink's); with ``session``, held for that mount.
         The answer carries the directory as the create left it, under ``parent``."""
-        return await self._call("fs.mknod", parent, name, mode, uid, gid, rdev, target,
-                                session)
+        return await self._call("fs.mknod", parent, name, mode, uid, gid, rdev, target, session)
 
-    async def fs_link(self, ino: int, new_parent: int, new_name: bytes,
-                      session: str | None = None) -> Attr:
+    async def fs_link(
+        self, ino: int, new_parent: int, new_name: bytes, session: str | None = None
+    ) -> Attr:
         return await self._call("fs.link", ino, new_parent, new_name, session)
 
     async def fs_unlink(self, parent: int, name: bytes, session: str | None = None) -> Attr:
@@ -184,13 +244,19 @@ class MetaClient:
     async def fs_rmdir(self, parent: int, name: bytes, session: str | None = None) -> Attr:
         return await self._removing("fs.rmdir", [parent, name], session)
 
-    async def fs_rename(self, old_parent: int, old_name: bytes, new_parent: int,
-                        new_name: bytes, flags: int = 0,
-                        session: str | None = None) -> Attr | None:
+    async def fs_rename(
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        flags: int = 0,
+        session: str | None = None,
+    ) -> Attr | None:
         """The replaced inode's attributes, or None when nothing was replaced."""
-        return await self._removing("fs.rename",
-                                    [old_parent, old_name, new_parent, new_name, flags],
-                                    session)
+        return await self._removing(
+            "fs.rename", [old_parent, old_name, new_parent, new_name, flags], session
+        )
 
     async def _removing(self, method: str, params: list[Any], session: str | None) -> Any:
         """An older meta role takes no session on deletes (it deletes at once whatever
@@ -206,24 +272,28 @@ class MetaClient:
 
     def _no_holds(self) -> None:
         if self.features.holds:
-            log.warning("the meta role does not keep deleted inodes for the mounts that "
-                        "still use them (an older release): deleting at once from now on")
+            log.warning(
+                "the meta role does not keep deleted inodes for the mounts that "
+                "still use them (an older release): deleting at once from now on"
+            )
             self.features.holds = False
 
-    async def fs_readdir(self, ino: int, after: int, limit: int,
-                         session: str | None = None) -> list[list[Any]]:
+    async def fs_readdir(
+        self, ino: int, after: int, limit: int, session: str | None = None
+    ) -> list[list[Any]]:
         """A page of a listing as flat rows: [name, cookie, *attributes in ATTR_KEYS
         order]; from an older meta role, which sends a map per entry, made into rows."""
         if self.features.rows_listing:
             try:
                 return await self._call("fs.readdir", ino, after, limit, True, session)
             except InvalidArgument:
-                log.warning("the meta role does not send directory listings as rows (an "
-                            "older release): asking for maps from now on")
+                log.warning(
+                    "the meta role does not send directory listings as rows (an "
+                    "older release): asking for maps from now on"
+                )
                 self.features.rows_listing = False
         batch = await self._call("fs.readdir", ino, after, limit)
-        return [[name, cookie, *(attr[key] for key in ATTR_KEYS)]
-                for name, attr, cookie in batch]
+        return [[name, cookie, *(attr[key] for key in ATTR_KEYS)] for name, attr, cookie in batch]
 
     async def fs_readlink(self, ino: int) -> bytes:
         return await self._call("fs.readlink", ino)
@@ -240,8 +310,10 @@ class MetaClient:
             try:
                 return await self._call("fs.open", ino, session, pieces)
             except InvalidArgument:
-                log.warning("the meta role does not answer a file's map with its open (an "
-                            "older release): asking for it separately from now on")
+                log.warning(
+                    "the meta role does not answer a file's map with its open (an "
+                    "older release): asking for it separately from now on"
+                )
                 self.features.map_with_open = False
         return await self._call("fs.open", ino, session)
 
@@ -252,8 +324,9 @@ class MetaClient:
     async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
         return await self._call("fs.getxattr", ino, name)
 
-    async def fs_setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
-                          session: str | None = None) -> None:
+    async def fs_setxattr(
+        self, ino: int, name: bytes, value: bytes, flags: int = 0, session: str | None = None
+    ) -> None:
         await self._call("fs.setxattr", ino, name, value, flags, session)
 
     async def fs_listxattr(self, ino: int) -> list[bytes]:
@@ -264,15 +337,20 @@ class MetaClient:
 
     # -- file data --------------------------------------------------------------------------
 
-    async def fs_chunks(self, ino: int, first: int, last: int,
-                        slices: bool = False) -> list[Any]:
+    async def fs_chunks(self, ino: int, first: int, last: int, slices: bool = False) -> list[Any]:
         """The map of pieces ``first``..``last`` (with ``slices``, their slices too)."""
         if slices:
             return await self._call("fs.chunks", ino, first, last, True)
         return await self._call("fs.chunks", ino, first, last)
 
-    async def fs_commit(self, ino: int, size: int, pieces: list[Any],
-                        mtime_ns: int | None = None, session: str | None = None) -> Attr:
+    async def fs_commit(
+        self,
+        ino: int,
+        size: int,
+        pieces: list[Any],
+        mtime_ns: int | None = None,
+        session: str | None = None,
+    ) -> Attr:
         """Record a file's new pieces and size in one transaction."""
         return await self._call("fs.commit", ino, size, pieces, mtime_ns, session)
 
@@ -302,14 +380,14 @@ class MetaClient:
             return False
         return True
 
-    async def session_listen(self, session: str, lease: float, wait: float,
-                             ack: int = 0) -> Invalidations:
+    async def session_listen(
+        self, session: str, lease: float, wait: float, ack: int = 0
+    ) -> Invalidations:
         """The invalidations this mount is owed, as soon as there are any or after
         ``wait`` seconds (a long poll); ``ack``: the ``upto`` of the last answer, once dealt
         with. While it polls, what its session is told is watched for ``lease`` seconds.
         MethodNotFound from an older meta role."""
-        return await self._call("session.listen", session, lease, wait, ack,
-                                timeout=wait + 30)
+        return await self._call("session.listen", session, lease, wait, ack, timeout=wait + 30)
 
     async def session_orphans(self, session: str) -> list[int]:
         """Inodes held only for ``session`` that lost their last name elsewhere ([] from a
@@ -321,15 +399,17 @@ class MetaClient:
 
     # -- the cluster map --------------------------------------------------------------------
 
-    async def cluster_heartbeat(self, server_id: str, address: str, zone: str,
-                                usage: dict[str, int]) -> bool:
+    async def cluster_heartbeat(
+        self, server_id: str, address: str, zone: str, usage: dict[str, int]
+    ) -> bool:
         return await self._call("cluster.heartbeat", server_id, address, zone, usage)
 
     async def cluster_info(self, *, timeout: float | None = None) -> ClusterInfo:
         return await self._call("cluster.info", timeout=timeout)
 
-    async def cluster_status(self, *, timeout: float | None = None,
-                             retries: int = 1) -> ClusterStatus:
+    async def cluster_status(
+        self, *, timeout: float | None = None, retries: int = 1
+    ) -> ClusterStatus:
         return await self._call("cluster.status", timeout=timeout, retries=retries)
 
     async def cluster_servers(self) -> list[Server]:

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-ATTR_KEYS = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "stored",
-             "atime_ns", "mtime_ns", "ctime_ns")
+ATTR_KEYS = (
+    "ino",
+    "mode",
+    "nlink",
+    "uid",
+    "gid",
+    "rdev",
+    "size",
+    "stored",
+    "atime_ns",
+    "mtime_ns",
+    "ctime_ns",
+)
 
 
 class Attr(TypedDict, total=False):
@@ -25,12 +36,12 @@ class Attr(TypedDict, total=False):
     gid: int
     rdev: int
     size: int
-    stored: int       # bytes of the file on chunk servers (its blocks, for st_blocks)
+    stored: int  # bytes of the file on chunk servers (its blocks, for st_blocks)
     atime_ns: int
     mtime_ns: int
     ctime_ns: int
-    parent: Attr      # fs.mknod, fs.unlink, fs.rmdir: the directory as the change left it
-    deleted: bool     # fs.unlink, fs.rmdir, fs.rename: the victim went with its name
+    parent: Attr  # fs.mknod, fs.unlink, fs.rmdir: the directory as the change left it
+    deleted: bool  # fs.unlink, fs.rmdir, fs.rename: the victim went with its name
     chunks: list[Any]  # fs.open with pieces: the map of the file's first pieces
     volume_used: int  # fs.commit: the volume's usage after it
 
@@ -48,8 +59,8 @@ class Volume(TypedDict):
     used_inodes: int
     created_ns: int
     params: dict[str, Any]
-    kind: str         # "volume" or "snapshot"
-    source: str       # "snapshot:NAME" or "volume:NAME" it was copied from, or ""
+    kind: str  # "volume" or "snapshot"
+    source: str  # "snapshot:NAME" or "volume:NAME" it was copied from, or ""
 
 
 class VolumeUsage(TypedDict):
@@ -72,7 +83,7 @@ class Server(TypedDict):
     free: int
     chunks: int
     last_seen_ns: int
-    state: str        # "up" or "down"
+    state: str  # "up" or "down"
     draining: bool
 
 
@@ -83,7 +94,7 @@ class Invalidations(TypedDict):
 
     events: list[list[Any]]
     reset: bool
-    upto: int         # to acknowledge with the next poll, once dealt with
+    upto: int  # to acknowledge with the next poll, once dealt with
 
 
 class BackupInfo(TypedDict):

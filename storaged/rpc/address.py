@@ -31,19 +31,24 @@ class Address:
 def parse_address(text: str) -> Address:
     """Parse an address, raising ValueError with the accepted forms when it is not one."""
     if text.startswith("unix://"):
-        path = text[len("unix://"):]
+        path = text[len("unix://") :]
         if not path.startswith("/"):
             raise ValueError(f"unix address needs an absolute path: {text!r} (unix:///run/x.sock)")
         return Address("unix", path=path)
-    rest = text[len("tcp://"):] if text.startswith("tcp://") else text
+    rest = text[len("tcp://") :] if text.startswith("tcp://") else text
     host, sep, port_text = rest.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         valid_host = _is_ipv6(host)
     else:
         valid_host = _HOST_RE.fullmatch(host) is not None
-    if not sep or not valid_host or not port_text.isascii() or not port_text.isdigit() \
-            or not 0 <= int(port_text) <= 65535:
+    if (
+        not sep
+        or not valid_host
+        or not port_text.isascii()
+        or not port_text.isdigit()
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise ValueError(f"not an address: {text!r} (use tcp://HOST:PORT or unix:///PATH)")
     return Address("tcp", host=host, port=int(port_text))
 
@@ -84,8 +89,12 @@ def detect_dead_peers(sock: trio.socket.SocketType) -> None:
     Both fail every call waiting on it at once (UNAVAILABLE), and the pool opens a new one.
     """
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3),
-                        ("TCP_USER_TIMEOUT", DEAD_PEER_SECONDS * 1000)):
+    for name, value in (
+        ("TCP_KEEPIDLE", 5),
+        ("TCP_KEEPINTVL", 2),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", DEAD_PEER_SECONDS * 1000),
+    ):
         if hasattr(socket, name):  # Linux has them all; elsewhere, keepalive's defaults
             options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
     for level, option, value in options:

@@ -64,7 +64,9 @@ def load_secret(path: str | os.PathLike[str]) -> bytes:
         raise ValueError(f"secret in {p} is shorter than {MIN_SECRET_BYTES} bytes")
     mode = p.stat().st_mode
     if mode & 0o077:
-        raise ValueError(f"secret file {p} is readable by others (mode {mode & 0o777:o}); chmod 600 it")
+        raise ValueError(
+            f"secret file {p} is readable by others (mode {mode & 0o777:o}); chmod 600 it"
+        )
     return raw
 
 

@@ -27,7 +27,7 @@ class BufferPool:
     def __init__(self, keep: int = 32 * MiB) -> None:
         self.keep = keep
         self.kept = 0
-        self.reused = 0   # counters: what the pool saved, for tests and curiosity
+        self.reused = 0  # counters: what the pool saved, for tests and curiosity
         self.allocated = 0
         self._free: dict[int, list[bytearray]] = {}
         self._lock = threading.Lock()

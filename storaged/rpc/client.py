@@ -81,7 +81,9 @@ class RpcConnection:
                     elif isinstance(event, StreamError):
                         raise ProtocolError(event.reason)
                     elif isinstance(event, (InvalidMessage, Request)):
-                        raise ProtocolError(f"server sent something that is not a response: {event}")
+                        raise ProtocolError(
+                            f"server sent something that is not a response: {event}"
+                        )
         except ProtocolError as exc:
             reason = told or Unavailable(f"protocol error from {self.address}: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -113,7 +115,7 @@ class RpcConnection:
         self.pending[msgid] = waiter
         parts = encode_parts(Request(msgid, method, params))
         rid = requestid.current()
-        if rid is not None:   # just ahead of the request, in the same send (one syscall)
+        if rid is not None:  # just ahead of the request, in the same send (one syscall)
             parts[0] = encode(Notification(requestid.CONTEXT_METHOD, [rid])) + parts[0]
         sent = False
         with trio.move_on_after(timeout) as scope:
@@ -182,8 +184,15 @@ class RpcClient:
     ``Patience`` (``be_patient``), whose rules then decide.
     """
 
-    def __init__(self, secret: bytes, *, timeout: float = 30.0, connect_timeout: float = 5.0,
-                 connections_per_server: int = 2, max_frame: int = Limits().max_frame) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        connections_per_server: int = 2,
+        max_frame: int = Limits().max_frame,
+    ) -> None:
         self.secret = secret
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -194,7 +203,7 @@ class RpcClient:
         self._connect_failures: dict[Address, tuple[float, RpcError]] = {}
         self._parsed: dict[str, Address] = {}
         self._patience: dict[Address, Patience] = {}
-        self._waiting: dict[Address, float] = {}   # server -> since when calls wait for it
+        self._waiting: dict[Address, float] = {}  # server -> since when calls wait for it
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
 
@@ -202,8 +211,12 @@ class RpcClient:
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         # The connections are closed shielded: a client left because its caller was
         # cancelled (a daemon stopping on SIGTERM) must still exit its own nursery, or trio
         # reports a corrupted nursery stack and the process dies with exit code 1.
@@ -224,8 +237,14 @@ class RpcClient:
                 return False
             raise
 
-    async def call(self, address: Address | str, method: str, *params: Any,
-                   timeout: float | None = None, retries: int = 1) -> Any:
+    async def call(
+        self,
+        address: Address | str,
+        method: str,
+        *params: Any,
+        timeout: float | None = None,
+        retries: int = 1,
+    ) -> Any:
         """Call ``method`` on the server at ``address`` and return its result.
 
         Raises the RpcError subclass matching the server's error code, Timeout when no
@@ -252,13 +271,18 @@ class RpcClient:
                     if attempt >= retries:
                         raise
                     log.debug("retrying %s on %s after a lost connection", method, address)
-                elif not ((isinstance(exc, NotDelivered) or method in patience.repeatable)
-                          and await self._wait(address, exc)):
+                elif not (
+                    (isinstance(exc, NotDelivered) or method in patience.repeatable)
+                    and await self._wait(address, exc)
+                ):
                     raise
                 continue
             if self._waiting and address in self._waiting:
-                log.warning("%s answers again after %.1fs", address,
-                            trio.current_time() - self._waiting.pop(address))
+                log.warning(
+                    "%s answers again after %.1fs",
+                    address,
+                    trio.current_time() - self._waiting.pop(address),
+                )
             return result
         raise AssertionError("unreachable")
 
@@ -275,8 +299,12 @@ class RpcClient:
         now = trio.current_time()
         since = self._waiting.setdefault(address, now)
         if since == now:
-            log.warning("%s does not answer (%s); calls wait for it up to %gs", address,
-                        exc, self._patience[address].seconds)
+            log.warning(
+                "%s does not answer (%s); calls wait for it up to %gs",
+                address,
+                exc,
+                self._patience[address].seconds,
+            )
         left = since + self._patience[address].seconds - now
         if left <= 0:
             return False
@@ -345,5 +373,3 @@ async def open_client(secret: bytes, **options: Any):  # type: ignore[no-untyped
     """``async with open_client(secret) as client: await client.call(addr, "health")``."""
     async with RpcClient(secret, **options) as client:
         yield client
-
-

@@ -133,8 +133,19 @@ class RemoteError(RpcError):
 _BY_CODE: dict[str, type[RpcError]] = {
     cls.code: cls
     for cls in (
-        Internal, InvalidRequest, MethodNotFound, InvalidArgument, Unauthenticated,
-        AuthFailed, NotFound, HashMismatch, Corrupted, NoSpace, Busy, Unavailable, Timeout,
+        Internal,
+        InvalidRequest,
+        MethodNotFound,
+        InvalidArgument,
+        Unauthenticated,
+        AuthFailed,
+        NotFound,
+        HashMismatch,
+        Corrupted,
+        NoSpace,
+        Busy,
+        Unavailable,
+        Timeout,
     )
 }
 

@@ -22,8 +22,9 @@ RECEIVE_SIZE = 1024 * 1024
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-async def say_goodbye(stream: trio.abc.Stream, error_wire: dict, *,
-                      linger: float = LINGER_SECONDS) -> None:
+async def say_goodbye(
+    stream: trio.abc.Stream, error_wire: dict, *, linger: float = LINGER_SECONDS
+) -> None:
     """Send an ``error`` notification, let the peer read it, close the stream."""
     with trio.move_on_after(linger):
         with contextlib.suppress(*_GONE):

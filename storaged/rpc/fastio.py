@@ -71,7 +71,7 @@ async def receive_into(stream: trio.abc.ReceiveStream, buffer: memoryview) -> in
     once."""
     if _socket_fd(stream) is None:  # type: ignore[arg-type]
         data = await stream.receive_some(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
     return await _when_readable(stream, lambda fd: os.readv(fd, [buffer]))
 

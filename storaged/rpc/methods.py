@@ -72,7 +72,7 @@ class _Param:
     name: str
     allowed: tuple[type, ...]
     required: bool
-    items: tuple[type, ...] = ()   # for a list: what each item may be (() for anything)
+    items: tuple[type, ...] = ()  # for a list: what each item may be (() for anything)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Method:
         for value, p in zip(params, self.params):
             if not _type_ok(value, p.allowed):
                 want = " or ".join(t.__name__ for t in p.allowed)
-                if type(value) is int and int in p.allowed:   # the type fits, the size not
+                if type(value) is int and int in p.allowed:  # the type fits, the size not
                     want += " in -2^63..2^63-1"
                 raise InvalidArgument(
                     f"{self.usage()}: {p.name} must be {want}, got {type(value).__name__}"
@@ -107,8 +107,10 @@ class Method:
                         want = " or ".join(t.__name__ for t in p.items)
                         if type(item) is int and int in p.items:
                             want += " in -2^63..2^63-1"
-                        raise InvalidArgument(f"{self.usage()}: {p.name}[{i}] must be {want}, "
-                                              f"got {type(item).__name__}")
+                        raise InvalidArgument(
+                            f"{self.usage()}: {p.name}[{i}] must be {want}, "
+                            f"got {type(item).__name__}"
+                        )
         return params
 
 
@@ -128,8 +130,14 @@ class MethodTable:
             if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 raise TypeError(f"{name}: RPC handlers take positional parameters only")
             hint = hints.get(p.name, Any)
-            params.append(_Param(p.name, _allowed_types(hint),
-                                 p.default is inspect.Parameter.empty, _item_types(hint)))
+            params.append(
+                _Param(
+                    p.name,
+                    _allowed_types(hint),
+                    p.default is inspect.Parameter.empty,
+                    _item_types(hint),
+                )
+            )
         self._methods[name] = Method(name, handler, tuple(params), public)
 
     def get(self, name: str) -> Method:

@@ -153,12 +153,20 @@ def encode_parts(message: Message) -> list[bytes | bytearray | memoryview]:
     swapped for a bin 32 header of the real length. Both are the last bytes of the
     packing because the byte string is the last element of the last element.
     """
-    if isinstance(message, Request) and message.params and \
-            isinstance(message.params[-1], _BYTES) and len(message.params[-1]) >= SPLICE_MIN:
+    if (
+        isinstance(message, Request)
+        and message.params
+        and isinstance(message.params[-1], _BYTES)
+        and len(message.params[-1]) >= SPLICE_MIN
+    ):
         big = message.params[-1]
         head = _packed(Request(message.msgid, message.method, [*message.params[:-1], b""]))
-    elif isinstance(message, Response) and isinstance(message.result, _BYTES) and \
-            len(message.result) >= SPLICE_MIN and message.error is None:
+    elif (
+        isinstance(message, Response)
+        and isinstance(message.result, _BYTES)
+        and len(message.result) >= SPLICE_MIN
+        and message.error is None
+    ):
         big = message.result
         head = _packed(Response(message.msgid, None, b""))
     else:
@@ -214,8 +222,13 @@ class MessageReader:
     way, so the general way decides every error.
     """
 
-    def __init__(self, max_frame: int, *, big_requests: bool = False,
-                 allocate: Callable[[int], bytearray] = bytearray) -> None:
+    def __init__(
+        self,
+        max_frame: int,
+        *,
+        big_requests: bool = False,
+        allocate: Callable[[int], bytearray] = bytearray,
+    ) -> None:
         """``big_requests`` turns on the own-buffer receiving of large requests; a server
         sets it once the peer has authenticated (a header alone then makes the reader
         allocate its string's size, which only a trusted peer may ask of it); ``allocate``
@@ -250,7 +263,7 @@ class MessageReader:
         big = self._big
         if big is None:
             return None
-        return memoryview(big.data)[big.filled:]
+        return memoryview(big.data)[big.filled :]
 
     def received(self, count: int) -> list[Event]:
         """``count`` bytes were written into ``receive_buffer()``: the request's event once
@@ -274,7 +287,7 @@ class MessageReader:
                 big = self._big
                 if big is not None:
                     take = min(len(view), len(big.data) - big.filled)
-                    big.data[big.filled:big.filled + take] = view[:take]
+                    big.data[big.filled : big.filled + take] = view[:take]
                     big.filled += take
                     view = view[take:]
                     events.extend(self._finish_big())
@@ -310,9 +323,10 @@ class MessageReader:
         if len(view) < 8 or view[0] != 0x94 or view[1] != REQUEST:  # [0, ...: a request
             return 0
         if b"\xc6" not in bytes(view[:_ENVELOPE_MAX]):  # no bin 32 header: a small request,
-            return 0                                     # told apart for a tenth of a probe
-        probe = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=False,
-                                 max_buffer_size=_ENVELOPE_MAX)
+            return 0  # told apart for a tenth of a probe
+        probe = msgpack.Unpacker(
+            raw=False, use_list=True, strict_map_key=False, max_buffer_size=_ENVELOPE_MAX
+        )
         probe.feed(view[:_ENVELOPE_MAX])
         try:
             probe.read_array_header()
@@ -325,7 +339,7 @@ class MessageReader:
         at = probe.tell()
         if count < 1 or len(view) < at + 5 or view[at] != 0xC6:  # bin 32
             return 0
-        size = int.from_bytes(view[at + 1:at + 5], "big")
+        size = int.from_bytes(view[at + 1 : at + 5], "big")
         if size < BIG_MIN or at + 5 + size > self.max_frame:
             return 0
         self._big = _BigRequest(msgid, method, params, self._allocate(size))

@@ -18,7 +18,7 @@ import secrets
 from contextvars import ContextVar
 
 CONTEXT_METHOD = "rpc.context"
-ENV = "SHOALFS_REQUEST_ID"   # a process started for a request (a mount) begins with its id
+ENV = "SHOALFS_REQUEST_ID"  # a process started for a request (a mount) begins with its id
 MAX_LENGTH = 64
 
 _current: ContextVar[str | None] = ContextVar("shoalfs_request_id", default=None)

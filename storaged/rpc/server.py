@@ -41,7 +41,7 @@ from .protocol import (
 )
 from .tlsstream import accept_tls
 
-SLOW_REQUEST_SECONDS = 2.0   # answered later than this: worth a line at the default level
+SLOW_REQUEST_SECONDS = 2.0  # answered later than this: worth a line at the default level
 
 log = logging.getLogger("storaged.rpc")
 
@@ -84,22 +84,31 @@ class Limits:
 
 
 class RpcServer:
-    def __init__(self, methods: MethodTable, secret: bytes, limits: Limits = Limits(),
-                 observer: RequestObserver | None = None) -> None:
+    def __init__(
+        self,
+        methods: MethodTable,
+        secret: bytes,
+        limits: Limits = Limits(),
+        observer: RequestObserver | None = None,
+    ) -> None:
         self.methods = methods
         self.secret = secret
         self.limits = limits
         self.observer = observer
-        self.connections = 0        # authenticated
-        self.unauthenticated = 0    # accepted, not (yet) logged in: TLS handshake included
+        self.connections = 0  # authenticated
+        self.unauthenticated = 0  # accepted, not (yet) logged in: TLS handshake included
         self._unauthenticated_by_peer: dict[str, int] = {}
-        self.refused = 0            # connections closed at once: the pre-auth budget was full
-        self.timed_out = 0          # connections closed for not authenticating in time
+        self.refused = 0  # connections closed at once: the pre-auth budget was full
+        self.timed_out = 0  # connections closed for not authenticating in time
         self.budget = ByteBudget(limits.max_request_memory)
         self.buffers = BufferPool()  # large requests' bytes, reused (buffers.py)
 
-    async def serve(self, listeners: list[trio.SocketListener], *,
-                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Serve until cancelled; ``task_status.started()`` once listening."""
         async with trio.open_nursery() as nursery:
             for listener in listeners:
@@ -111,10 +120,14 @@ class RpcServer:
         if not self._take_unauthenticated_slot(peer):
             self.refused += 1
             if self.refused & (self.refused - 1) == 0:  # the 1st, 2nd, 4th, 8th...: no flood
-                log.warning("refused %d connections so far: %d unauthenticated connections "
-                            "open (at most %d, %d per peer address)", self.refused,
-                            self.unauthenticated, self.limits.max_unauthenticated,
-                            self.limits.max_unauthenticated_per_peer)
+                log.warning(
+                    "refused %d connections so far: %d unauthenticated connections "
+                    "open (at most %d, %d per peer address)",
+                    self.refused,
+                    self.unauthenticated,
+                    self.limits.max_unauthenticated,
+                    self.limits.max_unauthenticated_per_peer,
+                )
             await trio.aclose_forcefully(stream)
             return
         connection: _ServerConnection | None = None
@@ -139,7 +152,8 @@ class RpcServer:
         socket: local, and not limited per peer), if the budget has one."""
         held = self._unauthenticated_by_peer.get(peer, 0)
         if self.unauthenticated >= self.limits.max_unauthenticated or (
-                peer and held >= self.limits.max_unauthenticated_per_peer):
+            peer and held >= self.limits.max_unauthenticated_per_peer
+        ):
             return False
         self.unauthenticated += 1
         self._unauthenticated_by_peer[peer] = held + 1
@@ -183,12 +197,12 @@ class _ServerConnection:
         self.reader.max_frame = server.limits.preauth_max_frame
         self.send_lock = trio.Lock()
         self.in_flight = 0
-        self.idle = trio.Event()   # set whenever in_flight drops to 0 (replaced when it rises)
+        self.idle = trio.Event()  # set whenever in_flight drops to 0 (replaced when it rises)
         self.idle.set()
         self.authenticated = False
         self.server_nonce: bytes | None = None
         self.closing = False
-        self.next_rid: str | None = None   # from an rpc.context notification, for the next request
+        self.next_rid: str | None = None  # from an rpc.context notification, for the next request
         self.deadline_scope = trio.CancelScope()
 
     async def run(self) -> None:
@@ -211,8 +225,11 @@ class _ServerConnection:
             server = self.server
             server.timed_out += 1
             if server.timed_out & (server.timed_out - 1) == 0:  # 1st, 2nd, 4th...: no flood
-                log.info("closed %d connections so far that did not authenticate within %.0fs",
-                         server.timed_out, server.limits.handshake_timeout)
+                log.info(
+                    "closed %d connections so far that did not authenticate within %.0fs",
+                    server.timed_out,
+                    server.limits.handshake_timeout,
+                )
             self.closing = True
             scope.cancel()
 
@@ -248,11 +265,17 @@ class _ServerConnection:
             if event.method.startswith("auth."):
                 await self._handshake(event)
             elif not self.authenticated and not self._is_public(event.method):
-                await self._reply_error(event.msgid, Unauthenticated(
-                    "authenticate first: call auth.challenge, then auth.login"))
+                await self._reply_error(
+                    event.msgid,
+                    Unauthenticated("authenticate first: call auth.challenge, then auth.login"),
+                )
             elif self.in_flight >= self.server.limits.max_in_flight:
-                await self._reply_error(event.msgid, Busy(
-                    f"more than {self.server.limits.max_in_flight} requests in flight on one connection"))
+                await self._reply_error(
+                    event.msgid,
+                    Busy(
+                        f"more than {self.server.limits.max_in_flight} requests in flight on one connection"
+                    ),
+                )
             else:
                 size = payload_size(event.params)
                 await self.server.budget.acquire(size)  # stops reading while memory is spent
@@ -268,8 +291,11 @@ class _ServerConnection:
             await self._notify_error(InvalidRequest(event.reason))
             self.closing = True
         elif isinstance(event, Notification):
-            if event.method == requestid.CONTEXT_METHOD and len(event.params) == 1 \
-                    and requestid.valid(event.params[0]):
+            if (
+                event.method == requestid.CONTEXT_METHOD
+                and len(event.params) == 1
+                and requestid.valid(event.params[0])
+            ):
                 self.next_rid = event.params[0]
             else:
                 log.debug("ignoring notification %s", event.method)
@@ -289,8 +315,9 @@ class _ServerConnection:
         if request.method == "auth.challenge":
             params = request.params
             if len(params) > 1 or (params and not isinstance(params[0], bytes)):
-                await self._reply_error(request.msgid, InvalidArgument(
-                    "auth.challenge([client_nonce: bin])"))
+                await self._reply_error(
+                    request.msgid, InvalidArgument("auth.challenge([client_nonce: bin])")
+                )
                 return
             self.server_nonce = auth.new_nonce()
             proof = auth.server_proof(secret, params[0], self.server_nonce) if params else None
@@ -299,20 +326,31 @@ class _ServerConnection:
             nonce, self.server_nonce = self.server_nonce, None  # one attempt per nonce
             params = request.params
             if nonce is None:
-                await self._reply_error(request.msgid, Unauthenticated(
-                    "call auth.challenge before auth.login"))
+                await self._reply_error(
+                    request.msgid, Unauthenticated("call auth.challenge before auth.login")
+                )
                 return
-            if (len(params) != 1 or not isinstance(params[0], bytes)
-                    or not auth.proofs_equal(params[0], auth.client_proof(secret, nonce))):
+            if (
+                len(params) != 1
+                or not isinstance(params[0], bytes)
+                or not auth.proofs_equal(params[0], auth.client_proof(secret, nonce))
+            ):
                 log.warning("authentication failed; closing connection")
-                await self._reply_error(request.msgid, AuthFailed(
-                    "proof does not match: the client does not hold this cluster's secret"))
+                await self._reply_error(
+                    request.msgid,
+                    AuthFailed(
+                        "proof does not match: the client does not hold this cluster's secret"
+                    ),
+                )
                 self.closing = True
                 return
             if not self.server.admit(self.peer):
-                await self._notify_error(Busy(
-                    f"server has reached its limit of {self.server.limits.max_connections} "
-                    "connections"))
+                await self._notify_error(
+                    Busy(
+                        f"server has reached its limit of {self.server.limits.max_connections} "
+                        "connections"
+                    )
+                )
                 self.closing = True
                 return
             self.authenticated = True
@@ -321,11 +359,12 @@ class _ServerConnection:
             self.deadline_scope.cancel()
             await self._reply(request.msgid, True)
         else:
-            await self._reply_error(request.msgid, InvalidRequest(
-                f"unknown handshake method {request.method!r}"))
+            await self._reply_error(
+                request.msgid, InvalidRequest(f"unknown handshake method {request.method!r}")
+            )
 
     async def _dispatch(self, request: Request, size: int, rid: str | None) -> None:
-        requestid.set_current(rid)   # this task's log lines, and the calls it makes, carry it
+        requestid.set_current(rid)  # this task's log lines, and the calls it makes, carry it
         started = trio.current_time()
         name, code = "unknown", "OK"  # unknown names stay one label: clients choose them
         try:

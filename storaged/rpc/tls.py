@@ -74,7 +74,8 @@ def _load(directory: str) -> TlsConfig:
     if missing:
         raise TlsConfigError(
             f"TLS directory {path} lacks {', '.join(missing)} "
-            f"(make one with 'shoal tls generate {path}', or unset {ENV})")
+            f"(make one with 'shoal tls generate {path}', or unset {ENV})"
+        )
     ca, cert, key = (str(path / name) for name in FILES)
     try:
         server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)

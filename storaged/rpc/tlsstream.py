@@ -20,8 +20,7 @@ log = logging.getLogger("storaged.rpc")
 TLS_HANDSHAKE_RECORD = 0x16
 
 
-async def secure_client_stream(stream: trio.SocketStream, name: str,
-                               host: str) -> trio.abc.Stream:
+async def secure_client_stream(stream: trio.SocketStream, name: str, host: str) -> trio.abc.Stream:
     """With TLS on, wrap and handshake (a failure raises OSError naming the cause, like any
     other failure to connect); with it off, the stream as it was."""
     config = tls.active()
@@ -82,8 +81,10 @@ async def _starts_with_tls_record(stream: trio.SocketStream) -> bool:
 async def _refuse_plaintext(stream: trio.SocketStream) -> None:
     """Tell a plain msgpack-RPC client why, in a message it can read, then hang up."""
     log.warning("refusing a plaintext connection from %s: TLS is on", _peer(stream))
-    notice = Unauthenticated("this server requires TLS: give the client the cluster's TLS "
-                             "directory (--tls-dir or SHOAL_TLS_DIR)")
+    notice = Unauthenticated(
+        "this server requires TLS: give the client the cluster's TLS "
+        "directory (--tls-dir or SHOAL_TLS_DIR)"
+    )
     await say_goodbye(stream, notice.to_wire(), linger=1)
 
 

@@ -24,15 +24,20 @@ MiB, GiB = 1 << 20, 1 << 30
 Mode = pb.VolumeCapability.AccessMode.Mode
 
 
-def mount_cap(mode: int = Mode.MULTI_NODE_MULTI_WRITER, flags: tuple[str, ...] = ()
-              ) -> pb.VolumeCapability:
-    return pb.VolumeCapability(mount=pb.VolumeCapability.MountVolume(mount_flags=list(flags)),
-                               access_mode=pb.VolumeCapability.AccessMode(mode=mode))
+def mount_cap(
+    mode: int = Mode.MULTI_NODE_MULTI_WRITER, flags: tuple[str, ...] = ()
+) -> pb.VolumeCapability:
+    return pb.VolumeCapability(
+        mount=pb.VolumeCapability.MountVolume(mount_flags=list(flags)),
+        access_mode=pb.VolumeCapability.AccessMode(mode=mode),
+    )
 
 
 def block_cap() -> pb.VolumeCapability:
-    return pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(),
-                               access_mode=pb.VolumeCapability.AccessMode(mode=Mode.SINGLE_NODE_WRITER))
+    return pb.VolumeCapability(
+        block=pb.VolumeCapability.BlockVolume(),
+        access_mode=pb.VolumeCapability.AccessMode(mode=Mode.SINGLE_NODE_WRITER),
+    )
 
 
 def expect_code(code: grpc.StatusCode, fn, *args, **kwargs) -> grpc.RpcError:  # type: ignore[no-untyped-def]
@@ -46,8 +51,15 @@ def expect_code(code: grpc.StatusCode, fn, *args, **kwargs) -> grpc.RpcError:  #
 class CsiServer:
     """One ``shoal csi`` process and stubs for its three services."""
 
-    def __init__(self, root: Path, name: str, mode: str, meta: str, secret_file: Path,
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        mode: str,
+        meta: str,
+        secret_file: Path,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.root = root
         self.extra = extra
         self.name = name
@@ -65,12 +77,31 @@ class CsiServer:
         ready.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*SHOAL, "csi", "--mode", self.mode,
-                 "--endpoint", f"unix://{self.socket}", "--node-id", self.name,
-                 "--state-dir", str(self.state_dir), "--meta", self.meta,
-                 "--secret-file", str(self.secret_file), "--ready-file", str(ready),
-                 "--log-level", "debug", *self.extra],
-                stdout=log, stderr=log, start_new_session=True)
+                [
+                    *SHOAL,
+                    "csi",
+                    "--mode",
+                    self.mode,
+                    "--endpoint",
+                    f"unix://{self.socket}",
+                    "--node-id",
+                    self.name,
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--meta",
+                    self.meta,
+                    "--secret-file",
+                    str(self.secret_file),
+                    "--ready-file",
+                    str(ready),
+                    "--log-level",
+                    "debug",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -183,8 +214,14 @@ def csi_env(root: Path, second_node: bool) -> Iterator[Env]:
         a.start()
         if second_node:
             b.start()
-        yield Env(root, cluster, a, b, NodePaths(root / "kubelet-a"),
-                  NodePaths(root / ("kubelet-b" if second_node else "kubelet-a")))
+        yield Env(
+            root,
+            cluster,
+            a,
+            b,
+            NodePaths(root / "kubelet-a"),
+            NodePaths(root / ("kubelet-b" if second_node else "kubelet-a")),
+        )
     finally:
         a.stop()
         b.stop()

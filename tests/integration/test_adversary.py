@@ -72,18 +72,29 @@ class Workload(threading.Thread):
 @pytest.mark.plaintext
 def test_servers_and_a_mount_outlive_an_adversary(tmp_path: Path) -> None:
     with mounted_volume(tmp_path, []) as (cluster, mnt):
-        servers = {cluster.meta.address: cluster.meta,
-                   **{c.address: c for c in cluster.chunks}}
+        servers = {cluster.meta.address: cluster.meta, **{c.address: c for c in cluster.chunks}}
         workload = Workload(mnt, seed=random.randrange(1 << 30))
         workload.start()
-        time.sleep(3)   # warm: the servers' memory after ordinary traffic
+        time.sleep(3)  # warm: the servers' memory after ordinary traffic
         baseline = {a: resident(s.pid) for a, s in servers.items()}
         peak = dict(baseline)
         adversary = subprocess.Popen(
-            [sys.executable, "-m", "tests.adversary", "--meta", cluster.meta.address,
-             *[arg for c in cluster.chunks for arg in ("--chunk", c.address)],
-             "--secret-file", str(cluster.secret_file), "--seconds", str(SECONDS)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "tests.adversary",
+                "--meta",
+                cluster.meta.address,
+                *[arg for c in cluster.chunks for arg in ("--chunk", c.address)],
+                "--secret-file",
+                str(cluster.secret_file),
+                "--seconds",
+                str(SECONDS),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             give_up = time.monotonic() + SECONDS + 60
             while adversary.poll() is None and time.monotonic() < give_up:
@@ -98,13 +109,17 @@ def test_servers_and_a_mount_outlive_an_adversary(tmp_path: Path) -> None:
             workload.join(timeout=120)
         assert adversary.returncode == 0, err[-3000:]
         report = json.loads(out)
-        print(f"\nadversary (seed {report['seed']}, {SECONDS:.0f} s) against "
-              f"{len(servers)} servers; the mount wrote {workload.writes} files with fsync "
-              f"and verified {workload.reads} reads")
+        print(
+            f"\nadversary (seed {report['seed']}, {SECONDS:.0f} s) against "
+            f"{len(servers)} servers; the mount wrote {workload.writes} files with fsync "
+            f"and verified {workload.reads} reads"
+        )
         for address, counts in report["servers"].items():
-            print(f"  {address}: resident {baseline[address] >> 20} -> peak "
-                  f"{peak[address] >> 20} MiB; " + ", ".join(
-                      f"{k} {v}" for k, v in sorted(counts.items())))
+            print(
+                f"  {address}: resident {baseline[address] >> 20} -> peak "
+                f"{peak[address] >> 20} MiB; "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            )
 
         assert not workload.is_alive() and workload.errors == [], workload.errors
         assert workload.writes > 20 and workload.reads > 20
@@ -119,7 +134,9 @@ def test_servers_and_a_mount_outlive_an_adversary(tmp_path: Path) -> None:
             # off, every method called, no answer an INTERNAL error
             assert counts.get("idle: opened", 0) > 100, counts
             assert counts.get("idle: closed at once", 0) > 0, counts
-            assert 0 < counts.get("huge: sent", 0) == counts.get("huge: closed by the server"), counts
+            assert 0 < counts.get("huge: sent", 0) == counts.get("huge: closed by the server"), (
+                counts
+            )
             assert 0 < counts.get("garbage: sent", 0) == counts.get("garbage: closed by the server")
             assert counts.get("call: methods tried") == counts.get("call: methods listed"), counts
             assert counts.get("call: INVALID_ARGUMENT", 0) > 0, counts

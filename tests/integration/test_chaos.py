@@ -43,7 +43,7 @@ class Model:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.files: dict[str, tuple[str, int]] = {}   # name -> (sha256, size), acknowledged
+        self.files: dict[str, tuple[str, int]] = {}  # name -> (sha256, size), acknowledged
         self.busy: set[str] = set()
         self.unknown: set[str] = set()
         self.counts: Counter[str] = Counter()
@@ -86,18 +86,33 @@ def sha(data: bytes) -> str:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
     with mounted_volume(
-            tmp_path,
-            ["--session-timeout", "30", "--gc-interval", "2", "--gc-grace", "10",
-             "--repair-interval", "3", "--repair-down-grace", "4", "--repair-rate", "0",
-             "--rebalance-min-age", "2"],
-            chunk_extra=["--scrub-rate", "50MiB", "--scrub-interval", "5"],
-            mount_extra=["--cache-size", "4MiB"]) as pair:
+        tmp_path,
+        [
+            "--session-timeout",
+            "30",
+            "--gc-interval",
+            "2",
+            "--gc-grace",
+            "10",
+            "--repair-interval",
+            "3",
+            "--repair-down-grace",
+            "4",
+            "--repair-rate",
+            "0",
+            "--rebalance-min-age",
+            "2",
+        ],
+        chunk_extra=["--scrub-rate", "50MiB", "--scrub-interval", "5"],
+        mount_extra=["--cache-size", "4MiB"],
+    ) as pair:
         yield pair
 
 
 @pytest.mark.timeout(CHAOS_SECONDS + AFTER_CHAOS_BOUND + 30)
 def test_mixed_workload_under_random_kills_loses_nothing(
-        env: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    env: tuple[LocalCluster, Path], tmp_path: Path
+) -> None:
     cluster, mnt = env
     rng = random.Random(SEED)
     print(f"\nchaos seed {SEED} (SHOALFS_SEED={SEED} to repeat), {CHAOS_SECONDS:g}s")
@@ -112,7 +127,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
             with model.lock:
                 names = list(model.files)
             if names and r.random() < 0.25:
-                name = r.choice(names)                        # overwrite
+                name = r.choice(names)  # overwrite
             else:
                 name, n = f"w{wid}-{n}", n + 1
             if not model.begin(name):
@@ -176,8 +191,14 @@ def test_mixed_workload_under_random_kills_loses_nothing(
             with model.lock:  # no operation starts while the snapshot is taken
                 expected = dict(model.stable())
                 try:
-                    call(cluster.meta.address, cluster.secret, "snapshot.create", name, "v",
-                         timeout=20)
+                    call(
+                        cluster.meta.address,
+                        cluster.secret,
+                        "snapshot.create",
+                        name,
+                        "v",
+                        timeout=20,
+                    )
                     snapshots.append((name, expected))
                     model.counts["snapshots"] += 1
                 except Exception:
@@ -201,7 +222,7 @@ def test_mixed_workload_under_random_kills_loses_nothing(
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(2, 5))
             if rng.random() < 0.25:
-                cluster.restart_meta()                        # SIGKILL, same address
+                cluster.restart_meta()  # SIGKILL, same address
                 faults["meta killed"] += 1
             else:
                 index = rng.randrange(len(cluster.chunks))
@@ -210,8 +231,11 @@ def test_mixed_workload_under_random_kills_loses_nothing(
                 faults["chunk server killed"] += 1
                 time.sleep(rng.uniform(0.5, 6))
                 cluster.chunks[index] = StoragedProcess(
-                    victim.data_dir, cluster.secret_file, extra=cluster.chunk_args(index),
-                    listen=victim.address if rng.random() < 0.5 else "tcp://127.0.0.1:0").start()
+                    victim.data_dir,
+                    cluster.secret_file,
+                    extra=cluster.chunk_args(index),
+                    listen=victim.address if rng.random() < 0.5 else "tcp://127.0.0.1:0",
+                ).start()
             cluster.wait_registered(timeout=30)
     finally:
         stop.set()
@@ -245,14 +269,18 @@ def test_mixed_workload_under_random_kills_loses_nothing(
         snap_name, expected = snapshots[-1]
         snap_verified, snap_lost = verify_snapshot(cluster, snap_name, expected, tmp_path)
         lost += snap_lost
-        lost_bytes += sum(expected[n.split(":")[0]][1] for n in snap_lost if n.split(":")[0] in expected)
+        lost_bytes += sum(
+            expected[n.split(":")[0]][1] for n in snap_lost if n.split(":")[0] in expected
+        )
 
     fsck = cluster.shoal("fsck", "v", "--json", timeout=60)
 
     print(f"chaos: {sum(model.counts.values())} operations {dict(model.counts)}")
     print(f"chaos: {sum(faults.values())} faults injected {dict(faults)}")
-    print(f"chaos: {verified} files verified, {snap_verified} files of the last snapshot "
-          f"verified, {len(model.unknown)} left out after a failed operation")
+    print(
+        f"chaos: {verified} files verified, {snap_verified} files of the last snapshot "
+        f"verified, {len(model.unknown)} left out after a failed operation"
+    )
     print(f"chaos: bytes lost = {lost_bytes}")
     assert not lost, f"seed {SEED}: lost or wrong: {lost[:20]}"
     assert lost_bytes == 0
@@ -260,11 +288,21 @@ def test_mixed_workload_under_random_kills_loses_nothing(
     assert model.counts["writes"] >= 20 and sum(faults.values()) >= 5, (model.counts, faults)
 
 
-def verify_snapshot(cluster: LocalCluster, snapshot: str, expected: dict[str, tuple[str, int]],
-                    tmp_path: Path) -> tuple[int, list[str]]:
+def verify_snapshot(
+    cluster: LocalCluster, snapshot: str, expected: dict[str, tuple[str, int]], tmp_path: Path
+) -> tuple[int, list[str]]:
     """Clone the snapshot into a volume, mount it, and check the files it must hold."""
-    call(cluster.meta.address, cluster.secret, "volume.create", "clone", 1 << 30, 2, MiB, {},
-         f"snapshot:{snapshot}")
+    call(
+        cluster.meta.address,
+        cluster.secret,
+        "volume.create",
+        "clone",
+        1 << 30,
+        2,
+        MiB,
+        {},
+        f"snapshot:{snapshot}",
+    )
     mnt = Path(tempfile.mkdtemp(prefix="shoalfs-chaos-clone-"))
     mount(cluster, "clone", mnt, tmp_path / "clone.log")
     verified, lost = 0, []

@@ -22,10 +22,10 @@ MiB = 1 << 20
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
     # a small chunk cache, so reads after the loss go to the servers
-    with mounted_volume(tmp_path, ["--repair-interval", "0"],
-                        mount_extra=["--cache-size", "2MiB"]) as pair:
+    with mounted_volume(
+        tmp_path, ["--repair-interval", "0"], mount_extra=["--cache-size", "2MiB"]
+    ) as pair:
         yield pair
-
 
 
 def test_two_of_three_servers_lost_with_r2(env: tuple[LocalCluster, Path]) -> None:
@@ -68,8 +68,9 @@ def test_two_of_three_servers_lost_with_r2(env: tuple[LocalCluster, Path]) -> No
 
     # the servers come back: everything reads, new writes work, nothing was lost
     for i in (1, 2):
-        cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
-                                            extra=cluster.chunk_args(i)).start()
+        cluster.chunks[i] = StoragedProcess(
+            cluster.chunks[i].data_dir, cluster.secret_file, extra=cluster.chunk_args(i)
+        ).start()
     cluster.wait_registered()
     for name, digest in files.items():
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
@@ -86,24 +87,28 @@ def test_a_full_chunk_server_sends_writes_to_the_others(tmp_path: Path) -> None:
     try:
         # every server claims 1 GiB, so placement weighs them alike; server 0's disk is
         # really 8 MiB and fills up (a disk smaller than its configured capacity)
-        with mounted_volume(tmp_path, ["--repair-interval", "0"],
-                            chunk_extra=["--capacity", "1GiB"],
-                            mount_extra=["--cache-size", "2MiB"]) as (cluster, mnt):
+        with mounted_volume(
+            tmp_path,
+            ["--repair-interval", "0"],
+            chunk_extra=["--capacity", "1GiB"],
+            mount_extra=["--cache-size", "2MiB"],
+        ) as (cluster, mnt):
             files = {f"g{i}": write(mnt / f"g{i}", os.urandom(4 * MiB)) for i in range(10)}
             usage = call(cluster.chunks[0].address, cluster.secret, "chunk.usage")
             # it took copies until its disk (with copies in flight) was full, then refused
             assert MiB <= usage["used"] <= 8 * MiB, usage
             for name, digest in files.items():
                 assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
-            assert list((small / "tmp").iterdir()) == []   # no partial chunk left behind
+            assert list((small / "tmp").iterdir()) == []  # no partial chunk left behind
             log = (tmp_path / "mount.log").read_text()
-            assert "NO_SPACE" in log                       # it did fill, and was skipped
+            assert "NO_SPACE" in log  # it did fill, and was skipped
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_read_whose_tail_has_no_reachable_copy_is_short_or_eio_never_wrong(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """What an application sees when the last piece of a large read cannot be served (its
     only copy, R=1, is on a dead server): the kernel answers the pieces before it (a short
     read, from its page-cache read path) or EIO, and the next read at the short read's end
@@ -117,21 +122,26 @@ def test_a_read_whose_tail_has_no_reachable_copy_is_short_or_eio_never_wrong(
         try:
             servers = {s["id"]: s for s in cluster.servers()}
             victim = None
-            for attempt in range(30):   # a file whose last piece alone is on one server
+            for attempt in range(30):  # a file whose last piece alone is on one server
                 data = os.urandom(3 * MiB)
                 write(single / f"f{attempt}", data)
                 ino = os.stat(single / f"f{attempt}").st_ino
                 rows = call(cluster.meta.address, cluster.secret, "fs.chunks", ino, 0, 2, True)
-                holders = [[i for i, c in enumerate(cluster.chunks)
-                            if (c.data_dir / "chunks" / r[1][:2] / r[1][2:4] / r[1]).exists()]
-                           for r in rows]
+                holders = [
+                    [
+                        i
+                        for i, c in enumerate(cluster.chunks)
+                        if (c.data_dir / "chunks" / r[1][:2] / r[1][2:4] / r[1]).exists()
+                    ]
+                    for r in rows
+                ]
                 if holders[2][0] not in holders[0] + holders[1]:
                     victim, name = holders[2][0], f"f{attempt}"
                     break
             assert victim is not None and len(servers) == 3
             subprocess.run(["fusermount3", "-u", str(single)], check=True)
             cluster.chunks[victim].kill()
-            mount(cluster, "one", single, tmp_path / "single2.log")   # nothing cached
+            mount(cluster, "one", single, tmp_path / "single2.log")  # nothing cached
             fd = os.open(single / name, os.O_RDONLY)
             try:
                 try:
@@ -140,7 +150,7 @@ def test_a_read_whose_tail_has_no_reachable_copy_is_short_or_eio_never_wrong(
                     assert exc.errno == errno.EIO
                     outcome = "EIO"
                 else:
-                    assert len(got) < 3 * MiB and got == data[:len(got)], len(got)
+                    assert len(got) < 3 * MiB and got == data[: len(got)], len(got)
                     with pytest.raises(OSError) as again:
                         os.pread(fd, 3 * MiB - len(got), len(got))
                     assert again.value.errno == errno.EIO

@@ -19,9 +19,11 @@ from tests.helpers import call, shoal
 
 def _subcommands() -> list[str]:
     from shoal.cli import build_parser
+
     parser = build_parser()
-    return sorted(next(a for a in parser._actions
-                       if isinstance(a, argparse._SubParsersAction)).choices)
+    return sorted(
+        next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    )
 
 
 @pytest.mark.parametrize("command", _subcommands())

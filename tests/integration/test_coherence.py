@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import LocalCluster, free_port, mount, mounted_volume, scrape, wait_until
 
-BOUND = 2.0      # seconds for a change through A to reach B's kernel (measured: ~20 ms)
+BOUND = 2.0  # seconds for a change through A to reach B's kernel (measured: ~20 ms)
 PAST_FALLBACK = 1.5  # longer than the 1 s the kernel keeps anything without invalidations
 
 
@@ -28,7 +28,7 @@ class Two:
     cluster: LocalCluster
     a: Path
     b: Path
-    port: int          # the meta role's metrics
+    port: int  # the meta role's metrics
     logs: list[Path]
 
 
@@ -42,8 +42,9 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
         two = Two(cluster, a, b, port, [root / "mount.log", root / "b.log"])
         try:
             for log in two.logs:
-                wait_until(lambda log=log: "listening for invalidations" in log.read_text(),
-                           timeout=20)
+                wait_until(
+                    lambda log=log: "listening for invalidations" in log.read_text(), timeout=20
+                )
             yield two
         finally:
             os.system(f"fusermount3 -u {b} || fusermount3 -uz {b}")
@@ -88,13 +89,14 @@ def test_repeated_stats_and_misses_are_answered_by_the_kernel(two: Two) -> None:
             os.stat(there / f"f{i}")
         for i in range(5):
             assert not os.path.exists(there / f"missing{i}")
+
     stat_all()
     time.sleep(PAST_FALLBACK)
     # counted after the sleep: the meta role counts a request just after answering it, so
     # the last of the first pass could land after a snapshot taken at once (seen in CI)
     before = namespace_requests(two.port)
     stat_all()
-    time.sleep(0.3)   # a request is counted once answered
+    time.sleep(0.3)  # a request is counted once answered
     assert namespace_requests(two.port) == before
 
 
@@ -115,7 +117,7 @@ def test_a_file_read_again_and_a_directory_listed_again_need_no_meta_role(two: T
     assert sorted(os.listdir(there)) == [f"f{i}" for i in range(5)]
     for i in range(5):
         assert (there / f"f{i}").read_bytes() == payload
-    time.sleep(0.6)   # the mount's holds for what its kernel now references are sent
+    time.sleep(0.6)  # the mount's holds for what its kernel now references are sent
     # (the kernel asks for a file's or directory's attributes again after each read or
     # listing, to refresh its access time: the mount answers that from what it knows)
     methods = ("fs.open", "fs.chunks", "fs.readdir", "fs.lookup", "fs.getattr")
@@ -123,11 +125,11 @@ def test_a_file_read_again_and_a_directory_listed_again_need_no_meta_role(two: T
     assert sorted(os.listdir(there)) == [f"f{i}" for i in range(5)]
     for i in range(5):
         assert (there / f"f{i}").read_bytes() == payload
-    time.sleep(0.3)   # a request is counted once answered
+    time.sleep(0.3)  # a request is counted once answered
     assert requests_by_method(two.port, *methods) == before
     opens = requests(two.port, "fs.open")
-    (d / "f0").write_bytes(b"changed")     # a change elsewhere: the next open asks again,
-    assert (there / "f0").read_bytes() == b"changed"   # at once (close-to-open)
+    (d / "f0").write_bytes(b"changed")  # a change elsewhere: the next open asks again,
+    assert (there / "f0").read_bytes() == b"changed"  # at once (close-to-open)
     assert requests(two.port, "fs.open") > opens
 
 
@@ -158,7 +160,7 @@ def test_attribute_changes_through_one_mount_reach_the_others_kernel(two: Two) -
     os.utime(f, ns=(10**18, 2 * 10**18))
     _seen(lambda: os.stat(there).st_mtime_ns == 2 * 10**18)
     _settled(there)
-    with open(f, "ab") as out:             # write + close: size and mtime
+    with open(f, "ab") as out:  # write + close: size and mtime
         out.write(b" and two")
     _seen(lambda: os.stat(there).st_size == len(b"one and two"))
     assert there.read_bytes() == b"one and two"
@@ -180,7 +182,7 @@ def test_names_made_and_removed_through_one_mount_reach_the_others_kernel(two: T
     there = two.b / "names"
     assert not (there / "new").exists()
     _settled(there)
-    (d / "new").write_bytes(b"n")          # a cached miss becomes a file
+    (d / "new").write_bytes(b"n")  # a cached miss becomes a file
     _seen(lambda: (there / "new").exists())
     _settled(there / "new")
     os.rename(d / "new", d / "renamed")
@@ -233,8 +235,8 @@ def test_misses_in_a_directory_whose_every_name_is_known_need_no_meta_role(two: 
     (two.b / "listed").mkdir()
     (two.b / "listed" / "x").write_bytes(b"x")
     _seen(lambda: sorted(os.listdir(two.a / "listed")) == ["x"])
-    time.sleep(PAST_FALLBACK)   # (past invalidations owed for B's setup)
-    assert sorted(os.listdir(two.a / "listed")) == ["x"]   # learnt whole, nothing since
+    time.sleep(PAST_FALLBACK)  # (past invalidations owed for B's setup)
+    assert sorted(os.listdir(two.a / "listed")) == ["x"]  # learnt whole, nothing since
     before = _quiet(two.port, "fs.lookup")
     for i in range(5):
         assert not (two.a / "listed" / f"nope{i}").exists()
@@ -256,8 +258,9 @@ def test_a_restarted_meta_role_leaves_no_stale_cache(two: Two) -> None:
     two.cluster.restart_meta()
     two.cluster.wait_registered()
     for log in two.logs:
-        wait_until(lambda log=log: log.read_text().count("listening for invalidations") >= 2,
-                   timeout=30)
+        wait_until(
+            lambda log=log: log.read_text().count("listening for invalidations") >= 2, timeout=30
+        )
     os.chmod(d / "f", 0o640)
     _seen(lambda: os.stat(there).st_mode & 0o777 == 0o640)
 
@@ -272,12 +275,17 @@ def test_a_stopped_meta_role_makes_the_mounts_stop_trusting_their_caches(two: Tw
     pid = two.cluster.meta.pid
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_until(lambda: two.logs[1].read_text().count(
-            "invalidations from the meta role stopped") > said, timeout=10)
+        wait_until(
+            lambda: (
+                two.logs[1].read_text().count("invalidations from the meta role stopped") > said
+            ),
+            timeout=10,
+        )
     finally:
         os.kill(pid, signal.SIGCONT)
-    wait_until(lambda: two.logs[1].read_text().count("listening for invalidations") >= 1,
-               timeout=30)
+    wait_until(
+        lambda: two.logs[1].read_text().count("listening for invalidations") >= 1, timeout=30
+    )
     os.chmod(two.a / "stopped", 0o600)
     _seen(lambda: os.stat(two.b / "stopped").st_mode & 0o777 == 0o600)
 
@@ -316,12 +324,17 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
 
     def names_in(d: str) -> list[str]:
         prefix = f"{d}/" if d else ""
-        return sorted({p[len(prefix):] for p in (*files, *dirs)
-                       if p and p.startswith(prefix) and "/" not in p[len(prefix):]})
+        return sorted(
+            {
+                p[len(prefix) :]
+                for p in (*files, *dirs)
+                if p and p.startswith(prefix) and "/" not in p[len(prefix) :]
+            }
+        )
 
     def agrees(side: str, touched: list[str]) -> bool:
         root = roots[side]
-        for path in touched:   # by name first: a listing would teach the mount every name
+        for path in touched:  # by name first: a listing would teach the mount every name
             if path in files:
                 if (root / path).read_bytes() != files[path]:
                     return False
@@ -339,8 +352,7 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
     for step in range(STEPS):
         side = rng.choice("ab")
         root = roots[side]
-        kind = rng.choice(["create", "create", "overwrite", "unlink", "rename", "mkdir",
-                           "rmdir"])
+        kind = rng.choice(["create", "create", "overwrite", "unlink", "rename", "mkdir", "rmdir"])
         if kind == "overwrite" and not files:
             kind = "create"
         if kind == "rmdir" and len(dirs) == 1:
@@ -363,7 +375,7 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
             touched = [path]
         elif kind == "rename" and files:
             path = rng.choice(sorted(files))
-            target = rng.choice([new, *sorted(files)])   # sometimes over another file
+            target = rng.choice([new, *sorted(files)])  # sometimes over another file
             os.rename(root / path, root / target)
             files[target] = files.pop(path)
             touched = [path, target]
@@ -384,8 +396,10 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
         try:
             _seen(lambda other=other, touched=touched: agrees(other, touched))
         except TimeoutError:
-            raise AssertionError(f"step {step}: {kind} through {side} of {touched} not seen "
-                                 f"through {other} within {BOUND} s") from None
+            raise AssertionError(
+                f"step {step}: {kind} through {side} of {touched} not seen "
+                f"through {other} within {BOUND} s"
+            ) from None
     for side in "ab":
         root = roots[side]
         found = {str(p.relative_to(root)) for p in root.rglob("*")}

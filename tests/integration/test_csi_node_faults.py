@@ -64,20 +64,25 @@ def test_node_plugin_restart_does_not_break_a_mounted_volume(env: Env) -> None:
     stage(env.a, env.paths_a, vid)
     target = publish(env.a, env.paths_a, vid, "writer-pod")
     pid = mount_pid(env.a, vid)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, f"{target}/stream", "6"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, f"{target}/stream", "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.5)
-        env.a.kill()                       # the node plugin dies mid-write
+        env.a.kill()  # the node plugin dies mid-write
         assert writer.poll() is None, writer.communicate()
         time.sleep(0.5)
-        assert os.kill(pid, 0) is None     # the mount process lives on
-        env.a.start()                      # kubelet restarts the plugin container
+        assert os.kill(pid, 0) is None  # the mount process lives on
+        env.a.start()  # kubelet restarts the plugin container
         # the restarted plugin knows what it had (its record is on disk) and works
         second = publish(env.a, env.paths_a, vid, "second-pod")
         assert read_file(f"{second}/stream")[:256] == bytes(range(256))
-        stats = env.a.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
-            volume_id=vid, volume_path=target))
+        stats = env.a.node.NodeGetVolumeStats(
+            pb.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=target)
+        )
         assert stats.volume_condition.abnormal is False
         unpublish(env.a, vid, second)
         assert not os.path.exists(second)
@@ -88,7 +93,7 @@ def test_node_plugin_restart_does_not_break_a_mounted_volume(env: Env) -> None:
     data = read_file(f"{target}/stream")
     assert len(data) == written and written > 64 * 1024
     assert data == (bytes(range(256)) * 256) * (written // (256 * 256))
-    assert mount_pid(env.a, vid) == pid   # the same fusefs process served it throughout
+    assert mount_pid(env.a, vid) == pid  # the same fusefs process served it throughout
     unpublish(env.a, vid, target)
     unstage(env.a, env.paths_a, vid)
     assert not is_mounted(env.paths_a.staging(vid))
@@ -102,7 +107,7 @@ def test_a_node_plugin_start_unmounts_its_broken_staging_mounts(env: Env) -> Non
     staging = stage(env.a, env.paths_a, vid)
     write_file(f"{staging}/kept", b"before the crash")
     env.a.kill()
-    os.kill(mount_pid(env.a, vid), signal.SIGKILL)     # the mounts die with the node plugin
+    os.kill(mount_pid(env.a, vid), signal.SIGKILL)  # the mounts die with the node plugin
     assert wait_until(lambda: not _stat_works(staging), timeout=10)
     env.a.start()
     assert _stat_works(staging) and not is_mounted(staging)
@@ -127,7 +132,7 @@ def test_a_broken_mount_is_reported_cleaned_and_mounted_again(env: Env) -> None:
     staging = stage(env.a, env.paths_a, vid)
     first = publish(env.a, env.paths_a, vid, "victim")
     write_file(f"{first}/kept", b"fsynced before the crash")
-    os.kill(mount_pid(env.a, vid), signal.SIGKILL)   # the fusefs process dies
+    os.kill(mount_pid(env.a, vid), signal.SIGKILL)  # the fusefs process dies
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -139,8 +144,9 @@ def test_a_broken_mount_is_reported_cleaned_and_mounted_again(env: Env) -> None:
     else:
         pytest.fail("the mount did not break after its process was killed")
 
-    stats = env.a.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
-        volume_id=vid, volume_path=first))
+    stats = env.a.node.NodeGetVolumeStats(
+        pb.NodeGetVolumeStatsRequest(volume_id=vid, volume_path=first)
+    )
     assert stats.volume_condition.abnormal
     assert "not connected" in stats.volume_condition.message
 
@@ -175,17 +181,37 @@ def parent_pid(pid: int) -> int:
 
 
 @contextmanager
-def mounter_and_node(env: Env, name: str, *mounter_args: str
-                     ) -> Iterator[tuple[subprocess.Popen[bytes], CsiServer, NodePaths]]:
+def mounter_and_node(
+    env: Env, name: str, *mounter_args: str
+) -> Iterator[tuple[subprocess.Popen[bytes], CsiServer, NodePaths]]:
     """A 'shoal mounter' and a node plugin that asks it to run the mounts, as in Kubernetes."""
     socket_path = env.root / f"{name}.sock"
     log = open(env.root / f"{name}.log", "ab")  # noqa: SIM115 (the mounter's log while it runs)
     mounter = subprocess.Popen(
-        [*SHOAL, "mounter", "--socket", str(socket_path),
-         "--log-dir", str(env.root / f"{name}-logs"), "--meta", env.cluster.meta.address,
-         "--secret-file", str(env.a.secret_file), *mounter_args], stdout=log, stderr=log)
-    node = CsiServer(env.root, f"node-{name}", "node", env.cluster.meta.address,
-                     env.a.secret_file, extra=("--mounter", f"unix://{socket_path}"))
+        [
+            *SHOAL,
+            "mounter",
+            "--socket",
+            str(socket_path),
+            "--log-dir",
+            str(env.root / f"{name}-logs"),
+            "--meta",
+            env.cluster.meta.address,
+            "--secret-file",
+            str(env.a.secret_file),
+            *mounter_args,
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    node = CsiServer(
+        env.root,
+        f"node-{name}",
+        "node",
+        env.cluster.meta.address,
+        env.a.secret_file,
+        extra=("--mounter", f"unix://{socket_path}"),
+    )
     try:
         deadline = time.monotonic() + 20
         while not socket_path.exists():
@@ -219,7 +245,7 @@ def test_with_a_mounter_the_mounts_belong_to_it(env: Env) -> None:
         assert not is_mounted(paths.staging(vid))
         deadline = time.monotonic() + 15
         while mounter.poll() is None and time.monotonic() < deadline:
-            try:   # the mounter reaps the fusefs process once it exits
+            try:  # the mounter reaps the fusefs process once it exits
                 if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
                     time.sleep(0.1)
                     continue
@@ -235,7 +261,10 @@ def test_the_mounter_serves_every_mounts_metrics_and_which_are_broken(env: Env) 
     shoalfs_mount_up goes to 0 when one dies under a mounted path."""
     port = free_port()
     with mounter_and_node(env, "metered", "--metrics-listen", f"127.0.0.1:{port}") as (
-            _mounter, node, paths):
+        _mounter,
+        node,
+        paths,
+    ):
         assert wait_until(lambda: http_get(port, "/readyz")[0] == 200)
         vid = create(env).volume_id
         stage(node, paths, vid)
@@ -245,23 +274,34 @@ def test_the_mounter_serves_every_mounts_metrics_and_which_are_broken(env: Env) 
 
         def written() -> float:
             return scrape(port).get("shoalfs_fuse_written_bytes_total", {}).get(mine, 0.0)
+
         assert wait_until(lambda: written() >= MiB, timeout=20), scrape(port)
         samples = scrape(port)
         assert samples["shoalfs_mount_up"][mine] == 1.0
         assert samples["shoalfs_mount_session_up"][mine] == 1.0
-        assert samples["shoalfs_fuse_operations_total"][
-            (("mountpoint", paths.staging(vid)), ("operation", "create"), ("result", "ok"),
-             ("volume", vid))] >= 1
-        assert samples["process_resident_memory_bytes"][mine] > 10 * MiB   # the mount's
-        assert samples["process_resident_memory_bytes"][()] > 10 * MiB     # the mounter's
+        assert (
+            samples["shoalfs_fuse_operations_total"][
+                (
+                    ("mountpoint", paths.staging(vid)),
+                    ("operation", "create"),
+                    ("result", "ok"),
+                    ("volume", vid),
+                )
+            ]
+            >= 1
+        )
+        assert samples["process_resident_memory_bytes"][mine] > 10 * MiB  # the mount's
+        assert samples["process_resident_memory_bytes"][()] > 10 * MiB  # the mounter's
 
-        os.kill(mount_pid(node, vid), signal.SIGKILL)    # the pods now see ENOTCONN
-        assert wait_until(lambda: scrape(port)["shoalfs_mount_up"].get(mine) == 0.0,
-                          timeout=20), scrape(port).get("shoalfs_mount_up")
+        os.kill(mount_pid(node, vid), signal.SIGKILL)  # the pods now see ENOTCONN
+        assert wait_until(lambda: scrape(port)["shoalfs_mount_up"].get(mine) == 0.0, timeout=20), (
+            scrape(port).get("shoalfs_mount_up")
+        )
         unpublish(node, vid, target)
         unstage(node, paths, vid)
-        assert wait_until(lambda: mine not in scrape(port).get("shoalfs_mount_up", {}),
-                          timeout=20), "an unmounted mount is still reported"
+        assert wait_until(
+            lambda: mine not in scrape(port).get("shoalfs_mount_up", {}), timeout=20
+        ), "an unmounted mount is still reported"
 
 
 def test_publishes_and_node_info_work_while_the_meta_role_restarts(env: Env) -> None:

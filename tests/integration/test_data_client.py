@@ -19,6 +19,7 @@ def run(cluster, fn):
     async def go():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
             return await fn(DataClient(MetaClient(rpc, cluster.meta.address), refresh_seconds=0))
+
     return trio.run(go)
 
 
@@ -35,8 +36,9 @@ def test_writes_land_on_r_servers_in_placement_order_and_read_back(cluster):
             assert holders == expected
         return ids
 
-    servers_by_dir = {i: (c.data_dir / "server-id").read_text().strip()
-                      for i, c in enumerate(cluster.chunks)}
+    servers_by_dir = {
+        i: (c.data_dir / "server-id").read_text().strip() for i, c in enumerate(cluster.chunks)
+    }
     ids = run(cluster, go)
     assert ids == [chunk_id(b) for b in blobs]
 
@@ -72,8 +74,11 @@ def test_a_corrupted_copy_is_skipped_and_reported(cluster):
     cid = run(cluster, lambda d: d.put(blob, 2))
     order = run(cluster, lambda d: d.servers())
     first = placement_order(cid, order)[0]
-    index = next(i for i, c in enumerate(cluster.chunks)
-                 if (c.data_dir / "server-id").read_text().strip() == first.id)
+    index = next(
+        i
+        for i, c in enumerate(cluster.chunks)
+        if (c.data_dir / "server-id").read_text().strip() == first.id
+    )
     path = cluster.chunks[index].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
     raw = bytearray(path.read_bytes())
     raw[7] ^= 0xFF
@@ -94,14 +99,24 @@ def test_ranged_reads_fetch_only_the_blocks_and_skip_a_bad_copy(cluster):
     cid = run(cluster, lambda d: d.put(blob, 2))
 
     async def ranges(data: DataClient):
-        return [await data.read(cid, off, n) for off, n in
-                [(0, 10), (70_000, 4096), (65_536, 65_536), ((1 << 20) - 5, 100), (5, 0)]]
+        return [
+            await data.read(cid, off, n)
+            for off, n in [(0, 10), (70_000, 4096), (65_536, 65_536), ((1 << 20) - 5, 100), (5, 0)]
+        ]
 
-    assert run(cluster, ranges) == [blob[:10], blob[70_000:74_096], blob[65_536:131_072],
-                                    blob[-5:], b""]
+    assert run(cluster, ranges) == [
+        blob[:10],
+        blob[70_000:74_096],
+        blob[65_536:131_072],
+        blob[-5:],
+        b"",
+    ]
     first = placement_order(cid, run(cluster, lambda d: d.servers()))[0]
-    index = next(i for i, c in enumerate(cluster.chunks)
-                 if (c.data_dir / "server-id").read_text().strip() == first.id)
+    index = next(
+        i
+        for i, c in enumerate(cluster.chunks)
+        if (c.data_dir / "server-id").read_text().strip() == first.id
+    )
     path = cluster.chunks[index].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
     assert path.with_name(cid + ".blocks").exists()  # the first server answered those
     raw = bytearray(path.read_bytes())
@@ -139,6 +154,7 @@ def test_reads_that_fail_together_on_a_stale_map_all_retry_with_the_new_one(clus
 
         async def read(cid: str) -> None:
             got[cid] = await data.get(cid)
+
         async with trio.open_nursery() as nursery:
             for cid, _ in away[:4]:
                 nursery.start_soon(read, cid)
@@ -149,13 +165,15 @@ def test_reads_that_fail_together_on_a_stale_map_all_retry_with_the_new_one(clus
     def restart_two() -> None:
         for i in (1, 2):
             cluster.chunks[i].kill()
-            cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
-                                                extra=cluster.chunk_args(i)).start()
+            cluster.chunks[i] = StoragedProcess(
+                cluster.chunks[i].data_dir, cluster.secret_file, extra=cluster.chunk_args(i)
+            ).start()
         cluster.wait_registered()
 
     async def with_stale_map():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
             await go(DataClient(MetaClient(rpc, cluster.meta.address), refresh_seconds=3600))
+
     trio.run(with_stale_map)
 
 
@@ -184,6 +202,7 @@ def test_a_read_and_a_write_wait_for_a_restarting_server_to_register(tmp_path, s
 
         async def write() -> None:
             got.append(await data.put(b"w" * 50_000, 2))
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(restart_later)
             nursery.start_soon(read)
@@ -192,13 +211,18 @@ def test_a_read_and_a_write_wait_for_a_restarting_server_to_register(tmp_path, s
 
     def restart_both() -> None:
         for i in (1, 2):
-            cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir, cluster.secret_file,
-                                                extra=cluster.chunk_args(i)).start()
+            cluster.chunks[i] = StoragedProcess(
+                cluster.chunks[i].data_dir, cluster.secret_file, extra=cluster.chunk_args(i)
+            ).start()
 
     async def with_fresh_map():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
-            await go(DataClient(MetaClient(rpc, cluster.meta.address), refresh_seconds=3600,
-                                restart_wait=60))
+            await go(
+                DataClient(
+                    MetaClient(rpc, cluster.meta.address), refresh_seconds=3600, restart_wait=60
+                )
+            )
+
     try:
         trio.run(with_fresh_map)
     finally:
@@ -221,4 +245,5 @@ def test_a_server_the_meta_role_counts_up_but_that_stays_away_fails_within_the_w
     async def with_short_wait():
         async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
             await go(DataClient(MetaClient(rpc, cluster.meta.address), restart_wait=1))
+
     trio.run(with_short_wait)

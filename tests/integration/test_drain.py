@@ -21,14 +21,16 @@ MiB = 1 << 20
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
-    with mounted_volume(tmp_path, ["--repair-interval", "0", "--repair-rate", "0"],
-                        mount_extra=["--cache-size", "2MiB"]) as pair:
+    with mounted_volume(
+        tmp_path,
+        ["--repair-interval", "0", "--repair-rate", "0"],
+        mount_extra=["--cache-size", "2MiB"],
+    ) as pair:
         yield pair
 
 
 def node(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return cluster.shoal("node", *args, timeout=300)
-
 
 
 def test_drain_then_remove_a_server_without_loss(env: tuple[LocalCluster, Path]) -> None:
@@ -39,11 +41,13 @@ def test_drain_then_remove_a_server_without_loss(env: tuple[LocalCluster, Path])
     held_before = call(cluster.chunks[0].address, cluster.secret, "chunk.usage")["chunks"]
     assert held_before > 0
 
-    refused = node(cluster, "remove", other)       # up and not drained: never
+    refused = node(cluster, "remove", other)  # up and not drained: never
     assert refused.returncode == 1 and "drain" in refused.stderr
 
     drained = node(cluster, "drain", victim)
-    assert drained.returncode == 0 and "is drained" in drained.stdout, drained.stdout + drained.stderr
+    assert drained.returncode == 0 and "is drained" in drained.stdout, (
+        drained.stdout + drained.stderr
+    )
     listed = {r["id"]: r for r in json.loads(node(cluster, "list", "--json").stdout)}
     assert listed[victim]["draining"] is True and listed[other]["draining"] is False
 
@@ -51,7 +55,7 @@ def test_drain_then_remove_a_server_without_loss(env: tuple[LocalCluster, Path])
     files["late"] = write(mnt / "late", os.urandom(4 * MiB))
     assert call(cluster.chunks[0].address, cluster.secret, "chunk.usage")["chunks"] == held_before
 
-    cluster.chunks[0].stop()                        # now it can go
+    cluster.chunks[0].stop()  # now it can go
     deadline = time.monotonic() + 20
     while next(s for s in cluster.servers() if s["id"] == victim)["state"] == "up":
         assert time.monotonic() < deadline

@@ -75,7 +75,7 @@ def test_sigkill_of_the_mount_after_fsync_keeps_the_fsynced_data(here, mounted):
     mounted.shoal("up", "--workdir", str(mounted.workdir))  # cleans the dead mount, remounts
     mounted.cluster = json.loads((mounted.workdir / "cluster.json").read_text())
     data = (mounted.mnt / name / "durable").read_bytes()
-    assert data[:len(payload)] == payload
+    assert data[: len(payload)] == payload
 
 
 def test_sigterm_flushes_open_files_before_unmounting(here, mounted):

@@ -20,12 +20,28 @@ MAX_SIZE = 600 * 1024
 @pytest.fixture
 def small_chunks(mounted):
     name = f"fsx{random.randrange(10**6)}"
-    mounted.shoal("volume", "create", name, "--capacity", "1GiB", "--chunk-size", "64KiB",
-                  "--workdir", str(mounted.workdir))
+    mounted.shoal(
+        "volume",
+        "create",
+        name,
+        "--capacity",
+        "1GiB",
+        "--chunk-size",
+        "64KiB",
+        "--workdir",
+        str(mounted.workdir),
+    )
     mnt = mounted.workdir / f"mnt-{name}"
     mnt.mkdir()
-    mounted.shoal("mount", name, str(mnt), "--workdir", str(mounted.workdir),
-                  "--log-file", str(mounted.workdir / "logs" / f"{name}.log"))
+    mounted.shoal(
+        "mount",
+        name,
+        str(mnt),
+        "--workdir",
+        str(mounted.workdir),
+        "--log-file",
+        str(mounted.workdir / "logs" / f"{name}.log"),
+    )
     yield mnt
     mounted.shoal("umount", str(mnt))
 
@@ -53,18 +69,34 @@ def test_random_operations_match_a_model(small_chunks):
 
     for step in range(STEPS):
         name = rng.choice(paths)
-        op = rng.choice(["write", "write", "write", "truncate", "read", "fsync", "close",
-                         "rename", "link_unlink", "append", "hole"])
+        op = rng.choice(
+            [
+                "write",
+                "write",
+                "write",
+                "truncate",
+                "read",
+                "fsync",
+                "close",
+                "rename",
+                "link_unlink",
+                "append",
+                "hole",
+            ]
+        )
         if op in ("write", "hole"):
             size = rng.choice([1, 100, 4096, CHUNK - 1, CHUNK, CHUNK + 7, 3 * CHUNK])
-            off = rng.randrange(0, MAX_SIZE - size) if op == "write" else \
-                len(model.get(name, b"")) + rng.randrange(1, 2 * CHUNK)
+            off = (
+                rng.randrange(0, MAX_SIZE - size)
+                if op == "write"
+                else len(model.get(name, b"")) + rng.randrange(1, 2 * CHUNK)
+            )
             payload = rng.randbytes(size)
             os.pwrite(fd(name), payload, off)
             data = model[name]
             if len(data) < off:
                 data.extend(bytes(off - len(data)))
-            data[off:off + size] = payload
+            data[off : off + size] = payload
         elif op == "append":
             payload = rng.randbytes(rng.randrange(1, 2 * CHUNK))
             with open(small_chunks / name, "ab") as f:
@@ -79,8 +111,9 @@ def test_random_operations_match_a_model(small_chunks):
         elif op == "read" and name in model:
             off = rng.randrange(0, MAX_SIZE)
             size = rng.randrange(1, 3 * CHUNK)
-            assert os.pread(fd(name), size, off) == bytes(model[name][off:off + size]), \
+            assert os.pread(fd(name), size, off) == bytes(model[name][off : off + size]), (
                 f"seed {seed} step {step}: pread({off}, {size}) differs"
+            )
         elif op == "fsync" and name in fds:
             os.fsync(fds[name])
         elif op == "close" and name in fds:

@@ -19,20 +19,45 @@ from storaged.chunk.ids import chunk_id
 from storaged.rpc import auth
 from tests.helpers import call
 
-METHODS = ["chunk.put", "chunk.get", "chunk.stat", "chunk.has", "chunk.delete", "chunk.list",
-           "chunk.usage", "health", "auth.challenge", "auth.login"]
+METHODS = [
+    "chunk.put",
+    "chunk.get",
+    "chunk.stat",
+    "chunk.has",
+    "chunk.delete",
+    "chunk.list",
+    "chunk.usage",
+    "health",
+    "auth.challenge",
+    "auth.login",
+]
 
-scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats()
-           | st.text(max_size=80) | st.binary(max_size=300))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
-                      | st.dictionaries(st.text(max_size=10) | st.integers(-2**63, 2**64 - 1), inner, max_size=5),
-                      max_leaves=20)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=80)
+    | st.binary(max_size=300)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=10) | st.integers(-(2**63), 2**64 - 1), inner, max_size=5
+        )
+    ),
+    max_leaves=20,
+)
 hexid = st.text("0123456789abcdef", min_size=60, max_size=68)
 params = st.lists(values | hexid | st.just(chunk_id(b"fuzz")), max_size=5)
-requests = st.builds(lambda msgid, method, p: [0, msgid, method, p],
-                     st.integers(-5, 2**33) | values,
-                     st.sampled_from(METHODS) | st.text(max_size=20) | st.binary(max_size=20),
-                     params | values)
+requests = st.builds(
+    lambda msgid, method, p: [0, msgid, method, p],
+    st.integers(-5, 2**33) | values,
+    st.sampled_from(METHODS) | st.text(max_size=20) | st.binary(max_size=20),
+    params | values,
+)
 
 
 def pack(value: object) -> bytes:
@@ -40,11 +65,11 @@ def pack(value: object) -> bytes:
 
 
 frames = st.one_of(
-    st.binary(max_size=2048),                                        # noise
-    values.map(pack),                                                # any msgpack value
-    requests.map(pack),                                              # request-shaped
+    st.binary(max_size=2048),  # noise
+    values.map(pack),  # any msgpack value
+    requests.map(pack),  # request-shaped
     st.lists(requests, min_size=2, max_size=6).map(lambda rs: b"".join(map(pack, rs))),
-    st.tuples(requests, st.integers(1, 40)).map(lambda t: pack(t[0])[:-t[1]]),  # truncated
+    st.tuples(requests, st.integers(1, 40)).map(lambda t: pack(t[0])[: -t[1]]),  # truncated
     st.tuples(requests.map(pack), st.binary(min_size=1, max_size=8)).map(lambda t: t[0] + t[1]),
 )
 
@@ -100,8 +125,13 @@ def test_random_and_malformed_frames_never_hurt_the_server(storaged, secret):
 
     outcomes: set[str] = set()
 
-    @settings(max_examples=400, deadline=None, derandomize=False, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=400,
+        deadline=None,
+        derandomize=False,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(frame=frames, authenticated=st.booleans())
     # Always-run cases beside the random ones: well-formed calls mixed with garbage.
     @example(frame=pack([0, 7, "health", []]) + b"\xc1", authenticated=True)

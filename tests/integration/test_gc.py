@@ -33,15 +33,18 @@ class GcEnv:
         return call(self.cluster.meta.address, self.cluster.secret, method, *args)
 
     def used(self) -> int:
-        return sum(call(c.address, self.cluster.secret, "chunk.usage")["used"]
-                   for c in self.cluster.chunks)
+        return sum(
+            call(c.address, self.cluster.secret, "chunk.usage")["used"] for c in self.cluster.chunks
+        )
 
     def gc(self, dry_run: bool = False) -> dict:
         """One pass, run in this process: a subprocess would inherit (and on exit close) the
         test's open file, and FUSE commits a file on every close of a descriptor."""
+
         async def go() -> GcReport:
             async with RpcClient(self.cluster.secret) as client:
                 return await collect(MetaClient(client, self.cluster.meta.address), GRACE, dry_run)
+
         return trio.run(go).as_dict()
 
     def gc_command(self, *extra: str) -> dict:
@@ -53,10 +56,10 @@ class GcEnv:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcEnv]:
     # sessions expire after 4 s, so the meta role answers the collector after 8 s
-    with mounted_volume(tmp_path_factory.mktemp("gc"),
-                        ["--session-timeout", "4", "--gc-interval", "0"]) as (cluster, mnt):
+    with mounted_volume(
+        tmp_path_factory.mktemp("gc"), ["--session-timeout", "4", "--gc-interval", "0"]
+    ) as (cluster, mnt):
         yield GcEnv(cluster, mnt)
-
 
 
 def digest(path: Path) -> str:
@@ -64,7 +67,8 @@ def digest(path: Path) -> str:
 
 
 def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progress(
-        env: GcEnv) -> None:
+    env: GcEnv,
+) -> None:
     keep = write(env.mnt / "keep", os.urandom(3 * MiB))
     snapped = write(env.mnt / "snapped", os.urandom(2 * MiB))
     env.meta("snapshot.create", "snap", "v")
@@ -82,7 +86,7 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
     fd = os.open(env.mnt / "patched", os.O_RDWR)
     for off in (1000, MiB + 7):
         os.pwrite(fd, b"slice", off)
-        patched[off:off + 5] = b"slice"
+        patched[off : off + 5] = b"slice"
     os.fsync(fd)
     os.close(fd)
     rows = env.meta("fs.chunks", os.stat(env.mnt / "patched").st_ino, 0, 1, True)
@@ -91,8 +95,8 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
     in_progress = open(env.mnt / "in-progress", "wb")  # noqa: SIM115 (kept open across the GC)
     data = os.urandom(3 * MiB)
     in_progress.write(data)
-    in_progress.flush()              # to the mount; its full pieces upload in the background
-    time.sleep(GRACE + 1)            # everything above is now older than the grace period
+    in_progress.flush()  # to the mount; its full pieces upload in the background
+    time.sleep(GRACE + 1)  # everything above is now older than the grace period
 
     before = env.used()
     report = env.gc()
@@ -100,7 +104,7 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
     # gone1, gone2 and rewritten's old content: 10 pieces of 1 MiB, 2 copies each
     assert report["deleted"] == 20 and report["bytes_freed"] == 20 * MiB, report
     assert before - env.used() == 20 * MiB
-    assert env.gc()["deleted"] == 0     # nothing more to do
+    assert env.gc()["deleted"] == 0  # nothing more to do
 
     in_progress.close()
     assert digest(env.mnt / "in-progress") == hashlib.sha256(data).hexdigest()
@@ -108,7 +112,7 @@ def test_collection_frees_garbage_and_keeps_files_snapshots_and_writes_in_progre
     assert digest(env.mnt / "rewritten") == rewritten
     assert digest(env.mnt / "patched") == hashlib.sha256(patched).hexdigest()
     restored = env.meta("volume.create", "restored", 1 << 30, 2, MiB, {}, "snapshot:snap")
-    assert restored["used_bytes"] > 2 * MiB   # the snapshot's chunks are still there: read one
+    assert restored["used_bytes"] > 2 * MiB  # the snapshot's chunks are still there: read one
     assert env.gc_command("--dry-run")["deleted"] == 0
 
     env.meta("volume.delete", "restored")

@@ -78,13 +78,13 @@ def test_a_removed_directory_under_a_bind_mount_answers_stat(env, tmp_path):
     target = tmp_path / "b"
     with bound_directory(mnt / "d", target) as ino:
         (mnt / "d").rmdir()
-        st = os.stat(target)          # was ENOENT: kubelet could not clean the subPath up
+        st = os.stat(target)  # was ENOENT: kubelet could not clean the subPath up
         assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0 and st.st_ino == ino
         assert os.listdir(target) == []
-        with pytest.raises(FileNotFoundError):   # nothing can be made in a removed directory
+        with pytest.raises(FileNotFoundError):  # nothing can be made in a removed directory
             (target / "new").write_bytes(b"x")
         assert meta_has(cluster, ino)
-    assert gone_eventually(cluster, ino)     # the kernel forgot it: the orphan went
+    assert gone_eventually(cluster, ino)  # the kernel forgot it: the orphan went
     fsck_clean(cluster)
 
 
@@ -99,7 +99,7 @@ def test_a_deleted_file_under_a_bind_mount_answers_stat_and_reads(env, tmp_path)
         st = os.stat(target)
         assert stat.S_ISREG(st.st_mode) and st.st_nlink == 0 and st.st_size == 10
         assert target.read_bytes() == b"still here"
-        os.chmod(target, 0o600)                       # setattr of an orphan
+        os.chmod(target, 0o600)  # setattr of an orphan
         os.utime(target, ns=(1_000_000_000, 2_000_000_000))
         st = os.stat(target)
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime_ns == 2_000_000_000
@@ -115,15 +115,24 @@ def test_a_process_whose_cwd_was_removed_can_stat_dot(env):
     cluster, mnt = env
     (mnt / "cwd").mkdir()
     child = subprocess.Popen(
-        [sys.executable, "-c",
-         ("import os, stat, sys\n"
-          "sys.stdin.readline()\n"                         # the directory is removed now
-          "st = os.stat('.')\n"
-          "print(stat.S_ISDIR(st.st_mode), st.st_nlink)\n")],
-        cwd=mnt / "cwd", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, stat, sys\n"
+                "sys.stdin.readline()\n"  # the directory is removed now
+                "st = os.stat('.')\n"
+                "print(stat.S_ISDIR(st.st_mode), st.st_nlink)\n"
+            ),
+        ],
+        cwd=mnt / "cwd",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        time.sleep(0.2)                                    # it has its cwd
+        time.sleep(0.2)  # it has its cwd
         (mnt / "cwd").rmdir()
         out, err = child.communicate("go\n", timeout=30)
     finally:
@@ -150,7 +159,7 @@ def test_a_deletion_by_another_mount_spares_what_this_one_references(env, tmp_pa
     bind(mnt / "d", dir_target)
     inos = [os.stat(file_target).st_ino, os.stat(dir_target).st_ino]
     try:
-        time.sleep(SYNC_SECONDS * 4)   # A's holds reach the meta role (the stated window)
+        time.sleep(SYNC_SECONDS * 4)  # A's holds reach the meta role (the stated window)
         (other / "f").unlink()
         (other / "d").rmdir()
         assert not (other / "f").exists() and not (other / "d").exists()
@@ -162,10 +171,10 @@ def test_a_deletion_by_another_mount_spares_what_this_one_references(env, tmp_pa
         unbind(file_target)
         unbind(dir_target)
         subprocess.run(["fusermount3", "-u", str(other)], check=True)
-    subprocess.run(["fusermount3", "-u", str(mnt)], check=True)   # A's session ends
+    subprocess.run(["fusermount3", "-u", str(mnt)], check=True)  # A's session ends
     for ino in inos:
         assert gone_eventually(cluster, ino), ino
-    mount(cluster, "v", mnt, tmp_path / "again.log")   # (the fixture unmounts it)
+    mount(cluster, "v", mnt, tmp_path / "again.log")  # (the fixture unmounts it)
     fsck_clean(cluster)
 
 
@@ -189,7 +198,7 @@ def test_what_a_bind_mount_references_survives_a_meta_restart(env, tmp_path):
     target = tmp_path / "b"
     with bound_directory(mnt / "kept", target) as ino:
         (mnt / "kept").rmdir()
-        cluster.restart_meta()                  # SIGKILL: every hold forgotten
+        cluster.restart_meta()  # SIGKILL: every hold forgotten
         log = cluster.meta.log_path
         # the mount registers again with its next heartbeat (1 s here), then the meta role
         # deletes again: unheld orphans go in its sweep, this one must not
@@ -197,7 +206,7 @@ def test_what_a_bind_mount_references_survives_a_meta_restart(env, tmp_path):
         while "deleting again" not in log.read_text(errors="replace"):
             assert time.monotonic() < deadline, "the mount did not register again"
             time.sleep(0.2)
-        time.sleep(2.5)                         # a liveness pass (orphan sweep) or two
+        time.sleep(2.5)  # a liveness pass (orphan sweep) or two
         st = os.stat(target)
         assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0
         assert meta_has(cluster, ino)

@@ -29,7 +29,7 @@ def test_volumes_over_rpc_with_errno_errors(storaged, secret):
         call(meta.address, secret, "volume.create", "v1", 1 << 30, 2, 1 << 22)
     assert info.value.errno == errno.EEXIST
     attr = call(meta.address, secret, "fs.mknod", vol["root"], b"file", 0o100644, 0, 0)
-    parent = attr.pop("parent")   # the directory as the create left it
+    parent = attr.pop("parent")  # the directory as the create left it
     assert call(meta.address, secret, "fs.lookup", vol["root"], b"file") == attr
     assert call(meta.address, secret, "fs.getattr", vol["root"]) == parent
     assert parent["mtime_ns"] == attr["ctime_ns"]
@@ -57,8 +57,9 @@ def test_chunk_servers_register_go_down_when_silent_and_come_back(storaged, secr
     assert states()["z0"] == "up"
     assert "is down" in meta.read_log()
 
-    back = StoragedProcess(chunks[1].data_dir, chunks[1].secret_file,
-                           extra=[*beat, "--zone", "z1"]).start()
+    back = StoragedProcess(
+        chunks[1].data_dir, chunks[1].secret_file, extra=[*beat, "--zone", "z1"]
+    ).start()
     try:
         wait_for(lambda: states()["z1"] == "up", what="z1 back up")
         assert len(call(meta.address, secret, "cluster.servers")) == 3  # same id, not a 4th

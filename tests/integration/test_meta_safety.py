@@ -41,9 +41,9 @@ def try_op(fn, *args) -> bool:  # type: ignore[no-untyped-def]
         return False
 
 
-
 def test_sigkill_of_the_meta_role_loses_nothing_acknowledged(
-        env: tuple[LocalCluster, Path]) -> None:
+    env: tuple[LocalCluster, Path],
+) -> None:
     """A metadata-heavy workload (mkdir, create+fsync, rename, unlink) while the meta role
     is SIGKILLed and restarted at random moments. Every operation that returned success is
     in the model; afterwards the volume matches the model exactly and fsck is clean."""
@@ -52,7 +52,7 @@ def test_sigkill_of_the_meta_role_loses_nothing_acknowledged(
     print(f"seed {SEED} (SHOALFS_SEED={SEED} reproduces the operation sequence)")
     root = mnt / "crash"
     root.mkdir()
-    model: dict[str, bytes] = {}   # relative path -> content, acknowledged state
+    model: dict[str, bytes] = {}  # relative path -> content, acknowledged state
     dirs = ["."]
     done = failed = kills = 0
     deadline = time.monotonic() + 20
@@ -93,8 +93,10 @@ def test_sigkill_of_the_meta_role_loses_nothing_acknowledged(
                 done += 1
             else:
                 failed += 1
-    print(f"operations acknowledged {done}, failed while the meta role was down {failed}, "
-          f"SIGKILLs {kills}")
+    print(
+        f"operations acknowledged {done}, failed while the meta role was down {failed}, "
+        f"SIGKILLs {kills}"
+    )
     assert kills >= 3 and done > 50
     time.sleep(1.5)  # let the mount notice the last restart (sessions, attribute caches)
 
@@ -139,7 +141,9 @@ def test_fsck_reports_broken_metadata_and_missing_chunks(env: tuple[LocalCluster
         path.rename(path.with_name(cid + ".away"))
     try:
         code, report = fsck(cluster)
-        assert code == 3 and f"chunk {cid} has no copy on any live chunk server" in report["problems"]
+        assert (
+            code == 3 and f"chunk {cid} has no copy on any live chunk server" in report["problems"]
+        )
     finally:
         for i in range(3):
             away = cluster.chunks[i].data_dir / "chunks" / cid[:2] / cid[2:4] / (cid + ".away")
@@ -148,8 +152,7 @@ def test_fsck_reports_broken_metadata_and_missing_chunks(env: tuple[LocalCluster
     assert fsck(cluster)[0] == 0
 
 
-def test_fsck_repair_mends_values_an_earlier_release_stored(
-        env: tuple[LocalCluster, Path]) -> None:
+def test_fsck_repair_mends_values_an_earlier_release_stored(env: tuple[LocalCluster, Path]) -> None:
     """An earlier release stored what it was sent: a uid of -1 made every listing of the
     directory fail with EIO on every mount, and a mode without a file type too."""
     cluster, mnt = env
@@ -189,16 +192,27 @@ def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_pa
     assert result.returncode == 0 and "backed up" in result.stdout, result.stderr
     create(mnt / "backed" / "later", b"after the backup")
     # restoring over the running meta role's database is refused
-    refused = shoal("meta", "restore", str(tmp_path / "meta.backup"), "--meta-db",
-                    str(cluster.meta.data_dir / "meta.db"), timeout=60)
+    refused = shoal(
+        "meta",
+        "restore",
+        str(tmp_path / "meta.backup"),
+        "--meta-db",
+        str(cluster.meta.data_dir / "meta.db"),
+        timeout=60,
+    )
     assert refused.returncode == 1 and "stop the meta role" in refused.stderr
     # restore into a new place and serve it with a second meta role
     restored_dir = tmp_path / "restored"
-    ok = shoal("meta", "restore", str(tmp_path / "meta.backup"), "--meta-db",
-               str(restored_dir / "meta.db"), timeout=60)
+    ok = shoal(
+        "meta",
+        "restore",
+        str(tmp_path / "meta.backup"),
+        "--meta-db",
+        str(restored_dir / "meta.db"),
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
-    second = StoragedProcess(restored_dir, cluster.secret_file,
-                             extra=["--roles", "meta"]).start()
+    second = StoragedProcess(restored_dir, cluster.secret_file, extra=["--roles", "meta"]).start()
     try:
         volume = call(second.address, cluster.secret, "volume.get", "v")
         backed = call(second.address, cluster.secret, "fs.lookup", volume["root"], b"backed")
@@ -211,6 +225,12 @@ def test_backup_while_running_and_restore(env: tuple[LocalCluster, Path], tmp_pa
         second.stop()
     # a damaged backup is refused
     (tmp_path / "bad.backup").write_bytes(b"not a database" * 100)
-    bad = shoal("meta", "restore", str(tmp_path / "bad.backup"), "--meta-db",
-                str(tmp_path / "x.db"), timeout=60)
+    bad = shoal(
+        "meta",
+        "restore",
+        str(tmp_path / "bad.backup"),
+        "--meta-db",
+        str(tmp_path / "x.db"),
+        timeout=60,
+    )
     assert bad.returncode == 1 and not (tmp_path / "x.db").exists()

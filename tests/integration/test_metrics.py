@@ -32,8 +32,12 @@ from tests.helpers import (
 def observed(tmp_path: Path, secret_file: Path) -> Iterator[tuple[LocalCluster, int, int]]:
     meta_port, chunk_port = free_port(), free_port()
     ports = [chunk_port, free_port()]
-    cluster = LocalCluster(tmp_path / "cluster", secret_file, chunk_servers=2,
-                           chunk_extra_for=lambda i: ["--metrics-listen", f"127.0.0.1:{ports[i]}"])
+    cluster = LocalCluster(
+        tmp_path / "cluster",
+        secret_file,
+        chunk_servers=2,
+        chunk_extra_for=lambda i: ["--metrics-listen", f"127.0.0.1:{ports[i]}"],
+    )
     cluster.meta.extra += ["--metrics-listen", f"127.0.0.1:{meta_port}"]
     try:
         yield cluster.start(), meta_port, chunk_port
@@ -45,29 +49,48 @@ def test_chunk_server_metrics_move_with_work(observed: tuple[LocalCluster, int, 
     cluster, _, port = observed
     before = scrape(port)
     puts = lambda s: s.get("shoalfs_rpc_requests_total", {}).get(  # noqa: E731
-        (("code", "OK"), ("method", "chunk.put")), 0)
+        (("code", "OK"), ("method", "chunk.put")), 0
+    )
     data = os.urandom(300_000)
     call(cluster.chunks[0].address, cluster.secret, "chunk.put", chunk_id(data), data)
+
     # counted once the answer is out, so it can trail the answer by a moment
     def counted() -> dict | None:
         samples = scrape(port)
         return samples if puts(samples) == puts(before) + 1 else None
+
     after = wait_until(counted)
     assert after, "the put was never counted"
-    for name in ("shoalfs_chunks", "shoalfs_free_bytes", "shoalfs_capacity_bytes",
-                 "shoalfs_scrub_passes_total", "shoalfs_corrupted_chunks_found_total",
-                 "shoalfs_rpc_requests_total", "shoalfs_rpc_request_duration_seconds_bucket",
-                 "shoalfs_rpc_sent_bytes_total"):
+    for name in (
+        "shoalfs_chunks",
+        "shoalfs_free_bytes",
+        "shoalfs_capacity_bytes",
+        "shoalfs_scrub_passes_total",
+        "shoalfs_corrupted_chunks_found_total",
+        "shoalfs_rpc_requests_total",
+        "shoalfs_rpc_request_duration_seconds_bucket",
+        "shoalfs_rpc_sent_bytes_total",
+    ):
         assert name in after, f"{name} missing from {sorted(after)}"
     assert after["shoalfs_rpc_received_bytes_total"][(("method", "chunk.put"),)] >= len(data)
-    assert wait_until(lambda: scrape(port)["shoalfs_chunks"][()] == before["shoalfs_chunks"][()] + 1)
+    assert wait_until(
+        lambda: scrape(port)["shoalfs_chunks"][()] == before["shoalfs_chunks"][()] + 1
+    )
     with pytest.raises(NotFound):
         call(cluster.chunks[0].address, cluster.secret, "chunk.get", "0" * 64)
-    assert wait_until(lambda: scrape(port)["shoalfs_rpc_requests_total"].get(
-        (("code", "NOT_FOUND"), ("method", "chunk.get"))) == 1)
+    assert wait_until(
+        lambda: (
+            scrape(port)["shoalfs_rpc_requests_total"].get(
+                (("code", "NOT_FOUND"), ("method", "chunk.get"))
+            )
+            == 1
+        )
+    )
 
 
-def test_meta_role_metrics_show_servers_and_volumes(observed: tuple[LocalCluster, int, int]) -> None:
+def test_meta_role_metrics_show_servers_and_volumes(
+    observed: tuple[LocalCluster, int, int],
+) -> None:
     cluster, port, _ = observed
     call(cluster.meta.address, cluster.secret, "volume.create", "observed", 1 << 30, 2, 1 << 20)
     samples = wait_until(lambda: (s := scrape(port)).get("shoalfs_volume_capacity_bytes") and s)
@@ -76,8 +99,9 @@ def test_meta_role_metrics_show_servers_and_volumes(observed: tuple[LocalCluster
     assert "shoalfs_repair_missing_chunks" in samples
     assert "shoalfs_repair_under_replicated_chunks" in samples
     cluster.chunks[1].stop()
-    assert wait_until(lambda: scrape(port)["shoalfs_servers"].get((("state", "down"),)) == 1,
-                    timeout=20)
+    assert wait_until(
+        lambda: scrape(port)["shoalfs_servers"].get((("state", "down"),)) == 1, timeout=20
+    )
 
 
 def test_health_endpoints(observed: tuple[LocalCluster, int, int]) -> None:
@@ -91,11 +115,21 @@ def test_health_endpoints(observed: tuple[LocalCluster, int, int]) -> None:
 
 
 def test_a_chunk_server_is_not_ready_until_the_meta_role_knows_it(
-        tmp_path: Path, secret_file: Path) -> None:
+    tmp_path: Path, secret_file: Path
+) -> None:
     port = free_port()
-    lonely = StoragedProcess(tmp_path / "lonely", secret_file, extra=[
-        "--meta", "tcp://127.0.0.1:1", "--heartbeat-interval", "0.2",
-        "--metrics-listen", f"127.0.0.1:{port}"]).start()
+    lonely = StoragedProcess(
+        tmp_path / "lonely",
+        secret_file,
+        extra=[
+            "--meta",
+            "tcp://127.0.0.1:1",
+            "--heartbeat-interval",
+            "0.2",
+            "--metrics-listen",
+            f"127.0.0.1:{port}",
+        ],
+    ).start()
     try:
         status, body = http_get(port, "/readyz")
         assert status == 503 and "not registered with the meta role" in body["detail"]

@@ -16,7 +16,7 @@ from tests.helpers import free_port, mounted_volume, remount, scrape, wait_until
 
 KiB, MiB = 1 << 10, 1 << 20
 FILES = 8
-PER_FILE = 768 * KiB   # a partial piece: stays dirty until something sends it
+PER_FILE = 768 * KiB  # a partial piece: stays dirty until something sends it
 
 
 def content(i: int) -> bytes:
@@ -24,15 +24,14 @@ def content(i: int) -> bytes:
 
 
 def stored_chunk_files(cluster) -> int:
-    return sum(len(files) for c in cluster.chunks
-               for _, _, files in os.walk(c.data_dir / "chunks"))
+    return sum(len(files) for c in cluster.chunks for _, _, files in os.walk(c.data_dir / "chunks"))
 
 
 def test_unsaved_writes_of_many_open_files_stay_within_the_bound(tmp_path: Path) -> None:
     port = free_port()
-    with mounted_volume(tmp_path, [], mount_extra=["--max-unsaved", "3MiB",
-                                                    "--metrics-listen", f"127.0.0.1:{port}"]
-                        ) as (cluster, mnt):
+    with mounted_volume(
+        tmp_path, [], mount_extra=["--max-unsaved", "3MiB", "--metrics-listen", f"127.0.0.1:{port}"]
+    ) as (cluster, mnt):
         assert stored_chunk_files(cluster) == 0
         expected = {i: content(i) for i in range(FILES)}
         fds = [os.open(mnt / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644) for i in range(FILES)]
@@ -40,8 +39,12 @@ def test_unsaved_writes_of_many_open_files_stay_within_the_bound(tmp_path: Path)
             for i, fd in enumerate(fds):
                 assert os.write(fd, expected[i]) == PER_FILE
             # a snapshot taken after the last write: every file's growth is uncommitted
-            after = wait_until(lambda: (s := scrape(port))["shoalfs_mount_unsaved_bytes"][()]
-                               == FILES * PER_FILE and s, timeout=20)
+            after = wait_until(
+                lambda: (
+                    (s := scrape(port))["shoalfs_mount_unsaved_bytes"][()] == FILES * PER_FILE and s
+                ),
+                timeout=20,
+            )
             assert after, "the mount's metrics never showed the writes"
             held = after["shoalfs_mount_unsaved_memory_bytes"][()]
             assert after["shoalfs_mount_unsaved_memory_limit_bytes"][()] == 3 * MiB

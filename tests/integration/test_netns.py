@@ -38,8 +38,10 @@ class NetCluster:
     files: dict[str, str] = field(default_factory=dict)
 
     def states(self) -> dict[str, str]:
-        return {s["address"]: s["state"] for s in call(self.meta.address, self.secret,
-                                                       "cluster.servers")}
+        return {
+            s["address"]: s["state"]
+            for s in call(self.meta.address, self.secret, "cluster.servers")
+        }
 
     def wait_state(self, host: Host, state: str, timeout: float = 30) -> None:
         address = f"tcp://{host.address}:7700"
@@ -49,18 +51,29 @@ class NetCluster:
             time.sleep(0.2)
 
     def repair_now(self) -> dict:
-        result = shoal("repair", "--now", "--json", "--meta", self.meta.address,
-                       "--secret-file", str(self.secret_file), "--timeout", "120", timeout=180)
+        result = shoal(
+            "repair",
+            "--now",
+            "--json",
+            "--meta",
+            self.meta.address,
+            "--secret-file",
+            str(self.secret_file),
+            "--timeout",
+            "120",
+            timeout=180,
+        )
         assert result.returncode in (0, 3), result.stdout + result.stderr
         return json.loads(result.stdout)
 
     def copies(self, cid: str, live: list[int]) -> int:
-        return sum(bool(call(self.chunks[i].address, self.secret, "chunk.has", cid))
-                   for i in live)
+        return sum(bool(call(self.chunks[i].address, self.secret, "chunk.has", cid)) for i in live)
 
     def referenced(self) -> list[str]:
-        return [cid for cid, _ in call(self.meta.address, self.secret, "repair.referenced",
-                                       None, 10_000)]
+        return [
+            cid
+            for cid, _ in call(self.meta.address, self.secret, "repair.referenced", None, 10_000)
+        ]
 
     def verify_all(self) -> None:
         drop_caches()
@@ -102,32 +115,75 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetCluster]:
     with Hosts(3) as hosts:
         # The meta role stays in the root namespace and listens on each host's link, so
         # that cutting a host cuts exactly that host's chunk server off.
-        meta = StoragedProcess(root / "meta", secret_file, extra=[
-            "--roles", "meta", "--heartbeat-timeout", "3",
-            *[arg for h in hosts for arg in ("--listen", f"tcp://{h.gateway}:0")],
-            "--repair-interval", "0", "--repair-down-grace", "3", "--repair-rate", "0",
-            "--rebalance-min-age", "1"]).start()
+        meta = StoragedProcess(
+            root / "meta",
+            secret_file,
+            extra=[
+                "--roles",
+                "meta",
+                "--heartbeat-timeout",
+                "3",
+                *[arg for h in hosts for arg in ("--listen", f"tcp://{h.gateway}:0")],
+                "--repair-interval",
+                "0",
+                "--repair-down-grace",
+                "3",
+                "--repair-rate",
+                "0",
+                "--rebalance-min-age",
+                "1",
+            ],
+        ).start()
         chunks: list[StoragedProcess] = []
         mnt = Path(tempfile.mkdtemp(prefix="shoalfs-netns-"))
         try:
             for host, meta_address in zip(hosts, meta.addresses[1:]):
-                chunks.append(StoragedProcess(
-                    root / f"chunk{host.index}", secret_file,
-                    listen=f"tcp://{host.address}:7700", prefix=host.exec_prefix(),
-                    extra=["--meta", meta_address, "--heartbeat-interval", "0.5",
-                           "--zone", f"host{host.index}", "--reserve", "0"]).start())
+                chunks.append(
+                    StoragedProcess(
+                        root / f"chunk{host.index}",
+                        secret_file,
+                        listen=f"tcp://{host.address}:7700",
+                        prefix=host.exec_prefix(),
+                        extra=[
+                            "--meta",
+                            meta_address,
+                            "--heartbeat-interval",
+                            "0.5",
+                            "--zone",
+                            f"host{host.index}",
+                            "--reserve",
+                            "0",
+                        ],
+                    ).start()
+                )
             cluster = NetCluster(hosts, meta, chunks, secret_file, secret, mnt)
             for host in hosts:
                 cluster.wait_state(host, "up")
             call(meta.address, secret, "volume.create", "v", 4 << 30, 2, MiB)
-            shoal("mount", "v", str(mnt), "--meta", meta.address, "--secret-file",
-                  str(secret_file), "--log-file", str(root / "mount.log"),
-                  "--session-heartbeat", "1", "--cache-size", "2MiB", check=True, timeout=60)
+            shoal(
+                "mount",
+                "v",
+                str(mnt),
+                "--meta",
+                meta.address,
+                "--secret-file",
+                str(secret_file),
+                "--log-file",
+                str(root / "mount.log"),
+                "--session-heartbeat",
+                "1",
+                "--cache-size",
+                "2MiB",
+                check=True,
+                timeout=60,
+            )
             yield cluster
         finally:
             for host in hosts:
                 host.link_up()
-            if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, check=False).returncode:
+            if subprocess.run(
+                ["fusermount3", "-u", str(mnt)], capture_output=True, check=False
+            ).returncode:
                 subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, check=False)
             time.sleep(0.5)
             for proc in [*chunks, meta]:

@@ -40,8 +40,9 @@ def raw_call(address: str, method: str, params: list, login: bytes | None = None
                     return reply
                 data = sock.recv(65536)
                 if not data:
-                    return []   # hung up
+                    return []  # hung up
                 unpacker.feed(data)
+
         if login is not None:
             nonce = roundtrip([0, 1, "auth.challenge", []])[3]["nonce"]
             roundtrip([0, 2, "auth.login", [auth.client_proof(login, nonce)]])
@@ -55,17 +56,28 @@ def test_no_method_answers_without_the_secret(storaged, secret, tmp_path: Path) 
     call(server.address, secret, "chunk.put", cid, data)
     call(server.address, secret, "volume.create", "v", 1 << 20, 1, 1 << 16)
     methods = all_methods(tmp_path)
-    assert {"chunk.get", "chunk.put", "chunk.delete", "chunk.list", "volume.list",
-            "fs.lookup", "fs.readdir", "meta.backup_open"} <= set(methods)
+    assert {
+        "chunk.get",
+        "chunk.put",
+        "chunk.delete",
+        "chunk.list",
+        "volume.list",
+        "fs.lookup",
+        "fs.readdir",
+        "meta.backup_open",
+    } <= set(methods)
     wrong = b"w" * 32
     for method in methods:
         for login in (None, wrong):
-            reply = raw_call(server.address, method, [cid] if method.startswith("chunk.")
-                             else [], login)
+            reply = raw_call(
+                server.address, method, [cid] if method.startswith("chunk.") else [], login
+            )
             # refused, or hung up on after a failed login; never a result
-            assert reply == [] or (reply[0] == 1 and reply[2]["code"] in
-                                   ("UNAUTHENTICATED", "AUTH_FAILED") and reply[3] is None), \
-                (method, login, reply)
+            assert reply == [] or (
+                reply[0] == 1
+                and reply[2]["code"] in ("UNAUTHENTICATED", "AUTH_FAILED")
+                and reply[3] is None
+            ), (method, login, reply)
     # and nothing happened: the chunk and the volume are still there, unchanged
     assert call(server.address, secret, "chunk.get", cid) == data
     assert [v["name"] for v in call(server.address, secret, "volume.list")] == ["v"]

@@ -32,8 +32,13 @@ def fails(code, fn, *args, **kwargs):
 def as_user(uid: int, gid: int, code: str) -> subprocess.CompletedProcess[str]:
     """Run Python code as another user (the kernel's permission checks apply to it)."""
     prelude = f"import os, errno\nos.setgroups([])\nos.setgid({gid})\nos.setuid({uid})\n"
-    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_create_write_read_and_sizes(here):
@@ -216,13 +221,13 @@ def test_open_with_o_trunc_empties_the_file(here):
     nothing is written, also for bytes still cached by the kernel or pending in the mount."""
     path = here / "t"
     path.write_bytes(b"B" * 100_000)
-    path.write_bytes(b"A" * 50)                      # shorter content over longer
+    path.write_bytes(b"A" * 50)  # shorter content over longer
     assert path.read_bytes() == b"A" * 50
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)     # truncate without writing
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # truncate without writing
     os.close(fd)
     assert path.stat().st_size == 0 and path.read_bytes() == b""
-    with open(path, "wb") as writer:                 # pending (unflushed) data of another
-        writer.write(b"C" * 10_000)                  # open file on the same mount
+    with open(path, "wb") as writer:  # pending (unflushed) data of another
+        writer.write(b"C" * 10_000)  # open file on the same mount
         writer.flush()
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.close(fd)
@@ -323,7 +328,9 @@ def test_statfs_shows_capacity_and_use(mounted):
     st = os.statvfs(mounted.mnt)
     assert st.f_namemax == 255
     assert st.f_blocks * st.f_frsize == 20 << 30
-    df = subprocess.run(["df", "-B1", str(mounted.mnt)], capture_output=True, text=True, check=False).stdout
+    df = subprocess.run(
+        ["df", "-B1", str(mounted.mnt)], capture_output=True, text=True, check=False
+    ).stdout
     assert "shoalfs:default" in df and str(20 << 30) in df
 
 
@@ -331,7 +338,10 @@ def test_permissions_are_enforced_for_other_users(here):
     os.chmod(here, 0o755)
     (here / "private").write_bytes(b"secret")
     os.chmod(here / "private", 0o600)
-    result = as_user(65534, 65534, f"""
+    result = as_user(
+        65534,
+        65534,
+        f"""
 for action in (lambda: open('{here}/new', 'w'), lambda: open('{here}/private', 'rb'),
                lambda: os.chmod('{here}/private', 0o777)):
     try:
@@ -339,14 +349,18 @@ for action in (lambda: open('{here}/new', 'w'), lambda: open('{here}/private', '
         print('allowed')
     except PermissionError as e:
         print(errno.errorcode[e.errno])
-""")
+""",
+    )
     assert result.stdout.split() == ["EACCES", "EACCES", "EPERM"], result.stderr
 
 
 def test_sticky_directories_protect_other_users_files(here):
     os.chmod(here, 0o1777)
     (here / "roots").write_bytes(b"")
-    result = as_user(65534, 65534, f"""
+    result = as_user(
+        65534,
+        65534,
+        f"""
 open('{here}/mine', 'w').close()
 os.unlink('{here}/mine')
 try:
@@ -354,7 +368,8 @@ try:
     print('allowed')
 except PermissionError as e:
     print(errno.errorcode[e.errno])
-""")
+""",
+    )
     assert result.stdout.split() == ["EPERM"], result.stderr
     assert (here / "roots").exists()
 
@@ -427,16 +442,32 @@ def test_exdev_across_volumes(here, mounted, tmp_path):
 
 def mount_tiny(mounted, mnt) -> None:
     name = mnt.name.removeprefix("mnt-")
-    mounted.shoal("mount", name, str(mnt), "--workdir", str(mounted.workdir),
-                  "--log-file", str(mounted.workdir / "logs" / f"{name}.log"))
+    mounted.shoal(
+        "mount",
+        name,
+        str(mnt),
+        "--workdir",
+        str(mounted.workdir),
+        "--log-file",
+        str(mounted.workdir / "logs" / f"{name}.log"),
+    )
 
 
 @pytest.fixture
 def tiny_volume(mounted, request):
     """A volume of its own with an 8 MiB quota, mounted at mnt-<its name>."""
     name = f"tiny-{request.node.name[:40].replace('_', '-')}"
-    mounted.shoal("volume", "create", name, "--capacity", "8MiB", "--chunk-size", "1MiB",
-                  "--workdir", str(mounted.workdir))
+    mounted.shoal(
+        "volume",
+        "create",
+        name,
+        "--capacity",
+        "8MiB",
+        "--chunk-size",
+        "1MiB",
+        "--workdir",
+        str(mounted.workdir),
+    )
     mnt = mounted.workdir / f"mnt-{name}"
     mnt.mkdir()
     mount_tiny(mounted, mnt)
@@ -475,7 +506,8 @@ def fill_up(path) -> None:
 
 
 def test_an_overwrite_a_full_volume_cannot_store_is_dropped_and_told_to_every_writer(
-        tiny_volume, mounted):
+    tiny_volume, mounted
+):
     """The 256 KiB written into a stored 1 MiB piece are kept beside it (a patch): on a full
     volume the commit is refused. Readers must then see the stored file, never the bytes no
     remount would show; each handle open for writing hears of it once; read-only closes do
@@ -496,23 +528,23 @@ def test_an_overwrite_a_full_volume_cannot_store_is_dropped_and_told_to_every_wr
 
     try:
         reader = track(os.open(kept, os.O_RDONLY))
-        other = track(os.open(kept, os.O_WRONLY))   # told at its next write
-        later = track(os.open(kept, os.O_WRONLY))   # told at its close
+        other = track(os.open(kept, os.O_WRONLY))  # told at its next write
+        later = track(os.open(kept, os.O_WRONLY))  # told at its close
         fd = track(os.open(kept, os.O_WRONLY))
         os.pwrite(fd, os.urandom(256 << 10), 4096)
         # this mount sees them meanwhile
-        assert os.pread(reader, 8192, 4096) != old[4096:4096 + 8192]
+        assert os.pread(reader, 8192, 4096) != old[4096 : 4096 + 8192]
         fails(errno.ENOSPC, os.fsync, fd)
         assert kept.read_bytes() == old
         assert os.pread(reader, 2 << 20, 0) == old
         assert os.fstat(reader).st_size == 2 << 20
-        closed(reader)   # read-only: nothing of its own to store
-        with open(kept, "rb") as f:   # opened and closed after it: fine
+        closed(reader)  # read-only: nothing of its own to store
+        with open(kept, "rb") as f:  # opened and closed after it: fine
             assert f.read(4096) == old[:4096]
         fails(errno.ENOSPC, os.pwrite, other, b"x", 0)
-        closed(other)    # told once
+        closed(other)  # told once
         fails(errno.ENOSPC, closed, later)
-        closed(fd)       # told by its fsync
+        closed(fd)  # told by its fsync
     finally:
         for fd in opened:
             try:
@@ -527,12 +559,19 @@ def test_an_overwrite_a_full_volume_cannot_store_is_dropped_and_told_to_every_wr
 def test_copy_a_real_source_tree_and_read_it_back(here):
     import filecmp
     import shutil
+
     source = os.path.dirname(os.__file__) + "/email"  # a package of the standard library
     shutil.copytree(source, here / "email", symlinks=True)
     compared = filecmp.dircmp(source, here / "email")
 
     def same(c: filecmp.dircmp) -> bool:
         _match, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
-        return (not mismatch and not errors and not c.left_only and not c.right_only
-                and all(same(sub) for sub in c.subdirs.values()))
+        return (
+            not mismatch
+            and not errors
+            and not c.left_only
+            and not c.right_only
+            and all(same(sub) for sub in c.subdirs.values())
+        )
+
     assert same(compared)

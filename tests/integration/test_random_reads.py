@@ -14,9 +14,13 @@ MiB = 1 << 20
 
 
 def table_paths(cluster) -> list[Path]:
-    return [Path(top) / name for c in cluster.chunks
-            for top, _, names in os.walk(c.data_dir / "chunks") for name in names
-            if name.endswith(".blocks")]
+    return [
+        Path(top) / name
+        for c in cluster.chunks
+        for top, _, names in os.walk(c.data_dir / "chunks")
+        for name in names
+        if name.endswith(".blocks")
+    ]
 
 
 def block_tables(cluster) -> int:
@@ -42,8 +46,9 @@ def test_random_reads_of_a_file_not_in_memory_are_right(tmp_path: Path) -> None:
             for _ in range(300):
                 off = rng.randrange(len(expected) + 100)
                 size = rng.choice([1, 4096, rng.randrange(1, 300_000)])
-                assert os.pread(fd, size, off) == expected[off:off + size], \
+                assert os.pread(fd, size, off) == expected[off : off + size], (
                     f"pread({size}, {off}) differs (seed {seed})"
+                )
         finally:
             os.close(fd)
         # the random reads were answered from block tables: a chunk server made them

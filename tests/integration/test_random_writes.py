@@ -22,10 +22,13 @@ MiB = 1 << 20
 
 def stored_chunks(cluster) -> dict[tuple[int, str], int]:
     """{(server, chunk file): size} over every chunk server."""
-    return {(i, name): os.path.getsize(os.path.join(top, name))
-            for i, c in enumerate(cluster.chunks)
-            for top, _, names in os.walk(c.data_dir / "chunks") for name in names
-            if not name.endswith(".blocks")}
+    return {
+        (i, name): os.path.getsize(os.path.join(top, name))
+        for i, c in enumerate(cluster.chunks)
+        for top, _, names in os.walk(c.data_dir / "chunks")
+        for name in names
+        if not name.endswith(".blocks")
+    }
 
 
 def test_random_small_writes_store_each_piece_once_and_read_back(tmp_path: Path) -> None:
@@ -46,12 +49,12 @@ def test_random_small_writes_store_each_piece_once_and_read_back(tmp_path: Path)
                 assert os.pwrite(fd, data, off) == len(data)
                 if len(model) < off:
                     model.extend(bytes(off - len(model)))
-                model[off:off + len(data)] = data
+                model[off : off + len(data)] = data
                 touched.update(range(off // MiB, (off + len(data) - 1) // MiB + 1))
                 if n % 20 == 0:  # reads of pieces written but not stored
                     at = rng.randrange(len(model))
                     size = rng.randrange(1, 3 * MiB)
-                    assert os.pread(fd, size, at) == model[at:at + size], f"seed {seed}"
+                    assert os.pread(fd, size, at) == model[at : at + size], f"seed {seed}"
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -75,7 +78,7 @@ def test_small_writes_into_pieces_uploaded_but_not_committed(tmp_path: Path) -> 
             os.pwrite(fd, first, 0)
             for off in (10, MiB - 2, MiB + 4096, 2 * MiB + 5, 3 * MiB - 1):
                 os.pwrite(fd, b"patch", off)
-                model[off:off + 5] = b"patch"
+                model[off : off + 5] = b"patch"
             assert os.pread(fd, len(model) + 10, 0) == model
             os.fsync(fd)
         finally:
@@ -85,7 +88,8 @@ def test_small_writes_into_pieces_uploaded_but_not_committed(tmp_path: Path) -> 
 
 
 def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Rounds of small writes, each ended by fsync: a round stores no more than its own
     bytes (slices, R times, packed in one chunk), not the pieces under them; a piece with
     too many slices is written whole again. Reads in between, in the same mount and after remounts, see every
@@ -110,10 +114,10 @@ def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again
                     off = rng.randrange(len(model) - 4096)
                     data = os.urandom(rng.choice([1, 512, 4096]))
                     assert os.pwrite(fd, data, off) == len(data)
-                    model[off:off + len(data)] = data
+                    model[off : off + len(data)] = data
                     written += len(data)
                 at = rng.randrange(len(model))
-                assert os.pread(fd, 100_000, at) == model[at:at + 100_000], f"seed {seed}"
+                assert os.pread(fd, 100_000, at) == model[at : at + 100_000], f"seed {seed}"
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -133,13 +137,14 @@ def test_rounds_of_small_writes_become_slices_and_pieces_are_written_whole_again
                 for _ in range(20):  # random reads of pieces with slices (ranged reads)
                     at = rng.randrange(len(model))
                     f.seek(at)
-                    assert f.read(5000) == model[at:at + 5000], (r, at, seed)
+                    assert f.read(5000) == model[at : at + 5000], (r, at, seed)
             assert (mnt / "file").read_bytes() == model, (r, seed)
     assert most_slices >= 10 and compacted, (most_slices, seed)
 
 
 def test_small_writes_whose_upload_failed_are_kept_and_stored_by_the_next_fsync(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """With 2 of 3 chunk servers gone (R=2) the fsync of small writes fails with EIO and
     keeps them; once the servers are back the next fsync stores them as slices, and after a
     remount every byte is right."""
@@ -152,20 +157,20 @@ def test_small_writes_whose_upload_failed_are_kept_and_stored_by_the_next_fsync(
             for n, off in enumerate((100, MiB + 5000, 2 * MiB + 123, 3 * MiB - 7)):
                 data = bytes([n + 1]) * 7
                 os.pwrite(fd, data, off)
-                model[off:off + 7] = data
+                model[off : off + 7] = data
             for i in (1, 2):
                 cluster.chunks[i].kill()
             with pytest.raises(OSError) as info:
                 os.fsync(fd)
             assert info.value.errno == errno.EIO
             for i in (1, 2):
-                cluster.chunks[i] = StoragedProcess(cluster.chunks[i].data_dir,
-                                                    cluster.secret_file,
-                                                    extra=cluster.chunk_args(i)).start()
+                cluster.chunks[i] = StoragedProcess(
+                    cluster.chunks[i].data_dir, cluster.secret_file, extra=cluster.chunk_args(i)
+                ).start()
             cluster.wait_registered()
             assert os.pread(fd, len(model), 0) == model  # nothing of it was dropped
             os.pwrite(fd, b"later", 2 * MiB)
-            model[2 * MiB:2 * MiB + 5] = b"later"
+            model[2 * MiB : 2 * MiB + 5] = b"later"
             os.fsync(fd)
         finally:
             os.close(fd)

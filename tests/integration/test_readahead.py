@@ -23,11 +23,11 @@ def test_shoal_up_mounts_with_a_4_mib_window(mounted: Mounted) -> None:
 
 
 def test_the_window_follows_the_flag_and_sequential_reads_are_right(tmp_path: Path) -> None:
-    expected = os.urandom(9 * (1 << 20) + 4321)   # 1 MiB chunks: 10 pieces, the last short
+    expected = os.urandom(9 * (1 << 20) + 4321)  # 1 MiB chunks: 10 pieces, the last short
     with mounted_volume(tmp_path, [], mount_extra=["--readahead", "2MiB"]) as (cluster, mnt):
         assert wait_until(lambda: window_kib(mnt) == 2048, timeout=10)
         (mnt / "file").write_bytes(expected)
-        remount(cluster, mnt, tmp_path / "mount2.log")   # the default window again
+        remount(cluster, mnt, tmp_path / "mount2.log")  # the default window again
         assert wait_until(lambda: window_kib(mnt) == 4096, timeout=10)
         with open(mnt / "file", "rb") as f:
             got = b"".join(iter(lambda: f.read(1 << 20), b""))

@@ -22,11 +22,20 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
     # a server down for 2 s no longer counts; passes only when asked
-    with mounted_volume(tmp_path_factory.mktemp("repair"),
-                        ["--repair-interval", "0", "--repair-down-grace", "2",
-                         "--repair-rate", "0", "--rebalance-min-age", "1"],
-                        chunk_extra=["--scrub-rate", "200MiB", "--scrub-interval", "0.5"]
-                        ) as pair:
+    with mounted_volume(
+        tmp_path_factory.mktemp("repair"),
+        [
+            "--repair-interval",
+            "0",
+            "--repair-down-grace",
+            "2",
+            "--repair-rate",
+            "0",
+            "--rebalance-min-age",
+            "1",
+        ],
+        chunk_extra=["--scrub-rate", "200MiB", "--scrub-interval", "0.5"],
+    ) as pair:
         yield pair
 
 
@@ -37,8 +46,10 @@ def repair_now(cluster: LocalCluster) -> dict:
 
 
 def referenced(cluster: LocalCluster) -> list[str]:
-    return [cid for cid, _ in call(cluster.meta.address, cluster.secret,
-                                   "repair.referenced", None, 10_000)]
+    return [
+        cid
+        for cid, _ in call(cluster.meta.address, cluster.secret, "repair.referenced", None, 10_000)
+    ]
 
 
 def copies(cluster: LocalCluster, cid: str, live: list[int]) -> int:
@@ -62,26 +73,25 @@ def test_a_lost_server_copies_come_back(env: tuple[LocalCluster, Path]) -> None:
     chunks = referenced(cluster)
     assert len(chunks) == 20 and repair_now(cluster)["under_replicated"] == 0
 
-    lost = cluster.holders(chunks[0])[0]          # a server holding copies
+    lost = cluster.holders(chunks[0])[0]  # a server holding copies
     cluster.chunks[lost].stop()
     wait_down(cluster, 2)
-    time.sleep(2.5)                               # past the down grace
+    time.sleep(2.5)  # past the down grace
     live = [i for i in range(3) if i != lost]
     status = repair_now(cluster)
     assert status["missing"] == 0 and status["failed"] == 0, status
     assert status["repaired"] == status["under_replicated"] > 0
     assert all(copies(cluster, cid, live) == 2 for cid in chunks)
-    assert repair_now(cluster)["under_replicated"] == 0      # nothing left to do
+    assert repair_now(cluster)["under_replicated"] == 0  # nothing left to do
     for name, digest in files.items():
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest
 
-    cluster.restart_chunk(lost)                   # it comes back: extra copies are harmless
+    cluster.restart_chunk(lost)  # it comes back: extra copies are harmless
     cluster.wait_registered()
     assert repair_now(cluster)["under_replicated"] == 0
 
 
-def test_bad_copies_are_replaced_and_false_reports_cleared(
-        env: tuple[LocalCluster, Path]) -> None:
+def test_bad_copies_are_replaced_and_false_reports_cleared(env: tuple[LocalCluster, Path]) -> None:
     cluster, mnt = env
     digest = write(mnt / "victim", 3 * MiB)
     ino = os.stat(mnt / "victim").st_ino
@@ -89,22 +99,27 @@ def test_bad_copies_are_replaced_and_false_reports_cleared(
     holder, other = cluster.holders(cid)[:2]
     path = cluster.chunks[holder].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
     raw = bytearray(path.read_bytes())
-    raw[100] ^= 0xFF                              # bit rot on one server
+    raw[100] ^= 0xFF  # bit rot on one server
     path.write_bytes(bytes(raw))
-    with pytest.raises(Corrupted):                # a read there finds it and quarantines it
+    with pytest.raises(Corrupted):  # a read there finds it and quarantines it
         call(cluster.chunks[holder].address, cluster.secret, "chunk.get", cid)
     # ... and a client reports the other, good copy as bad by mistake
-    call(cluster.meta.address, cluster.secret, "cluster.report_bad", cid,
-         call(cluster.chunks[other].address, cluster.secret, "health")["server_id"], "test")
-    status = repair_now(cluster)   # (the scrubber may have asked for a pass already)
+    call(
+        cluster.meta.address,
+        cluster.secret,
+        "cluster.report_bad",
+        cid,
+        call(cluster.chunks[other].address, cluster.secret, "health")["server_id"],
+        "test",
+    )
+    status = repair_now(cluster)  # (the scrubber may have asked for a pass already)
     assert status["missing"] == 0 and status["failed"] == 0, status
     assert copies(cluster, cid, [0, 1, 2]) == 2
     assert call(cluster.meta.address, cluster.secret, "cluster.bad_copies") == []
     assert hashlib.sha256((mnt / "victim").read_bytes()).hexdigest() == digest
 
 
-def test_the_scrubber_finds_bit_rot_and_repair_replaces_it(
-        env: tuple[LocalCluster, Path]) -> None:
+def test_the_scrubber_finds_bit_rot_and_repair_replaces_it(env: tuple[LocalCluster, Path]) -> None:
     """Nobody reads the chunk: the scrubber still finds the flipped bytes, reports them and
     asks for repair, and the copy count is back to 2 without anyone calling repair."""
     cluster, mnt = env
@@ -121,8 +136,11 @@ def test_the_scrubber_finds_bit_rot_and_repair_replaces_it(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         health = call(cluster.chunks[holder].address, cluster.secret, "health")
-        if health["scrub"]["bad_found"] > found_before and copies(cluster, cid, [0, 1, 2]) == 2 \
-                and call(cluster.meta.address, cluster.secret, "repair.status")["running"] is False:
+        if (
+            health["scrub"]["bad_found"] > found_before
+            and copies(cluster, cid, [0, 1, 2]) == 2
+            and call(cluster.meta.address, cluster.secret, "repair.status")["running"] is False
+        ):
             break
         time.sleep(0.2)
     else:
@@ -132,26 +150,30 @@ def test_the_scrubber_finds_bit_rot_and_repair_replaces_it(
     assert hashlib.sha256((mnt / "quiet").read_bytes()).hexdigest() == digest
 
 
-def test_a_new_server_gets_its_share_and_extra_copies_go(
-        env: tuple[LocalCluster, Path]) -> None:
+def test_a_new_server_gets_its_share_and_extra_copies_go(env: tuple[LocalCluster, Path]) -> None:
     """Rebalance: after a fourth server joins, chunks whose placement now names it are
     copied there, and only then removed from the server that is no longer theirs: every
     chunk ends with exactly R copies, on the servers placement names, and reads back."""
     cluster, mnt = env
     digests = {f"b{i}": write(mnt / f"b{i}", 2 * MiB + i) for i in range(8)}
     time.sleep(1.2)  # older than --rebalance-min-age, so extras may be removed
-    cluster.chunks.append(StoragedProcess(cluster.root / "chunk3", cluster.secret_file,
-                                          extra=cluster.chunk_args(3)).start())
+    cluster.chunks.append(
+        StoragedProcess(
+            cluster.root / "chunk3", cluster.secret_file, extra=cluster.chunk_args(3)
+        ).start()
+    )
     cluster.wait_registered()
     status = repair_now(cluster)
     assert status["moved"] > 0 and status["extras_removed"] == status["moved"], status
     assert status["under_replicated"] == 0 and status["failed"] == 0
     for cid in referenced(cluster):
         assert copies(cluster, cid, [0, 1, 2, 3]) == 2, cid
-    copies_on_new = sum(call(cluster.chunks[3].address, cluster.secret, "chunk.has", cid)
-                        for cid in referenced(cluster))
+    copies_on_new = sum(
+        call(cluster.chunks[3].address, cluster.secret, "chunk.has", cid)
+        for cid in referenced(cluster)
+    )
     assert copies_on_new > 0
-    assert repair_now(cluster)["moved"] == 0        # settled
+    assert repair_now(cluster)["moved"] == 0  # settled
     subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=False)
     for name, digest in digests.items():
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest

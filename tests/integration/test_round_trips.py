@@ -37,17 +37,20 @@ def _requests(port: int) -> dict[str, float]:
 def _after(port: int, method: str, before: dict[str, float]) -> dict[str, float]:
     """The counters once ``method``, sent since ``before``, is counted: a request is
     counted just after its answer is out, so the caller can be back before that."""
-    return wait_until(lambda: (now := _requests(port)).get(method, 0) > before.get(method, 0)
-                      and now, timeout=10)
+    return wait_until(
+        lambda: (now := _requests(port)).get(method, 0) > before.get(method, 0) and now, timeout=10
+    )
 
 
 def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[str, float]:
     """Requests since ``before``, once the counters settled (a request is counted once
     its answer is out, so the count can trail the last answer by a moment)."""
+
     def settled() -> dict[str, float] | None:
         now = _requests(port)
         delta = {m: now[m] - before.get(m, 0) for m in now if now[m] != before.get(m, 0)}
         return delta if all(delta.get(m, 0) >= n for m, n in expect.items()) else None
+
     try:
         delta = wait_until(settled, timeout=10)
     except TimeoutError:
@@ -56,7 +59,8 @@ def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[
 
 
 def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
-        counted: tuple[LocalCluster, Path, int]) -> None:
+    counted: tuple[LocalCluster, Path, int],
+) -> None:
     _, mnt, port = counted
     d = mnt / "small"
     made_dir = _requests(port)
@@ -76,10 +80,17 @@ def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
     # directory and every name in it: fusefs/dirnames.py), a new file's xattrs
     # (security.capability before the first write), its chunk map (nothing stored yet),
     # and the volume's usage (the commit tells it).
-    for method in ("fs.lookup", "fs.getxattr", "fs.chunks", "fs.getattr", "fs.forget",
-                   "fs.release", "session.hold"):
+    for method in (
+        "fs.lookup",
+        "fs.getxattr",
+        "fs.chunks",
+        "fs.getattr",
+        "fs.forget",
+        "fs.release",
+        "session.hold",
+    ):
         assert method not in made, (method, made)
-    assert made.get("volume.statfs", 0) <= 3, made   # the once-a-second refresh only
+    assert made.get("volume.statfs", 0) <= 3, made  # the once-a-second refresh only
     # Each file's chunk is marked pending before its put; the mark's drop after the commit
     # rides with the next file's registration (or goes within a second), not on its own.
     assert made.get("session.pending", 0) <= FILES + 2, made
@@ -108,14 +119,15 @@ def test_small_files_unlinks_and_renames_cost_only_the_round_trips_they_need(
 
 
 def test_reading_a_small_file_asks_for_its_map_with_the_open(
-        counted: tuple[LocalCluster, Path, int]) -> None:
+    counted: tuple[LocalCluster, Path, int],
+) -> None:
     _, mnt, port = counted
     d = mnt / "read"
     d.mkdir()
     contents = [os.urandom(16384 + i) for i in range(FILES)]
     for i, data in enumerate(contents):
         (d / f"f{i}").write_bytes(data)
-    with open(d / "holes", "wb") as f:   # a file of holes: a map without rows
+    with open(d / "holes", "wb") as f:  # a file of holes: a map without rows
         f.truncate(10 << 20)
     # Closed, so the mount keeps nothing of them; the kernel's caches dropped, so every
     # read reaches the mount.

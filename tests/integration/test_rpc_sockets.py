@@ -70,15 +70,23 @@ async def crash() -> None:
 
 def methods() -> MethodTable:
     t = MethodTable()
-    for name, fn in [("echo", echo), ("nap", nap), ("hold", hold), ("missing", missing),
-                     ("crash", crash), ("whose", whose), ("make", nap)]:
+    for name, fn in [
+        ("echo", echo),
+        ("nap", nap),
+        ("hold", hold),
+        ("missing", missing),
+        ("crash", crash),
+        ("whose", whose),
+        ("make", nap),
+    ]:
         t.add(name, fn)
     return t
 
 
 @contextlib.asynccontextmanager
-async def serving(limits: Limits | None = None, address: str = "tcp://127.0.0.1:0",
-                  secret: bytes = SECRET):
+async def serving(
+    limits: Limits | None = None, address: str = "tcp://127.0.0.1:0", secret: bytes = SECRET
+):
     limits = limits or Limits()
     requested = parse_address(address)
     listener = await open_listener(requested)
@@ -122,7 +130,9 @@ class RawPeer:
 
     async def login(self, secret: bytes = SECRET) -> Response:
         hello = await self.request(1, "auth.challenge", [])
-        return await self.request(2, "auth.login", [auth.client_proof(secret, hello.result["nonce"])])
+        return await self.request(
+            2, "auth.login", [auth.client_proof(secret, hello.result["nonce"])]
+        )
 
 
 @trio_test
@@ -172,8 +182,10 @@ async def test_unix_socket_and_stale_socket_file_replaced(tmp_path=None):
 
 @trio_test
 async def test_in_flight_limit_answers_busy_and_keeps_serving():
-    async with (serving(Limits(max_in_flight=2)) as (address, _),
-                RpcClient(SECRET, connections_per_server=1) as client):
+    async with (
+        serving(Limits(max_in_flight=2)) as (address, _),
+        RpcClient(SECRET, connections_per_server=1) as client,
+    ):
         outcomes: list[str] = []
 
         async def one() -> None:
@@ -192,8 +204,11 @@ async def test_in_flight_limit_answers_busy_and_keeps_serving():
 
 @trio_test
 async def test_connection_limit_refuses_with_a_reason_and_serves_the_others():
-    async with (serving(Limits(max_connections=1)) as (address, _),
-                RpcClient(SECRET) as first, RpcClient(SECRET) as second):
+    async with (
+        serving(Limits(max_connections=1)) as (address, _),
+        RpcClient(SECRET) as first,
+        RpcClient(SECRET) as second,
+    ):
         assert await first.call(address, "echo", 1) == 1
         with pytest.raises(Unavailable, match="limit of 1 connections"):
             await second.call(address, "echo", 2, retries=0)
@@ -202,8 +217,11 @@ async def test_connection_limit_refuses_with_a_reason_and_serves_the_others():
 
 @trio_test
 async def test_oversized_frame_closes_only_that_connection():
-    async with (serving(Limits(max_frame=1 << 20)) as (address, _server),
-                RpcClient(SECRET) as greedy, RpcClient(SECRET) as polite):
+    async with (
+        serving(Limits(max_frame=1 << 20)) as (address, _server),
+        RpcClient(SECRET) as greedy,
+        RpcClient(SECRET) as polite,
+    ):
         assert await polite.call(address, "echo", 1) == 1
         with pytest.raises(Unavailable, match="frame limit"):
             await greedy.call(address, "echo", b"\0" * (2 << 20), retries=0)
@@ -283,8 +301,8 @@ async def test_unauthenticated_peers_cannot_take_the_authenticated_clients_slots
         crowd = await _idle_connections(address, 6, "127.0.0.2")
         assert sum([await _closed_by_server(s, 0.5) for s in crowd]) == 2
         assert server.unauthenticated == 4 and server.refused == 2
-        others = await _idle_connections(address, 4, "127.0.0.3")   # 8 of 10 in total
-        async with RpcClient(SECRET) as client:                    # from 127.0.0.1
+        others = await _idle_connections(address, 4, "127.0.0.3")  # 8 of 10 in total
+        async with RpcClient(SECRET) as client:  # from 127.0.0.1
             assert await client.call(address, "echo", "in") == "in"
             assert server.connections == 1 and server.unauthenticated == 8
         for sock in crowd + others:
@@ -301,9 +319,12 @@ async def test_before_login_a_frame_may_be_no_larger_than_the_handshake_needs():
         header = b"\x94\x00\x01\xa4echo\x91\xc6" + (60 << 20).to_bytes(4, "big")
         await peer.send(header + b"\0" * 8000)
         notice = await peer.next_event()
-        assert isinstance(notice, Notification) and "frame limit of 4096" in notice.params[0]["message"]
+        assert (
+            isinstance(notice, Notification)
+            and "frame limit of 4096" in notice.params[0]["message"]
+        )
         assert await peer.next_event() is None
-        async with RpcClient(SECRET) as client:   # after login, large frames are fine
+        async with RpcClient(SECRET) as client:  # after login, large frames are fine
             assert len(await client.call(address, "echo", b"x" * (2 << 20))) == 2 << 20
 
 
@@ -314,7 +335,9 @@ async def test_garbage_gets_an_error_notice_and_a_hang_up_and_others_are_unaffec
             peer = await RawPeer.open(address)
             await peer.send(garbage)
             notice = await peer.next_event()
-            assert isinstance(notice, Notification) and notice.params[0]["code"] == "INVALID_REQUEST"
+            assert (
+                isinstance(notice, Notification) and notice.params[0]["code"] == "INVALID_REQUEST"
+            )
             assert await peer.next_event() is None
         peer = await RawPeer.open(address)
         reply = await peer.request(3, "auth.challenge", [b"x", b"y"])  # addressable: a reply
@@ -367,18 +390,18 @@ async def test_a_patient_client_waits_out_a_restart_and_repeats_only_what_is_saf
                 nursery.start_soon(record, "read", "nap", 1.0, "read")
                 nursery.start_soon(record, "create", "make", 1.0, "made")
                 await trio.sleep(0.3)
-            await trio.sleep(0.1)            # the server is gone: both calls have lost it
-            assert type(outcome.pop("create")) is Unavailable   # sent: not repeated
-            nursery.start_soon(record, "new", "echo", "new")      # sent while it is away
+            await trio.sleep(0.1)  # the server is gone: both calls have lost it
+            assert type(outcome.pop("create")) is Unavailable  # sent: not repeated
+            nursery.start_soon(record, "new", "echo", "new")  # sent while it is away
             await trio.sleep(1.0)
-            assert outcome == {}                                  # both wait
+            assert outcome == {}  # both wait
             async with serving(address=address):
                 with trio.fail_after(10):
                     while len(outcome) < 2:  # noqa: ASYNC110 (a poll, bounded)
                         await trio.sleep(0.05)
         assert outcome == {"read": "read", "new": "new"}
     os.unlink(path)
-    async with RpcClient(SECRET) as client:            # patience runs out: NotDelivered
+    async with RpcClient(SECRET) as client:  # patience runs out: NotDelivered
         client.be_patient(address, Patience(0.5, frozenset()))
         started = trio.current_time()
         with pytest.raises(NotDelivered):
@@ -400,7 +423,7 @@ async def test_request_memory_budget_throttles_instead_of_failing():
             for _ in range(6):
                 nursery.start_soon(one)
         assert results == [600_000] * 6  # nobody was refused
-        assert HOLDING["most"] == 1      # but two 600 kB requests never ran at once
+        assert HOLDING["most"] == 1  # but two 600 kB requests never ran at once
         assert server.budget.in_use == 0
 
 
@@ -430,7 +453,7 @@ async def test_request_ids_reach_the_handler_for_exactly_one_request():
         assert (await peer.login()).error is None
         await peer.send(encode(Notification(requestid.CONTEXT_METHOD, ["raw-1"])))
         assert (await peer.request(3, "whose", [])).result == "raw-1"
-        assert (await peer.request(4, "whose", [])).result is None   # only the next request
+        assert (await peer.request(4, "whose", [])).result is None  # only the next request
         for bad in (["x" * 65], [7], ["a", "b"], ["bell\x07"]):
             await peer.send(encode(Notification(requestid.CONTEXT_METHOD, bad)))
             assert (await peer.request(5, "whose", [])).result is None

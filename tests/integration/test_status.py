@@ -21,10 +21,11 @@ MiB = 1 << 20
 def env(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
     # repair only when asked, and a down server stops counting after 2 s; the scrubbers
     # pause an hour between passes, so only 'shoal scrub --now' makes them run
-    with mounted_volume(tmp_path, ["--repair-interval", "0", "--repair-down-grace", "2",
-                                   "--repair-rate", "0"],
-                        chunk_extra=["--scrub-rate", "500MiB", "--scrub-interval", "3600"]
-                        ) as pair:
+    with mounted_volume(
+        tmp_path,
+        ["--repair-interval", "0", "--repair-down-grace", "2", "--repair-rate", "0"],
+        chunk_extra=["--scrub-rate", "500MiB", "--scrub-interval", "3600"],
+    ) as pair:
         yield pair
 
 
@@ -39,7 +40,8 @@ def volume(report: dict[str, Any], name: str = "v") -> dict[str, Any]:
 
 
 def test_status_follows_servers_dying_and_chunks_going_missing(
-        env: tuple[LocalCluster, Path]) -> None:
+    env: tuple[LocalCluster, Path],
+) -> None:
     cluster, mnt = env
     for i in range(6):
         write_synced(mnt / f"f{i}", os.urandom(MiB))
@@ -49,14 +51,16 @@ def test_status_follows_servers_dying_and_chunks_going_missing(
     assert [s["state"] for s in report["servers"]] == ["up"] * 3
     assert all(s["answers"] for s in report["servers"])
     assert sum(s["chunks"] for s in report["servers"]) == 12 or wait_until(
-        lambda: sum(s["chunks"] for s in status(cluster)[1]["servers"]) == 12)
+        lambda: sum(s["chunks"] for s in status(cluster)[1]["servers"]) == 12
+    )
     v = volume(report)
     assert (v["health"], v["used_bytes"], v["replicas"]) == ("ok", 6 * MiB, 2)
     assert report["verified_at"] > 0
     table = cluster.shoal("status")
     assert table.returncode == 0 and "healthy: every server up" in table.stdout
-    assert any(line.startswith("v ") and line.endswith(" ok")
-               for line in table.stdout.splitlines()), table.stdout
+    assert any(
+        line.startswith("v ") and line.endswith(" ok") for line in table.stdout.splitlines()
+    ), table.stdout
 
     # a server dies: the probe sees it before the meta role's heartbeat timeout does
     victim = cluster.chunks[0]
@@ -72,9 +76,12 @@ def test_status_follows_servers_dying_and_chunks_going_missing(
     assert "no-answer" in table.stdout or "down" in table.stdout
 
     # the meta role marks it down; the reason says which server
-    report = wait_until(lambda: next(
-        (r for r in [status(cluster)[1]] if any(s["state"] == "down" for s in r["servers"])),
-        None))
+    report = wait_until(
+        lambda: next(
+            (r for r in [status(cluster)[1]] if any(s["state"] == "down" for s in r["servers"])),
+            None,
+        )
+    )
     assert report, "the meta role never marked the killed server down"
     assert any(victim_id[:12] in reason and "is down" in reason for reason in report["reasons"])
 
@@ -90,8 +97,12 @@ def test_status_follows_servers_dying_and_chunks_going_missing(
     assert v["missing"] + v["under_replicated"] == 6, v  # every file's one chunk
     # missing: the chunks whose every copy is on the two dead servers (reads through the
     # mount are no test of that: its caches may still hold the bytes)
-    chunks = [call(cluster.meta.address, cluster.secret, "fs.chunks",
-                   os.stat(mnt / f"f{i}").st_ino, 0, 0)[0][1] for i in range(6)]
+    chunks = [
+        call(
+            cluster.meta.address, cluster.secret, "fs.chunks", os.stat(mnt / f"f{i}").st_ino, 0, 0
+        )[0][1]
+        for i in range(6)
+    ]
     assert v["missing"] == sum(set(cluster.holders(cid)) <= {0, 1} for cid in chunks), v
     assert any("wants 2 copies but 1 servers are up" in r for r in report["reasons"])
 
@@ -118,7 +129,7 @@ def test_scrub_now_finds_bit_rot_and_says_so(env: tuple[LocalCluster, Path]) -> 
     assert clean.returncode == 0, clean.stderr
     rows = json.loads(clean.stdout)
     assert all(r["scrub"]["passes"] == before[r["id"]] + 1 for r in rows)
-    assert sum(r["scrub"]["checked"] for r in rows) >= 2   # the chunk's two copies
+    assert sum(r["scrub"]["checked"] for r in rows) >= 2  # the chunk's two copies
 
     holder = cluster.holders(cid)[0]
     path = cluster.chunks[holder].data_dir / "chunks" / cid[:2] / cid[2:4] / cid
@@ -128,9 +139,13 @@ def test_scrub_now_finds_bit_rot_and_says_so(env: tuple[LocalCluster, Path]) -> 
     dirty = cluster.shoal("scrub", "--now", "--timeout", "60")
     assert dirty.returncode == 3, dirty.stdout + dirty.stderr
     assert "1 corrupted chunks found" in dirty.stderr
-    assert "paused" in dirty.stdout   # the table: every pass finished
+    assert "paused" in dirty.stdout  # the table: every pass finished
 
     # the scrubber asked for repair: the copy comes back without anyone else asking
-    assert wait_until(lambda: len(cluster.holders(cid)) == 2 and
-                      not call(cluster.meta.address, cluster.secret, "repair.status")["running"])
+    assert wait_until(
+        lambda: (
+            len(cluster.holders(cid)) == 2
+            and not call(cluster.meta.address, cluster.secret, "repair.status")["running"]
+        )
+    )
     assert cluster.shoal("status").returncode == 0

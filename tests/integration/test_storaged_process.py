@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -31,8 +32,9 @@ def test_put_and_get_across_processes_and_servers(storaged, secret):
         async with RpcClient(secret) as client:
             async with trio.open_nursery() as nursery:
                 for i, blob in enumerate(blobs):
-                    nursery.start_soon(client.call, servers[i % 3].address, "chunk.put",
-                                       chunk_id(blob), blob)
+                    nursery.start_soon(
+                        client.call, servers[i % 3].address, "chunk.put", chunk_id(blob), blob
+                    )
             for i, blob in enumerate(blobs):
                 address = servers[i % 3].address
                 assert await client.call(address, "chunk.get", chunk_id(blob)) == blob
@@ -61,10 +63,21 @@ def test_sigkill_between_fsync_and_rename_leaves_no_half_chunk(storaged, secret,
     data = os.urandom(3 << 20)
     cid = chunk_id(data)
     # The put blocks in the failpoint; run it in a subprocess we can abandon.
-    putter = subprocess.Popen([sys.executable, "-c", (
-        "import sys, trio; from tests.helpers import call; "
-        f"call({server.address!r}, {secret!r}, 'chunk.put', {cid!r}, open({str(tmp_path / 'blob')!r}, 'rb').read())"
-    )], cwd=Path(__file__).parents[2]) if (tmp_path / "blob").write_bytes(data) else None
+    putter = (
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import sys, trio; from tests.helpers import call; "
+                    f"call({server.address!r}, {secret!r}, 'chunk.put', {cid!r}, open({str(tmp_path / 'blob')!r}, 'rb').read())"
+                ),
+            ],
+            cwd=Path(__file__).parents[2],
+        )
+        if (tmp_path / "blob").write_bytes(data)
+        else None
+    )
     tmp_dir = server.data_dir / "tmp"
     deadline = time.monotonic() + 20
     while [p.stat().st_size for p in tmp_dir.iterdir()] != [len(data)]:  # written, in failpoint
@@ -116,6 +129,7 @@ def test_sigkill_during_a_stream_of_puts_loses_nothing_acknowledged(storaged, se
     assert acknowledged, "no put completed before the kill"
     restarted = StoragedProcess(server.data_dir, server.secret_file).start()
     try:
+
         async def verify() -> None:
             async with RpcClient(secret) as client:
                 for blob in acknowledged:
@@ -124,6 +138,7 @@ def test_sigkill_during_a_stream_of_puts_loses_nothing_acknowledged(storaged, se
                 for cid in listed["ids"]:  # anything present, acknowledged or not, is whole
                     await client.call(restarted.address, "chunk.get", cid)
                 assert len(listed["ids"]) in (len(acknowledged), len(acknowledged) + 1)
+
         trio.run(verify)
         assert list((server.data_dir / "tmp").iterdir()) == []
     finally:
@@ -156,25 +171,40 @@ def test_a_client_without_the_secret_or_with_a_wrong_one_can_do_nothing(storaged
     server = storaged()
     cid = chunk_id(b"x")
     # no authentication at all
-    replies = _raw_exchange(server.address, [0, 1, "chunk.put", [cid, b"x"]],
-                            [0, 2, "chunk.list", []], [0, 3, "health", []])
+    replies = _raw_exchange(
+        server.address,
+        [0, 1, "chunk.put", [cid, b"x"]],
+        [0, 2, "chunk.list", []],
+        [0, 3, "health", []],
+    )
     assert [r[2]["code"] for r in replies] == ["UNAUTHENTICATED"] * 3
+
     # a wrong proof: refused, and the connection is closed before anything else is read
-    wrong_proof = lambda replies: [0, 2, "auth.login", [  # noqa: E731
-        auth.client_proof(b"wrong-secret-0123456789", replies[0][3]["nonce"])]]
-    replies = _raw_exchange(server.address, [0, 1, "auth.challenge", []], wrong_proof,
-                            [0, 3, "chunk.put", [cid, b"x"]])
+    def wrong_proof(replies: list[Any]) -> list[Any]:
+        return [
+            0,
+            2,
+            "auth.login",
+            [auth.client_proof(b"wrong-secret-0123456789", replies[0][3]["nonce"])],
+        ]
+
+    replies = _raw_exchange(
+        server.address, [0, 1, "auth.challenge", []], wrong_proof, [0, 3, "chunk.put", [cid, b"x"]]
+    )
     assert replies[1][2]["code"] == "AUTH_FAILED" and replies[2] == "<closed>"
     # our own client with a wrong secret stops at the server's proof
     with pytest.raises(AuthFailed):
         call(server.address, b"n" * 32, "chunk.put", cid, b"x")
     assert not any((server.data_dir / "chunks").iterdir())
     assert "authentication failed" in server.read_log()
+
     # and with the right one, the same request works
-    right = lambda replies: [0, 2, "auth.login", [  # noqa: E731
-        auth.client_proof(secret, replies[0][3]["nonce"])]]
-    replies = _raw_exchange(server.address, [0, 1, "auth.challenge", []], right,
-                            [0, 3, "chunk.put", [cid, b"x"]])
+    def right(replies: list[Any]) -> list[Any]:
+        return [0, 2, "auth.login", [auth.client_proof(secret, replies[0][3]["nonce"])]]
+
+    replies = _raw_exchange(
+        server.address, [0, 1, "auth.challenge", []], right, [0, 3, "chunk.put", [cid, b"x"]]
+    )
     assert replies[2] == [1, 3, None, {"size": 1, "created": True}]
 
 
@@ -222,10 +252,16 @@ def test_second_process_on_the_same_directory_refuses_to_start(storaged):
 def test_config_file_with_flags_overriding_it(tmp_path, secret_file, secret):
     sock = tmp_path / "chunk.sock"
     config = tmp_path / "storaged.toml"
-    config.write_text(f'[storaged]\nlisten = ["unix://{sock}"]\ncapacity = "1MiB"\n'
-                      f'data_dir = "{tmp_path / "from-file"}"\nlog_format = "json"\n')
-    proc = StoragedProcess(tmp_path / "from-flag", secret_file,
-                           extra=["--config", str(config)], listen=f"unix://{sock}").start()
+    config.write_text(
+        f'[storaged]\nlisten = ["unix://{sock}"]\ncapacity = "1MiB"\n'
+        f'data_dir = "{tmp_path / "from-file"}"\nlog_format = "json"\n'
+    )
+    proc = StoragedProcess(
+        tmp_path / "from-flag",
+        secret_file,
+        extra=["--config", str(config)],
+        listen=f"unix://{sock}",
+    ).start()
     try:
         assert proc.address == f"unix://{sock}"
         assert call(proc.address, secret, "chunk.usage")["capacity"] == 1 << 20
@@ -236,14 +272,22 @@ def test_config_file_with_flags_overriding_it(tmp_path, secret_file, secret):
         proc.stop()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data-dir", "/tmp/x"], "secret_file is required"),
-    (["--secret-file", "/x", "--data-dir", "/tmp/x", "--listen", "nowhere"], "not an address"),
-    (["--secret-file", "/x", "--data-dir", "/tmp/x", "--capacity", "lots"], "not a size"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data-dir", "/tmp/x"], "secret_file is required"),
+        (["--secret-file", "/x", "--data-dir", "/tmp/x", "--listen", "nowhere"], "not an address"),
+        (["--secret-file", "/x", "--data-dir", "/tmp/x", "--capacity", "lots"], "not a size"),
+    ],
+)
 def test_bad_configuration_exits_2_with_a_message(args, message):
-    result = subprocess.run([sys.executable, "-m", "storaged", *args],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "storaged", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2 and message in result.stderr
 
 
@@ -281,8 +325,9 @@ def test_a_full_disk_refuses_new_chunks_and_keeps_serving_reads(small_disk, secr
 
 def test_writes_that_hit_enospc_mid_file_leave_nothing(small_disk, secret_file, secret):
     """Lie about free space (a huge --capacity, no reserve) so the disk itself says ENOSPC."""
-    server = StoragedProcess(small_disk / "data", secret_file,
-                             extra=["--reserve", "0", "--capacity", "1TiB"]).start()
+    server = StoragedProcess(
+        small_disk / "data", secret_file, extra=["--reserve", "0", "--capacity", "1TiB"]
+    ).start()
     try:
         filler = small_disk / "filler"
         filler.write_bytes(b"\0" * (7 << 20))  # someone else fills the disk under us
@@ -302,8 +347,9 @@ def test_sigterm_after_real_traffic_stops_every_role_cleanly(storaged, secret):
     ended in 'Nursery stack corrupted', exit 1, every time: issue 24)."""
     meta = storaged("meta", extra=["--roles", "meta"])
     chunk = storaged("chunk", extra=["--meta", meta.address, "--heartbeat-interval", "0.2"])
-    wait_until(lambda: [s for s in call(meta.address, secret, "cluster.servers")
-                        if s["state"] == "up"])
+    wait_until(
+        lambda: [s for s in call(meta.address, secret, "cluster.servers") if s["state"] == "up"]
+    )
     for i in range(5):
         data = os.urandom(10_000 + i)
         call(chunk.address, secret, "chunk.put", chunk_id(data), data)

@@ -55,6 +55,7 @@ def put_and_get(address: str, secret: bytes, data: bytes) -> bytes:
             cid = chunk_id(data)
             await client.call(address, "chunk.put", cid, data)
             return await client.call(address, "chunk.get", cid)
+
     return trio.run(go)
 
 
@@ -78,14 +79,21 @@ def test_generate_writes_private_files_and_never_overwrites(certs: Path) -> None
 def test_a_bad_tls_directory_is_a_usage_error_before_anything_runs(tmp_path: Path) -> None:
     result = shoal("status", "--workdir", str(tmp_path), "--tls-dir", str(tmp_path / "none"))
     assert result.returncode == 2
-    assert "lacks ca.pem, cert.pem, key.pem" in result.stderr and "shoal tls generate" in result.stderr
+    assert (
+        "lacks ca.pem, cert.pem, key.pem" in result.stderr and "shoal tls generate" in result.stderr
+    )
     from_env = shoal("status", "--workdir", str(tmp_path), env={tls.ENV: str(tmp_path)})
     assert from_env.returncode == 2 and "lacks" in from_env.stderr
 
 
-def test_data_crosses_the_wire_encrypted(tls_server: StoragedProcess, secret: bytes,
-                                         certs: Path, secret_file: Path, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_crosses_the_wire_encrypted(
+    tls_server: StoragedProcess,
+    secret: bytes,
+    certs: Path,
+    secret_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A recording proxy between client and server: the chunk's bytes never appear in it
     with TLS on, and do with it off (so the check itself can fail)."""
     plain = StoragedProcess(tmp_path / "plain", secret_file, env={tls.ENV: ""}).start()
@@ -131,12 +139,14 @@ def through_recording_proxy(target: str, secret: bytes) -> bytes:
                 await client.call(address, "chunk.put", cid, MARKER)
                 assert await client.call(address, "chunk.get", cid) == MARKER
             nursery.cancel_scope.cancel()
+
     trio.run(go)
     return bytes(captured)
 
 
-def test_a_plain_client_is_told_to_use_tls_at_once(tls_server: StoragedProcess, secret: bytes,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plain_client_is_told_to_use_tls_at_once(
+    tls_server: StoragedProcess, secret: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(tls.ENV, "")
     started = time.monotonic()
     with pytest.raises(Unavailable, match="this server requires TLS"):
@@ -146,8 +156,8 @@ def test_a_plain_client_is_told_to_use_tls_at_once(tls_server: StoragedProcess, 
 
 
 def test_a_certificate_of_another_ca_is_refused_both_ways(
-        tls_server: StoragedProcess, secret: bytes, other_certs: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tls_server: StoragedProcess, secret: bytes, other_certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(tls.ENV, str(other_certs))
     with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
         put_and_get(tls_server.address, secret, b"x")
@@ -155,8 +165,8 @@ def test_a_certificate_of_another_ca_is_refused_both_ways(
 
 
 def test_a_tls_client_of_a_plain_server_says_tls_is_not_on_at_both_ends(
-        tmp_path: Path, secret_file: Path, secret: bytes, certs: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, secret_file: Path, secret: bytes, certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain = StoragedProcess(tmp_path / "plain", secret_file, env={tls.ENV: ""}).start()
     try:
         monkeypatch.setenv(tls.ENV, str(certs))
@@ -166,8 +176,9 @@ def test_a_tls_client_of_a_plain_server_says_tls_is_not_on_at_both_ends(
         plain.stop()
 
 
-def test_a_whole_cluster_with_a_mount_runs_on_tls(tmp_path: Path, certs: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_whole_cluster_with_a_mount_runs_on_tls(
+    tmp_path: Path, certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Meta, chunk servers, heartbeats, the mount's reads and writes: all over TLS, and
     every one of those servers refuses a plain client."""
     monkeypatch.setenv(tls.ENV, str(certs))

@@ -20,8 +20,17 @@ def second(mounted, tmp_path):
     """The same volume mounted a second time, by a separate mount process."""
     mnt = Path(f"/tmp/shoalfs-second-{os.getpid()}")
     mnt.mkdir(exist_ok=True)
-    mounted.shoal("mount", "default", str(mnt), "--workdir", str(mounted.workdir),
-                  "--log-file", str(tmp_path / "second.log"), "--session-heartbeat", "1")
+    mounted.shoal(
+        "mount",
+        "default",
+        str(mnt),
+        "--workdir",
+        str(mounted.workdir),
+        "--log-file",
+        str(tmp_path / "second.log"),
+        "--session-heartbeat",
+        "1",
+    )
     yield mnt
     mounted.shoal("umount", str(mnt))
     mnt.rmdir()
@@ -83,6 +92,7 @@ def test_unlink_of_a_file_the_other_side_holds_open(here, mounted, second):
 
 def _gone(meta: str, secret: bytes, ino: int) -> bool:
     from storaged.rpc import FsError
+
     try:
         call(meta, secret, "fs.getattr", ino)
         return False
@@ -92,19 +102,26 @@ def _gone(meta: str, secret: bytes, ino: int) -> bool:
 
 def _try_locks(path: Path) -> subprocess.CompletedProcess[str]:
     """In another process (POSIX locks are per process): which locks on ``path`` it gets."""
-    code = ("import fcntl, sys\n"
-            "f = open(sys.argv[1], 'r+')\n"
-            "got = []\n"
-            "for name, take in (('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)),\n"
-            "                   ('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB))):\n"
-            "    try:\n"
-            "        take()\n"
-            "        got.append(name)\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "print(' '.join(got))\n")
-    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=30, check=False)
+    code = (
+        "import fcntl, sys\n"
+        "f = open(sys.argv[1], 'r+')\n"
+        "got = []\n"
+        "for name, take in (('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)),\n"
+        "                   ('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB))):\n"
+        "    try:\n"
+        "        take()\n"
+        "        got.append(name)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(' '.join(got))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_file_locks_hold_within_one_mount_only(here, mounted, second):
@@ -119,8 +136,9 @@ def test_file_locks_hold_within_one_mount_only(here, mounted, second):
         same_mount = _try_locks(path)
         other_mount = _try_locks(second / here.name / "locked")
     assert same_mount.returncode == 0 and same_mount.stdout.split() == [], same_mount
-    assert other_mount.returncode == 0 and other_mount.stdout.split() == ["flock", "lockf"], \
+    assert other_mount.returncode == 0 and other_mount.stdout.split() == ["flock", "lockf"], (
         other_mount
+    )
 
 
 def test_umount_refuses_a_busy_mount_and_lazy_detaches_it(here, mounted, tmp_path):
@@ -133,8 +151,15 @@ def test_umount_refuses_a_busy_mount_and_lazy_detaches_it(here, mounted, tmp_pat
     mnt = Path(f"/tmp/shoalfs-third-{os.getpid()}")
     mnt.mkdir(exist_ok=True)
     try:
-        mounted.shoal("mount", "default", str(mnt), "--workdir", str(mounted.workdir),
-                      "--log-file", str(tmp_path / "third.log"))
+        mounted.shoal(
+            "mount",
+            "default",
+            str(mnt),
+            "--workdir",
+            str(mounted.workdir),
+            "--log-file",
+            str(tmp_path / "third.log"),
+        )
         (mnt / here.name / "kept").write_bytes(b"still here")
         with open(mnt / here.name / "kept", "rb") as held:
             busy = mounted.shoal("umount", str(mnt), check=False)
@@ -142,15 +167,22 @@ def test_umount_refuses_a_busy_mount_and_lazy_detaches_it(here, mounted, tmp_pat
             assert mount_entry(str(mnt)) is not None
             lazy = mounted.shoal("umount", "--lazy", str(mnt), check=False)
             assert lazy.returncode == 0, lazy
-            assert mount_entry(str(mnt)) is None          # off the table at once
-            assert held.read() == b"still here"           # the open file keeps working
+            assert mount_entry(str(mnt)) is None  # off the table at once
+            assert held.read() == b"still here"  # the open file keeps working
         nothing = mounted.shoal("umount", str(mnt), check=False)
         assert nothing.returncode == 1 and "nothing is mounted" in nothing.stderr, nothing
         assert unmount(str(mnt)) is False
 
         # the CSI node plugin's way: a busy mount is detached rather than refused
-        mounted.shoal("mount", "default", str(mnt), "--workdir", str(mounted.workdir),
-                      "--log-file", str(tmp_path / "third-again.log"))
+        mounted.shoal(
+            "mount",
+            "default",
+            str(mnt),
+            "--workdir",
+            str(mounted.workdir),
+            "--log-file",
+            str(tmp_path / "third-again.log"),
+        )
         with open(mnt / here.name / "kept", "rb"):
             assert unmount(str(mnt), if_busy="detach") is True
             assert mount_entry(str(mnt)) is None

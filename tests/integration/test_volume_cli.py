@@ -27,11 +27,15 @@ def test_snapshot_then_clone_from_it_and_read_the_old_contents(tmp_path: Path) -
         assert cloned.returncode == 0, cloned.stderr
         clone = json.loads(cloned.stdout)
         source = json.loads(cluster.shoal("volume", "show", "v").stdout)
-        assert (clone["capacity"], clone["replicas"], clone["chunk_size"]) == \
-            (source["capacity"], source["replicas"], source["chunk_size"])
+        assert (clone["capacity"], clone["replicas"], clone["chunk_size"]) == (
+            source["capacity"],
+            source["replicas"],
+            source["chunk_size"],
+        )
         target = Path(tempfile.mkdtemp(prefix="shoalfs-test-"))
-        mounted = cluster.shoal("mount", "restored", str(target), "--log-file",
-                                str(tmp_path / "clone.log"))
+        mounted = cluster.shoal(
+            "mount", "restored", str(target), "--log-file", str(tmp_path / "clone.log")
+        )
         try:
             assert mounted.returncode == 0, mounted.stderr
             assert (target / "file").read_bytes() == old
@@ -46,12 +50,21 @@ def test_snapshot_then_clone_from_it_and_read_the_old_contents(tmp_path: Path) -
         missing = cluster.shoal("volume", "clone", "x")
         assert missing.returncode == 2 and "--from" in missing.stderr
         assert cluster.shoal("volume", "delete-snapshot", "before").stdout.strip() == "deleted"
-        assert "no snapshot named before" in cluster.shoal("volume", "delete-snapshot",
-                                                           "before").stdout
+        assert (
+            "no snapshot named before"
+            in cluster.shoal("volume", "delete-snapshot", "before").stdout
+        )
 
 
 def test_volume_help_teaches_every_action() -> None:
     out = shoal("volume", "--help", timeout=60).stdout
-    for action in ("create", "resize", "snapshot", "snapshots", "delete-snapshot", "clone",
-                   "--from"):
+    for action in (
+        "create",
+        "resize",
+        "snapshot",
+        "snapshots",
+        "delete-snapshot",
+        "clone",
+        "--from",
+    ):
         assert action in out

@@ -33,8 +33,12 @@ import render  # noqa: E402  (deploy/render.py is a script, not a package)
 
 def load(directory: Path) -> list[tuple[str, dict[str, Any]]]:
     """Every object under ``directory``, its subdirectories too (namespace/)."""
-    return [(str(p.relative_to(directory)), doc) for p in sorted(directory.glob("**/*.yaml"))
-            for doc in yaml.safe_load_all(p.read_text()) if doc]
+    return [
+        (str(p.relative_to(directory)), doc)
+        for p in sorted(directory.glob("**/*.yaml"))
+        for doc in yaml.safe_load_all(p.read_text())
+        if doc
+    ]
 
 
 MANIFESTS = load(DEPLOY / "kubernetes")
@@ -55,8 +59,11 @@ def one(kind: str, name: str) -> dict[str, Any]:
 
 def pod_specs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(workload, its pod spec) for every Deployment, StatefulSet, DaemonSet and Job."""
-    return [(d, d["spec"]["template"]["spec"]) for _, d in MANIFESTS
-            if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    return [
+        (d, d["spec"]["template"]["spec"])
+        for _, d in MANIFESTS
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+    ]
 
 
 def containers() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
@@ -79,11 +86,14 @@ def flag_value(args: list[str], flag: str) -> str:
 
 # -- generated, and valid --------------------------------------------------------------------
 
+
 def test_manifests_are_rendered_from_the_settings(tmp_path: Path) -> None:
     assert render.main(["--out", str(tmp_path)]) == 0
     fresh = {str(p.relative_to(tmp_path)): p.read_text() for p in tmp_path.glob("**/*.yaml")}
-    committed = {str(p.relative_to(DEPLOY / "kubernetes")): p.read_text()
-                 for p in (DEPLOY / "kubernetes").glob("**/*.yaml")}
+    committed = {
+        str(p.relative_to(DEPLOY / "kubernetes")): p.read_text()
+        for p in (DEPLOY / "kubernetes").glob("**/*.yaml")
+    }
     assert fresh == committed, "run 'python deploy/render.py' and commit deploy/kubernetes/"
 
 
@@ -93,9 +103,11 @@ def test_render_refuses_impossible_settings(tmp_path: Path) -> None:
     assert render.main(["--settings", str(tmp_path / "s.toml"), "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.parametrize("name, doc", MANIFESTS + EXAMPLES,
-                         ids=[f"{n}:{d['kind']}/{d['metadata']['name']}"
-                              for n, d in MANIFESTS + EXAMPLES])
+@pytest.mark.parametrize(
+    "name, doc",
+    MANIFESTS + EXAMPLES,
+    ids=[f"{n}:{d['kind']}/{d['metadata']['name']}" for n, d in MANIFESTS + EXAMPLES],
+)
 def test_every_object_validates_against_the_kubernetes_schema(name: str, doc: dict) -> None:
     if doc["kind"] in CRD_KINDS:
         # Not in Kubernetes' own schemas: the external-snapshotter CRDs define them.
@@ -105,7 +117,8 @@ def test_every_object_validates_against_the_kubernetes_schema(name: str, doc: di
         else:
             assert doc["spec"]["source"]["persistentVolumeClaimName"]
             assert doc["spec"]["volumeSnapshotClassName"] in {
-                d["metadata"]["name"] for d in of_kind("VolumeSnapshotClass")}
+                d["metadata"]["name"] for d in of_kind("VolumeSnapshotClass")
+            }
         return
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -118,16 +131,20 @@ def test_an_uninstall_of_the_main_files_keeps_the_namespace_and_its_data() -> No
     StatefulSet's deletion keeps), and the cluster secret is made by a Job, not a file."""
     namespaces = [(n, d) for n, d in MANIFESTS if d["kind"] == "Namespace"]
     assert [n for n, _ in namespaces] == [render.NAMESPACE_FILE]
-    assert not [d for _, d in MAIN if d["kind"] in ("Namespace", "PersistentVolumeClaim",
-                                                     "Secret")]
+    assert not [d for _, d in MAIN if d["kind"] in ("Namespace", "PersistentVolumeClaim", "Secret")]
     for _, workload in MAIN:
         if workload["kind"] == "StatefulSet":
             policy = workload["spec"].get("persistentVolumeClaimRetentionPolicy", {})
             assert policy.get("whenDeleted", "Retain") == "Retain"
     namespace = namespaces[0][1]["metadata"]["name"]
     for _, doc in MAIN:
-        cluster_scoped = doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "CSIDriver",
-                                         "StorageClass", "VolumeSnapshotClass")
+        cluster_scoped = doc["kind"] in (
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CSIDriver",
+            "StorageClass",
+            "VolumeSnapshotClass",
+        )
         assert cluster_scoped or doc["metadata"]["namespace"] == namespace, doc["metadata"]
 
 
@@ -135,10 +152,12 @@ def test_the_namespace_admits_the_privileged_pods_it_runs() -> None:
     """Pod Security Admission: under a cluster default of baseline the node plugin and the
     mounter (privileged, hostPath, SYS_ADMIN) would be rejected without these labels."""
     ns_labels = of_kind("Namespace")[0]["metadata"]["labels"]
-    privileged_pods = [w for w, spec in pod_specs()
-                       if any(c.get("securityContext", {}).get("privileged")
-                              for c in spec["containers"])]
-    assert len(privileged_pods) == 2   # the node plugin and the mounter
+    privileged_pods = [
+        w
+        for w, spec in pod_specs()
+        if any(c.get("securityContext", {}).get("privileged") for c in spec["containers"])
+    ]
+    assert len(privileged_pods) == 2  # the node plugin and the mounter
     for mode in ("enforce", "audit", "warn"):
         assert ns_labels[f"pod-security.kubernetes.io/{mode}"] == "privileged"
 
@@ -147,10 +166,14 @@ def _immutable(doc: dict[str, Any]) -> Any:
     """The fields of an object Kubernetes refuses to change in place."""
     spec = doc.get("spec", {})
     if doc["kind"] == "Job":
-        return spec   # selector and template, and the rest is not worth changing
+        return spec  # selector and template, and the rest is not worth changing
     if doc["kind"] == "StatefulSet":
-        return [spec["selector"], spec["serviceName"], spec.get("podManagementPolicy"),
-                spec["volumeClaimTemplates"]]
+        return [
+            spec["selector"],
+            spec["serviceName"],
+            spec.get("podManagementPolicy"),
+            spec["volumeClaimTemplates"],
+        ]
     if doc["kind"] in ("Deployment", "DaemonSet"):
         return spec["selector"]
     if doc["kind"] == "CSIDriver":
@@ -163,35 +186,46 @@ def test_an_upgrade_or_tls_changes_no_immutable_field(tmp_path: Path, change: st
     """'kubectl apply' of a rendering with a new image (an upgrade) or with TLS on must
     succeed: an object of the same kind and name keeps every immutable field."""
     text = (DEPLOY / "settings.toml").read_text()
-    text = (text.replace("shoalfs:0.1.0", "shoalfs:0.2.0") if change == "image"
-            else text.replace('secret = ""', 'secret = "shoalfs-tls"'))
+    text = (
+        text.replace("shoalfs:0.1.0", "shoalfs:0.2.0")
+        if change == "image"
+        else text.replace('secret = ""', 'secret = "shoalfs-tls"')
+    )
     (tmp_path / "s.toml").write_text(text)
     assert render.main(["--settings", str(tmp_path / "s.toml"), "--out", str(tmp_path / "k")]) == 0
     before = {(d["kind"], d["metadata"]["name"]): d for _, d in MANIFESTS}
     after = {(d["kind"], d["metadata"]["name"]): d for _, d in load(tmp_path / "k")}
     changed = [key for key in before.keys() & after.keys() if before[key] != after[key]]
-    assert changed   # the rendering did change something
+    assert changed  # the rendering did change something
     for key in changed:
         assert _immutable(before[key]) == _immutable(after[key]), key
     # the Job is a new one under a new name when its template changed
     jobs_before = {k for k in before if k[0] == "Job"}
-    assert len(jobs_before) == 1 and all(d["spec"]["ttlSecondsAfterFinished"] > 0
-                                         for k, d in before.items() if k[0] == "Job")
+    assert len(jobs_before) == 1 and all(
+        d["spec"]["ttlSecondsAfterFinished"] > 0 for k, d in before.items() if k[0] == "Job"
+    )
     if change == "image":
         assert jobs_before != {k for k in after if k[0] == "Job"}
 
 
 # -- references between objects ------------------------------------------------------------
 
+
 def test_services_select_the_pods_they_serve() -> None:
     for service in of_kind("Service"):
         selector = service["spec"]["selector"]
-        served = [w for w, _ in pod_specs()
-                  if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        served = [
+            w
+            for w, _ in pod_specs()
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert served, f"Service {service['metadata']['name']} selects no pods"
         for w in served:
-            ports = {p["name"] for c in w["spec"]["template"]["spec"]["containers"]
-                     for p in c.get("ports", [])}
+            ports = {
+                p["name"]
+                for c in w["spec"]["template"]["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
             for port in service["spec"]["ports"]:
                 assert port["targetPort"] in ports
         for w in served:
@@ -239,21 +273,23 @@ def test_driver_names_agree() -> None:
     assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"]
     for sc in of_kind("StorageClass"):
         assert sc["provisioner"] == PLUGIN_NAME and sc["allowVolumeExpansion"] is True
-        volume_parameters(sc["parameters"], {})   # the driver accepts them (raises if not)
+        volume_parameters(sc["parameters"], {})  # the driver accepts them (raises if not)
     names = {d["metadata"]["name"] for d in of_kind("StorageClass")}
     for doc in of_kind("PersistentVolumeClaim", EXAMPLES):
         assert doc["spec"]["storageClassName"] in names
     for vac in of_kind("VolumeAttributesClass", EXAMPLES):
         assert vac["driverName"] == PLUGIN_NAME
-        modify_parameters(vac["parameters"])   # ControllerModifyVolume accepts them
+        modify_parameters(vac["parameters"])  # ControllerModifyVolume accepts them
 
 
 def test_examples_followed_in_order_fit_together() -> None:
     """docs/deploy.md applies pvc.yaml, resize.yaml, then clone.yaml: a clone cannot be
     smaller than its source, so the clone asks at least the resized size."""
+
     def size(name: str) -> int:
         [claim] = [d for n, d in EXAMPLES if n == name and d["kind"] == "PersistentVolumeClaim"]
         return parse_size(claim["spec"]["resources"]["requests"]["storage"])
+
     assert size("clone.yaml") >= max(size("pvc.yaml"), size("resize.yaml"))
     # a read-only container must not try to create the file it reads
     pod = next(d for n, d in EXAMPLES if n == "shared-pod.yaml" and d["kind"] == "Pod")
@@ -263,11 +299,13 @@ def test_examples_followed_in_order_fit_together() -> None:
 
 def _socket_paths(spec: dict[str, Any], container: dict[str, Any], path: str) -> str:
     """Where the file ``path`` (inside ``container``) really is: volume name + sub path."""
-    best = max((m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"])),
-               key=lambda m: len(m["mountPath"]))
+    best = max(
+        (m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"])),
+        key=lambda m: len(m["mountPath"]),
+    )
     volume = next(v for v in spec["volumes"] if v["name"] == best["name"])
     base = volume["hostPath"]["path"] if "hostPath" in volume else f"<{best['name']}>"
-    return base + path[len(best["mountPath"]):]
+    return base + path[len(best["mountPath"]) :]
 
 
 def test_sidecars_and_the_driver_share_the_socket() -> None:
@@ -290,8 +328,13 @@ def test_sidecars_and_the_driver_share_the_socket() -> None:
 def _nested_under_bidirectional(mounts: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(Bidirectional mount, mount inside its tree) pairs of one container's volumeMounts."""
     paths = [m["mountPath"].rstrip("/") for m in mounts]
-    return [(m["mountPath"], p) for m in mounts if m.get("mountPropagation") == "Bidirectional"
-            for p in paths if p.startswith(m["mountPath"].rstrip("/") + "/")]
+    return [
+        (m["mountPath"], p)
+        for m in mounts
+        if m.get("mountPropagation") == "Bidirectional"
+        for p in paths
+        if p.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
 
 
 def test_no_volume_mount_lies_under_a_bidirectional_one_of_the_same_container() -> None:
@@ -305,10 +348,16 @@ def test_no_volume_mount_lies_under_a_bidirectional_one_of_the_same_container() 
         assert not _nested_under_bidirectional(mounts), (workload["metadata"]["name"], c["name"])
     assert bidirectional >= 2  # the node plugin and the mounter
     # the rule catches the layout that leaked (the node plugin before the fix)
-    assert _nested_under_bidirectional([
-        {"name": "kubelet-dir", "mountPath": "/var/lib/kubelet",
-         "mountPropagation": "Bidirectional"},
-        {"name": "plugin-dir", "mountPath": "/var/lib/kubelet/plugins/csi.shoalfs.dev"}])
+    assert _nested_under_bidirectional(
+        [
+            {
+                "name": "kubelet-dir",
+                "mountPath": "/var/lib/kubelet",
+                "mountPropagation": "Bidirectional",
+            },
+            {"name": "plugin-dir", "mountPath": "/var/lib/kubelet/plugins/csi.shoalfs.dev"},
+        ]
+    )
 
 
 def test_the_node_plugin_reaches_the_mounter_and_both_see_kubelet_mounts() -> None:
@@ -317,8 +366,9 @@ def test_the_node_plugin_reaches_the_mounter_and_both_see_kubelet_mounts() -> No
     mspec = mounter["spec"]["template"]["spec"]
     driver, mc = node["containers"][0], mspec["containers"][0]
     asked = flag_value(driver["args"], "--mounter").removeprefix("unix://")
-    assert _socket_paths(node, driver, asked) == _socket_paths(mspec, mc,
-                                                               flag_value(mc["args"], "--socket"))
+    assert _socket_paths(node, driver, asked) == _socket_paths(
+        mspec, mc, flag_value(mc["args"], "--socket")
+    )
     for _spec, c in ((node, driver), (mspec, mc)):
         assert c["securityContext"]["privileged"] is True
         kubelet = [m for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/kubelet"]
@@ -347,8 +397,10 @@ def test_every_container_has_resources_and_probes_where_they_serve() -> None:
 
 def test_meta_address_names_the_meta_service() -> None:
     service = one("Service", "shoalfs-meta")
-    expected = (f"tcp://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:"
-                f"{service['spec']['ports'][0]['port']}")
+    expected = (
+        f"tcp://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:"
+        f"{service['spec']['ports'][0]['port']}"
+    )
     for c in our_containers():
         if "--meta" in c["args"]:
             assert flag_value(c["args"], "--meta") == expected
@@ -364,10 +416,13 @@ def test_environment_references_are_defined() -> None:
 
 # -- the image ------------------------------------------------------------------------------
 
+
 @cache
 def help_text(subcommand: str) -> str:
     result = shoal(subcommand, "--help", timeout=60)
-    assert result.returncode == 0, f"'shoal {subcommand}' is not a shoal subcommand: {result.stderr}"
+    assert result.returncode == 0, (
+        f"'shoal {subcommand}' is not a shoal subcommand: {result.stderr}"
+    )
     return result.stdout
 
 
@@ -380,11 +435,15 @@ def test_every_command_the_manifests_run_is_a_real_shoal_command() -> None:
         for token in rest:
             if token.startswith("--"):
                 flag = token.split("=", 1)[0]
-                assert re.search(rf"(^|[\s\[]){re.escape(flag)}([\s=,\]]|$)", text, re.M), \
+                assert re.search(rf"(^|[\s\[]){re.escape(flag)}([\s=,\]]|$)", text, re.M), (
                     f"'shoal {subcommand}' has no {flag}"
+                )
                 checked += 1
-        positional = [t for i, t in enumerate(rest)
-                      if not t.startswith("--") and (i == 0 or not rest[i - 1].startswith("--"))]
+        positional = [
+            t
+            for i, t in enumerate(rest)
+            if not t.startswith("--") and (i == 0 or not rest[i - 1].startswith("--"))
+        ]
         if subcommand == "secret":
             assert positional == ["kubernetes"]
     assert checked > 20
@@ -392,14 +451,22 @@ def test_every_command_the_manifests_run_is_a_real_shoal_command() -> None:
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
-    return [tuple(line.split(None, 1)) for line in text.splitlines()  # type: ignore[misc]
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        tuple(line.split(None, 1))
+        for line in text.splitlines()  # type: ignore[misc]
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run([hadolint, "--failure-threshold", "style", str(DEPLOY / "Dockerfile")],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "style", str(DEPLOY / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -413,25 +480,42 @@ def test_dockerfile_names_packages_that_exist_and_copies_what_exists() -> None:
             for source in rest.split()[:-1]:
                 assert (ROOT / source).exists(), f"COPY {source}: no such path"
     assert {"python3", "fuse3"} <= packages
-    base = {rest.split()[0] for instruction, rest in dockerfile_instructions()
-            if instruction == "FROM"}
+    base = {
+        rest.split()[0] for instruction, rest in dockerfile_instructions() if instruction == "FROM"
+    }
     assert base == {"debian:bookworm-slim"}
     codename = Path("/etc/os-release").read_text()
-    assert "bookworm" in codename, ("the package check needs this machine's apt lists to be "
-                                    "bookworm's, the image's base")
-    result = subprocess.run(["apt-cache", "show", "--no-all-versions", *sorted(packages)],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, (f"apt-cache knows not all of {sorted(packages)} (run "
-                                    f"'apt-get update' if the lists are empty): {result.stderr}")
-    assert result.stdout.count("\nPackage: ") + result.stdout.startswith("Package: ") == len(packages)
+    assert "bookworm" in codename, (
+        "the package check needs this machine's apt lists to be bookworm's, the image's base"
+    )
+    result = subprocess.run(
+        ["apt-cache", "show", "--no-all-versions", *sorted(packages)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"apt-cache knows not all of {sorted(packages)} (run "
+        f"'apt-get update' if the lists are empty): {result.stderr}"
+    )
+    assert result.stdout.count("\nPackage: ") + result.stdout.startswith("Package: ") == len(
+        packages
+    )
 
 
 def test_dockerignore_keeps_the_context_small_but_complete() -> None:
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", "tests"} <= ignored
-    copied = {rest.split()[0].rstrip("/") for instruction, rest in dockerfile_instructions()
-              if instruction == "COPY" and not rest.startswith("--from")}
+    copied = {
+        rest.split()[0].rstrip("/")
+        for instruction, rest in dockerfile_instructions()
+        if instruction == "COPY" and not rest.startswith("--from")
+    }
     assert not copied & ignored
 
 
@@ -459,11 +543,15 @@ def test_tls_setting_reaches_every_process_that_holds_the_secret(tmp_path: Path)
             volume = next(v for v in spec["volumes"] if v["name"] == "cluster-tls")
             assert volume["secret"]["secretName"] == "shoalfs-tls"
     # meta, chunk, CSI controller, CSI node, mounter
-    assert holders == sum(1 for _, _, c in containers()
-                          if "cluster-secret" in {m["name"] for m in c.get("volumeMounts", [])})
+    assert holders == sum(
+        1
+        for _, _, c in containers()
+        if "cluster-secret" in {m["name"] for m in c.get("volumeMounts", [])}
+    )
     assert holders >= 5
-    assert all("SHOAL_TLS_DIR" not in {e["name"] for e in c.get("env", [])}
-               for _, _, c in containers()), "TLS is off in the default manifests"
+    assert all(
+        "SHOAL_TLS_DIR" not in {e["name"] for e in c.get("env", [])} for _, _, c in containers()
+    ), "TLS is off in the default manifests"
 
 
 # The oldest release of each upstream sidecar that speaks the Kubernetes APIs the manifests
@@ -499,8 +587,10 @@ def test_sidecar_arguments_are_current_and_the_installation_is_one_name() -> Non
     provisioner = next(c for c in controller["containers"] if c["name"] == "csi-provisioner")
     # Topology has been on by default since csi-provisioner v5; the gate only warned
     assert not any(a.startswith("--feature-gates") for a in provisioner["args"])
-    drivers = [next(c for c in spec["containers"] if c["name"] == "shoalfs-csi")
-               for spec in (controller, node)]
+    drivers = [
+        next(c for c in spec["containers"] if c["name"] == "shoalfs-csi")
+        for spec in (controller, node)
+    ]
     names = {flag_value(d["args"], "--installation") for d in drivers}
     assert names == {of_kind("Namespace")[0]["metadata"]["name"]}
 

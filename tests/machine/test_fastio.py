@@ -34,16 +34,18 @@ async def _read_exactly(stream: trio.SocketStream, n: int) -> bytes:
 @trio_test
 async def test_large_sends_that_fill_the_socket_buffer_arrive_whole_and_in_order():
     client, server = await _pair()
-    payload = os.urandom(8 << 20)   # far more than a socket buffer: partial writes happen
-    parts = [payload[:10], memoryview(payload)[10:5 << 20], bytearray(payload[5 << 20:])]
+    payload = os.urandom(8 << 20)  # far more than a socket buffer: partial writes happen
+    parts = [payload[:10], memoryview(payload)[10 : 5 << 20], bytearray(payload[5 << 20 :])]
     async with trio.open_nursery() as nursery:
+
         async def send() -> None:
             for part in parts:
                 await fastio.send_all(client, part)
+
         nursery.start_soon(send)
         assert await _read_exactly(server, len(payload)) == payload
     await client.aclose()
-    assert await fastio.receive_some(server, 100) == b""   # end of stream
+    assert await fastio.receive_some(server, 100) == b""  # end of stream
     await server.aclose()
 
 
@@ -58,12 +60,13 @@ async def test_closed_and_broken_streams_raise_trios_stream_errors():
     await server.aclose()
     # The peer resets the connection: sending to it soon fails as a broken stream.
     client2, server2 = await _pair()
-    server2.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                              (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
-    await server2.aclose()   # linger 0: the close sends a reset
+    server2.socket.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    )
+    await server2.aclose()  # linger 0: the close sends a reset
     await trio.sleep(0.05)
     with pytest.raises(trio.BrokenResourceError):
-        for _ in range(100):   # bounded: the first or second send sees the reset
+        for _ in range(100):  # bounded: the first or second send sees the reset
             await fastio.send_all(client2, b"y" * 1024)
             await trio.sleep(0.01)
     await client2.aclose()

@@ -53,8 +53,19 @@ def api():  # type: ignore[no-untyped-def]
 
 
 def run(api: str, token_file: Path) -> subprocess.CompletedProcess[str]:
-    return shoal("secret", "kubernetes", "--name", "shoalfs-secret", "--namespace", "shoalfs",
-                 "--api-server", api, "--token-file", str(token_file), timeout=60)
+    return shoal(
+        "secret",
+        "kubernetes",
+        "--name",
+        "shoalfs-secret",
+        "--namespace",
+        "shoalfs",
+        "--api-server",
+        api,
+        "--token-file",
+        str(token_file),
+        timeout=60,
+    )
 
 
 def test_creates_once_and_never_overwrites(api: str, tmp_path: Path) -> None:
@@ -69,7 +80,7 @@ def test_creates_once_and_never_overwrites(api: str, tmp_path: Path) -> None:
     second = run(api, token)
     assert second.returncode == 0 and "exists" in second.stdout
     stored = FakeApi.secrets["shoalfs-secret"]["data"]["secret"]
-    assert base64.b64decode(stored).decode().strip() == value   # unchanged
+    assert base64.b64decode(stored).decode().strip() == value  # unchanged
 
 
 def test_refusals_are_reported(api: str, tmp_path: Path) -> None:

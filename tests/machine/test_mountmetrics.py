@@ -24,11 +24,15 @@ def child_endpoint(registry: CollectorRegistry) -> str:
 def a_child(ops: int, written: float) -> CollectorRegistry:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    counter = Counter("shoalfs_fuse_operations", "ops", ["operation", "result"],
-                      registry=registry)
+    counter = Counter("shoalfs_fuse_operations", "ops", ["operation", "result"], registry=registry)
     counter.labels("write", "ok").inc(ops)
-    latency = Histogram("shoalfs_fuse_operation_duration_seconds", "latency", ["operation"],
-                        registry=registry, buckets=(0.1, 1.0))
+    latency = Histogram(
+        "shoalfs_fuse_operation_duration_seconds",
+        "latency",
+        ["operation"],
+        registry=registry,
+        buckets=(0.1, 1.0),
+    )
     latency.labels("write").observe(written)
     return registry
 
@@ -50,14 +54,13 @@ def parsed(registry: CollectorRegistry) -> dict[str, dict[tuple, float]]:
     return samples
 
 
-def test_children_are_merged_with_labels_and_their_state(
-        process: subprocess.Popen[bytes]) -> None:
+def test_children_are_merged_with_labels_and_their_state(process: subprocess.Popen[bytes]) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     records = [
         MountRecord("alpha", "/m/a", process, child_endpoint(a_child(3, 0.5))),
         MountRecord("beta", "/m/b", process, child_endpoint(a_child(5, 2.0))),
-        MountRecord("gone", "/m/g", dead, "127.0.0.1:9"),     # died while still mounted
+        MountRecord("gone", "/m/g", dead, "127.0.0.1:9"),  # died while still mounted
         MountRecord("mute", "/m/x", process, "127.0.0.1:9"),  # nothing answers there
     ]
     own = CollectorRegistry()
@@ -65,15 +68,25 @@ def test_children_are_merged_with_labels_and_their_state(
     samples = parsed(merged_registry(own, lambda: records))
 
     ops = samples["shoalfs_fuse_operations_total"]
-    assert ops[(("mountpoint", "/m/a"), ("operation", "write"), ("result", "ok"),
-                ("volume", "alpha"))] == 3
-    assert ops[(("mountpoint", "/m/b"), ("operation", "write"), ("result", "ok"),
-                ("volume", "beta"))] == 5
+    assert (
+        ops[(("mountpoint", "/m/a"), ("operation", "write"), ("result", "ok"), ("volume", "alpha"))]
+        == 3
+    )
+    assert (
+        ops[(("mountpoint", "/m/b"), ("operation", "write"), ("result", "ok"), ("volume", "beta"))]
+        == 5
+    )
     buckets = samples["shoalfs_fuse_operation_duration_seconds_bucket"]
-    assert buckets[(("le", "1.0"), ("mountpoint", "/m/a"), ("operation", "write"),
-                    ("volume", "alpha"))] == 1
-    assert buckets[(("le", "1.0"), ("mountpoint", "/m/b"), ("operation", "write"),
-                    ("volume", "beta"))] == 0
+    assert (
+        buckets[
+            (("le", "1.0"), ("mountpoint", "/m/a"), ("operation", "write"), ("volume", "alpha"))
+        ]
+        == 1
+    )
+    assert (
+        buckets[(("le", "1.0"), ("mountpoint", "/m/b"), ("operation", "write"), ("volume", "beta"))]
+        == 0
+    )
     # the parent's own process metrics (no labels) beside each child's
     memory = samples["process_resident_memory_bytes"]
     assert () in memory and (("mountpoint", "/m/a"), ("volume", "alpha")) in memory

@@ -41,6 +41,10 @@ async def meta_service() -> tuple[MetaService, dict[str, Any]]:
 
 
 def operations(rpc: MetaOverRpc, volume: dict[str, Any], nursery: trio.Nursery) -> Operations:
-    io = SimpleNamespace(meta=MetaClient(rpc, "meta"), files={}, nursery=nursery,  # type: ignore[arg-type]
-                         chunk_size=volume["chunk_size"])
+    io = SimpleNamespace(
+        meta=MetaClient(rpc, "meta"),
+        files={},
+        nursery=nursery,  # type: ignore[arg-type]
+        chunk_size=volume["chunk_size"],
+    )
     return Operations(io, {"root": volume["root"], "id": volume["id"]})

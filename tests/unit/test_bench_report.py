@@ -10,9 +10,13 @@ from bench.fs_bench import from_samples, main, report
 
 def partial() -> dict:
     # two finished rounds; a third one cut short left nothing for moosefs
-    return {"partial": True, "samples": {
-        "shoalfs": {"create/s": [400.0, 440.0, 999.0], "stat/s": [10.0, 30.0, 20.0]},
-        "moosefs": {"create/s": [2000.0, 2400.0], "stat/s": [100.0, 60.0]}}}
+    return {
+        "partial": True,
+        "samples": {
+            "shoalfs": {"create/s": [400.0, 440.0, 999.0], "stat/s": [10.0, 30.0, 20.0]},
+            "moosefs": {"create/s": [2000.0, 2400.0], "stat/s": [100.0, 60.0]},
+        },
+    }
 
 
 def test_a_cut_short_run_is_reported_over_the_rounds_every_system_finished() -> None:
@@ -23,7 +27,7 @@ def test_a_cut_short_run_is_reported_over_the_rounds_every_system_finished() -> 
     text = report(result)
     assert "medians of 2 interleaved rounds" in text
     create = next(line for line in text.splitlines() if line.startswith("create/s"))
-    assert create.split()[-1] == "0.19"   # 420 / 2200
+    assert create.split()[-1] == "0.19"  # 420 / 2200
 
 
 def test_from_json_runs_nothing_and_prints_the_table(tmp_path: Path, capsys) -> None:

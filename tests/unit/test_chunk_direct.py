@@ -15,8 +15,7 @@ from storaged.chunk.direct import ALIGN, ChunkWriter
 from storaged.chunk.ids import chunk_id
 from storaged.chunk.store import ChunkStore
 
-LENGTHS = [1, ALIGN - 1, ALIGN, ALIGN + 1, 3 * ALIGN + 17, (4 << 20) - 1, 4 << 20,
-           (4 << 20) + 1]
+LENGTHS = [1, ALIGN - 1, ALIGN, ALIGN + 1, 3 * ALIGN + 17, (4 << 20) - 1, 4 << 20, (4 << 20) + 1]
 
 
 def takes_o_direct(directory) -> bool:
@@ -72,7 +71,8 @@ def test_a_chunk_larger_than_the_kept_buffer_is_written_from_its_own(tmp_path, m
 
 
 def test_a_filesystem_refusing_the_flag_gets_buffered_writes_and_one_warning(
-        tmp_path, monkeypatch, caplog):
+    tmp_path, monkeypatch, caplog
+):
     real_fcntl = fcntl.fcntl
 
     def refusing(fd, cmd, arg=0):
@@ -111,8 +111,7 @@ def test_a_refused_direct_write_is_redone_buffered_from_the_start(tmp_path, monk
     assert (writer.direct, writer.buffered_writes) == (False, 1)
 
 
-def test_a_short_unaligned_direct_write_is_finished_through_the_page_cache(
-        tmp_path, monkeypatch):
+def test_a_short_unaligned_direct_write_is_finished_through_the_page_cache(tmp_path, monkeypatch):
     if not takes_o_direct(tmp_path):
         pytest.skip("this filesystem has no O_DIRECT: the direct path cannot be exercised")
     real_pwrite = os.pwrite

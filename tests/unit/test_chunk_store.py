@@ -31,6 +31,7 @@ def test_ids_are_blake3_hex():
     assert is_chunk_id(chunk_id(b"x")) and not is_chunk_id("../" + "a" * 61)
     big = os.urandom(3 << 20)  # the threaded path must give the same answer
     from blake3 import blake3
+
     assert chunk_id(big) == blake3(big).hexdigest()
 
 
@@ -159,7 +160,6 @@ def test_two_stores_cannot_share_a_directory(tmp_path):
     first.close()
 
 
-
 def test_a_re_put_refreshes_a_chunk_so_a_collector_cannot_take_it(store: ChunkStore) -> None:
     """The garbage collector's fence: delete(min_age) only removes chunks last written (or
     put again, deduplicated) longer ago than min_age, checked under the store's lock."""
@@ -170,7 +170,7 @@ def test_a_re_put_refreshes_a_chunk_so_a_collector_cannot_take_it(store: ChunkSt
     old = time.time() - 3600
     os.utime(path, (old, old))
     assert store.ages([cid])[cid][0] > 3500 and store.ages([cid])[cid][1] == len(data)
-    assert store.put(cid, data) is False          # deduplicated, and made young again
+    assert store.put(cid, data) is False  # deduplicated, and made young again
     assert store.ages([cid])[cid][0] < 60
     assert store.delete(cid, min_age=60) is False
     assert store.has(cid)
@@ -194,13 +194,16 @@ def test_a_ranged_read_returns_the_checked_blocks_that_hold_the_range(store):
     assert table_of(store, cid).exists()  # made by put, from the bytes that matched the id
     start, got, digests, size = store.read_blocks(cid, BLOCK + 10, BLOCK)
     assert (start, size) == (BLOCK, BLOCK)
-    assert got == data[BLOCK:3 * BLOCK] and len(digests) == 2
+    assert got == data[BLOCK : 3 * BLOCK] and len(digests) == 2
     from blake3 import blake3
-    assert digests == [blake3(data[BLOCK:2 * BLOCK]).digest(),
-                       blake3(data[2 * BLOCK:3 * BLOCK]).digest()]
+
+    assert digests == [
+        blake3(data[BLOCK : 2 * BLOCK]).digest(),
+        blake3(data[2 * BLOCK : 3 * BLOCK]).digest(),
+    ]
     assert table_of(store, cid).exists()
     start, got, digests, _ = store.read_blocks(cid, 5 * BLOCK + 500, 10_000)  # the short tail
-    assert (start, got) == (5 * BLOCK, data[5 * BLOCK:]) and len(digests) == 1
+    assert (start, got) == (5 * BLOCK, data[5 * BLOCK :]) and len(digests) == 1
     assert store.read_blocks(cid, len(data) + 5, 10)[1:3] == (b"", [])
     with pytest.raises(InvalidArgument):
         store.read_blocks(cid, 0, 17 << 20)
@@ -230,12 +233,14 @@ def test_a_damaged_block_table_is_rebuilt_and_the_read_is_right(store, damage):
     store.read_blocks(cid, 0, 1)
     table = table_of(store, cid)
     good = table.read_bytes()
-    bad = {"flip a digest": good[:-1] + bytes([good[-1] ^ 1]),
-           "truncate": good[:30],
-           "garbage": os.urandom(len(good)),
-           "other size": good[:8] + (0).to_bytes(4, "big") + good[12:]}[damage]
+    bad = {
+        "flip a digest": good[:-1] + bytes([good[-1] ^ 1]),
+        "truncate": good[:30],
+        "garbage": os.urandom(len(good)),
+        "other size": good[:8] + (0).to_bytes(4, "big") + good[12:],
+    }[damage]
     table.write_bytes(bad)
-    assert store.read_blocks(cid, 2 * BLOCK, 100)[1] == data[2 * BLOCK:]
+    assert store.read_blocks(cid, 2 * BLOCK, 100)[1] == data[2 * BLOCK :]
     assert table.read_bytes() == good
     assert store.has(cid) and store.corrupted_found == 0
 
@@ -264,8 +269,9 @@ def test_a_ranged_read_of_a_fresh_chunk_reads_only_its_blocks(store, monkeypatch
 
     def whole(*_args):
         raise AssertionError("read the whole chunk")
+
     monkeypatch.setattr(store, "_verified_whole", whole)
-    assert store.read_blocks(cid, 40 * BLOCK + 3, 4096)[1] == data[40 * BLOCK:41 * BLOCK]
+    assert store.read_blocks(cid, 40 * BLOCK + 3, 4096)[1] == data[40 * BLOCK : 41 * BLOCK]
 
 
 def test_a_one_block_chunk_needs_no_table_and_still_fails_when_bad(store):

@@ -29,9 +29,9 @@ def ask(session: str | None = "s", changes: int = 0) -> Ask:
 def test_a_listing_read_from_its_start_to_its_end_is_answered_again_from_memory() -> None:
     cache = ListingCache(LEASE)
     first, stamp = ask(), (0, 0, "s")
-    cache.fetched(7, 0, rows(1, 3), 3, first, stamp)     # a full page: more may follow
-    assert cache.page(7, 0, 3, stamp) is None             # not complete yet
-    cache.fetched(7, 3, rows(4, 2), 3, ask(), stamp)     # the last page
+    cache.fetched(7, 0, rows(1, 3), 3, first, stamp)  # a full page: more may follow
+    assert cache.page(7, 0, 3, stamp) is None  # not complete yet
+    cache.fetched(7, 3, rows(4, 2), 3, ask(), stamp)  # the last page
     page = cache.page(7, 0, 3, stamp)
     assert page == rows(1, 3) and page.token is first
     assert cache.page(7, 3, 3, stamp) == rows(4, 2)
@@ -57,10 +57,10 @@ def test_a_listing_is_not_used_near_the_end_of_its_lease() -> None:
 
 def test_only_listings_read_in_order_from_the_start_and_while_listening_are_kept() -> None:
     cache = ListingCache(LEASE)
-    cache.fetched(7, 5, rows(6, 2), 3, ask(), (0, 0, "s"))        # not from the start
-    cache.fetched(8, 0, rows(1, 2), 3, ask(None), (0, 0, None))   # not listening
+    cache.fetched(7, 5, rows(6, 2), 3, ask(), (0, 0, "s"))  # not from the start
+    cache.fetched(8, 0, rows(1, 2), 3, ask(None), (0, 0, None))  # not listening
     cache.fetched(9, 0, rows(1, 3), 3, ask(), (0, 0, "s"))
-    cache.fetched(9, 2, rows(3, 1), 3, ask(), (0, 0, "s"))        # skips cookie 3
+    cache.fetched(9, 2, rows(3, 1), 3, ask(), (0, 0, "s"))  # skips cookie 3
     assert len(cache) == 1 and cache.page(9, 0, 3, (0, 0, "s")) is None
 
 
@@ -89,16 +89,18 @@ def test_the_mount_lists_a_directory_again_without_the_meta_role() -> None:
 
             def readdirs() -> int:
                 return sum(1 for method, _ in rpc.calls if method == "fs.readdir")
+
             first = await ops._listing(vol["root"], 0)
             assert [r[0] for r in first] == [b"f0", b"f1", b"f2"] and readdirs() == 1
             assert await ops._listing(vol["root"], 0) == first and readdirs() == 1
-            ops._changing()                       # a change of this mount's own
+            ops._changing()  # a change of this mount's own
             await ops._listing(vol["root"], 0)
             assert readdirs() == 2
             await ops._listing(vol["root"], 0)
             assert readdirs() == 2
-            ops.cache.received(1)                 # an invalidation from elsewhere
+            ops.cache.received(1)  # an invalidation from elsewhere
             await ops._listing(vol["root"], 0)
             assert readdirs() == 3
             nursery.cancel_scope.cancel()
+
     trio.run(main)

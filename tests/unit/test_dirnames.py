@@ -23,8 +23,8 @@ def test_a_name_not_in_a_known_directory_is_surely_missing() -> None:
     ask = cache.ask("s")
     names.learn(7, [b"a", b"b"], ask)
     assert names.missing(7, b"c") is ask
-    assert names.missing(7, b"a") is None      # there: the meta role answers it
-    assert names.missing(8, b"c") is None      # a directory not known
+    assert names.missing(7, b"a") is None  # there: the meta role answers it
+    assert names.missing(8, b"c") is None  # a directory not known
 
 
 def test_changes_through_this_mount_keep_the_names_exact() -> None:
@@ -35,7 +35,7 @@ def test_changes_through_this_mount_keep_the_names_exact() -> None:
     assert names.missing(7, b"new") is None
     names.removed(7, b"new")
     assert names.missing(7, b"new") is not None
-    names.forget(7)                            # an answer that never came
+    names.forget(7)  # an answer that never came
     assert names.missing(7, b"new") is None
 
 
@@ -43,13 +43,13 @@ def test_any_invalidation_or_a_silent_stream_ends_the_knowledge() -> None:
     cache = listening()
     names = KnownNames(cache)
     names.learn(7, [], cache.ask("s"))
-    cache.received(1)                          # about anything at all
+    cache.received(1)  # about anything at all
     assert names.missing(7, b"x") is None and len(names) == 0
     names.learn(7, [], cache.ask("s"))
-    cache.heard = time.monotonic() - 10        # no poll answered lately
+    cache.heard = time.monotonic() - 10  # no poll answered lately
     assert names.missing(7, b"x") is None
     cache.heard = time.monotonic()
-    names.learn(7, [], KernelCache(30.0, 1, 1).ask("s"))   # not watched: not learnt
+    names.learn(7, [], KernelCache(30.0, 1, 1).ask("s"))  # not watched: not learnt
     assert names.missing(7, b"x") is None
 
 
@@ -65,7 +65,7 @@ def test_a_create_renews_the_knowledge_only_if_nothing_arrived_in_between() -> N
     cache.received(1)
     names.learn(7, [], cache.ask("s"))
     kept = names.missing(7, b"g")
-    names.added(7, b"h", renew=stale)          # asked before an invalidation: no renewal
+    names.added(7, b"h", renew=stale)  # asked before an invalidation: no renewal
     assert names.missing(7, b"g") is kept
 
 

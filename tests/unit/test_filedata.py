@@ -29,8 +29,9 @@ class Meta:
         self.conn = open_database(":memory:")
         with transaction(self.conn):
             vol = volumes.create(self.conn, "v", 1 << 40, 2, PIECE)
-            self.ino = namespace.make_node(self.conn, vol["root"], b"f",
-                                           stat.S_IFREG | 0o644, 0, 0)["ino"]
+            self.ino = namespace.make_node(
+                self.conn, vol["root"], b"f", stat.S_IFREG | 0o644, 0, 0
+            )["ino"]
         self.slices_committed = 0
         self.calls: list[str] = []
 
@@ -68,7 +69,7 @@ class Chunks:
 
     async def read(self, cid: str, offset: int, length: int) -> bytes:
         await trio.lowlevel.checkpoint()
-        return self.chunks[cid][offset:offset + length]
+        return self.chunks[cid][offset : offset + length]
 
 
 def _check_memory(data: FileData) -> None:
@@ -100,10 +101,17 @@ def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(meta=MetaClient(meta, "meta"), data=chunks,  # type: ignore[arg-type]
-                          cache=ChunkCache(3 * PIECE), chunk_size=PIECE, replicas=2,
-                          uploads=trio.CapacityLimiter(2), nursery=nursery,
-                          max_dirty_bytes=6 * PIECE, max_unsaved_bytes=10 * PIECE)
+            io = VolumeIO(
+                meta=MetaClient(meta, "meta"),
+                data=chunks,  # type: ignore[arg-type]
+                cache=ChunkCache(3 * PIECE),
+                chunk_size=PIECE,
+                replicas=2,
+                uploads=trio.CapacityLimiter(2),
+                nursery=nursery,
+                max_dirty_bytes=6 * PIECE,
+                max_unsaved_bytes=10 * PIECE,
+            )
             data = FileData(meta.ino, io, size=0, committed_size=0)
             done = trio.Event()
             if seed % 2:
@@ -121,11 +129,11 @@ def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
                         continue
                     if len(model) < off + size:
                         model.extend(bytes(off + size - len(model)))
-                    model[off:off + size] = buf
+                    model[off : off + size] = buf
                 elif op < 0.8:
                     off = rng.randrange(len(model) + 1)
                     size = rng.randrange(1, 2 * PIECE)
-                    assert await data.read(off, size) == model[off:off + size], (seed, step)
+                    assert await data.read(off, size) == model[off : off + size], (seed, step)
                 elif op < 0.9:
                     chunks.failing = rng.random() < 0.3
                     failures[0] |= chunks.failing
@@ -157,26 +165,32 @@ def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(meta=MetaClient(meta, "meta"), data=chunks,  # type: ignore[arg-type]
-                          cache=ChunkCache(3 * PIECE), chunk_size=PIECE, replicas=2,
-                          uploads=trio.CapacityLimiter(2), nursery=nursery)
+            io = VolumeIO(
+                meta=MetaClient(meta, "meta"),
+                data=chunks,  # type: ignore[arg-type]
+                cache=ChunkCache(3 * PIECE),
+                chunk_size=PIECE,
+                replicas=2,
+                uploads=trio.CapacityLimiter(2),
+                nursery=nursery,
+            )
             data = FileData(meta.ino, io, size=0, committed_size=0)
             await data.write(100, b"new")
             await data.flush()
-            await data.write(PIECE + 5, b"appended")   # past the committed size (103)
+            await data.write(PIECE + 5, b"appended")  # past the committed size (103)
             await data.flush()
             assert "fs.chunks" not in meta.calls, meta.calls
             reopened = FileData(meta.ino, io, size=PIECE + 13, committed_size=PIECE + 13)
-            await reopened.write(101, b"X")             # into a stored piece: asks
+            await reopened.write(101, b"X")  # into a stored piece: asks
             assert meta.calls.count("fs.chunks") == 1
-            await reopened.write(3 * PIECE, b"far")     # past the end again: does not
+            await reopened.write(3 * PIECE, b"far")  # past the end again: does not
             await reopened.flush()
             assert meta.calls.count("fs.chunks") == 1
             fresh = FileData(meta.ino, io, size=3 * PIECE + 3, committed_size=3 * PIECE + 3)
             expected = bytearray(3 * PIECE + 3)
             expected[100:103] = b"nXw"
-            expected[PIECE + 5:PIECE + 13] = b"appended"
-            expected[3 * PIECE:] = b"far"
+            expected[PIECE + 5 : PIECE + 13] = b"appended"
+            expected[3 * PIECE :] = b"far"
             assert await fresh.read(0, len(expected)) == expected
             nursery.cancel_scope.cancel()
 

@@ -9,7 +9,7 @@ from fusefs.holds import KernelHolds
 def test_a_batch_adds_what_is_referenced_and_drops_what_is_not() -> None:
     referenced = {1, 2}
     holds = KernelHolds(lambda ino: ino in referenced)
-    holds.took(3)                       # e.g. held with an open, since closed and forgotten
+    holds.took(3)  # e.g. held with an open, since closed and forgotten
     for ino in (1, 2, 3):
         holds.changed(ino)
     add, drop = holds.batch()
@@ -26,7 +26,7 @@ def test_an_inode_referenced_again_while_its_drop_is_on_the_way_is_added_back() 
     holds.changed(7)
     add, drop = holds.batch()
     assert (add, drop) == ([], [7])
-    referenced.add(7)                   # looked up again before the answer came
+    referenced.add(7)  # looked up again before the answer came
     holds.changed(7)
     holds.applied(add, drop)
     assert holds.batch() == ([7], [])

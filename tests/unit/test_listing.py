@@ -21,7 +21,7 @@ class Directory:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.asked: list[int] = []   # the cookies pages were read after
+        self.asked: list[int] = []  # the cookies pages were read after
         self.fail_after: set[int] = set()
         self.release = trio.Event()  # pages after a cookie in slow_after wait for it
         self.slow_after: set[int] = set()
@@ -38,7 +38,10 @@ class Directory:
             raise
         if after in self.fail_after:
             raise OSError("meta role unreachable")
-        return [[f"f{c}".encode(), c, 100 + c] for c in range(after + 1, min(after + PAGE, self.size) + 1)]
+        return [
+            [f"f{c}".encode(), c, 100 + c]
+            for c in range(after + 1, min(after + PAGE, self.size) + 1)
+        ]
 
 
 def run(test) -> None:
@@ -48,6 +51,7 @@ def run(test) -> None:
             kept = KeptListings(nursery, lambda: changes[0], limit=2)
             await test(kept, changes)
             nursery.cancel_scope.cancel()
+
     trio.run(main)
 
 
@@ -72,6 +76,7 @@ def test_a_listing_reads_each_page_once_whatever_the_kernels_buffer(room: int) -
         d = Directory(35)
         assert await list_all(Listing(d.fetch, PAGE, kept), room) == list(range(1, 36))
         assert d.asked == [0, 10, 20, 30, 35]  # once each; the last short, then the end
+
     run(test)
 
 
@@ -84,6 +89,7 @@ def test_the_next_page_is_read_while_this_one_goes_out() -> None:
         assert d.asked == [0, 10]  # page two asked for before page one was handed on
         assert [r[1] for r in await listing.take(10)] == list(range(11, 21))
         assert d.asked == [0, 10, 20]
+
     run(test)
 
 
@@ -100,6 +106,7 @@ def test_a_change_through_the_mount_makes_kept_and_read_ahead_rows_be_read_again
         assert d.asked == [0, 10, 4, 14]  # kept rows and the page read ahead both dropped
         assert [r[1] for r in await listing.take(14)] == list(range(15, 25))
         assert d.asked == [0, 10, 4, 14, 24]
+
     run(test)
 
 
@@ -113,6 +120,7 @@ def test_a_change_while_a_page_is_read_ahead_is_not_missed() -> None:
         d.release.set()
         assert [r[1] for r in await listing.take(10)] == list(range(11, 21))
         assert d.asked == [0, 10, 10, 20]  # read again, not taken from the page ahead
+
     run(test)
 
 
@@ -129,6 +137,7 @@ def test_another_cookie_starts_afresh_and_a_closed_directory_stops_reading_ahead
         listing.drop()  # releasedir
         await trio.testing.wait_all_tasks_blocked()
         assert d.cancelled == 2 and len(kept) == 0
+
     run(test)
 
 
@@ -143,6 +152,7 @@ def test_a_page_that_failed_ahead_is_read_again_and_fails_there() -> None:
         assert d.asked == [0, 10, 10]
         d.fail_after = set()
         assert [r[1] for r in await listing.take(10)] == list(range(11, 21))
+
     run(test)
 
 
@@ -158,6 +168,7 @@ def test_at_most_limit_directories_keep_rows() -> None:
         assert dirs[0].asked == [0, 10, 5, 15]
         await listings[2].take(5)
         assert dirs[2].asked == [0, 10]  # still kept
+
     run(test)
 
 
@@ -181,13 +192,26 @@ def test_the_mount_reads_rows_and_makes_the_same_attributes_as_from_a_lookup(old
             for row in rows:
                 listed = ops._listed(row, None, 1)
                 looked_up = ops._entry(await service.fs_lookup(root, row[0]), None)
-                for field in ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev",
-                              "st_size", "st_blocks", "st_atime_ns", "st_mtime_ns",
-                              "st_ctime_ns", "entry_timeout", "attr_timeout"):
+                for field in (
+                    "st_ino",
+                    "st_mode",
+                    "st_nlink",
+                    "st_uid",
+                    "st_gid",
+                    "st_rdev",
+                    "st_size",
+                    "st_blocks",
+                    "st_atime_ns",
+                    "st_mtime_ns",
+                    "st_ctime_ns",
+                    "entry_timeout",
+                    "attr_timeout",
+                ):
                     assert getattr(listed, field) == getattr(looked_up, field), field
             await ops._listing(root, 0)
             # rows asked for once; an old meta role refused them, and maps were asked for since
             readdirs = [n for method, n in rpc.calls if method == "fs.readdir"]
             assert readdirs == ([4, 3, 3] if old else [4, 4])
             nursery.cancel_scope.cancel()
+
     trio.run(main)

@@ -124,7 +124,16 @@ def test_rename_noreplace_exchange_and_hard_link_noop(meta, vol):
     meta(namespace.rename, root, b"g", other["ino"], b"z", namespace.RENAME_EXCHANGE)
     assert meta(namespace.getattr_, other["ino"])["nlink"] == 2  # its subdir left
     assert meta(namespace.getattr_, root)["nlink"] == 4  # 'other' and the directory that came
-    fails(errno.ENOENT, meta, namespace.rename, root, b"d", root, b"missing", namespace.RENAME_EXCHANGE)
+    fails(
+        errno.ENOENT,
+        meta,
+        namespace.rename,
+        root,
+        b"d",
+        root,
+        b"missing",
+        namespace.RENAME_EXCHANGE,
+    )
     meta(namespace.link, g["ino"], root, b"g2")  # g now lives in other/z and root/g2
     assert meta(namespace.rename, other["ino"], b"z", root, b"g2") is None
     assert meta(namespace.getattr_, g["ino"])["nlink"] == 2
@@ -154,8 +163,9 @@ def test_readdir_cookies_survive_changes_during_a_listing(meta, vol):
 def test_a_readdir_page_starts_where_the_last_one_ended(meta, vol):
     """Without an index ordered by cookie within a directory, SQLite reads and sorts the
     whole directory for every page: listing n entries costs n * n / page."""
-    plan = meta.conn.execute("EXPLAIN QUERY PLAN " + namespace.LISTING_QUERY,
-                             (vol["root"], 0, 10)).fetchall()
+    plan = meta.conn.execute(
+        "EXPLAIN QUERY PLAN " + namespace.LISTING_QUERY, (vol["root"], 0, 10)
+    ).fetchall()
     steps = " / ".join(row[-1] for row in plan)
     assert "dentries_by_parent" in steps and "rowid>?" in steps, steps
     assert "TEMP B-TREE" not in steps, steps
@@ -200,8 +210,11 @@ def test_commit_quota_truncate_and_rollback(meta, vol):
 
 def test_setattr_modes_owners_times(meta, vol):
     f = mk(meta, vol["root"], b"f")
-    attr = meta(files.setattr_, f["ino"], {"mode": 0o4711, "uid": 7, "gid": 8,
-                                           "atime_ns": 1_000_000_001, "mtime_ns": 2_000_000_002})
+    attr = meta(
+        files.setattr_,
+        f["ino"],
+        {"mode": 0o4711, "uid": 7, "gid": 8, "atime_ns": 1_000_000_001, "mtime_ns": 2_000_000_002},
+    )
     assert attr["mode"] == stat.S_IFREG | 0o4711 and (attr["uid"], attr["gid"]) == (7, 8)
     assert (attr["atime_ns"], attr["mtime_ns"]) == (1_000_000_001, 2_000_000_002)
     assert attr["ctime_ns"] > f["ctime_ns"]
@@ -223,7 +236,10 @@ def test_xattr_flags(meta, vol):
 
 
 def test_heartbeats_and_silence(meta):
-    assert meta(servers.heartbeat, "s1", "tcp://127.0.0.1:1", "z1", {"capacity": 10, "free": 5}) is True
+    assert (
+        meta(servers.heartbeat, "s1", "tcp://127.0.0.1:1", "z1", {"capacity": 10, "free": 5})
+        is True
+    )
     assert meta(servers.heartbeat, "s1", "tcp://127.0.0.1:1", "z1", {"capacity": 10}) is False
     assert meta(servers.mark_silent_down, 10**12) == []
     assert meta(servers.mark_silent_down, 0) == ["s1"]
@@ -267,16 +283,19 @@ def test_queries_served_outside_a_transaction_change_nothing(meta, vol):
 
 def test_slices_lie_over_a_piece_until_it_is_written_whole(meta, vol, monkeypatch):
     from storaged.meta import fsck
+
     f = mk(meta, vol["root"], b"f")
     ino = f["ino"]
     base, s1, s2, whole = (chunk_id(x) for x in (b"base", b"s1", b"s2", b"whole"))
     meta(files.commit, ino, CS, [[0, base, 0, CS]])
-    attr = meta(files.commit, ino, CS, [[0, s1, 100, 10, 0], [0, s1, 5000, 20, 10],
-                                        [1, s2, 7, 3, 0]])
+    attr = meta(
+        files.commit, ino, CS, [[0, s1, 100, 10, 0], [0, s1, 5000, 20, 10], [1, s2, 7, 3, 0]]
+    )
     assert attr["stored"] == CS + 33 and attr["size"] == CS  # a slice past the size: no growth
     assert meta(files.chunk_map, ino, 0, 5) == [
         [0, base, 0, CS, [[s1, 100, 10, 0], [s1, 5000, 20, 10]]],
-        [1, None, 0, 0, [[s2, 7, 3, 0]]]]  # slices over a hole have no chunk row
+        [1, None, 0, 0, [[s2, 7, 3, 0]]],
+    ]  # slices over a hole have no chunk row
     # a caller that does not read slices (a mount older than them) gets EIO, not a map it
     # would misread; pieces without slices it still gets
     fails(errno.EIO, meta, files.chunk_map, ino, 0, 5, False)
@@ -293,8 +312,14 @@ def test_slices_lie_over_a_piece_until_it_is_written_whole(meta, vol, monkeypatc
     assert meta(files.commit, ino, CS, [[0, whole, 0, CS]])["stored"] == CS + 3
     assert meta(files.chunk_map, ino, 0, 0) == [[0, whole, 0, CS]]
     # malformed slices change nothing
-    for bad in ([0, s1, 0, 0, 0], [0, s1, -1, 5, 0], [0, s1, 0, 5, CS - 4], [0, "x", 0, 5, 0],
-                [0, s1, 0, 5, "0"], [0, s1, CS - 1, 2, 0]):
+    for bad in (
+        [0, s1, 0, 0, 0],
+        [0, s1, -1, 5, 0],
+        [0, s1, 0, 5, CS - 4],
+        [0, "x", 0, 5, 0],
+        [0, s1, 0, 5, "0"],
+        [0, s1, CS - 1, 2, 0],
+    ):
         fails(errno.EINVAL, meta, files.commit, ino, CS, [bad])
     fails(errno.ENOSPC, meta, files.commit, ino, CS, [[2, s1, 0, CS, 0]] * 9)
     assert meta(namespace.getattr_, ino)["stored"] == CS + 3
@@ -306,16 +331,28 @@ def test_slices_lie_over_a_piece_until_it_is_written_whole(meta, vol, monkeypatc
 
 def test_truncate_cuts_slices_and_forget_drops_them(meta, vol):
     from storaged.meta import fsck
+
     f = mk(meta, vol["root"], b"f")
     ino = f["ino"]
     base, s = chunk_id(b"base"), chunk_id(b"s")
-    meta(files.commit, ino, 2 * CS, [[0, base, 0, CS], [1, base, 0, CS],
-                                     [0, s, 100, 50, 0], [0, s, 1000, 50, 50],
-                                     [0, s, 3000, 50, 100], [1, s, 0, 10, 0]])
+    meta(
+        files.commit,
+        ino,
+        2 * CS,
+        [
+            [0, base, 0, CS],
+            [1, base, 0, CS],
+            [0, s, 100, 50, 0],
+            [0, s, 1000, 50, 50],
+            [0, s, 3000, 50, 100],
+            [1, s, 0, 10, 0],
+        ],
+    )
     attr = meta(files.setattr_, ino, {"size": 1020})
     # piece 1 and its slice gone; the slice from 3000 gone; the one across 1020 cut to 20
-    assert meta(files.chunk_map, ino, 0, 5) == [[0, base, 0, 1020, [[s, 100, 50, 0],
-                                                                    [s, 1000, 20, 50]]]]
+    assert meta(files.chunk_map, ino, 0, 5) == [
+        [0, base, 0, 1020, [[s, 100, 50, 0], [s, 1000, 20, 50]]]
+    ]
     assert attr["stored"] == 1020 + 70 == meta(volumes.get, "vol1")["used_bytes"]
     assert meta(fsck.check, "vol1")["problems"] == []
     meta(namespace.unlink, vol["root"], b"f")
@@ -341,6 +378,7 @@ def test_fsck_reports_inodes_a_mount_cannot_show(meta, vol):
     """Rows an earlier release stored without range checks (a uid of -1, a mode without a
     file type) made their directory's listings fail with EIO on every mount."""
     from storaged.meta import fsck
+
     good = mk(meta, vol["root"], b"good")
     bad_owner = mk(meta, vol["root"], b"owner")
     bad_mode = mk(meta, vol["root"], b"mode")
@@ -358,17 +396,21 @@ def test_fsck_repair_mends_each_kind_of_out_of_range_value(meta, vol):
     """What a kernel would show for each: the overflow id, the type the rows say, 0, the
     stored extent; values in range, and the other inodes, are left as they were."""
     from storaged.meta import fsck
+
     owner = mk(meta, vol["root"], b"owner")
     typeless_dir = mk(meta, vol["root"], b"dir", stat.S_IFDIR | 0o750)
     mk(meta, typeless_dir["ino"], b"child")
-    typeless_link = meta(namespace.make_node, vol["root"], b"link", stat.S_IFLNK | 0o777, 0, 0,
-                         0, b"owner")
+    typeless_link = meta(
+        namespace.make_node, vol["root"], b"link", stat.S_IFLNK | 0o777, 0, 0, 0, b"owner"
+    )
     device = mk(meta, vol["root"], b"dev", stat.S_IFCHR | 0o600)
     sized = mk(meta, vol["root"], b"sized")
     good = mk(meta, vol["root"], b"good", FILE, 1000, 1000)
     cid = "ab" * 32
-    meta.conn.execute("INSERT INTO chunks (inode, idx, chunk_id, start, length) VALUES "
-                      "(?, 1, ?, 10, 90)", (sized["ino"], cid))
+    meta.conn.execute(
+        "INSERT INTO chunks (inode, idx, chunk_id, start, length) VALUES (?, 1, ?, 10, 90)",
+        (sized["ino"], cid),
+    )
     meta.conn.execute("UPDATE inodes SET uid=-1, gid=? WHERE id=?", (1 << 40, owner["ino"]))
     meta.conn.execute("UPDATE inodes SET mode=? WHERE id=?", (0o750, typeless_dir["ino"]))
     meta.conn.execute("UPDATE inodes SET mode=-1 WHERE id=?", (typeless_link["ino"],))
@@ -379,9 +421,17 @@ def test_fsck_repair_mends_each_kind_of_out_of_range_value(meta, vol):
     result = meta(fsck.repair_ranges, "vol1")
     assert len(result["repaired"]) == 5, result
     assert result["inodes"][owner["ino"]] == [[vol["root"], b"owner"]]
-    after = {ino: meta(namespace.getattr_, ino) for ino in
-             (owner["ino"], typeless_dir["ino"], typeless_link["ino"], device["ino"],
-              sized["ino"], good["ino"])}
+    after = {
+        ino: meta(namespace.getattr_, ino)
+        for ino in (
+            owner["ino"],
+            typeless_dir["ino"],
+            typeless_link["ino"],
+            device["ino"],
+            sized["ino"],
+            good["ino"],
+        )
+    }
     assert (after[owner["ino"]]["uid"], after[owner["ino"]]["gid"]) == (65534, 65534)
     assert after[typeless_dir["ino"]]["mode"] == stat.S_IFDIR | 0o750
     assert after[typeless_link["ino"]]["mode"] == stat.S_IFLNK | 0o777

@@ -44,7 +44,7 @@ async def test_unlink_deletes_an_orphan_nobody_holds_in_the_same_call():
     assert gone["nlink"] == 0 and gone["deleted"] is True
     assert gone["parent"]["ino"] == root
     assert await _gone(service, f["ino"])
-    with pytest.raises(FsError) as info:   # a mount still reading it gets an error, not zeros
+    with pytest.raises(FsError) as info:  # a mount still reading it gets an error, not zeros
         await service.fs_chunks(f["ino"], 0, 10, True)
     assert info.value.errno == errno.ESTALE
     removed = await service.fs_rmdir(root, b"d")
@@ -57,13 +57,13 @@ async def test_unlink_deletes_an_orphan_nobody_holds_in_the_same_call():
 async def test_unlink_keeps_a_held_orphan_until_its_release():
     service, root = await _service_with_volume()
     session = await service.session_open("test mount")
-    f = await service.fs_mknod(root, b"f", FILE, 0, 0, 0, None, session)   # create: held
+    f = await service.fs_mknod(root, b"f", FILE, 0, 0, 0, None, session)  # create: held
     g = await service.fs_mknod(root, b"g", FILE, 0, 0)
-    await service.fs_open(g["ino"], session)                              # open: held
+    await service.fs_open(g["ino"], session)  # open: held
     for name, ino in ((b"f", f["ino"]), (b"g", g["ino"])):
         kept = await service.fs_unlink(root, name)
         assert kept["nlink"] == 0 and "deleted" not in kept
-        assert (await service.fs_getattr(ino))["nlink"] == 0   # still readable while open
+        assert (await service.fs_getattr(ino))["nlink"] == 0  # still readable while open
         assert await service.fs_release(ino, session) is True  # last close deletes it
         assert await _gone(service, ino)
 
@@ -89,7 +89,7 @@ async def test_a_commit_answers_the_volumes_usage_after_it():
     answer = await service.fs_commit(f["ino"], 1000, [[0, cid, 0, 1000]])
     assert answer["size"] == 1000
     assert answer["volume_used"] == (await service.volume_get("v"))["used_bytes"] == 1000
-    many = [[i, cid, 0, 1000] for i in range(1, 40)]   # a long list: the worker thread
+    many = [[i, cid, 0, 1000] for i in range(1, 40)]  # a long list: the worker thread
     answer = await service.fs_commit(f["ino"], 40 << 20, many)
     assert answer["volume_used"] == (await service.volume_get("v"))["used_bytes"] == 40_000
 
@@ -107,9 +107,9 @@ async def test_rename_over_a_file_deletes_it_unless_it_is_held():
     target = (await service.fs_lookup(root, b"old"))["ino"]
     await service.fs_open(target, session)
     replaced = await service.fs_rename(root, b"new1", root, b"old")
-    assert replaced["ino"] == target and "deleted" not in replaced   # held: kept
+    assert replaced["ino"] == target and "deleted" not in replaced  # held: kept
     assert await service.fs_release(target, session) is True
-    assert await service.fs_rename(root, b"old", root, b"again") is None   # nothing replaced
+    assert await service.fs_rename(root, b"old", root, b"again") is None  # nothing replaced
 
 
 def _restart(service: MetaService, path: str, session_timeout: float = 60.0) -> MetaService:
@@ -119,8 +119,7 @@ def _restart(service: MetaService, path: str, session_timeout: float = 60.0) -> 
 
 
 @trio_test
-async def test_after_a_restart_nothing_is_deleted_until_the_mounts_from_before_are_back(
-        tmp_path):
+async def test_after_a_restart_nothing_is_deleted_until_the_mounts_from_before_are_back(tmp_path):
     path = str(tmp_path / "meta.db")
     service = MetaService(open_database(path))
     root = (await service.volume_create("v", 1 << 30, 2, 1 << 20))["root"]
@@ -132,14 +131,16 @@ async def test_after_a_restart_nothing_is_deleted_until_the_mounts_from_before_a
     assert service.sessions.restored_count() == 1
     # the session is known but not what it holds: it must register again
     assert await service.session_heartbeat(before) is False
-    for refused in (service.fs_open(held["ino"], before),
-                    service.fs_mknod(root, b"new", FILE, 0, 0, 0, None, before),
-                    service.session_pending(before, ["ab" * 32], [])):
+    for refused in (
+        service.fs_open(held["ino"], before),
+        service.fs_mknod(root, b"new", FILE, 0, 0, 0, None, before),
+        service.session_pending(before, ["ab" * 32], []),
+    ):
         with pytest.raises(FsError) as info:
             await refused
         assert info.value.errno == errno.ESTALE
     with pytest.raises(FsError):
-        await service.fs_lookup(root, b"new")        # refused before anything was made
+        await service.fs_lookup(root, b"new")  # refused before anything was made
     # another mount unlinks both: neither is deleted, since mount a may hold either
     for name in (b"held", b"loose"):
         kept = await service.fs_unlink(root, name)
@@ -153,7 +154,7 @@ async def test_after_a_restart_nothing_is_deleted_until_the_mounts_from_before_a
     await service.fs_open(held["ino"], again)
     await service.session_close(before)
     assert service.sessions.deletions_allowed()
-    assert await service.fs_forget([loose["ino"], held["ino"]]) == 1   # only the unheld one
+    assert await service.fs_forget([loose["ino"], held["ino"]]) == 1  # only the unheld one
     assert await _gone(service, loose["ino"]) and not await _gone(service, held["ino"])
     assert await service.fs_release(held["ino"], again) is True
     assert await _gone(service, held["ino"])
@@ -208,6 +209,7 @@ async def test_readdir_answers_rows_in_the_order_the_mount_reads_them():
     """fs.readdir with rows: [name, cookie, *attributes in storaged.metaclient.ATTR_KEYS order],
     the same entries as the maps an older mount asks for."""
     from storaged.metaclient import ATTR_KEYS
+
     service, root = await _service_with_volume()
     for i in range(5):
         await service.fs_mknod(root, f"f{i}".encode(), FILE | 0o10 * i, 7 + i, 70 + i)
@@ -215,8 +217,9 @@ async def test_readdir_answers_rows_in_the_order_the_mount_reads_them():
     maps = await service.fs_readdir(root, 0, 4)
     rows = await service.fs_readdir(root, 0, 4, True)
     assert len(rows) == 4
-    assert [list(r) for r in rows] == [[name, cookie, *(attr[k] for k in ATTR_KEYS)]
-                                       for name, attr, cookie in maps]
+    assert [list(r) for r in rows] == [
+        [name, cookie, *(attr[k] for k in ATTR_KEYS)] for name, attr, cookie in maps
+    ]
     rest = await service.fs_readdir(root, rows[-1][1], 4, True)
     assert [r[0] for r in rest] == [b"f4", b"d"]
     with pytest.raises(FsError) as info:
@@ -234,9 +237,9 @@ async def test_a_session_holds_what_its_kernel_references_until_it_drops_it():
     f = await service.fs_mknod(root, b"f", FILE, 0, 0)
     d = await service.fs_mknod(root, b"d", DIR, 0, 0)
     assert await service.session_hold(mine, [f["ino"], d["ino"]], []) == 0
-    assert "deleted" not in await service.fs_unlink(root, b"f")    # another mount deletes
+    assert "deleted" not in await service.fs_unlink(root, b"f")  # another mount deletes
     assert "deleted" not in await service.fs_rmdir(root, b"d")
-    assert (await service.fs_getattr(d["ino"]))["nlink"] == 0      # stat still answers
+    assert (await service.fs_getattr(d["ino"]))["nlink"] == 0  # stat still answers
     assert sorted(await service.session_orphans(mine)) == sorted([f["ino"], d["ino"]])
     assert await service.session_hold(mine, [], [f["ino"], d["ino"]]) == 2
     assert await _gone(service, f["ino"]) and await _gone(service, d["ino"])
@@ -250,10 +253,10 @@ async def test_an_unlink_with_the_session_holds_the_victim_for_that_mount():
     f = await service.fs_mknod(root, b"f", FILE, 0, 0)
     kept = await service.fs_unlink(root, b"f", mine)
     assert kept["nlink"] == 0 and "deleted" not in kept
-    assert await service.fs_forget([f["ino"]], mine) == 1          # its kernel forgot it
+    assert await service.fs_forget([f["ino"]], mine) == 1  # its kernel forgot it
     assert await _gone(service, f["ino"])
     g = await service.fs_mknod(root, b"g", FILE, 0, 0)
-    with pytest.raises(FsError) as info:                            # refused, nothing done
+    with pytest.raises(FsError) as info:  # refused, nothing done
         await service.fs_unlink(root, b"g", "no-such-session")
     assert info.value.errno == errno.ESTALE
     assert (await service.fs_getattr(g["ino"]))["nlink"] == 1
@@ -276,19 +279,39 @@ async def test_a_heartbeat_the_cluster_map_cannot_use_is_refused():
     """One bad entry in the map reached the repair pass (it died of it), the mounts'
     placement and every CLI listing servers: heartbeats are checked first (issue 24)."""
     service, _ = await _service_with_volume()
-    good = ("5e63623e122d4fd7b84032a54ffa22ca", "tcp://10.0.0.7:7700", "node-1",
-            {"capacity": 1 << 40, "used": 0, "free": 1 << 40, "chunks": 0,
-             "scrub": {"enabled": True, "passes": 1}})
+    good = (
+        "5e63623e122d4fd7b84032a54ffa22ca",
+        "tcp://10.0.0.7:7700",
+        "node-1",
+        {
+            "capacity": 1 << 40,
+            "used": 0,
+            "free": 1 << 40,
+            "chunks": 0,
+            "scrub": {"enabled": True, "passes": 1},
+        },
+    )
     assert await service.cluster_heartbeat(*good) is True
-    bad = [("x" * 10_000, *good[1:]), ("id\nwith newline", *good[1:]), ("ünï", *good[1:]),
-           (good[0], "not-an-address", *good[2:]), (good[0], "tcp://host:99999", *good[2:]),
-           (good[0], "unix://relative.sock", *good[2:]), (good[0], good[1], "a zone", good[3]),
-           (good[0], "http://10.0.0.7:80", *good[2:]), (good[0], "tcp://10.0.0.7:0", *good[2:]),
-           (good[0], "tcp://10.0.0.7:7700\n", *good[2:]), (good[0], "tcp://a b:1", *good[2:]),
-           (good[0], "tcp://[not-v6]:1", *good[2:]), (good[0], "tcp://host/x:1", *good[2:]),
-           (*good[:3], {**good[3], "used": -1}), (*good[:3], {**good[3], "free": 1 << 64}),
-           (*good[:3], {**good[3], "chunks": "7"}), (*good[:3], {**good[3], "scrub": [1]}),
-           (*good[:3], "usage")]
+    bad = [
+        ("x" * 10_000, *good[1:]),
+        ("id\nwith newline", *good[1:]),
+        ("ünï", *good[1:]),
+        (good[0], "not-an-address", *good[2:]),
+        (good[0], "tcp://host:99999", *good[2:]),
+        (good[0], "unix://relative.sock", *good[2:]),
+        (good[0], good[1], "a zone", good[3]),
+        (good[0], "http://10.0.0.7:80", *good[2:]),
+        (good[0], "tcp://10.0.0.7:0", *good[2:]),
+        (good[0], "tcp://10.0.0.7:7700\n", *good[2:]),
+        (good[0], "tcp://a b:1", *good[2:]),
+        (good[0], "tcp://[not-v6]:1", *good[2:]),
+        (good[0], "tcp://host/x:1", *good[2:]),
+        (*good[:3], {**good[3], "used": -1}),
+        (*good[:3], {**good[3], "free": 1 << 64}),
+        (*good[:3], {**good[3], "chunks": "7"}),
+        (*good[:3], {**good[3], "scrub": [1]}),
+        (*good[:3], "usage"),
+    ]
     for args in bad:
         with pytest.raises(InvalidArgument):
             await service.cluster_heartbeat(*args)
@@ -304,7 +327,7 @@ async def test_a_server_row_with_an_unusable_address_is_left_out_of_the_map():
     await service.cluster_heartbeat("bad", "tcp://127.0.0.1:7701", "", usage)
     service.conn.execute("UPDATE servers SET address='not-an-address' WHERE id='bad'")
     assert [s["id"] for s in await service.cluster_servers()] == ["good"]
-    await service.cluster_heartbeat("bad", "tcp://127.0.0.1:7702", "", usage)   # fixed
+    await service.cluster_heartbeat("bad", "tcp://127.0.0.1:7702", "", usage)  # fixed
     assert [s["id"] for s in await service.cluster_servers()] == ["bad", "good"]
 
 
@@ -317,12 +340,21 @@ async def test_values_a_mount_cannot_show_are_refused_before_they_are_stored():
     table = MethodTable()
     service.register(table)
     f = await service.fs_mknod(root, b"f", FILE, 0, 0)
-    for changes in ({"uid": -1}, {"gid": 1 << 40}, {"mode": 1 << 20}, {"size": -5},
-                    {"mtime_ns": 1 << 63}):
+    for changes in (
+        {"uid": -1},
+        {"gid": 1 << 40},
+        {"mode": 1 << 20},
+        {"size": -5},
+        {"mtime_ns": 1 << 63},
+    ):
         with pytest.raises(InvalidArgument):
             await service.fs_setattr(f["ino"], changes)
-    for mode, uid, rdev in ((0, 0, 0), (0o170644, 0, 0), (FILE, 1 << 32, 0),
-                            (stat.S_IFCHR | 0o600, 0, 1 << 33)):
+    for mode, uid, rdev in (
+        (0, 0, 0),
+        (0o170644, 0, 0),
+        (FILE, 1 << 32, 0),
+        (stat.S_IFCHR | 0o600, 0, 1 << 33),
+    ):
         with pytest.raises(InvalidArgument):
             await service.fs_mknod(root, b"bad", mode, uid, 0, rdev)
     with pytest.raises(InvalidArgument, match="2\\^63"):

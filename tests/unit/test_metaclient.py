@@ -30,9 +30,11 @@ def meta_methods() -> list[str]:
 
 def test_every_meta_method_has_one_client_method_and_no_other() -> None:
     wire = set(meta_methods())
-    client = {name.replace("_", ".", 1) for name, _ in inspect.getmembers(MetaClient)
-              if inspect.iscoroutinefunction(getattr(MetaClient, name))
-              and not name.startswith("_")}
+    client = {
+        name.replace("_", ".", 1)
+        for name, _ in inspect.getmembers(MetaClient)
+        if inspect.iscoroutinefunction(getattr(MetaClient, name)) and not name.startswith("_")
+    }
     assert client == wire
     assert wire >= REPEATABLE and wire >= LEAVES_DIRECTORIES_ALONE
 
@@ -45,9 +47,12 @@ def test_client_parameters_follow_the_meta_roles_signatures() -> None:
     for name in meta_methods():
         attr = name.replace(".", "_", 1)
         served = list(inspect.signature(getattr(service, attr)).parameters.values())
-        asked = [p for p in inspect.signature(getattr(MetaClient, attr)).parameters.values()
-                 if p.name != "self" and p.kind is not p.KEYWORD_ONLY]
-        chosen = {"rows"} if name == "fs.readdir" else set()   # always rows, from the client
+        asked = [
+            p
+            for p in inspect.signature(getattr(MetaClient, attr)).parameters.values()
+            if p.name != "self" and p.kind is not p.KEYWORD_ONLY
+        ]
+        chosen = {"rows"} if name == "fs.readdir" else set()  # always rows, from the client
         assert [p.name for p in asked] == [p.name for p in served if p.name not in chosen], name
 
 
@@ -70,21 +75,22 @@ def run(test: Any, old: dict[str, int] | None = None) -> None:
         service, vol = await meta_service()
         rpc = MetaOverRpc(service, old)
         await test(MetaClient(rpc, "meta"), rpc, service, vol)  # type: ignore[arg-type]
+
     trio.run(main)
 
 
 def test_a_round_of_namespace_calls_through_the_client() -> None:
     async def test(meta: MetaClient, rpc: MetaOverRpc, service: MetaService, vol: Any) -> None:
         session = await meta.session_open("test")
-        made = await meta.fs_mknod(vol["root"], b"f", stat.S_IFREG | 0o600, 1, 2,
-                                   session=session)
+        made = await meta.fs_mknod(vol["root"], b"f", stat.S_IFREG | 0o600, 1, 2, session=session)
         assert made["parent"]["ino"] == vol["root"] and made["uid"] == 1
         assert (await meta.fs_lookup(vol["root"], b"f"))["ino"] == made["ino"]
         rows = await meta.fs_readdir(vol["root"], 0, 10)
         assert [r[0] for r in rows] == [b"f"] and rows[0][2] == made["ino"]
         gone = await meta.fs_unlink(vol["root"], b"f", session)
-        assert gone["nlink"] == 0 and not gone.get("deleted")   # held for the session
+        assert gone["nlink"] == 0 and not gone.get("deleted")  # held for the session
         assert await meta.fs_release(made["ino"], session) is True  # the last hold: deleted
+
     run(test)
 
 
@@ -108,6 +114,7 @@ def test_an_older_meta_role_gets_the_forms_it_knows_and_features_remember() -> N
         await meta.fs_unlink(vol["root"], b"f", session)
         assert [n for m, n in rpc.calls if m == "fs.unlink"] == [3, 2]
         assert not meta.features.holds
+
     run(test, old)
 
 
@@ -126,19 +133,26 @@ def test_a_meta_role_without_holds_turns_them_off() -> None:
         assert meta.features.holds
         assert await meta.session_hold(session, [vol["root"]], []) is False
         assert not meta.features.holds
+
     trio.run(main)
 
 
-@pytest.mark.parametrize("method, changes", [("fs_getattr", False), ("fs_setattr", True),
-                                             ("fs_commit", False)])
-def test_on_change_is_told_before_a_call_that_may_change_a_directory(method: str,
-                                                                     changes: bool) -> None:
+@pytest.mark.parametrize(
+    "method, changes", [("fs_getattr", False), ("fs_setattr", True), ("fs_commit", False)]
+)
+def test_on_change_is_told_before_a_call_that_may_change_a_directory(
+    method: str, changes: bool
+) -> None:
     async def test(meta: MetaClient, rpc: MetaOverRpc, service: MetaService, vol: Any) -> None:
         told: list[int] = []
         meta.on_change = lambda: told.append(len(rpc.calls))
         f = await service.fs_mknod(vol["root"], b"f", stat.S_IFREG | 0o600, 0, 0)
-        args = {"fs_getattr": (f["ino"],), "fs_setattr": (f["ino"], {"mode": 0o644}),
-                "fs_commit": (f["ino"], 0, [])}[method]
+        args = {
+            "fs_getattr": (f["ino"],),
+            "fs_setattr": (f["ino"], {"mode": 0o644}),
+            "fs_commit": (f["ino"], 0, []),
+        }[method]
         await getattr(meta, method)(*args)
-        assert told == ([0] if changes else [])   # before the request left
+        assert told == ([0] if changes else [])  # before the request left
+
     run(test)

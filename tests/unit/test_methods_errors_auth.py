@@ -33,16 +33,19 @@ def test_bind_accepts_required_and_optional_parameters():
     assert m.usage() == "sample(name, data, [count], [tag])"
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ([], "takes 2..4 parameters, got 0"),
-    (["n", b"d", 1, None, 5], "got 5"),
-    ([b"n", b"d"], "name must be str, got bytes"),
-    (["n", "d"], "data must be bytes, got str"),
-    (["n", b"d", True], "count must be int, got bool"),
-    (["n", b"d", 1.5], "count must be int, got float"),
-    (["n", b"d", 1, 7], "tag must be str or NoneType, got int"),
-    (["n", b"d", 1 << 63], "count must be int in -2\\^63..2\\^63-1, got int"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ([], "takes 2..4 parameters, got 0"),
+        (["n", b"d", 1, None, 5], "got 5"),
+        ([b"n", b"d"], "name must be str, got bytes"),
+        (["n", "d"], "data must be bytes, got str"),
+        (["n", b"d", True], "count must be int, got bool"),
+        (["n", b"d", 1.5], "count must be int, got float"),
+        (["n", b"d", 1, 7], "tag must be str or NoneType, got int"),
+        (["n", b"d", 1 << 63], "count must be int in -2\\^63..2\\^63-1, got int"),
+    ],
+)
 def test_bind_refuses_wrong_counts_and_types_with_a_clear_message(params, fragment):
     with pytest.raises(errors.InvalidArgument, match=fragment.replace("[", r"\[")):
         table().get("sample").bind(params)
@@ -57,15 +60,19 @@ def test_bool_is_not_an_int_but_an_int_is_a_float():
 
 def test_a_typed_list_checks_every_item():
     """fs.forget's inode list once let a map through to a dict lookup (INTERNAL)."""
+
     async def forget(inos: list[int], names: list[str] | None = None) -> None: ...
+
     t = MethodTable()
     t.add("forget", forget)
     m = t.get("forget")
     assert m.bind([[1, 2], ["a"]]) == [[1, 2], ["a"]]
-    for params, fragment in (([[1, {}]], "inos[1] must be int, got dict"),
-                             ([[1 << 63]], "inos[0] must be int in -2^63..2^63-1"),
-                             ([[True]], "inos[0] must be int, got bool"),
-                             ([[1], [b"x"]], "names[0] must be str, got bytes")):
+    for params, fragment in (
+        ([[1, {}]], "inos[1] must be int, got dict"),
+        ([[1 << 63]], "inos[0] must be int in -2^63..2^63-1"),
+        ([[True]], "inos[0] must be int, got bool"),
+        ([[1], [b"x"]], "names[0] must be str, got bytes"),
+    ):
         with pytest.raises(errors.InvalidArgument, match=re.escape(fragment)):
             m.bind(params)
 
@@ -79,10 +86,22 @@ def test_unknown_method_and_public_flag():
         t.add("flag", flag)
 
 
-@pytest.mark.parametrize("cls", [errors.Internal, errors.InvalidRequest, errors.MethodNotFound,
-                                 errors.InvalidArgument, errors.Unauthenticated,
-                                 errors.AuthFailed, errors.NotFound, errors.HashMismatch,
-                                 errors.Corrupted, errors.NoSpace, errors.Busy])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        errors.Internal,
+        errors.InvalidRequest,
+        errors.MethodNotFound,
+        errors.InvalidArgument,
+        errors.Unauthenticated,
+        errors.AuthFailed,
+        errors.NotFound,
+        errors.HashMismatch,
+        errors.Corrupted,
+        errors.NoSpace,
+        errors.Busy,
+    ],
+)
 def test_every_error_crosses_the_wire_as_its_own_type(cls):
     wire = cls("details").to_wire()
     assert set(wire) == {"code", "message"}

@@ -30,9 +30,11 @@ def run(test, old: dict[str, int] | None = None) -> None:
         async with trio.open_nursery() as nursery:
             ops = operations(rpc, vol, nursery)
             ops.session = session
-            await test(ops, rpc, f["ino"], {0: Piece(one, 0, 4 * MiB), 1: None,
-                                            2: Piece(two, 0, MiB)})
+            await test(
+                ops, rpc, f["ino"], {0: Piece(one, 0, 4 * MiB), 1: None, 2: Piece(two, 0, MiB)}
+            )
             nursery.cancel_scope.cancel()
+
     trio.run(main)
 
 
@@ -46,6 +48,7 @@ def test_a_file_opened_to_be_read_comes_with_its_map() -> None:
         assert ops.files[ino].rows == stored
         assert opens(rpc) == [3]
         await ops.release(fi.fh)
+
     run(test)
 
 
@@ -53,15 +56,18 @@ def test_a_file_opened_to_be_read_comes_with_its_map() -> None:
 def test_no_map_is_asked_for_a_file_opened_to_be_written_over(flags: int, monkeypatch) -> None:
     # O_TRUNC drops the kernel's cached pages: there is no kernel here to tell
     monkeypatch.setattr("pyfuse3.invalidate_inode", lambda *args, **kwargs: None)
+
     async def test(ops, rpc, ino, stored) -> None:
         fi = await ops.open(ino, flags, None)
         assert opens(rpc) == [2]
         await ops.release(fi.fh)
+
     run(test)
 
 
 def test_a_file_open_here_is_given_no_map_with_another_open() -> None:
     """Its commits may be on their way: its map is read again when needed, as before."""
+
     async def test(ops, rpc, ino, stored) -> None:
         first = await ops.open(ino, os.O_RDWR, None)
         data = ops.files[ino]
@@ -70,6 +76,7 @@ def test_a_file_open_here_is_given_no_map_with_another_open() -> None:
         assert ops.files[ino] is data and data.rows == {}
         await ops.release(second.fh)
         await ops.release(first.fh)
+
     run(test)
 
 
@@ -77,7 +84,8 @@ def test_from_an_older_meta_role_the_map_is_asked_for_separately() -> None:
     async def test(ops, rpc, ino, stored) -> None:
         for _ in range(2):
             fi = await ops.open(ino, os.O_RDONLY, None)
-            assert ops.files[ino].rows == {}   # read when needed, as before
+            assert ops.files[ino].rows == {}  # read when needed, as before
             await ops.release(fi.fh)
-        assert opens(rpc) == [3, 2, 2]   # refused once, not asked again
+        assert opens(rpc) == [3, 2, 2]  # refused once, not asked again
+
     run(test, old={"fs.open": 2})

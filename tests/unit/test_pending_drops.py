@@ -34,12 +34,19 @@ def run(test) -> None:
     async def main() -> None:
         rpc = SessionsOverRpc()
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(meta=MetaClient(rpc, "meta"), data=None, cache=None,  # type: ignore[arg-type]
-                          chunk_size=1 << 20, replicas=2, uploads=trio.CapacityLimiter(1),
-                          nursery=nursery)
+            io = VolumeIO(
+                meta=MetaClient(rpc, "meta"),
+                data=None,
+                cache=None,  # type: ignore[arg-type]
+                chunk_size=1 << 20,
+                replicas=2,
+                uploads=trio.CapacityLimiter(1),
+                nursery=nursery,
+            )
             io.session = rpc.sessions.open("test mount")
             await test(io, rpc)
             nursery.cancel_scope.cancel()
+
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
@@ -50,6 +57,7 @@ def test_a_drop_rides_with_the_next_registration() -> None:
         assert rpc.calls == [(io.session, ["a"], [])] and rpc.pending() == {"a"}
         await io.hold_chunk("b")
         assert rpc.calls[1:] == [(io.session, ["b"], ["a"])] and rpc.pending() == {"b"}
+
     run(test)
 
 
@@ -61,6 +69,7 @@ def test_a_drop_is_told_after_the_delay_when_nothing_else_goes() -> None:
         assert rpc.pending() == {"a"}
         await trio.sleep(DROP_DELAY)
         assert rpc.calls[1:] == [(io.session, [], ["a"])] and rpc.pending() == set()
+
     run(test)
 
 
@@ -68,13 +77,14 @@ def test_a_chunk_held_again_before_its_drop_was_told_stays_pending() -> None:
     async def test(io: VolumeIO, rpc: SessionsOverRpc) -> None:
         await io.hold_chunk("a")
         await io.release_chunks(["a"])
-        await io.hold_chunk("a")       # the same bytes stored again: still pending there
+        await io.hold_chunk("a")  # the same bytes stored again: still pending there
         assert len(rpc.calls) == 1
         await trio.sleep(2 * DROP_DELAY)
         assert rpc.pending() == {"a"} and len(rpc.calls) == 1
         await io.release_chunks(["a"])
         await trio.sleep(2 * DROP_DELAY)
         assert rpc.pending() == set()
+
     run(test)
 
 
@@ -85,8 +95,9 @@ def test_drops_of_a_replaced_session_are_not_sent_under_the_new_one() -> None:
         old = io.session
         io.session = rpc.sessions.open("the same mount, registered again")
         rpc.sessions.close(old)
-        await io.hold_chunk("a")       # not pending in the new session: registered
+        await io.hold_chunk("a")  # not pending in the new session: registered
         assert rpc.calls[1:] == [(io.session, ["a"], [])] and rpc.pending() == {"a"}
         await trio.sleep(2 * DROP_DELAY)
         assert rpc.pending() == {"a"}
+
     run(test)

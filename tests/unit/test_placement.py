@@ -7,8 +7,10 @@ from storaged.data.placement import Server, placement_order
 
 
 def servers(n: int, zones: int | None = None, capacity: int = 100) -> list[Server]:
-    return [Server(f"s{i}", f"tcp://h:{i}", f"z{i % (zones or n)}", capacity, capacity, True)
-            for i in range(n)]
+    return [
+        Server(f"s{i}", f"tcp://h:{i}", f"z{i % (zones or n)}", capacity, capacity, True)
+        for i in range(n)
+    ]
 
 
 IDS = [chunk_id(str(i).encode()) for i in range(3000)]

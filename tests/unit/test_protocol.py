@@ -71,22 +71,25 @@ def test_empty_feed_is_harmless():
     assert MessageReader(1 << 20).feed(b"") == []
 
 
-@pytest.mark.parametrize("obj, msgid, fragment", [
-    ({"not": "an array"}, None, "non-empty array"),
-    ([], None, "non-empty array"),
-    ([0, 1, "m"], 1, "4 elements"),
-    ([0, 1, 5, []], 1, "method must be a string"),
-    ([0, 1, "m", {}], 1, "params must be an array"),
-    ([0, -1, "m", []], None, "msgid"),
-    ([0, 2**32, "m", []], None, "msgid"),
-    ([0, True, "m", []], None, "msgid"),
-    ([0, "1", "m", []], None, "msgid"),
-    ([1, 1, None], None, "response"),
-    ([2, "n"], None, "notification"),
-    ([2, 3, []], None, "notification"),
-    ([9, 1, "m", []], None, "unknown message type"),
-    ([True, 1, "m", []], None, "unknown message type"),
-])
+@pytest.mark.parametrize(
+    "obj, msgid, fragment",
+    [
+        ({"not": "an array"}, None, "non-empty array"),
+        ([], None, "non-empty array"),
+        ([0, 1, "m"], 1, "4 elements"),
+        ([0, 1, 5, []], 1, "method must be a string"),
+        ([0, 1, "m", {}], 1, "params must be an array"),
+        ([0, -1, "m", []], None, "msgid"),
+        ([0, 2**32, "m", []], None, "msgid"),
+        ([0, True, "m", []], None, "msgid"),
+        ([0, "1", "m", []], None, "msgid"),
+        ([1, 1, None], None, "response"),
+        ([2, "n"], None, "notification"),
+        ([2, 3, []], None, "notification"),
+        ([9, 1, "m", []], None, "unknown message type"),
+        ([True, 1, "m", []], None, "unknown message type"),
+    ],
+)
 def test_invalid_messages_are_reported_with_the_msgid_when_known(obj, msgid, fragment):
     event = classify(obj)
     assert isinstance(event, InvalidMessage)
@@ -135,7 +138,7 @@ def test_message_over_the_frame_limit_is_refused_even_in_pieces():
     reader = MessageReader(4096)
     events = []
     for i in range(0, len(big), 100):
-        events.extend(reader.feed(big[i:i + 100]))
+        events.extend(reader.feed(big[i : i + 100]))
         if events:
             break
     assert len(events) == 1 and "frame limit of 4096" in events[0].reason
@@ -171,31 +174,47 @@ def test_large_trailing_bytes_are_spliced_not_copied_and_decode_the_same() -> No
     """encode_parts hands a big final byte string over as its own piece; the joined pieces
     are byte for byte what msgpack packs, and a reader decodes them as the same message."""
     from storaged.rpc.protocol import SPLICE_MIN, encode_parts
+
     big = bytes(range(256)) * (SPLICE_MIN // 256 + 3)
-    for message in (Request(7, "chunk.put", ["a" * 64, big]),
-                    Request(8, "x", [memoryview(big)]),
-                    Response(9, None, big), Response(10, None, bytearray(big))):
+    for message in (
+        Request(7, "chunk.put", ["a" * 64, big]),
+        Request(8, "x", [memoryview(big)]),
+        Response(9, None, big),
+        Response(10, None, bytearray(big)),
+    ):
         parts = encode_parts(message)
-        assert len(parts) == 2 and parts[1] is (message.params[-1] if isinstance(
-            message, Request) else message.result)
+        assert len(parts) == 2 and parts[1] is (
+            message.params[-1] if isinstance(message, Request) else message.result
+        )
         joined = b"".join(bytes(p) for p in parts)
-        obj = ([0, message.msgid, message.method, [bytes(p) if isinstance(p, memoryview) else p
-                                                   for p in message.params]]
-               if isinstance(message, Request) else [1, message.msgid, None, bytes(message.result)])
+        obj = (
+            [
+                0,
+                message.msgid,
+                message.method,
+                [bytes(p) if isinstance(p, memoryview) else p for p in message.params],
+            ]
+            if isinstance(message, Request)
+            else [1, message.msgid, None, bytes(message.result)]
+        )
         assert joined == msgpack.packb(obj, use_bin_type=True)
         reader = MessageReader(max_frame=len(joined) + 100)
         (event,) = reader.feed(joined)
         assert event.msgid == message.msgid
     # small strings, errors and non-bytes stay one piece
-    for message in (Request(1, "m", [b"x" * 10]), Response(2, {"code": "X", "message": ""}, None),
-                    Response(3, None, "s" * SPLICE_MIN), Request(4, "m", [big, 1])):
+    for message in (
+        Request(1, "m", [b"x" * 10]),
+        Response(2, {"code": "X", "message": ""}, None),
+        Response(3, None, "s" * SPLICE_MIN),
+        Request(4, "m", [big, 1]),
+    ):
         assert len(encode_parts(message)) == 1
 
 
 def test_a_map_with_an_unhashable_key_is_a_protocol_error_not_a_crash() -> None:
     """Found by the fuzz test: msgpack raises TypeError for a map keyed by a map, which
     escaped the reader and took the whole server down."""
-    frame = b"\x81\x81\x00\x00\x00"   # {{0: 0}: 0}
+    frame = b"\x81\x81\x00\x00\x00"  # {{0: 0}: 0}
     reader = MessageReader(max_frame=1024)
     events = reader.feed(frame)
     assert len(events) == 1 and isinstance(events[0], StreamError)
@@ -255,20 +274,21 @@ def test_a_large_request_starting_a_read_is_received_into_its_own_buffer():
     assert reader.feed(data[:first]) == []
     target = reader.receive_buffer()
     assert target is not None and len(target) == len(BIG) - 100
-    rest = data[first:first + len(target)]
+    rest = data[first : first + len(target)]
     target[:] = rest
     target.release()
     [event] = reader.received(len(rest))
     assert event == BIG_STREAM[0] and type(event.params[-1]) is bytearray
     assert reader.receive_buffer() is None and reader.buffered == 0
-    assert reader.feed(data[first + len(rest):]) == [BIG_STREAM[1]]
+    assert reader.feed(data[first + len(rest) :]) == [BIG_STREAM[1]]
 
 
 def test_without_big_requests_or_mid_read_the_general_way_takes_it():
     message = BIG_STREAM[0]
-    for reader, data in [(MessageReader(1 << 26), wire([message])),
-                         (MessageReader(1 << 26, big_requests=True),
-                          encode(Request(1, "health", []))[:-1])]:
+    for reader, data in [
+        (MessageReader(1 << 26), wire([message])),
+        (MessageReader(1 << 26, big_requests=True), encode(Request(1, "health", []))[:-1]),
+    ]:
         if len(data) < 100:  # a partial message first: the large one arrives mid-stream
             reader.feed(data)
             data = encode(Request(1, "health", []))[-1:] + wire([message])

@@ -31,7 +31,8 @@ def test_zero_leaves_the_kernels_default(bdi: Path) -> None:
 
 
 def test_a_window_that_cannot_be_set_is_logged_not_raised(
-        bdi: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bdi: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, "fusefs")
     assert not set_readahead(os.makedev(0, 99), 4 << 20, sysfs=str(bdi))
     assert "cannot write" in caplog.text and "0:99" in caplog.text

@@ -43,6 +43,7 @@ def run(test) -> None:
             ops.session = session
             await test(ops, rpc, service, f["ino"])
             nursery.cancel_scope.cancel()
+
     trio.run(main)
 
 
@@ -55,22 +56,27 @@ def test_a_release_does_not_wait_and_a_reopen_waits_for_it() -> None:
         fi = await ops.open(ino, os.O_RDONLY, None)
         assert held(service, ops.session, ino)
         with trio.fail_after(5):
-            await ops.release(fi.fh)      # answered although fs.release is not
+            await ops.release(fi.fh)  # answered although fs.release is not
         assert held(service, ops.session, ino) and ino in ops.releasing
         reopened: list[Any] = []
 
         async def reopen() -> None:
             reopened.append(await ops.open(ino, os.O_RDONLY, None))
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reopen)
             await trio.testing.wait_all_tasks_blocked()
-            assert not reopened           # waiting for the release on its way
+            assert not reopened  # waiting for the release on its way
             rpc.gate.set()
         assert reopened and not ops.releasing
         # the new hold came after the release: it is there
         assert held(service, ops.session, ino)
-        assert [m for m, _ in rpc.calls if m in ("fs.open", "fs.release")] == \
-            ["fs.open", "fs.release", "fs.open"]
+        assert [m for m, _ in rpc.calls if m in ("fs.open", "fs.release")] == [
+            "fs.open",
+            "fs.release",
+            "fs.open",
+        ]
+
     run(test)
 
 
@@ -83,19 +89,21 @@ def test_flush_all_waits_for_releases_on_their_way() -> None:
         async def flush_all() -> None:
             await ops.flush_all()
             flushed.set()
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flush_all)
             await trio.testing.wait_all_tasks_blocked()
             assert not flushed.is_set()
             rpc.gate.set()
         assert flushed.is_set() and not held(service, ops.session, ino)
+
     run(test)
 
 
 def test_an_orphan_is_deleted_when_its_release_is_answered() -> None:
     async def test(ops, rpc, service, ino) -> None:
         fi = await ops.open(ino, os.O_RDONLY, None)
-        await ops.unlink(pyfuse3.ROOT_INODE, b"f", None)   # held here: kept as an orphan
+        await ops.unlink(pyfuse3.ROOT_INODE, b"f", None)  # held here: kept as an orphan
         assert (await service.fs_getattr(ino))["nlink"] == 0
         await ops.release(fi.fh)
         rpc.gate.set()
@@ -104,4 +112,5 @@ def test_an_orphan_is_deleted_when_its_release_is_answered() -> None:
         with pytest.raises(FsError) as gone:
             await service.fs_getattr(ino)
         assert gone.value.errno == errno.ENOENT
+
     run(test)

@@ -37,7 +37,7 @@ def test_restored_sessions_hold_up_deletions_until_closed_or_silent():
     assert not s.is_live("r1")
     s.close("r1")
     assert not s.deletions_allowed() and s.restored_count() == 1
-    time.sleep(0.1)   # a refused heartbeat does not keep a restored session alive
+    time.sleep(0.1)  # a refused heartbeat does not keep a restored session alive
     assert s.silent() == ["r2"]
     s.close("r2")
     assert s.deletions_allowed()

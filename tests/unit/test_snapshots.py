@@ -21,10 +21,16 @@ def tree(meta, root):
             child = a["ino"]
             p = path + b"/" + name
             target = meta(namespace.readlink, child) if a["mode"] & 0o170000 == 0o120000 else None
-            out[p] = (a["mode"], a["size"], meta(files.chunk_map, child, 0, 100),
-                      {n: meta(xattrs.get, child, n) for n in meta(xattrs.list_, child)}, target)
+            out[p] = (
+                a["mode"],
+                a["size"],
+                meta(files.chunk_map, child, 0, 100),
+                {n: meta(xattrs.get, child, n) for n in meta(xattrs.list_, child)},
+                target,
+            )
             if a["mode"] & 0o170000 == 0o040000:
                 walk(child, p)
+
     walk(root, b"")
     return out
 
@@ -121,7 +127,8 @@ def test_a_version_1_database_is_migrated_and_keeps_its_data(tmp_path):
     old = m(volumes.get, "old")
     assert old["kind"] == "volume" and old["source"] == "" and old["root"] == 7
     from storaged.meta import servers
-    assert m(servers.list_all)[0]["draining"] is False   # version 3 added it
+
+    assert m(servers.list_all)[0]["draining"] is False  # version 3 added it
     assert len(m(cluster_id)) == 32
     ident = m(cluster_id)
     m.conn.close()

@@ -16,7 +16,7 @@ def listening(*sessions: str, lease: float = 30.0) -> Watches:
     watches = Watches()
     for session in sessions:
         watches.listen(session, lease)
-        watches._listeners[session].reset = False   # past its first poll
+        watches._listeners[session].reset = False  # past its first poll
     return watches
 
 
@@ -31,13 +31,13 @@ def test_a_change_is_sent_to_every_other_session_watching_it_and_not_to_its_auth
     watches.changed("a", [inode(10), entry(20, b"x")])
     assert owed(watches, "a") == []
     assert owed(watches, "b") == owed(watches, "c") == [["i", 10, False], ["e", 20, b"x"]]
-    watches.changed(None, [inode(30)])   # nobody watches 30
+    watches.changed(None, [inode(30)])  # nobody watches 30
     assert owed(watches, "b") == [["i", 10, False], ["e", 20, b"x"]]
 
 
 def test_a_session_not_listening_watches_nothing() -> None:
     watches = listening("b")
-    watches.watch("a", [10], watches.mark())   # "a" never polled
+    watches.watch("a", [10], watches.mark())  # "a" never polled
     watches.watch(None, [10], watches.mark())
     watches.changed("b", [inode(10)])
     assert watches.counts() == {"listeners": 1, "watches": 0}
@@ -55,7 +55,7 @@ def test_a_watch_ends_with_the_lease_and_its_slack(monkeypatch: pytest.MonkeyPat
     now[0] += 0.02
     watches.changed(None, [inode(10)])
     assert owed(watches, "b") == []
-    watches.watch("b", [11], watches.mark())   # prunes the expired one
+    watches.watch("b", [11], watches.mark())  # prunes the expired one
     assert watches._listeners["b"].watching.keys() == {11}
     assert 10 not in watches._watchers
 
@@ -64,9 +64,9 @@ def test_a_read_that_raced_a_change_is_owed_the_change() -> None:
     """The read took its snapshot before the change committed and registers its watch
     after the change's events went out: it still hears of it."""
     watches = listening("b")
-    since = watches.mark()                       # b's read starts
+    since = watches.mark()  # b's read starts
     watches.changed("a", [inode(10), inode(99)])  # a's change commits meanwhile
-    watches.watch("b", [10], since)              # b's read answers about 10
+    watches.watch("b", [10], since)  # b's read answers about 10
     assert owed(watches, "b") == [["i", 10, False]]
 
 
@@ -91,6 +91,7 @@ def test_too_many_events_reset_the_session_instead(monkeypatch: pytest.MonkeyPat
 
     async def poll() -> dict:
         return await watches.take("b", 30.0, 5.0)
+
     assert trio.run(poll) == {"events": [], "reset": True, "upto": 4}
 
 
@@ -100,6 +101,7 @@ async def poll_while(watches: Watches, session: str, act) -> dict:
 
     async def poll() -> None:
         got.append(await watches.take(session, 30.0, 10.0))
+
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poll)
@@ -113,34 +115,40 @@ def test_a_poll_waits_for_events_and_returns_them_at_once() -> None:
     async def main() -> None:
         watches = Watches()
         first = await watches.take("b", 30.0, 0.0)
-        assert first == {"events": [], "reset": True, "upto": 0}   # a new listener: reset
+        assert first == {"events": [], "reset": True, "upto": 0}  # a new listener: reset
         watches.watch("b", [7], watches.mark())
         got = await poll_while(watches, "b", lambda: watches.changed("a", [entry(7, b"n")]))
         assert got == {"events": [["e", 7, b"n"]], "reset": False, "upto": 1}
         with trio.fail_after(5):
-            assert await watches.take("b", 30.0, 0.05) == {"events": [], "reset": False,
-                                                           "upto": 1}
+            assert await watches.take("b", 30.0, 0.05) == {"events": [], "reset": False, "upto": 1}
+
     trio.run(main)
 
 
 def test_an_ended_session_stops_its_poll_and_a_silent_one_is_dropped(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def main() -> None:
         watches = listening("b", "c")
         watches.watch("b", [1], watches.mark())
-        assert await poll_while(watches, "b", lambda: watches.forget("b")) == \
-            {"events": [], "reset": True, "upto": 0}
+        assert await poll_while(watches, "b", lambda: watches.forget("b")) == {
+            "events": [],
+            "reset": True,
+            "upto": 0,
+        }
         assert 1 not in watches._watchers
         now = time.monotonic() + w.SILENT_SECONDS + 1
         monkeypatch.setattr(time, "monotonic", lambda: now)
         assert watches.reset_silent() == ["c"]
         assert watches.counts()["listeners"] == 0
+
     trio.run(main)
 
 
 def test_a_content_change_waits_until_every_mount_told_has_acknowledged() -> None:
     """The author of a commit is answered once the other mounts have dealt with its
     invalidation (their next poll says so), so their next open asks the meta role."""
+
     async def main() -> None:
         watches = listening("b", "c")
         for session in "bc":
@@ -151,15 +159,16 @@ def test_a_content_change_waits_until_every_mount_told_has_acknowledged() -> Non
 
         async def author() -> None:
             done.append(await watches.delivered(told, timeout=5))
+
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(author)
                 answer = await watches.take("b", 30.0, 0)
                 assert answer["upto"] == 1
-                await watches.take("b", 30.0, 0, ack=answer["upto"])   # b is done
+                await watches.take("b", 30.0, 0, ack=answer["upto"])  # b is done
                 await trio.sleep(0.05)
-                assert done == []                                    # c is not yet
-                watches.forget("c")                                  # c's mount is gone
+                assert done == []  # c is not yet
+                watches.forget("c")  # c's mount is gone
         assert done == [[]]
         # a mount that never answers holds a change up only for the time given
         watches.watch("b", [6], watches.mark())
@@ -172,4 +181,5 @@ def test_a_content_change_waits_until_every_mount_told_has_acknowledged() -> Non
         assert owed(watches, "b")[-1] == ["i", 6, True]
         await watches.take("b", 30.0, 0)
         assert watches.changed("a", [inode(6, True)]) == {"b": 4}
+
     trio.run(main)
