@@ -165,7 +165,7 @@ def main() -> None:
                     args.small_requests
                     / trio.run(rpc_many, server.address, secret, args.clients, has)
                 )
-                cpu["storaged"] = process_stats(server.proc.pid)[0]
+                cpu["storaged"] = process_stats(server.pid)[0]
             finally:
                 server.stop()
             shutil.rmtree(raw_dir)

@@ -8,7 +8,6 @@ is idempotent by name or id, because the CO and its sidecars retry everything.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -82,7 +81,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                 raise CsiError(Code.ALREADY_EXISTS, exc.message) from None
             raise
 
-    def _volume(self, v: dict[str, Any]) -> pb.Volume:
+    def _volume(self, v: Volume) -> pb.Volume:
         volume = pb.Volume(
             capacity_bytes=v["capacity"], volume_id=v["name"], accessible_topology=[self.topology]
         )
@@ -119,7 +118,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         )
 
     @staticmethod
-    def _snapshot(s: dict[str, Any]) -> pb.Snapshot:
+    def _snapshot(s: Volume) -> pb.Snapshot:
         created = timestamp_pb2.Timestamp(
             seconds=s["created_ns"] // 10**9, nanos=s["created_ns"] % 10**9
         )
@@ -131,7 +130,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             ready_to_use=True,
         )
 
-    def _source(self, request: pb.CreateVolumeRequest) -> tuple[str, dict[str, Any] | None]:
+    def _source(self, request: pb.CreateVolumeRequest) -> tuple[str, Volume | None]:
         """('snapshot:NAME' or 'volume:NAME' or '', the source's row) for a content source."""
         if not request.HasField("volume_content_source"):
             return "", None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ values_of = operator.itemgetter(*ATTR_KEYS)  # a meta-role attribute map -> thos
 
 
 def entry_attributes(
-    attr: dict[str, Any],
+    attr: Mapping[str, Any],
     inodes: InodeMap,
     *,
     entry_timeout: float,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -76,7 +76,7 @@ class VolumeIO:
     nursery: trio.Nursery
     max_dirty_bytes: int = 64 << 20  # per file
     max_unsaved_bytes: int = 128 << 20
-    after_commit: Callable[[dict[str, Any]], None] | None = None  # with fs.commit's answer
+    after_commit: Callable[[Mapping[str, Any]], None] | None = None  # with fs.commit's answer
     # with the inode whose unstored bytes were dropped: its kernel pages must go (Operations)
     after_drop: Callable[[int], None] | None = None
     session: str = ""  # this mount's session in the meta role (set by Operations)
@@ -363,7 +363,7 @@ class FileData:
         if (
             sequential
             or piece.length <= RANGED_READ_ABOVE
-            or self.io.cache.get(piece.cid) is not None
+            or (piece.cid is not None and self.io.cache.get(piece.cid) is not None)
         ):
             return None
         return piece
@@ -712,7 +712,7 @@ class FileData:
         if self.io.after_drop is not None:
             self.io.after_drop(self.ino)
 
-    async def truncate(self, size: int) -> dict[str, Any]:
+    async def truncate(self, size: int) -> Mapping[str, Any]:
         """Commit pending writes, then set the size in the meta role (metadata only)."""
         await self.flush()
         async with self.write_lock:

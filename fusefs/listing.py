@@ -68,6 +68,7 @@ class Listing:
         hands them to the kernel and gives back, with ``keep``, those there was no room
         for."""
         now = self._kept.changes()
+        rows: list[Row] | None
         if self._rows and after == self._after and self._stamp == now:
             rows, self._rows = self._rows, []
             self.token = self._rows_token

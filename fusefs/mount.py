@@ -144,6 +144,7 @@ def _start_metrics(options: MountOptions) -> tuple[MountObserver | None, str]:
     observer = MountObserver(options.volume)
     http = serve_http(*parse_listen(options.metrics_listen), observer.registry, observer.health)
     host, port = http.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     log.info("metrics and health on http://%s:%d/metrics", host, port)
     return observer, f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 

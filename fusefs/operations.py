@@ -14,8 +14,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -44,6 +44,7 @@ from .quota import QuotaGuard
 log = logging.getLogger("fusefs")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
 OPEN_PIECES = 16  # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
@@ -54,11 +55,11 @@ HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up 
 RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h), as the kernel passes it to rename
 
 
-def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Every failure becomes a FUSEError with a meaningful errno, never a dead daemon."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -86,7 +87,7 @@ class Operations(pyfuse3.Operations):
     def __init__(
         self,
         io: VolumeIO,
-        volume: dict[str, Any],
+        volume: Mapping[str, Any],
         *,
         entry_timeout: float = 1.0,
         attr_timeout: float = 1.0,
@@ -136,7 +137,7 @@ class Operations(pyfuse3.Operations):
         # directory inode -> (until when, its attributes as a create in it left them, the
         # create's Ask); see _make and getattr. Any other change through this mount, and any
         # invalidation, empties it.
-        self.dir_attrs: dict[int, tuple[float, dict[str, Any], Ask]] = {}
+        self.dir_attrs: dict[int, tuple[float, Mapping[str, Any], Ask]] = {}
         self._changes = 0
         self.dirs: dict[int, Listing] = {}  # fh -> an open directory's listing
         self.dir_inodes: dict[int, int] = {}  # fh -> the open directory's kernel inode
@@ -144,14 +145,14 @@ class Operations(pyfuse3.Operations):
         self.listings = ListingCache(cache_lease)  # whole listings, while nothing changed
         self.dir_names = KnownNames(self.cache)  # every name of a few directories
         # inode -> (attributes told to the kernel while listening, their Ask, _changes then)
-        self.known: dict[int, tuple[dict[str, Any] | list[Any], Ask, int]] = {}
+        self.known: dict[int, tuple[Mapping[str, Any] | list[Any], Ask, int]] = {}
         # files that were open here since the kernel last looked them up: the kernel may
         # keep their pages (forgotten with the inode: see _open_here)
         self.paged: set[int] = set()
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _committed(self, answer: dict[str, Any]) -> None:
+    def _committed(self, answer: Mapping[str, Any]) -> None:
         """A file's data was committed: its size and times changed (see listing.py). The
         kernel may keep the file's attributes from before (a stat while it was written)
         for as long as the lease: told to forget them, when they differ. Attributes only:
@@ -159,7 +160,9 @@ class Operations(pyfuse3.Operations):
         self._changes += 1
         self.quota.committed(answer)
         ino = answer.get("ino")
-        told = self.seen.get(ino) if ino is not None else None
+        if ino is None:
+            return
+        told = self.seen.get(ino)
         if told is not None and told != (answer.get("size"), answer.get("mtime_ns")):
             del self.seen[ino]
             if not self.in_kernel:
@@ -208,7 +211,7 @@ class Operations(pyfuse3.Operations):
         return self._ask().session
 
     def _entry(
-        self, attr: dict[str, Any], ask: Ask | None, timeouts: tuple[float, float] | None = None
+        self, attr: Mapping[str, Any], ask: Ask | None, timeouts: tuple[float, float] | None = None
     ) -> pyfuse3.EntryAttributes:
         data = self.files.get(attr["ino"])
         size = data.size if data is not None else None
@@ -222,7 +225,7 @@ class Operations(pyfuse3.Operations):
             self._remember(attr, ask)
         return entry
 
-    def _remember(self, attr: dict[str, Any] | list[Any], ask: Ask | None) -> None:
+    def _remember(self, attr: Mapping[str, Any] | list[Any], ask: Ask | None) -> None:
         """``attr`` (a map, or a listing's row as it came: made into a map only if it is
         ever used, not for every entry listed) was told to the kernel, or came with an
         open, under ``ask``: see ``_known``."""
@@ -233,7 +236,7 @@ class Operations(pyfuse3.Operations):
         ino = attr[2] if isinstance(attr, list) else attr["ino"]
         self.known[ino] = (attr, ask, self._changes)
 
-    def _known(self, ino: int) -> dict[str, Any] | None:
+    def _known(self, ino: int) -> Mapping[str, Any] | None:
         """The attributes of ``ino`` this mount told its kernel while listening, if nothing
         can have changed them since: no invalidation or reset has arrived, this mount has
         sent no change, and the lease has KNOWN_MARGIN left. What an open and an opendir
@@ -241,7 +244,7 @@ class Operations(pyfuse3.Operations):
         known = self._known_with_ask(ino)
         return None if known is None else known[0]
 
-    def _known_with_ask(self, ino: int) -> tuple[dict[str, Any], Ask] | None:
+    def _known_with_ask(self, ino: int) -> tuple[Mapping[str, Any], Ask] | None:
         known = self.known.get(ino)
         if known is None:
             return None
@@ -255,7 +258,7 @@ class Operations(pyfuse3.Operations):
         return attr, ask
 
     def _looked_up(
-        self, attr: dict[str, Any], ask: Ask | None, parent_inode: int = 0, name: bytes = b""
+        self, attr: Mapping[str, Any], ask: Ask | None, parent_inode: int = 0, name: bytes = b""
     ) -> pyfuse3.EntryAttributes:
         self._count_lookup(attr["ino"], parent_inode, name)
         if not name:
@@ -310,7 +313,7 @@ class Operations(pyfuse3.Operations):
             return await send(None)
         return await self._with_session(send)
 
-    async def _unlinked(self, attr: dict[str, Any] | None) -> None:
+    async def _unlinked(self, attr: Mapping[str, Any] | None) -> None:
         """An inode lost a name. If it has none left, it lives until this mount's kernel
         forgets it and no file here has it open (see holds.py), and until no other mount
         holds it: the meta role held it for this mount in the deleting transaction. If
@@ -409,7 +412,7 @@ class Operations(pyfuse3.Operations):
         rdev: int = 0,
         target: bytes | None = None,
         hold: bool = False,
-    ) -> tuple[dict[str, Any], Ask]:
+    ) -> tuple[Mapping[str, Any], Ask]:
         """A create changes its directory's mtime (and a mkdir its nlink), so the kernel
         drops the directory's attributes and asks for them before the next path walk through
         it: one more round trip per create. The meta role returns the directory's new
@@ -419,7 +422,7 @@ class Operations(pyfuse3.Operations):
         parent = self.inodes.to_meta(parent_inode)
         ask = self._ask()
 
-        def send(session: str | None) -> Awaitable[dict[str, Any]]:
+        def send(session: str | None) -> Awaitable[Mapping[str, Any]]:
             return self._changing_dir(
                 ask,
                 lambda: self.meta.fs_mknod(
@@ -492,7 +495,7 @@ class Operations(pyfuse3.Operations):
                 log.warning("the meta role did not know this mount's session; registering again")
                 await self.open_session(self.description)
 
-    async def _open_attr(self, ino: int, pieces: int = 0) -> dict[str, Any]:
+    async def _open_attr(self, ino: int, pieces: int = 0) -> Mapping[str, Any]:
         """Fresh attributes and a hold (with ``pieces``, and the map of the file's first
         pieces: ``chunks``); a forgotten session is registered again first."""
         attr = await self._with_session(lambda session: self.meta.fs_open(ino, session, pieces))
@@ -591,7 +594,7 @@ class Operations(pyfuse3.Operations):
             self.dir_names.added(new, name_new)
         await self._unlinked(replaced)
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         gone = []
         for inode, count in inode_list:
             ino = self.inodes.to_meta(inode)
@@ -921,7 +924,7 @@ class Operations(pyfuse3.Operations):
             self.writers[fh] = self.files[ino].failures
         return fh
 
-    def _file(self, attr: dict[str, Any]) -> FileData:
+    def _file(self, attr: Mapping[str, Any]) -> FileData:
         data = self.files.get(attr["ino"])
         if data is None:
             data = FileData(attr["ino"], self.io, attr["size"], attr["size"])
@@ -1025,7 +1028,9 @@ class Operations(pyfuse3.Operations):
         ), entry
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    async def read(  # type: ignore[override]  # pyfuse3 takes any buffer; its stub says bytes
+        self, fh: int, off: int, size: int
+    ) -> bytes | memoryview:
         return await self.files[self.handles[fh]].read(off, size)
 
     @fuse_errors

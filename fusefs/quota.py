@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from storaged.metaclient import MetaClient, VolumeUsage
@@ -35,7 +36,7 @@ class QuotaGuard:
         self.refreshed = time.monotonic()
         return info
 
-    def committed(self, answer: dict[str, Any]) -> None:
+    def committed(self, answer: Mapping[str, Any]) -> None:
         """A commit of this mount's: the meta role's answer carries the volume's usage after
         it (a meta role from before that answer did not: ask again on the next write). Asking
         again after every commit cost each small file's first write a round trip."""

@@ -1,4 +1,5 @@
-"""Regenerate protos/csi_pb2.py and protos/csi_pb2_grpc.py from protos/csi.proto.
+"""Regenerate protos/csi_pb2.py, its type stub csi_pb2.pyi and protos/csi_pb2_grpc.py from
+protos/csi.proto.
 
 The generated modules are committed so that installing shoalfs needs no compiler; a test
 runs this generator into a temporary directory and fails when the committed files differ,
@@ -19,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ("csi_pb2.py", "csi_pb2_grpc.py")
+GENERATED = ("csi_pb2.py", "csi_pb2.pyi", "csi_pb2_grpc.py")  # (the stub: for mypy)
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -41,6 +42,7 @@ def generate(out_dir: Path) -> list[Path]:
                 f"-I{tmp}",
                 f"-I{include}",
                 f"--python_out={out_dir}",
+                f"--pyi_out={out_dir}",
                 f"--grpc_python_out={out_dir}",
                 "protos/csi.proto",
             ]

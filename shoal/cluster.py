@@ -61,13 +61,14 @@ def up(o: UpOptions) -> ClusterFile:
     )
 
     old_meta = previous.meta_process if previous else None
-    if previous and old_meta and is_our_process(old_meta.pid, old_meta.data_dir):
-        cluster.meta, cluster.meta_process = previous.meta, old_meta
+    if previous and previous.meta and old_meta and is_our_process(old_meta.pid, old_meta.data_dir):
+        meta, cluster.meta_process = previous.meta, old_meta
     else:
         listen = previous.meta if previous and previous.meta else "tcp://127.0.0.1:0"
-        cluster.meta, cluster.meta_process = _start(
+        meta, cluster.meta_process = _start(
             workdir, "meta", secret_file, listen, ["--roles", "meta", *HEARTBEAT]
         )
+    cluster.meta = meta
     cluster.save(workdir / FILENAME)
 
     for index in range(1, o.chunk_servers + 1):
@@ -80,7 +81,7 @@ def up(o: UpOptions) -> ClusterFile:
             continue
         listen = old.address if old else "tcp://127.0.0.1:0"
         address, proc = _start(
-            workdir, name, secret_file, listen, ["--meta", cluster.meta, "--zone", name, *HEARTBEAT]
+            workdir, name, secret_file, listen, ["--meta", meta, "--zone", name, *HEARTBEAT]
         )
         cluster.chunk_servers.append(
             ChunkServerEntry(name, address, proc.data_dir, proc.pid, proc.log)
@@ -88,7 +89,7 @@ def up(o: UpOptions) -> ClusterFile:
         cluster.save(workdir / FILENAME)
 
     secret = auth.load_secret(secret_file)
-    ids = trio.run(_wait_and_prepare_volume, cluster.meta, secret, o)
+    ids = trio.run(_wait_and_prepare_volume, meta, secret, o)
     for entry in cluster.chunk_servers:
         entry.server_id = ids.get(entry.address, entry.server_id)
     cluster.volume = DEFAULT_VOLUME
@@ -110,7 +111,7 @@ def up(o: UpOptions) -> ClusterFile:
         cluster.mount_pid = mount_background(
             DEFAULT_VOLUME,
             str(mountpoint),
-            cluster.meta,
+            meta,
             str(secret_file),
             workdir / "logs" / "mount.log",
             [],

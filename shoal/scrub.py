@@ -39,7 +39,7 @@ def run(
 
     async def main() -> list[dict[str, Any]]:
         async with RpcClient(secret) as client:
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {"id": r["id"], "address": r["address"]}
                 for r in await MetaClient(client, meta).cluster_servers()
                 if r["state"] == "up"

@@ -94,7 +94,7 @@ def help_text(f: Field[Any]) -> str:
 
 
 def default_text(f: Field[Any]) -> str:
-    value = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+    value = f.default_factory() if f.default_factory is not MISSING else f.default
     kind = f.metadata.get("kind", "")
     if value is None or value == "" or value is MISSING:
         return ""

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -77,7 +77,9 @@ class StoragedProcess:
         self.extra = extra or []
         self.env = env or {}
         self.listen = listen
-        self.proc: subprocess.Popen[bytes] | None = None
+        # the process to signal: storaged itself, or its supervisor (whose output is text)
+        self.proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None
+        self.log: BinaryIO | None = None  # opened at start, closed at stop
         self.pid = 0  # the storaged process's own (not its supervisor's)
         self.address = ""
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -86,7 +88,7 @@ class StoragedProcess:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         address_file = self.data_dir.parent / f"{self.data_dir.name}.addr"
         address_file.unlink(missing_ok=True)
-        if not hasattr(self, "log") or self.log.closed:
+        if self.log is None or self.log.closed:
             self.log = open(self.log_path, "ab")  # noqa: SIM115 (the process's log; closed in stop)
         argv = [
             *self.prefix,
@@ -163,7 +165,7 @@ class StoragedProcess:
         elif self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        if hasattr(self, "log"):
+        if self.log is not None:
             self.log.close()
 
 

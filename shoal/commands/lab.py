@@ -96,6 +96,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .. import status
 
     print(f"cluster is up; described in {args.workdir / 'cluster.json'}")
+    if not described.meta:  # (up records the meta role's address before anything else)
+        print("shoal up: cluster.json names no meta role", file=sys.stderr)
+        return EXIT_FAILURE
     report = status.gather(described.meta, auth.load_secret(described.secret_file))
     print(status.render(report))
     print(f"volume '{described.volume}' is mounted at {described.mountpoint}")

@@ -47,11 +47,11 @@ def _charge(
     conn.execute("UPDATE volumes SET used_bytes=used_bytes+? WHERE id=?", (delta, volume))
 
 
-def opened(conn: sqlite3.Connection, ino: int, pieces: int) -> Attr:
+def opened(conn: sqlite3.Connection, ino: int, pieces: int) -> dict[str, Any]:
     """An inode's attributes and, for a regular file with bytes, the map of its first
     ``pieces`` pieces (``chunks``, as chunk_map answers it): read together, so the map is
     the one of the file those attributes describe."""
-    attr = getattr_(conn, ino)
+    attr: dict[str, Any] = getattr_(conn, ino)
     if pieces > 0 and stat.S_ISREG(attr["mode"]) and attr["size"] > 0:
         attr["chunks"] = chunk_map(conn, ino, 0, pieces - 1)
     return attr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -369,7 +370,7 @@ class RpcClient:
 
 
 @contextlib.asynccontextmanager
-async def open_client(secret: bytes, **options: Any):  # type: ignore[no-untyped-def]
+async def open_client(secret: bytes, **options: Any) -> AsyncIterator[RpcClient]:
     """``async with open_client(secret) as client: await client.call(addr, "health")``."""
     async with RpcClient(secret, **options) as client:
         yield client

@@ -58,7 +58,7 @@ async def send_all(stream: trio.abc.SendStream, data: bytes | bytearray | memory
         await stream.send_all(view[sent:])
 
 
-async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes:
+async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes | bytearray:
     """Up to ``max_bytes``; b"" at the end of the stream."""
     if _socket_fd(stream) is None:  # type: ignore[arg-type]
         return await stream.receive_some(max_bytes)

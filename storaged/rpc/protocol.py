@@ -272,7 +272,7 @@ class MessageReader:
         self._big.filled += count
         return self._finish_big()
 
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes | bytearray) -> list[Event]:
         """Consume ``data`` and return every event it completed, in order.
 
         A broken stream ends the list with a StreamError; feeding again after that raises

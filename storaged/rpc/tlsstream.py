@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import TypeGuard
 
 import trio
 
@@ -88,7 +89,7 @@ async def _refuse_plaintext(stream: trio.SocketStream) -> None:
     await say_goodbye(stream, notice.to_wire(), linger=1)
 
 
-def _is_tcp(stream: trio.abc.Stream) -> bool:
+def _is_tcp(stream: trio.abc.Stream) -> TypeGuard[trio.SocketStream]:
     sock = getattr(stream, "socket", None)
     return sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
 
