@@ -6,8 +6,9 @@ from pathlib import Path
 
 
 def draw_ratios(result: dict, path: Path) -> None:
-    """One horizontal bar per workload: shoalfs/MooseFS (and shoalfs/local disk), on a log
-    scale, with the line at 1.0 that the performance target is about."""
+    """One horizontal bar per workload: shoalfs/MooseFS (and shoalfs/Python-FUSE floor and
+    shoalfs/local disk), on a log scale, with the line at 1.0 that the performance target
+    is about."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display here, and none needed
@@ -17,7 +18,11 @@ def draw_ratios(result: dict, path: Path) -> None:
     rows = list(next(iter(medians.values())))
     pairs = [
         (b, label)
-        for b, label in (("moosefs", "shoalfs / MooseFS"), ("local", "shoalfs / local disk"))
+        for b, label in (
+            ("moosefs", "shoalfs / MooseFS"),
+            ("floor", "shoalfs / Python-FUSE floor"),
+            ("local", "shoalfs / local disk"),
+        )
         if b in medians and "shoalfs" in medians
     ]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))

@@ -1,15 +1,17 @@
-"""The filesystem suite on shoalfs, MooseFS and the local disk, side by side, in one run.
+"""The filesystem suite on shoalfs, MooseFS, the Python-FUSE floor and the local disk, side
+by side, in one run.
 
-    .venv/bin/python -m bench.fs_bench [--rounds 3] [--systems local,shoalfs,moosefs]
+    .venv/bin/python -m bench.fs_bench [--rounds 3] [--systems local,floor,shoalfs,moosefs]
                                        [--chart docs/fs-bench.png] [--json FILE]
     .venv/bin/python -m bench.fs_bench --from-json FILE [--chart PNG]
 
 Brings up shoalfs (``shoal up``: 3 chunk servers, R=2) and MooseFS (Debian's packages,
-installed on first use: 3 chunk servers, goal 2, in a network namespace of its own), runs
-every workload of bench/workloads.py on each system and on a directory of the local disk,
-interleaved (local, shoalfs, moosefs, local, shoalfs, ...) so all see the same machine
-over the same minutes, and prints the median of the rounds, the ratios shoalfs/MooseFS and
-shoalfs/local, the CPU seconds each system's processes used over the whole run, and the
+installed on first use: 3 chunk servers, goal 2, in a network namespace of its own) and
+the Python-FUSE floor (bench/floorfs.py: a pyfuse3 passthrough of ours over the local
+disk, no RPC, no replication), runs every workload of bench/workloads.py on each system
+and on a directory of the local disk, interleaved (local, floor, shoalfs, moosefs, local,
+...) so all see the same machine over the same minutes, and prints the median of the
+rounds, the ratios shoalfs/MooseFS, shoalfs/floor and shoalfs/local, the CPU seconds each system's processes used over the whole run, and the
 peak memory of each FUSE client. Everything it made is stopped and removed at the end.
 
 ``--from-json`` prints the table (and draws the chart) of an earlier run's ``--json`` file
@@ -28,16 +30,17 @@ from pathlib import Path
 
 from bench.moosefs import MooseFs
 from bench.procstats import process_stats
-from bench.systems import LocalDisk, Shoalfs, System
+from bench.systems import LocalDisk, PythonFuseFloor, Shoalfs, System
 from bench.workloads import SourceTree, SuiteSize, run_suite
 
 MiB = 1 << 20
-SYSTEMS = ("local", "shoalfs", "moosefs")
+SYSTEMS = ("local", "floor", "shoalfs", "moosefs")
 
 
 def build(names: list[str], work: Path, size: SuiteSize) -> list[System]:
     made: dict[str, System] = {
         "local": LocalDisk(work),
+        "floor": PythonFuseFloor(work),
         "shoalfs": Shoalfs(work / "shoalfs", capacity_mib=max(4096, size.size_mib * 4)),
         "moosefs": MooseFs(work / "moosefs"),
     }
@@ -125,7 +128,7 @@ def report(result: dict) -> str:
     rows = list(next(iter(medians.values())))
     ratios = [
         (a, b)
-        for a, b in (("shoalfs", "moosefs"), ("shoalfs", "local"))
+        for a, b in (("shoalfs", "moosefs"), ("shoalfs", "floor"), ("shoalfs", "local"))
         if a in names and b in names
     ]
     lines = [f"filesystem benchmark: medians of {result['rounds']} interleaved rounds"]
