@@ -950,12 +950,22 @@ class Operations(pyfuse3.Operations):
         attr = await self._open_attr(ino, pieces)  # close-to-open: ask the meta role
         data = self.files.get(ino)
         known_map = attr.get("chunks") if data is None else None
+        # The kernel's pages of this file must go when its bytes changed under them. Not by
+        # invalidate_inode(attr_only=False) from here: dropping pages waits for reads in
+        # flight on them, which wait for this event loop, which would be waiting in that
+        # call. The answer's keep_cache=False has the kernel drop them itself, in the
+        # opener's context, once this handler has returned (it would also drop them on
+        # its own when it next fetches attributes and sees a new size or mtime, libfuse's
+        # auto_inval_data; this does not wait for that); the attributes (no page locks)
+        # are dropped here.
+        keep_pages = True
         if data is None or not data.has_unsaved:
             if data is not None:
                 data.size = data.committed_size = attr["size"]
                 data.forget_rows()
             if self.seen.get(ino) not in (None, (attr["size"], attr["mtime_ns"])):
-                pyfuse3.invalidate_inode(inode, attr_only=False)  # changed elsewhere
+                pyfuse3.invalidate_inode(inode, attr_only=True)  # changed elsewhere
+                keep_pages = False
         data = self._file(attr)
         if known_map is not None:
             data.know_rows(known_map, pieces)
@@ -973,11 +983,14 @@ class Operations(pyfuse3.Operations):
                     except RpcError:
                         pass
                 raise
-            pyfuse3.invalidate_inode(inode, attr_only=False)
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+            keep_pages = False
         self.seen[ino] = (attr["size"], attr["mtime_ns"])
         self._remember(attr, ask)
         return pyfuse3.FileInfo(
-            fh=self._new_handle(ino, flags), keep_cache=True, direct_io=bool(flags & os.O_DIRECT)
+            fh=self._new_handle(ino, flags),
+            keep_cache=keep_pages,
+            direct_io=bool(flags & os.O_DIRECT),
         )
 
     def _open_here(self, ino: int, flags: int) -> pyfuse3.FileInfo | None:
