@@ -22,7 +22,8 @@ echo "== lint, format and types: ruff check, ruff format --check, mypy =="
 static=0
 "$ROOT/.venv/bin/ruff" check --no-cache . || static=$?
 "$ROOT/.venv/bin/ruff" format --check --no-cache . || static=$?
-"$ROOT/.venv/bin/mypy" --no-incremental storaged fusefs csi shoal protos bench deploy || static=$?
+"$ROOT/.venv/bin/mypy" --no-incremental storaged fusefs csi shoal protos bench deploy tests \
+    || static=$?
 
 echo "== pass 1 of 2: the whole suite =="
 pass1=0

@@ -151,6 +151,7 @@ async def _repair(
 ) -> None:
     async with RpcClient(secret) as client:
         await repair_loop(
+            client,
             MetaClient(client, own_address),
             meta.repair,
             interval=config.repair_interval,

@@ -37,6 +37,7 @@ PAGE = 1000
 
 
 async def repair_loop(
+    rpc: RpcClient,
     meta: MetaClient,
     state: RepairState,
     *,
@@ -51,11 +52,12 @@ async def repair_loop(
             await state.wanted.wait()
         state.wanted = trio.Event()
         await repair_pass(
-            meta, state, down_grace=down_grace, rate=rate, rebalance_min_age=rebalance_min_age
+            rpc, meta, state, down_grace=down_grace, rate=rate, rebalance_min_age=rebalance_min_age
         )
 
 
 async def repair_pass(
+    rpc: RpcClient,
     meta: MetaClient,
     state: RepairState,
     *,
@@ -63,7 +65,6 @@ async def repair_pass(
     rate: float,
     rebalance_min_age: float | None = None,
 ) -> RepairStatus:
-    rpc = meta.rpc  # the chunk servers are called over the same pool of connections
     status = state.status = RepairStatus(
         running=True, passes=state.status.passes + 1, started=time.time()
     )
@@ -287,10 +288,10 @@ class _Throttle:
         await trio.sleep(start - now)
 
 
-async def unsafe_to_remove(meta: MetaClient, server_id: str) -> int:
+async def unsafe_to_remove(rpc: RpcClient, meta: MetaClient, server_id: str) -> int:
     """How many referenced chunks held by ``server_id`` lack R good copies on the other
-    live, non-draining servers: 0 means it can be removed without losing anything."""
-    rpc = meta.rpc
+    live, non-draining servers: 0 means it can be removed without losing anything.
+    ``rpc`` calls the chunk servers (the meta client's own pool, passed in)."""
     referenced = dict(await _referenced(meta))
     rows = await meta.cluster_servers()
     others = [

@@ -177,29 +177,28 @@ def broken_heartbeat(rng: random.Random) -> list[Any]:
         {"capacity": 1 << 30, "used": 0, "free": 1 << 30, "chunks": 0},
     ]
     field = rng.randrange(4)
-    beat[field] = rng.choice(
+    choices: list[list[Any]] = [
+        ["", "x" * 65, "a\nb", "ünï", "x" * 10_000, "spa ce"],
         [
-            ["", "x" * 65, "a\nb", "ünï", "x" * 10_000, "spa ce"],
-            [
-                "not-an-address",
-                "tcp://",
-                "tcp://127.0.0.1:99999",
-                "http://127.0.0.1:80",
-                "unix://relative/path",
-                "tcp://127.0.0.1:1\n",
-                "x" * 400,
-            ],
-            ["has space", "\n", "z" * 300, "tab\there"],
-            [
-                {"capacity": -1},
-                {"free": 1 << 63},
-                {"used": "lots"},
-                {"chunks": 1.5},
-                {"scrub": [1, 2]},
-                {"scrub": {str(i): i for i in range(100)}},
-            ],
-        ][field]
-    )
+            "not-an-address",
+            "tcp://",
+            "tcp://127.0.0.1:99999",
+            "http://127.0.0.1:80",
+            "unix://relative/path",
+            "tcp://127.0.0.1:1\n",
+            "x" * 400,
+        ],
+        ["has space", "\n", "z" * 300, "tab\there"],
+        [
+            {"capacity": -1},
+            {"free": 1 << 63},
+            {"used": "lots"},
+            {"chunks": 1.5},
+            {"scrub": [1, 2]},
+            {"scrub": {str(i): i for i in range(100)}},
+        ],
+    ]
+    beat[field] = rng.choice(choices[field])
     return beat
 
 

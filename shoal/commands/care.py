@@ -299,21 +299,21 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
         return EXIT_USAGE
     progress = display.ProgressLine(enabled=not args.json)
 
-    async def drain(client: MetaClient) -> int:
+    async def drain(rpc: RpcClient, client: MetaClient) -> int:
         before = (await client.repair_status())["passes"]
         await client.cluster_drain(args.server, True)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             status = await client.repair_status()
             if status["passes"] > before and not status["running"]:
-                unsafe = await unsafe_to_remove(client, args.server)
+                unsafe = await unsafe_to_remove(rpc, client, args.server)
                 if unsafe == 0:
                     return 0
                 before = status["passes"]
                 await client.repair_run()  # copies still missing: once more
             progress.show(f"draining: {_repair_progress(status)}")
             await trio.sleep(0.5)
-        return await unsafe_to_remove(client, args.server)
+        return await unsafe_to_remove(rpc, client, args.server)
 
     async def go() -> Any:
         async with RpcClient(secret) as rpc:
@@ -323,11 +323,11 @@ def cmd_node(args: argparse.Namespace, meta: str, secret: bytes) -> int:
             if args.action == "undrain":
                 return await client.cluster_drain(args.server, False)
             if args.action == "remove":
-                unsafe = await unsafe_to_remove(client, args.server)
+                unsafe = await unsafe_to_remove(rpc, client, args.server)
                 if unsafe:
                     raise RuntimeError(f"{unsafe} chunks would lose copies; drain it first")
                 return await client.cluster_remove(args.server)
-            return await drain(client)
+            return await drain(rpc, client)
 
     try:
         result = trio.run(go)

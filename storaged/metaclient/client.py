@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from storaged.rpc import InvalidArgument, MethodNotFound, Patience, RpcClient
+from storaged.rpc import InvalidArgument, MethodNotFound, Patience
 
 from .results import (
     ATTR_KEYS,
@@ -104,6 +104,22 @@ LEAVES_DIRECTORIES_ALONE = frozenset(
 )
 
 
+class Caller(Protocol):
+    """What a MetaClient needs of its RPC client: an ``RpcClient`` (the unit tests stand in
+    one that calls a meta service in the same process)."""
+
+    async def call(
+        self,
+        address: str,
+        method: str,
+        *params: Any,
+        timeout: float | None = ...,
+        retries: int = ...,
+    ) -> Any: ...
+
+    def be_patient(self, address: str, patience: Patience) -> None: ...
+
+
 @dataclass
 class MetaFeatures:
     """What the meta role this client talks to can do; each starts True and turns False
@@ -119,7 +135,7 @@ class MetaClient:
     """Calls to one meta role over an ``RpcClient`` (whose connections it shares)."""
 
     def __init__(
-        self, rpc: RpcClient, address: str, *, on_change: Callable[[], None] | None = None
+        self, rpc: Caller, address: str, *, on_change: Callable[[], None] | None = None
     ) -> None:
         self.rpc = rpc
         self.address = address

@@ -25,7 +25,8 @@ Mode = pb.VolumeCapability.AccessMode.Mode
 
 
 def mount_cap(
-    mode: int = Mode.MULTI_NODE_MULTI_WRITER, flags: tuple[str, ...] = ()
+    mode: pb.VolumeCapability.AccessMode.Mode = Mode.MULTI_NODE_MULTI_WRITER,
+    flags: tuple[str, ...] = (),
 ) -> pb.VolumeCapability:
     return pb.VolumeCapability(
         mount=pb.VolumeCapability.MountVolume(mount_flags=list(flags)),
@@ -40,7 +41,7 @@ def block_cap() -> pb.VolumeCapability:
     )
 
 
-def expect_code(code: grpc.StatusCode, fn, *args, **kwargs) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+def expect_code(code: grpc.StatusCode, fn, *args, **kwargs) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         fn(*args, **kwargs)
     assert info.value.code() == code, f"{info.value.code()}: {info.value.details()}"
@@ -199,7 +200,7 @@ class Env:
     paths_a: NodePaths
     paths_b: NodePaths
 
-    def meta(self, method: str, *args):  # type: ignore[no-untyped-def]
+    def meta(self, method: str, *args):
         return call(self.cluster.meta.address, self.cluster.secret, method, *args)
 
 

@@ -125,7 +125,9 @@ def test_servers_and_a_mount_outlive_an_adversary(tmp_path: Path) -> None:
         assert workload.writes > 20 and workload.reads > 20
         for address, counts in report["servers"].items():
             server = servers[address]
-            assert server.proc.poll() is None, f"{address} died:\n{server.read_log()[-3000:]}"
+            assert server.proc is not None and server.proc.poll() is None, (
+                f"{address} died:\n{server.read_log()[-3000:]}"
+            )
             assert call(address, cluster.secret, "health")["status"] == "ok"
             assert "Traceback" not in server.read_log(), server.read_log()[-3000:]
             grew = peak[address] - baseline[address]

@@ -42,9 +42,11 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
         two = Two(cluster, a, b, port, [root / "mount.log", root / "b.log"])
         try:
             for log in two.logs:
-                wait_until(
-                    lambda log=log: "listening for invalidations" in log.read_text(), timeout=20
-                )
+
+                def listening(log: Path = log) -> bool:
+                    return "listening for invalidations" in log.read_text()
+
+                wait_until(listening, timeout=20)
             yield two
         finally:
             os.system(f"fusermount3 -u {b} || fusermount3 -uz {b}")
@@ -258,9 +260,11 @@ def test_a_restarted_meta_role_leaves_no_stale_cache(two: Two) -> None:
     two.cluster.restart_meta()
     two.cluster.wait_registered()
     for log in two.logs:
-        wait_until(
-            lambda log=log: log.read_text().count("listening for invalidations") >= 2, timeout=30
-        )
+
+        def listening_again(log: Path = log) -> bool:
+            return log.read_text().count("listening for invalidations") >= 2
+
+        wait_until(listening_again, timeout=30)
     os.chmod(d / "f", 0o640)
     _seen(lambda: os.stat(there).st_mode & 0o777 == 0o640)
 

@@ -45,7 +45,7 @@ def new_name(prefix: str = "pvc") -> str:
     return f"{prefix}-{uuid.uuid4()}"
 
 
-def create(env: Env, name: str | None = None, size: int = 64 * MiB, **kwargs) -> pb.Volume:  # type: ignore[no-untyped-def]
+def create(env: Env, name: str | None = None, size: int = 64 * MiB, **kwargs) -> pb.Volume:
     request = pb.CreateVolumeRequest(
         name=name or new_name(),
         volume_capabilities=[mount_cap()],
@@ -71,7 +71,7 @@ def publish(
     volume_id: str,
     pod: str,
     readonly: bool = False,
-    mode: int = Mode.MULTI_NODE_MULTI_WRITER,
+    mode: pb.VolumeCapability.AccessMode.Mode = Mode.MULTI_NODE_MULTI_WRITER,
 ) -> str:
     target = paths.target(pod)
     server.node.NodePublishVolume(
@@ -331,7 +331,7 @@ def test_create_volume_rejects_bad_requests(env: Env, request_args: dict, why: s
     err = expect_code(
         C.INVALID_ARGUMENT, env.a.controller.CreateVolume, pb.CreateVolumeRequest(**request_args)
     )
-    assert why in err.details()
+    assert why in (err.details() or "")
     assert env.meta("volume.list") == [v for v in env.meta("volume.list") if v["name"] != "n1"]
 
 

@@ -75,7 +75,7 @@ def test_node_plugin_restart_does_not_break_a_mounted_volume(env: Env) -> None:
         env.a.kill()  # the node plugin dies mid-write
         assert writer.poll() is None, writer.communicate()
         time.sleep(0.5)
-        assert os.kill(pid, 0) is None  # the mount process lives on
+        os.kill(pid, 0)  # the mount process lives on (this raises if it died)
         env.a.start()  # kubelet restarts the plugin container
         # the restarted plugin knows what it had (its record is on disk) and works
         second = publish(env.a, env.paths_a, vid, "second-pod")

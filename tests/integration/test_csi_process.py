@@ -59,7 +59,9 @@ def test_tcp_endpoint_and_cluster_file(cluster: LocalCluster, tmp_path: Path) ->
                         volume_capabilities=[
                             pb.VolumeCapability(
                                 mount=pb.VolumeCapability.MountVolume(),
-                                access_mode=pb.VolumeCapability.AccessMode(mode=1),
+                                access_mode=pb.VolumeCapability.AccessMode(
+                                    mode=pb.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
+                                ),
                             )
                         ],
                     )

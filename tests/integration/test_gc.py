@@ -29,7 +29,7 @@ class GcEnv:
     cluster: LocalCluster
     mnt: Path
 
-    def meta(self, method: str, *args):  # type: ignore[no-untyped-def]
+    def meta(self, method: str, *args):
         return call(self.cluster.meta.address, self.cluster.secret, method, *args)
 
     def used(self) -> int:

@@ -19,7 +19,7 @@ from tests.helpers import call, mounted_volume, remount, wait_until, write_synce
 HEARTBEAT = 30  # the mount does not heartbeat during the test: only its requests renew
 
 
-def _gone(cluster, ino: int) -> bool:  # type: ignore[no-untyped-def]
+def _gone(cluster, ino: int) -> bool:
     try:
         call(cluster.meta.address, cluster.secret, "fs.getattr", ino)
     except FsError as exc:

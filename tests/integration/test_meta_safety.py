@@ -33,7 +33,7 @@ def fsck(cluster: LocalCluster) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
-def try_op(fn, *args) -> bool:  # type: ignore[no-untyped-def]
+def try_op(fn, *args) -> bool:
     try:
         fn(*args)
         return True

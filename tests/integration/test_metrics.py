@@ -108,7 +108,11 @@ def test_health_endpoints(observed: tuple[LocalCluster, int, int]) -> None:
     _cluster, meta_port, chunk_port = observed
     for port in (meta_port, chunk_port):
         assert http_get(port, "/healthz") == (200, {"ok": True, "detail": "event loop turning"})
-        assert wait_until(lambda port=port: http_get(port, "/readyz")[0] == 200)
+
+        def ready(port: int = port) -> bool:
+            return http_get(port, "/readyz")[0] == 200
+
+        assert wait_until(ready)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{chunk_port}/nothing-here", timeout=10)
     assert info.value.code == 404

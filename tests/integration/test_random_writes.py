@@ -40,7 +40,7 @@ def test_random_small_writes_store_each_piece_once_and_read_back(tmp_path: Path)
         (mnt / "file").write_bytes(model)
         remount(cluster, mnt, tmp_path / "mount2.log")  # nothing of it in the mount's memory
         before = stored_chunks(cluster)
-        touched = set()
+        touched: set[int] = set()
         fd = os.open(mnt / "file", os.O_RDWR)
         try:
             for n in range(400):

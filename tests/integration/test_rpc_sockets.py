@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -70,7 +71,7 @@ async def crash() -> None:
 
 def methods() -> MethodTable:
     t = MethodTable()
-    for name, fn in [
+    handlers: list[tuple[str, Callable[..., Awaitable[Any]]]] = [
         ("echo", echo),
         ("nap", nap),
         ("hold", hold),
@@ -78,7 +79,8 @@ def methods() -> MethodTable:
         ("crash", crash),
         ("whose", whose),
         ("make", nap),
-    ]:
+    ]
+    for name, fn in handlers:
         t.add(name, fn)
     return t
 

@@ -43,7 +43,7 @@ class FakeApi(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def api():  # type: ignore[no-untyped-def]
+def api():
     server = HTTPServer(("127.0.0.1", 0), FakeApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

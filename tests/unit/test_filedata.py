@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import random
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,14 +36,21 @@ class Meta:
         self.slices_committed = 0
         self.calls: list[str] = []
 
-    async def call(self, _address: str, method: str, *args: Any, **_options: Any) -> Any:
+    def be_patient(self, address: str, patience: Any) -> None:
+        pass  # no connection to wait for
+
+    async def call(self, address: str, method: str, *args: Any, **options: Any) -> Any:
         await trio.lowlevel.checkpoint()
         self.calls.append(method)
         if method == "session.pending":
             return True
         if method == "fs.commit":
             self.slices_committed += sum(len(item) == 5 for item in args[2])
-        fn = {"fs.chunks": files.chunk_map, "fs.commit": files.commit}[method]
+        table: dict[str, Callable[..., Any]] = {
+            "fs.chunks": files.chunk_map,
+            "fs.commit": files.commit,
+        }
+        fn = table[method]
         with transaction(self.conn):
             return fn(self.conn, *args)
 

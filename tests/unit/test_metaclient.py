@@ -74,7 +74,7 @@ def run(test: Any, old: dict[str, int] | None = None) -> None:
     async def main() -> None:
         service, vol = await meta_service()
         rpc = MetaOverRpc(service, old)
-        await test(MetaClient(rpc, "meta"), rpc, service, vol)  # type: ignore[arg-type]
+        await test(MetaClient(rpc, "meta"), rpc, service, vol)
 
     trio.run(main)
 
@@ -127,7 +127,7 @@ def test_a_meta_role_without_holds_turns_them_off() -> None:
 
     async def main() -> None:
         service, vol = await meta_service()
-        meta = MetaClient(NoHolds(service), "meta")  # type: ignore[arg-type]
+        meta = MetaClient(NoHolds(service), "meta")
         session = await meta.session_open("test")
         assert await meta.session_orphans(session) == []
         assert meta.features.holds
