@@ -906,8 +906,11 @@ class Operations(pyfuse3.Operations):
             self._remember(row, ask)
         return entry
 
+    @fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None  # every namespace change was committed before it was acknowledged
+        """Every namespace change was committed before it was answered; the meta role puts
+        it on disk within its group-commit period, and at once for this."""
+        await self.meta.fs_sync()
 
     # -- files ------------------------------------------------------------------------------
 
@@ -1070,7 +1073,10 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
+        """The file's data on R chunk servers and its commit, with every change this mount
+        made before it (its create, renames), on the meta role's disk."""
         await self._stored(fh)
+        await self.meta.fs_sync()
 
     async def _stored(self, fh: int) -> None:
         """Everything written to the file is stored and committed, or raise (a failure that
@@ -1185,3 +1191,7 @@ class Operations(pyfuse3.Operations):
                 log.error("inode %d: pending writes could not be stored: %s", ino, exc)
         for ino in self.releasing:
             await self.releasing.wait(ino)
+        try:  # (unmount: what was answered is on disk before the mount goes)
+            await self.meta.fs_sync()
+        except Exception as exc:
+            log.error("the meta role could not confirm every change is on disk: %s", exc)

@@ -109,6 +109,7 @@ async def _serve(
                 nursery.start_soon(observer.refresh_loop)
             if meta is not None:
                 nursery.start_soon(meta.run_liveness)
+                nursery.start_soon(meta.commits.run)
                 if config.gc_interval > 0:
                     nursery.start_soon(_collect_garbage, config, secret, addresses[0])
                 nursery.start_soon(_repair, config, secret, addresses[0], meta)
@@ -130,6 +131,8 @@ async def _serve(
                 )
             async for signum in signals:
                 log.info("received %s, stopping", signal.Signals(signum).name)
+                if meta is not None:  # what was answered goes to disk before we go
+                    await meta.commits.durable()
                 nursery.cancel_scope.cancel()
                 break
 

@@ -1,8 +1,10 @@
 """The meta database, documented column by column. This file is the one place it is described.
 
 Every mutating filesystem operation is one SQLite transaction (``BEGIN IMMEDIATE`` ...
-``COMMIT``) in WAL mode with ``synchronous=FULL``: when the meta role answers, the change is
-on disk, and a crash at any point leaves the database as before or after the operation.
+``COMMIT``) in WAL mode with ``synchronous=NORMAL``: when the meta role answers, the change is
+committed (it survives a crash of the process), on disk within 50 ms, and at once for the
+calls that promise it (``fs.sync``, volume and snapshot changes: groupcommit.py); a crash
+at any point leaves the database as before or after the operation.
 Times are integer nanoseconds since the epoch, taken from the meta server's clock unless a
 client sets them explicitly (utimens), so two mounts never disagree about "now".
 
@@ -10,6 +12,8 @@ meta_info — facts about the database itself, as key/value text
     schema_version   the layout version; older databases are migrated forward at open
     cluster_id       random hex chosen when the database is created: names this cluster
                      (the CSI driver's topology segment), so two clusters never look alike
+    last_sync        when the WAL was last made durable (db.make_durable writes it: an
+                     fsync needs a write to commit)
 
 volumes — one row per volume (a CSI volume, a mount target)
     id           integer key

@@ -2,16 +2,17 @@
 
 One thread, because SQLite has one writer anyway and a single thread makes every
 operation strictly serial: no two transactions ever interleave, so the namespace code needs
-no locking of its own. (Batching several calls into one commit is the obvious next step
-for metadata speed; it is not done yet.)
+no locking of its own. Commits reach the disk together (groupcommit.py): a call is answered
+once its transaction committed, and those in DURABLE once it is on disk.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
 from . import sessions as session_record
 from .backup import Backups
-from .db import cluster_id, transaction
+from .db import cluster_id, make_durable, transaction
+from .groupcommit import GroupCommit
 from .repairstate import RepairState
 from .sessions import Sessions
 from .watches import ACK_WAIT, Event, Watches, entry, inode
@@ -35,6 +37,33 @@ OPEN_PIECES_MAX = 64  # pieces of a file's map fs.open answers at most
 SHORT_FORGET = 16  # inodes forgotten on the event loop at once (see _short_tx)
 HOLD_BATCH_MAX = 100_000  # inodes one session.hold may name in add or in drop
 SHORT_COMMIT = 16  # pieces committed on the event loop at once (see _short_tx)
+
+# Calls answered only once what they changed is on disk (groupcommit.py): fs.sync, which a
+# mount sends for fsync, fsyncdir and unmount; what an administrator or Kubernetes is told
+# is done (volumes, snapshots, the cluster map's drains and removals, fsck's repairs); and
+# the mount sessions' records, which keep deletions waiting after a restart; and the
+# garbage collector's list of unreferenced chunks, which it deletes: a chunk no longer
+# referenced only by a change not yet on disk (an unlink, an overwrite) must not go, or a
+# power loss would bring back a file whose bytes are gone. Every other change is
+# committed when answered and on disk within groupcommit.PERIOD.
+DURABLE = frozenset(
+    {
+        "fs_sync",
+        "gc_unreferenced",
+        "volume_create",
+        "volume_delete",
+        "volume_resize",
+        "volume_set_replicas",
+        "snapshot_create",
+        "snapshot_delete",
+        "cluster_drain",
+        "cluster_remove",
+        "cluster_clear_bad",
+        "fsck_repair",
+        "session_open",
+        "session_close",
+    }
+)
 
 
 class MetaService:
@@ -63,13 +92,23 @@ class MetaService:
         self.repair = RepairState()  # its task runs in the daemon (it needs an RPC client)
         self.scrub_reports: dict[str, dict] = {}  # server id: its scrubber, per heartbeat
         self._db = trio.CapacityLimiter(1)
+        self.commits = GroupCommit(self._make_durable)  # its run() is started by the daemon
+
+    async def _make_durable(self) -> None:
+        await trio.to_thread.run_sync(make_durable, self.conn, limiter=self._db)
+
+    def _in_transaction(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """One transaction; a commit that changed anything is counted for the group
+        commit (a read through _tx changes nothing and needs no sync)."""
+        before = self.conn.total_changes
+        with transaction(self.conn):
+            result = fn(self.conn, *args)
+        if self.conn.total_changes != before:
+            self.commits.committed()
+        return result
 
     async def _tx(self, fn: Callable[..., Any], *args: Any) -> Any:
-        def run() -> Any:
-            with transaction(self.conn):
-                return fn(self.conn, *args)
-
-        return await trio.to_thread.run_sync(run, limiter=self._db)
+        return await trio.to_thread.run_sync(self._in_transaction, fn, *args, limiter=self._db)
 
     async def _short_tx(self, fn: Callable[..., Any], *args: Any) -> Any:
         """For transactions bounded by construction (one row or a few, at most one commit):
@@ -83,8 +122,7 @@ class MetaService:
         except trio.WouldBlock:
             return await self._tx(fn, *args)
         try:
-            with transaction(self.conn):
-                return fn(self.conn, *args)
+            return self._in_transaction(fn, *args)
         finally:
             self._db.release()
 
@@ -169,8 +207,28 @@ class MetaService:
             "cluster_drain",
             "cluster_remove",
             "cluster_status",
+            "fs_sync",
         ):
-            table.add(name.replace("_", ".", 1), getattr(self, name))
+            handler = getattr(self, name)
+            table.add(
+                name.replace("_", ".", 1), self._durably(handler) if name in DURABLE else handler
+            )
+
+    def _durably(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``handler``, answered once everything it committed is on disk."""
+
+        @functools.wraps(handler)
+        async def durably(*args: Any, **kwargs: Any) -> Any:
+            result = await handler(*args, **kwargs)
+            await self.commits.durable()
+            return result
+
+        return durably
+
+    async def fs_sync(self) -> bool:
+        """Everything committed so far is on disk when this is answered (DURABLE): a mount
+        sends it for fsync, fsyncdir and unmount."""
+        return True
 
     async def run_liveness(self, interval: float = 1.0) -> None:
         """Mark servers down when their heartbeats stop; they come back up on the next one.

@@ -61,6 +61,7 @@ REPEATABLE = frozenset(
         "fs.forget",
         "fs.setattr",
         "fs.commit",
+        "fs.sync",
         "session.heartbeat",
         "session.pending",
         "session.close",
@@ -89,6 +90,7 @@ LEAVES_DIRECTORIES_ALONE = frozenset(
         "fs.readlink",
         "fs.chunks",
         "fs.commit",
+        "fs.sync",
         "volume.get",
         "volume.statfs",
         "session.open",
@@ -129,6 +131,7 @@ class MetaFeatures:
     # on fs.unlink/rmdir/rename/forget)
     map_with_open: bool = True  # fs.open answers a file's first pieces
     rows_listing: bool = True  # fs.readdir answers flat rows
+    sync: bool = True  # fs.sync (group commit: a change is on disk within a period)
 
 
 class MetaClient:
@@ -367,8 +370,24 @@ class MetaClient:
         mtime_ns: int | None = None,
         session: str | None = None,
     ) -> Attr:
-        """Record a file's new pieces and size in one transaction."""
+        """Record a file's new pieces and size in one transaction (committed when this
+        returns; on disk within the meta role's group-commit period: see fs_sync)."""
         return await self._call("fs.commit", ino, size, pieces, mtime_ns, session)
+
+    async def fs_sync(self) -> None:
+        """Everything the meta role answered so far is on disk (fsync, fsyncdir, unmount).
+        A meta role from before group commit has no fs.sync: it put every change on disk
+        before answering it, so there is nothing to wait for."""
+        if not self.features.sync:
+            return
+        try:
+            await self._call("fs.sync")
+        except MethodNotFound:
+            log.warning(
+                "the meta role has no fs.sync (an older release, which commits every "
+                "change to disk before answering it): not asking again"
+            )
+            self.features.sync = False
 
     # -- mount sessions -----------------------------------------------------------------------
 

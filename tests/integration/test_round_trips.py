@@ -144,3 +144,35 @@ def test_reading_a_small_file_asks_for_its_map_with_the_open(
     # them, so the open that brings the map is the cheaper one (see _open_here).
     assert read.get("fs.open") == FILES + 1 and "fs.release" not in read, read
     assert "fs.chunks" not in read, read
+
+
+def test_close_waits_for_no_disk_and_fsync_waits_for_it_once(
+    counted: tuple[LocalCluster, Path, int],
+) -> None:
+    """Group commit (storaged/meta/groupcommit.py): a close needs its commit to have reached
+    the meta role, not its disk, so it sends no fs.sync; an fsync and an fsync of a
+    directory need the disk, and send exactly one each."""
+    _, mnt, port = counted
+    d = mnt / "sync"
+    d.mkdir()
+    before = _requests(port)
+    for i in range(FILES):
+        (d / f"f{i}").write_bytes(os.urandom(4096))
+    closed = _delta(port, before, {"fs.commit": FILES})
+    assert "fs.sync" not in closed, closed
+    before = _requests(port)
+    fd = os.open(d / "f0", os.O_WRONLY)
+    try:
+        os.write(fd, b"durable")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    synced = _delta(port, before, {"fs.sync": 1})
+    assert synced.get("fs.sync") == 1 and synced.get("fs.commit", 0) >= 1, synced
+    before = _requests(port)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert _delta(port, before, {"fs.sync": 1}).get("fs.sync") == 1
