@@ -159,6 +159,20 @@ def metadata(d: Path, files: int) -> dict[str, float]:
     return rates
 
 
+def write_files(names: list[Path], payloads: list[bytes]) -> None:
+    """Each file written whole with one write, then closed (the small-file rows)."""
+    for n, payload in zip(names, payloads):
+        with open(n, "wb") as f:
+            f.write(payload)
+
+
+def read_files(names: list[Path]) -> None:
+    """Each file opened, read whole, closed."""
+    for n in names:
+        with open(n, "rb") as f:
+            f.read()
+
+
 def small_files(d: Path, count: int) -> dict[str, float]:
     sub = d / "small"
     sub.mkdir()
@@ -167,14 +181,10 @@ def small_files(d: Path, count: int) -> dict[str, float]:
     names = [sub / f"s{i:05d}" for i in range(count)]
 
     def write() -> None:
-        for n, payload in zip(names, payloads):
-            with open(n, "wb") as f:
-                f.write(payload)
+        write_files(names, payloads)
 
     def read() -> None:
-        for n in names:
-            with open(n, "rb") as f:
-                f.read()
+        read_files(names)
 
     w = count / timed(write)
     drop_caches()
