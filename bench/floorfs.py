@@ -54,6 +54,7 @@ class Passthrough(pyfuse3.Operations):
         self.source = os.path.abspath(source)
         self.root_ino = os.lstat(self.source).st_ino
         self.paths: dict[int, set[str]] = {pyfuse3.ROOT_INODE: {self.source}}
+        self.inode_at: dict[str, int] = {self.source: pyfuse3.ROOT_INODE}  # paths' reverse
         self.lookups: dict[int, int] = {}
         # open directory handles: (the directory's path, its names sorted, listed at the
         # first readdir of the handle, so a long listing costs one listdir)
@@ -81,6 +82,7 @@ class Passthrough(pyfuse3.Operations):
     def _remember(self, inode: int, path: str) -> None:
         """The kernel now holds one more lookup of ``inode``, known by ``path``."""
         self.paths.setdefault(inode, set()).add(path)
+        self.inode_at[path] = inode
         self.lookups[inode] = self.lookups.get(inode, 0) + 1
 
     def _entry(self, path: str, *, remember: bool) -> pyfuse3.EntryAttributes:
@@ -108,17 +110,22 @@ class Passthrough(pyfuse3.Operations):
             self._remember(entry.st_ino, path)
         return entry
 
-    def _renamed(self, old: str, new: str) -> None:
-        """Every known path at or under ``old`` now lives under ``new``."""
+    def _renamed(self, old: str, new: str, is_dir: bool) -> None:
+        """The known path ``old`` (and, for a directory, every known path under it) now
+        lives under ``new``. Only a directory's rename looks at every known path."""
         prefix = old + os.sep
-        for known in self.paths.values():
-            for p in [p for p in known if p == old or p.startswith(prefix)]:
-                known.discard(p)
-                known.add(new + p[len(old) :])
+        moved = [p for p in self.inode_at if p.startswith(prefix)] if is_dir else []
+        for p in [old, *moved]:
+            inode = self.inode_at.pop(p, None)
+            if inode is not None:
+                self.paths[inode].discard(p)
+                self.paths[inode].add(new + p[len(old) :])
+                self.inode_at[new + p[len(old) :]] = inode
 
     def _removed(self, path: str) -> None:
-        for known in self.paths.values():
-            known.discard(path)
+        inode = self.inode_at.pop(path, None)
+        if inode is not None:
+            self.paths[inode].discard(path)
 
     # -- namespace ----------------------------------------------------------------------
 
@@ -237,10 +244,11 @@ class Passthrough(pyfuse3.Operations):
         new = self._child(parent_inode_new, name_new)
         try:
             os.rename(old, new)
+            is_dir = stat.S_ISDIR(os.lstat(new).st_mode)
         except OSError as exc:
             raise _fuse_error(exc) from None
         self._removed(new)
-        self._renamed(old, new)
+        self._renamed(old, new, is_dir)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
@@ -250,7 +258,9 @@ class Passthrough(pyfuse3.Operations):
             else:
                 self.lookups.pop(inode, None)
                 if inode != pyfuse3.ROOT_INODE:
-                    self.paths.pop(inode, None)
+                    for path in self.paths.pop(inode, ()):
+                        if self.inode_at.get(path) == inode:
+                            del self.inode_at[path]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         st = os.statvfs(self.source)

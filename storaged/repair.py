@@ -80,18 +80,7 @@ async def repair_pass(
         status.total = len(referenced)
         rows = await meta.cluster_servers()
         now_ns = time.time_ns()
-        servers = [
-            Server(
-                r["id"],
-                r["address"],
-                r["zone"],
-                r["capacity"],
-                r["free"],
-                r["state"] == "up",
-                bool(r.get("draining")),
-            )
-            for r in rows
-        ]
+        servers = [Server.from_row(r) for r in rows]
         presumed = {
             r["id"]
             for r in rows

@@ -90,18 +90,7 @@ class DataClient:
 
     async def _fetch_map(self) -> None:
         rows = await self.meta.cluster_servers()
-        self._servers = [
-            Server(
-                r["id"],
-                r["address"],
-                r["zone"],
-                r["capacity"],
-                r["free"],
-                r["state"] == "up",
-                bool(r.get("draining")),
-            )
-            for r in rows
-        ]
+        self._servers = [Server.from_row(r) for r in rows]
         self._refreshed = time.monotonic()
         self._generation += 1
 

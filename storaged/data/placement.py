@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,19 @@ class Server:
     free: int
     up: bool
     draining: bool = False  # being emptied: readable, but no new copies go there
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Server:
+        """A server as ``cluster.servers`` lists it."""
+        return cls(
+            row["id"],
+            row["address"],
+            row["zone"],
+            row["capacity"],
+            row["free"],
+            row["state"] == "up",
+            bool(row.get("draining")),
+        )
 
 
 def _score(chunk_id: str, server: Server) -> float:

@@ -42,7 +42,7 @@ class GroupCommit:
         self._sync = sync  # makes every commit so far durable (the database's WAL fsync)
         self.written = 0  # commits so far
         self.synced = 0  # commits known durable
-        self.syncs = 0  # syncs done (a metric)
+        self.syncs = 0  # syncs done
         self._done = trio.Event()  # set when a sync ends; replaced when the next begins
         self._running = False
         self._wanted = trio.Event()  # someone waits: sync now rather than at the period
