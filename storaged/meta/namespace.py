@@ -111,8 +111,13 @@ def make_node(
     gid: int,
     rdev: int = 0,
     target: bytes | None = None,
+    *,
+    ino: int | None = None,
+    t: int | None = None,
 ) -> Attr:
-    """mkdir, create, mknod and symlink: a new inode and its entry in ``parent``."""
+    """mkdir, create, mknod and symlink: a new inode and its entry in ``parent``. A
+    delegated directory's batch (storaged/meta/delegations.py) names the inode number, from
+    a range reserved for it (``reserve_inodes``), and the time its mount answered."""
     check_name(name)
     parent_attr = _dir(conn, parent)
     if _entry(conn, parent, name) is not None:
@@ -123,18 +128,37 @@ def make_node(
         if is_dir:
             mode |= stat.S_ISGID
     volume = _volume_of(conn, parent)
-    t = now_ns()
+    t = now_ns() if t is None else t
     size = len(target) if target is not None else 0
+    if ino is not None and conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone():
+        raise FsError(errno.EEXIST, f"inode {ino} exists")
     cur = conn.execute(
-        "INSERT INTO inodes (volume, mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns,"
-        " rdev, target) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (volume, mode, uid, gid, 2 if is_dir else 1, size, t, t, t, rdev, target),
+        "INSERT INTO inodes (id, volume, mode, uid, gid, nlink, size, atime_ns, mtime_ns,"
+        " ctime_ns, rdev, target) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (ino, volume, mode, uid, gid, 2 if is_dir else 1, size, t, t, t, rdev, target),
     )
     ino = int(cur.lastrowid or 0)
     conn.execute("INSERT INTO dentries (parent, name, inode) VALUES (?,?,?)", (parent, name, ino))
     _touch_dir(conn, parent, t, 1 if is_dir else 0)
     conn.execute("UPDATE volumes SET used_inodes=used_inodes+1 WHERE id=?", (volume,))
     return getattr_(conn, ino)
+
+
+def reserve_inodes(conn: sqlite3.Connection, count: int) -> tuple[int, int]:
+    """``count`` inode numbers nobody else will be given, first and last: AUTOINCREMENT
+    hands out numbers above the largest it recorded, so raising that record reserves the
+    numbers below it. A number reserved and never used is only a gap."""
+    conn.execute("UPDATE sqlite_sequence SET seq=seq+? WHERE name='inodes'", (count,))
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='inodes'").fetchone()
+    if row is None:  # (the root inode is made with the schema: the record exists)
+        raise FsError(errno.EIO, "no inode number record to reserve from")
+    last = int(row[0])
+    return last - count + 1, last
+
+
+def dir_attr(conn: sqlite3.Connection, ino: int) -> Attr:
+    """A live directory's attributes (ENOTDIR, ENOENT otherwise)."""
+    return _dir(conn, ino)
 
 
 def link(conn: sqlite3.Connection, ino: int, new_parent: int, new_name: bytes) -> Attr:

@@ -12,6 +12,7 @@ import errno
 import functools
 import logging
 import sqlite3
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
 from . import sessions as session_record
 from .backup import Backups
 from .db import cluster_id, make_durable, transaction
+from .delegations import RANGE, RECALL_WAIT, Delegations, Grant
 from .groupcommit import GroupCommit
 from .repairstate import RepairState
 from .sessions import Sessions
@@ -62,8 +64,10 @@ DURABLE = frozenset(
         "fsck_repair",
         "session_open",
         "session_close",
+        "dir_delegate",
     }
 )
+APPLY_MAX = 1000  # operations in one fs.apply batch
 
 
 class MetaService:
@@ -80,6 +84,7 @@ class MetaService:
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions = Sessions(session_timeout)
         self.watches = Watches()  # what mounts' kernels cache: see watches.py
+        self.delegations = Delegations()  # directories one mount answers: delegations.py
         restored = self.sessions.restore(session_record.recorded(conn))
         if restored:
             log.warning(
@@ -208,6 +213,8 @@ class MetaService:
             "cluster_remove",
             "cluster_status",
             "fs_sync",
+            "dir_delegate",
+            "fs_apply",
         ):
             handler = getattr(self, name)
             table.add(
@@ -230,6 +237,162 @@ class MetaService:
         sends it for fsync, fsyncdir and unmount."""
         return True
 
+    # -- delegated directories (delegations.py) --------------------------------------------
+
+    async def dir_delegate(self, session: str, directory: int) -> dict | None:
+        """Delegate ``directory`` to ``session``'s mount: the answer names the grant, the
+        inode numbers reserved for it (``first``..``last``, on disk before this answer:
+        DURABLE) and the directory's attributes (``dir``); nil when it may not be
+        delegated now (another mount watches it, it was recalled lately, or the session
+        does not listen). The directory is watched for the holder, as a lookup in it is."""
+        self._live_or_stale(session)
+        if type(directory) is not int or directory <= 0:
+            raise InvalidArgument("directory must be an inode number")
+        if not self.watches.listening(session) or self.delegations.refusal(
+            session, directory, self.watches.watching(directory)
+        ):
+            return None
+
+        def reserve(conn: sqlite3.Connection) -> tuple[dict, int, int]:
+            attr = namespace.dir_attr(conn, directory)
+            return (attr, *namespace.reserve_inodes(conn, RANGE))
+
+        since = self.watches.mark()
+        attr, first, last = await self._tx(reserve)
+        # (asked again: a lookup by another mount may have come in while reserving)
+        if not self.watches.listening(session) or self.delegations.refusal(
+            session, directory, self.watches.watching(directory)
+        ):
+            return None  # the numbers reserved stay unused: a gap
+        grant = self.delegations.grant(session, directory, first, last)
+        self.watches.watch(session, [directory], since)
+        return {"grant": grant.id, "first": first, "last": last, "dir": attr}
+
+    async def fs_apply(
+        self, session: str, directory: int, grant: str, ops: list, release: bool = False
+    ) -> dict:
+        """The operations the holder of ``directory``'s delegation answered itself, in the
+        order it answered them, applied in one transaction (all or none), each checked as
+        its own call is. With ``release``, the delegation ends with it (applied or not).
+        Operations: ``["c", name, ino, mode, uid, gid, rdev, target, time_ns, hold]`` (a
+        create, mknod or symlink, ``ino`` from the grant's range; ``hold``: held for the
+        session, as fs.mknod with a session), ``["u", name]`` (an unlink; a victim left
+        with no name is held for the session, as fs.unlink), ``["m", old, new, flags]``
+        (a rename within the directory), ``["f", ino]`` (the holder's kernel forgot an
+        orphan: as fs.forget). Answers the directory's attributes (``parent``) and the
+        inodes deleted (``deleted``). ESTALE when the grant is not held (revoked after a
+        recall the holder did not answer in time, or the meta role restarted)."""
+        self._live_or_stale(session)
+        if not isinstance(ops, list) or len(ops) > APPLY_MAX:
+            raise InvalidArgument(f"ops must be a list of at most {APPLY_MAX} operations")
+        held = self.delegations.find(session, directory, grant)
+        if held is None:
+            raise FsError(
+                errno.ESTALE,
+                f"directory {directory} is not delegated to this mount (any more): "
+                f"{len(ops)} operations not applied",
+            )
+        try:
+            checked = [_checked_op(op, held) for op in ops]
+            events: list[Event] = [inode(directory)]
+            deleted: list[int] = []
+
+            def apply(conn: sqlite3.Connection) -> dict:
+                for op in checked:
+                    self._apply_op(conn, directory, session, op, events, deleted)
+                return {"parent": namespace.getattr_(conn, directory), "deleted": deleted}
+
+            since = self.watches.mark()
+            answer = await self._tx(apply)
+        finally:
+            if release:
+                self.delegations.end(held)
+        made = [op[2] for op in checked if op[0] == "c" and op[2] not in deleted]
+        self._changed(session, since, events, [directory, *made])
+        return answer
+
+    def _apply_op(
+        self,
+        conn: sqlite3.Connection,
+        directory: int,
+        session: str,
+        op: list,
+        events: list[Event],
+        deleted: list[int],
+    ) -> None:
+        kind = op[0]
+        if kind == "c":
+            _, name, ino, mode, uid, gid, rdev, target, t, hold = op
+            namespace.make_node(conn, directory, name, mode, uid, gid, rdev, target, ino=ino, t=t)
+            events.append(entry(directory, name))
+            if hold:  # (in order: a later unlink and forget in the batch may drop it)
+                self.sessions.hold(session, ino)
+        elif kind == "u":
+            attr = self._delete_if_orphan(conn, namespace.unlink(conn, directory, op[1]), session)
+            events.append(entry(directory, op[1]))
+            if attr.get("deleted"):
+                deleted.append(attr["ino"])
+            else:
+                events.append(inode(attr["ino"]))
+        elif kind == "m":
+            _, old, new, flags = op
+            replaced = namespace.rename(conn, directory, old, directory, new, flags)
+            events += [entry(directory, old), entry(directory, new)]
+            if replaced is not None:
+                replaced = self._delete_if_orphan(conn, replaced, session)
+                if replaced.get("deleted"):
+                    deleted.append(replaced["ino"])
+        else:  # "f"
+            ino = op[1]
+            self.sessions.release(session, ino)
+            if self.sessions.deletions_allowed() and not self.sessions.is_held(ino):
+                self.sessions.kept_orphans.discard(ino)
+                if namespace.forget(conn, ino):
+                    deleted.append(ino)
+
+    async def _settle(self, session: str | None, *inos: int) -> None:
+        """Before a request of ``session`` that reads or changes the names or attributes
+        of ``inos``: every one of them delegated to another mount is recalled first."""
+        for grant in self.delegations.others(session, inos):
+            await self._recall(grant)
+
+    async def _settle_all(self) -> None:
+        """Before what must see every change acknowledged anywhere (a snapshot, fsck)."""
+        for grant in self.delegations.every():
+            await self._recall(grant)
+
+    async def _recall(self, grant: Grant) -> None:
+        """Ask the holder for its last batch and the directory back; wait for it, at most
+        RECALL_WAIT, and revoke the grant past that (delegations.py, invariant 2)."""
+        if not grant.recalled:
+            grant.recalled = True
+            if not self.watches.tell(grant.session, [["r", grant.directory, grant.id]]):
+                self.delegations.end(grant)  # not listening: it answers nothing itself
+                return
+        with trio.move_on_after(RECALL_WAIT):
+            await grant.released.wait()
+        if not grant.released.is_set():
+            log.error(
+                "mount session %s did not give back directory %d within %gs: revoked; "
+                "what that mount answered itself in it and did not send is lost",
+                grant.session[:12],
+                grant.directory,
+                RECALL_WAIT,
+            )
+            self.delegations.end(grant)
+
+    async def _named(self, parent: int, name: bytes) -> list[int]:
+        """The inode ``name`` in ``parent`` names (a directory a request may remove or
+        replace), when any directory is delegated at all; else nothing is looked up."""
+        if not len(self.delegations) or type(parent) is not int or not isinstance(name, bytes):
+            return []
+        ino = await self._read(namespace.entry_inode, parent, name)
+        return [] if ino is None else [ino]
+
+    def _end_grants(self, session: str) -> None:
+        for grant in self.delegations.of_session(session):
+            self.delegations.end(grant)
+
     async def run_liveness(self, interval: float = 1.0) -> None:
         """Mark servers down when their heartbeats stop; they come back up on the next one.
         End silent mount sessions, and delete orphans that nobody holds any more."""
@@ -244,6 +407,7 @@ class MetaService:
             await self._expire_sessions()
             for session in self.watches.reset_silent():
                 log.info("mount session %s stopped listening for invalidations", session[:12])
+                self._end_grants(session)
             if self.sessions.deletions_allowed():
                 candidates = await self._tx(namespace.orphans)
                 await self._forget_unheld(candidates)
@@ -257,6 +421,7 @@ class MetaService:
         await self._tx(session_record.unrecord, silent)
         for session in silent:
             self.watches.forget(session)
+            self._end_grants(session)
             released = self.sessions.close(session)
             log.warning(
                 "mount session %s expired (no heartbeat for %.0fs); releasing %d open inodes",
@@ -300,6 +465,8 @@ class MetaService:
     ) -> dict:
         """With ``source`` ('snapshot:NAME' or 'volume:NAME'), the new volume starts as a
         copy of that tree, sharing its chunks."""
+        if source:
+            await self._settle_all()
         volume = await self._tx(
             volumes.create, name, capacity, replicas, chunk_size, params, source
         )
@@ -320,6 +487,7 @@ class MetaService:
         return await self._tx(volumes.list_all)
 
     async def volume_delete(self, name: str) -> bool:
+        await self._settle_all()
         deleted = await self._tx(volumes.delete, name)
         if deleted:
             log.info("volume %s deleted", name)
@@ -344,7 +512,9 @@ class MetaService:
     # -- snapshots ----------------------------------------------------------------------
 
     async def snapshot_create(self, name: str, volume: str) -> dict:
-        """A point-in-time copy of the volume's committed metadata; chunks are shared."""
+        """A point-in-time copy of the volume's committed metadata; chunks are shared.
+        Delegated directories are recalled first: the copy has every change acknowledged."""
+        await self._settle_all()
         snapshot = await self._tx(volumes.snapshot, name, volume)
         log.info("snapshot %s of volume %s created", name, volume)
         return snapshot
@@ -366,6 +536,7 @@ class MetaService:
     async def fs_lookup(self, parent: int, name: bytes, session: str | None = None) -> dict:
         """With ``session`` (a listening mount), the directory and the inode found are
         watched for it (see watches.py), a name not found as well as one found."""
+        await self._settle(session, parent)
         since = self.watches.mark()
         try:
             attr = await self._read(namespace.lookup, parent, name)
@@ -376,6 +547,7 @@ class MetaService:
         return attr
 
     async def fs_getattr(self, ino: int, session: str | None = None) -> dict:
+        await self._settle(session, ino)
         since = self.watches.mark()
         attr = await self._read(namespace.getattr_, ino)
         self.watches.watch(session, [ino], since)
@@ -385,6 +557,7 @@ class MetaService:
         """With ``session``: the change's author, whose own kernel is told by the answer
         (every other mount watching the inode hears of it)."""
         ranges.check_changes(changes)
+        await self._settle(session, ino)
         since = self.watches.mark()
         attr = await self._tx(files.setattr_, ino, changes)
         told = self._changed(session, since, [inode(ino, "size" in changes)], [ino])
@@ -432,6 +605,7 @@ class MetaService:
         ranges.check_new_node(mode, uid, gid, rdev)
         if session is not None and not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
+        await self._settle(session, parent)
 
         def make(conn: sqlite3.Connection) -> dict:
             attr = namespace.make_node(conn, parent, name, mode, uid, gid, rdev, target)
@@ -447,6 +621,7 @@ class MetaService:
     async def fs_link(
         self, ino: int, new_parent: int, new_name: bytes, session: str | None = None
     ) -> dict:
+        await self._settle(session, new_parent, ino)
         since = self.watches.mark()
         attr = await self._tx(namespace.link, ino, new_parent, new_name)
         self._changed(
@@ -465,6 +640,7 @@ class MetaService:
         references the inode, and keeps it until it forgets it (``fs.forget`` with the
         session then deletes it)."""
         self._live_or_stale(session)
+        await self._settle(session, parent)
         since = self.watches.mark()
         attr = await self._short_tx(self._dropping(namespace.unlink, parent, session), parent, name)
         self._removed(session, since, parent, name, attr)
@@ -472,6 +648,7 @@ class MetaService:
 
     async def fs_rmdir(self, parent: int, name: bytes, session: str | None = None) -> dict:
         self._live_or_stale(session)
+        await self._settle(session, parent, *await self._named(parent, name))
         since = self.watches.mark()
         attr = await self._short_tx(self._dropping(namespace.rmdir, parent, session), parent, name)
         self._removed(session, since, parent, name, attr)
@@ -536,6 +713,13 @@ class MetaService:
         with no name that no mount holds is deleted in the same transaction (``deleted``),
         as with fs.unlink (and with ``session``, held by the calling mount first)."""
         self._live_or_stale(session)
+        await self._settle(
+            session,
+            old_parent,
+            new_parent,
+            *await self._named(old_parent, old_name),
+            *await self._named(new_parent, new_name),
+        )
         moved: list[int | None] = []
 
         def rename(conn: sqlite3.Connection) -> dict | None:
@@ -578,6 +762,7 @@ class MetaService:
         entries: too long for the event loop) without a transaction (see ``_read``). With
         ``session``, the directory and every inode listed are watched for it."""
         listing = namespace.readdir_rows if rows else namespace.readdir
+        await self._settle(session, ino)
         since = self.watches.mark()
         page = await trio.to_thread.run_sync(
             _unwritten,
@@ -609,6 +794,7 @@ class MetaService:
         With ``pieces``, also the map of a file's first pieces (at most OPEN_PIECES_MAX):
         a mount opening a file to read it asks for the map next, and a small file's read
         was four round trips where three will do."""
+        await self._settle(session, ino)
         since = self.watches.mark()
         attr = await self._read(files.opened, ino, max(0, min(pieces, OPEN_PIECES_MAX)))
         if not self.sessions.hold(session, ino):
@@ -706,6 +892,7 @@ class MetaService:
         await self._tx(session_record.unrecord, [session])
         held = self.sessions.close(session)
         self.watches.forget(session)
+        self._end_grants(session)
         self._say_if_deleting_again(waiting)
         await self._forget_unheld(list(held))
         log.info("mount session %s closed", session[:12])
@@ -714,19 +901,23 @@ class MetaService:
     # -- xattrs -------------------------------------------------------------------------
 
     async def fs_getxattr(self, ino: int, name: bytes) -> bytes:
+        await self._settle(None, ino)
         return await self._read(xattrs.get, ino, name)
 
     async def fs_setxattr(
         self, ino: int, name: bytes, value: bytes, flags: int = 0, session: str | None = None
     ) -> None:
+        await self._settle(session, ino)
         since = self.watches.mark()
         await self._tx(xattrs.set_, ino, name, value, flags)
         self._changed(session, since, [inode(ino)], [ino])
 
     async def fs_listxattr(self, ino: int) -> list:
+        await self._settle(None, ino)
         return await self._read(xattrs.list_, ino)
 
     async def fs_removexattr(self, ino: int, name: bytes, session: str | None = None) -> None:
+        await self._settle(session, ino)
         since = self.watches.mark()
         await self._tx(xattrs.remove, ino, name)
         self._changed(session, since, [inode(ino)], [ino])
@@ -819,6 +1010,7 @@ class MetaService:
 
     async def meta_backup_open(self) -> dict:
         """A consistent copy of the database, taken now: {id, size}; read it, then close."""
+        await self._settle_all()
         backups = self._backups()
         return await trio.to_thread.run_sync(backups.create, self.conn, limiter=self._db)
 
@@ -832,11 +1024,13 @@ class MetaService:
 
     async def fsck_check(self, volume: str) -> dict:
         """Check the volume's metadata (entries, link counts, reachability, cached sums)."""
+        await self._settle_all()
         return await self._tx(fsck.check, volume)
 
     async def fsck_repair(self, volume: str) -> dict:
         """Mend the volume's values no mount can show (fsck.repair_ranges), and tell the
         mounts watching those inodes and their entries."""
+        await self._settle_all()
         since = self.watches.mark()
         result = await self._tx(fsck.repair_ranges, volume)
         events = []
@@ -868,6 +1062,43 @@ class MetaService:
         """Start a pass now (or right after the one running); returns the current status."""
         self.repair.wanted.set()
         return self.repair.status.as_dict()
+
+
+def _checked_op(op: Any, grant: Grant) -> list:
+    """One operation of an fs.apply batch, its shape and values checked (InvalidArgument)."""
+    if not isinstance(op, list) or not op or op[0] not in ("c", "u", "m", "f"):
+        raise InvalidArgument(f"not an operation: {op!r}"[:200])
+    kind = op[0]
+    if kind == "c":
+        if len(op) != 10:
+            raise InvalidArgument(
+                "a create is [c, name, ino, mode, uid, gid, rdev, target, t, hold]"
+            )
+        _, name, ino, mode, uid, gid, rdev, target, t, hold = op
+        ranges.check_new_node(mode, uid, gid, rdev)
+        if stat.S_ISDIR(mode):
+            raise InvalidArgument("a directory is not made in a batch")
+        if type(ino) is not int or not grant.first <= ino <= grant.last:
+            raise InvalidArgument(f"inode {ino!r} is not in the grant's range")
+        if not isinstance(name, bytes) or not (target is None or isinstance(target, bytes)):
+            raise InvalidArgument("name and target must be bytes")
+        if (
+            type(t) is not int
+            or not ranges.TIME_MIN <= t <= ranges.TIME_MAX
+            or type(hold) is not bool
+        ):
+            raise InvalidArgument("time must be nanoseconds and hold a boolean")
+    elif kind == "u":
+        if len(op) != 2 or not isinstance(op[1], bytes):
+            raise InvalidArgument("an unlink is [u, name]")
+    elif kind == "m":
+        if len(op) != 4 or not isinstance(op[1], bytes) or not isinstance(op[2], bytes):
+            raise InvalidArgument("a rename is [m, old, new, flags]")
+        if type(op[3]) is not int:
+            raise InvalidArgument("rename flags must be an integer")
+    elif len(op) != 2 or type(op[1]) is not int or op[1] <= 0:
+        raise InvalidArgument("a forget is [f, ino]")
+    return op
 
 
 def _are_inos(values: Any) -> bool:

@@ -51,7 +51,7 @@ from typing import Any
 
 import trio
 
-Event = list[Any]  # ["i", ino, data] or ["e", parent, name]
+Event = list[Any]  # ["i", ino, data], ["e", parent, name] or ["r", directory, grant]
 
 SLACK = 2.0  # seconds a watch outlives the lease the mount asked for
 LEASE_MAX = 300.0  # the longest lease a mount may ask for
@@ -160,6 +160,24 @@ class Watches:
 
     def listening(self, session: str | None) -> bool:
         return session is not None and session in self._listeners
+
+    def watching(self, ino: int) -> list[str]:
+        """The sessions whose watch of ``ino`` runs now (their kernels may cache it)."""
+        now = time.monotonic()
+        return [
+            s
+            for s in self._watchers.get(ino, ())
+            if self._listeners[s].watching.get(ino, 0.0) > now
+        ]
+
+    def tell(self, session: str, events: list[Event]) -> bool:
+        """Queue ``events`` for ``session`` alone (a recall of a delegated directory:
+        delegations.py); False when it does not listen."""
+        listener = self._listeners.get(session)
+        if listener is None:
+            return False
+        self._queue(session, listener, events)
+        return True
 
     # -- watching -------------------------------------------------------------------------
 

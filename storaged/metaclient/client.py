@@ -15,7 +15,7 @@ lacks so the next call goes straight to that form.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,10 +23,12 @@ from storaged.rpc import InvalidArgument, MethodNotFound, Patience
 
 from .results import (
     ATTR_KEYS,
+    Applied,
     Attr,
     BackupInfo,
     ClusterInfo,
     ClusterStatus,
+    DirGrant,
     FsckRepair,
     FsckReport,
     Invalidations,
@@ -102,6 +104,28 @@ LEAVES_DIRECTORIES_ALONE = frozenset(
         "session.listen",
         "cluster.servers",
         "cluster.report_bad",
+        "dir.delegate",
+    }
+)
+
+# Methods sent without first sending this mount's batches of delegated directories
+# (``before_call``): the batches themselves and the grants, the stream of invalidations
+# and the heartbeat (which carry no change and must not wait behind one), and calls about
+# no inode's names. Every other call may depend on what a batch holds (a commit of a file
+# made in it, a lookup of a name made in it, an fsync), and the meta role must see this
+# mount's changes in the order the mount acknowledged them.
+INDEPENDENT_OF_BATCHES = frozenset(
+    {
+        "fs.apply",
+        "dir.delegate",
+        "session.open",
+        "session.listen",
+        "session.heartbeat",
+        "session.pending",
+        "volume.statfs",
+        "volume.get",
+        "cluster.servers",
+        "cluster.report_bad",
     }
 )
 
@@ -143,6 +167,9 @@ class MetaClient:
         self.rpc = rpc
         self.address = address
         self.on_change = on_change
+        # awaited before every call not in INDEPENDENT_OF_BATCHES: a mount sends its
+        # delegated directories' batches there (fusefs/delegation.py)
+        self.before_call: Callable[[], Awaitable[None]] | None = None
         self.features = MetaFeatures()
 
     def be_patient(self, seconds: float) -> None:
@@ -157,6 +184,8 @@ class MetaClient:
         defaults to None, and a request without them is one an older release takes."""
         if self.on_change is not None and method not in LEAVES_DIRECTORIES_ALONE:
             self.on_change()  # before the first await: the caller counts on it
+        if self.before_call is not None and method not in INDEPENDENT_OF_BATCHES:
+            await self.before_call()
         end = len(params)
         while end and params[end - 1] is None:
             end -= 1
@@ -414,6 +443,17 @@ class MetaClient:
             self._no_holds()
             return False
         return True
+
+    async def dir_delegate(self, session: str, directory: int) -> DirGrant | None:
+        """Ask for ``directory`` to be delegated to this mount (None: not now)."""
+        return await self._call("dir.delegate", session, directory)
+
+    async def fs_apply(
+        self, session: str, directory: int, grant: str, ops: list[list[Any]], release: bool
+    ) -> Applied:
+        """Apply a delegated directory's batch (one transaction); ``release``: and give
+        the directory back. ESTALE when the grant is no longer held."""
+        return await self._call("fs.apply", session, directory, grant, ops, release)
 
     async def session_listen(
         self, session: str, lease: float, wait: float, ack: int = 0

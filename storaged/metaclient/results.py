@@ -87,6 +87,23 @@ class Server(TypedDict):
     draining: bool
 
 
+class DirGrant(TypedDict):
+    """dir.delegate: a directory delegated to the asking mount (storaged/meta/
+    delegations.py), with the inode numbers it may give new nodes."""
+
+    grant: str
+    first: int
+    last: int
+    dir: Attr
+
+
+class Applied(TypedDict):
+    """fs.apply: the directory after the batch, and the inodes it deleted."""
+
+    parent: Attr
+    deleted: list[int]
+
+
 class Invalidations(TypedDict):
     """session.listen: what a mount must drop from its kernel's caches (see
     storaged/meta/watches.py): events ``["i", ino, data]`` and ``["e", parent, name]``,

@@ -1,0 +1,114 @@
+"""Directories delegated to one mount: the meta role's half of delegated directory
+operations (fusefs/delegation.py is the mount's; docs/delegations.md the design).
+
+While one mount is the only user of a directory D, nobody else can observe the order or
+timing of changes in it, so that mount may answer creates and unlinks in D itself and
+tell the meta role afterwards, in batches (``fs.apply``), one transaction per batch. This
+module keeps who holds what; storaged/meta/service.py grants, applies and recalls.
+
+Invariants (the meta role's side):
+
+1. One holder per directory. A grant is made only to a listening session, for a live
+   directory that no other session watches (watches.py: nobody else's kernel may cache
+   a name or attribute of it) and that was not recalled within ``COOLDOWN``.
+2. Every request of another session (or of no session: the CLI, the CSI driver) that
+   reads or changes D's names or attributes *recalls* D first: the holder is sent
+   ``["r", D, grant]`` with its next poll, and the request waits until the holder has
+   applied its last batch and given D back, at most ``RECALL_WAIT``; past that the grant
+   is *revoked* (the holder stopped trusting its caches by then: coherence.py) and a
+   batch for it is refused. Either way the request is answered from the database after:
+   the holder's applied changes first, then it — a serial order.
+3. A grant carries a range of inode numbers reserved for it on disk before it is
+   answered (namespace.reserve_inodes, a DURABLE call): no number is handed out twice,
+   whatever restarts.
+4. Grants are soft state: a meta role that restarts has none (grant ids carry the
+   meta role's life, so a batch for an older one is refused as unknown).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+RECALL_WAIT = 3.5  # a recall waits this long for the holder (past coherence.py's 3 s)
+COOLDOWN = 10.0  # a directory recalled is not delegated again for this long
+RANGE = 4096  # inode numbers per grant (a mount asks again when it has used them)
+
+
+@dataclass
+class Grant:
+    """Directory ``directory`` delegated to ``session``, with inode numbers first..last."""
+
+    id: str
+    session: str
+    directory: int
+    first: int
+    last: int
+    released: trio.Event = field(default_factory=trio.Event)
+    recalled: bool = False
+
+
+class Delegations:
+    def __init__(self) -> None:
+        self.life = secrets.token_hex(6)  # grant ids of this process's life only
+        self._count = 0
+        self._grants: dict[int, Grant] = {}  # directory -> its grant
+        self._cooling: dict[int, float] = {}  # directory -> no new grant until (monotonic)
+
+    def __len__(self) -> int:
+        return len(self._grants)
+
+    def refusal(self, session: str, directory: int, watchers: Iterable[str]) -> str:
+        """Why ``directory`` may not be granted to ``session`` now ('' when it may)."""
+        held = self._grants.get(directory)
+        if held is not None:
+            return "held" if held.session != session else "held by you"
+        if any(s != session for s in watchers):
+            return "watched by another mount"
+        until = self._cooling.get(directory)
+        if until is not None:
+            if until > time.monotonic():
+                return "recalled lately"
+            del self._cooling[directory]
+        return ""
+
+    def grant(self, session: str, directory: int, first: int, last: int) -> Grant:
+        self._count += 1
+        grant = Grant(f"{self.life}:{self._count}", session, directory, first, last)
+        self._grants[directory] = grant
+        return grant
+
+    def find(self, session: str, directory: int, grant_id: str) -> Grant | None:
+        grant = self._grants.get(directory)
+        if grant is None or grant.session != session or grant.id != grant_id:
+            return None
+        return grant
+
+    def end(self, grant: Grant) -> None:
+        """The holder gave ``grant`` back, or it was revoked: nothing is answered from it."""
+        if self._grants.get(grant.directory) is grant:
+            del self._grants[grant.directory]
+        if grant.recalled:
+            self._cooling[grant.directory] = time.monotonic() + COOLDOWN
+        grant.released.set()
+
+    def others(self, session: str | None, inos: Iterable[int]) -> list[Grant]:
+        """Grants of these inodes held by a session other than ``session``."""
+        if not self._grants:
+            return []
+        found = []
+        for ino in inos:
+            grant = self._grants.get(ino)
+            if grant is not None and grant.session != session:
+                found.append(grant)
+        return found
+
+    def of_session(self, session: str) -> list[Grant]:
+        return [g for g in self._grants.values() if g.session == session]
+
+    def every(self) -> list[Grant]:
+        return list(self._grants.values())
