@@ -53,8 +53,13 @@ def passed_on(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
     for f in settings.flagged(MountOptions):
         value = getattr(args, f.name, None)
-        if value is not None:
-            out += [settings.flag_name(f), str(value)]
+        if value is None:
+            continue
+        name = settings.flag_name(f)
+        if f.metadata.get("kind") == "bool":  # --flag / --no-flag
+            out.append(name if value else "--no-" + name[2:])
+        else:
+            out += [name, str(value)]
     return out
 
 

@@ -63,14 +63,27 @@ class KnownNames:
     def missing(self, ino: int, name: bytes) -> Ask | None:
         """The Ask under which ``name`` is surely not in directory ``ino`` (answer ENOENT
         with it), or None: ask the meta role."""
-        known = self._dirs.get(ino)
+        known = self._believed(ino)
         if known is None:
-            return None
-        if self._cache.left(known.ask) <= 0:
-            self.forget(ino)
             return None
         self._dirs.move_to_end(ino)
         return None if name in known.names else known.ask
+
+    def knows(self, ino: int) -> bool:
+        """Is every name of directory ``ino`` known (and still believed)?"""
+        return self._believed(ino) is not None
+
+    def _believed(self, ino: int) -> _Known | None:
+        known = self._dirs.get(ino)
+        if known is not None and self._cache.left(known.ask) <= 0:
+            self.forget(ino)
+            return None
+        return known
+
+    def has(self, ino: int, name: bytes) -> bool:
+        """``name`` is in directory ``ino`` (only meaningful where ``knows``)."""
+        known = self._dirs.get(ino)
+        return known is not None and name in known.names
 
     def added(self, ino: int, name: bytes, renew: Ask | None = None) -> None:
         """``name`` was made in ``ino`` through this mount; ``renew``: the Ask of an answer

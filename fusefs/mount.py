@@ -79,6 +79,14 @@ class MountOptions:
         metavar="SECONDS",
         kind="seconds",
     )
+    delegate: bool = setting(
+        True,
+        "answer creates, unlinks and renames in a directory this mount alone uses from "
+        "its own state, sending them to the meta role in batches within 0.5s and before "
+        "any close of a written file, fsync or unmount (docs/delegations.md; default "
+        "{default}; needs --cache-lease above 0)",
+        kind="bool",
+    )
     max_unsaved_bytes: int = setting(
         128 << 20,
         "memory for written data not yet stored, over all open files (default "
@@ -180,6 +188,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 entry_timeout=options.entry_timeout,
                 attr_timeout=options.attr_timeout,
                 cache_lease=options.cache_lease,
+                delegate=options.delegate,
             )
             instrument(ops, observer)
             description = f"{socket.gethostname()}:{options.mountpoint} pid {os.getpid()}"
@@ -190,6 +199,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 _keep_session, ops, io, options.volume, options.session_heartbeat, observer
             )
             nursery.start_soon(ops.sync_holds)
+            await nursery.start(ops.delegator.run)
             pyfuse3.init(ops, options.mountpoint, fuse_options(options.volume))
             ops.in_kernel = True
             nursery.start_soon(ops.listen)  # it tells the kernel: only once there is one

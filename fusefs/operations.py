@@ -33,6 +33,7 @@ from .coherence import (
     KernelCall,
     run_in_thread,
 )
+from .delegation import Delegator
 from .dircache import ListingCache
 from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
@@ -53,6 +54,8 @@ KNOWN_MAX = 100_000  # attributes kept for opens answered here (see _known)
 KNOWN_MARGIN = 1.0  # seconds of lease they must have left to be used
 HOLD_BATCH = 10_000  # inodes per session.hold each way (the meta role takes up to 100,000)
 RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h), as the kernel passes it to rename
+RENAME_NOREPLACE = 1
+ID_MAX = (1 << 32) - 2  # uid and gid the meta role takes (storaged/meta/ranges.py)
 
 
 def fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -92,6 +95,7 @@ class Operations(pyfuse3.Operations):
         entry_timeout: float = 1.0,
         attr_timeout: float = 1.0,
         cache_lease: float = 0.0,
+        delegate: bool = False,
     ) -> None:
         super().__init__()
         self.io = io
@@ -149,6 +153,14 @@ class Operations(pyfuse3.Operations):
         # files that were open here since the kernel last looked them up: the kernel may
         # keep their pages (forgotten with the inode: see _open_here)
         self.paged: set[int] = set()
+        # directories this mount answers changes in itself (see delegation.py); the
+        # meta role sees every batch before any other call of this mount's
+        self.delegator = Delegator(
+            io.meta, self.cache, self.dir_names, lambda: self.session, self._lost_changes
+        )
+        self.delegator.enabled = delegate and cache_lease > 0
+        if self.delegator.enabled:
+            io.meta.before_call = self.delegator.send_all
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -185,6 +197,23 @@ class Operations(pyfuse3.Operations):
         self.unpaging.start(
             ino, functools.partial(run_in_thread, [("inode", self.inodes.to_kernel(ino), False)])
         )
+
+    def _lost_changes(self, directory: int, names: list[bytes]) -> None:
+        """Changes answered from a delegation did not reach the meta role (see
+        delegation.py, invariant 4): the kernel forgets the directory's attributes and
+        those entries, so it asks the meta role again."""
+        self._changing()
+        self.known.pop(directory, None)
+        if not self.in_kernel:
+            return
+        parent = self.inodes.to_kernel(directory)
+        for name in set(names):
+            self.cache.entries.pop((parent, name), None)
+            pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+        try:
+            pyfuse3.invalidate_inode(parent, attr_only=True)
+        except OSError:
+            pass
 
     def _tell_lost(self, fh: int, data: FileData) -> None:
         """Raise, once per handle open for writing, a failure that dropped the file's
@@ -357,6 +386,9 @@ class Operations(pyfuse3.Operations):
         self, inode: int, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
         ino = self.inodes.to_meta(inode)
+        delegated = self.delegator.dir_attr(ino)
+        if delegated is not None:  # changed by this mount's own answers (delegation.py)
+            return self._entry(*delegated)
         made = self.dir_attrs.pop(ino, None)
         if made is not None and made[0] > time.monotonic():
             return self._entry(made[1], made[2])
@@ -380,6 +412,8 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         ino = self.inodes.to_meta(inode)
+        if ino in self.delegator.held:  # answers from it depend on its mode and group
+            await self.delegator.give_back(ino)
         ask = self._ask()
         changes: dict[str, int] = {}
         if fields.update_mode:
@@ -420,6 +454,9 @@ class Operations(pyfuse3.Operations):
         them, once, within the attribute timeout, unless anything else changed through this
         mount meanwhile (``_changing`` empties the table on every other change)."""
         parent = self.inodes.to_meta(parent_inode)
+        local = self._make_here(parent, name, mode, ctx, rdev, target, hold)
+        if local is not None:
+            return local
         ask = self._ask()
 
         def send(session: str | None) -> Awaitable[Mapping[str, Any]]:
@@ -439,7 +476,34 @@ class Operations(pyfuse3.Operations):
         self.dir_names.added(parent, name, renew=ask)
         if stat.S_ISDIR(mode):
             self.dir_names.learn(attr["ino"], (), ask)  # a new directory: no names yet
+        self.delegator.noted(parent)
         return attr, ask
+
+    def _make_here(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        ctx: pyfuse3.RequestContext,
+        rdev: int,
+        target: bytes | None,
+        hold: bool,
+    ) -> tuple[Mapping[str, Any], Ask] | None:
+        """A create, mknod or symlink answered from a delegation of ``parent``, or None
+        (see delegation.py). Held for this mount as the meta role's create would."""
+        if stat.S_ISDIR(mode) or not (ctx.uid <= ID_MAX and ctx.gid <= ID_MAX):
+            return None
+        if len(name) > 255 or rdev >= 1 << 32:
+            return None
+        held = self.delegator.usable(parent)
+        if held is None or self.dir_names.has(parent, name):
+            return None
+        self._changing()
+        hold = hold or self.holds.enabled
+        attr = self.delegator.create(held, name, mode, ctx.uid, ctx.gid, rdev, target, hold)
+        if hold:
+            self.holds.took(attr["ino"])
+        return attr, held.ask
 
     async def _naming(self, dirs: tuple[int, ...], change: Awaitable[T]) -> T:
         """The answer to a change of names in ``dirs``; if it failed (or never came), what
@@ -467,8 +531,10 @@ class Operations(pyfuse3.Operations):
         waiting until each session from before its start is back (or expired), and closing
         the old one is how it learns this mount's holds are all in again."""
         previous = self.session
+        self.delegator.end_all(send=False)  # grants are the old session's
         self.description = description
         self.session = self.io.session = await self.meta.session_open(description)
+        await self.delegator.resend()  # their batches first, as reclaims (delegation.py)
         if self.io.pending:  # chunks stored but not committed: keep them from the collector
             await self.meta.session_pending(self.session, list(self.io.pending), [])
         referenced = [ino for ino in {*self.lookups, *self.files} if self._referenced(ino)]
@@ -538,11 +604,19 @@ class Operations(pyfuse3.Operations):
             self.meta.fs_link(self.inodes.to_meta(inode), new_parent, new_name, ask.session),
         )
         self.dir_names.added(new_parent, new_name)
+        self.delegator.reached(attr["ino"])  # a name elsewhere: its link count is shared
+        self.delegator.noted(new_parent)
         return self._looked_up(attr, ask, new_parent_inode, new_name)  # (held by the next batch)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.to_meta(parent_inode)
+        held = self.delegator.usable(parent)
+        made = held.made.get(name) if held is not None else None
+        if held is not None and made is not None and made not in self.files:
+            self._changing()  # a file made here, not open here: answered here
+            await self._unlinked({"ino": self.delegator.unlink(held, name), "nlink": 0})
+            return
         ask = self._ask()
         gone = await self._naming(
             (parent,),
@@ -553,6 +627,8 @@ class Operations(pyfuse3.Operations):
             ),
         )
         self.dir_names.removed(parent, name)
+        self.delegator.reached(gone["ino"])
+        self.delegator.noted(parent)
         await self._unlinked(gone)
 
     @fuse_errors
@@ -568,6 +644,7 @@ class Operations(pyfuse3.Operations):
             ),
         )
         self.dir_names.removed(parent, name)
+        self.delegator.noted(parent)
         await self._unlinked(gone)
 
     @fuse_errors
@@ -581,6 +658,17 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         old, new = self.inodes.to_meta(parent_inode_old), self.inodes.to_meta(parent_inode_new)
+        held = self.delegator.usable(old) if old == new else None
+        if (
+            held is not None
+            and name_old in held.made
+            and flags in (0, RENAME_NOREPLACE)
+            and not self.dir_names.has(new, name_new)
+        ):
+            self._changing()  # a file made here, to a name surely free: answered here
+            self.delegator.rename(held, name_old, name_new)
+            return
+        moved = [self.delegator.made_ino(old, name_old), self.delegator.made_ino(new, name_new)]
         replaced = await self._naming(
             (old, new),
             self._removing(
@@ -592,6 +680,12 @@ class Operations(pyfuse3.Operations):
         if not flags & RENAME_EXCHANGE:  # (an exchange leaves both names where they are)
             self.dir_names.removed(old, name_old)
             self.dir_names.added(new, name_new)
+        for ino in moved:
+            if ino is not None:
+                self.delegator.reached(ino)
+        self.delegator.noted(old)
+        if new != old:
+            self.delegator.noted(new)
         await self._unlinked(replaced)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -618,6 +712,14 @@ class Operations(pyfuse3.Operations):
         them (never raises: forget can't)."""
         for ino in inos:
             await self.releasing.wait(ino)
+        if self.holds.enabled:  # made in a delegated directory: into its batch
+            batched = [ino for ino in inos if self.delegator.forgotten(ino)]
+            if batched:
+                self.holds.dropped(batched)
+                self.orphans.difference_update(batched)
+                inos = [ino for ino in inos if ino not in batched]
+                if not inos:
+                    return
         try:
             if self.holds.enabled:
                 await self.meta.fs_forget(inos, self.session)
@@ -742,6 +844,7 @@ class Operations(pyfuse3.Operations):
                 reason,
             )
         entries = self.cache.stop()
+        self.delegator.end_all()
         self.known.clear()
         self.listings.clear()
         if not self.cache.handed_out:
@@ -766,6 +869,9 @@ class Operations(pyfuse3.Operations):
         self.cache.received(len(events))
         calls: list[KernelCall] = []
         for event in events:
+            if isinstance(event, list) and len(event) == 3 and event[0] == "r":
+                self.delegator.recall(event[1], event[2])  # another mount wants it
+                continue
             if not (isinstance(event, list) and len(event) == 3 and type(event[1]) is int):
                 log.warning(
                     "the meta role sent an invalidation this mount does not know: %r", event
@@ -837,7 +943,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         ino = self.inodes.to_meta(inode)
-        attr = self._known(ino) or await self.meta.fs_getattr(ino)
+        # (with the session: a directory delegated to this mount is not recalled by it)
+        attr = self._known(ino) or await self.meta.fs_getattr(ino, self._ask().session)
         if not stat.S_ISDIR(attr["mode"]):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._handle_number()

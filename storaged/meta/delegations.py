@@ -10,7 +10,10 @@ Invariants (the meta role's side):
 
 1. One holder per directory. A grant is made only to a listening session, for a live
    directory that no other session watches (watches.py: nobody else's kernel may cache
-   a name or attribute of it) and that was not recalled within ``COOLDOWN``.
+   a name or attribute of it), that no request of another session naming it is in
+   progress for (it may be waiting for the database: its answer or change would come
+   after the grant, unknown to the holder), and that was not recalled within
+   ``COOLDOWN``.
 2. Every request of another session (or of no session: the CLI, the CSI driver) that
    reads or changes D's names or attributes *recalls* D first: the holder is sent
    ``["r", D, grant]`` with its next poll, and the request waits until the holder has
@@ -22,7 +25,9 @@ Invariants (the meta role's side):
    answered (namespace.reserve_inodes, a DURABLE call): no number is handed out twice,
    whatever restarts.
 4. Grants are soft state: a meta role that restarts has none (grant ids carry the
-   meta role's life, so a batch for an older one is refused as unknown).
+   meta role's life). A holder whose batch was not applied before the restart sends it
+   again as a *reclaim* under its new session: applied if every operation still checks
+   out and nobody holds the directory now (service.fs_apply), else refused whole.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -58,6 +64,8 @@ class Delegations:
         self._count = 0
         self._grants: dict[int, Grant] = {}  # directory -> its grant
         self._cooling: dict[int, float] = {}  # directory -> no new grant until (monotonic)
+        # inode -> the sessions (None: no session) of requests naming it, not yet answered
+        self._named: dict[int, list[str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -69,6 +77,8 @@ class Delegations:
             return "held" if held.session != session else "held by you"
         if any(s != session for s in watchers):
             return "watched by another mount"
+        if any(s != session for s in self._named.get(directory, ())):
+            return "named by a request of another mount in progress"
         until = self._cooling.get(directory)
         if until is not None:
             if until > time.monotonic():
@@ -88,6 +98,10 @@ class Delegations:
             return None
         return grant
 
+    def from_before(self, grant_id: Any) -> bool:
+        """Is ``grant_id`` a grant of an earlier life of the meta role (a restart since)?"""
+        return isinstance(grant_id, str) and grant_id.partition(":")[0] != self.life
+
     def end(self, grant: Grant) -> None:
         """The holder gave ``grant`` back, or it was revoked: nothing is answered from it."""
         if self._grants.get(grant.directory) is grant:
@@ -95,6 +109,17 @@ class Delegations:
         if grant.recalled:
             self._cooling[grant.directory] = time.monotonic() + COOLDOWN
         grant.released.set()
+
+    def mark(self, ino: int, session: str | None) -> None:
+        """A request of ``session`` naming ``ino`` is in progress (see ``refusal``)."""
+        self._named.setdefault(ino, []).append(session)
+
+    def unmark(self, ino: int, session: str | None) -> None:
+        sessions = self._named.get(ino)
+        if sessions is not None:
+            sessions.remove(session)
+            if not sessions:
+                del self._named[ino]
 
     def others(self, session: str | None, inos: Iterable[int]) -> list[Grant]:
         """Grants of these inodes held by a session other than ``session``."""

@@ -156,6 +156,16 @@ def reserve_inodes(conn: sqlite3.Connection, count: int) -> tuple[int, int]:
     return last - count + 1, last
 
 
+def check_reserved(conn: sqlite3.Connection, inos: list[int]) -> None:
+    """EINVAL unless every one of ``inos`` was handed out (is at most AUTOINCREMENT's
+    record): a batch from before a restart may only use numbers reserved for it."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='inodes'").fetchone()
+    top = int(row[0]) if row is not None else 0
+    for ino in inos:
+        if ino > top:
+            raise FsError(errno.EINVAL, f"inode number {ino} was never reserved")
+
+
 def dir_attr(conn: sqlite3.Connection, ino: int) -> Attr:
     """A live directory's attributes (ENOTDIR, ENOENT otherwise)."""
     return _dir(conn, ino)
@@ -188,15 +198,16 @@ def _drop_link(conn: sqlite3.Connection, ino: int, t: int) -> int:
     return nlink
 
 
-def unlink(conn: sqlite3.Connection, parent: int, name: bytes) -> Attr:
-    """Remove a non-directory entry; returns the inode's attributes after (nlink may be 0)."""
+def unlink(conn: sqlite3.Connection, parent: int, name: bytes, *, t: int | None = None) -> Attr:
+    """Remove a non-directory entry; returns the inode's attributes after (nlink may be 0).
+    ``t``: when (a delegated directory's batch says when its mount answered)."""
     _dir(conn, parent)
     ino = _entry(conn, parent, name)
     if ino is None:
         raise FsError(errno.ENOENT, f"no entry {name!r}")
     if stat.S_ISDIR(getattr_(conn, ino)["mode"]):
         raise FsError(errno.EISDIR, f"{name!r} is a directory (use rmdir)")
-    t = now_ns()
+    t = now_ns() if t is None else t
     conn.execute("DELETE FROM dentries WHERE parent=? AND name=?", (parent, name))
     _drop_link(conn, ino, t)
     _touch_dir(conn, parent, t)
@@ -245,8 +256,10 @@ def rename(
     new_parent: int,
     new_name: bytes,
     flags: int = 0,
+    *,
+    t: int | None = None,
 ) -> Attr | None:
-    """rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE.
+    """rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE (``t``: as for unlink).
 
     Returns the attributes of an inode that lost its entry by being replaced (so the client
     can tell if it became an orphan), or None.
@@ -263,7 +276,7 @@ def rename(
         raise FsError(errno.ENOENT, f"no entry {old_name!r}")
     dst = _entry(conn, new_parent, new_name)
     src_is_dir = stat.S_ISDIR(getattr_(conn, src)["mode"])
-    t = now_ns()
+    t = now_ns() if t is None else t
     if flags & RENAME_EXCHANGE:
         if dst is None:
             raise FsError(errno.ENOENT, f"no entry {new_name!r} to exchange with")

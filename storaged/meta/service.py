@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import stat
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ from .sessions import Sessions
 from .watches import ACK_WAIT, Event, Watches, entry, inode
 
 log = logging.getLogger("storaged.meta")
+
+# The inodes the request running in this task named (``_settle``): no directory among them
+# is delegated to another mount until it is answered (see delegations.py, invariant 1).
+_named_here: ContextVar[list[tuple[int, str | None]] | None] = ContextVar(
+    "named_here", default=None
+)
 
 READDIR_MAX = 1000
 OPEN_PIECES_MAX = 64  # pieces of a file's map fs.open answers at most
@@ -68,6 +75,7 @@ DURABLE = frozenset(
     }
 )
 APPLY_MAX = 1000  # operations in one fs.apply batch
+RECLAIM_LAST = (1 << 63) - 1  # a reclaimed batch's numbers: checked against the record
 
 
 class MetaService:
@@ -216,10 +224,29 @@ class MetaService:
             "dir_delegate",
             "fs_apply",
         ):
-            handler = getattr(self, name)
+            handler = self._naming(getattr(self, name))
             table.add(
                 name.replace("_", ".", 1), self._durably(handler) if name in DURABLE else handler
             )
+
+    def _naming(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``handler``, with what it names (``_settle``) kept from being delegated to
+        another mount until it is answered: a grant made while a lookup or a create by
+        another mount waits for the database would let the holder answer from names that
+        are no longer all the names."""
+
+        @functools.wraps(handler)
+        async def naming(*args: Any, **kwargs: Any) -> Any:
+            named: list[tuple[int, str | None]] = []
+            token = _named_here.set(named)
+            try:
+                return await handler(*args, **kwargs)
+            finally:
+                _named_here.reset(token)
+                for ino, session in named:
+                    self.delegations.unmark(ino, session)
+
+        return naming
 
     def _durably(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """``handler``, answered once everything it committed is on disk."""
@@ -269,35 +296,56 @@ class MetaService:
         return {"grant": grant.id, "first": first, "last": last, "dir": attr}
 
     async def fs_apply(
-        self, session: str, directory: int, grant: str, ops: list, release: bool = False
+        self,
+        session: str,
+        directory: int,
+        grant: str,
+        ops: list,
+        release: bool = False,
+        reclaim: bool = False,
     ) -> dict:
         """The operations the holder of ``directory``'s delegation answered itself, in the
         order it answered them, applied in one transaction (all or none), each checked as
         its own call is. With ``release``, the delegation ends with it (applied or not).
         Operations: ``["c", name, ino, mode, uid, gid, rdev, target, time_ns, hold]`` (a
         create, mknod or symlink, ``ino`` from the grant's range; ``hold``: held for the
-        session, as fs.mknod with a session), ``["u", name]`` (an unlink; a victim left
-        with no name is held for the session, as fs.unlink), ``["m", old, new, flags]``
-        (a rename within the directory), ``["f", ino]`` (the holder's kernel forgot an
-        orphan: as fs.forget). Answers the directory's attributes (``parent``) and the
-        inodes deleted (``deleted``). ESTALE when the grant is not held (revoked after a
-        recall the holder did not answer in time, or the meta role restarted)."""
+        session, as fs.mknod with a session), ``["u", name, time_ns]`` (an unlink; a
+        victim left with no name is held for the session, as fs.unlink), ``["m", old,
+        new, flags, time_ns]`` (a rename within the directory), ``["f", ino]`` (the
+        holder's kernel forgot an orphan: as fs.forget). Answers the directory's
+        attributes (``parent``) and the inodes deleted (``deleted``).
+
+        ENOLCK when the grant is not held (given back, or revoked after a recall the
+        holder did not answer in time): nothing is applied. ``reclaim``: the batch of a
+        grant from before this meta role's start (its mount registered again under
+        ``session``), applied if every operation still checks out and nobody else holds
+        the directory now: its inode numbers were reserved on disk, so never given to
+        anyone else (delegations.py, invariant 3)."""
         self._live_or_stale(session)
         if not isinstance(ops, list) or len(ops) > APPLY_MAX:
             raise InvalidArgument(f"ops must be a list of at most {APPLY_MAX} operations")
         held = self.delegations.find(session, directory, grant)
-        if held is None:
+        if held is None and not (reclaim and self.delegations.from_before(grant)):
             raise FsError(
-                errno.ESTALE,
+                errno.ENOLCK,
                 f"directory {directory} is not delegated to this mount (any more): "
                 f"{len(ops)} operations not applied",
             )
+        if held is None and self.delegations.others(session, [directory]):
+            raise FsError(
+                errno.ENOLCK,
+                f"directory {directory} is delegated to another mount since the meta "
+                f"role's start: {len(ops)} operations from before it not applied",
+            )
         try:
-            checked = [_checked_op(op, held) for op in ops]
-            events: list[Event] = [inode(directory)]
+            first, last = (held.first, held.last) if held is not None else (1, RECLAIM_LAST)
+            checked = [_checked_op(op, first, last) for op in ops]
+            events: list[Event] = [inode(directory)] if checked else []  # (none: no news)
             deleted: list[int] = []
 
             def apply(conn: sqlite3.Connection) -> dict:
+                if held is None:
+                    namespace.check_reserved(conn, [op[2] for op in checked if op[0] == "c"])
                 for op in checked:
                     self._apply_op(conn, directory, session, op, events, deleted)
                 return {"parent": namespace.getattr_(conn, directory), "deleted": deleted}
@@ -305,8 +353,16 @@ class MetaService:
             since = self.watches.mark()
             answer = await self._tx(apply)
         finally:
-            if release:
+            if release and held is not None:
                 self.delegations.end(held)
+        if held is None:
+            log.info(
+                "mount session %s: %d operations in directory %d from before the meta "
+                "role's start applied",
+                session[:12],
+                len(checked),
+                directory,
+            )
         made = [op[2] for op in checked if op[0] == "c" and op[2] not in deleted]
         self._changed(session, since, events, [directory, *made])
         return answer
@@ -328,15 +384,16 @@ class MetaService:
             if hold:  # (in order: a later unlink and forget in the batch may drop it)
                 self.sessions.hold(session, ino)
         elif kind == "u":
-            attr = self._delete_if_orphan(conn, namespace.unlink(conn, directory, op[1]), session)
+            gone = namespace.unlink(conn, directory, op[1], t=op[2])
+            attr = self._delete_if_orphan(conn, gone, session)
             events.append(entry(directory, op[1]))
             if attr.get("deleted"):
                 deleted.append(attr["ino"])
             else:
                 events.append(inode(attr["ino"]))
         elif kind == "m":
-            _, old, new, flags = op
-            replaced = namespace.rename(conn, directory, old, directory, new, flags)
+            _, old, new, flags, t = op
+            replaced = namespace.rename(conn, directory, old, directory, new, flags, t=t)
             events += [entry(directory, old), entry(directory, new)]
             if replaced is not None:
                 replaced = self._delete_if_orphan(conn, replaced, session)
@@ -355,6 +412,11 @@ class MetaService:
         of ``inos``: every one of them delegated to another mount is recalled first."""
         for grant in self.delegations.others(session, inos):
             await self._recall(grant)
+        named = _named_here.get()
+        if named is not None:  # (no await since the recall: nothing granted in between)
+            for ino in inos:
+                self.delegations.mark(ino, session)
+                named.append((ino, session))
 
     async def _settle_all(self) -> None:
         """Before what must see every change acknowledged anywhere (a snapshot, fsck)."""
@@ -1064,7 +1126,7 @@ class MetaService:
         return self.repair.status.as_dict()
 
 
-def _checked_op(op: Any, grant: Grant) -> list:
+def _checked_op(op: Any, first: int, last: int) -> list:
     """One operation of an fs.apply batch, its shape and values checked (InvalidArgument)."""
     if not isinstance(op, list) or not op or op[0] not in ("c", "u", "m", "f"):
         raise InvalidArgument(f"not an operation: {op!r}"[:200])
@@ -1078,7 +1140,7 @@ def _checked_op(op: Any, grant: Grant) -> list:
         ranges.check_new_node(mode, uid, gid, rdev)
         if stat.S_ISDIR(mode):
             raise InvalidArgument("a directory is not made in a batch")
-        if type(ino) is not int or not grant.first <= ino <= grant.last:
+        if type(ino) is not int or not first <= ino <= last:
             raise InvalidArgument(f"inode {ino!r} is not in the grant's range")
         if not isinstance(name, bytes) or not (target is None or isinstance(target, bytes)):
             raise InvalidArgument("name and target must be bytes")
@@ -1089,16 +1151,20 @@ def _checked_op(op: Any, grant: Grant) -> list:
         ):
             raise InvalidArgument("time must be nanoseconds and hold a boolean")
     elif kind == "u":
-        if len(op) != 2 or not isinstance(op[1], bytes):
-            raise InvalidArgument("an unlink is [u, name]")
+        if len(op) != 3 or not isinstance(op[1], bytes) or not _is_time(op[2]):
+            raise InvalidArgument("an unlink is [u, name, time_ns]")
     elif kind == "m":
-        if len(op) != 4 or not isinstance(op[1], bytes) or not isinstance(op[2], bytes):
-            raise InvalidArgument("a rename is [m, old, new, flags]")
-        if type(op[3]) is not int:
-            raise InvalidArgument("rename flags must be an integer")
+        if len(op) != 5 or not isinstance(op[1], bytes) or not isinstance(op[2], bytes):
+            raise InvalidArgument("a rename is [m, old, new, flags, time_ns]")
+        if type(op[3]) is not int or not _is_time(op[4]):
+            raise InvalidArgument("rename flags must be an integer, its time nanoseconds")
     elif len(op) != 2 or type(op[1]) is not int or op[1] <= 0:
         raise InvalidArgument("a forget is [f, ino]")
     return op
+
+
+def _is_time(value: Any) -> bool:
+    return type(value) is int and ranges.TIME_MIN <= value <= ranges.TIME_MAX
 
 
 def _are_inos(values: Any) -> bool:

@@ -449,10 +449,20 @@ class MetaClient:
         return await self._call("dir.delegate", session, directory)
 
     async def fs_apply(
-        self, session: str, directory: int, grant: str, ops: list[list[Any]], release: bool
+        self,
+        session: str,
+        directory: int,
+        grant: str,
+        ops: list[list[Any]],
+        release: bool,
+        reclaim: bool = False,
     ) -> Applied:
         """Apply a delegated directory's batch (one transaction); ``release``: and give
-        the directory back. ESTALE when the grant is no longer held."""
+        the directory back; ``reclaim``: a batch of a grant from before the meta role
+        restarted, sent under this mount's new session. ENOLCK when the grant is no
+        longer held, ESTALE for an unknown session."""
+        if reclaim:
+            return await self._call("fs.apply", session, directory, grant, ops, release, True)
         return await self._call("fs.apply", session, directory, grant, ops, release)
 
     async def session_listen(

@@ -9,48 +9,17 @@ from __future__ import annotations
 import os
 import random
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.helpers import scrape, wait_until
 
-from tests.helpers import LocalCluster, free_port, mount, mounted_volume, scrape, wait_until
+from .twomounts import Two, two
+
+__all__ = ["two"]  # the fixture, used by name
 
 BOUND = 2.0  # seconds for a change through A to reach B's kernel (measured: ~20 ms)
 PAST_FALLBACK = 1.5  # longer than the 1 s the kernel keeps anything without invalidations
-
-
-@dataclass
-class Two:
-    cluster: LocalCluster
-    a: Path
-    b: Path
-    port: int  # the meta role's metrics
-    logs: list[Path]
-
-
-@pytest.fixture(scope="module")
-def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
-    root = tmp_path_factory.mktemp("coherence")
-    port = free_port()
-    with mounted_volume(root, ["--metrics-listen", f"127.0.0.1:{port}"]) as (cluster, a):
-        b = Path(tempfile.mkdtemp(prefix="shoalfs-b-"))
-        mount(cluster, "v", b, root / "b.log", ["--session-heartbeat", "1"])
-        two = Two(cluster, a, b, port, [root / "mount.log", root / "b.log"])
-        try:
-            for log in two.logs:
-
-                def listening(log: Path = log) -> bool:
-                    return "listening for invalidations" in log.read_text()
-
-                wait_until(listening, timeout=20)
-            yield two
-        finally:
-            os.system(f"fusermount3 -u {b} || fusermount3 -uz {b}")
-            b.rmdir()
 
 
 def requests_by_method(port: int, *methods: str) -> dict[str, float]:

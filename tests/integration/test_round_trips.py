@@ -20,8 +20,11 @@ FILES = 20
 
 @pytest.fixture
 def counted(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path, int]]:
+    """A mount that sends every change at once (no delegated directories: their counts
+    are test_delegations.py's), so each count here is of the synchronous path."""
     port = free_port()
-    with mounted_volume(tmp_path, ["--metrics-listen", f"127.0.0.1:{port}"]) as (cluster, mnt):
+    metrics = ["--metrics-listen", f"127.0.0.1:{port}"]
+    with mounted_volume(tmp_path, metrics, mount_extra=["--no-delegate"]) as (cluster, mnt):
         yield cluster, mnt, port
 
 

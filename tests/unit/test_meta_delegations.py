@@ -75,8 +75,8 @@ async def test_a_batch_applies_in_order_in_one_transaction():
     ops = [
         create(b"f1", first, hold=True),
         create(b"f2", first + 1),
-        ["m", b"f2", b"f3", 0],
-        ["u", b"f1"],  # held by a (the create held it): kept as an orphan
+        ["m", b"f2", b"f3", 0, T],
+        ["u", b"f1", T],  # held by a (the create held it): kept as an orphan
         ["f", first],  # a's kernel forgot it: deleted now
     ]
     answer = await service.fs_apply(a, d, g["grant"], ops)
@@ -92,7 +92,7 @@ async def test_a_batch_applies_in_order_in_one_transaction():
 async def test_a_batch_that_fails_a_check_changes_nothing():
     service, d, a, _ = await _setup()
     g = await service.dir_delegate(a, d)
-    ops = [create(b"f1", g["first"]), ["u", b"not-there"]]
+    ops = [create(b"f1", g["first"]), ["u", b"not-there", T]]
     with pytest.raises(FsError) as info:
         await service.fs_apply(a, d, g["grant"], ops)
     assert info.value.errno == errno.ENOENT
@@ -139,7 +139,7 @@ async def test_a_holder_that_does_not_answer_a_recall_loses_its_grant(monkeypatc
     assert listing == []
     with pytest.raises(FsError) as info:
         await service.fs_apply(a, d, g["grant"], [create(b"late", g["first"])])
-    assert info.value.errno == errno.ESTALE
+    assert info.value.errno == errno.ENOLCK
     assert await service.fs_readdir(d) == []
 
 
@@ -154,7 +154,10 @@ async def test_changes_by_the_holder_itself_recall_nothing():
     assert answer["parent"]["nlink"] == 2
     with pytest.raises(FsError) as info:  # given back: a second batch is refused
         await service.fs_apply(a, d, g["grant"], [])
-    assert info.value.errno == errno.ESTALE
+    assert info.value.errno == errno.ENOLCK
+    with pytest.raises(FsError) as info:  # and not taken as one from before a restart
+        await service.fs_apply(a, d, g["grant"], [], True, True)
+    assert info.value.errno == errno.ENOLCK
 
 
 @trio_test
@@ -169,7 +172,6 @@ async def test_a_snapshot_recalls_every_delegation_first():
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(holder_answers)
-        await trio.sleep(0)
         snap = await service.snapshot_create("s", "v")
     root = snap["root"]
     copied = await service.fs_lookup(root, b"d")
@@ -184,3 +186,74 @@ async def test_a_closed_session_holds_nothing():
     with trio.fail_after(1):
         assert await service.fs_readdir(d, 0, 10, False, b) == []
     assert service.delegations.find(a, d, g["grant"]) is None
+
+
+@trio_test
+async def test_a_batch_from_before_a_restart_is_reclaimed_under_the_new_session(tmp_path):
+    """The meta role restarted with a grant out: its holder registers again and sends
+    the batch it could not send as a reclaim; applied, as its numbers were reserved."""
+    path = tmp_path / "meta.db"
+    first = MetaService(open_database(path))
+    vol = await first.volume_create("v", 1 << 30, 2, 1 << 20)
+    d = (await first.fs_mknod(vol["root"], b"d", DIR, 0, 0))["ino"]
+    a = await first.session_open("a")
+    await first.session_listen(a, 30.0, 0.0)
+    g = await first.dir_delegate(a, d)
+    first.conn.close()
+
+    again = MetaService(open_database(path))  # a new life: no grants, sessions restored
+    a2 = await again.session_open("a, registered again")
+    ops = [create(b"f", g["first"]), create(b"h", g["first"] + 1), ["u", b"h", T]]
+    with pytest.raises(FsError) as info:  # the old session is not live: register first
+        await again.fs_apply(a, d, g["grant"], ops, True, True)
+    assert info.value.errno == errno.ESTALE
+    with pytest.raises(FsError) as info:  # not a reclaim: the grant is not known
+        await again.fs_apply(a2, d, g["grant"], ops, True)
+    assert info.value.errno == errno.ENOLCK
+    with pytest.raises(FsError) as info:  # a number never reserved is refused
+        await again.fs_apply(a2, d, g["grant"], [create(b"x", g["last"] + 10)], True, True)
+    assert info.value.errno == errno.EINVAL
+    await again.fs_apply(a2, d, g["grant"], ops, True, True)
+    found = await again.fs_lookup(d, b"f")
+    assert found["ino"] == g["first"]
+    assert [name for name, _, _ in await again.fs_readdir(d)] == [b"f"]
+    with pytest.raises(FsError) as info:  # sent twice: the second finds the name there
+        await again.fs_apply(a2, d, g["grant"], ops[:1], True, True)
+    assert info.value.errno == errno.EEXIST
+
+
+def test_a_directory_named_by_a_request_in_progress_elsewhere_is_not_granted():
+    """A lookup or create of another mount that waits for the database (it recalled
+    nothing: no grant then) keeps the directory from being granted until it is answered:
+    else the holder would answer from names that are no longer all the names."""
+    table = delegations.Delegations()
+    table.mark(7, "b")
+    assert table.refusal("a", 7, []) == "named by a request of another mount in progress"
+    assert table.refusal("b", 7, []) == ""  # its own request is no obstacle
+    table.mark(7, None)  # and a request with no session (the CLI) is another's too
+    table.unmark(7, "b")
+    assert table.refusal("b", 7, []) != ""
+    table.unmark(7, None)
+    assert table.refusal("a", 7, []) == ""
+
+
+@trio_test
+async def test_every_request_through_the_method_table_marks_what_it_names_until_answered():
+    from storaged.rpc.methods import MethodTable
+
+    service, d, a, b = await _setup()
+    table = MethodTable()
+    service.register(table)
+    lookup = table.get("fs.lookup").handler
+    seen = []
+    real = service._read
+
+    async def read_and_look(fn, *args):
+        seen.append(service.delegations.refusal(a, d, []))
+        return await real(fn, *args)
+
+    service._read = read_and_look
+    with pytest.raises(FsError):
+        await lookup(d, b"nothing", b)
+    assert seen == ["named by a request of another mount in progress"]
+    assert service.delegations.refusal(a, d, []) == ""  # answered: free again

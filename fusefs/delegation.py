@@ -1,0 +1,430 @@
+"""Directories this mount answers itself: the mount's half of delegated directory
+operations (storaged/meta/delegations.py is the meta role's; docs/delegations.md the
+design).
+
+A mount that makes many changes in one directory asks the meta role to delegate it
+(``dir.delegate``). While it holds the directory, a create, mknod or symlink in it, an
+unlink of a name it made there and a rename of such a name within it are answered here
+at once, recorded in the directory's *batch*, and sent in one ``fs.apply`` (one
+transaction) before anything that could depend on them, or within ``FLUSH_SECONDS``.
+
+Invariants (the mount's side):
+
+1. A change is answered here only while ``usable``: the directory is held under this
+   mount's current session, no recall or reset was heard, the coherent cache trusts the
+   grant's answer (``KernelCache.left``: listening, polls answered lately, nothing
+   arrived since), every name of the directory is known (dirnames.py), and the grant has
+   inode numbers left. Anything else goes to the meta role as before.
+2. The meta role sees this mount's changes in the order they were answered: every other
+   call to it (but the few in ``INDEPENDENT_OF_BATCHES``) waits until every batch
+   answered before it is applied (``MetaClient.before_call`` is ``send_all``), and one
+   batch per directory is in flight at a time. So a close of a written file (its
+   commit), an fsync, an fsyncdir, an unmount never return before the batches they
+   depend on are applied: those reach the meta role (and its disk) first.
+3. Only inodes made under the grant, with their only name in the directory, are
+   unlinked or renamed here: nobody else can have reached them (any other mount must
+   recall the directory to look a name up in it), so their link count is known.
+4. A batch the meta role refuses (the grant was revoked: this mount did not answer a
+   recall in time) or whose outcome is unknown (the connection broke) is reported at
+   ERROR, operation by operation, and the directory's names and the kernel's entries
+   for them are forgotten, so the next lookups ask the meta role.
+
+What it bounds: an answered create or unlink reaches the meta role within
+``FLUSH_SECONDS`` (0.5 s) while the mount runs, and is on the meta role's disk within
+its group commit period (storaged/meta/groupcommit.py, 50 ms) after that.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import trio
+
+from storaged.metaclient import MetaClient
+from storaged.rpc import FsError, MethodNotFound, RpcError
+
+from .coherence import Ask, KernelCache
+from .dirnames import KnownNames
+
+log = logging.getLogger("fusefs")
+
+ASK_AFTER = 8  # changes in one directory within ASK_WINDOW before it is asked for
+ASK_WINDOW = 2.0
+FLUSH_SECONDS = 0.5  # an answered change reaches the meta role within this
+IDLE_SECONDS = 5.0  # a directory with no change for this long is given back
+BATCH_MAX = 1000  # operations in one batch (the meta role's fs.apply limit)
+REFUSED_SECONDS = 10.0  # a directory refused is not asked for again before this
+TICK = 0.1
+RESEND_TRIES = 3  # sends of one batch while the session changes under it
+
+
+@dataclass
+class Held:
+    """One delegated directory: its grant, its batch, what this mount made in it."""
+
+    directory: int
+    session: str
+    grant: str
+    next_ino: int
+    last_ino: int
+    attr: dict[str, Any]  # the directory's attributes as this mount's answers left them
+    ask: Ask  # local answers are trusted as far as this one is (see usable)
+    used: float  # monotonic time of the last local answer
+    ops: list[list[Any]] = field(default_factory=list)
+    first_op: float = 0.0  # monotonic time of the oldest operation not sent
+    last_t: int = 0  # the time (ns) of the newest change answered here
+    made: dict[bytes, int] = field(default_factory=dict)  # name -> inode made here
+    ended: bool = False  # recalled, given back or lost: nothing answered from it
+    fresh: bool = True  # ``attr`` is the directory as it is (see noted)
+    sending: trio.Lock = field(default_factory=trio.Lock)
+
+
+class Delegator:
+    def __init__(
+        self,
+        meta: MetaClient,
+        cache: KernelCache,
+        names: KnownNames,
+        session: Callable[[], str],
+        lost: Callable[[int, list[bytes]], None],
+    ) -> None:
+        self.meta = meta
+        self.cache = cache
+        self.names = names
+        self._session = session
+        self._lost = lost  # (directory, names): the kernel must forget them (invariant 4)
+        self.enabled = True  # False: the meta role grants none (an older release)
+        self.held: dict[int, Held] = {}
+        self.made_in: dict[int, int] = {}  # inode made under a grant -> its directory
+        self._recent: dict[int, list[float]] = {}
+        self._refused: dict[int, float] = {}
+        self._asking: set[int] = set()
+        self._nursery: trio.Nursery | None = None
+
+    # -- asking ---------------------------------------------------------------------------
+
+    def noted(self, directory: int) -> None:
+        """This mount changed ``directory`` through the meta role: after ASK_AFTER such
+        changes within ASK_WINDOW, ask for it. A held directory's attributes as kept here
+        are stale now (a mkdir changed its link count): the kernel's next GETATTR asks."""
+        held = self.held.get(directory)
+        if held is not None:
+            held.fresh = False
+        if not self.enabled or self._nursery is None or held is not None:
+            return
+        now = time.monotonic()
+        recent = [t for t in self._recent.get(directory, ()) if t > now - ASK_WINDOW]
+        recent.append(now)
+        self._recent[directory] = recent
+        if len(self._recent) > 1024:
+            self._recent = {directory: recent}
+        if (
+            len(recent) < ASK_AFTER
+            or directory in self._asking
+            or self._refused.get(directory, 0.0) > now
+            or self.cache.session is None
+            or not self.names.knows(directory)
+        ):
+            return
+        self._asking.add(directory)
+        self._nursery.start_soon(self._ask, directory)
+
+    async def _ask(self, directory: int) -> None:
+        try:
+            session = self._session()
+            if self.cache.session != session:
+                return
+            ask = self.cache.ask(session)
+            try:
+                grant = await self.meta.dir_delegate(session, directory)
+            except MethodNotFound:
+                self.enabled = False
+                log.info("the meta role delegates no directories (an older release)")
+                return
+            except (FsError, RpcError) as exc:
+                log.debug("directory %d not delegated: %s", directory, exc)
+                grant = None
+            if grant is None:
+                self._refused[directory] = time.monotonic() + REFUSED_SECONDS
+                return
+            self._recent.pop(directory, None)
+            self.held[directory] = Held(
+                directory,
+                session,
+                grant["grant"],
+                grant["first"],
+                grant["last"],
+                _plain(grant["dir"]),
+                ask,
+                time.monotonic(),
+            )
+        finally:
+            self._asking.discard(directory)
+
+    # -- answering ------------------------------------------------------------------------
+
+    def usable(self, directory: int) -> Held | None:
+        """The grant to answer a change in ``directory`` from, or None (invariant 1)."""
+        held = self.held.get(directory)
+        if (
+            held is None
+            or held.ended
+            or held.next_ino > held.last_ino
+            or len(held.ops) >= BATCH_MAX
+            or held.session != self._session()
+            or self.cache.session != held.session
+            or self.cache.left(held.ask) <= 0
+            or not self.names.knows(directory)
+        ):
+            return None
+        return held
+
+    def create(
+        self,
+        held: Held,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        rdev: int,
+        target: bytes | None,
+        hold: bool,
+    ) -> dict[str, int]:
+        """A new node ``name`` in the held directory, made the way the meta role makes
+        one (storaged/meta/namespace.py make_node); returns its attributes."""
+        t = time.time_ns()
+        if held.attr["mode"] & stat.S_ISGID:
+            gid = held.attr["gid"]
+        ino = held.next_ino
+        held.next_ino += 1
+        self._record(held, ["c", name, ino, mode, uid, gid, rdev, target, t, hold], t)
+        held.made[name] = ino
+        self.made_in[ino] = held.directory
+        self.names.added(held.directory, name, renew=held.ask)
+        size = len(target) if target is not None else 0
+        return {
+            "ino": ino,
+            "mode": mode,
+            "nlink": 1,
+            "uid": uid,
+            "gid": gid,
+            "rdev": rdev,
+            "size": size,
+            "stored": 0,
+            "atime_ns": t,
+            "mtime_ns": t,
+            "ctime_ns": t,
+        }
+
+    def unlink(self, held: Held, name: bytes) -> int:
+        """Unlink ``name``, which this mount made in the held directory (``held.made``);
+        returns its inode, which has no name left."""
+        ino = held.made.pop(name)
+        t = time.time_ns()
+        self._record(held, ["u", name, t], t)
+        self.names.removed(held.directory, name)
+        return ino
+
+    def rename(self, held: Held, old: bytes, new: bytes) -> None:
+        """Rename ``old`` (made here) to ``new`` (surely absent) within the directory."""
+        ino = held.made.pop(old)
+        held.made[new] = ino
+        t = time.time_ns()
+        self._record(held, ["m", old, new, 0, t], t)
+        self.names.removed(held.directory, old)
+        self.names.added(held.directory, new, renew=held.ask)
+
+    def forgotten(self, ino: int) -> bool:
+        """The kernel forgot ``ino``, an orphan: True when the held directory it was
+        made in takes that into its batch (else the caller tells the meta role)."""
+        directory = self.made_in.get(ino)
+        held = self.held.get(directory) if directory is not None else None
+        if held is None or held.ended or len(held.ops) >= BATCH_MAX:
+            return False
+        del self.made_in[ino]
+        held.ops.append(["f", ino])
+        held.first_op = held.first_op or time.monotonic()
+        return True
+
+    def _record(self, held: Held, op: list[Any], t: int) -> None:
+        held.ops.append(op)
+        now = time.monotonic()
+        held.first_op = held.first_op or now
+        held.used = now
+        held.attr["mtime_ns"] = held.attr["ctime_ns"] = held.last_t = t
+
+    def reached(self, ino: int) -> None:
+        """``ino`` got a name outside its directory, or lost the one in it, through the
+        meta role: this mount no longer knows its link count (invariant 3)."""
+        directory = self.made_in.pop(ino, None)
+        held = self.held.get(directory) if directory is not None else None
+        if held is not None:
+            for name in [n for n, i in held.made.items() if i == ino]:
+                del held.made[name]
+
+    def made_ino(self, directory: int, name: bytes) -> int | None:
+        """The inode ``name`` names in ``directory``, when this mount made it there under
+        a grant it still holds."""
+        held = self.held.get(directory)
+        return None if held is None else held.made.get(name)
+
+    def dir_attr(self, directory: int) -> tuple[dict[str, Any], Ask] | None:
+        """The held directory's attributes as this mount's answers left them."""
+        held = self.usable(directory)
+        return None if held is None or not held.fresh else (held.attr, held.ask)
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send_all(self) -> None:
+        """Every batch answered so far is applied when this returns (invariant 2)."""
+        for held in list(self.held.values()):
+            if held.ops or held.sending.locked():
+                await self._send(held)
+
+    async def give_back(self, directory: int) -> None:
+        """Send the directory's batch and end the grant (before a change of the
+        directory's own attributes, which the answers here depend on)."""
+        held = self.held.get(directory)
+        if held is not None:
+            held.ended = True
+            await self._send(held, release=True)
+
+    def recall(self, directory: int, grant: Any) -> None:
+        """The meta role recalls ``directory`` (another mount wants it): nothing more is
+        answered here from it; the batch goes out and the grant with it."""
+        held = self.held.get(directory)
+        if held is None or held.grant != grant:
+            return
+        held.ended = True
+        self._start(held, release=True)
+
+    def end_all(self, send: bool = True) -> None:
+        """The stream of invalidations broke, or the session is about to change: no
+        grant is answered from any more; with ``send``, each batch goes out now and its
+        grant with it (else ``resend`` sends them)."""
+        for held in list(self.held.values()):
+            held.ended = True
+            if send:
+                self._start(held, release=True)
+
+    def _start(self, held: Held, release: bool) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._send, held, release)
+
+    async def _send(self, held: Held, release: bool = False) -> None:
+        """One batch of ``held`` (never raises: a refused or lost batch is reported,
+        invariant 4). Under a session other than the grant's (this mount registered
+        again: the meta role restarted), the batch goes as a *reclaim*, and the grant
+        with it. A batch the meta role refuses for an unknown session (it restarted and
+        this mount has not registered again yet) is kept for the reclaim (``resend``)."""
+        async with held.sending:
+            if self.held.get(held.directory) is not held:
+                return  # given back or lost already, by a send before this one
+            ops, held.ops, held.first_op = held.ops, [], 0.0
+            if not ops and not release and not held.ended:
+                return
+            for _ in range(RESEND_TRIES):
+                session = self._session()
+                reclaim = session != held.session
+                release = release or held.ended or reclaim
+                ask = self.cache.ask(session)
+                try:
+                    answer = await self.meta.fs_apply(
+                        session, held.directory, held.grant, ops, release, reclaim
+                    )
+                    break
+                except FsError as exc:
+                    if exc.errno != errno.ESTALE:
+                        self._lose(held, ops, exc)
+                        return
+                    if session != self._session():
+                        continue  # registered again meanwhile: now as a reclaim
+                    held.ops = ops + held.ops  # for the reclaim, once registered again
+                    held.ended = True
+                    held.first_op = held.first_op or time.monotonic()
+                    return
+                except RpcError as exc:
+                    self._lose(held, ops, exc)
+                    return
+                except BaseException:
+                    self._lose(held, ops, None)
+                    raise
+            else:
+                self._lose(held, ops, FsError(errno.ESTALE, "the session kept changing"))
+                return
+            if release:
+                self._drop(held)
+                return
+            held.attr = _plain(answer["parent"])
+            held.fresh = not held.ops or held.fresh
+            if held.ops:  # answered while this batch was on its way
+                held.attr["mtime_ns"] = held.attr["ctime_ns"] = held.last_t
+            if ask.changes == self.cache.changes and ask.sent > held.ask.sent:
+                held.ask = ask  # the apply watched the directory again for this mount
+
+    async def resend(self) -> None:
+        """This mount registered again (a new session): every grant is the old
+        session's; their batches go as reclaims, before anything else is sent."""
+        for held in list(self.held.values()):
+            held.ended = True
+            await self._send(held, release=True)
+
+    def _drop(self, held: Held) -> None:
+        held.ended = True
+        if self.held.get(held.directory) is held:
+            del self.held[held.directory]
+        for ino in held.made.values():
+            self.made_in.pop(ino, None)
+        self.made_in = {i: d for i, d in self.made_in.items() if d != held.directory}
+
+    def _lose(self, held: Held, ops: list[list[Any]], exc: BaseException | None) -> None:
+        """``ops`` were answered here and are not (or may not be) in the meta role."""
+        why = "refused" if isinstance(exc, FsError) else "outcome unknown"
+        for op in ops:
+            if op[0] != "f":
+                log.error(
+                    "directory %d: %s %r answered by this mount, %s by the meta role: %s",
+                    held.directory,
+                    {"c": "create of", "u": "unlink of", "m": "rename of"}[op[0]],
+                    op[1],
+                    why,
+                    exc if exc is not None else "cancelled",
+                )
+        names = [op[1] for op in ops if op[0] != "f"] + [op[2] for op in ops if op[0] == "m"]
+        self._drop(held)
+        self.names.forget(held.directory)
+        self._lost(held.directory, names)
+
+    # -- the background task ----------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send batches past FLUSH_SECONDS, give back directories idle for IDLE_SECONDS
+        or out of inode numbers; runs for the mount's life."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(TICK)
+                now = time.monotonic()
+                for held in list(self.held.values()):
+                    if held.sending.locked():
+                        continue
+                    if held.ended or (
+                        not held.ops
+                        and (now - held.used > IDLE_SECONDS or held.next_ino > held.last_ino)
+                    ):
+                        held.ended = True
+                        nursery.start_soon(self._send, held, True)
+                    elif held.ops and now - held.first_op >= FLUSH_SECONDS:
+                        nursery.start_soon(self._send, held, False)
+
+
+def _plain(attr: Any) -> dict[str, Any]:
+    """An answer's attributes as a dict this module may change."""
+    return dict(cast(Mapping[str, Any], attr))

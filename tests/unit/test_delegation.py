@@ -1,0 +1,260 @@
+"""The mount's half of delegated directories (fusefs/delegation.py) against a meta role
+stand-in that records what reaches it: when the mount may answer itself, that batches
+go out whole, in order and before anything else, and what a refused batch leaves."""
+
+from __future__ import annotations
+
+import errno
+import stat
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import trio
+from trio.testing import trio_test
+
+from fusefs import delegation
+from fusefs.coherence import KernelCache
+from fusefs.delegation import Delegator, Held
+from fusefs.dirnames import KnownNames
+from storaged.rpc.errors import FsError
+
+FILE = stat.S_IFREG | 0o644
+D = 7
+
+
+class FakeMeta:
+    """dir.delegate and fs.apply, as the meta role answers them; ``refuse``: fs.apply
+    answers ESTALE (a revoked grant); ``gate``: fs.apply waits for it."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, list[Any], bool]] = []
+        self.asked: list[int] = []
+        self.refuse = False
+        self.gate: trio.Event | None = None
+        self.sessions = {"s"}
+        self.current = "s"  # the mount's session now
+        self.reclaims = 0
+
+    async def dir_delegate(self, session: str, directory: int) -> dict[str, Any]:
+        self.asked.append(directory)
+        attr = {"ino": directory, "mode": stat.S_IFDIR | 0o2775, "nlink": 2, "gid": 50}
+        return {"grant": "g1", "first": 100, "last": 102, "dir": {**attr, "mtime_ns": 0}}
+
+    async def fs_apply(
+        self,
+        session: str,
+        directory: int,
+        grant: str,
+        ops: list,
+        release: bool,
+        reclaim: bool = False,
+    ) -> dict[str, Any]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.refuse:
+            raise FsError(errno.ENOLCK, "not delegated")
+        if session not in self.sessions:
+            raise FsError(errno.ESTALE, "unknown mount session")
+        self.applied.append((grant, list(ops), release))
+        self.reclaims += reclaim
+        return {
+            "parent": {
+                "ino": directory,
+                "mode": stat.S_IFDIR | 0o2775,
+                "nlink": 2,
+                "gid": 50,
+                "mtime_ns": 1,
+                "ctime_ns": 1,
+            },
+            "deleted": [],
+        }
+
+
+def _setup() -> tuple[Delegator, FakeMeta, KernelCache, KnownNames, list]:
+    cache = KernelCache(30.0, 1.0, 1.0)
+    cache.session = "s"
+    cache.heard = time.monotonic()
+    names = KnownNames(cache)
+    names.learn(D, [b"old"], cache.ask("s"))
+    meta = FakeMeta()
+    lost: list[tuple[int, list[bytes]]] = []
+    delegator = Delegator(
+        cast(Any, meta), cache, names, lambda: meta.current, lambda d, n: lost.append((d, n))
+    )
+    return delegator, meta, cache, names, lost
+
+
+async def _until(predicate: Any, seconds: float) -> None:
+    """Poll ``predicate`` for up to ``seconds`` (bounded in count), failing after."""
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(f"not within {seconds}s")
+
+
+async def _granted(delegator: Delegator, nursery: trio.Nursery) -> None:
+    await nursery.start(delegator.run)
+    for _ in range(delegation.ASK_AFTER):
+        delegator.noted(D)
+    await _until(lambda: D in delegator.held, 1)
+
+
+@dataclass
+class Holding:
+    """A delegator holding D (granted by the stand-in), with what the tests look at."""
+
+    delegator: Delegator
+    meta: FakeMeta
+    cache: KernelCache
+    names: KnownNames
+    lost: list
+    held: Held
+    nursery: trio.Nursery
+
+    def make(self, name: bytes, hold: bool = False) -> dict[str, Any]:
+        return self.delegator.create(self.held, name, FILE, 0, 0, 0, None, hold)
+
+
+@asynccontextmanager
+async def holding() -> AsyncIterator[Holding]:
+    delegator, meta, cache, names, lost = _setup()
+    async with trio.open_nursery() as nursery:
+        await _granted(delegator, nursery)
+        held = delegator.usable(D)
+        assert held is not None
+        yield Holding(delegator, meta, cache, names, lost, held, nursery)
+        nursery.cancel_scope.cancel()
+
+
+@trio_test
+async def test_a_directory_is_asked_for_after_several_changes_and_answered_here():
+    delegator, meta, _, names, _ = _setup()
+    async with trio.open_nursery() as nursery:
+        for _ in range(delegation.ASK_AFTER - 1):
+            delegator.noted(D)
+        await trio.sleep(0.05)
+        assert meta.asked == []
+        await _granted(delegator, nursery)
+        held = delegator.usable(D)
+        assert held is not None
+        attr = delegator.create(held, b"a", FILE, 1000, 1000, 0, None, True)
+        assert attr["ino"] == 100 and attr["gid"] == 50  # setgid directory: its group
+        assert names.has(D, b"a") and delegator.made_ino(D, b"a") == 100
+        nursery.cancel_scope.cancel()
+
+
+@trio_test
+async def test_nothing_is_answered_here_without_trust_in_the_grant():
+    async with holding() as h:
+        h.cache.received(1)  # an invalidation arrived: the grant's answer is not trusted
+        assert h.delegator.usable(D) is None
+    async with holding() as h:
+        h.cache.heard = time.monotonic() - 10  # polls not answered lately
+        assert h.delegator.usable(D) is None
+
+
+@trio_test
+async def test_batches_go_out_in_order_and_a_call_after_waits_for_the_one_in_flight():
+    async with holding() as h:
+        delegator, meta, held = h.delegator, h.meta, h.held
+        h.make(b"a")
+        meta.gate = trio.Event()
+        h.nursery.start_soon(delegator.send_all)  # first batch: in flight, held at the gate
+        await trio.sleep(0.01)
+        delegator.rename(held, b"a", b"b")
+        done = trio.Event()
+
+        async def second() -> None:
+            await delegator.send_all()
+            done.set()
+
+        h.nursery.start_soon(second)
+        await trio.sleep(0.05)
+        assert not done.is_set()  # waits for the batch in flight, then sends its own
+        meta.gate.set()
+        with trio.fail_after(1):
+            await done.wait()
+        assert [[op[0] for op in ops] for _, ops, _ in meta.applied] == [["c"], ["m"]]
+
+
+@trio_test
+async def test_a_batch_goes_out_by_itself_within_the_flush_period():
+    async with holding() as h:
+        meta = h.meta
+        h.make(b"a")
+        await _until(lambda: meta.applied, delegation.FLUSH_SECONDS + 1)
+
+
+@trio_test
+async def test_a_recall_ends_local_answers_at_once_and_sends_the_batch_with_the_grant():
+    async with holding() as h:
+        delegator, meta = h.delegator, h.meta
+        h.make(b"a")
+        delegator.recall(D, "g1")
+        assert delegator.usable(D) is None
+        await _until(lambda: D not in delegator.held, 1)
+        assert len(meta.applied) == 1 and meta.applied[0][2] is True  # given back with it
+        assert meta.applied[0][1][0][:3] == ["c", b"a", 100]
+
+
+@trio_test
+async def test_a_refused_batch_is_reported_and_its_names_forgotten(caplog):
+    async with holding() as h:
+        delegator, meta, held = h.delegator, h.meta, h.held
+        h.make(b"a")
+        h.make(b"b")
+        delegator.unlink(held, b"b")
+        meta.refuse = True
+        await delegator.send_all()
+        assert D not in delegator.held and not h.names.knows(D)
+        assert h.lost == [(D, [b"a", b"b", b"b"])]
+        assert "create of b'a' answered by this mount, refused by the meta role" in caplog.text
+
+
+@trio_test
+async def test_an_orphan_forgotten_rides_with_the_batch_and_the_range_runs_out():
+    async with holding() as h:
+        delegator, meta, held = h.delegator, h.meta, h.held
+        for name in (b"a", b"b", b"c"):  # the whole range: 100..102
+            h.make(name, hold=True)
+        ino = delegator.unlink(held, b"a")
+        assert delegator.forgotten(ino) is True
+        assert delegator.forgotten(999) is False  # not made here: the caller sends it
+        assert delegator.usable(D) is None  # no inode numbers left
+        await delegator.send_all()
+        kinds = [op[0] for op in meta.applied[0][1]]
+        assert kinds == ["c", "c", "c", "u", "f"]
+
+
+def test_a_mount_flag_that_is_a_switch_is_passed_on_as_one() -> None:
+    import argparse
+
+    from fusefs.command import passed_on
+
+    args = argparse.Namespace(delegate=False, cache_lease=5.0)
+    out = passed_on(args)
+    assert "--no-delegate" in out and "False" not in out
+    assert out[out.index("--cache-lease") + 1] == "5.0"
+    assert "--delegate" in passed_on(argparse.Namespace(delegate=True))
+
+
+@trio_test
+async def test_a_batch_the_restarted_meta_role_does_not_know_is_reclaimed_after_registering():
+    """The meta role restarted: the grant's session is unknown there. The batch is kept
+    (nothing answered here is dropped for that), and sent as a reclaim once the mount has
+    a new session."""
+    async with holding() as h:
+        delegator, meta = h.delegator, h.meta
+        h.make(b"a")
+        meta.sessions = set()  # restarted: "s" is not known
+        await delegator.send_all()
+        assert meta.applied == [] and h.lost == [] and delegator.usable(D) is None
+        meta.current = "s2"  # registered again
+        meta.sessions = {"s2"}
+        await delegator.resend()
+        assert meta.reclaims == 1 and meta.applied[0][1][0][:2] == ["c", b"a"]
+        assert D not in delegator.held and h.lost == []
