@@ -82,6 +82,10 @@ class KernelCache:
         self._prune_at = 1024
         self.handed_out = False  # anything with a long timeout since the reset
         self.heard = 0.0  # monotonic time of the last poll answered
+        # the meta role's count of events queued for ``session`` that this mount has dealt
+        # with (a poll's ``upto``, once its events were handled): a grant of a directory is
+        # used only past the events queued before it (fusefs/delegation.py)
+        self.handled = 0
 
     def ask(self, session: str) -> Ask:
         """Before a request made for mount session ``session``."""

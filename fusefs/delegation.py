@@ -11,10 +11,13 @@ transaction) before anything that could depend on them, or within ``FLUSH_SECOND
 Invariants (the mount's side):
 
 1. A change is answered here only while ``usable``: the directory is held under this
-   mount's current session, no recall or reset was heard, the coherent cache trusts the
-   grant's answer (``KernelCache.left``: listening, polls answered lately, nothing
-   arrived since), every name of the directory is known (dirnames.py), and the grant has
-   inode numbers left. Anything else goes to the meta role as before.
+   mount's current session, no recall or reset was heard, every event the meta role had
+   queued for this mount before the grant has been dealt with (``upto``: a change of
+   the directory by a mount that does not listen, or by the CLI, may be among them), the
+   coherent cache trusts the grant's answer (``KernelCache.left``: listening, polls
+   answered lately, nothing arrived since), every name of the directory is known
+   (dirnames.py), and the grant has inode numbers left. Anything else goes to the meta
+   role as before.
 2. The meta role sees this mount's changes in the order they were answered: every other
    call to it (but the few in ``INDEPENDENT_OF_BATCHES``) waits until every batch
    answered before it is applied (``MetaClient.before_call`` is ``send_all``), and one
@@ -49,7 +52,7 @@ import trio
 from storaged.metaclient import MetaClient
 from storaged.rpc import FsError, MethodNotFound, RpcError
 
-from .coherence import Ask, KernelCache
+from .coherence import POLL_MARGIN, POLL_WAIT, Ask, KernelCache
 from .dirnames import KnownNames
 
 log = logging.getLogger("fusefs")
@@ -59,7 +62,7 @@ ASK_WINDOW = 2.0
 FLUSH_SECONDS = 0.5  # an answered change reaches the meta role within this
 IDLE_SECONDS = 5.0  # a directory with no change for this long is given back
 BATCH_MAX = 1000  # operations in one batch (the meta role's fs.apply limit)
-REFUSED_SECONDS = 10.0  # a directory refused is not asked for again before this
+REFUSED_SECONDS = 2.0  # a directory refused is not asked for again before this
 TICK = 0.1
 RESEND_TRIES = 3  # sends of one batch while the session changes under it
 
@@ -76,11 +79,14 @@ class Held:
     attr: dict[str, Any]  # the directory's attributes as this mount's answers left them
     ask: Ask  # local answers are trusted as far as this one is (see usable)
     used: float  # monotonic time of the last local answer
+    upto: int  # events queued for this session before the grant (see usable)
     ops: list[list[Any]] = field(default_factory=list)
     first_op: float = 0.0  # monotonic time of the oldest operation not sent
     last_t: int = 0  # the time (ns) of the newest change answered here
     made: dict[bytes, int] = field(default_factory=dict)  # name -> inode made here
     ended: bool = False  # recalled, given back or lost: nothing answered from it
+    pinned: bool = False  # the directory's names are pinned in dirnames.py
+    renewing: bool = False  # an fs.apply to renew ``ask`` is on its way
     fresh: bool = True  # ``attr`` is the directory as it is (see noted)
     sending: trio.Lock = field(default_factory=trio.Lock)
 
@@ -154,7 +160,7 @@ class Delegator:
                 self._refused[directory] = time.monotonic() + REFUSED_SECONDS
                 return
             self._recent.pop(directory, None)
-            self.held[directory] = Held(
+            held = self.held[directory] = Held(
                 directory,
                 session,
                 grant["grant"],
@@ -163,7 +169,9 @@ class Delegator:
                 _plain(grant["dir"]),
                 ask,
                 time.monotonic(),
+                int(grant.get("upto", 0)),
             )
+            self._pin(held)  # now, if it can be: an invalidation may come any moment
         finally:
             self._asking.discard(directory)
 
@@ -179,11 +187,31 @@ class Delegator:
             or len(held.ops) >= BATCH_MAX
             or held.session != self._session()
             or self.cache.session != held.session
-            or self.cache.left(held.ask) <= 0
-            or not self.names.knows(directory)
+            or time.monotonic() - self.cache.heard > POLL_WAIT + POLL_MARGIN
+            or self.cache.handled < held.upto
         ):
             return None
+        if not held.pinned and not self._pin(held):
+            held.ended = True  # a name may have changed before the grant: not ours
+            self._start(held, release=True)
+            return None
+        if not self.names.knows(directory):
+            return None
+        if self.cache.left(held.ask) <= 0 and not held.renewing:
+            # An invalidation about anything, or the lease running out, makes answers
+            # under ``ask`` short-lived (the kernel keeps them 0 s): an empty batch
+            # renews it (the meta role watches the directory again for this mount).
+            held.renewing = True
+            self._start(held, release=False, renew=True)
         return held
+
+    def _pin(self, held: Held) -> bool:
+        """Once the events queued before the grant are dealt with, keep the directory's
+        names (known now, so exact: nobody else may change them while it is held)
+        through invalidations about anything else (dirnames.py, invariant 5)."""
+        if self.cache.handled >= held.upto and self.names.pin(held.directory):
+            held.pinned = True
+        return held.pinned
 
     def create(
         self,
@@ -313,21 +341,23 @@ class Delegator:
             if send:
                 self._start(held, release=True)
 
-    def _start(self, held: Held, release: bool) -> None:
+    def _start(self, held: Held, release: bool, renew: bool = False) -> None:
         if self._nursery is not None:
-            self._nursery.start_soon(self._send, held, release)
+            self._nursery.start_soon(self._send, held, release, renew)
 
-    async def _send(self, held: Held, release: bool = False) -> None:
+    async def _send(self, held: Held, release: bool = False, renew: bool = False) -> None:
         """One batch of ``held`` (never raises: a refused or lost batch is reported,
         invariant 4). Under a session other than the grant's (this mount registered
         again: the meta role restarted), the batch goes as a *reclaim*, and the grant
         with it. A batch the meta role refuses for an unknown session (it restarted and
         this mount has not registered again yet) is kept for the reclaim (``resend``)."""
         async with held.sending:
+            if renew:
+                held.renewing = False
             if self.held.get(held.directory) is not held:
                 return  # given back or lost already, by a send before this one
             ops, held.ops, held.first_op = held.ops, [], 0.0
-            if not ops and not release and not held.ended:
+            if not ops and not release and not held.ended and not renew:
                 return
             for _ in range(RESEND_TRIES):
                 session = self._session()
@@ -379,6 +409,7 @@ class Delegator:
         held.ended = True
         if self.held.get(held.directory) is held:
             del self.held[held.directory]
+            self.names.unpin(held.directory)
         for ino in held.made.values():
             self.made_in.pop(ino, None)
         self.made_in = {i: d for i, d in self.made_in.items() if d != held.directory}
@@ -398,8 +429,9 @@ class Delegator:
                 )
         names = [op[1] for op in ops if op[0] != "f"] + [op[2] for op in ops if op[0] == "m"]
         self._drop(held)
-        self.names.forget(held.directory)
-        self._lost(held.directory, names)
+        if names:
+            self.names.forget(held.directory)
+            self._lost(held.directory, names)
 
     # -- the background task ----------------------------------------------------------------
 

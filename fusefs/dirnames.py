@@ -22,6 +22,10 @@ Invariants (KnownNames):
 4. A create's answer watches the directory again for this mount (storaged/meta/service.py
    ``fs_mknod``), so when nothing arrived in between, the knowledge is renewed with the
    create's Ask: a directory being filled stays known for as long as it is filled.
+5. A directory delegated to this mount (fusefs/delegation.py) is *pinned* while it is
+   held: no other mount can change its names then (it must recall the directory first),
+   so its knowledge outlives invalidations about anything else, and ends with the
+   delegation (or with a change whose outcome is not known, as in 3).
 
 The answer given is the negative entry a lookup would have brought (coherence.py bounds
 how long the kernel keeps it), a moment sooner.
@@ -49,6 +53,7 @@ class KnownNames:
     def __init__(self, cache: KernelCache) -> None:
         self._cache = cache
         self._dirs: OrderedDict[int, _Known] = OrderedDict()
+        self._pinned: set[int] = set()  # held by a delegation: see invariant 5
         self._names = 0
 
     def learn(self, ino: int, names: Iterable[bytes], ask: Ask) -> None:
@@ -73,9 +78,20 @@ class KnownNames:
         """Is every name of directory ``ino`` known (and still believed)?"""
         return self._believed(ino) is not None
 
+    def pin(self, ino: int) -> bool:
+        """Keep what is known of directory ``ino`` while it is delegated to this mount
+        (invariant 5); False when nothing is known of it now."""
+        if self._believed(ino) is None:
+            return False
+        self._pinned.add(ino)
+        return True
+
+    def unpin(self, ino: int) -> None:
+        self._pinned.discard(ino)
+
     def _believed(self, ino: int) -> _Known | None:
         known = self._dirs.get(ino)
-        if known is not None and self._cache.left(known.ask) <= 0:
+        if known is not None and ino not in self._pinned and self._cache.left(known.ask) <= 0:
             self.forget(ino)
             return None
         return known
@@ -110,13 +126,16 @@ class KnownNames:
             self._names -= 1
 
     def forget(self, ino: int) -> None:
+        self._pinned.discard(ino)
         known = self._dirs.pop(ino, None)
         if known is not None:
             self._names -= len(known.names)
 
     def _trim(self) -> None:
-        while self._dirs and (len(self._dirs) > DIRS_MAX or self._names > NAMES_MAX):
-            self.forget(next(iter(self._dirs)))
+        while len(self._dirs) > len(self._pinned) and (
+            len(self._dirs) > DIRS_MAX or self._names > NAMES_MAX
+        ):
+            self.forget(next(ino for ino in self._dirs if ino not in self._pinned))
 
     def __len__(self) -> int:
         return len(self._dirs)

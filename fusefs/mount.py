@@ -222,10 +222,12 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
                 await pyfuse3.main(min_tasks=4, max_tasks=options.fuse_workers)
                 await ops.flush_all()
                 await ops.stop_listening()
+                ops.in_kernel = False  # nothing may tell the kernel anything from here on
                 pyfuse3.close(unmount=True)
                 unmounted = True
             finally:
                 if not unmounted:
+                    ops.in_kernel = False
                     pyfuse3.close(unmount=True)
             log.info("unmounted %s", options.mountpoint)
             with trio.move_on_after(10):

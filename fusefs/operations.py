@@ -822,6 +822,7 @@ class Operations(pyfuse3.Operations):
             self.cache.heard = sent  # it holds every event queued before the poll left
             upto = answer.get("upto")
             acked = upto if type(upto) is int else acked
+            self.cache.handled = acked
             if self.cache.session != session and session == self.session:
                 if not self.cache.handed_out:
                     log.info(

@@ -10,10 +10,11 @@ Invariants (the meta role's side):
 
 1. One holder per directory. A grant is made only to a listening session, for a live
    directory that no other session watches (watches.py: nobody else's kernel may cache
-   a name or attribute of it), that no request of another session naming it is in
-   progress for (it may be waiting for the database: its answer or change would come
-   after the grant, unknown to the holder), and that was not recalled within
-   ``COOLDOWN``.
+   a name or attribute of it), that no request naming it is in progress for (one of
+   another session may be waiting for the database: its change would come after the
+   grant, unknown to the holder; one of the holder's own that started before another
+   session's change would be owed that change's event after the grant, past ``upto``:
+   watches.py), and that was not recalled within ``COOLDOWN``.
 2. Every request of another session (or of no session: the CLI, the CSI driver) that
    reads or changes D's names or attributes *recalls* D first: the holder is sent
    ``["r", D, grant]`` with its next poll, and the request waits until the holder has
@@ -77,8 +78,8 @@ class Delegations:
             return "held" if held.session != session else "held by you"
         if any(s != session for s in watchers):
             return "watched by another mount"
-        if any(s != session for s in self._named.get(directory, ())):
-            return "named by a request of another mount in progress"
+        if self._named.get(directory):
+            return "named by a request in progress"
         until = self._cooling.get(directory)
         if until is not None:
             if until > time.monotonic():

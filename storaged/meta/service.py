@@ -230,10 +230,10 @@ class MetaService:
             )
 
     def _naming(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        """``handler``, with what it names (``_settle``) kept from being delegated to
-        another mount until it is answered: a grant made while a lookup or a create by
-        another mount waits for the database would let the holder answer from names that
-        are no longer all the names."""
+        """``handler``, with what it names (``_settle``) kept from being delegated until
+        it is answered: a grant made while a create by another mount waits for the
+        database would let the holder answer from names that are no longer all the
+        names (see Delegations.refusal)."""
 
         @functools.wraps(handler)
         async def naming(*args: Any, **kwargs: Any) -> Any:
@@ -269,9 +269,11 @@ class MetaService:
     async def dir_delegate(self, session: str, directory: int) -> dict | None:
         """Delegate ``directory`` to ``session``'s mount: the answer names the grant, the
         inode numbers reserved for it (``first``..``last``, on disk before this answer:
-        DURABLE) and the directory's attributes (``dir``); nil when it may not be
-        delegated now (another mount watches it, it was recalled lately, or the session
-        does not listen). The directory is watched for the holder, as a lookup in it is."""
+        DURABLE), the directory's attributes (``dir``) and the count of events queued for
+        the session so far (``upto``: the grant is used once the mount has dealt with
+        them); nil when it may not be delegated now (see Delegations.refusal, or the
+        session does not listen). The directory is watched for the holder, as a lookup
+        in it is."""
         self._live_or_stale(session)
         if type(directory) is not int or directory <= 0:
             raise InvalidArgument("directory must be an inode number")
@@ -293,7 +295,11 @@ class MetaService:
             return None  # the numbers reserved stay unused: a gap
         grant = self.delegations.grant(session, directory, first, last)
         self.watches.watch(session, [directory], since)
-        return {"grant": grant.id, "first": first, "last": last, "dir": attr}
+        # ``upto``: the events queued for the holder so far. One about this directory (a
+        # change by a mount that does not listen, or by the CLI) may still be on its way
+        # to it; the holder answers nothing from the grant before it has dealt with them.
+        upto = self.watches.queued(session)
+        return {"grant": grant.id, "first": first, "last": last, "dir": attr, "upto": upto}
 
     async def fs_apply(
         self,

@@ -170,6 +170,11 @@ class Watches:
             if self._listeners[s].watching.get(ino, 0.0) > now
         ]
 
+    def queued(self, session: str) -> int:
+        """Events ever queued for ``session`` (what its poll's ``upto`` counts)."""
+        listener = self._listeners.get(session)
+        return 0 if listener is None else listener.queued
+
     def tell(self, session: str, events: list[Event]) -> bool:
         """Queue ``events`` for ``session`` alone (a recall of a delegated directory:
         delegations.py); False when it does not listen."""

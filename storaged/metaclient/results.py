@@ -95,6 +95,7 @@ class DirGrant(TypedDict):
     first: int
     last: int
     dir: Attr
+    upto: int  # the events queued for the session before the grant (use it past them)
 
 
 class Applied(TypedDict):

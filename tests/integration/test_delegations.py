@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from .twomounts import Two, two
 __all__ = ["two"]  # the fixture, used by name
 
 RECALL_WAIT = 3.5  # storaged/meta/delegations.py
+NOISE = 200  # creates by B elsewhere while A fills a directory
 
 
 def _mount_pid(mnt: Path) -> int:
@@ -111,6 +113,44 @@ def test_another_mount_sees_every_change_answered_before_it_looked(two: Two) -> 
     _fill(d, [f"g{i}" for i in range(20)])
     wait_until(lambda: (two.b / "recalled" / "g19").exists(), timeout=2)
     assert len(os.listdir(two.b / "recalled")) == len(expected) + 21
+
+
+def test_changes_elsewhere_arriving_all_along_do_not_stop_a_delegation(two: Two) -> None:
+    """Once A holds a directory, invalidations about anything else (B keeps creating
+    files in a directory A's kernel caches) do not stop it: nobody else can change the
+    held directory's names, so A keeps answering, renewing its answers' lease as needed.
+    (Before the grant they do stop A from asking: see docs/delegations.md.)"""
+    noisy = two.a / "noisy"
+    noisy.mkdir()  # A watches it: every create of B's there is an invalidation for A
+    d = two.a / "filled-meanwhile"
+    d.mkdir()
+    _fill(d, [f"early{i}" for i in range(20)])  # the grant comes meanwhile
+    time.sleep(0.2)
+    methods = ("fs.mknod", "fs.apply")
+    before = requests_by_method(two.port, *methods)
+    stop = threading.Event()
+
+    def b_creates() -> None:
+        for i in range(NOISE):
+            if stop.is_set():
+                return
+            (two.b / "noisy" / f"n{i}").write_bytes(b"")
+            time.sleep(0.005)
+
+    noise = threading.Thread(target=b_creates)
+    noise.start()
+    try:
+        time.sleep(0.1)
+        _fill(d, [f"f{i}" for i in range(300)])
+    finally:
+        stop.set()
+        noise.join(30)
+    time.sleep(0.3)  # a request is counted once answered
+    b_made = len(os.listdir(two.b / "noisy"))
+    assert len(os.listdir(d)) == 320
+    sent = {m: n - before[m] for m, n in requests_by_method(two.port, *methods).items()}
+    assert b_made >= 10 and sent["fs.apply"] >= 1, (b_made, sent)
+    assert sent["fs.mknod"] - b_made <= 30, (b_made, sent)  # A's go in batches
 
 
 def test_a_closed_file_outlives_its_mount_killed_at_once(

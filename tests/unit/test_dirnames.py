@@ -79,3 +79,34 @@ def test_the_memory_is_bounded(monkeypatch) -> None:
     assert len(names) == 3 and names.missing(0, b"z") is None
     names.learn(9, [bytes([i]) for i in range(9)], cache.ask("s"))
     assert len(names) == 1 and names.missing(9, b"z") is not None
+
+
+def test_a_pinned_directory_stays_known_through_invalidations_until_unpinned() -> None:
+    """A directory delegated to this mount (fusefs/delegation.py): nobody else can change
+    its names, so an invalidation about anything else leaves them known."""
+    cache = listening()
+    names = KnownNames(cache)
+    assert names.pin(7) is False  # nothing known: nothing to keep
+    names.learn(7, [b"a"], cache.ask("s"))
+    names.learn(8, [], cache.ask("s"))
+    assert names.pin(7) is True
+    cache.received(1)
+    assert names.knows(7) and names.missing(7, b"b") is not None
+    assert not names.knows(8)  # not pinned: forgotten as before
+    names.unpin(7)
+    assert not names.knows(7)
+    names.learn(7, [], cache.ask("s"))
+    names.pin(7)
+    names.forget(7)  # a change of unknown outcome ends it, pinned or not
+    assert not names.knows(7)
+
+
+def test_pinned_directories_are_not_trimmed(monkeypatch) -> None:
+    monkeypatch.setattr(dirnames, "DIRS_MAX", 2)
+    cache = listening()
+    names = KnownNames(cache)
+    names.learn(1, [], cache.ask("s"))
+    names.pin(1)
+    for ino in (2, 3, 4):
+        names.learn(ino, [], cache.ask("s"))
+    assert names.knows(1) and names.knows(4) and not names.knows(2)

@@ -49,6 +49,16 @@ async def test_a_grant_reserves_inode_numbers_nobody_else_gets():
 
 
 @trio_test
+async def test_a_grant_says_how_many_events_were_queued_for_the_holder_before_it():
+    service, d, a, _ = await _setup()
+    with pytest.raises(FsError):
+        await service.fs_lookup(d, b"x", a)  # a watches d
+    await service.fs_mknod(d, b"by-the-cli", FILE, 0, 0)  # no session: no watch
+    grant = await service.dir_delegate(a, d)
+    assert grant is not None and grant["upto"] == 2  # d's attributes, and the new entry
+
+
+@trio_test
 async def test_a_directory_another_mount_watches_is_not_delegated():
     service, d, a, b = await _setup()
     with pytest.raises(FsError):
@@ -228,9 +238,11 @@ def test_a_directory_named_by_a_request_in_progress_elsewhere_is_not_granted():
     else the holder would answer from names that are no longer all the names."""
     table = delegations.Delegations()
     table.mark(7, "b")
-    assert table.refusal("a", 7, []) == "named by a request of another mount in progress"
-    assert table.refusal("b", 7, []) == ""  # its own request is no obstacle
-    table.mark(7, None)  # and a request with no session (the CLI) is another's too
+    assert table.refusal("a", 7, []) == "named by a request in progress"
+    # Nor one of its own: a lookup that started before a change by the CLI would be owed
+    # that change's event only when it ends, after the grant and its ``upto``.
+    assert table.refusal("b", 7, []) == "named by a request in progress"
+    table.mark(7, None)  # a request with no session (the CLI)
     table.unmark(7, "b")
     assert table.refusal("b", 7, []) != ""
     table.unmark(7, None)
@@ -255,5 +267,5 @@ async def test_every_request_through_the_method_table_marks_what_it_names_until_
     service._read = read_and_look
     with pytest.raises(FsError):
         await lookup(d, b"nothing", b)
-    assert seen == ["named by a request of another mount in progress"]
+    assert seen == ["named by a request in progress"]
     assert service.delegations.refusal(a, d, []) == ""  # answered: free again
