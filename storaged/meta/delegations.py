@@ -43,7 +43,9 @@ import trio
 
 RECALL_WAIT = 3.5  # a recall waits this long for the holder (past coherence.py's 3 s)
 COOLDOWN = 10.0  # a directory recalled is not delegated again for this long
-RANGE = 4096  # inode numbers per grant (a mount asks again when it has used them)
+RANGE = 65536  # inode numbers per grant (a mount asks again when it has used them): a
+# number never used is only a gap in 64-bit space, and a grant given back for want of
+# numbers ends the mount's knowledge of what it made (its unlinks go to the meta role)
 
 
 @dataclass

@@ -357,7 +357,10 @@ class MetaService:
                 return {"parent": namespace.getattr_(conn, directory), "deleted": deleted}
 
             since = self.watches.mark()
-            answer = await self._tx(apply)
+            if len(checked) <= SHORT_COMMIT:  # a close's batch: a create or a few
+                answer = await self._short_tx(apply)
+            else:
+                answer = await self._tx(apply)
         finally:
             if release and held is not None:
                 self.delegations.end(held)
