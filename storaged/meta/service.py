@@ -277,9 +277,7 @@ class MetaService:
         self._live_or_stale(session)
         if type(directory) is not int or directory <= 0:
             raise InvalidArgument("directory must be an inode number")
-        if not self.watches.listening(session) or self.delegations.refusal(
-            session, directory, self.watches.watching(directory)
-        ):
+        if not self._may_grant(session, directory):
             return None
 
         def reserve(conn: sqlite3.Connection) -> tuple[dict, int, int]:
@@ -289,9 +287,7 @@ class MetaService:
         since = self.watches.mark()
         attr, first, last = await self._tx(reserve)
         # (asked again: a lookup by another mount may have come in while reserving)
-        if not self.watches.listening(session) or self.delegations.refusal(
-            session, directory, self.watches.watching(directory)
-        ):
+        if not self._may_grant(session, directory):
             return None  # the numbers reserved stay unused: a gap
         grant = self.delegations.grant(session, directory, first, last)
         self.watches.watch(session, [directory], since)
@@ -300,6 +296,12 @@ class MetaService:
         # to it; the holder answers nothing from the grant before it has dealt with them.
         upto = self.watches.queued(session)
         return {"grant": grant.id, "first": first, "last": last, "dir": attr, "upto": upto}
+
+    def _may_grant(self, session: str, directory: int) -> bool:
+        """``session`` listens and ``directory`` may be delegated to it now."""
+        return self.watches.listening(session) and not self.delegations.refusal(
+            session, directory, self.watches.watching(directory)
+        )
 
     async def fs_apply(
         self,
