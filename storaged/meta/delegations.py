@@ -10,11 +10,15 @@ Invariants (the meta role's side):
 
 1. One holder per directory. A grant is made only to a listening session, for a live
    directory that no other session watches (watches.py: nobody else's kernel may cache
-   a name or attribute of it), that no request naming it is in progress for (one of
-   another session may be waiting for the database: its change would come after the
-   grant, unknown to the holder; one of the holder's own that started before another
-   session's change would be owed that change's event after the grant, past ``upto``:
-   watches.py), and that was not recalled within ``COOLDOWN``.
+   a name or attribute of it), that no request of another session (or of none) naming
+   it is in progress for (it may be waiting for the database: its change would come
+   after the grant, unknown to the holder), and that was not recalled within
+   ``COOLDOWN``. Requests of the holder's own naming it that are in progress when it
+   asks are waited for (``pending``; at most ``OWN_WAIT``) before the grant is made: one
+   that started before another session's change is owed that change's event only when
+   it ends (watches.py), and the grant's ``upto`` must count it. (Refusing instead made
+   a mount creating files back to back almost never get a grant: its next create is
+   nearly always in flight when it asks.)
 2. Every request of another session (or of no session: the CLI, the CSI driver) that
    reads or changes D's names or attributes *recalls* D first: the holder is sent
    ``["r", D, grant]`` with its next poll, and the request waits until the holder has
@@ -43,9 +47,18 @@ import trio
 
 RECALL_WAIT = 3.5  # a recall waits this long for the holder (past coherence.py's 3 s)
 COOLDOWN = 10.0  # a directory recalled is not delegated again for this long
+OWN_WAIT = 1.0  # the longest a grant waits for the asker's own requests in progress
 RANGE = 65536  # inode numbers per grant (a mount asks again when it has used them): a
 # number never used is only a gap in 64-bit space, and a grant given back for want of
 # numbers ends the mount's knowledge of what it made (its unlinks go to the meta role)
+
+
+@dataclass(eq=False)
+class Naming:
+    """A request of ``session`` (None: of no session) naming an inode, not yet answered."""
+
+    session: str | None
+    answered: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -67,8 +80,8 @@ class Delegations:
         self._count = 0
         self._grants: dict[int, Grant] = {}  # directory -> its grant
         self._cooling: dict[int, float] = {}  # directory -> no new grant until (monotonic)
-        # inode -> the sessions (None: no session) of requests naming it, not yet answered
-        self._named: dict[int, list[str | None]] = {}
+        # inode -> the requests naming it, not yet answered
+        self._named: dict[int, list[Naming]] = {}
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -80,8 +93,8 @@ class Delegations:
             return "held" if held.session != session else "held by you"
         if any(s != session for s in watchers):
             return "watched by another mount"
-        if self._named.get(directory):
-            return "named by a request in progress"
+        if any(n.session != session for n in self._named.get(directory, ())):
+            return "named by a request of another mount in progress"
         until = self._cooling.get(directory)
         if until is not None:
             if until > time.monotonic():
@@ -113,16 +126,25 @@ class Delegations:
             self._cooling[grant.directory] = time.monotonic() + COOLDOWN
         grant.released.set()
 
-    def mark(self, ino: int, session: str | None) -> None:
+    def mark(self, ino: int, session: str | None) -> Naming:
         """A request of ``session`` naming ``ino`` is in progress (see ``refusal``)."""
-        self._named.setdefault(ino, []).append(session)
+        naming = Naming(session)
+        self._named.setdefault(ino, []).append(naming)
+        return naming
 
-    def unmark(self, ino: int, session: str | None) -> None:
-        sessions = self._named.get(ino)
-        if sessions is not None:
-            sessions.remove(session)
-            if not sessions:
+    def unmark(self, ino: int, naming: Naming) -> None:
+        """The request ``naming`` stands for is answered."""
+        namings = self._named.get(ino)
+        if namings is not None:
+            namings.remove(naming)
+            if not namings:
                 del self._named[ino]
+        naming.answered.set()
+
+    def pending(self, session: str, directory: int) -> list[trio.Event]:
+        """The requests of ``session`` naming ``directory`` in progress now: a grant to it
+        waits until each is answered (invariant 1)."""
+        return [n.answered for n in self._named.get(directory, ()) if n.session == session]
 
     def others(self, session: str | None, inos: Iterable[int]) -> list[Grant]:
         """Grants of these inodes held by a session other than ``session``."""

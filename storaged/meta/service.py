@@ -27,7 +27,7 @@ from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
 from . import sessions as session_record
 from .backup import Backups
 from .db import cluster_id, make_durable, transaction
-from .delegations import RANGE, RECALL_WAIT, Delegations, Grant
+from .delegations import OWN_WAIT, RANGE, RECALL_WAIT, Delegations, Grant, Naming
 from .groupcommit import GroupCommit
 from .repairstate import RepairState
 from .sessions import Sessions
@@ -37,9 +37,7 @@ log = logging.getLogger("storaged.meta")
 
 # The inodes the request running in this task named (``_settle``): no directory among them
 # is delegated to another mount until it is answered (see delegations.py, invariant 1).
-_named_here: ContextVar[list[tuple[int, str | None]] | None] = ContextVar(
-    "named_here", default=None
-)
+_named_here: ContextVar[list[tuple[int, Naming]] | None] = ContextVar("named_here", default=None)
 
 READDIR_MAX = 1000
 OPEN_PIECES_MAX = 64  # pieces of a file's map fs.open answers at most
@@ -237,14 +235,14 @@ class MetaService:
 
         @functools.wraps(handler)
         async def naming(*args: Any, **kwargs: Any) -> Any:
-            named: list[tuple[int, str | None]] = []
+            named: list[tuple[int, Naming]] = []
             token = _named_here.set(named)
             try:
                 return await handler(*args, **kwargs)
             finally:
                 _named_here.reset(token)
-                for ino, session in named:
-                    self.delegations.unmark(ino, session)
+                for ino, naming in named:
+                    self.delegations.unmark(ino, naming)
 
         return naming
 
@@ -271,20 +269,29 @@ class MetaService:
         inode numbers reserved for it (``first``..``last``, on disk before this answer:
         DURABLE), the directory's attributes (``dir``) and the count of events queued for
         the session so far (``upto``: the grant is used once the mount has dealt with
-        them); nil when it may not be delegated now (see Delegations.refusal, or the
-        session does not listen). The directory is watched for the holder, as a lookup
+        them); nil when it may not be delegated now (see Delegations.refusal; the
+        session does not listen; or a request of its own naming the directory is still
+        unanswered after OWN_WAIT). The directory is watched for the holder, as a lookup
         in it is."""
         self._live_or_stale(session)
         if type(directory) is not int or directory <= 0:
             raise InvalidArgument("directory must be an inode number")
         if not self._may_grant(session, directory):
             return None
+        # Changes logged from here on are owed to the holder by the grant's own watch below;
+        # those its requests in progress now would be owed when they end: wait for them.
+        since = self.watches.mark()
+        pending = self.delegations.pending(session, directory)
+        with trio.move_on_after(OWN_WAIT):
+            for answered in pending:
+                await answered.wait()
+        if not all(answered.is_set() for answered in pending):
+            return None  # (one still waits for the database: ask again later)
 
         def reserve(conn: sqlite3.Connection) -> tuple[dict, int, int]:
             attr = namespace.dir_attr(conn, directory)
             return (attr, *namespace.reserve_inodes(conn, RANGE))
 
-        since = self.watches.mark()
         attr, first, last = await self._tx(reserve)
         # (asked again: a lookup by another mount may have come in while reserving)
         if not self._may_grant(session, directory):
@@ -426,8 +433,7 @@ class MetaService:
         named = _named_here.get()
         if named is not None:  # (no await since the recall: nothing granted in between)
             for ino in inos:
-                self.delegations.mark(ino, session)
-                named.append((ino, session))
+                named.append((ino, self.delegations.mark(ino, session)))
 
     async def _settle_all(self) -> None:
         """Before what must see every change acknowledged anywhere (a snapshot, fsck)."""

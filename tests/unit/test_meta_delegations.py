@@ -237,16 +237,48 @@ def test_a_directory_named_by_a_request_in_progress_elsewhere_is_not_granted():
     nothing: no grant then) keeps the directory from being granted until it is answered:
     else the holder would answer from names that are no longer all the names."""
     table = delegations.Delegations()
-    table.mark(7, "b")
-    assert table.refusal("a", 7, []) == "named by a request in progress"
-    # Nor one of its own: a lookup that started before a change by the CLI would be owed
-    # that change's event only when it ends, after the grant and its ``upto``.
-    assert table.refusal("b", 7, []) == "named by a request in progress"
-    table.mark(7, None)  # a request with no session (the CLI)
-    table.unmark(7, "b")
+    b_lookup = table.mark(7, "b")
+    assert table.refusal("a", 7, []) == "named by a request of another mount in progress"
+    # One of its own is no refusal: the grant waits for it instead (``pending``).
+    assert table.refusal("b", 7, []) == ""
+    assert table.pending("b", 7) == [b_lookup.answered]
+    cli = table.mark(7, None)  # a request with no session (the CLI)
+    table.unmark(7, b_lookup)
+    assert b_lookup.answered.is_set()
+    assert table.pending("b", 7) == []
     assert table.refusal("b", 7, []) != ""
-    table.unmark(7, None)
+    table.unmark(7, cli)
     assert table.refusal("a", 7, []) == ""
+
+
+@trio_test
+async def test_a_grant_waits_for_the_askers_own_requests_in_progress():
+    """The mount's next create is nearly always in flight when it asks: the grant is made
+    once that is answered, with ``upto`` counting what it was owed; one still waiting
+    past OWN_WAIT gets no grant."""
+    service, d, a, _ = await _setup()
+    # a's lookup in d starts (a does not watch d yet) ...
+    since = service.watches.mark()
+    naming = service.delegations.mark(d, a)
+    await service.fs_mknod(d, b"by-the-cli", FILE, 0, 0)  # ... the CLI creates in d ...
+    answers = []
+
+    async def ask():
+        answers.append(await service.dir_delegate(a, d))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)  # ... a asks for d ...
+        await trio.sleep(0.2)
+        assert answers == []  # (waiting for a's lookup)
+        service.watches.watch(a, [d], since)  # ... the lookup ends, owed the create
+        service.delegations.unmark(d, naming)
+    assert answers[0] is not None and answers[0]["upto"] == 2  # counted before the grant
+    service.delegations.end(service.delegations.of_session(a)[0])
+
+    service.delegations.mark(d, a)  # never answered
+    before = trio.current_time()
+    assert await service.dir_delegate(a, d) is None
+    assert trio.current_time() - before >= delegations.OWN_WAIT
 
 
 @trio_test
@@ -267,5 +299,5 @@ async def test_every_request_through_the_method_table_marks_what_it_names_until_
     service._read = read_and_look
     with pytest.raises(FsError):
         await lookup(d, b"nothing", b)
-    assert seen == ["named by a request in progress"]
+    assert seen == ["named by a request of another mount in progress"]
     assert service.delegations.refusal(a, d, []) == ""  # answered: free again
