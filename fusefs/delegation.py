@@ -23,7 +23,9 @@ Invariants (the mount's side):
    answered before it is applied (``MetaClient.before_call`` is ``send_all``), and one
    batch per directory is in flight at a time. So a close of a written file (its
    commit), an fsync, an fsyncdir, an unmount never return before the batches they
-   depend on are applied: those reach the meta role (and its disk) first.
+   depend on are applied: those reach the meta role (and its disk) first. A close's
+   commit may ride *in* the last of them (``commit``): applied after its operations, in
+   the same transaction, one round trip for both.
 3. Only inodes made under the grant, with their only name in the directory, are
    unlinked or renamed here: nobody else can have reached them (any other mount must
    recall the directory to look a name up in it), so their link count is known.
@@ -51,6 +53,7 @@ import trio
 
 from storaged.metaclient import MetaClient
 from storaged.rpc import FsError, MethodNotFound, RpcError
+from storaged.rpc.errors import error_from_wire
 
 from .coherence import POLL_MARGIN, POLL_WAIT, Ask, KernelCache
 from .dirnames import KnownNames
@@ -159,21 +162,28 @@ class Delegator:
             if grant is None:
                 self._refused[directory] = time.monotonic() + REFUSED_SECONDS
                 return
-            self._recent.pop(directory, None)
-            held = self.held[directory] = Held(
-                directory,
-                session,
-                grant["grant"],
-                grant["first"],
-                grant["last"],
-                _plain(grant["dir"]),
-                ask,
-                time.monotonic(),
-                int(grant.get("upto", 0)),
-            )
-            self._pin(held)  # now, if it can be: an invalidation may come any moment
+            self.adopt(directory, session, grant, ask)
         finally:
             self._asking.discard(directory)
+
+    def adopt(self, directory: int, session: str, grant: Mapping[str, Any], ask: Ask) -> None:
+        """``directory`` is delegated to this mount under ``session`` (a dir.delegate
+        answer, or a mkdir's: a directory this mount just made comes delegated)."""
+        if not self.enabled or directory in self.held:
+            return
+        self._recent.pop(directory, None)
+        held = self.held[directory] = Held(
+            directory,
+            session,
+            grant["grant"],
+            grant["first"],
+            grant["last"],
+            _plain(grant["dir"]),
+            ask,
+            time.monotonic(),
+            int(grant.get("upto", 0)),
+        )
+        self._pin(held)  # now, if it can be: an invalidation may come any moment
 
     # -- answering ------------------------------------------------------------------------
 
@@ -309,6 +319,30 @@ class Delegator:
 
     # -- sending --------------------------------------------------------------------------
 
+    async def commit(
+        self, ino: int, size: int, pieces: list[list[Any]]
+    ) -> Mapping[str, Any] | None:
+        """A written file's close: its commit sent along with a batch this mount owes
+        (its own directory's if that has one), one round trip for both; the other
+        batches go first (invariant 2). The committed attributes, or None when no batch
+        is owed or the batch was not applied (the caller commits alone: fs.commit);
+        raises the commit's own error."""
+        directory = self.made_in.get(ino)
+        held = self.held.get(directory) if directory is not None else None
+        if held is None or not held.ops:
+            held = next((h for h in self.held.values() if h.ops), None)
+        if held is None:
+            return None
+        for other in list(self.held.values()):
+            if other is not held and (other.ops or other.sending.locked()):
+                await self._send(other)
+        outcome = await self._send(held, commit=[ino, size, pieces, None])
+        if outcome is None:
+            return None
+        if "error" in outcome:
+            raise error_from_wire(outcome["error"])
+        return cast(Mapping[str, Any], outcome["attr"])
+
     async def send_all(self) -> None:
         """Every batch answered so far is applied when this returns (invariant 2)."""
         for held in list(self.held.values()):
@@ -322,6 +356,14 @@ class Delegator:
         if held is not None:
             held.ended = True
             await self._send(held, release=True)
+
+    def removed(self, directory: int) -> None:
+        """This mount removed ``directory`` (rmdir): its attributes as kept here are
+        wrong now (no links), and nothing can be made in it; the grant goes back."""
+        held = self.held.get(directory)
+        if held is not None:
+            held.ended = True
+            self._start(held, release=True)
 
     def recall(self, directory: int, grant: Any) -> None:
         """The meta role recalls ``directory`` (another mount wants it): nothing more is
@@ -345,20 +387,28 @@ class Delegator:
         if self._nursery is not None:
             self._nursery.start_soon(self._send, held, release, renew)
 
-    async def _send(self, held: Held, release: bool = False, renew: bool = False) -> None:
+    async def _send(
+        self,
+        held: Held,
+        release: bool = False,
+        renew: bool = False,
+        commit: list[Any] | None = None,
+    ) -> dict[str, Any] | None:
         """One batch of ``held`` (never raises: a refused or lost batch is reported,
         invariant 4). Under a session other than the grant's (this mount registered
         again: the meta role restarted), the batch goes as a *reclaim*, and the grant
         with it. A batch the meta role refuses for an unknown session (it restarted and
-        this mount has not registered again yet) is kept for the reclaim (``resend``)."""
+        this mount has not registered again yet) is kept for the reclaim (``resend``).
+        With ``commit`` (see ``commit``): its outcome, or None when the batch was not
+        applied."""
         async with held.sending:
             if renew:
                 held.renewing = False
             if self.held.get(held.directory) is not held:
-                return  # given back or lost already, by a send before this one
+                return None  # given back or lost already, by a send before this one
             ops, held.ops, held.first_op = held.ops, [], 0.0
-            if not ops and not release and not held.ended and not renew:
-                return
+            if not ops and not release and not held.ended and not renew and commit is None:
+                return None
             for _ in range(RESEND_TRIES):
                 session = self._session()
                 reclaim = session != held.session
@@ -366,37 +416,39 @@ class Delegator:
                 ask = self.cache.ask(session)
                 try:
                     answer = await self.meta.fs_apply(
-                        session, held.directory, held.grant, ops, release, reclaim
+                        session, held.directory, held.grant, ops, release, reclaim, commit
                     )
                     break
                 except FsError as exc:
                     if exc.errno != errno.ESTALE:
                         self._lose(held, ops, exc)
-                        return
+                        return None
                     if session != self._session():
                         continue  # registered again meanwhile: now as a reclaim
                     held.ops = ops + held.ops  # for the reclaim, once registered again
                     held.ended = True
                     held.first_op = held.first_op or time.monotonic()
-                    return
+                    return None
                 except RpcError as exc:
                     self._lose(held, ops, exc)
-                    return
+                    return None
                 except BaseException:
                     self._lose(held, ops, None)
                     raise
             else:
                 self._lose(held, ops, FsError(errno.ESTALE, "the session kept changing"))
-                return
+                return None
+            outcome = answer.get("commit")
             if release:
                 self._drop(held)
-                return
+                return outcome
             held.attr = _plain(answer["parent"])
             held.fresh = not held.ops or held.fresh
             if held.ops:  # answered while this batch was on its way
                 held.attr["mtime_ns"] = held.attr["ctime_ns"] = held.last_t
             if ask.changes == self.cache.changes and ask.sent > held.ask.sent:
                 held.ask = ask  # the apply watched the directory again for this mount
+            return outcome
 
     async def resend(self) -> None:
         """This mount registered again (a new session): every grant is the old

@@ -77,6 +77,11 @@ class VolumeIO:
     max_dirty_bytes: int = 64 << 20  # per file
     max_unsaved_bytes: int = 128 << 20
     after_commit: Callable[[Mapping[str, Any]], None] | None = None  # with fs.commit's answer
+    # sends a close's commit along with a batch of a delegated directory this mount owes
+    # (Operations: fusefs/delegation.py), one round trip for both; None when it owes none
+    commit_with_batch: (
+        Callable[[int, int, list[list[Any]]], Awaitable[Mapping[str, Any] | None]] | None
+    ) = None
     # with the inode whose unstored bytes were dropped: its kernel pages must go (Operations)
     after_drop: Callable[[int], None] | None = None
     session: str = ""  # this mount's session in the meta role (set by Operations)
@@ -135,6 +140,15 @@ class VolumeIO:
                     "could not store data (the mount's memory for "
                     "unsaved writes is full and an upload failed)",
                 )
+
+    async def commit(self, ino: int, size: int, items: list[list[Any]]) -> Mapping[str, Any]:
+        """Record a file's written pieces and size in the meta role (fs.commit, or along
+        with a batch this mount owes: ``commit_with_batch``)."""
+        if self.commit_with_batch is not None:
+            attr = await self.commit_with_batch(ino, size, items)
+            if attr is not None:
+                return attr
+        return await self.meta.fs_commit(ino, size, items, None, self.author())
 
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
@@ -655,9 +669,7 @@ class FileData:
             if not pieces and size == self.committed_size:
                 return
             try:
-                attr = await self.io.meta.fs_commit(
-                    self.ino, size, _commit_items(pieces), None, self.io.author()
-                )
+                attr = await self.io.commit(self.ino, size, _commit_items(pieces))
             except FsError as exc:
                 if exc.errno in LOST_FOR_GOOD:
                     await self.drop_unsaved(exc)

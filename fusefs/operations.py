@@ -161,6 +161,7 @@ class Operations(pyfuse3.Operations):
         self.delegator.enabled = delegate and cache_lease > 0
         if self.delegator.enabled:
             io.meta.before_call = self.delegator.send_all
+            io.commit_with_batch = self.delegator.commit
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -458,12 +459,17 @@ class Operations(pyfuse3.Operations):
         if local is not None:
             return local
         ask = self._ask()
+        # A directory made here may come delegated to this mount (delegation.py): its
+        # files are then answered here from the first.
+        delegate = stat.S_ISDIR(mode) and self.delegator.enabled
+        sent_as: list[str | None] = []
 
         def send(session: str | None) -> Awaitable[Mapping[str, Any]]:
+            sent_as.append(session or ask.session)
             return self._changing_dir(
                 ask,
                 lambda: self.meta.fs_mknod(
-                    parent, name, mode, ctx.uid, ctx.gid, rdev, target, session or ask.session
+                    parent, name, mode, ctx.uid, ctx.gid, rdev, target, sent_as[-1], delegate
                 ),
             )
 
@@ -476,6 +482,9 @@ class Operations(pyfuse3.Operations):
         self.dir_names.added(parent, name, renew=ask)
         if stat.S_ISDIR(mode):
             self.dir_names.learn(attr["ino"], (), ask)  # a new directory: no names yet
+            grant = attr.get("grant")
+            if grant is not None and sent_as[-1] is not None:
+                self.delegator.adopt(attr["ino"], sent_as[-1], grant, ask)
         self.delegator.noted(parent)
         return attr, ask
 
@@ -645,6 +654,7 @@ class Operations(pyfuse3.Operations):
         )
         self.dir_names.removed(parent, name)
         self.delegator.noted(parent)
+        self.delegator.removed(gone["ino"])
         await self._unlinked(gone)
 
     @fuse_errors

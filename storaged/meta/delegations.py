@@ -28,7 +28,10 @@ Invariants (the meta role's side):
    the holder's applied changes first, then it — a serial order.
 3. A grant carries a range of inode numbers reserved for it on disk before it is
    answered (namespace.reserve_inodes, a DURABLE call): no number is handed out twice,
-   whatever restarts.
+   whatever restarts. A grant made at a mkdir (the new directory, which nobody else can
+   know yet, delegated to the mount that made it) takes its numbers from the session's
+   *pool*, reserved on disk the same way, ``POOL`` at a time: the mkdir that refills it
+   waits for the disk, the next ones do not.
 4. Grants are soft state: a meta role that restarts has none (grant ids carry the
    meta role's life). A holder whose batch was not applied before the restart sends it
    again as a *reclaim* under its new session: applied if every operation still checks
@@ -48,6 +51,8 @@ import trio
 RECALL_WAIT = 3.5  # a recall waits this long for the holder (past coherence.py's 3 s)
 COOLDOWN = 10.0  # a directory recalled is not delegated again for this long
 OWN_WAIT = 1.0  # the longest a grant waits for the asker's own requests in progress
+MKDIR_RANGE = 4096  # inode numbers per grant made at a mkdir (from the session's pool)
+POOL = 1 << 20  # numbers reserved on disk at once for a session's grants at mkdir
 RANGE = 65536  # inode numbers per grant (a mount asks again when it has used them): a
 # number never used is only a gap in 64-bit space, and a grant given back for want of
 # numbers ends the mount's knowledge of what it made (its unlinks go to the meta role)
@@ -82,6 +87,8 @@ class Delegations:
         self._cooling: dict[int, float] = {}  # directory -> no new grant until (monotonic)
         # inode -> the requests naming it, not yet answered
         self._named: dict[int, list[Naming]] = {}
+        # session -> [next, last]: numbers reserved on disk for its grants at mkdir
+        self._pools: dict[str, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -125,6 +132,28 @@ class Delegations:
         if grant.recalled:
             self._cooling[grant.directory] = time.monotonic() + COOLDOWN
         grant.released.set()
+
+    def pool_short(self, session: str) -> bool:
+        """Has ``session`` fewer numbers in its pool than a grant at mkdir takes?"""
+        pool = self._pools.get(session)
+        return pool is None or pool[1] - pool[0] + 1 < MKDIR_RANGE
+
+    def fill_pool(self, session: str, first: int, last: int) -> None:
+        """Numbers ``first..last``, reserved on disk, are ``session``'s to grant at mkdir
+        (what was left of its pool before is a gap)."""
+        self._pools[session] = [first, last]
+
+    def from_pool(self, session: str) -> tuple[int, int] | None:
+        """MKDIR_RANGE numbers of ``session``'s pool (None when it is short)."""
+        if self.pool_short(session):
+            return None
+        pool = self._pools[session]
+        first = pool[0]
+        pool[0] += MKDIR_RANGE
+        return first, first + MKDIR_RANGE - 1
+
+    def drop_pool(self, session: str) -> None:
+        self._pools.pop(session, None)
 
     def mark(self, ino: int, session: str | None) -> Naming:
         """A request of ``session`` naming ``ino`` is in progress (see ``refusal``)."""

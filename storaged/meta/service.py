@@ -21,13 +21,13 @@ from typing import Any
 import trio
 
 from ..chunk.ids import are_chunk_ids, is_chunk_id
-from ..rpc.errors import Busy, FsError, Internal, InvalidArgument
+from ..rpc.errors import Busy, FsError, Internal, InvalidArgument, RpcError
 from ..rpc.methods import MethodTable
 from . import files, fsck, namespace, ranges, servers, status, volumes, xattrs
 from . import sessions as session_record
 from .backup import Backups
 from .db import cluster_id, make_durable, transaction
-from .delegations import OWN_WAIT, RANGE, RECALL_WAIT, Delegations, Grant, Naming
+from .delegations import OWN_WAIT, POOL, RANGE, RECALL_WAIT, Delegations, Grant, Naming
 from .groupcommit import GroupCommit
 from .repairstate import RepairState
 from .sessions import Sessions
@@ -318,6 +318,7 @@ class MetaService:
         ops: list,
         release: bool = False,
         reclaim: bool = False,
+        commit: list | None = None,
     ) -> dict:
         """The operations the holder of ``directory``'s delegation answered itself, in the
         order it answered them, applied in one transaction (all or none), each checked as
@@ -335,10 +336,19 @@ class MetaService:
         grant from before this meta role's start (its mount registered again under
         ``session``), applied if every operation still checks out and nobody else holds
         the directory now: its inode numbers were reserved on disk, so never given to
-        anyone else (delegations.py, invariant 3)."""
+        anyone else (delegations.py, invariant 3).
+
+        ``commit``: ``[ino, size, pieces, mtime_ns]``, a written file's close (as
+        fs.commit by ``session``) applied after the operations in the same transaction,
+        so that a close in a held directory costs one round trip, not two. Its outcome is
+        its own: it is rolled back alone when it fails (a savepoint), and the answer's
+        ``commit`` is ``{"attr": ...}`` or ``{"error": {code, message}}``; the operations
+        are applied either way."""
         self._live_or_stale(session)
         if not isinstance(ops, list) or len(ops) > APPLY_MAX:
             raise InvalidArgument(f"ops must be a list of at most {APPLY_MAX} operations")
+        if commit is not None:
+            _check_commit(commit)
         held = self.delegations.find(session, directory, grant)
         if held is None and not (reclaim and self.delegations.from_before(grant)):
             raise FsError(
@@ -363,10 +373,14 @@ class MetaService:
                     namespace.check_reserved(conn, [op[2] for op in checked if op[0] == "c"])
                 for op in checked:
                     self._apply_op(conn, directory, session, op, events, deleted)
-                return {"parent": namespace.getattr_(conn, directory), "deleted": deleted}
+                answer = {"parent": namespace.getattr_(conn, directory), "deleted": deleted}
+                if commit is not None:
+                    answer["commit"] = _commit_alone(conn, *commit)
+                return answer
 
             since = self.watches.mark()
-            if len(checked) <= SHORT_COMMIT:  # a close's batch: a create or a few
+            work = len(checked) + (len(commit[2]) if commit is not None else 0)
+            if work <= SHORT_COMMIT:  # a close's batch: a create or a few, and its commit
                 answer = await self._short_tx(apply)
             else:
                 answer = await self._tx(apply)
@@ -382,7 +396,11 @@ class MetaService:
                 directory,
             )
         made = [op[2] for op in checked if op[0] == "c" and op[2] not in deleted]
-        self._changed(session, since, events, [directory, *made])
+        if commit is None or "attr" not in answer["commit"]:
+            self._changed(session, since, events, [directory, *made])
+            return answer
+        events.append(inode(commit[0], True))
+        await self._delivered(self._changed(session, since, events, [directory, *made, commit[0]]))
         return answer
 
     def _apply_op(
@@ -471,6 +489,7 @@ class MetaService:
     def _end_grants(self, session: str) -> None:
         for grant in self.delegations.of_session(session):
             self.delegations.end(grant)
+        self.delegations.drop_pool(session)
 
     async def run_liveness(self, interval: float = 1.0) -> None:
         """Mark servers down when their heartbeats stop; they come back up on the next one.
@@ -675,27 +694,69 @@ class MetaService:
         rdev: int = 0,
         target: bytes | None = None,
         session: str | None = None,
+        delegate: bool = False,
     ) -> dict:
         """Create a node; with ``session``, the new file is also held open by that mount.
         The answer also carries, under ``parent``, the directory's attributes as the create
         left them (a mount answers the kernel's next GETATTR of the directory with them).
         An unknown session is refused before anything is made: the file would be open on a
-        mount the meta role does not know, and another mount's unlink would delete it."""
+        mount the meta role does not know, and another mount's unlink would delete it.
+
+        ``delegate`` (a directory made by a listening session): the new directory is
+        delegated to that mount at once, under ``grant`` in the answer (as dir.delegate
+        answers; nobody else can know it yet), with numbers from the session's pool
+        (delegations.py, invariant 3); none when the pool cannot be had."""
         ranges.check_new_node(mode, uid, gid, rdev)
+        if type(delegate) is not bool:
+            raise InvalidArgument("delegate must be true or false")
         if session is not None and not self.sessions.is_live(session):
             raise FsError(errno.ESTALE, "unknown mount session: open a new one")
         await self._settle(session, parent)
+        delegate = (
+            delegate
+            and stat.S_ISDIR(mode)
+            and session is not None
+            and self.watches.listening(session)
+        )
+        refill = delegate and session is not None and self.delegations.pool_short(session)
 
-        def make(conn: sqlite3.Connection) -> dict:
+        def make(conn: sqlite3.Connection) -> tuple[dict, tuple[int, int] | None]:
             attr = namespace.make_node(conn, parent, name, mode, uid, gid, rdev, target)
-            return {**attr, "parent": namespace.getattr_(conn, parent)}
+            pool = namespace.reserve_inodes(conn, POOL) if refill else None
+            return {**attr, "parent": namespace.getattr_(conn, parent)}, pool
 
         since = self.watches.mark()
-        attr = await self._short_tx(make)
+        attr, pool = await self._short_tx(make)
         if session is not None:
             self.sessions.hold(session, attr["ino"])
         self._changed(session, since, [entry(parent, name), inode(parent)], [parent, attr["ino"]])
+        if delegate and session is not None:
+            if pool is not None:
+                await self.commits.durable()  # the numbers are reserved before any is used
+                self.delegations.fill_pool(session, *pool)
+            grant = self._grant_made(session, attr)
+            if grant is not None:
+                attr["grant"] = grant
         return attr
+
+    def _grant_made(self, session: str, attr: dict) -> dict | None:
+        """Delegate the directory ``session``'s mkdir just made (``attr``) to it, with
+        numbers from its pool: as dir.delegate answers, or None."""
+        if not self._may_grant(session, attr["ino"]):
+            return None  # (looked up elsewhere while the pool was reserved on disk)
+        numbers = self.delegations.from_pool(session)
+        if numbers is None:
+            return None
+        grant = self.delegations.grant(session, attr["ino"], *numbers)
+        directory = {k: v for k, v in attr.items() if k != "parent"}
+        upto = self.watches.queued(session)
+        return {
+            "grant": grant.id,
+            "first": numbers[0],
+            "last": numbers[1],
+            "dir": directory,
+            "upto": upto,
+        }
 
     async def fs_link(
         self, ino: int, new_parent: int, new_name: bytes, session: str | None = None
@@ -1141,6 +1202,35 @@ class MetaService:
         """Start a pass now (or right after the one running); returns the current status."""
         self.repair.wanted.set()
         return self.repair.status.as_dict()
+
+
+def _check_commit(commit: Any) -> None:
+    """fs.apply's ``commit``: its shape (files.commit checks the values)."""
+    if not (
+        isinstance(commit, list)
+        and len(commit) == 4
+        and type(commit[0]) is int
+        and type(commit[1]) is int
+        and isinstance(commit[2], list)
+        and (commit[3] is None or type(commit[3]) is int)
+    ):
+        raise InvalidArgument("a commit is [ino, size, pieces, mtime_ns or nil]")
+
+
+def _commit_alone(
+    conn: sqlite3.Connection, ino: int, size: int, pieces: list, mtime_ns: int | None
+) -> dict:
+    """files.commit inside a savepoint of the batch's transaction: when it fails, it is
+    undone alone and its error is the answer (fs.apply's ``commit``)."""
+    conn.execute("SAVEPOINT apply_commit")
+    try:
+        attr = files.commit(conn, ino, size, pieces, mtime_ns)
+    except RpcError as exc:
+        conn.execute("ROLLBACK TO apply_commit")
+        conn.execute("RELEASE apply_commit")
+        return {"error": exc.to_wire()}
+    conn.execute("RELEASE apply_commit")
+    return {"attr": attr}
 
 
 def _checked_op(op: Any, first: int, last: int) -> list:

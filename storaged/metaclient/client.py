@@ -274,9 +274,16 @@ class MetaClient:
         rdev: int = 0,
         target: bytes | None = None,
         session: str | None = None,
+        delegate: bool = False,
     ) -> Attr:
         """Make a node (``target``: a symlink's); with ``session``, held for that mount.
-        The answer carries the directory as the create left it, under ``parent``."""
+        The answer carries the directory as the create left it, under ``parent``; with
+        ``delegate``, a new directory may come delegated to the mount (``grant``, as
+        dir_delegate answers)."""
+        if delegate:
+            return await self._call(
+                "fs.mknod", parent, name, mode, uid, gid, rdev, target, session, True
+            )
         return await self._call("fs.mknod", parent, name, mode, uid, gid, rdev, target, session)
 
     async def fs_link(
@@ -456,11 +463,18 @@ class MetaClient:
         ops: list[list[Any]],
         release: bool,
         reclaim: bool = False,
+        commit: list[Any] | None = None,
     ) -> Applied:
         """Apply a delegated directory's batch (one transaction); ``release``: and give
         the directory back; ``reclaim``: a batch of a grant from before the meta role
-        restarted, sent under this mount's new session. ENOLCK when the grant is no
-        longer held, ESTALE for an unknown session."""
+        restarted, sent under this mount's new session; ``commit``: ``[ino, size,
+        pieces, mtime_ns]``, a written file's close applied after the batch in the same
+        transaction (its outcome in the answer's ``commit``). ENOLCK when the grant is
+        no longer held, ESTALE for an unknown session."""
+        if commit is not None:
+            return await self._call(
+                "fs.apply", session, directory, grant, ops, release, reclaim, commit
+            )
         if reclaim:
             return await self._call("fs.apply", session, directory, grant, ops, release, True)
         return await self._call("fs.apply", session, directory, grant, ops, release)

@@ -8,7 +8,7 @@ with ``rows``): the meta role writes rows in it and the mount reads them in it.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 ATTR_KEYS = (
     "ino",
@@ -44,6 +44,7 @@ class Attr(TypedDict, total=False):
     deleted: bool  # fs.unlink, fs.rmdir, fs.rename: the victim went with its name
     chunks: list[Any]  # fs.open with pieces: the map of the file's first pieces
     volume_used: int  # fs.commit: the volume's usage after it
+    grant: DirGrant  # fs.mknod of a directory with delegate: delegated to the mount
 
 
 class Volume(TypedDict):
@@ -99,10 +100,13 @@ class DirGrant(TypedDict):
 
 
 class Applied(TypedDict):
-    """fs.apply: the directory after the batch, and the inodes it deleted."""
+    """fs.apply: the directory after the batch, and the inodes it deleted; with a
+    ``commit`` sent along, its own outcome: ``{"attr": Attr}`` or ``{"error": {code,
+    message}}`` (the batch was applied either way)."""
 
     parent: Attr
     deleted: list[int]
+    commit: NotRequired[dict[str, Any]]
 
 
 class Invalidations(TypedDict):

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+import pytest
 import trio
 from trio.testing import trio_test
 
@@ -38,6 +39,7 @@ class FakeMeta:
         self.current = "s"  # the mount's session now
         self.reclaims = 0
         self.upto = 0  # events queued for the session before the grant
+        self.commits: list[list[Any]] = []  # commits sent along with a batch
 
     async def dir_delegate(self, session: str, directory: int) -> dict[str, Any]:
         self.asked.append(directory)
@@ -58,6 +60,7 @@ class FakeMeta:
         ops: list,
         release: bool,
         reclaim: bool = False,
+        commit: list | None = None,
     ) -> dict[str, Any]:
         if self.gate is not None:
             await self.gate.wait()
@@ -67,7 +70,16 @@ class FakeMeta:
             raise FsError(errno.ESTALE, "unknown mount session")
         self.applied.append((grant, list(ops), release))
         self.reclaims += reclaim
+        extra: dict[str, Any] = {}
+        if commit is not None:
+            self.commits.append(commit)
+            extra["commit"] = (
+                {"error": {"code": "EDQUOT", "message": "over quota"}}
+                if commit[1] > 1000
+                else {"attr": {"ino": commit[0], "size": commit[1]}}
+            )
         return {
+            **extra,
             "parent": {
                 "ino": directory,
                 "mode": stat.S_IFDIR | 0o2775,
@@ -196,6 +208,27 @@ async def test_batches_go_out_in_order_and_a_call_after_waits_for_the_one_in_fli
         with trio.fail_after(1):
             await done.wait()
         assert [[op[0] for op in ops] for _, ops, _ in meta.applied] == [["c"], ["m"]]
+
+
+@trio_test
+async def test_a_close_sends_its_commit_with_the_batch_it_owes():
+    async with holding() as h:
+        delegator, meta = h.delegator, h.meta
+        assert await delegator.commit(100, 10, []) is None  # no batch owed: commit alone
+        h.make(b"a")
+        attr = await delegator.commit(100, 10, [[0, "c" * 64, 0, 10]])
+        assert attr == {"ino": 100, "size": 10}
+        assert [[op[0] for op in ops] for _, ops, _ in meta.applied] == [["c"]]
+        assert meta.commits == [[100, 10, [[0, "c" * 64, 0, 10]], None]]
+        h.make(b"b")
+        with pytest.raises(FsError) as info:  # the commit's own error ...
+            await delegator.commit(101, 5000, [])
+        assert info.value.errno == errno.EDQUOT  # ... and the batch was applied
+        assert [[op[1] for op in ops] for _, ops, _ in meta.applied] == [[b"a"], [b"b"]]
+        h.make(b"c")
+        meta.refuse = True  # the batch refused: the caller commits alone
+        assert await delegator.commit(102, 10, []) is None
+        assert h.lost
 
 
 @trio_test

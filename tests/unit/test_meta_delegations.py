@@ -49,6 +49,32 @@ async def test_a_grant_reserves_inode_numbers_nobody_else_gets():
 
 
 @trio_test
+async def test_a_directory_made_by_a_listening_mount_comes_delegated_to_it():
+    """mkdir with ``delegate``: the new directory is granted at once, with numbers from
+    the session's pool (reserved on disk once per POOL); a file, or a session that does
+    not ask, gets none."""
+    service, d, a, b = await _setup()
+    made = await service.fs_mknod(d, b"new", DIR, 0, 0, 0, None, a, True)
+    g = made["grant"]
+    assert g["dir"]["ino"] == made["ino"] and "parent" not in g["dir"]
+    assert g["last"] - g["first"] + 1 == delegations.MKDIR_RANGE
+    other = await service.fs_mknod(d, b"x", FILE, 0, 0)
+    assert other["ino"] > g["first"] + delegations.POOL - 1  # the pool is a's alone
+    again = await service.fs_mknod(d, b"new2", DIR, 0, 0, 0, None, a, True)
+    assert again["grant"]["first"] == g["last"] + 1  # from the same pool: no disk wait
+    ops = [create(b"f", g["first"])]
+    await service.fs_apply(a, made["ino"], g["grant"], ops)
+    assert (await service.fs_lookup(made["ino"], b"f", a))["ino"] == g["first"]
+    assert "grant" not in await service.fs_mknod(d, b"f2", FILE, 0, 0, 0, None, a, True)
+    assert "grant" not in await service.fs_mknod(d, b"plain", DIR, 0, 0, 0, None, a)
+    assert "grant" not in await service.fs_mknod(d, b"cli", DIR, 0, 0, 0, None, None, True)
+    with pytest.raises(InvalidArgument):
+        await service.fs_mknod(d, b"bad", DIR, 0, 0, 0, None, b, "yes")
+    await service.session_close(a)
+    assert service.delegations.pool_short(a)
+
+
+@trio_test
 async def test_a_grant_says_how_many_events_were_queued_for_the_holder_before_it():
     service, d, a, _ = await _setup()
     with pytest.raises(FsError):
@@ -116,6 +142,42 @@ async def test_a_batch_that_fails_a_check_changes_nothing():
     ):
         with pytest.raises(InvalidArgument):
             await service.fs_apply(a, d, g["grant"], bad)
+
+
+@trio_test
+async def test_a_close_commits_along_with_the_batch_and_fails_alone():
+    """A written file's close in a held directory is one fs.apply: its create, then its
+    commit, one transaction. A commit that fails is undone alone (savepoint): the batch
+    stays applied, and the answer carries the commit's error for the close."""
+    service, d, a, _ = await _setup()
+    g = await service.dir_delegate(a, d)
+    ino, cid = g["first"], "ab" * 32
+    answer = await service.fs_apply(
+        a, d, g["grant"], [create(b"f", ino)], False, False, [ino, 1000, [[0, cid, 0, 1000]], None]
+    )
+    assert answer["commit"]["attr"]["size"] == 1000
+    assert (await service.fs_getattr(ino))["size"] == 1000
+    assert await service.fs_chunks(ino, 0, 0) == [[0, cid, 0, 1000]]
+
+    # A commit whose first piece is fine and second is not: neither piece stays.
+    bad = [[0, "cd" * 32, 0, 500], [1, "cd" * 32, 0, -5]]
+    answer = await service.fs_apply(
+        a, d, g["grant"], [create(b"g", ino + 1)], False, False, [ino, 2 << 20, bad, None]
+    )
+    assert answer["commit"]["error"]["code"] in ("EINVAL", "INVALID_ARGUMENT"), answer
+    assert (await service.fs_lookup(d, b"g", a))["ino"] == ino + 1  # the batch applied
+    assert (await service.fs_getattr(ino))["size"] == 1000  # the commit did not
+    assert await service.fs_chunks(ino, 0, 1) == [[0, cid, 0, 1000]]
+    answer = await service.fs_apply(a, d, g["grant"], [], False, False, [ino, -1, [], None])
+    assert answer["commit"]["error"]["code"] == "EFBIG"
+
+    for malformed in ([ino, 1], "x", [ino, 1, "pieces", None], [str(ino), 1, [], None]):
+        with pytest.raises(InvalidArgument):  # the whole call: nothing applied
+            await service.fs_apply(
+                a, d, g["grant"], [create(b"h", ino + 2)], False, False, malformed
+            )
+    with pytest.raises(FsError):
+        await service.fs_lookup(d, b"h", a)
 
 
 @trio_test
