@@ -251,6 +251,21 @@ async def test_a_snapshot_recalls_every_delegation_first():
 
 
 @trio_test
+async def test_a_snapshot_waits_once_for_a_holder_of_many_directories_that_does_not_answer(
+    monkeypatch,
+):
+    monkeypatch.setattr("storaged.meta.service.RECALL_WAIT", 0.3)
+    service, d, a, _ = await _setup()
+    for i in range(8):  # (a mount holds every directory it made in its last seconds)
+        made = await service.fs_mknod(d, b"d%d" % i, DIR, 0, 0, 0, None, a, True)
+        assert "grant" in made
+    started = trio.current_time()
+    await service.snapshot_create("s", "v")  # a never answers
+    assert trio.current_time() - started < 8 * 0.3 / 2  # one wait, not eight
+    assert service.delegations.every() == []  # all revoked
+
+
+@trio_test
 async def test_a_closed_session_holds_nothing():
     service, d, a, b = await _setup()
     g = await service.dir_delegate(a, d)
