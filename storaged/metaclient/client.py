@@ -77,8 +77,11 @@ REPEATABLE = frozenset(
 # mount must hear that its stream broke, not receive the next answer as if nothing was.)
 
 # Methods that change no directory's attributes (reads; holds; a file's commit; deleting an
-# orphan, which has no name left). Every other method may, and ``on_change`` is told before
-# it is sent (a mount forgets the directory attributes it keeps from creates).
+# orphan, which has no name left; a delegated directory's batch, whose every change the
+# mount counted as its own when it answered it: fusefs/delegation.py). Every other method
+# may, and ``on_change`` is told before it is sent (a mount forgets the directory
+# attributes it keeps from creates, and the attributes it knows: an open of a file it
+# knows would otherwise need the meta role again after every batch).
 LEAVES_DIRECTORIES_ALONE = frozenset(
     {
         "fs.lookup",
@@ -105,6 +108,7 @@ LEAVES_DIRECTORIES_ALONE = frozenset(
         "cluster.servers",
         "cluster.report_bad",
         "dir.delegate",
+        "fs.apply",
     }
 )
 

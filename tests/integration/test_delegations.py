@@ -25,6 +25,7 @@ from .twomounts import Two, two
 __all__ = ["two"]  # the fixture, used by name
 
 RECALL_WAIT = 3.5  # storaged/meta/delegations.py
+IDLE_SECONDS = 5.0  # fusefs/delegation.py: a directory idle this long is given back
 NOISE = 200  # creates by B elsewhere while A fills a directory
 
 
@@ -140,6 +141,27 @@ def test_a_directory_this_mount_makes_is_answered_here_from_its_first_file(two: 
     for name, data in files.items():
         assert (two.b / "tree" / name).read_bytes() == data
     assert sorted(os.listdir(two.b / "tree" / "d5")) == [f"f{j}" for j in range(4)]
+
+
+def test_a_batch_going_out_does_not_make_the_mount_forget_what_it_knows(two: Two) -> None:
+    """A batch carries only changes the mount already counted when it answered them: its
+    sending (here the directory given back after 5 s idle) leaves the attributes the
+    mount knows alone, so a file read again is still opened without the meta role."""
+    d = two.a / "known"
+    d.mkdir()  # (delegated with its mkdir)
+    payload = os.urandom(20_000)
+    for i in range(5):
+        (d / f"f{i}").write_bytes(payload)
+    for i in range(5):
+        assert (d / f"f{i}").read_bytes() == payload
+    before = requests_by_method(two.port, "fs.apply", "fs.open")
+    time.sleep(IDLE_SECONDS + 1)  # the directory is given back: an fs.apply
+    for i in range(5):
+        assert (d / f"f{i}").read_bytes() == payload
+    sent = {
+        m: n - before[m] for m, n in requests_by_method(two.port, "fs.apply", "fs.open").items()
+    }
+    assert sent == {"fs.apply": 1, "fs.open": 0}, sent
 
 
 def test_another_mount_sees_every_change_answered_before_it_looked(two: Two) -> None:
