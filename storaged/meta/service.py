@@ -298,11 +298,20 @@ class MetaService:
             return None  # the numbers reserved stay unused: a gap
         grant = self.delegations.grant(session, directory, first, last)
         self.watches.watch(session, [directory], since)
-        # ``upto``: the events queued for the holder so far. One about this directory (a
-        # change by a mount that does not listen, or by the CLI) may still be on its way
-        # to it; the holder answers nothing from the grant before it has dealt with them.
-        upto = self.watches.queued(session)
-        return {"grant": grant.id, "first": first, "last": last, "dir": attr, "upto": upto}
+        return self._granted(grant, attr)
+
+    def _granted(self, grant: Grant, attr: dict) -> dict:
+        """The answer naming ``grant`` (dir.delegate's, and a mkdir's ``grant``). Its
+        ``upto``: the events queued for the holder so far. One about this directory (a
+        change by a mount that does not listen, or by the CLI) may still be on its way to
+        it; the holder answers nothing from the grant before it has dealt with them."""
+        return {
+            "grant": grant.id,
+            "first": grant.first,
+            "last": grant.last,
+            "dir": attr,
+            "upto": self.watches.queued(grant.session),
+        }
 
     def _may_grant(self, session: str, directory: int) -> bool:
         """``session`` listens and ``directory`` may be delegated to it now."""
@@ -751,15 +760,7 @@ class MetaService:
         if numbers is None:
             return None
         grant = self.delegations.grant(session, attr["ino"], *numbers)
-        directory = {k: v for k, v in attr.items() if k != "parent"}
-        upto = self.watches.queued(session)
-        return {
-            "grant": grant.id,
-            "first": numbers[0],
-            "last": numbers[1],
-            "dir": directory,
-            "upto": upto,
-        }
+        return self._granted(grant, {k: v for k, v in attr.items() if k != "parent"})
 
     async def fs_link(
         self, ino: int, new_parent: int, new_name: bytes, session: str | None = None
