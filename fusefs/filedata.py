@@ -246,6 +246,9 @@ class FileData:
     size: int  # as this mount sees it, uncommitted writes included
     committed_size: int
     rows: dict[int, Piece | None] = field(default_factory=dict)
+    # a change of the file elsewhere was heard while it was open here: ``rows`` may be of
+    # an older version (close-to-open keeps showing it); not kept past the close
+    rows_stale: bool = False
     dirty: dict[int, DirtyPiece] = field(default_factory=dict)
     uploading: dict[int, DirtyPiece] = field(default_factory=dict)
     uploaded: dict[int, Piece | Patch] = field(default_factory=dict)
@@ -321,6 +324,7 @@ class FileData:
     def forget_rows(self) -> None:
         """Another mount may have changed the file: re-read its chunk map when needed."""
         self.rows.clear()
+        self.rows_stale = False
 
     async def _piece_content(self, idx: int) -> bytes:
         """The valid bytes of piece idx from its start (for a read-modify-write)."""

@@ -39,6 +39,7 @@ from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
 from .inflight import InFlight
+from .keptmaps import KeptMaps
 from .listing import KeptListings, Listing, Page
 from .quota import QuotaGuard
 
@@ -153,6 +154,9 @@ class Operations(pyfuse3.Operations):
         # files that were open here since the kernel last looked them up: the kernel may
         # keep their pages (forgotten with the inode: see _open_here)
         self.paged: set[int] = set()
+        # chunk maps of files read and closed here, for a read after the kernel dropped
+        # their pages (keptmaps.py)
+        self.maps = KeptMaps()
         # directories this mount answers changes in itself (see delegation.py); the
         # meta role sees every batch before any other call of this mount's
         self.delegator = Delegator(
@@ -857,6 +861,7 @@ class Operations(pyfuse3.Operations):
         entries = self.cache.stop()
         self.delegator.end_all()
         self.known.clear()
+        self.maps.clear()
         self.listings.clear()
         if not self.cache.handed_out:
             return []
@@ -891,6 +896,11 @@ class Operations(pyfuse3.Operations):
             kind, ino, arg = event
             self.dir_attrs.pop(ino, None)
             self.known.pop(ino, None)
+            if kind == "i":
+                self.maps.drop(ino)
+                data = self.files.get(ino)
+                if data is not None:
+                    data.rows_stale = True
             known = ino in self.lookups or ino == self.inodes.root
             if kind == "i" and arg:
                 self.paged.discard(ino)
@@ -1138,6 +1148,7 @@ class Operations(pyfuse3.Operations):
         if attr is None or self.seen.get(ino) != (attr["size"], attr["mtime_ns"]):
             return None
         data = self._file(attr)
+        data.rows.update(self.maps.take(ino, attr["size"], attr["mtime_ns"]))
         data.handles += 1
         return pyfuse3.FileInfo(
             fh=self._new_handle(ino, flags), keep_cache=True, direct_io=bool(flags & os.O_DIRECT)
@@ -1228,6 +1239,7 @@ class Operations(pyfuse3.Operations):
             )
         if not data.has_unsaved:
             del self.files[ino]
+            self._keep_map(data)
         if self.holds.enabled and self.lookups.get(ino):
             return  # the kernel still references it: the hold stays (see holds.py)
         # The hold is dropped without the kernel waiting for it: nothing the caller sees
@@ -1235,6 +1247,21 @@ class Operations(pyfuse3.Operations):
         # freed. What would see it out of order waits for it instead: an open of the same
         # inode (its new hold must come after), forgetting orphans, unmounting.
         self.releasing.start(ino, functools.partial(self._release_hold, ino))
+
+    def _keep_map(self, data: FileData) -> None:
+        """Keep the chunk map of a file read here and closed (keptmaps.py, invariant 1)."""
+        attr = self._known(data.ino)
+        if (
+            attr is None
+            or data.generation
+            or data.rows_stale
+            or not data.rows
+            or data.size != attr["size"]
+            or data.committed_size != attr["size"]
+        ):
+            self.maps.drop(data.ino)
+            return
+        self.maps.keep(data.ino, attr["size"], attr["mtime_ns"], data.rows)
 
     async def _release_hold(self, ino: int) -> None:
         try:  # an orphan nobody else holds is deleted now

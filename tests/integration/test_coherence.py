@@ -104,6 +104,28 @@ def test_a_file_read_again_and_a_directory_listed_again_need_no_meta_role(two: T
     assert requests(two.port, "fs.open") > opens
 
 
+def test_a_file_whose_pages_the_kernel_dropped_is_read_again_without_the_meta_role(
+    two: Two,
+) -> None:
+    """The kernel may drop a file's pages at any time (memory pressure; here drop_caches):
+    the mount still knows the file unchanged and kept its chunk map when it was closed
+    (fusefs/keptmaps.py), so the read that reaches it needs no meta role."""
+    d = two.a / "dropped"
+    d.mkdir()
+    payload = os.urandom(200_000)
+    (d / "f").write_bytes(payload)
+    time.sleep(PAST_FALLBACK)  # (the invalidation for A's mkdir has reached B)
+    there = two.b / "dropped" / "f"
+    assert there.read_bytes() == payload
+    time.sleep(0.6)  # the mount's hold for it is sent
+    methods = ("fs.open", "fs.chunks", "fs.lookup", "fs.getattr")
+    before = requests_by_method(two.port, *methods)
+    Path("/proc/sys/vm/drop_caches").write_text("1\n")  # clean pages: this file's too
+    assert there.read_bytes() == payload
+    time.sleep(0.3)  # a request is counted once answered
+    assert requests_by_method(two.port, *methods) == before
+
+
 def _settled(path: Path) -> os.stat_result:
     """B looks ``path`` up and keeps it past the fallback timeout (so only an invalidation,
     not an expiry, can make it see a change within BOUND)."""

@@ -1,0 +1,69 @@
+"""Chunk maps of files this mount read and closed, kept for the next open of the same
+version of the file.
+
+A file read again while nothing changed is opened by the mount itself (Operations.
+_open_here) and its bytes come from the kernel's page cache. But the kernel may drop
+those pages at any time — memory pressure, or an inode evicted when its entry expired
+and its last user closed it — and the next read then reaches the mount, whose new
+FileData has no chunk map: one ``fs.chunks`` round trip, and the meta role involved in
+a read of a file the mount knows to be unchanged. Keeping the map of such a file here
+makes that read need the chunk servers (or the chunk cache) only.
+
+Invariants:
+
+1. A map is kept only from a FileData that wrote nothing (its rows are the meta role's
+   map of the committed file) and heard of no change while open (``rows_stale``), under
+   the attributes the mount knows to be current then (Operations._known), by their
+   (size, mtime_ns).
+2. A map is handed out only for attributes the mount knows to be current, with equal
+   (size, mtime_ns).
+3. Any invalidation naming the inode, and any reset of the coherent cache, drops its map:
+   a change elsewhere that left size and mtime as they were (a write of equal length and
+   a utimens back) must not bring an old map back with attributes learned again.
+4. At most ``limit`` maps of at most ``rows_max`` rows each (the first pieces of a file:
+   what a small file, or the start of a large one, needs); the oldest go first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .pieces import Piece
+
+KEPT_MAPS = 4096  # files (each at most ROWS_MAX rows of a few hundred bytes)
+ROWS_MAX = 64
+
+
+class KeptMaps:
+    def __init__(self, limit: int = KEPT_MAPS, rows_max: int = ROWS_MAX) -> None:
+        self.limit = limit
+        self.rows_max = rows_max
+        self._maps: OrderedDict[int, tuple[int, int, dict[int, Piece | None]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def keep(self, ino: int, size: int, mtime_ns: int, rows: dict[int, Piece | None]) -> None:
+        """The map of ``ino`` as of (``size``, ``mtime_ns``) (invariant 1 is the caller's)."""
+        if not rows or len(rows) > self.rows_max:
+            self._maps.pop(ino, None)
+            return
+        self._maps[ino] = (size, mtime_ns, dict(rows))
+        self._maps.move_to_end(ino)
+        while len(self._maps) > self.limit:
+            self._maps.popitem(last=False)
+
+    def take(self, ino: int, size: int, mtime_ns: int) -> dict[int, Piece | None]:
+        """The kept map of ``ino`` if it is of this version, else {} (a copy: the
+        FileData that takes it may change its rows)."""
+        kept = self._maps.get(ino)
+        if kept is None or kept[:2] != (size, mtime_ns):
+            return {}
+        self._maps.move_to_end(ino)
+        return dict(kept[2])
+
+    def drop(self, ino: int) -> None:
+        self._maps.pop(ino, None)
+
+    def clear(self) -> None:
+        self._maps.clear()
