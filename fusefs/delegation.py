@@ -33,6 +33,11 @@ Invariants (the mount's side):
    recall in time) or whose outcome is unknown (the connection broke) is reported at
    ERROR, operation by operation, and the directory's names and the kernel's entries
    for them are forgotten, so the next lookups ask the meta role.
+5. A grant starts with a small range of inode numbers (1,024); once half of what it has
+   left is used, the mount asks for more (``dir.extend``, in the background) and goes on
+   answering meanwhile, so a directory of any size stays delegated while the numbers
+   given back unused stay few. A grant whose numbers ran out with no extension coming
+   answers nothing more and is given back.
 
 What it bounds: an answered create or unlink reaches the meta role within
 ``FLUSH_SECONDS`` (0.5 s) while the mount runs, and is on the meta role's disk within
@@ -90,6 +95,9 @@ class Held:
     ended: bool = False  # recalled, given back or lost: nothing answered from it
     pinned: bool = False  # the directory's names are pinned in dirnames.py
     renewing: bool = False  # an fs.apply to renew ``ask`` is on its way
+    spare: list[tuple[int, int]] = field(default_factory=list)  # numbers from extensions
+    extending: bool = False  # a dir.extend is on its way
+    range_size: int = 0  # how many numbers the last range had (half used: extend)
     fresh: bool = True  # ``attr`` is the directory as it is (see noted)
     sending: trio.Lock = field(default_factory=trio.Lock)
 
@@ -109,6 +117,7 @@ class Delegator:
         self._session = session
         self._lost = lost  # (directory, names): the kernel must forget them (invariant 4)
         self.enabled = True  # False: the meta role grants none (an older release)
+        self.extends = True  # False: the meta role extends no grant (an older release)
         self.held: dict[int, Held] = {}
         self.made_in: dict[int, int] = {}  # inode made under a grant -> its directory
         self._recent: dict[int, list[float]] = {}
@@ -183,6 +192,7 @@ class Delegator:
             time.monotonic(),
             int(grant.get("upto", 0)),
         )
+        held.range_size = held.last_ino - held.next_ino + 1
         self._pin(held)  # now, if it can be: an invalidation may come any moment
 
     # -- answering ------------------------------------------------------------------------
@@ -241,6 +251,7 @@ class Delegator:
             gid = held.attr["gid"]
         ino = held.next_ino
         held.next_ino += 1
+        self._numbers_used(held)
         self._record(held, ["c", name, ino, mode, uid, gid, rdev, target, t, hold], t)
         held.made[name] = ino
         self.made_in[ino] = held.directory
@@ -259,6 +270,42 @@ class Delegator:
             "mtime_ns": t,
             "ctime_ns": t,
         }
+
+    def _numbers_used(self, held: Held) -> None:
+        """Go on to the next range of numbers when this one is used up, and ask for more
+        once half of what is left was used (invariant 5)."""
+        if held.next_ino > held.last_ino and held.spare:
+            held.next_ino, held.last_ino = held.spare.pop(0)
+        left = held.last_ino - held.next_ino + 1 + sum(b - a + 1 for a, b in held.spare)
+        if (
+            left * 2 < held.range_size
+            and not held.extending
+            and self.extends
+            and self._nursery is not None
+        ):
+            held.extending = True
+            self._nursery.start_soon(self._extend, held)
+
+    async def _extend(self, held: Held) -> None:
+        try:
+            numbers = await self.meta.dir_extend(held.session, held.directory, held.grant)
+        except MethodNotFound:
+            self.extends = False
+            log.info("the meta role extends no grants (an older release)")
+            numbers = None
+        except RpcError as exc:  # (the grant runs out, and is given back: invariant 1)
+            log.debug("directory %d: no more inode numbers: %s", held.directory, exc)
+            numbers = None
+        finally:
+            held.extending = False
+        if numbers is None or held.ended:
+            return
+        first, last = int(numbers["first"]), int(numbers["last"])
+        held.range_size = last - first + 1
+        if held.next_ino > held.last_ino:
+            held.next_ino, held.last_ino = first, last
+        else:
+            held.spare.append((first, last))
 
     def unlink(self, held: Held, name: bytes) -> int:
         """Unlink ``name``, which this mount made in the held directory (``held.made``);
@@ -499,10 +546,8 @@ class Delegator:
                 for held in list(self.held.values()):
                     if held.sending.locked():
                         continue
-                    if held.ended or (
-                        not held.ops
-                        and (now - held.used > IDLE_SECONDS or held.next_ino > held.last_ino)
-                    ):
+                    out = held.next_ino > held.last_ino and not held.extending
+                    if held.ended or (not held.ops and (now - held.used > IDLE_SECONDS or out)):
                         held.ended = True
                         nursery.start_soon(self._send, held, True)
                     elif held.ops and now - held.first_op >= FLUSH_SECONDS:

@@ -31,7 +31,9 @@ Invariants (the meta role's side):
    whatever restarts. A grant made at a mkdir (the new directory, which nobody else can
    know yet, delegated to the mount that made it) takes its numbers from the session's
    *pool*, reserved on disk the same way, ``POOL`` at a time: the mkdir that refills it
-   waits for the disk, the next ones do not.
+   waits for the disk, the next ones do not. A holder running low asks for an
+   *extension* (``dir.extend``): more numbers from the pool, added to the grant's
+   ``ranges``; a batch may create with any of them.
 4. Grants are soft state: a meta role that restarts has none (grant ids carry the
    meta role's life). A holder whose batch was not applied before the restart sends it
    again as a *reclaim* under its new session: applied if every operation still checks
@@ -51,13 +53,13 @@ import trio
 RECALL_WAIT = 3.5  # a recall waits this long for the holder (past coherence.py's 3 s)
 COOLDOWN = 10.0  # a directory recalled is not delegated again for this long
 OWN_WAIT = 1.0  # the longest a grant waits for the asker's own requests in progress
-MKDIR_RANGE = 65536  # inode numbers per grant made at a mkdir (from the session's pool):
-# as many as a dir.delegate grant, since running out costs what RANGE says (4,096 made the
-# unlink row of the twelfth run 0.18 of MooseFS: 5,000 files in a directory made by mkdir)
-POOL = 1 << 24  # numbers reserved on disk at once for a session's grants at mkdir
-RANGE = 65536  # inode numbers per grant (a mount asks again when it has used them): a
-# number never used is only a gap in 64-bit space, and a grant given back for want of
-# numbers ends the mount's knowledge of what it made (its unlinks go to the meta role)
+RANGE = 1024  # inode numbers a grant starts with (dir.delegate's, and a mkdir's from the
+# session's pool); a holder that has used half of its numbers asks for more (``extend``)
+# while it goes on answering, so a directory of any size stays delegated, and a grant
+# given back leaves at most a few thousand numbers unused (a gap). Grants of 65,536 each
+# made st_ino pass 2**32 after some 65,000 mkdirs: 32-bit programs then fail stat.
+EXTEND_MAX = 16384  # an extension doubles the grant's last range, up to this
+POOL = 1 << 17  # numbers reserved on disk at once for a session's grants and extensions
 
 
 @dataclass(eq=False)
@@ -70,7 +72,8 @@ class Naming:
 
 @dataclass
 class Grant:
-    """Directory ``directory`` delegated to ``session``, with inode numbers first..last."""
+    """Directory ``directory`` delegated to ``session``, with inode numbers first..last
+    and those of its extensions (``ranges``)."""
 
     id: str
     session: str
@@ -79,6 +82,20 @@ class Grant:
     last: int
     released: trio.Event = field(default_factory=trio.Event)
     recalled: bool = False
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.ranges:
+            self.ranges.append((self.first, self.last))
+
+    def owns(self, ino: int) -> bool:
+        """Is ``ino`` one of the numbers given with this grant or its extensions?"""
+        return any(first <= ino <= last for first, last in self.ranges)
+
+    def next_extension(self) -> int:
+        """How many numbers the grant's next extension carries."""
+        first, last = self.ranges[-1]
+        return min(EXTEND_MAX, 2 * (last - first + 1))
 
 
 class Delegations:
@@ -135,24 +152,24 @@ class Delegations:
             self._cooling[grant.directory] = time.monotonic() + COOLDOWN
         grant.released.set()
 
-    def pool_short(self, session: str) -> bool:
-        """Has ``session`` fewer numbers in its pool than a grant at mkdir takes?"""
+    def pool_short(self, session: str, count: int = RANGE) -> bool:
+        """Has ``session`` fewer than ``count`` numbers in its pool?"""
         pool = self._pools.get(session)
-        return pool is None or pool[1] - pool[0] + 1 < MKDIR_RANGE
+        return pool is None or pool[1] - pool[0] + 1 < count
 
     def fill_pool(self, session: str, first: int, last: int) -> None:
         """Numbers ``first..last``, reserved on disk, are ``session``'s to grant at mkdir
-        (what was left of its pool before is a gap)."""
+        and to extend its grants with (what was left of its pool before is a gap)."""
         self._pools[session] = [first, last]
 
-    def from_pool(self, session: str) -> tuple[int, int] | None:
-        """MKDIR_RANGE numbers of ``session``'s pool (None when it is short)."""
-        if self.pool_short(session):
+    def from_pool(self, session: str, count: int = RANGE) -> tuple[int, int] | None:
+        """``count`` numbers of ``session``'s pool (None when it is short)."""
+        if self.pool_short(session, count):
             return None
         pool = self._pools[session]
         first = pool[0]
-        pool[0] += MKDIR_RANGE
-        return first, first + MKDIR_RANGE - 1
+        pool[0] += count
+        return first, first + count - 1
 
     def drop_pool(self, session: str) -> None:
         self._pools.pop(session, None)

@@ -220,6 +220,7 @@ class MetaService:
             "cluster_status",
             "fs_sync",
             "dir_delegate",
+            "dir_extend",
             "fs_apply",
         ):
             handler = self._naming(getattr(self, name))
@@ -300,6 +301,29 @@ class MetaService:
         self.watches.watch(session, [directory], since)
         return self._granted(grant, attr)
 
+    async def dir_extend(self, session: str, directory: int, grant: str) -> dict | None:
+        """More inode numbers for ``grant`` of ``directory``, which ``session`` holds and
+        has used half of (delegations.py, invariant 3): ``{first, last}``, reserved on
+        disk before the answer, twice the grant's last range (at most EXTEND_MAX); a
+        batch may create with them from now on. None when the grant is not held (any
+        more): the holder gives the directory back once its numbers run out."""
+        self._live_or_stale(session)
+        if type(directory) is not int or not isinstance(grant, str):
+            raise InvalidArgument("directory must be an inode number and grant a string")
+        held = self.delegations.find(session, directory, grant)
+        if held is None:
+            return None
+        count = held.next_extension()
+        if self.delegations.pool_short(session, count):
+            pool = await self._tx(namespace.reserve_inodes, POOL)
+            await self.commits.durable()  # the numbers are reserved before any is used
+            self.delegations.fill_pool(session, *pool)
+        numbers = self.delegations.from_pool(session, count)
+        if numbers is None or self.delegations.find(session, directory, grant) is not held:
+            return None  # given back meanwhile (its numbers are a gap)
+        held.ranges.append(numbers)
+        return {"first": numbers[0], "last": numbers[1]}
+
     def _granted(self, grant: Grant, attr: dict) -> dict:
         """The answer naming ``grant`` (dir.delegate's, and a mkdir's ``grant``). Its
         ``upto``: the events queued for the holder so far. One about this directory (a
@@ -372,8 +396,8 @@ class MetaService:
                 f"role's start: {len(ops)} operations from before it not applied",
             )
         try:
-            first, last = (held.first, held.last) if held is not None else (1, RECLAIM_LAST)
-            checked = [_checked_op(op, first, last) for op in ops]
+            owns = held.owns if held is not None else _reclaimable
+            checked = [_checked_op(op, owns) for op in ops]
             events: list[Event] = [inode(directory)] if checked else []  # (none: no news)
             deleted: list[int] = []
 
@@ -1237,7 +1261,13 @@ def _commit_alone(
     return {"attr": attr}
 
 
-def _checked_op(op: Any, first: int, last: int) -> list:
+def _reclaimable(ino: int) -> bool:
+    """Might ``ino`` be a number of a grant from before the meta role's start? (Checked
+    against the numbers reserved on disk when the batch is applied.)"""
+    return 1 <= ino <= RECLAIM_LAST
+
+
+def _checked_op(op: Any, owns: Callable[[int], bool]) -> list:
     """One operation of an fs.apply batch, its shape and values checked (InvalidArgument)."""
     if not isinstance(op, list) or not op or op[0] not in ("c", "u", "m", "f"):
         raise InvalidArgument(f"not an operation: {op!r}"[:200])
@@ -1251,8 +1281,8 @@ def _checked_op(op: Any, first: int, last: int) -> list:
         ranges.check_new_node(mode, uid, gid, rdev)
         if stat.S_ISDIR(mode):
             raise InvalidArgument("a directory is not made in a batch")
-        if type(ino) is not int or not first <= ino <= last:
-            raise InvalidArgument(f"inode {ino!r} is not in the grant's range")
+        if type(ino) is not int or not owns(ino):
+            raise InvalidArgument(f"inode {ino!r} is not one of the grant's numbers")
         if not isinstance(name, bytes) or not (target is None or isinstance(target, bytes)):
             raise InvalidArgument("name and target must be bytes")
         if (

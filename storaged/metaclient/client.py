@@ -32,6 +32,7 @@ from .results import (
     FsckRepair,
     FsckReport,
     Invalidations,
+    Numbers,
     RepairStatus,
     Server,
     Volume,
@@ -71,6 +72,7 @@ REPEATABLE = frozenset(
         "session.orphans",
         "cluster.servers",
         "cluster.report_bad",
+        "dir.extend",  # (sent twice: the first answer's numbers are a gap)
     }
 )
 # (Not session.listen: a poll lost with its answer lost that answer's invalidations; the
@@ -108,6 +110,7 @@ LEAVES_DIRECTORIES_ALONE = frozenset(
         "cluster.servers",
         "cluster.report_bad",
         "dir.delegate",
+        "dir.extend",
         "fs.apply",
     }
 )
@@ -122,6 +125,7 @@ INDEPENDENT_OF_BATCHES = frozenset(
     {
         "fs.apply",
         "dir.delegate",
+        "dir.extend",
         "session.open",
         "session.listen",
         "session.heartbeat",
@@ -458,6 +462,10 @@ class MetaClient:
     async def dir_delegate(self, session: str, directory: int) -> DirGrant | None:
         """Ask for ``directory`` to be delegated to this mount (None: not now)."""
         return await self._call("dir.delegate", session, directory)
+
+    async def dir_extend(self, session: str, directory: int, grant: str) -> Numbers | None:
+        """More inode numbers for a grant this mount holds (None: not held any more)."""
+        return await self._call("dir.extend", session, directory, grant)
 
     async def fs_apply(
         self,

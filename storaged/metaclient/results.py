@@ -99,6 +99,13 @@ class DirGrant(TypedDict):
     upto: int  # the events queued for the session before the grant (use it past them)
 
 
+class Numbers(TypedDict):
+    """dir.extend: more inode numbers for a grant, ``first..last``, reserved on disk."""
+
+    first: int
+    last: int
+
+
 class Applied(TypedDict):
     """fs.apply: the directory after the batch, and the inodes it deleted; with a
     ``commit`` sent along, its own outcome: ``{"attr": Attr}`` or ``{"error": {code,

@@ -143,6 +143,25 @@ def test_a_directory_this_mount_makes_is_answered_here_from_its_first_file(two: 
     assert sorted(os.listdir(two.b / "tree" / "d5")) == [f"f{j}" for j in range(4)]
 
 
+def test_a_directory_outgrowing_its_first_numbers_stays_delegated(two: Two) -> None:
+    """A grant starts with 1,024 inode numbers and is extended while held (dir.extend,
+    in the background): 3,000 files in a directory made here are all answered by the
+    mount, none through fs.mknod, and no number is given twice."""
+    methods = ("fs.mknod", "dir.delegate", "dir.extend", "fs.apply")
+    before = requests_by_method(two.port, *methods)
+    d = two.a / "many"
+    d.mkdir()
+    names = [f"f{i}" for i in range(3000)]
+    _fill(d, names)
+    sent = {m: n - before[m] for m, n in requests_by_method(two.port, *methods).items()}
+    assert sent["fs.mknod"] == 1 and sent["dir.delegate"] == 0, sent  # the mkdir alone
+    assert sent["dir.extend"] >= 2, sent
+    inos = {_ino(d / name) for name in names}
+    assert len(inos) == len(names)
+    assert sorted(os.listdir(two.b / "many")) == sorted(names)  # recalled: all applied
+    assert {_ino(two.b / "many" / name) for name in names} == inos
+
+
 def test_a_batch_going_out_does_not_make_the_mount_forget_what_it_knows(two: Two) -> None:
     """A batch carries only changes the mount already counted when it answered them: its
     sending (here the directory given back after 5 s idle) leaves the attributes the

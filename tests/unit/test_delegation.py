@@ -40,6 +40,15 @@ class FakeMeta:
         self.reclaims = 0
         self.upto = 0  # events queued for the session before the grant
         self.commits: list[list[Any]] = []  # commits sent along with a batch
+        self.extensions: list[dict[str, int]] = []  # dir.extend's answers (then None)
+        self.extend_gate: trio.Event | None = None  # dir.extend waits for it
+        self.extended = 0  # dir.extend calls
+
+    async def dir_extend(self, session: str, directory: int, grant: str) -> dict | None:
+        self.extended += 1
+        if self.extend_gate is not None:
+            await self.extend_gate.wait()
+        return self.extensions.pop(0) if self.extensions else None
 
     async def dir_delegate(self, session: str, directory: int) -> dict[str, Any]:
         self.asked.append(directory)
@@ -278,6 +287,32 @@ async def test_an_orphan_forgotten_rides_with_the_batch_and_the_range_runs_out()
         await delegator.send_all()
         kinds = [op[0] for op in meta.applied[0][1]]
         assert kinds == ["c", "c", "c", "u", "f"]
+
+
+@trio_test
+async def test_a_grant_running_low_is_extended_and_stays_usable():
+    """Half the numbers used: one dir.extend in the background; its numbers are used
+    once the first range is; a grant out of numbers with the extension still on its way
+    answers nothing until it comes (invariant 5)."""
+    async with holding() as h:
+        delegator, meta = h.delegator, h.meta
+        meta.extensions = [{"first": 200, "last": 200}, {"first": 300, "last": 309}]
+        meta.extend_gate = trio.Event()
+        made = [h.make(b"a")["ino"], h.make(b"b")["ino"]]  # 1 of 3 left: ask for more
+        await trio.sleep(0.01)
+        assert meta.extended == 1
+        made.append(h.make(b"c")["ino"])
+        assert delegator.usable(D) is None  # out of numbers, the extension on its way
+        meta.extend_gate.set()
+        await _until(lambda: delegator.usable(D) is not None, 1)
+        made.append(h.make(b"d")["ino"])  # (the last of that one: ask again)
+        await _until(lambda: delegator.usable(D) is not None, 1)
+        made.append(h.make(b"e")["ino"])
+        assert made == [100, 101, 102, 200, 300]
+        assert meta.extended == 2
+        await delegator.send_all()
+        assert [op[2] for op in meta.applied[0][1]] == made
+        assert D in delegator.held  # not given back for want of numbers
 
 
 def test_a_mount_flag_that_is_a_switch_is_passed_on_as_one() -> None:

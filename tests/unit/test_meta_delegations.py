@@ -57,7 +57,7 @@ async def test_a_directory_made_by_a_listening_mount_comes_delegated_to_it():
     made = await service.fs_mknod(d, b"new", DIR, 0, 0, 0, None, a, True)
     g = made["grant"]
     assert g["dir"]["ino"] == made["ino"] and "parent" not in g["dir"]
-    assert g["last"] - g["first"] + 1 == delegations.MKDIR_RANGE
+    assert g["last"] - g["first"] + 1 == delegations.RANGE
     other = await service.fs_mknod(d, b"x", FILE, 0, 0)
     assert other["ino"] > g["first"] + delegations.POOL - 1  # the pool is a's alone
     again = await service.fs_mknod(d, b"new2", DIR, 0, 0, 0, None, a, True)
@@ -72,6 +72,40 @@ async def test_a_directory_made_by_a_listening_mount_comes_delegated_to_it():
         await service.fs_mknod(d, b"bad", DIR, 0, 0, 0, None, b, "yes")
     await service.session_close(a)
     assert service.delegations.pool_short(a)
+
+
+@trio_test
+async def test_a_grant_is_extended_while_held_and_a_batch_creates_with_every_range():
+    """dir.extend: more numbers from the session's pool, twice the last range (at most
+    EXTEND_MAX), nobody else's; a batch may create with any range of the grant, not
+    with another's; a grant not held (any more) is extended no more."""
+    service, d, a, b = await _setup()
+    g = await service.dir_delegate(a, d)
+    size = delegations.RANGE
+    more = await service.dir_extend(a, d, g["grant"])
+    assert more["last"] - more["first"] + 1 == 2 * size
+    assert more["first"] > g["last"]
+    root = (await service.volume_get("v"))["root"]
+    other = await service.fs_mknod(root, b"x", FILE, 0, 0)
+    assert not more["first"] <= other["ino"] <= more["last"]
+    sizes = [more["last"] - more["first"] + 1]
+    for _ in range(6):
+        step = await service.dir_extend(a, d, g["grant"])
+        sizes.append(step["last"] - step["first"] + 1)
+    assert max(sizes) == delegations.EXTEND_MAX and sizes == sorted(sizes)
+    ops = [create(b"first", g["first"]), create(b"more", more["last"])]
+    await service.fs_apply(a, d, g["grant"], ops)
+    assert (await service.fs_lookup(d, b"more", a))["ino"] == more["last"]
+    with pytest.raises(InvalidArgument):  # a number of no range of the grant
+        await service.fs_apply(a, d, g["grant"], [create(b"bad", more["last"] + 10**9)])
+    with pytest.raises(FsError) as stale:
+        await service.dir_extend("nobody", d, g["grant"])
+    assert stale.value.errno == errno.ESTALE
+    assert await service.dir_extend(b, d, g["grant"]) is None  # not b's
+    await service.fs_apply(a, d, g["grant"], [], True)  # given back
+    assert await service.dir_extend(a, d, g["grant"]) is None
+    with pytest.raises(InvalidArgument):
+        await service.dir_extend(a, "d", g["grant"])
 
 
 @trio_test
