@@ -48,6 +48,7 @@ from storaged.metaclient import MetaClient
 from storaged.rpc import FsError, RpcError
 
 from .chunkcache import ChunkCache
+from .keptmaps import map_from_answer
 from .pieces import DirtyPiece, Patch, Piece, Slice, assemble, read_range, zero_trimmed
 
 log = logging.getLogger("fusefs.data")
@@ -315,11 +316,12 @@ class FileData:
     def know_rows(self, fetched: list[list[Any]], count: int) -> None:
         """The map of pieces 0..count-1 as fs.open answered it: what ``_rows`` would ask
         for at the first read (callers make sure it is not older than what is here)."""
-        stored_end = -(-self.committed_size // self.io.chunk_size)
-        for i in range(min(count, stored_end)):
-            self.rows.setdefault(i, None)
-        for row in fetched:
-            self.rows[row[0]] = Piece.from_row(row)
+        answered = map_from_answer(fetched, count, self.committed_size, self.io.chunk_size)
+        for i, piece in answered.items():
+            if piece is not None:
+                self.rows[i] = piece
+            else:
+                self.rows.setdefault(i, None)
 
     def forget_rows(self) -> None:
         """Another mount may have changed the file: re-read its chunk map when needed."""

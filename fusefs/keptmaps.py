@@ -1,5 +1,5 @@
-"""Chunk maps of files this mount read and closed, kept for the next open of the same
-version of the file.
+"""Chunk maps of files this mount read and closed, or looked up, kept for the next open of
+the same version of the file.
 
 A file read again while nothing changed is opened by the mount itself (Operations.
 _open_here) and its bytes come from the kernel's page cache. But the kernel may drop
@@ -7,14 +7,17 @@ those pages at any time — memory pressure, or an inode evicted when its entry 
 and its last user closed it — and the next read then reaches the mount, whose new
 FileData has no chunk map: one ``fs.chunks`` round trip, and the meta role involved in
 a read of a file the mount knows to be unchanged. Keeping the map of such a file here
-makes that read need the chunk servers (or the chunk cache) only.
+makes that read need the chunk servers (or the chunk cache) only. A lookup that reached
+the meta role brings the map of a regular file's first pieces and a hold on it (fs.lookup
+with pieces): kept here too, it lets the open that follows be answered by the mount.
 
 Invariants:
 
 1. A map is kept only from a FileData that wrote nothing (its rows are the meta role's
-   map of the committed file) and heard of no change while open (``rows_stale``), under
-   the attributes the mount knows to be current then (Operations._known), by their
-   (size, mtime_ns).
+   map of the committed file) and heard of no change while open (``rows_stale``), or
+   from a lookup's answer (read with the attributes in one transaction), under the
+   attributes the mount knows to be current then (Operations._known: no invalidation
+   arrived while the request was out), by their (size, mtime_ns).
 2. A map is handed out only for attributes the mount knows to be current, with equal
    (size, mtime_ns).
 3. Any invalidation naming the inode, and any reset of the coherent cache, drops its map:
@@ -27,6 +30,7 @@ Invariants:
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from .pieces import Piece
 
@@ -62,8 +66,27 @@ class KeptMaps:
         self._maps.move_to_end(ino)
         return dict(kept[2])
 
+    def covers(self, ino: int, size: int, mtime_ns: int, chunk_size: int) -> bool:
+        """Is a map of this version of ``ino`` kept, with every piece of the file in it?"""
+        kept = self._maps.get(ino)
+        if kept is None or kept[:2] != (size, mtime_ns):
+            return False
+        return all(i in kept[2] for i in range(-(-size // chunk_size)))
+
     def drop(self, ino: int) -> None:
         self._maps.pop(ino, None)
 
     def clear(self) -> None:
         self._maps.clear()
+
+
+def map_from_answer(
+    fetched: list[list[Any]], count: int, size: int, chunk_size: int
+) -> dict[int, Piece | None]:
+    """Pieces 0..count-1 of a file of ``size`` bytes as an fs.open or fs.lookup answered
+    them (``chunks``): the rows it sent, and holes (None) for the others within the file
+    (the meta role sends no row for a hole; pieces past the end are not in the map)."""
+    rows: dict[int, Piece | None] = dict.fromkeys(range(min(count, -(-size // chunk_size))))
+    for row in fetched:
+        rows[row[0]] = Piece.from_row(row)
+    return rows

@@ -39,7 +39,7 @@ from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
 from .inflight import InFlight
-from .keptmaps import KeptMaps
+from .keptmaps import KeptMaps, map_from_answer
 from .listing import KeptListings, Listing, Page
 from .quota import QuotaGuard
 
@@ -50,6 +50,7 @@ P = ParamSpec("P")
 FILES_LIMIT = 1 << 32
 READDIR_PAGE = 1000  # entries per fs.readdir: the meta role's largest page
 OPEN_PIECES = 16  # pieces of a file's map asked for with its open (64 MiB of 4 MiB chunks)
+LOOKUP_PIECES = 4  # ... and with a lookup, for the open that follows (16 MiB: small files)
 KERNEL_QUEUE = 1000  # batches of kernel invalidations waiting (the poll waits past it)
 KNOWN_MAX = 100_000  # attributes kept for opens answered here (see _known)
 KNOWN_MARGIN = 1.0  # seconds of lease they must have left to be used
@@ -379,12 +380,26 @@ class Operations(pyfuse3.Operations):
         if surely_not is not None:  # every name of the directory is known (dirnames.py)
             return self._not_there(surely_not, parent_inode, name)
         try:
-            attr = await self.meta.fs_lookup(parent, name, ask.session)
+            attr = await self.meta.fs_lookup(parent, name, ask.session, LOOKUP_PIECES)
         except FsError as exc:
             if exc.errno == errno.ENOENT and ask.session is not None:
                 return self._not_there(ask, parent_inode, name)
             raise
-        return self._looked_up(attr, ask, parent_inode, name)
+        entry = self._looked_up(attr, ask, parent_inode, name)
+        self._ready_to_open(attr)
+        return entry
+
+    def _ready_to_open(self, attr: Mapping[str, Any]) -> None:
+        """A lookup answered as fs.open would (``held``, and the map of the file's first
+        pieces): the hold is this mount's now, and the map is kept for the open that
+        usually follows (keptmaps.py), which the mount can then answer itself."""
+        if not attr.get("held"):
+            return
+        ino = attr["ino"]
+        self.holds.took(ino)
+        if "chunks" in attr and ino not in self.files and self._known(ino) is not None:
+            rows = map_from_answer(attr["chunks"], LOOKUP_PIECES, attr["size"], self.io.chunk_size)
+            self.maps.keep(ino, attr["size"], attr["mtime_ns"], rows)
 
     @fuse_errors
     async def getattr(
@@ -1132,20 +1147,25 @@ class Operations(pyfuse3.Operations):
         mtime), and the meta role already holds the inode for this mount (the kernel
         references it; an unlink elsewhere keeps it while open here). A file read again
         is then served by the page cache with no round trip at all. Only for a file that
-        was open here since the kernel last looked it up (``paged``): a file whose pages
-        are surely gone (the kernel forgot the inode) is better opened by the meta role,
-        whose answer brings the map of its first pieces. Anything else: None, and the open
-        asks the meta role as always."""
+        was open here since the kernel last looked it up (``paged``), or whose whole map
+        the mount keeps for these attributes (keptmaps.py: from the lookup that just
+        reached the meta role, which also brought the hold): a file whose pages are
+        surely gone and whose map is not here is better opened by the meta role, whose
+        answer brings the map of its first pieces. Anything else: None, and the open asks
+        the meta role as always."""
         if (
             flags & os.O_ACCMODE != os.O_RDONLY
             or ino in self.files
             or ino not in self.holds.held
             or not self.holds.enabled
-            or ino not in self.paged
         ):
             return None
         attr = self._known(ino)
         if attr is None or self.seen.get(ino) != (attr["size"], attr["mtime_ns"]):
+            return None
+        if ino not in self.paged and not self.maps.covers(
+            ino, attr["size"], attr["mtime_ns"], self.io.chunk_size
+        ):
             return None
         data = self._file(attr)
         data.rows.update(self.maps.take(ino, attr["size"], attr["mtime_ns"]))

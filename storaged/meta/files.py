@@ -16,7 +16,7 @@ from typing import Any
 
 from ..chunk.ids import is_chunk_id
 from ..rpc.errors import FsError
-from .namespace import Attr, getattr_, now_ns
+from .namespace import Attr, getattr_, lookup, now_ns
 
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: far past anything real, well inside SQLite's integers
 # Mounts write a piece whole again long before this (fusefs.pieces.MAX_SLICES); the
@@ -54,6 +54,15 @@ def opened(conn: sqlite3.Connection, ino: int, pieces: int) -> dict[str, Any]:
     attr: dict[str, Any] = getattr_(conn, ino)
     if pieces > 0 and stat.S_ISREG(attr["mode"]) and attr["size"] > 0:
         attr["chunks"] = chunk_map(conn, ino, 0, pieces - 1)
+    return attr
+
+
+def looked_up(conn: sqlite3.Connection, parent: int, name: bytes, pieces: int) -> dict[str, Any]:
+    """``name``'s attributes and, for a regular file with bytes, the map of its first
+    ``pieces`` pieces, read together (as ``opened``)."""
+    attr: dict[str, Any] = lookup(conn, parent, name)
+    if pieces > 0 and stat.S_ISREG(attr["mode"]) and attr["size"] > 0:
+        attr["chunks"] = chunk_map(conn, attr["ino"], 0, pieces - 1)
     return attr
 
 

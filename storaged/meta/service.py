@@ -667,16 +667,33 @@ class MetaService:
 
     # -- namespace ----------------------------------------------------------------------
 
-    async def fs_lookup(self, parent: int, name: bytes, session: str | None = None) -> dict:
+    async def fs_lookup(
+        self, parent: int, name: bytes, session: str | None = None, pieces: int = 0
+    ) -> dict:
         """With ``session`` (a listening mount), the directory and the inode found are
-        watched for it (see watches.py), a name not found as well as one found."""
+        watched for it (see watches.py), a name not found as well as one found.
+
+        With ``pieces`` too, a regular file found comes as fs.open would answer it: the
+        map of its first pieces (``chunks``, at most OPEN_PIECES_MAX) and a hold on it for
+        the session (``held``: true), so that the mount can answer the open that usually
+        follows a lookup itself (one round trip for a small file's lookup and open, not
+        two). The mount's kernel references the inode from this answer on: the hold is
+        the one the mount would send for it with its next session.hold."""
+        if type(pieces) is not int:
+            raise InvalidArgument("pieces must be an integer")
         await self._settle(session, parent)
         since = self.watches.mark()
+        want = max(0, min(pieces, OPEN_PIECES_MAX)) if session is not None else 0
         try:
-            attr = await self._read(namespace.lookup, parent, name)
+            attr = await self._read(files.looked_up, parent, name, want)
         except FsError:
             self.watches.watch(session, [parent], since)
             raise
+        if want and stat.S_ISREG(attr["mode"]) and session is not None:
+            if self.sessions.hold(session, attr["ino"]):
+                attr["held"] = True
+            else:
+                attr.pop("chunks", None)  # (an unknown session: a plain lookup)
         self.watches.watch(session, [parent, attr["ino"]], since)
         return attr
 

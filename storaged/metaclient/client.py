@@ -162,6 +162,7 @@ class MetaFeatures:
     holds: bool = True  # keeps inodes a mount references (session.hold, sessions
     # on fs.unlink/rmdir/rename/forget)
     map_with_open: bool = True  # fs.open answers a file's first pieces
+    map_with_lookup: bool = True  # fs.lookup answers a file's first pieces and a hold
     rows_listing: bool = True  # fs.readdir answers flat rows
     sync: bool = True  # fs.sync (group commit: a change is on disk within a period)
 
@@ -260,7 +261,21 @@ class MetaClient:
     # what the answer tells it is watched for it, and a change of its own is not sent
     # back to it as an invalidation. Only for a meta role that answered session.listen.
 
-    async def fs_lookup(self, parent: int, name: bytes, session: str | None = None) -> Attr:
+    async def fs_lookup(
+        self, parent: int, name: bytes, session: str | None = None, pieces: int = 0
+    ) -> Attr:
+        """With ``session`` and ``pieces``, a regular file comes as fs.open answers it:
+        the map of its first pieces (``chunks``) and a hold for the session (``held``);
+        not from an older meta role (a plain lookup)."""
+        if pieces and session is not None and self.features.map_with_lookup:
+            try:
+                return await self._call("fs.lookup", parent, name, session, pieces)
+            except InvalidArgument:
+                log.warning(
+                    "the meta role does not answer a file's map with its lookup (an "
+                    "older release): opens ask for it from now on"
+                )
+                self.features.map_with_lookup = False
         return await self._call("fs.lookup", parent, name, session)
 
     async def fs_getattr(self, ino: int, session: str | None = None) -> Attr:

@@ -42,7 +42,8 @@ class Attr(TypedDict, total=False):
     ctime_ns: int
     parent: Attr  # fs.mknod, fs.unlink, fs.rmdir: the directory as the change left it
     deleted: bool  # fs.unlink, fs.rmdir, fs.rename: the victim went with its name
-    chunks: list[Any]  # fs.open with pieces: the map of the file's first pieces
+    chunks: list[Any]  # fs.open or fs.lookup with pieces: the map of the first pieces
+    held: bool  # fs.lookup with pieces: the file is held for the session (as by fs.open)
     volume_used: int  # fs.commit: the volume's usage after it
     grant: DirGrant  # fs.mknod of a directory with delegate: delegated to the mount
 

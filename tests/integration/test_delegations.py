@@ -27,6 +27,10 @@ __all__ = ["two"]  # the fixture, used by name
 RECALL_WAIT = 3.5  # storaged/meta/delegations.py
 IDLE_SECONDS = 5.0  # fusefs/delegation.py: a directory idle this long is given back
 NOISE = 200  # creates by B elsewhere while A fills a directory
+# closes whose create went out just before them (with the mount's holds, sent at most
+# every 0.5 s): those commit alone, still one request each; more means commits no
+# longer ride in batches
+COMMITS_ALONE = 3
 
 
 def _mount_pid(mnt: Path) -> int:
@@ -114,8 +118,12 @@ def test_a_written_files_close_in_a_held_directory_is_one_request(two: Two) -> N
         (d / name).write_bytes(data)  # open(O_CREAT), write, close
     sent = {m: n - before[m] for m, n in requests_by_method(two.port, *methods).items()}
     # (the directory came delegated with its mkdir: every file is made here)
-    assert sent["fs.mknod"] == 0 and sent["fs.commit"] == 0, sent
-    assert len(files) <= sent["fs.apply"] <= len(files) + 3, sent
+    assert sent["fs.mknod"] == 0, sent
+    # One request per close: its commit rides in the batch with its create (fs.apply),
+    # or goes alone (fs.commit) when a call that must follow the batch (the mount's
+    # holds, every 0.5 s) sent it between the create and the close (seen in CI).
+    assert len(files) <= sent["fs.apply"] + sent["fs.commit"] <= len(files) + 3, sent
+    assert sent["fs.commit"] <= COMMITS_ALONE, sent
     for name, data in files.items():
         assert (two.b / "written" / name).read_bytes() == data
 
@@ -136,8 +144,9 @@ def test_a_directory_this_mount_makes_is_answered_here_from_its_first_file(two: 
             (root / f"d{i}" / f"f{j}").write_bytes(files[f"d{i}/f{j}"])
     sent = {m: n - before[m] for m, n in requests_by_method(two.port, *methods).items()}
     assert sent["fs.mknod"] == 7, sent  # the seven mkdirs, nothing else
-    assert sent["dir.delegate"] == 0 and sent["fs.commit"] == 0, sent
-    assert sent["fs.apply"] <= len(files) + 7, sent  # a close each (+ a give-back each)
+    assert sent["dir.delegate"] == 0 and sent["fs.commit"] <= COMMITS_ALONE, sent
+    # a request per close (+ a give-back each)
+    assert sent["fs.apply"] + sent["fs.commit"] <= len(files) + 7, sent
     for name, data in files.items():
         assert (two.b / "tree" / name).read_bytes() == data
     assert sorted(os.listdir(two.b / "tree" / "d5")) == [f"f{j}" for j in range(4)]

@@ -69,6 +69,35 @@ async def test_unlink_keeps_a_held_orphan_until_its_release():
 
 
 @trio_test
+async def test_a_lookup_with_pieces_answers_what_an_open_would_and_holds_the_file():
+    """fs.lookup with a session and pieces: a regular file comes with the map of its first
+    pieces and a hold (an unlink elsewhere keeps it); a directory, a lookup without a
+    session or an unknown session's gets neither."""
+    service, root = await _service_with_volume()
+    session = await service.session_open("test mount")
+    f = await service.fs_mknod(root, b"f", FILE, 0, 0)
+    cid = "ab" * 32
+    await service.fs_commit(f["ino"], 100, [[0, cid, 0, 100]], 5)
+    await service.fs_mknod(root, b"d", stat.S_IFDIR | 0o755, 0, 0)
+    found = await service.fs_lookup(root, b"f", session, 4)
+    assert found["held"] is True and found["ino"] == f["ino"]
+    assert [row[:4] for row in found["chunks"]] == [[0, cid, 0, 100]]
+    assert found == {**await service.fs_open(f["ino"], session, 4), "held": True}
+    plain = await service.fs_lookup(root, b"f", session)
+    assert "chunks" not in plain and "held" not in plain
+    assert "held" not in await service.fs_lookup(root, b"f", None, 4)
+    assert "held" not in await service.fs_lookup(root, b"f", "nobody", 4)
+    directory = await service.fs_lookup(root, b"d", session, 4)
+    assert "held" not in directory and "chunks" not in directory
+    with pytest.raises(InvalidArgument):
+        await service.fs_lookup(root, b"f", session, "4")
+    kept = await service.fs_unlink(root, b"f")  # elsewhere: the lookup's hold keeps it
+    assert kept["nlink"] == 0 and "deleted" not in kept
+    assert await service.fs_release(f["ino"], session) is True
+    assert await _gone(service, f["ino"])
+
+
+@trio_test
 async def test_unlink_of_one_of_two_names_deletes_nothing():
     service, root = await _service_with_volume()
     f = await service.fs_mknod(root, b"f", FILE, 0, 0)

@@ -95,9 +95,10 @@ def test_a_round_of_namespace_calls_through_the_client() -> None:
 
 
 def test_an_older_meta_role_gets_the_forms_it_knows_and_features_remember() -> None:
-    """fs.readdir without rows (maps made into rows), fs.open without pieces, fs.unlink
-    without a session: each refused once, then sent in the old form straight away."""
-    old = {"fs.readdir": 3, "fs.open": 2, "fs.unlink": 2}
+    """fs.readdir without rows (maps made into rows), fs.open and fs.lookup without
+    pieces, fs.unlink without a session: each refused once, then sent in the old form
+    straight away."""
+    old = {"fs.readdir": 3, "fs.open": 2, "fs.unlink": 2, "fs.lookup": 3}
 
     async def test(meta: MetaClient, rpc: MetaOverRpc, service: MetaService, vol: Any) -> None:
         session = await meta.session_open("test")
@@ -108,6 +109,10 @@ def test_an_older_meta_role_gets_the_forms_it_knows_and_features_remember() -> N
             assert rows[0][3] == stat.S_IFREG | 0o600
             attr = await meta.fs_open(f["ino"], session, 4)
             assert "chunks" not in attr
+            found = await meta.fs_lookup(vol["root"], b"f", session, 4)
+            assert found["ino"] == f["ino"] and "held" not in found
+        assert [n for m, n in rpc.calls if m == "fs.lookup"] == [4, 3, 3]
+        assert not meta.features.map_with_lookup
         assert [n for m, n in rpc.calls if m == "fs.readdir"] == [4, 3, 3]
         assert [n for m, n in rpc.calls if m == "fs.open"] == [3, 2, 2]
         assert not meta.features.rows_listing and not meta.features.map_with_open
