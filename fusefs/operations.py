@@ -39,7 +39,7 @@ from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
 from .holds import SYNC_SECONDS, KernelHolds
 from .inflight import InFlight
-from .keptmaps import KeptMaps, map_from_answer
+from .keptmaps import KeptMaps, map_from_answer, version_of
 from .listing import KeptListings, Listing, Page
 from .quota import QuotaGuard
 
@@ -399,7 +399,7 @@ class Operations(pyfuse3.Operations):
         self.holds.took(ino)
         if "chunks" in attr and ino not in self.files and self._known(ino) is not None:
             rows = map_from_answer(attr["chunks"], LOOKUP_PIECES, attr["size"], self.io.chunk_size)
-            self.maps.keep(ino, attr["size"], attr["mtime_ns"], rows)
+            self.maps.keep(ino, version_of(attr), rows)
 
     @fuse_errors
     async def getattr(
@@ -1163,12 +1163,11 @@ class Operations(pyfuse3.Operations):
         attr = self._known(ino)
         if attr is None or self.seen.get(ino) != (attr["size"], attr["mtime_ns"]):
             return None
-        if ino not in self.paged and not self.maps.covers(
-            ino, attr["size"], attr["mtime_ns"], self.io.chunk_size
-        ):
+        version = version_of(attr)
+        if ino not in self.paged and not self.maps.covers(ino, version, self.io.chunk_size):
             return None
         data = self._file(attr)
-        data.rows.update(self.maps.take(ino, attr["size"], attr["mtime_ns"]))
+        data.rows.update(self.maps.take(ino, version))
         data.handles += 1
         return pyfuse3.FileInfo(
             fh=self._new_handle(ino, flags), keep_cache=True, direct_io=bool(flags & os.O_DIRECT)
@@ -1281,7 +1280,7 @@ class Operations(pyfuse3.Operations):
         ):
             self.maps.drop(data.ino)
             return
-        self.maps.keep(data.ino, attr["size"], attr["mtime_ns"], data.rows)
+        self.maps.keep(data.ino, version_of(attr), data.rows)
 
     async def _release_hold(self, ino: int) -> None:
         try:  # an orphan nobody else holds is deleted now
