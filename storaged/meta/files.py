@@ -51,16 +51,18 @@ def opened(conn: sqlite3.Connection, ino: int, pieces: int) -> dict[str, Any]:
     """An inode's attributes and, for a regular file with bytes, the map of its first
     ``pieces`` pieces (``chunks``, as chunk_map answers it): read together, so the map is
     the one of the file those attributes describe."""
-    attr: dict[str, Any] = getattr_(conn, ino)
-    if pieces > 0 and stat.S_ISREG(attr["mode"]) and attr["size"] > 0:
-        attr["chunks"] = chunk_map(conn, ino, 0, pieces - 1)
-    return attr
+    return _with_map(conn, getattr_(conn, ino), pieces)
 
 
 def looked_up(conn: sqlite3.Connection, parent: int, name: bytes, pieces: int) -> dict[str, Any]:
     """``name``'s attributes and, for a regular file with bytes, the map of its first
     ``pieces`` pieces, read together (as ``opened``)."""
-    attr: dict[str, Any] = lookup(conn, parent, name)
+    return _with_map(conn, lookup(conn, parent, name), pieces)
+
+
+def _with_map(conn: sqlite3.Connection, attr: dict[str, Any], pieces: int) -> dict[str, Any]:
+    """``attr`` with, for a regular file with bytes, the map of its first ``pieces``
+    pieces under ``chunks`` (in the caller's transaction: the map of that version)."""
     if pieces > 0 and stat.S_ISREG(attr["mode"]) and attr["size"] > 0:
         attr["chunks"] = chunk_map(conn, attr["ino"], 0, pieces - 1)
     return attr

@@ -267,16 +267,16 @@ class MetaClient:
         """With ``session`` and ``pieces``, a regular file comes as fs.open answers it:
         the map of its first pieces (``chunks``) and a hold for the session (``held``);
         not from an older meta role (a plain lookup)."""
-        if pieces and session is not None and self.features.map_with_lookup:
-            try:
-                return await self._call("fs.lookup", parent, name, session, pieces)
-            except InvalidArgument:
-                log.warning(
-                    "the meta role does not answer a file's map with its lookup (an "
-                    "older release): opens ask for it from now on"
-                )
-                self.features.map_with_lookup = False
-        return await self._call("fs.lookup", parent, name, session)
+        plain = (parent, name, session)
+        if not pieces or session is None:
+            return await self._call("fs.lookup", *plain)
+        return await self._newer_form(
+            "map_with_lookup",
+            "answer a file's map with its lookup (an older release): opens ask for it",
+            "fs.lookup",
+            (*plain, pieces),
+            plain,
+        )
 
     async def fs_getattr(self, ino: int, session: str | None = None) -> Attr:
         return await self._call("fs.getattr", ino, session)
@@ -384,16 +384,30 @@ class MetaClient:
     async def fs_open(self, ino: int, session: str, pieces: int = 0) -> Attr:
         """Fresh attributes and a hold for ``session``; with ``pieces``, the map of the
         file's first pieces under ``chunks`` (not from an older meta role: ask fs_chunks)."""
-        if pieces and self.features.map_with_open:
+        if not pieces:
+            return await self._call("fs.open", ino, session)
+        return await self._newer_form(
+            "map_with_open",
+            "answer a file's map with its open (an older release): asking for it separately",
+            "fs.open",
+            (ino, session, pieces),
+            (ino, session),
+        )
+
+    async def _newer_form(
+        self, feature: str, lacks: str, method: str, newer: tuple[Any, ...], older: tuple[Any, ...]
+    ) -> Any:
+        """``method`` with the ``newer`` parameters while the meta role has ``feature``
+        (a MetaFeatures flag); a meta role of an older release refuses them
+        (INVALID_ARGUMENT): the flag turns off, with a warning that it does not do what
+        ``lacks`` says, and ``older`` is sent, then and from now on."""
+        if getattr(self.features, feature):
             try:
-                return await self._call("fs.open", ino, session, pieces)
+                return await self._call(method, *newer)
             except InvalidArgument:
-                log.warning(
-                    "the meta role does not answer a file's map with its open (an "
-                    "older release): asking for it separately from now on"
-                )
-                self.features.map_with_open = False
-        return await self._call("fs.open", ino, session)
+                log.warning("the meta role does not %s from now on", lacks)
+                setattr(self.features, feature, False)
+        return await self._call(method, *older)
 
     async def fs_release(self, ino: int, session: str) -> bool:
         """Drop ``session``'s hold; True when that deleted an orphan."""
