@@ -69,14 +69,14 @@ class RpcMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "rpc_requests",
-            "RPC requests answered, by method and result code (OK or the error code)",
+            "RPC requests answered, by method and result code (OK or the error code); counted as the answer is sent",
             ["method", "code"],
             namespace=NAMESPACE,
             registry=registry,
         )
         self.latency = Histogram(
             "rpc_request_duration_seconds",
-            "Time from a request's arrival to its answer being sent",
+            "Time from a request's arrival to its answer being ready to send",
             ["method"],
             namespace=NAMESPACE,
             registry=registry,

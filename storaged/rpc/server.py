@@ -380,6 +380,12 @@ class _ServerConnection:
             error = Internal(f"{request.method} failed on the server; see its log")
             code = error.code
             parts = encode_parts(Response(request.msgid, error.to_wire(), None))
+        # Counted before the answer leaves: whoever got an answer finds it counted (a
+        # test or an operator counting requests reads the metrics after the answer, and
+        # the send may yield to other tasks, or to the metrics thread, before returning).
+        seconds = trio.current_time() - started
+        if self.server.observer is not None:
+            self.server.observer(name, seconds, code, size, sum(len(p) for p in parts))
         try:
             await self._send(*parts)
         finally:
@@ -394,8 +400,6 @@ class _ServerConnection:
                 log.info("slow request: method=%s code=%s seconds=%.2f", name, code, seconds)
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("request: method=%s code=%s seconds=%.4f", name, code, seconds)
-            if self.server.observer is not None:
-                self.server.observer(name, seconds, code, size, sum(len(p) for p in parts))
 
     async def _reply(self, msgid: int, result: Any) -> None:
         await self._send(encode(Response(msgid, None, result)))
