@@ -517,21 +517,23 @@ class FileData:
                 await self._start_upload(idx)
         return started
 
-    async def _start_upload(self, idx: int) -> None:
+    async def _start_upload(self, idx: int, durable: bool = False) -> None:
+        """``durable``: for an fsync (each server puts it on disk before answering);
+        otherwise a small chunk may be put buffered (storaged/chunk/buffered.py)."""
         if self.dirty[idx].as_slices() is not None:
-            await self._start_patches([idx])
+            await self._start_patches([idx], durable)
             return
         [(_, written, generation)] = self._take_for_upload([idx])
         token = ("upload", self.ino, idx, id(written))
         await self.io.uploads.acquire_on_behalf_of(token)
-        self.io.nursery.start_soon(self._upload, idx, written, generation, token)
+        self.io.nursery.start_soon(self._upload, idx, written, generation, token, durable)
 
-    async def _start_patches(self, indices: list[int]) -> None:
+    async def _start_patches(self, indices: list[int], durable: bool = False) -> None:
         """Upload the slices of these patched pieces, packed together in one chunk."""
         items = self._take_for_upload(indices)
         token = ("patches", self.ino, id(items))
         await self.io.uploads.acquire_on_behalf_of(token)
-        self.io.nursery.start_soon(self._upload_patches, items, token)
+        self.io.nursery.start_soon(self._upload_patches, items, token, durable)
 
     def _take_for_upload(self, indices: list[int]) -> list[tuple[int, DirtyPiece, int]]:
         """Move pieces from dirty to uploading: [(idx, piece, generation)], one upload."""
@@ -569,14 +571,16 @@ class FileData:
                 self._add_dirty(idx, written)  # keep it for the next flush
         self.upload_error = exc
 
-    async def _upload(self, idx: int, written: DirtyPiece, generation: int, token: object) -> None:
+    async def _upload(
+        self, idx: int, written: DirtyPiece, generation: int, token: object, durable: bool
+    ) -> None:
         failed = False
         try:
             data = bytes(await written.merge(self.io.chunk))  # (a patched piece's base now)
             await self._release_base(written)
             start, stored = zero_trimmed(data)
             if stored:
-                piece = Piece(await self._store(stored), start, len(stored))
+                piece = Piece(await self._store(stored, durable), start, len(stored))
             else:
                 piece = Piece(None, 0, 0)  # all zeros: nothing to store
             if self.generation.get(idx) == generation:
@@ -593,7 +597,7 @@ class FileData:
             self._upload_done([(idx, written, generation)], token, failed)
 
     async def _upload_patches(
-        self, items: list[tuple[int, DirtyPiece, int]], token: object
+        self, items: list[tuple[int, DirtyPiece, int]], token: object, durable: bool
     ) -> None:
         """A few small writes per piece: stored beside the pieces, not in them. One chunk
         holds the extents of every piece in ``items``; each piece gets a Patch naming its
@@ -610,7 +614,7 @@ class FileData:
                     layout.append((start, len(extent), len(packed)))
                     packed += extent
                 layouts.append(layout)
-            cid = await self._store(bytes(packed))
+            cid = await self._store(bytes(packed), durable)
             kept = [
                 (idx, written, layout)
                 for (idx, written, generation), layout in zip(items, layouts)
@@ -631,7 +635,7 @@ class FileData:
         finally:
             self._upload_done(items, token, failed)
 
-    async def _store(self, data: bytes) -> str:
+    async def _store(self, data: bytes, durable: bool) -> str:
         """Put ``data`` as a chunk on R servers, pending in this session until committed."""
         cid = await hash_chunk(data)
         # Register the chunk as pending while it is being sent, not before: the collector
@@ -641,7 +645,7 @@ class FileData:
         failure: list[BaseException] = []
         self.io.nursery.start_soon(self.io.hold_chunk_into, cid, held, failure)
         try:
-            await self.io.data.put(data, self.io.replicas, cid)
+            await self.io.data.put(data, self.io.replicas, cid, durable=durable)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await held.wait()
@@ -656,21 +660,26 @@ class FileData:
 
     # -- flush, fsync, close ----------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Make everything written so far durable and committed, or raise."""
+    async def flush(self, durable: bool = False) -> None:
+        """Store everything written so far on R servers and commit it, or raise.
+        ``durable`` (fsync, unmount): on the servers' disks too, buffered puts included
+        (this mount's, of any file: DataClient.sync); otherwise small chunks may reach
+        the disks within the servers' sync period (storaged/chunk/buffered.py)."""
         async with self.flush_lock:
             async with self.write_lock:
                 patched = [i for i in sorted(self.dirty) if self.dirty[i].as_slices() is not None]
                 for group in _packed(patched, lambda i: self.dirty[i].memory, self.io.chunk_size):
-                    await self._start_patches(group)
+                    await self._start_patches(group, durable)
                 for idx in list(self.dirty):
-                    await self._start_upload(idx)
+                    await self._start_upload(idx, durable)
                 size = self.size
             if self.in_flight:
                 await self.idle.wait()
             if self.upload_error is not None:
                 error, self.upload_error = self.upload_error, None
                 raise _as_fs_error(error)
+            if durable:
+                await self._synced()
             pieces = dict(self.uploaded)
             if not pieces and size == self.committed_size:
                 return
@@ -695,6 +704,13 @@ class FileData:
             self.size = max(self.size, attr["size"])
             if self.io.after_commit is not None:
                 self.io.after_commit(attr)
+
+    async def _synced(self) -> None:
+        """Every buffered put of this mount is on its servers' disks (for an fsync)."""
+        try:
+            await self.io.data.sync()
+        except RpcError as exc:
+            raise _as_fs_error(exc) from exc
 
     async def drop_unsaved(self, error: FsError) -> None:
         """The meta role refused to commit this file's writes for good: forget every byte

@@ -87,6 +87,14 @@ class MountOptions:
         "{default}; needs --cache-lease above 0)",
         kind="bool",
     )
+    buffered_puts: bool = setting(
+        True,
+        "a close of a small written file has its chunks written by the chunk servers "
+        "and put on their disks together within 0.25s (one syncfs), not fsynced one by "
+        "one before the close returns; fsync and unmount still wait for the disks "
+        "(default {default})",
+        kind="bool",
+    )
     max_unsaved_bytes: int = setting(
         128 << 20,
         "memory for written data not yet stored, over all open files (default "
@@ -174,7 +182,7 @@ async def _serve(options: MountOptions, secret: bytes) -> None:
         async with trio.open_nursery() as nursery:
             io = VolumeIO(
                 meta=meta,
-                data=DataClient(meta),
+                data=DataClient(meta, buffered=options.buffered_puts),
                 cache=ChunkCache(options.cache_bytes),
                 chunk_size=volume["chunk_size"],
                 replicas=volume["replicas"],

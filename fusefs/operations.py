@@ -1222,17 +1222,19 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         """The file's data on R chunk servers and its commit, with every change this mount
-        made before it (its create, renames), on the meta role's disk."""
-        await self._stored(fh)
+        made before it (its create, renames), on the meta role's disk; every chunk this
+        mount put buffered (this file's, written before, and others') on its servers'
+        disks."""
+        await self._stored(fh, durable=True)
         await self.meta.fs_sync()
 
-    async def _stored(self, fh: int) -> None:
+    async def _stored(self, fh: int, durable: bool = False) -> None:
         """Everything written to the file is stored and committed, or raise (a failure that
         dropped writes: after the kernel forgot their pages, and once per handle)."""
         ino = self.handles[fh]
         data = self.files[ino]
         try:
-            await data.flush()
+            await data.flush(durable)
         except FsError:
             if fh in self.writers:
                 self.writers[fh] = data.failures
@@ -1350,12 +1352,16 @@ class Operations(pyfuse3.Operations):
         finish (before unmounting)."""
         for ino, data in list(self.files.items()):
             try:
-                await data.flush()
+                await data.flush(durable=True)
             except Exception as exc:
                 log.error("inode %d: pending writes could not be stored: %s", ino, exc)
         for ino in self.releasing:
             await self.releasing.wait(ino)
         try:  # (unmount: what was answered is on disk before the mount goes)
+            await self.io.data.sync()
+        except Exception as exc:
+            log.error("chunks of closed files could not be confirmed on disk: %s", exc)
+        try:
             await self.meta.fs_sync()
         except Exception as exc:
             log.error("the meta role could not confirm every change is on disk: %s", exc)

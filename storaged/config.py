@@ -155,6 +155,14 @@ class StoragedConfig:
     scrub_interval: float = setting(
         86400.0, "chunk role: pause between full scrub passes", metavar="SECONDS", kind="seconds"
     )
+    sync_interval: float = setting(
+        0.25,
+        "chunk role: small chunks put buffered (by a close) reach the disk within this, "
+        "together (one syncfs); an fsync or unmount asks for them at once "
+        "(default {default})",
+        metavar="SECONDS",
+        kind="seconds",
+    )
     secret_file: str = setting(
         "", "the cluster secret, mode 600 (required; see 'shoal secret generate')", metavar="FILE"
     )
@@ -311,6 +319,8 @@ class StoragedConfig:
             raise ConfigError("repair_interval, repair_down_grace and repair_rate must be >= 0")
         if self.scrub_rate < 0 or self.scrub_interval < 0:
             raise ConfigError("scrub_rate (0 turns scrubbing off) and scrub_interval must be >= 0")
+        if not 0 < self.sync_interval <= 60:
+            raise ConfigError("sync_interval must be above 0 and at most 60 seconds")
         if self.log_format not in FORMATS:
             raise ConfigError("log_format must be text or json")
         if self.max_frame < 1 << 20:

@@ -116,6 +116,8 @@ async def _serve(
             if chunk is not None and config.meta:
                 advertised = config.advertise or addresses[0]
                 nursery.start_soon(_send_heartbeats, config, secret, chunk, advertised, observer)
+            if chunk is not None:
+                nursery.start_soon(chunk.sync_loop, config.sync_interval)
             if chunk is not None and config.scrub_rate > 0:
                 nursery.start_soon(
                     functools.partial(
@@ -133,6 +135,8 @@ async def _serve(
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 if meta is not None:  # what was answered goes to disk before we go
                     await meta.commits.durable()
+                if chunk is not None:
+                    await trio.to_thread.run_sync(chunk.store.sync)
                 nursery.cancel_scope.cancel()
                 break
 

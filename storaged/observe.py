@@ -64,6 +64,11 @@ def chunk_families(usage: dict[str, int], health: dict[str, Any]) -> list[Metric
             "Corrupted chunks found (reads and scrubbing)",
             health["corrupted_found"],
         ),
+        gauge(
+            "chunks_buffered",
+            "Small chunks answered (a close's) and not yet on this server's disk",
+            health["buffered"]["waiting"],
+        ),
         counter("scrub_passes", "Full scrub passes finished", scrub["passes"]),
         gauge(
             "scrub_last_full_pass_timestamp_seconds",

@@ -7,15 +7,19 @@ in flight stays predictable.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import trio
 
-from ..rpc.errors import InvalidArgument
+from ..rpc.errors import InvalidArgument, Unavailable
 from ..rpc.methods import MethodTable
+from .buffered import BUFFERED_MAX, SYNC_SECONDS
 from .ids import are_chunk_ids
 from .scrub import ScrubStatus
 from .store import ChunkStore
+
+log = logging.getLogger("storaged.chunk")
 
 DISK_THREADS = 8
 
@@ -29,6 +33,8 @@ class ChunkService:
 
     def register(self, table: MethodTable) -> None:
         table.add("chunk.put", self.put)
+        table.add("chunk.put_buffered", self.put_buffered)
+        table.add("chunk.sync", self.sync)
         table.add("chunk.get", self.get)
         table.add("chunk.read", self.read)
         table.add("chunk.stat", self.stat)
@@ -46,6 +52,45 @@ class ChunkService:
     async def put(self, chunk_id: str, data: bytes) -> dict[str, Any]:
         created = await self._run(self.store.put, chunk_id, data)
         return {"size": len(data), "created": created}
+
+    async def put_buffered(self, chunk_id: str, data: bytes) -> dict[str, Any]:
+        """As chunk.put, but a small chunk may reach the disk up to SYNC_SECONDS after the
+        answer (``synced`` False; ``boot`` names the machine's boot: buffered.py). Such a
+        put is a write to the page cache and a rename, done here on the event loop: the
+        hop to a worker thread and back cost more than the put itself."""
+        if len(data) > BUFFERED_MAX:
+            created = await self._run(self.store.put, chunk_id, data)
+            return {"size": len(data), "created": created, "synced": True}
+        created = self.store.put(chunk_id, data, durable=False)
+        return {
+            "size": len(data),
+            "created": created,
+            "synced": False,
+            "boot": self.store.buffered.boot,
+        }
+
+    async def sync(self) -> dict[str, Any]:
+        """Every buffered put answered before this call is on this server's disk."""
+        try:
+            await self._run(self.store.sync)
+        except OSError as exc:
+            raise Unavailable(f"this server could not put its chunks on disk: {exc}") from exc
+        return {"boot": self.store.buffered.boot}
+
+    async def sync_loop(self, interval: float = SYNC_SECONDS) -> None:
+        """Buffered puts reach the disk within ``interval`` (buffered.py)."""
+        while True:
+            await trio.sleep(interval)
+            if not len(self.store.buffered):
+                continue
+            try:
+                await self._run(self.store.sync)
+            except OSError as exc:
+                log.error(
+                    "could not put buffered chunks on disk (syncfs): %s; trying again in %g s",
+                    exc,
+                    interval,
+                )
 
     async def get(self, chunk_id: str, offset: int = 0, length: int | None = None) -> bytes:
         return await self._run(self.store.get, chunk_id, offset, length)
@@ -105,4 +150,6 @@ class ChunkService:
             "corrupted_found": self.store.corrupted_found,
             "scrub": self.scrub.as_dict(),
             "direct_io": self.store.writer.direct,
+            # small chunks answered and not yet on disk, and the syncfs passes made so far
+            "buffered": {"waiting": len(self.store.buffered), "passes": self.store.buffered.passes},
         }

@@ -13,7 +13,11 @@ Layout under the data directory::
 
 A ``put`` writes a temp file (with O_DIRECT where the filesystem allows: direct.py), fsyncs
 it, renames it into place and fsyncs the directory:
-after a crash at any point a chunk is either whole under its name or absent. Every method
+after a crash at any point a chunk is either whole under its name or absent. A small
+chunk may instead be put *buffered* (written and renamed, made durable with others by
+one syncfs within buffered.SYNC_SECONDS, or at once on ``sync``): a power loss inside
+that window can leave its name with fewer bytes, which its hash check then refuses to
+serve (a verified read goes to another copy; the scrubber quarantines it). Every method
 is blocking and thread-safe; the RPC service runs them in worker threads.
 """
 
@@ -33,6 +37,7 @@ from .. import failpoints
 from ..durable import fsync_dir
 from ..rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
 from . import blocks
+from .buffered import BUFFERED_MAX, BufferedPuts, syncfs
 from .direct import ChunkWriter
 from .ids import chunk_id, is_chunk_id
 
@@ -88,6 +93,7 @@ class ChunkStore:
         self._known_dirs: set[str] = set()
         self._lock_fd: int | None = None
         self.writer = ChunkWriter(direct_io)
+        self.buffered = BufferedPuts()  # small chunks not on disk yet (buffered.py)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -110,6 +116,13 @@ class ChunkStore:
         if removed:
             fsync_dir(self.tmp_dir)
             log.info("removed %d unfinished chunk writes left by a crash", removed)
+        # what a process before this one put buffered is on disk before this one answers
+        # a chunk.sync for it (buffered.py, invariant 3: the same boot, the same pages)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
         self._used, self._count = self._scan()
         log.info("chunk store %s: %d chunks, %d bytes", self.root, self._count, self._used)
 
@@ -173,11 +186,17 @@ class ChunkStore:
 
     # -- operations ---------------------------------------------------------------------
 
-    def put(self, cid: str, data: bytes) -> bool:
-        """Store ``data`` under ``cid``; True if newly stored, False if a good copy existed."""
+    def put(self, cid: str, data: bytes, durable: bool = True) -> bool:
+        """Store ``data`` under ``cid``; True if newly stored, False if a good copy existed.
+
+        ``durable``: on disk when this returns. Otherwise (only for chunks of at most
+        ``BUFFERED_MAX`` bytes) written to the page cache and named in ``buffered``, on
+        disk by the next pass (``sync``; buffered.py)."""
         final = self._path(cid)
         if len(data) > MAX_CHUNK_SIZE:
             raise InvalidArgument(f"chunk of {len(data)} bytes exceeds {MAX_CHUNK_SIZE}")
+        if not durable and len(data) > BUFFERED_MAX:
+            raise InvalidArgument(f"only chunks up to {BUFFERED_MAX} bytes are buffered")
         actual = chunk_id(data)
         if actual != cid:
             raise HashMismatch(f"data hashes to {actual}, not {cid}; nothing stored")
@@ -188,13 +207,15 @@ class ChunkStore:
                     # collector that found it unreferenced a moment ago cannot delete it
                     # now (delete(min_age=...) checks the age under the same lock).
                     os.utime(final)
+                    if durable and self.buffered.waiting(cid):
+                        self._make_durable(final)  # (buffered.py, invariant 2)
                     return False
                 except FileNotFoundError:
                     pass  # collected just now: store it again below
         self._reserve(len(data))
         tmp = self.tmp_dir / f"{cid}.{uuid.uuid4().hex}"
         try:
-            self._write_durably(tmp, data)
+            self._write(tmp, data, durable)
             failpoints.hit("chunk.put.before_rename")
             self._ensure_dir(final.parent)
             with self._lock:
@@ -203,7 +224,10 @@ class ChunkStore:
                 os.rename(tmp, final)
                 self._used += len(data) - old_size
                 self._count += 0 if existed else 1
-            fsync_dir(final.parent)
+                if not durable:
+                    self.buffered.added(cid)  # before the answer (buffered.py, invariant 1)
+            if durable:
+                fsync_dir(final.parent)
         finally:
             with self._lock:
                 self._reserved -= len(data)
@@ -236,16 +260,40 @@ class ChunkStore:
                 )
             self._reserved += size
 
-    def _write_durably(self, tmp: Path, data: bytes) -> None:
+    def _write(self, tmp: Path, data: bytes, durable: bool) -> None:
+        """A new temp file with ``data``: through ``writer`` (O_DIRECT) and fsynced when
+        ``durable``, else a plain write to the page cache (buffered.py)."""
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise _no_space_or(exc) from exc
         try:
-            self.writer.write(fd, data)
-            os.fsync(fd)
+            if durable:
+                self.writer.write(fd, data)
+                os.fsync(fd)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
         except OSError as exc:
             raise _no_space_or(exc) from exc
+        finally:
+            os.close(fd)
+
+    def _make_durable(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+
+    def sync(self) -> int:
+        """Every chunk put with ``durable=False`` before this call is on disk when it
+        returns (one syncfs of the store's filesystem); how many this pass covered."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return self.buffered.sync(fd)
         finally:
             os.close(fd)
 

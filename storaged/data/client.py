@@ -1,6 +1,8 @@
 """Writing a chunk to R chunk servers, reading it back from any of them.
 
-A write succeeds once R servers acknowledged the chunk (each fsynced it before answering);
+A write succeeds once R servers acknowledged the chunk (each fsynced it before answering,
+or, for a small chunk put buffered, wrote it and will fsync it within its sync period:
+``sync`` waits for that);
 a server that is down, full or failing is passed over for the next one in the placement
 order, and the write fails only when fewer than R usable servers remain. A read tries the
 servers in placement order, verifies the hash itself (a copy can also be damaged on the
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..chunk.blocks import block_digest
+from ..chunk.buffered import BUFFERED_MAX
 from ..chunk.ids import chunk_id as compute_chunk_id
 from ..rpc import Corrupted, NotDelivered, NotFound, RpcError, Unavailable
 from ..rpc.errors import MethodNotFound
@@ -48,6 +51,11 @@ class ChunkUnavailable(Unavailable):
     """No server returned a good copy of the chunk."""
 
 
+class NotDurable(Unavailable):
+    """Chunks put buffered could not be confirmed on a server's disk (the server cannot be
+    reached, or its machine restarted since: storaged/chunk/buffered.py)."""
+
+
 async def hash_chunk(data: bytes) -> str:
     """BLAKE3 off the event loop for large chunks (it releases the GIL)."""
     if len(data) > HASH_IN_THREAD_ABOVE:
@@ -65,7 +73,11 @@ class DataClient:
         put_rate: float = 4 * 1024 * 1024,
         get_timeout: float = 15.0,
         restart_wait: float = RESTART_WAIT,
+        buffered: bool = False,
     ) -> None:
+        """``buffered``: small chunks are put with chunk.put_buffered (on the servers'
+        disks within their sync period, or at ``sync``); a mount's ``fsync`` then calls
+        ``sync`` (storaged/chunk/buffered.py)."""
         self.rpc = meta.rpc  # the chunk servers are called over the meta client's connections' pool
         self.restart_wait = restart_wait
         self.meta = meta
@@ -79,6 +91,10 @@ class DataClient:
         #                       map changed since it chose its servers
         self._suspect: dict[str, float] = {}
         self._refresh_lock = trio.Lock()
+        self.buffered = buffered
+        # server id -> {the server's boot id: buffered puts it answered, not yet synced}
+        self._unsynced: dict[str, dict[str, int]] = {}
+        self._unbuffered: set[str] = set()  # addresses without chunk.put_buffered
 
     # -- the cluster map ----------------------------------------------------------------
 
@@ -154,8 +170,13 @@ class DataClient:
         """
         return self.put_timeout + size / self.put_rate
 
-    async def put(self, data: bytes, replicas: int, cid: str | None = None) -> str:
+    async def put(
+        self, data: bytes, replicas: int, cid: str | None = None, durable: bool = True
+    ) -> str:
         """Store ``data`` on ``replicas`` distinct servers; returns its chunk id.
+
+        ``durable`` False (with ``buffered``): a small chunk may reach the servers' disks
+        within their sync period; ``sync`` makes sure.
 
         Servers are asked in placement order, up and unsuspected ones first; each failure
         passes the copy to the next. When the map runs out, a newer map is asked for
@@ -183,7 +204,14 @@ class DataClient:
         while True:
             seen = self._generation
             await self._put_to(
-                cid, data, candidates, replicas - len(stored), stored, failures, unreachable
+                cid,
+                data,
+                candidates,
+                replicas - len(stored),
+                stored,
+                failures,
+                unreachable,
+                durable or not self.buffered or len(data) > BUFFERED_MAX,
             )
             if len(stored) >= replicas:
                 return cid
@@ -205,6 +233,7 @@ class DataClient:
         stored: list[Server],
         failures: list[str],
         unreachable: set[str],
+        durable: bool = True,
     ) -> None:
         """``wanted`` copies on ``candidates``, asked in order by ``wanted`` writers at once;
         when fewer succeed, every candidate has been asked."""
@@ -217,13 +246,10 @@ class DataClient:
                 server = candidates[next_candidate]
                 next_candidate += 1
                 try:
-                    await self.rpc.call(
-                        server.address,
-                        "chunk.put",
-                        cid,
-                        data,
-                        timeout=self._put_deadline(len(data)),
-                    )
+                    if durable or server.address in self._unbuffered:
+                        await self._put_durably(server, cid, data)
+                    else:
+                        await self._put_buffered(server, cid, data)
                     stored.append(server)
                     return
                 except RpcError as exc:  # down, full, failing: the next server takes it
@@ -241,6 +267,88 @@ class DataClient:
         async with trio.open_nursery() as nursery:
             for _ in range(wanted):
                 nursery.start_soon(writer)
+
+    async def _put_durably(self, server: Server, cid: str, data: bytes) -> None:
+        await self.rpc.call(
+            server.address, "chunk.put", cid, data, timeout=self._put_deadline(len(data))
+        )
+
+    async def _put_buffered(self, server: Server, cid: str, data: bytes) -> None:
+        try:
+            answer = await self.rpc.call(
+                server.address,
+                "chunk.put_buffered",
+                cid,
+                data,
+                timeout=self._put_deadline(len(data)),
+            )
+        except MethodNotFound:  # a server from before buffered puts
+            self._unbuffered.add(server.address)
+            await self._put_durably(server, cid, data)
+            return
+        if isinstance(answer, dict) and not answer.get("synced", True):
+            boots = self._unsynced.setdefault(server.id, {})
+            boot = str(answer.get("boot", ""))
+            boots[boot] = boots.get(boot, 0) + 1
+
+    async def sync(self) -> None:
+        """Every chunk put buffered so far is on its servers' disks, or raise NotDurable.
+
+        One ``chunk.sync`` per server that answered buffered puts since the last sync, in
+        parallel. A server whose machine restarted since (another boot id) may have lost
+        them: said once, by raising (their other copies are what repair works from)."""
+        if not self._unsynced:
+            return
+        asked = {sid: dict(boots) for sid, boots in self._unsynced.items()}
+        problems: list[str] = []
+
+        async def one(sid: str, boots: dict[str, int]) -> None:
+            try:
+                answer = await self._sync_server(sid)
+            except RpcError as exc:
+                problems.append(f"server {sid[:12]}: {exc}")
+                return
+            now = self._unsynced.get(sid, {})
+            for boot, count in boots.items():
+                if boot != str(answer.get("boot", "")):
+                    problems.append(
+                        f"server {sid[:12]} restarted its machine before {count} buffered "
+                        "chunks were confirmed on its disk"
+                    )
+                    now.pop(boot, None)
+                elif now.get(boot, 0) <= count:
+                    now.pop(boot, None)
+                else:
+                    now[boot] -= count
+            if not now:
+                self._unsynced.pop(sid, None)
+
+        async with trio.open_nursery() as nursery:
+            for sid, boots in asked.items():
+                nursery.start_soon(one, sid, boots)
+        if problems:
+            raise NotDurable("; ".join(problems))
+
+    async def _sync_server(self, sid: str) -> dict[str, Any]:
+        """chunk.sync on server ``sid`` wherever the map puts it now (a restarted server
+        may be on a new address: the map is asked again, for up to ``restart_wait``)."""
+        deadline = time.monotonic() + self.restart_wait
+        servers = await self.servers()
+        while True:
+            server = next((s for s in servers if s.id == sid), None)
+            if server is not None:
+                try:
+                    answer = await self.rpc.call(
+                        server.address, "chunk.sync", timeout=self.put_timeout
+                    )
+                    return answer if isinstance(answer, dict) else {}
+                except RpcError:
+                    if time.monotonic() + RESTART_POLL > deadline:
+                        raise
+            elif time.monotonic() + RESTART_POLL > deadline:
+                raise Unavailable(f"server {sid[:12]} is not in the cluster map")
+            await trio.sleep(RESTART_POLL)
+            servers = await self.servers(force=True)
 
     # -- reads --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from storaged.chunk.ids import chunk_id
-from storaged.data.client import ChunkUnavailable, DataClient, NotEnoughReplicas
+from storaged.data.client import ChunkUnavailable, DataClient, NotDurable, NotEnoughReplicas
 from storaged.data.placement import placement_order
 from storaged.metaclient import MetaClient
 from storaged.rpc import RpcClient
@@ -247,3 +247,98 @@ def test_a_server_the_meta_role_counts_up_but_that_stays_away_fails_within_the_w
             await go(DataClient(MetaClient(rpc, cluster.meta.address), restart_wait=1))
 
     trio.run(with_short_wait)
+
+
+def _buffered_run(cluster, fn, restart_wait: float = 5.0):
+    async def go():
+        async with RpcClient(cluster.secret, connect_timeout=2) as rpc:
+            meta = MetaClient(rpc, cluster.meta.address)
+            return await fn(DataClient(meta, buffered=True, restart_wait=restart_wait))
+
+    return trio.run(go)
+
+
+async def _waiting(data: DataClient, cluster) -> list[int]:
+    """Each chunk server's small chunks answered and not yet on its disk."""
+    return [
+        (await data.rpc.call(c.address, "health"))["buffered"]["waiting"] for c in cluster.chunks
+    ]
+
+
+def test_buffered_puts_are_on_r_servers_at_once_and_one_sync_puts_them_on_disk(
+    tmp_path, secret_file
+):
+    """Small chunks put buffered are stored (readable, R copies) when put answers; the
+    servers' own pass is far away here (--sync-interval 60), so they wait until the
+    client's sync: one chunk.sync per server, after which none waits. A large chunk is
+    put durably all the same."""
+    cluster = LocalCluster(tmp_path / "cluster", secret_file, chunk_extra=["--sync-interval", "60"])
+    cluster.start()
+    blobs = [os.urandom(10_000 + i) for i in range(10)]
+
+    async def go(data: DataClient):
+        ids = [await data.put(b, 2, durable=False) for b in blobs]
+        for blob, cid in zip(blobs, ids):
+            assert await data.get(cid) == blob
+            assert len(cluster.holders(cid)) == 2
+        assert sum(await _waiting(data, cluster)) == 2 * len(blobs)
+        large = os.urandom(300_000)
+        await data.put(large, 2, durable=False)  # above BUFFERED_MAX: durable anyway
+        assert sum(await _waiting(data, cluster)) == 2 * len(blobs)
+        await data.sync()
+        assert await _waiting(data, cluster) == [0, 0, 0]
+        assert not data._unsynced
+
+    try:
+        _buffered_run(cluster, go)
+    finally:
+        cluster.stop()
+
+
+def test_a_sync_says_when_a_server_cannot_confirm_its_buffered_chunks(cluster):
+    """A server's machine that restarted (another boot id) may have lost what it had
+    not synced, and a server that stays away cannot confirm anything: the sync raises
+    NotDurable naming it (an fsync then fails with EIO), once."""
+
+    async def go(data: DataClient):
+        await data.put(os.urandom(5000), 2, durable=False)
+        [sid, *_] = data._unsynced
+        data._unsynced[sid] = {"another-boot": 3}  # as answered before a machine restart
+        with pytest.raises(NotDurable, match="restarted its machine before 3 buffered"):
+            await data.sync()
+        await data.sync()  # said once
+        cid = await data.put(os.urandom(6000), 2, durable=False)
+        victim = cluster.holders(cid)[0]
+        cluster.chunks[victim].kill()
+        with pytest.raises(NotDurable):
+            await data.sync()
+
+    _buffered_run(cluster, go, restart_wait=1.0)
+
+
+def test_a_sync_after_a_server_was_killed_and_restarted_succeeds(tmp_path, secret_file):
+    """A SIGKILLed server's buffered chunks are the kernel's pages (the same boot): its
+    next instance puts them on disk when it opens the store, and the client's sync,
+    after waiting for that instance to register, succeeds."""
+    cluster = LocalCluster(tmp_path / "cluster", secret_file, chunk_extra=["--sync-interval", "60"])
+    cluster.meta.extra = ["--roles", "meta", "--heartbeat-timeout", "60"]
+    cluster.start()
+
+    async def go(data: DataClient):
+        blob = os.urandom(7000)
+        cid = await data.put(blob, 2, durable=False)
+        victim = cluster.holders(cid)[0]
+        cluster.chunks[victim].kill()
+        cluster.chunks[victim] = StoragedProcess(
+            cluster.chunks[victim].data_dir,
+            cluster.secret_file,
+            extra=cluster.chunk_args(victim),
+        ).start()
+        await data.sync()
+        assert not data._unsynced
+        assert victim in cluster.holders(cid) and await data.get(cid) == blob
+
+    try:
+        _buffered_run(cluster, go, restart_wait=30.0)
+    finally:
+        cluster.stop()

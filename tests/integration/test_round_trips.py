@@ -38,16 +38,17 @@ def _requests(port: int) -> dict[str, float]:
 
 
 def _after(port: int, method: str, before: dict[str, float]) -> dict[str, float]:
-    """The counters once ``method``, sent since ``before``, is counted: a request is
-    counted just after its answer is out, so the caller can be back before that."""
+    """The counters once ``method``, sent since ``before``, is counted (a request is
+    counted before its answer goes out, but one the mount sends in the background, a
+    batch or a release, can still be on its way when the caller is back)."""
     return wait_until(
         lambda: (now := _requests(port)).get(method, 0) > before.get(method, 0) and now, timeout=10
     )
 
 
 def _delta(port: int, before: dict[str, float], expect: dict[str, int]) -> dict[str, float]:
-    """Requests since ``before``, once the counters settled (a request is counted once
-    its answer is out, so the count can trail the last answer by a moment)."""
+    """Requests since ``before``, once the counters settled (requests the mount sends
+    in the background can trail the caller's last answer by a moment)."""
 
     def settled() -> dict[str, float] | None:
         now = _requests(port)

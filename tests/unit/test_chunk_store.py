@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import pytest
 
+from storaged.chunk import buffered as buffered_module
+from storaged.chunk.buffered import BUFFERED_MAX
 from storaged.chunk.ids import chunk_id, is_chunk_id
 from storaged.chunk.store import ChunkStore
 from storaged.rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
@@ -288,3 +291,61 @@ def test_a_one_block_chunk_needs_no_table_and_still_fails_when_bad(store):
     with pytest.raises(Corrupted):
         store.read_blocks(cid, 0, 10)
     assert not store.has(cid) and store.corrupted_found == 1
+
+
+def fsyncs_of_files(monkeypatch) -> list[int]:
+    """The fsyncs of regular files from now on (a new fan-out directory's are not counted)."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return synced
+
+
+def test_a_buffered_put_is_served_at_once_and_made_durable_by_one_pass(store, monkeypatch):
+    """A small chunk put buffered is there (read back, counted) before any fsync; one
+    syncfs covers every chunk buffered before it; a failed pass keeps them waiting."""
+    files_synced = fsyncs_of_files(monkeypatch)
+    chunks = [os.urandom(16384 + i) for i in range(3)]
+    ids = [chunk_id(c) for c in chunks]
+    for cid, data in zip(ids, chunks):
+        assert store.put(cid, data, durable=False) is True
+    assert not files_synced
+    assert [store.get(cid) for cid in ids] == chunks
+    assert store.usage().chunks == 3 and len(store.buffered) == 3
+    assert all(store.buffered.waiting(cid) for cid in ids)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(buffered_module, "syncfs", failing)
+    with pytest.raises(OSError):
+        store.sync()
+    assert len(store.buffered) == 3  # still waiting for a pass that works
+    monkeypatch.undo()
+    assert store.sync() == 3
+    assert store.sync() == 0 and not any(store.buffered.waiting(cid) for cid in ids)
+
+
+def test_a_durable_put_of_a_buffered_copy_makes_that_copy_durable(store, monkeypatch):
+    data = os.urandom(5000)
+    cid = chunk_id(data)
+    store.put(cid, data, durable=False)
+    files_synced = fsyncs_of_files(monkeypatch)
+    assert store.put(cid, data) is False  # deduplicated, and that copy fsynced
+    assert len(files_synced) == 1
+    files_synced.clear()
+    store.sync()
+    assert store.put(cid, data) is False and not files_synced  # durable already
+
+
+def test_only_small_chunks_are_buffered(store):
+    data = os.urandom(BUFFERED_MAX + 1)
+    with pytest.raises(InvalidArgument, match="buffered"):
+        store.put(chunk_id(data), data, durable=False)
+    assert store.usage().chunks == 0

@@ -61,15 +61,26 @@ class Chunks:
 
     def __init__(self, rng: random.Random) -> None:
         self.chunks: dict[str, bytes] = {}
+        self.unsynced: set[str] = set()
+        self.syncs = 0
         self.failing = False
         self.rng = rng
 
-    async def put(self, data: bytes, _replicas: int, cid: str) -> None:
+    async def put(self, data: bytes, _replicas: int, cid: str, durable: bool = True) -> None:
         for _ in range(self.rng.randrange(1, 40)):
             await trio.lowlevel.checkpoint()
         if self.failing:
             raise Unavailable("fewer live servers than the required replicas")
         self.chunks[cid] = bytes(data)
+        if not durable:
+            self.unsynced.add(cid)  # answered, on a server's disk at its next sync
+
+    async def sync(self) -> None:
+        """DataClient.sync: every put answered before the call is on disk after it."""
+        self.syncs += 1
+        covered = set(self.unsynced)
+        await trio.lowlevel.checkpoint()
+        self.unsynced -= covered
 
     async def get(self, cid: str) -> bytes:
         await trio.lowlevel.checkpoint()
@@ -109,17 +120,7 @@ def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(
-                meta=MetaClient(meta, "meta"),
-                data=chunks,  # type: ignore[arg-type]
-                cache=ChunkCache(3 * PIECE),
-                chunk_size=PIECE,
-                replicas=2,
-                uploads=trio.CapacityLimiter(2),
-                nursery=nursery,
-                max_dirty_bytes=6 * PIECE,
-                max_unsaved_bytes=10 * PIECE,
-            )
+            io = small_io(meta, chunks, nursery, 6 * PIECE, 10 * PIECE)
             data = FileData(meta.ino, io, size=0, committed_size=0)
             done = trio.Event()
             if seed % 2:
@@ -166,6 +167,27 @@ def test_random_writes_reads_and_flushes_match_a_model(seed: int) -> None:
     assert meta.slices_committed > 0  # (the path under test was taken)
 
 
+def small_io(
+    meta: Meta,
+    chunks: Chunks,
+    nursery: trio.Nursery,
+    max_dirty_bytes: int = VolumeIO.max_dirty_bytes,
+    max_unsaved_bytes: int = VolumeIO.max_unsaved_bytes,
+) -> VolumeIO:
+    """A VolumeIO over the fakes (the bounds default to the mount's)."""
+    return VolumeIO(
+        meta=MetaClient(meta, "meta"),
+        data=chunks,  # type: ignore[arg-type]
+        cache=ChunkCache(3 * PIECE),
+        chunk_size=PIECE,
+        replicas=2,
+        uploads=trio.CapacityLimiter(2),
+        nursery=nursery,
+        max_dirty_bytes=max_dirty_bytes,
+        max_unsaved_bytes=max_unsaved_bytes,
+    )
+
+
 def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
     """A new file's first write, and an appending writer's, need no chunk-map round trip:
     the meta role keeps no rows past a file's size. Pieces within it are still asked for."""
@@ -173,15 +195,7 @@ def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            io = VolumeIO(
-                meta=MetaClient(meta, "meta"),
-                data=chunks,  # type: ignore[arg-type]
-                cache=ChunkCache(3 * PIECE),
-                chunk_size=PIECE,
-                replicas=2,
-                uploads=trio.CapacityLimiter(2),
-                nursery=nursery,
-            )
+            io = small_io(meta, chunks, nursery)
             data = FileData(meta.ino, io, size=0, committed_size=0)
             await data.write(100, b"new")
             await data.flush()
@@ -200,6 +214,31 @@ def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
             expected[PIECE + 5 : PIECE + 13] = b"appended"
             expected[3 * PIECE :] = b"far"
             assert await fresh.read(0, len(expected)) == expected
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_close_may_leave_chunks_buffered_and_an_fsync_leaves_none() -> None:
+    """A flush for a close lets the servers put small chunks on disk later (buffered);
+    a durable flush (fsync, unmount) syncs every buffered put, those of earlier flushes
+    included, even when it has nothing new to store."""
+    meta, chunks = Meta(), Chunks(random.Random(1))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            io = small_io(meta, chunks, nursery)
+            data = FileData(meta.ino, io, size=0, committed_size=0)
+            await data.write(0, b"a" * 5000)
+            await data.flush()  # a close
+            assert len(chunks.unsynced) == 1 and chunks.syncs == 0
+            await data.flush(durable=True)  # an fsync with nothing new to store
+            assert not chunks.unsynced and chunks.syncs == 1
+            await data.write(PIECE, b"b" * 7000)
+            await data.write(3 * PIECE, b"c" * 100)
+            await data.flush(durable=True)  # its own puts are durable ones
+            assert not chunks.unsynced and chunks.syncs == 2
+            assert len(chunks.chunks) == 3
             nursery.cancel_scope.cancel()
 
     trio.run(main)
