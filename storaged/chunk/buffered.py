@@ -23,7 +23,10 @@ Invariants:
    began after it was named has returned without error (``sync`` swaps the set out first:
    a put named meanwhile waits for the next pass).
 2. A durable put of bytes already here from a buffered put (deduplicated) makes that file
-   durable itself (``ChunkStore.put``): it cannot wait for a pass.
+   durable itself (``ChunkStore.put``): it cannot wait for a pass. Likewise a fan-out
+   directory made for a buffered put (made without fsyncing its parent: on a fresh
+   store nearly every put makes one, and two fsyncs on the event loop cost more than
+   the put) has its name fsynced by the first durable put into it before the pass.
 3. ``boot`` is the kernel's boot id: pages written before it changed may be gone (the
    machine restarted before a pass). A client whose buffered puts were answered under
    another boot than its ``chunk.sync``'s cannot know they reached the disk, and says so
@@ -77,6 +80,10 @@ class BufferedPuts:
         self._pass_lock = threading.Lock()  # one pass at a time
         self._pending: set[str] = set()  # buffered, no pass begun since
         self._syncing: set[str] = set()  # in the pass under way
+        # fan-out directories made for buffered puts, their names not fsynced (the same
+        # passes cover them; a durable put into one fsyncs its parent: invariant 2)
+        self._pending_dirs: set[str] = set()
+        self._syncing_dirs: set[str] = set()
 
     def added(self, cid: str) -> None:
         with self._lock:
@@ -86,6 +93,15 @@ class BufferedPuts:
         """Is ``cid``'s file possibly not on disk yet?"""
         with self._lock:
             return cid in self._pending or cid in self._syncing
+
+    def dir_added(self, path: str) -> None:
+        with self._lock:
+            self._pending_dirs.add(path)
+
+    def dir_waiting(self, path: str) -> bool:
+        """Is the name of directory ``path`` possibly not on disk yet?"""
+        with self._lock:
+            return path in self._pending_dirs or path in self._syncing_dirs
 
     def __len__(self) -> int:
         with self._lock:
@@ -97,8 +113,9 @@ class BufferedPuts:
         with self._pass_lock:
             with self._lock:
                 self._syncing, self._pending = self._pending, set()
+                self._syncing_dirs, self._pending_dirs = self._pending_dirs, set()
                 covered = len(self._syncing)
-            if not covered:
+            if not covered and not self._syncing_dirs:
                 return 0
             try:
                 syncfs(fd)
@@ -106,8 +123,9 @@ class BufferedPuts:
             except OSError:
                 with self._lock:
                     self._pending |= self._syncing
+                    self._pending_dirs |= self._syncing_dirs
                 raise
             finally:
                 with self._lock:
-                    self._syncing = set()
+                    self._syncing, self._syncing_dirs = set(), set()
             return covered

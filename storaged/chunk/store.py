@@ -172,16 +172,29 @@ class ChunkStore:
             raise InvalidArgument(f"not a chunk id: {cid[:80]!r} (64 lowercase hex digits)")
         return self.chunk_dir / cid[:2] / cid[2:4] / cid
 
-    def _ensure_dir(self, directory: Path) -> None:
+    def _ensure_dir(self, directory: Path, durable: bool = True) -> None:
+        """The chunk's two fan-out directories exist, their names on disk when ``durable``
+        (else by the next pass: buffered.py, invariant 2)."""
         key = str(directory)
         if key in self._known_dirs:
+            if durable:
+                for d in (directory.parent, directory):
+                    if self.buffered.dir_waiting(str(d)):
+                        fsync_dir(d.parent)
             return
         for d in (directory.parent, directory):
+            if not durable and not d.exists():
+                # named before it exists: a durable put (a worker thread) that finds it
+                # made a moment later must see that its name is not on disk yet
+                self.buffered.dir_added(str(d))
             try:
                 d.mkdir()
-                fsync_dir(d.parent)  # the new directory's name must survive a crash too
             except FileExistsError:
-                pass
+                if durable and self.buffered.dir_waiting(str(d)):
+                    fsync_dir(d.parent)
+                continue
+            if durable:
+                fsync_dir(d.parent)  # the new directory's name must survive a crash too
         self._known_dirs.add(key)
 
     # -- operations ---------------------------------------------------------------------
@@ -217,7 +230,7 @@ class ChunkStore:
         try:
             self._write(tmp, data, durable)
             failpoints.hit("chunk.put.before_rename")
-            self._ensure_dir(final.parent)
+            self._ensure_dir(final.parent, durable)
             with self._lock:
                 existed = final.exists()
                 old_size = final.stat().st_size if existed else 0

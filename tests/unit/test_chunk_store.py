@@ -9,6 +9,7 @@ import time
 import pytest
 
 from storaged.chunk import buffered as buffered_module
+from storaged.chunk import store as store_module
 from storaged.chunk.buffered import BUFFERED_MAX
 from storaged.chunk.ids import chunk_id, is_chunk_id
 from storaged.chunk.store import ChunkStore
@@ -349,3 +350,36 @@ def test_only_small_chunks_are_buffered(store):
     with pytest.raises(InvalidArgument, match="buffered"):
         store.put(chunk_id(data), data, durable=False)
     assert store.usage().chunks == 0
+
+
+def test_a_buffered_put_makes_its_directories_without_fsyncs_and_a_durable_one_catches_up(
+    store, monkeypatch
+):
+    """On a fresh store nearly every put makes a fan-out directory: a buffered one does
+    not fsync their parents (the pass covers them); a durable put into such a directory
+    before the pass fsyncs them itself; after the pass, nothing extra."""
+    synced: list[str] = []
+    real = store_module.fsync_dir
+    monkeypatch.setattr(store_module, "fsync_dir", lambda p: (synced.append(str(p)), real(p)))
+    data = os.urandom(3000)
+    cid = chunk_id(data)
+    store.put(cid, data, durable=False)
+    assert not synced
+    level2 = store.chunk_dir / cid[:2] / cid[2:4]
+    sibling = bytes_filed_beside(cid)
+    store.put(chunk_id(sibling), sibling)  # durable, into the directories just made
+    assert synced == [str(store.chunk_dir), str(level2.parent), str(level2)], synced
+    store.sync()
+    synced.clear()
+    again = bytes_filed_beside(cid)
+    store.put(chunk_id(again), again)
+    assert synced == [str(level2)]  # only its own rename's directory
+
+
+def bytes_filed_beside(cid: str) -> bytes:
+    """Random bytes whose chunk goes into ``cid``'s fan-out directories (1 in 65,536)."""
+    for _ in range(2_000_000):
+        data = os.urandom(64)
+        if chunk_id(data)[:4] == cid[:4]:
+            return data
+    raise AssertionError("no chunk id with that prefix found")
