@@ -40,6 +40,7 @@ from . import blocks
 from .buffered import BUFFERED_MAX, BufferedPuts, syncfs
 from .direct import ChunkWriter
 from .ids import chunk_id, is_chunk_id
+from .tablecache import BlockTables
 
 log = logging.getLogger("storaged.chunk")
 
@@ -94,6 +95,8 @@ class ChunkStore:
         self._lock_fd: int | None = None
         self.writer = ChunkWriter(direct_io)
         self.buffered = BufferedPuts()  # small chunks not on disk yet (buffered.py)
+        self.tables = BlockTables()  # block hash tables in memory (tablecache.py)
+        self._nowait = hasattr(os, "RWF_NOWAIT")  # reads that never wait (read_blocks_now)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -346,26 +349,19 @@ class ChunkStore:
             raise InvalidArgument("offset and length must not be negative")
         if length > MAX_READ:
             raise InvalidArgument(f"at most {MAX_READ} bytes per read, not {length}")
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise NotFound(f"chunk {cid} is not on this server") from None
+        fd = _open_chunk(cid, path)
         try:
             size = os.fstat(fd).st_size
             block_size, digests, whole = self._block_table(cid, path, size)
             end = min(size, offset + length)
             if offset >= end:
                 return min(offset, size) // block_size * block_size, b"", [], block_size
-            first, last = offset // block_size, (end - 1) // block_size
-            start, stop = first * block_size, min(size, (last + 1) * block_size)
+            first, last, start, stop = _blocks_of(offset, end, size, block_size)
             if whole is not None:  # just read and checked against the id: nothing to redo
                 return start, whole[start:stop], digests[first : last + 1], block_size
             data = os.pread(fd, stop - start, start)
-            view = memoryview(data)
-            if len(data) != stop - start or any(
-                blocks.block_digest(view[(i - first) * block_size : (i - first + 1) * block_size])
-                != digests[i]
-                for i in range(first, last + 1)
+            if len(data) != stop - start or not _blocks_match(
+                data, first, last, digests, block_size
             ):
                 whole = self._verified_whole(cid, path)  # raises if the chunk is bad
                 log.warning("chunk %s: its block hash table was wrong; rebuilt", cid)
@@ -375,25 +371,74 @@ class ChunkStore:
         finally:
             os.close(fd)
 
+    def read_blocks_now(
+        self, cid: str, offset: int, length: int
+    ) -> tuple[int, bytes, list[bytes], int] | None:
+        """``read_blocks``, when it can be answered without waiting for the disk: the
+        table in memory (tablecache.py) and the blocks in the page cache (a read with
+        RWF_NOWAIT); else None, and the caller runs ``read_blocks`` in a worker thread.
+        For the event loop: the thread's hop and back cost more than such a read. A
+        block that disagrees with its digest is also left to ``read_blocks``, which
+        tells a bad block from a bad table."""
+        path = self._path(cid)
+        if offset < 0 or length < 0 or length > MAX_READ or not self._nowait:
+            return None
+        fd = _open_chunk(cid, path)
+        try:
+            size = os.fstat(fd).st_size
+            if size <= blocks.BLOCK_SIZE:
+                table: tuple[int, list[bytes]] | None = (
+                    blocks.BLOCK_SIZE,
+                    [bytes.fromhex(cid)] if size else [],
+                )
+            else:
+                table = self.tables.get(cid, size)
+            end = min(size, offset + length)
+            if table is None or offset >= end:
+                return None
+            block_size, digests = table
+            first, last, start, stop = _blocks_of(offset, end, size, block_size)
+            data = bytearray(stop - start)
+            try:
+                got = os.preadv(fd, [data], start, os.RWF_NOWAIT)
+            except BlockingIOError:
+                return None  # not all in the page cache
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self._nowait = False  # (a filesystem or kernel without RWF_NOWAIT)
+                return None
+            if got != len(data) or not _blocks_match(data, first, last, digests, block_size):
+                return None
+            return start, bytes(data), digests[first : last + 1], block_size
+        finally:
+            os.close(fd)
+
     def _block_table(
         self, cid: str, path: Path, size: int
     ) -> tuple[int, list[bytes], bytes | None]:
         """(block size, digests, the whole chunk if it had to be read to make the table)."""
         if size <= blocks.BLOCK_SIZE:  # one block: its digest is the chunk's id
             return blocks.BLOCK_SIZE, [bytes.fromhex(cid)] if size else [], None
+        kept = self.tables.get(cid, size)
+        if kept is not None:
+            return (*kept, None)
         try:
             table = blocks.decode(_table_path(path).read_bytes(), size)
         except FileNotFoundError:
             table = None
         if table is not None:
+            self.tables.put(cid, size, *table)
             return (*table, None)
         whole = self._verified_whole(cid, path)
         return blocks.BLOCK_SIZE, self._write_block_table(path, whole), whole
 
     def _write_block_table(self, path: Path, data: bytes) -> list[bytes]:
         """Digests of ``data``'s blocks, also kept beside the chunk if the disk lets us (a
-        table is only a cache: failing to write one is logged, not raised)."""
+        table is only a cache: failing to write one is logged, not raised), and in
+        memory (tablecache.py)."""
         digests = blocks.digests_of(data)
+        self.tables.put(path.name, len(data), blocks.BLOCK_SIZE, digests)
         tmp = self.tmp_dir / f"{path.name}{blocks.SUFFIX}.{uuid.uuid4().hex}"
         try:
             tmp.write_bytes(blocks.encode(len(data), digests))
@@ -431,6 +476,7 @@ class ChunkStore:
                 path.unlink()
             except FileNotFoundError:
                 return False
+            self.tables.drop(cid)
             _table_path(path).unlink(missing_ok=True)
             self._used -= size
             self._count -= 1
@@ -495,11 +541,38 @@ class ChunkStore:
                 os.rename(path, target)
             except FileNotFoundError:
                 return
+            self.tables.drop(cid)
             _table_path(path).unlink(missing_ok=True)
             self._used -= size
             self._count -= 1
             self.corrupted_found += 1
         log.error("chunk %s %s; moved to %s", cid, why, target)
+
+
+def _open_chunk(cid: str, path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFound(f"chunk {cid} is not on this server") from None
+
+
+def _blocks_match(
+    data: bytes | bytearray, first: int, last: int, digests: list[bytes], size: int
+) -> bool:
+    """Do blocks ``first``..``last`` (of ``size`` bytes) of a chunk, read into ``data``,
+    match their digests?"""
+    view = memoryview(data)
+    return all(
+        blocks.block_digest(view[(i - first) * size : (i - first + 1) * size]) == digests[i]
+        for i in range(first, last + 1)
+    )
+
+
+def _blocks_of(offset: int, end: int, size: int, block_size: int) -> tuple[int, int, int, int]:
+    """The blocks holding [offset, end) of a chunk of ``size`` bytes: (first, last, where
+    the first starts, where the last stops)."""
+    first, last = offset // block_size, (end - 1) // block_size
+    return first, last, first * block_size, min(size, (last + 1) * block_size)
 
 
 def _table_path(chunk_path: Path) -> Path:

@@ -13,6 +13,7 @@ from storaged.chunk import store as store_module
 from storaged.chunk.buffered import BUFFERED_MAX
 from storaged.chunk.ids import chunk_id, is_chunk_id
 from storaged.chunk.store import ChunkStore
+from storaged.chunk.tablecache import BlockTables
 from storaged.rpc.errors import Corrupted, HashMismatch, InvalidArgument, NoSpace, NotFound
 
 
@@ -244,6 +245,7 @@ def test_a_damaged_block_table_is_rebuilt_and_the_read_is_right(store, damage):
         "other size": good[:8] + (0).to_bytes(4, "big") + good[12:],
     }[damage]
     table.write_bytes(bad)
+    store.tables = BlockTables()  # as after a restart: the file is all there is
     assert store.read_blocks(cid, 2 * BLOCK, 100)[1] == data[2 * BLOCK :]
     assert table.read_bytes() == good
     assert store.has(cid) and store.corrupted_found == 0
@@ -383,3 +385,62 @@ def bytes_filed_beside(cid: str) -> bytes:
         if chunk_id(data)[:4] == cid[:4]:
             return data
     raise AssertionError("no chunk id with that prefix found")
+
+
+def test_a_read_from_memory_and_page_cache_answers_what_the_disk_read_does(store):
+    """read_blocks_now (the event loop's try): the table kept in memory since put, the
+    blocks in the page cache; the same answer as read_blocks, even with the .blocks file
+    gone. Pages dropped: None (the caller goes to a worker thread), never a wait."""
+    data = os.urandom(5 * BLOCK + 1000)
+    cid = put(store, data)
+    table_of(store, cid).unlink()  # only the memory has it now
+    # (put wrote past the page cache: a read from the disk first brings the blocks in)
+    for offset, length in ((BLOCK + 10, BLOCK), (0, 1), (5 * BLOCK + 500, 10_000)):
+        from_disk = store.read_blocks(cid, offset, length)
+        assert store.read_blocks_now(cid, offset, length) == from_disk
+    small = os.urandom(3000)  # one block: its digest is the id, no table at all
+    small_id = put(store, small)
+    from_disk = store.read_blocks(small_id, 100, 50)
+    assert store.read_blocks_now(small_id, 100, 50) == from_disk
+    path = store.chunk_dir / cid[:2] / cid[2:4] / cid
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # its pages leave the cache
+    finally:
+        os.close(fd)
+    assert store.read_blocks_now(cid, 2 * BLOCK, 10) is None
+    assert store.read_blocks(cid, 2 * BLOCK, 10)[1] == data[2 * BLOCK : 3 * BLOCK]
+    with pytest.raises(NotFound):
+        store.read_blocks_now(chunk_id(b"absent"), 0, 10)
+
+
+def test_a_bad_block_is_left_to_the_disk_read_and_a_deleted_chunk_forgets_its_table(store):
+    data = os.urandom(3 * BLOCK)
+    cid = put(store, data)
+    assert store.tables.get(cid, len(data)) is not None
+    path = store.chunk_dir / cid[:2] / cid[2:4] / cid
+    with open(path, "r+b") as f:
+        f.seek(BLOCK + 7)
+        f.write(b"\xff" if data[BLOCK + 7] != 0xFF else b"\x00")
+    assert store.read_blocks_now(cid, BLOCK, 10) is None  # not answered, not judged here
+    with pytest.raises(Corrupted):
+        store.read_blocks(cid, BLOCK, 10)  # judged there: quarantined
+    assert store.tables.get(cid, len(data)) is None
+    other = os.urandom(2 * BLOCK)
+    other_id = put(store, other)
+    assert store.delete(other_id) and store.tables.get(other_id, len(other)) is None
+
+
+def test_kept_tables_are_bounded_and_matched_by_size():
+    tables = BlockTables(limit=3)
+    for i in range(5):
+        tables.put(f"c{i}", 100 + i, BLOCK, [bytes([i])])
+    assert len(tables) == 3 and tables.get("c0", 100) is None
+    assert tables.get("c4", 104) == (BLOCK, [b"\x04"])
+    assert tables.get("c4", 999) is None  # another size: not that chunk's table
+    tables.get("c2", 102)  # used: kept over c3
+    tables.put("c5", 105, BLOCK, [])
+    assert tables.get("c3", 103) is None and tables.get("c2", 102) is not None
+    tables.drop("c2")
+    assert tables.get("c2", 102) is None
