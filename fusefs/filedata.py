@@ -57,6 +57,10 @@ ROWS_AHEAD = 63
 READ_AHEAD_PIECES = 4
 # How long committed chunks may stay marked pending when no registration carries their drop
 DROP_DELAY = 1.0
+# A chunk stored and not committed by this many seconds after it was held is registered as
+# pending (see VolumeIO.hold_chunk); the garbage collector's grace period is at least 10 s
+REGISTER_AFTER = 2.0
+REGISTER_RETRY = 1.0  # after a registration that failed
 # A commit refused with one of these can never succeed for these bytes: they are dropped
 LOST_FOR_GOOD = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOENT, errno.ESTALE})
 # A read that does not continue the previous one, of a stored piece larger than this whose
@@ -100,6 +104,10 @@ class VolumeIO:
     dropped: set[str] = field(default_factory=set)
     dropped_session: str = ""
     _drop_timer: bool = False
+    # pending chunks not registered yet -> when they were held (trio's clock): registered
+    # REGISTER_AFTER later if still pending (see hold_chunk)
+    unregistered: dict[str, float] = field(default_factory=dict)
+    _register_timer: bool = False
     # every file with open handles or unsaved data (Operations keeps it): inode -> FileData
     files: dict[int, FileData] = field(default_factory=dict)
     upload_failures: int = 0
@@ -154,8 +162,18 @@ class VolumeIO:
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
 
-    async def hold_chunk(self, cid: str) -> None:
-        """Register ``cid`` as pending before it is sent (raise if the meta role says no)."""
+    def hold_chunk(self, cid: str) -> None:
+        """Count ``cid`` as pending here, before it is sent; the meta role hears of it only
+        if it is still pending REGISTER_AFTER later.
+
+        Why not at once: garbage collection never deletes a chunk younger than its grace
+        period (at least 10 s; the server judges the age from the chunk's file, refreshed
+        by every put of it), so a chunk committed within that needs no registration: it is
+        referenced from then on. A small file's close commits its chunk within
+        milliseconds, and the registration was one meta round trip per file for nothing.
+        A chunk kept longer (a large file written between commits, a commit that waits for
+        a meta role that restarts) is registered 2 s after it was held, well within the
+        grace period: the margin the registration sent with the put had, less 2 s."""
         count = self.pending.get(cid, 0)
         self.pending[cid] = count + 1
         if count:
@@ -163,36 +181,61 @@ class VolumeIO:
         if cid in self.dropped and self.dropped_session == self.session:
             self.dropped.discard(cid)  # never dropped: the meta role still has it pending
             return
-        try:
-            await self._register_pending(cid)
-        except BaseException:
-            await self.release_chunks([cid], tell=False)
-            raise
+        self.unregistered[cid] = trio.current_time()
+        if not self._register_timer:
+            self._register_timer = True
+            self.nursery.start_soon(self._register_later)
 
-    async def _register_pending(self, cid: str) -> None:
+    async def _register_later(self) -> None:
+        """Register the chunks still pending REGISTER_AFTER after they were held, in one
+        request per round (with the drops owed, as release_chunks says)."""
+        try:
+            while self.unregistered:
+                due_at = min(self.unregistered.values()) + REGISTER_AFTER
+                await trio.sleep_until(due_at)
+                now = trio.current_time()
+                due = [c for c, t in self.unregistered.items() if t + REGISTER_AFTER <= now]
+                for cid in due:
+                    del self.unregistered[cid]
+                if not due:
+                    continue
+                try:
+                    await self._register_pending(due)
+                except RpcError as exc:
+                    log.warning(
+                        "could not register %d stored, uncommitted chunks with the meta "
+                        "role (trying again in %g s): %s",
+                        len(due),
+                        REGISTER_RETRY,
+                        exc,
+                    )
+                    again = now - REGISTER_AFTER + REGISTER_RETRY
+                    for cid in due:
+                        if cid in self.pending:
+                            self.unregistered.setdefault(cid, again)
+        finally:
+            self._register_timer = False
+
+    def registered(self, cids: list[str]) -> None:
+        """These pending chunks were registered by someone else (a new session's)."""
+        for cid in cids:
+            self.unregistered.pop(cid, None)
+
+    async def _register_pending(self, cids: list[str]) -> None:
         """A restarted meta role refuses our session until the mount registers again; do
-        that, then register ``cid`` under the new session (a write must not fail because the
-        meta role restarted between two heartbeats)."""
+        that, then register ``cids`` under the new session (a write must not fail because
+        the meta role restarted between two heartbeats)."""
         session = self.session
         drop = self._take_dropped(session)
         try:
-            await self.meta.session_pending(session, [cid], drop)
+            await self.meta.session_pending(session, cids, drop)
         except FsError as exc:
             if exc.errno != errno.ESTALE or self.renew_session is None:
                 raise
             await self.renew_session(session)
-            await self.meta.session_pending(self.session, [cid], [])
-
-    async def hold_chunk_into(
-        self, cid: str, done: trio.Event, failure: list[BaseException]
-    ) -> None:
-        """hold_chunk as a background task: its error goes into ``failure``."""
-        try:
-            await self.hold_chunk(cid)
-        except RpcError as exc:
-            failure.append(exc)
-        finally:
-            done.set()
+            still = [cid for cid in cids if cid in self.pending]
+            if still:
+                await self.meta.session_pending(self.session, still, [])
 
     async def release_chunks(self, cids: list[str], tell: bool = True) -> None:
         """The pieces using these chunks were committed or superseded."""
@@ -203,7 +246,8 @@ class VolumeIO:
                 self.pending[cid] = count
             elif cid in self.pending:
                 del self.pending[cid]
-                gone.append(cid)
+                if self.unregistered.pop(cid, None) is None:  # (else never registered)
+                    gone.append(cid)
         if not gone or not tell:
             return
         # Told later, with the next chunk's registration (the same request) or after
@@ -487,7 +531,7 @@ class FileData:
                     uploaded = self.uploaded.get(idx)
                     held = uploaded.cid if uploaded is not None else None
                     if held is not None:
-                        await self.io.hold_chunk(held)
+                        self.io.hold_chunk(held)
                     piece = DirtyPiece(base, held)
                 # else a hole: the piece starts empty
         if self._add_dirty(idx, piece) is not piece and piece.held is not None:
@@ -621,7 +665,7 @@ class FileData:
                 if self.generation.get(idx) == generation
             ]
             for _ in kept[1:]:
-                await self.io.hold_chunk(cid)  # (already pending: counts, no call)
+                self.io.hold_chunk(cid)  # (already pending: counts)
             for idx, written, layout in kept:
                 assert written.base is not None
                 self.uploaded[idx] = Patch(
@@ -638,23 +682,13 @@ class FileData:
     async def _store(self, data: bytes, durable: bool) -> str:
         """Put ``data`` as a chunk on R servers, pending in this session until committed."""
         cid = await hash_chunk(data)
-        # Register the chunk as pending while it is being sent, not before: the collector
-        # never deletes a chunk younger than its grace period, so the registration only has
-        # to land within that, and the put does not wait.
-        held = trio.Event()
-        failure: list[BaseException] = []
-        self.io.nursery.start_soon(self.io.hold_chunk_into, cid, held, failure)
+        self.io.hold_chunk(cid)  # (registered with the meta role only if kept: hold_chunk)
         try:
             await self.io.data.put(data, self.io.replicas, cid, durable=durable)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await held.wait()
-                if not failure:
-                    await self.io.release_chunks([cid])
+                await self.io.release_chunks([cid])
             raise
-        await held.wait()
-        if failure:  # (hold_chunk has already undone its own count)
-            raise failure[0]
         self.io.cache.put(cid, data)
         return cid
 

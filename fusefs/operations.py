@@ -564,7 +564,9 @@ class Operations(pyfuse3.Operations):
         self.session = self.io.session = await self.meta.session_open(description)
         await self.delegator.resend()  # their batches first, as reclaims (delegation.py)
         if self.io.pending:  # chunks stored but not committed: keep them from the collector
-            await self.meta.session_pending(self.session, list(self.io.pending), [])
+            pending = list(self.io.pending)
+            await self.meta.session_pending(self.session, pending, [])
+            self.io.registered(pending)
         referenced = [ino for ino in {*self.lookups, *self.files} if self._referenced(ino)]
         if self.holds.enabled and await self._hold(self.session, referenced, []):
             self.holds.new_session(referenced)

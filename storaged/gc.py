@@ -8,8 +8,10 @@ again under its own lock at delete time.
 
 Why that is safe:
 - a chunk referenced when the meta role is asked is never a candidate;
-- a chunk a mount is writing is registered as pending while it is sent, until committed
-  (the registration lands well within the grace period, during which nothing is deleted);
+- a chunk a mount is writing and has not committed 2 s after it began sending it is
+  registered as pending then, until committed (fusefs/filedata.py REGISTER_AFTER; the
+  registration lands well within the grace period, at least 10 s, during which nothing
+  is deleted; a chunk committed sooner is referenced from then on);
 - a chunk that becomes wanted again after being judged garbage (a write of the same bytes
   deduplicated against it) is refreshed by that put, and a refreshed chunk is younger than
   the grace period, so the server's delete refuses it;
