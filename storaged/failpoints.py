@@ -26,7 +26,8 @@ _POINTS = _parse(os.environ.get(ENV, ""))
 
 
 def hit(name: str) -> None:
-    """Run the action configured for ``name``, if any (called from worker threads)."""
+    """Run the action configured for ``name``, if any (called from worker threads, and
+    from the chunk server's event loop for a buffered put: a sleep there stops it all)."""
     action = _POINTS.get(name)
     if not action:
         return
