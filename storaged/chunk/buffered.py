@@ -78,34 +78,26 @@ class BufferedPuts:
         self.passes = 0  # syncfs calls made
         self._lock = threading.Lock()
         self._pass_lock = threading.Lock()  # one pass at a time
-        self._pending: set[str] = set()  # buffered, no pass begun since
-        self._syncing: set[str] = set()  # in the pass under way
-        # fan-out directories made for buffered puts, their names not fsynced (the same
-        # passes cover them; a durable put into one fsyncs its parent: invariant 2)
-        self._pending_dirs: set[str] = set()
-        self._syncing_dirs: set[str] = set()
+        # chunk ids buffered, and fan-out directories made for them, names not fsynced
+        # (paths: with a "/", never a chunk id; a durable put into one fsyncs its
+        # parent, invariant 2): none since a pass began, and those of the pass under way
+        self._pending: set[str] = set()
+        self._syncing: set[str] = set()
 
-    def added(self, cid: str) -> None:
+    def added(self, name: str) -> None:
+        """A chunk id, or a directory's path, whose name is not on disk yet."""
         with self._lock:
-            self._pending.add(cid)
+            self._pending.add(name)
 
-    def waiting(self, cid: str) -> bool:
-        """Is ``cid``'s file possibly not on disk yet?"""
+    def waiting(self, name: str) -> bool:
+        """Is the chunk (or directory) ``name`` possibly not on disk yet?"""
         with self._lock:
-            return cid in self._pending or cid in self._syncing
-
-    def dir_added(self, path: str) -> None:
-        with self._lock:
-            self._pending_dirs.add(path)
-
-    def dir_waiting(self, path: str) -> bool:
-        """Is the name of directory ``path`` possibly not on disk yet?"""
-        with self._lock:
-            return path in self._pending_dirs or path in self._syncing_dirs
+            return name in self._pending or name in self._syncing
 
     def __len__(self) -> int:
+        """Chunks waiting for a pass (directories not counted)."""
         with self._lock:
-            return len(self._pending)
+            return sum("/" not in name for name in self._pending)
 
     def sync(self, fd: int) -> int:
         """Every chunk buffered before this call is on disk when it returns; the number
@@ -113,19 +105,17 @@ class BufferedPuts:
         with self._pass_lock:
             with self._lock:
                 self._syncing, self._pending = self._pending, set()
-                self._syncing_dirs, self._pending_dirs = self._pending_dirs, set()
-                covered = len(self._syncing)
-            if not covered and not self._syncing_dirs:
+            if not self._syncing:
                 return 0
+            covered = sum("/" not in name for name in self._syncing)
             try:
                 syncfs(fd)
                 self.passes += 1
             except OSError:
                 with self._lock:
                     self._pending |= self._syncing
-                    self._pending_dirs |= self._syncing_dirs
                 raise
             finally:
                 with self._lock:
-                    self._syncing, self._syncing_dirs = set(), set()
+                    self._syncing = set()
             return covered

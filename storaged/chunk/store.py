@@ -179,25 +179,23 @@ class ChunkStore:
         """The chunk's two fan-out directories exist, their names on disk when ``durable``
         (else by the next pass: buffered.py, invariant 2)."""
         key = str(directory)
-        if key in self._known_dirs:
-            if durable:
-                for d in (directory.parent, directory):
-                    if self.buffered.dir_waiting(str(d)):
-                        fsync_dir(d.parent)
-            return
+        known = key in self._known_dirs
         for d in (directory.parent, directory):
-            if not durable and not d.exists():
-                # named before it exists: a durable put (a worker thread) that finds it
-                # made a moment later must see that its name is not on disk yet
-                self.buffered.dir_added(str(d))
-            try:
-                d.mkdir()
-            except FileExistsError:
-                if durable and self.buffered.dir_waiting(str(d)):
-                    fsync_dir(d.parent)
-                continue
-            if durable:
-                fsync_dir(d.parent)  # the new directory's name must survive a crash too
+            if not known:
+                if not durable and not d.exists():
+                    # named before it exists: a durable put (a worker thread) that finds
+                    # it made a moment later must see that its name is not on disk yet
+                    self.buffered.added(str(d))
+                try:
+                    d.mkdir()
+                except FileExistsError:
+                    pass
+                else:
+                    if durable:  # the new directory's name must survive a crash too
+                        fsync_dir(d.parent)
+                    continue
+            if durable and self.buffered.waiting(str(d)):
+                fsync_dir(d.parent)
         self._known_dirs.add(key)
 
     # -- operations ---------------------------------------------------------------------
