@@ -434,6 +434,12 @@ class Operations(pyfuse3.Operations):
         ino = self.inodes.to_meta(inode)
         if ino in self.delegator.held:  # answers from it depend on its mode and group
             await self.delegator.give_back(ino)
+        data = self.files.get(ino)
+        if fields.update_mtime and data is not None and data.has_unsaved:
+            # A commit sets the mtime to its own time: the writes go first, so that the
+            # time set here is the file's (tar x, cp -p and rsync -t write a file, set its
+            # times on the open descriptor, then close it)
+            await data.flush()
         ask = self._ask()
         changes: dict[str, int] = {}
         if fields.update_mode:
@@ -448,7 +454,6 @@ class Operations(pyfuse3.Operations):
             changes["mtime_ns"] = attr.st_mtime_ns
         result = None
         if fields.update_size:
-            data = self.files.get(ino)
             if data is not None:
                 result = await data.truncate(attr.st_size)
             else:

@@ -203,6 +203,44 @@ def test_chmod_chown_and_nanosecond_times(here):
     assert path.stat().st_ctime_ns >= ctime
 
 
+def test_times_set_on_an_open_written_file_outlast_its_close(here):
+    """tar x, cp -p and rsync -t write a file, set its times through the open
+    descriptor, then close it: the close stores the writes and must keep those times."""
+    path = here / "timed"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"written before the times were set")
+        os.utime(fd, ns=(1_500_000_000_000_000_001, 1_600_000_000_000_000_002))
+        os.fchmod(fd, 0o640)
+    finally:
+        os.close(fd)
+    st = path.stat()
+    assert st.st_mtime_ns == 1_600_000_000_000_000_002
+    assert st.st_atime_ns == 1_500_000_000_000_000_001
+    assert path.read_bytes() == b"written before the times were set"
+    with open(path, "ab") as out:  # a write after them moves the mtime again
+        out.write(b"!")
+    assert path.stat().st_mtime_ns > 1_600_000_000_000_000_002
+
+
+def test_tar_extract_keeps_modes_and_times(here, tmp_path):
+    source = tmp_path / "src"
+    (source / "d").mkdir(parents=True)
+    for i in range(5):
+        f = source / "d" / f"f{i}"
+        f.write_bytes(os.urandom(100 + 5000 * i))
+        os.chmod(f, 0o600 + i)
+        os.utime(f, ns=(1_400_000_000_000_000_000 + i, 1_400_000_000_000_000_000 + 10**9 * i))
+    archive = tmp_path / "a.tar"
+    subprocess.run(["tar", "-C", source, "-cf", archive, "d"], check=True, timeout=60)
+    subprocess.run(["tar", "-C", here, "-xf", archive], check=True, timeout=60)
+    for i in range(5):
+        want, got = (source / "d" / f"f{i}").stat(), (here / "d" / f"f{i}").stat()
+        assert got.st_mtime_ns == want.st_mtime_ns // 10**9 * 10**9  # tar keeps seconds
+        assert stat.S_IMODE(got.st_mode) == 0o600 + i
+        assert (here / "d" / f"f{i}").read_bytes() == (source / "d" / f"f{i}").read_bytes()
+
+
 def test_truncate_up_and_down(here):
     path = here / "t"
     path.write_bytes(b"abcdefghij")
