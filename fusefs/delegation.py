@@ -27,8 +27,10 @@ Invariants (the mount's side):
    commit may ride *in* the last of them (``commit``): applied after its operations, in
    the same transaction, one round trip for both.
 3. Only inodes made under the grant, with their only name in the directory, are
-   unlinked or renamed here: nobody else can have reached them (any other mount must
-   recall the directory to look a name up in it), so their link count is known.
+   unlinked, renamed or have their attributes set (chmod, chown, utimens) here: nobody
+   else can have reached them (any other mount must recall the directory to look a name
+   up in it), so their link count is known, and what their attributes are
+   (fusefs/ownattrs.py).
 4. A batch the meta role refuses (the grant was revoked: this mount did not answer a
    recall in time) or whose outcome is unknown (the connection broke) is reported at
    ERROR, operation by operation, and the directory's names and the kernel's entries
@@ -39,9 +41,11 @@ Invariants (the mount's side):
    given back unused stay few. A grant whose numbers ran out with no extension coming
    answers nothing more and is given back.
 
-What it bounds: an answered create or unlink reaches the meta role within
-``FLUSH_SECONDS`` (0.5 s) while the mount runs, and is on the meta role's disk within
-its group commit period (storaged/meta/groupcommit.py, 50 ms) after that.
+What it bounds: an answered create, unlink, rename or attribute change reaches the meta
+role within ``FLUSH_SECONDS`` (0.5 s) while the mount runs, and before the close of a
+file written in the directory returns (its commit carries the batch, or ``send_owed``
+sends it); it is on the meta role's disk within its group commit period
+(storaged/meta/groupcommit.py, 50 ms) after that.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ BATCH_MAX = 1000  # operations in one batch (the meta role's fs.apply limit)
 REFUSED_SECONDS = 2.0  # a directory refused is not asked for again before this
 TICK = 0.1
 RESEND_TRIES = 3  # sends of one batch while the session changes under it
+# what a batch's operations are, for the log (``f``, a forget, is never reported)
+OPERATION_NAMES = {"c": "create of", "u": "unlink of", "m": "rename of", "a": "attributes of"}
 
 
 @dataclass
@@ -92,6 +98,7 @@ class Held:
     first_op: float = 0.0  # monotonic time of the oldest operation not sent
     last_t: int = 0  # the time (ns) of the newest change answered here
     made: dict[bytes, int] = field(default_factory=dict)  # name -> inode made here
+    name_of: dict[int, bytes] = field(default_factory=dict)  # ``made`` the other way round
     ended: bool = False  # recalled, given back or lost: nothing answered from it
     pinned: bool = False  # the directory's names are pinned in dirnames.py
     renewing: bool = False  # an fs.apply to renew ``ask`` is on its way
@@ -100,6 +107,11 @@ class Held:
     range_size: int = 0  # how many numbers the last range had (half used: extend)
     fresh: bool = True  # ``attr`` is the directory as it is (see noted)
     sending: trio.Lock = field(default_factory=trio.Lock)
+    # the meta role takes attribute changes in a batch (its grant says so: an older
+    # release refuses a batch holding one, whole)
+    sets_attributes: bool = False
+    recorded: int = 0  # operations ever recorded in ``ops``
+    taken: int = 0  # of those, how many were taken out of it to be sent
 
 
 class Delegator:
@@ -193,6 +205,7 @@ class Delegator:
             int(grant.get("upto", 0)),
         )
         held.range_size = held.last_ino - held.next_ino + 1
+        held.sets_attributes = "a" in grant.get("ops", ())
         self._pin(held)  # now, if it can be: an invalidation may come any moment
 
     # -- answering ------------------------------------------------------------------------
@@ -254,6 +267,7 @@ class Delegator:
         self._numbers_used(held)
         self._record(held, ["c", name, ino, mode, uid, gid, rdev, target, t, hold], t)
         held.made[name] = ino
+        held.name_of[ino] = name
         self.made_in[ino] = held.directory
         self.names.added(held.directory, name, renew=held.ask)
         size = len(target) if target is not None else 0
@@ -311,6 +325,7 @@ class Delegator:
         """Unlink ``name``, which this mount made in the held directory (``held.made``);
         returns its inode, which has no name left."""
         ino = held.made.pop(name)
+        held.name_of.pop(ino, None)
         t = time.time_ns()
         self._record(held, ["u", name, t], t)
         self.names.removed(held.directory, name)
@@ -320,10 +335,31 @@ class Delegator:
         """Rename ``old`` (made here) to ``new`` (surely absent) within the directory."""
         ino = held.made.pop(old)
         held.made[new] = ino
+        held.name_of[ino] = new
         t = time.time_ns()
         self._record(held, ["m", old, new, 0, t], t)
         self.names.removed(held.directory, old)
         self.names.added(held.directory, new, renew=held.ask)
+
+    def settable(self, ino: int) -> Held | None:
+        """The grant under which a chmod, chown or utimens of ``ino`` may be answered
+        here: it was made under it and has its only name in the directory (invariant
+        3), and the grant is ``usable``."""
+        directory = self.made_in.get(ino)
+        if directory is None:
+            return None
+        held = self.usable(directory)
+        if held is None or not held.sets_attributes or ino not in held.name_of:
+            return None
+        return held
+
+    def set_attributes(self, held: Held, ino: int, changes: dict[str, int], t: int) -> None:
+        """Record a change of ``ino``'s attributes (``settable`` said ``held``) made at
+        ``t`` (its ctime; a time of -1 means ``t``). The directory is not changed."""
+        self._append(held, ["a", held.name_of[ino], ino, changes, t])
+        now = time.monotonic()
+        held.first_op = held.first_op or now
+        held.used = now
 
     def forgotten(self, ino: int) -> bool:
         """The kernel forgot ``ino``, an orphan: True when the held directory it was
@@ -333,12 +369,16 @@ class Delegator:
         if held is None or held.ended or len(held.ops) >= BATCH_MAX:
             return False
         del self.made_in[ino]
-        held.ops.append(["f", ino])
+        self._append(held, ["f", ino])
         held.first_op = held.first_op or time.monotonic()
         return True
 
-    def _record(self, held: Held, op: list[Any], t: int) -> None:
+    def _append(self, held: Held, op: list[Any]) -> None:
         held.ops.append(op)
+        held.recorded += 1
+
+    def _record(self, held: Held, op: list[Any], t: int) -> None:
+        self._append(held, op)
         now = time.monotonic()
         held.first_op = held.first_op or now
         held.used = now
@@ -350,7 +390,8 @@ class Delegator:
         directory = self.made_in.pop(ino, None)
         held = self.held.get(directory) if directory is not None else None
         if held is not None:
-            for name in [n for n, i in held.made.items() if i == ino]:
+            name = held.name_of.pop(ino, None)
+            if name is not None:
                 del held.made[name]
 
     def made_ino(self, directory: int, name: bytes) -> int | None:
@@ -367,7 +408,7 @@ class Delegator:
     # -- sending --------------------------------------------------------------------------
 
     async def commit(
-        self, ino: int, size: int, pieces: list[list[Any]]
+        self, ino: int, size: int, pieces: list[list[Any]], mtime_ns: int | None = None
     ) -> Mapping[str, Any] | None:
         """A written file's close: its commit sent along with a batch this mount owes
         (its own directory's if that has one), one round trip for both; the other
@@ -383,7 +424,7 @@ class Delegator:
         for other in list(self.held.values()):
             if other is not held and (other.ops or other.sending.locked()):
                 await self._send(other)
-        outcome = await self._send(held, commit=[ino, size, pieces, None])
+        outcome = await self._send(held, commit=[ino, size, pieces, mtime_ns])
         if outcome is None:
             return None
         if "error" in outcome:
@@ -395,6 +436,25 @@ class Delegator:
         for held in list(self.held.values()):
             if held.ops or held.sending.locked():
                 await self._send(held)
+
+    def owed(self, directory: int | None) -> tuple[Held, int] | None:
+        """A mark of what ``directory``'s batch holds now (see ``send_owed``)."""
+        held = self.held.get(directory) if directory is not None else None
+        return None if held is None else (held, held.recorded)
+
+    async def send_owed(self, mark: tuple[Held, int] | None) -> None:
+        """Every operation recorded in the directory before ``mark`` (``owed``) was
+        applied (or reported lost) when this returns: a written file's close in it, whose
+        commit did not carry them (it had nothing new to commit). Operations answered
+        while the close was on its way are not waited for."""
+        if mark is None:
+            return
+        held, recorded = mark
+        if held.taken < recorded:
+            await self._send(held)
+        else:
+            async with held.sending:  # (the batch carrying them may be on its way)
+                pass
 
     async def give_back(self, directory: int) -> None:
         """Send the directory's batch and end the grant (before a change of the
@@ -454,6 +514,7 @@ class Delegator:
             if self.held.get(held.directory) is not held:
                 return None  # given back or lost already, by a send before this one
             ops, held.ops, held.first_op = held.ops, [], 0.0
+            held.taken += len(ops)
             if not ops and not release and not held.ended and not renew and commit is None:
                 return None
             for _ in range(RESEND_TRIES):
@@ -473,6 +534,7 @@ class Delegator:
                     if session != self._session():
                         continue  # registered again meanwhile: now as a reclaim
                     held.ops = ops + held.ops  # for the reclaim, once registered again
+                    held.taken -= len(ops)
                     held.ended = True
                     held.first_op = held.first_op or time.monotonic()
                     return None
@@ -521,7 +583,7 @@ class Delegator:
                 log.error(
                     "directory %d: %s %r answered by this mount, %s by the meta role: %s",
                     held.directory,
-                    {"c": "create of", "u": "unlink of", "m": "rename of"}[op[0]],
+                    OPERATION_NAMES[op[0]],
                     op[1],
                     why,
                     exc if exc is not None else "cancelled",

@@ -14,7 +14,9 @@ Invariants (between checkpoints a task has this state to itself; trio is coopera
   was not written again while it ran, so a commit never records stale bytes.
 - ``flush`` uploads what is dirty, waits for every upload, then commits the chunk map and
   size in one meta transaction. Only then do fsync() and close() return: the data is on R
-  servers and in the metadata.
+  servers and in the metadata. A commit sets the file's mtime to its own time, unless an
+  mtime was set (utimens) since the last write (``mtime_set``): then it keeps that one,
+  since it is the later word on the writes it stores.
 - A flush that fails for good (the meta role refuses the commit: the volume is full, the
   file is gone) drops every unstored byte of the file (``drop_unsaved``): the file reads
   as committed again, as a local filesystem's pages do after a failed writeback, and
@@ -85,7 +87,8 @@ class VolumeIO:
     # sends a close's commit along with a batch of a delegated directory this mount owes
     # (Operations: fusefs/delegation.py), one round trip for both; None when it owes none
     commit_with_batch: (
-        Callable[[int, int, list[list[Any]]], Awaitable[Mapping[str, Any] | None]] | None
+        Callable[[int, int, list[list[Any]], int | None], Awaitable[Mapping[str, Any] | None]]
+        | None
     ) = None
     # with the inode whose unstored bytes were dropped: its kernel pages must go (Operations)
     after_drop: Callable[[int], None] | None = None
@@ -150,14 +153,17 @@ class VolumeIO:
                     "unsaved writes is full and an upload failed)",
                 )
 
-    async def commit(self, ino: int, size: int, items: list[list[Any]]) -> Mapping[str, Any]:
+    async def commit(
+        self, ino: int, size: int, items: list[list[Any]], mtime_ns: int | None = None
+    ) -> Mapping[str, Any]:
         """Record a file's written pieces and size in the meta role (fs.commit, or along
-        with a batch this mount owes: ``commit_with_batch``)."""
+        with a batch this mount owes: ``commit_with_batch``); its mtime becomes
+        ``mtime_ns``, or the commit's time."""
         if self.commit_with_batch is not None:
-            attr = await self.commit_with_batch(ino, size, items)
+            attr = await self.commit_with_batch(ino, size, items, mtime_ns)
             if attr is not None:
                 return attr
-        return await self.meta.fs_commit(ino, size, items, None, self.author())
+        return await self.meta.fs_commit(ino, size, items, mtime_ns, self.author())
 
     async def chunk(self, cid: str) -> bytes:
         return await self.cache.fetch(cid, self.data.get)
@@ -305,6 +311,10 @@ class FileData:
     failures: int = 0  # flushes that failed for good, their bytes dropped (drop_unsaved)
     failure: FsError | None = None  # the last of them
     handles: int = 0
+    # an mtime set (utimens) since the last write: the next commit keeps it instead of
+    # taking its own time (tar x, cp -p and rsync -t write a file, set its times on the
+    # open descriptor, then close it)
+    mtime_set: int | None = None
     write_lock: trio.Lock = field(default_factory=trio.Lock)
     flush_lock: trio.Lock = field(default_factory=trio.Lock)
     idle: trio.Event = field(default_factory=trio.Event)
@@ -488,6 +498,7 @@ class FileData:
         await self.io.make_room(len(buf))
         cs = self.io.chunk_size
         async with self.write_lock:
+            self.mtime_set = None  # (see mtime_set) a write after it moves the mtime again
             pos = 0
             while pos < len(buf):
                 idx, inner = divmod(off + pos, cs)
@@ -706,7 +717,7 @@ class FileData:
                     await self._start_patches(group, durable)
                 for idx in list(self.dirty):
                     await self._start_upload(idx, durable)
-                size = self.size
+                size, mtime = self.size, self.mtime_set
             if self.in_flight:
                 await self.idle.wait()
             if self.upload_error is not None:
@@ -718,7 +729,7 @@ class FileData:
             if not pieces and size == self.committed_size:
                 return
             try:
-                attr = await self.io.commit(self.ino, size, _commit_items(pieces))
+                attr = await self.io.commit(self.ino, size, _commit_items(pieces), mtime)
             except FsError as exc:
                 if exc.errno in LOST_FOR_GOOD:
                     await self.drop_unsaved(exc)

@@ -33,7 +33,7 @@ from .coherence import (
     KernelCall,
     run_in_thread,
 )
-from .delegation import Delegator
+from .delegation import Delegator, Held
 from .dircache import ListingCache
 from .dirnames import KnownNames
 from .filedata import FileData, VolumeIO
@@ -41,6 +41,7 @@ from .holds import SYNC_SECONDS, KernelHolds
 from .inflight import InFlight
 from .keptmaps import KeptMaps, map_from_answer, version_of
 from .listing import KeptListings, Listing, Page
+from .ownattrs import OwnAttrs, changed
 from .quota import QuotaGuard
 
 log = logging.getLogger("fusefs")
@@ -158,6 +159,8 @@ class Operations(pyfuse3.Operations):
         # chunk maps of files read and closed here, for a read after the kernel dropped
         # their pages (keptmaps.py)
         self.maps = KeptMaps()
+        # attributes of files made here under a delegation, while exact (ownattrs.py)
+        self.own_attrs = OwnAttrs()
         # directories this mount answers changes in itself (see delegation.py); the
         # meta role sees every batch before any other call of this mount's
         self.delegator = Delegator(
@@ -175,11 +178,16 @@ class Operations(pyfuse3.Operations):
         kernel may keep the file's attributes from before (a stat while it was written)
         for as long as the lease: told to forget them, when they differ. Attributes only:
         that takes no lock a request in flight may hold, so it is safe from a handler."""
+        ino = answer.get("ino")
+        # exact, if what was known of the file stayed good while the commit was out (no
+        # change of it can be answered here meanwhile: its flush lock; ownattrs.py)
+        exact = ino in self.delegator.made_in and self.own_attrs.get(ino, self._changes) is not None
         self._changes += 1
         self.quota.committed(answer)
-        ino = answer.get("ino")
         if ino is None:
             return
+        if exact:
+            self.own_attrs.keep(ino, answer, self._changes)
         told = self.seen.get(ino)
         if told is not None and told != (answer.get("size"), answer.get("mtime_ns")):
             del self.seen[ino]
@@ -412,6 +420,9 @@ class Operations(pyfuse3.Operations):
         made = self.dir_attrs.pop(ino, None)
         if made is not None and made[0] > time.monotonic():
             return self._entry(made[1], made[2])
+        own = self._own_attrs(ino)
+        if own is not None:  # a file made here under a delegation (ownattrs.py)
+            return self._entry(own[0], own[1].ask)
         # The kernel asks again after every read and listing (it marks the access time
         # stale, and the meta role does not keep access times): what the mount knows
         # unchanged answers it (see _known).
@@ -435,23 +446,15 @@ class Operations(pyfuse3.Operations):
         if ino in self.delegator.held:  # answers from it depend on its mode and group
             await self.delegator.give_back(ino)
         data = self.files.get(ino)
-        if fields.update_mtime and data is not None and data.has_unsaved:
-            # A commit sets the mtime to its own time: the writes go first, so that the
-            # time set here is the file's (tar x, cp -p and rsync -t write a file, set its
-            # times on the open descriptor, then close it)
-            await data.flush()
+        if fields.update_mtime and data is not None:
+            async with data.flush_lock:  # (a commit on its way took its own time)
+                data.mtime_set = attr.st_mtime_ns  # the next commit keeps it (filedata.py)
+        changes = _attribute_changes(attr, fields)
+        if changes and not fields.update_size:
+            local = self._setattr_here(ino, changes, data)
+            if local is not None:
+                return local
         ask = self._ask()
-        changes: dict[str, int] = {}
-        if fields.update_mode:
-            changes["mode"] = attr.st_mode
-        if fields.update_uid:
-            changes["uid"] = attr.st_uid
-        if fields.update_gid:
-            changes["gid"] = attr.st_gid
-        if fields.update_atime:
-            changes["atime_ns"] = attr.st_atime_ns
-        if fields.update_mtime:
-            changes["mtime_ns"] = attr.st_mtime_ns
         result = None
         if fields.update_size:
             if data is not None:
@@ -461,6 +464,33 @@ class Operations(pyfuse3.Operations):
         if changes or result is None:
             result = await self.meta.fs_setattr(ino, changes, ask.session)
         return self._entry(result, ask)
+
+    def _own_attrs(self, ino: int) -> tuple[dict[str, Any], Held] | None:
+        """The attributes of ``ino``, a file made here under a delegation, as exactly
+        known here (ownattrs.py), with the grant; or None."""
+        held = self.delegator.settable(ino)
+        if held is None:
+            return None
+        attr = self.own_attrs.get(ino, self._changes)
+        return None if attr is None else (attr, held)
+
+    def _setattr_here(
+        self, ino: int, changes: dict[str, int], data: FileData | None
+    ) -> pyfuse3.EntryAttributes | None:
+        """A chmod, chown or utimens of a file made here under a delegation, answered
+        here and sent in its directory's batch (ownattrs.py); or None."""
+        if data is not None and data.flush_lock.locked():
+            return None  # a commit is out: its answer is what will be known (invariant 2)
+        own = self._own_attrs(ino)
+        if own is None:
+            return None
+        attr, held = own
+        t = time.time_ns()
+        self.delegator.set_attributes(held, ino, changes, t)
+        self._changes += 1  # kept listings show the file's old attributes (dircache.py)
+        attr = changed(attr, changes, t)
+        self.own_attrs.keep(ino, attr, self._changes)
+        return self._entry(attr, held.ask)
 
     async def _make(
         self,
@@ -534,6 +564,7 @@ class Operations(pyfuse3.Operations):
         self._changing()
         hold = hold or self.holds.enabled
         attr = self.delegator.create(held, name, mode, ctx.uid, ctx.gid, rdev, target, hold)
+        self.own_attrs.keep(attr["ino"], attr, self._changes)
         if hold:
             self.holds.took(attr["ino"])
         return attr, held.ask
@@ -1224,7 +1255,19 @@ class Operations(pyfuse3.Operations):
         failure that dropped some; a read-only handle has nothing to store, and its close
         never fails because of another handle's writes."""
         if fh in self.writers:
+            ino = self.handles[fh]
+            owed = self.delegator.owed(self._directory_of(ino))
             await self._stored(fh)
+            if self.files[ino].generation:  # written while open here
+                await self.delegator.send_owed(owed)
+
+    def _directory_of(self, ino: int) -> int | None:
+        """The directory ``ino`` was made in under a grant, or the one the kernel last
+        looked it up in."""
+        directory = self.delegator.made_in.get(ino)
+        if directory is None and ino in self.names:
+            directory = self.inodes.to_meta(self.names[ino][0])
+        return directory
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -1372,3 +1415,21 @@ class Operations(pyfuse3.Operations):
             await self.meta.fs_sync()
         except Exception as exc:
             log.error("the meta role could not confirm every change is on disk: %s", exc)
+
+
+def _attribute_changes(
+    attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields
+) -> dict[str, int]:
+    """A SETATTR's changes but the size, as fs.setattr takes them."""
+    changes: dict[str, int] = {}
+    if fields.update_mode:
+        changes["mode"] = attr.st_mode
+    if fields.update_uid:
+        changes["uid"] = attr.st_uid
+    if fields.update_gid:
+        changes["gid"] = attr.st_gid
+    if fields.update_atime:
+        changes["atime_ns"] = attr.st_atime_ns
+    if fields.update_mtime:
+        changes["mtime_ns"] = attr.st_mtime_ns
+    return changes

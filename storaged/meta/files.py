@@ -279,8 +279,12 @@ def truncate(conn: sqlite3.Connection, ino: int, size: int) -> None:
 SETTABLE = {"mode", "uid", "gid", "size", "atime_ns", "mtime_ns"}
 
 
-def setattr_(conn: sqlite3.Connection, ino: int, changes: dict[str, Any]) -> Attr:
-    """chmod, chown, truncate, utimens; ctime always moves. A time of -1 means "now"."""
+def setattr_(
+    conn: sqlite3.Connection, ino: int, changes: dict[str, Any], t: int | None = None
+) -> Attr:
+    """chmod, chown, truncate, utimens; ctime always moves. A time of -1 means "now":
+    ``t`` when given (the time a mount answered the change from a delegation), else the
+    meta role's clock."""
     unknown = set(changes) - SETTABLE
     if unknown:
         raise FsError(errno.EINVAL, f"cannot set {sorted(unknown)}")
@@ -288,7 +292,7 @@ def setattr_(conn: sqlite3.Connection, ino: int, changes: dict[str, Any]) -> Att
         if type(value) is not int:
             raise FsError(errno.EINVAL, f"{key} must be an integer")
     attr = getattr_(conn, ino)
-    t = now_ns()
+    t = now_ns() if t is None else t
     if "size" in changes:
         if stat.S_ISDIR(attr["mode"]):
             raise FsError(errno.EISDIR, "cannot truncate a directory")

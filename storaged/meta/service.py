@@ -335,6 +335,7 @@ class MetaService:
             "last": grant.last,
             "dir": attr,
             "upto": self.watches.queued(grant.session),
+            "ops": BATCH_OPS,  # what a batch may hold: a mount sends no other kind
         }
 
     def _may_grant(self, session: str, directory: int) -> bool:
@@ -360,9 +361,11 @@ class MetaService:
         create, mknod or symlink, ``ino`` from the grant's range; ``hold``: held for the
         session, as fs.mknod with a session), ``["u", name, time_ns]`` (an unlink; a
         victim left with no name is held for the session, as fs.unlink), ``["m", old,
-        new, flags, time_ns]`` (a rename within the directory), ``["f", ino]`` (the
-        holder's kernel forgot an orphan: as fs.forget). Answers the directory's
-        attributes (``parent``) and the inodes deleted (``deleted``).
+        new, flags, time_ns]`` (a rename within the directory), ``["a", name, ino,
+        changes, time_ns]`` (chmod, chown or utimens of ``name``, an inode of the grant's
+        range with no other name: as fs.setattr without a size, its ctime ``time_ns``),
+        ``["f", ino]`` (the holder's kernel forgot an orphan: as fs.forget). Answers the
+        directory's attributes (``parent``) and the inodes deleted (``deleted``).
 
         ENOLCK when the grant is not held (given back, or revoked after a recall the
         holder did not answer in time): nothing is applied. ``reclaim``: the batch of a
@@ -468,6 +471,14 @@ class MetaService:
                 replaced = self._delete_if_orphan(conn, replaced, session)
                 if replaced.get("deleted"):
                     deleted.append(replaced["ino"])
+        elif kind == "a":
+            _, name, ino, changes, t = op
+            if namespace.entry_inode(conn, directory, name) != ino:
+                raise FsError(errno.ESTALE, f"{name!r} does not name inode {ino} (any more)")
+            if namespace.getattr_(conn, ino)["nlink"] != 1:
+                raise FsError(errno.EINVAL, f"inode {ino} has other names: not set in a batch")
+            files.setattr_(conn, ino, changes, t)
+            events.append(inode(ino))
         else:  # "f"
             ino = op[1]
             self.sessions.release(session, ino)
@@ -1286,7 +1297,7 @@ def _reclaimable(ino: int) -> bool:
 
 def _checked_op(op: Any, owns: Callable[[int], bool]) -> list:
     """One operation of an fs.apply batch, its shape and values checked (InvalidArgument)."""
-    if not isinstance(op, list) or not op or op[0] not in ("c", "u", "m", "f"):
+    if not isinstance(op, list) or not op or op[0] not in BATCH_OPS:
         raise InvalidArgument(f"not an operation: {op!r}"[:200])
     kind = op[0]
     if kind == "c":
@@ -1316,9 +1327,31 @@ def _checked_op(op: Any, owns: Callable[[int], bool]) -> list:
             raise InvalidArgument("a rename is [m, old, new, flags, time_ns]")
         if type(op[3]) is not int or not _is_time(op[4]):
             raise InvalidArgument("rename flags must be an integer, its time nanoseconds")
+    elif kind == "a":
+        if len(op) != 5 or not isinstance(op[1], bytes) or not isinstance(op[3], dict):
+            raise InvalidArgument("an attribute change is [a, name, ino, changes, time_ns]")
+        _, name, ino, changes, t = op
+        if type(ino) is not int or not owns(ino):
+            raise InvalidArgument(f"inode {ino!r} is not one of the grant's numbers")
+        if not changes or not set(changes) <= BATCH_SETTABLE:
+            raise InvalidArgument(
+                f"a batch sets some of {sorted(BATCH_SETTABLE)}, not {changes!r}"[:200]
+            )
+        ranges.check_changes(changes)
+        if not _is_time(t):
+            raise InvalidArgument("an attribute change's time must be nanoseconds")
     elif len(op) != 2 or type(op[1]) is not int or op[1] <= 0:
         raise InvalidArgument("a forget is [f, ino]")
     return op
+
+
+# The kinds of operation an fs.apply batch may hold (see fs_apply); a grant says so, so
+# that a mount sends "a" only to a meta role that takes it (an older one refuses the
+# whole batch)
+BATCH_OPS = ["c", "u", "m", "a", "f"]
+# What an attribute change in a batch may set: a size is a change of the file's data,
+# which goes through fs.setattr (it waits for every mount's pages to be dropped).
+BATCH_SETTABLE = frozenset({"mode", "uid", "gid", "atime_ns", "mtime_ns"})
 
 
 def _is_time(value: Any) -> bool:

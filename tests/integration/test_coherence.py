@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -304,10 +305,11 @@ STEPS = 150
 
 
 def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
-    """Creates, overwrites, unlinks, renames, mkdirs and rmdirs, each through a mount
-    picked at random, against a model: the mount that made a change sees it at once, the
-    other within BOUND (contents at its next open, at once), and a name never made is
-    missing on both. Both kernels cache for the lease, and each mount answers misses in
+    """Creates, overwrites, unlinks, renames, mkdirs, rmdirs, attribute changes (chmod,
+    chown, utimens) and files extracted as tar does (written, then their times, owner and
+    mode set on the open descriptor), each through a mount picked at random, against a
+    model: the mount that made a change sees it at once, the other within BOUND
+    (contents at its next open, at once), and a name never made is missing on both. Both kernels cache for the lease, and each mount answers misses in
     directories whose names it knows (fusefs/dirnames.py): a stale name anywhere fails."""
     rng = random.Random(SEED)
     print(f"\nseed {SEED} (SHOALFS_SEED={SEED} to repeat)")
@@ -316,6 +318,11 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
     _seen(lambda: roots["b"].is_dir())
     dirs: set[str] = {""}
     files: dict[str, bytes] = {}
+    # path -> (permission bits, mtime or None when it is "when written", owner)
+    attrs: dict[str, tuple[int, int | None, int]] = {}
+    umask = os.umask(0)
+    os.umask(umask)
+    made_mode = 0o666 & ~umask
 
     def names_in(d: str) -> list[str]:
         prefix = f"{d}/" if d else ""
@@ -333,6 +340,12 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
             if path in files:
                 if (root / path).read_bytes() != files[path]:
                     return False
+                st = os.stat(root / path)
+                mode, mtime, owner = attrs[path]
+                if (stat.S_IMODE(st.st_mode), st.st_uid) != (mode, owner):
+                    return False
+                if mtime is not None and st.st_mtime_ns != mtime:
+                    return False
             elif path in dirs:
                 if not (root / path).is_dir():
                     return False
@@ -347,8 +360,11 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
     for step in range(STEPS):
         side = rng.choice("ab")
         root = roots[side]
-        kind = rng.choice(["create", "create", "overwrite", "unlink", "rename", "mkdir", "rmdir"])
-        if kind == "overwrite" and not files:
+        kind = rng.choice(
+            ["create", "create", "overwrite", "unlink", "rename", "mkdir", "rmdir"]
+            + ["attributes", "extract"]
+        )
+        if kind in ("overwrite", "attributes") and not files:
             kind = "create"
         if kind == "rmdir" and len(dirs) == 1:
             kind = "mkdir"
@@ -358,21 +374,55 @@ def test_random_changes_through_either_mount_are_seen_by_both(two: Two) -> None:
         if kind == "create":
             files[new] = rng.randbytes(rng.randrange(0, 3000))
             (root / new).write_bytes(files[new])
+            attrs[new] = (made_mode, None, 0)
+        elif kind == "extract":
+            files[new] = rng.randbytes(rng.randrange(0, 3000))
+            mode, mtime, owner = (
+                0o600 + rng.randrange(0o200),
+                rng.randrange(1 << 62),
+                rng.randrange(9),
+            )
+            attrs[new] = (mode, mtime, owner)
+            fd = os.open(root / new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, files[new])
+                os.utime(fd, ns=(mtime, mtime))
+                os.fchown(fd, owner, -1)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        elif kind == "attributes":
+            path = rng.choice(sorted(files))
+            mode, when, owner = attrs[path]
+            change = rng.choice(["mode", "mtime", "owner"])
+            if change == "mode":
+                mode = 0o600 + rng.randrange(0o200)
+                os.chmod(root / path, mode)
+            elif change == "mtime":
+                when = rng.randrange(1 << 62)
+                os.utime(root / path, ns=(when, when))
+            else:
+                owner = rng.randrange(9)
+                os.chown(root / path, owner, -1)
+            attrs[path] = (mode, when, owner)
+            touched = [path]
         elif kind == "overwrite":
             path = rng.choice(sorted(files))
             files[path] = rng.randbytes(rng.randrange(0, 3000))
             (root / path).write_bytes(files[path])
+            attrs[path] = (*attrs[path][:1], None, attrs[path][2])
             touched = [path]
         elif kind == "unlink" and files:
             path = rng.choice(sorted(files))
             os.unlink(root / path)
-            del files[path]
+            del files[path], attrs[path]
             touched = [path]
         elif kind == "rename" and files:
             path = rng.choice(sorted(files))
             target = rng.choice([new, *sorted(files)])  # sometimes over another file
             os.rename(root / path, root / target)
             files[target] = files.pop(path)
+            attrs[target] = attrs.pop(path)
             touched = [path, target]
         elif kind == "mkdir":
             (root / new).mkdir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -126,6 +127,66 @@ def test_a_written_files_close_in_a_held_directory_is_one_request(two: Two) -> N
     assert sent["fs.commit"] <= COMMITS_ALONE, sent
     for name, data in files.items():
         assert (two.b / "written" / name).read_bytes() == data
+
+
+def _extract_like_tar(path: Path, data: bytes, mode: int, owner: int, mtime_ns: int) -> None:
+    """What GNU tar does for each file it extracts as root: create, write, set the times,
+    the owner and the mode on the open descriptor, close."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        os.fchown(fd, owner, owner + 1)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def test_attributes_a_file_made_here_gets_ride_in_its_close(two: Two) -> None:
+    """tar x sets each file's times, owner and mode after writing it: for a file made
+    under the grant those are answered by the mount (as is the kernel's GETATTR before
+    a chown), and its close is still one request carrying all of them; the other mount
+    sees every attribute as set."""
+    d = two.a / "extracted"
+    d.mkdir()
+    methods = ("fs.commit", "fs.apply", "fs.setattr", "fs.getattr", "fs.mknod")
+    before = requests_by_method(two.port, *methods)
+    files = {f"f{i}": (os.urandom(3000 + i), 0o600 + i, 1000 + i) for i in range(40)}
+    for name, (data, mode, owner) in files.items():
+        _extract_like_tar(d / name, data, mode, owner, 1_500_000_000_000_000_000 + owner)
+    sent = {m: n - before[m] for m, n in requests_by_method(two.port, *methods).items()}
+    assert sent["fs.setattr"] == 0 and sent["fs.mknod"] == 0, sent
+    assert sent["fs.getattr"] <= 2, sent  # (the directory's, at most)
+    assert len(files) <= sent["fs.apply"] + sent["fs.commit"] <= len(files) + 3, sent
+    assert sent["fs.commit"] <= COMMITS_ALONE, sent
+    for name, (data, mode, owner) in files.items():
+        for path in (d / name, two.b / "extracted" / name):
+            st = path.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, owner, owner + 1)
+            assert st.st_mtime_ns == st.st_atime_ns == 1_500_000_000_000_000_000 + owner
+            assert st.st_ctime_ns >= st.st_mtime_ns
+            assert path.read_bytes() == data
+
+
+def test_a_written_files_close_sends_what_was_answered_after_its_last_commit(
+    two: Two, third: tuple[Path, Path]
+) -> None:
+    """A file written, fsynced, then chmodded and another created beside it: the close
+    has nothing new to commit, yet it returns only once those changes reached the meta
+    role (a SIGKILL of the mount right after loses neither)."""
+    c, _ = third
+    d = c / "after-fsync"
+    d.mkdir()
+    with open(d / "f", "wb") as f:
+        f.write(b"synced")
+        f.flush()
+        os.fsync(f.fileno())
+        os.fchmod(f.fileno(), 0o640)
+        _fill(d, ["beside"])
+    os.kill(_mount_pid(c), signal.SIGKILL)
+    there = two.b / "after-fsync"
+    assert sorted(os.listdir(there)) == ["beside", "f"]
+    assert stat.S_IMODE((there / "f").stat().st_mode) == 0o640
 
 
 def test_a_directory_this_mount_makes_is_answered_here_from_its_first_file(two: Two) -> None:

@@ -43,6 +43,7 @@ class FakeMeta:
         self.extensions: list[dict[str, int]] = []  # dir.extend's answers (then None)
         self.extend_gate: trio.Event | None = None  # dir.extend waits for it
         self.extended = 0  # dir.extend calls
+        self.ops = ["c", "u", "m", "a", "f"]  # what the grant says a batch may hold
 
     async def dir_extend(self, session: str, directory: int, grant: str) -> dict | None:
         self.extended += 1
@@ -59,6 +60,7 @@ class FakeMeta:
             "last": 102,
             "dir": {**attr, "mtime_ns": 0},
             "upto": self.upto,
+            "ops": self.ops,
         }
 
     async def fs_apply(
@@ -148,8 +150,10 @@ class Holding:
 
 
 @asynccontextmanager
-async def holding() -> AsyncIterator[Holding]:
+async def holding(ops: list[str] | None = None) -> AsyncIterator[Holding]:
     delegator, meta, cache, names, lost = _setup()
+    if ops is not None:
+        meta.ops = ops
     async with trio.open_nursery() as nursery:
         await _granted(delegator, nursery)
         held = delegator.usable(D)
@@ -238,6 +242,61 @@ async def test_a_close_sends_its_commit_with_the_batch_it_owes():
         meta.refuse = True  # the batch refused: the caller commits alone
         assert await delegator.commit(102, 10, []) is None
         assert h.lost
+
+
+@trio_test
+async def test_attributes_of_a_file_made_here_are_set_here_under_its_current_name():
+    """chmod, chown, utimens of a file made under the grant go in the batch, by the name
+    it has when they are answered; not for a file unlinked, given another name through
+    the meta role, or made before the grant. A close sends its commit after them, with
+    the mtime it was given."""
+    async with holding() as h:
+        delegator, meta, held = h.delegator, h.meta, h.held
+        ino = h.make(b"a")["ino"]
+        assert delegator.settable(ino) is held
+        delegator.set_attributes(held, ino, {"mode": 0o600}, 5)
+        delegator.rename(held, b"a", b"b")
+        delegator.set_attributes(held, ino, {"uid": 7}, 6)
+        other = h.make(b"c")["ino"]
+        delegator.unlink(held, b"c")
+        assert delegator.settable(other) is None
+        assert delegator.settable(12345) is None  # not made here
+        third = h.make(b"d")["ino"]
+        delegator.reached(third)  # linked elsewhere through the meta role
+        assert delegator.settable(third) is None
+        await delegator.commit(ino, 10, [], 77)
+        ops = meta.applied[0][1]
+        assert [op for op in ops if op[0] == "a"] == [
+            ["a", b"a", ino, {"mode": 0o600}, 5],
+            ["a", b"b", ino, {"uid": 7}, 6],
+        ]
+        assert meta.commits == [[ino, 10, [], 77]]
+        await delegator.send_owed(delegator.owed(D))  # nothing owed: nothing sent
+        assert len(meta.applied) == 1
+        delegator.set_attributes(held, ino, {"gid": 8}, 7)
+        owed = delegator.owed(D)
+        h.make(b"later")  # answered after the mark: a close need not wait for it
+        meta.gate = trio.Event()
+        h.nursery.start_soon(delegator.send_all)  # on its way with both
+        await trio.sleep(0.01)
+        h.make(b"last")
+        done = trio.Event()
+
+        async def close() -> None:
+            await delegator.send_owed(owed)
+            done.set()
+
+        h.nursery.start_soon(close)
+        await trio.sleep(0.05)
+        assert not done.is_set()  # waits for the batch carrying what it owes ...
+        meta.gate.set()
+        with trio.fail_after(1):
+            await done.wait()
+        assert [op[1] for op in meta.applied[1][1]] == [b"b", b"later"]
+        assert len(meta.applied) == 2  # ... and does not send what came after its mark
+        assert [op[1] for op in held.ops] == [b"last"]
+    async with holding(ops=["c", "u", "m", "f"]) as h:  # an older meta role's grant
+        assert h.delegator.settable(h.make(b"a")["ino"]) is None
 
 
 @trio_test

@@ -242,3 +242,30 @@ def test_a_close_may_leave_chunks_buffered_and_an_fsync_leaves_none() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_an_mtime_set_after_the_writes_is_what_their_commit_leaves() -> None:
+    """utimens on the open file after writing it (tar x, cp -p): the commit at close
+    keeps that time; a write after it makes the commit take its own time again."""
+    meta, chunks = Meta(), Chunks(random.Random(2))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            io = small_io(meta, chunks, nursery)
+            data = FileData(meta.ino, io, size=0, committed_size=0)
+            await data.write(0, b"a" * 5000)
+            data.mtime_set = 1_234_567_890_123_456_789
+            await data.flush()
+            with transaction(meta.conn):
+                attr = namespace.getattr_(meta.conn, meta.ino)
+            assert attr["mtime_ns"] == 1_234_567_890_123_456_789
+            assert attr["ctime_ns"] > attr["mtime_ns"]
+            await data.write(5000, b"b")
+            assert data.mtime_set is None
+            await data.flush()
+            with transaction(meta.conn):
+                later = namespace.getattr_(meta.conn, meta.ino)
+            assert later["mtime_ns"] >= attr["ctime_ns"]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

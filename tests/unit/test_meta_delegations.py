@@ -179,6 +179,54 @@ async def test_a_batch_that_fails_a_check_changes_nothing():
 
 
 @trio_test
+async def test_a_batch_sets_attributes_of_a_file_made_under_the_grant():
+    """chmod, chown and utimens answered by the holder (tar x sets each file's owner,
+    mode and times): applied in order, ctime the holder's time, -1 meaning that time;
+    only an inode of the grant's range whose only name is the one given."""
+    service, d, a, _ = await _setup()
+    g = await service.dir_delegate(a, d)
+    ino = g["first"]
+    ops = [
+        create(b"f", ino),
+        ["a", b"f", ino, {"mtime_ns": 5, "atime_ns": -1}, T + 1],
+        ["a", b"f", ino, {"uid": 7, "gid": 8}, T + 2],
+        ["a", b"f", ino, {"mode": stat.S_IFDIR | 0o4640}, T + 3],  # the type is kept
+    ]
+    await service.fs_apply(a, d, g["grant"], ops)
+    attr = await service.fs_getattr(ino)
+    assert (attr["mtime_ns"], attr["atime_ns"], attr["ctime_ns"]) == (5, T + 1, T + 3)
+    assert (attr["uid"], attr["gid"], attr["mode"]) == (7, 8, stat.S_IFREG | 0o4640)
+
+    for wrong in (
+        ["a", b"g", ino, {"uid": 1}, T],  # no such name
+        ["a", b"f", ino + 1, {"uid": 1}, T],  # the name is another inode's
+    ):
+        with pytest.raises(FsError) as info:
+            await service.fs_apply(a, d, g["grant"], [create(b"g2", ino + 2), wrong])
+        assert info.value.errno == errno.ESTALE
+        with pytest.raises(FsError):  # all or nothing
+            await service.fs_lookup(d, b"g2", a)
+    # a second name (made through the meta role) makes the inode's link count unknown here
+    await service.fs_link(ino, d, b"f-too", a)
+    with pytest.raises(FsError) as info:
+        await service.fs_apply(a, d, g["grant"], [["a", b"f", ino, {"uid": 1}, T]])
+    assert info.value.errno == errno.EINVAL
+    assert (await service.fs_getattr(ino))["uid"] == 7
+    for bad in (
+        ["a", b"f", ino, {"size": 0}, T],  # a size goes through fs.setattr
+        ["a", b"f", ino, {}, T],
+        ["a", b"f", ino, {"uid": -2}, T],
+        ["a", b"f", ino, {"mode": "rw"}, T],
+        ["a", b"f", g["last"] + 1, {"uid": 1}, T],  # outside the grant's range
+        ["a", b"f", ino, {"uid": 1}],
+        ["a", "f", ino, {"uid": 1}, T],
+        ["a", b"f", ino, {"uid": 1}, "now"],
+    ):
+        with pytest.raises(InvalidArgument):
+            await service.fs_apply(a, d, g["grant"], [bad])
+
+
+@trio_test
 async def test_a_close_commits_along_with_the_batch_and_fails_alone():
     """A written file's close in a held directory is one fs.apply: its create, then its
     commit, one transaction. A commit that fails is undone alone (savepoint): the batch
