@@ -665,12 +665,14 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         ask = self._ask()
         new_parent = self.inodes.to_meta(new_parent_inode)
+        ino = self.inodes.to_meta(inode)
+        # Its link count is shared from now on: nothing more is answered here about it
+        # (before the call: a batch op by its name sent after it would fail, whole)
+        self.delegator.reached(ino)
         attr = await self._naming(
-            (new_parent,),
-            self.meta.fs_link(self.inodes.to_meta(inode), new_parent, new_name, ask.session),
+            (new_parent,), self.meta.fs_link(ino, new_parent, new_name, ask.session)
         )
         self.dir_names.added(new_parent, new_name)
-        self.delegator.reached(attr["ino"])  # a name elsewhere: its link count is shared
         self.delegator.noted(new_parent)
         return self._looked_up(attr, ask, new_parent_inode, new_name)  # (held by the next batch)
 
@@ -683,6 +685,8 @@ class Operations(pyfuse3.Operations):
             self._changing()  # a file made here, not open here: answered here
             await self._unlinked({"ino": self.delegator.unlink(held, name), "nlink": 0})
             return
+        if made is not None:  # (before the call: see link)
+            self.delegator.reached(made)
         ask = self._ask()
         gone = await self._naming(
             (parent,),
@@ -735,7 +739,9 @@ class Operations(pyfuse3.Operations):
             self._changing()  # a file made here, to a name surely free: answered here
             self.delegator.rename(held, name_old, name_new)
             return
-        moved = [self.delegator.made_ino(old, name_old), self.delegator.made_ino(new, name_new)]
+        for ino in (self.delegator.made_ino(old, name_old), self.delegator.made_ino(new, name_new)):
+            if ino is not None:  # (before the call: see link)
+                self.delegator.reached(ino)
         replaced = await self._naming(
             (old, new),
             self._removing(
@@ -747,9 +753,6 @@ class Operations(pyfuse3.Operations):
         if not flags & RENAME_EXCHANGE:  # (an exchange leaves both names where they are)
             self.dir_names.removed(old, name_old)
             self.dir_names.added(new, name_new)
-        for ino in moved:
-            if ino is not None:
-                self.delegator.reached(ino)
         self.delegator.noted(old)
         if new != old:
             self.delegator.noted(new)
