@@ -362,8 +362,9 @@ class MetaService:
         session, as fs.mknod with a session), ``["u", name, time_ns]`` (an unlink; a
         victim left with no name is held for the session, as fs.unlink), ``["m", old,
         new, flags, time_ns]`` (a rename within the directory), ``["a", name, ino,
-        changes, time_ns]`` (chmod, chown or utimens of ``name``, an inode of the grant's
-        range with no other name: as fs.setattr without a size, its ctime ``time_ns``),
+        changes, time_ns]`` (chmod, chown or utimens of inode ``ino`` of the grant's
+        range, named ``name`` when answered: as fs.setattr without a size, its ctime
+        ``time_ns``; nothing when the inode was deleted since),
         ``["f", ino]`` (the holder's kernel forgot an orphan: as fs.forget). Answers the
         directory's attributes (``parent``) and the inodes deleted (``deleted``).
 
@@ -472,13 +473,14 @@ class MetaService:
                 if replaced.get("deleted"):
                     deleted.append(replaced["ino"])
         elif kind == "a":
-            _, name, ino, changes, t = op
-            if namespace.entry_inode(conn, directory, name) != ino:
-                raise FsError(errno.ESTALE, f"{name!r} does not name inode {ino} (any more)")
-            if namespace.getattr_(conn, ino)["nlink"] != 1:
-                raise FsError(errno.EINVAL, f"inode {ino} has other names: not set in a batch")
-            files.setattr_(conn, ino, changes, t)
-            events.append(inode(ino))
+            # By inode: a name it lost, or one it gained, since the holder answered (a
+            # rename or link of it that raced the change) must not refuse the batch
+            # whole; every mount watching the inode hears of it. An inode deleted since
+            # shows the change to nobody: skipped.
+            _, _name, ino, changes, t = op
+            if conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone():
+                files.setattr_(conn, ino, changes, t)
+                events.append(inode(ino))
         else:  # "f"
             ino = op[1]
             self.sessions.release(session, ino)
