@@ -121,13 +121,15 @@ class Delegator:
         cache: KernelCache,
         names: KnownNames,
         session: Callable[[], str],
-        lost: Callable[[int, list[bytes]], None],
+        lost: Callable[[int, list[bytes], list[int]], None],
     ) -> None:
         self.meta = meta
         self.cache = cache
         self.names = names
         self._session = session
-        self._lost = lost  # (directory, names): the kernel must forget them (invariant 4)
+        # (directory, names, inodes whose attributes changed): the kernel must forget
+        # them (invariant 4)
+        self._lost = lost
         self.enabled = True  # False: the meta role grants none (an older release)
         self.extends = True  # False: the meta role extends no grant (an older release)
         self.held: dict[int, Held] = {}
@@ -592,7 +594,7 @@ class Delegator:
         self._drop(held)
         if names:
             self.names.forget(held.directory)
-            self._lost(held.directory, names)
+            self._lost(held.directory, names, sorted({op[2] for op in ops if op[0] == "a"}))
 
     # -- the background task ----------------------------------------------------------------
 

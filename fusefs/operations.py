@@ -212,22 +212,25 @@ class Operations(pyfuse3.Operations):
             ino, functools.partial(run_in_thread, [("inode", self.inodes.to_kernel(ino), False)])
         )
 
-    def _lost_changes(self, directory: int, names: list[bytes]) -> None:
+    def _lost_changes(self, directory: int, names: list[bytes], inodes: list[int]) -> None:
         """Changes answered from a delegation did not reach the meta role (see
-        delegation.py, invariant 4): the kernel forgets the directory's attributes and
-        those entries, so it asks the meta role again."""
+        delegation.py, invariant 4): the kernel forgets the directory's attributes, those
+        entries and the attributes of ``inodes`` (changed here), so it asks the meta role
+        again."""
         self._changing()
-        self.known.pop(directory, None)
+        for ino in (directory, *inodes):
+            self.known.pop(ino, None)
         if not self.in_kernel:
             return
         parent = self.inodes.to_kernel(directory)
         for name in set(names):
             self.cache.entries.pop((parent, name), None)
             pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
-        try:
-            pyfuse3.invalidate_inode(parent, attr_only=True)
-        except OSError:
-            pass
+        for ino in (parent, *(self.inodes.to_kernel(i) for i in inodes)):
+            try:
+                pyfuse3.invalidate_inode(ino, attr_only=True)
+            except OSError:
+                pass  # the kernel does not have it: nothing to forget
 
     def _tell_lost(self, fh: int, data: FileData) -> None:
         """Raise, once per handle open for writing, a failure that dropped the file's

@@ -110,9 +110,9 @@ def _setup() -> tuple[Delegator, FakeMeta, KernelCache, KnownNames, list]:
     names = KnownNames(cache)
     names.learn(D, [b"old"], cache.ask("s"))
     meta = FakeMeta()
-    lost: list[tuple[int, list[bytes]]] = []
+    lost: list[tuple[int, list[bytes], list[int]]] = []
     delegator = Delegator(
-        cast(Any, meta), cache, names, lambda: meta.current, lambda d, n: lost.append((d, n))
+        cast(Any, meta), cache, names, lambda: meta.current, lambda d, n, i: lost.append((d, n, i))
     )
     return delegator, meta, cache, names, lost
 
@@ -326,10 +326,13 @@ async def test_a_refused_batch_is_reported_and_its_names_forgotten(caplog):
         h.make(b"a")
         h.make(b"b")
         delegator.unlink(held, b"b")
+        ino = h.make(b"c")["ino"]
+        delegator.set_attributes(held, ino, {"mode": 0o600}, 5)
         meta.refuse = True
         await delegator.send_all()
         assert D not in delegator.held and not h.names.knows(D)
-        assert h.lost == [(D, [b"a", b"b", b"b"])]
+        assert h.lost == [(D, [b"a", b"b", b"b", b"c", b"c"], [ino])]
+        assert "attributes of b'c' answered by this mount, refused" in caplog.text
         assert "create of b'a' answered by this mount, refused by the meta role" in caplog.text
 
 
