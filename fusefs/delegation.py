@@ -359,9 +359,7 @@ class Delegator:
         """Record a change of ``ino``'s attributes (``settable`` said ``held``) made at
         ``t`` (its ctime; a time of -1 means ``t``). The directory is not changed."""
         self._append(held, ["a", held.name_of[ino], ino, changes, t])
-        now = time.monotonic()
-        held.first_op = held.first_op or now
-        held.used = now
+        held.used = time.monotonic()
 
     def forgotten(self, ino: int) -> bool:
         """The kernel forgot ``ino``, an orphan: True when the held directory it was
@@ -371,19 +369,18 @@ class Delegator:
         if held is None or held.ended or len(held.ops) >= BATCH_MAX:
             return False
         del self.made_in[ino]
-        self._append(held, ["f", ino])
-        held.first_op = held.first_op or time.monotonic()
+        self._append(held, ["f", ino])  # (not a use: an idle directory still goes back)
         return True
 
     def _append(self, held: Held, op: list[Any]) -> None:
         held.ops.append(op)
         held.recorded += 1
+        held.first_op = held.first_op or time.monotonic()
 
     def _record(self, held: Held, op: list[Any], t: int) -> None:
+        """A change of the directory's names answered at ``t``: its mtime and ctime."""
         self._append(held, op)
-        now = time.monotonic()
-        held.first_op = held.first_op or now
-        held.used = now
+        held.used = time.monotonic()
         held.attr["mtime_ns"] = held.attr["ctime_ns"] = held.last_t = t
 
     def reached(self, ino: int) -> None:

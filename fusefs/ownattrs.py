@@ -4,10 +4,11 @@ else can have changed them.
 `tar x` sets the owner, the mode and the times of every file it writes (fchown, fchmod
 and futimens on the open descriptor), and the kernel refreshes the file's attributes
 before the chown: four round trips to the meta role per file on top of its close
-(counted: 120 fs.setattr and 40 fs.getattr for 40 files). For a file made under a grant this mount holds (fusefs/delegation.py,
-invariant 3), nobody else can see or change it until the grant is recalled, so the
-mount can answer those itself, exactly as the meta role would, and send the changes in
-the directory's batch ahead of the file's commit: one round trip per file for all.
+(counted: 120 fs.setattr and 40 fs.getattr for 40 files). For a file made under a grant
+this mount holds (fusefs/delegation.py, invariant 3), nobody else can see or change it
+until the grant is recalled, so the mount can answer those itself, exactly as the meta
+role would, and send the changes in the directory's batch ahead of the file's commit:
+one round trip per file for all.
 
 Invariants:
 
@@ -63,9 +64,6 @@ class OwnAttrs:
             del self._known[ino]
             return None
         return dict(known[0])
-
-    def forget(self, ino: int) -> None:
-        self._known.pop(ino, None)
 
 
 def changed(attr: Mapping[str, Any], changes: Mapping[str, int], t: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..chunk.ids import is_chunk_id
 from ..rpc.errors import FsError
-from .namespace import Attr, getattr_, lookup, now_ns
+from .namespace import Attr, exists, getattr_, lookup, now_ns
 
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: far past anything real, well inside SQLite's integers
 # Mounts write a piece whole again long before this (fusefs.pieces.MAX_SLICES); the
@@ -105,7 +105,7 @@ def chunk_map(
         if len(row) == 4:
             row.append([])
         row[4].append(sliced)
-    if not rows and conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone() is None:
+    if not rows and not exists(conn, ino):
         # Not "all holes": a mount reading a file deleted under it would return zeros
         raise FsError(errno.ESTALE, f"inode {ino} no longer exists")
     return [rows[i] for i in sorted(rows)]

@@ -57,6 +57,11 @@ def getattr_(conn: sqlite3.Connection, ino: int) -> Attr:
     return _attr(row)
 
 
+def exists(conn: sqlite3.Connection, ino: int) -> bool:
+    """Is there an inode ``ino`` (in any volume)?"""
+    return conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone() is not None
+
+
 def _volume_of(conn: sqlite3.Connection, ino: int) -> int:
     row = conn.execute("SELECT volume FROM inodes WHERE id=?", (ino,)).fetchone()
     if row is None:
@@ -130,7 +135,7 @@ def make_node(
     volume = _volume_of(conn, parent)
     t = now_ns() if t is None else t
     size = len(target) if target is not None else 0
-    if ino is not None and conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone():
+    if ino is not None and exists(conn, ino):
         raise FsError(errno.EEXIST, f"inode {ino} exists")
     cur = conn.execute(
         "INSERT INTO inodes (id, volume, mode, uid, gid, nlink, size, atime_ns, mtime_ns,"

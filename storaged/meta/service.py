@@ -478,7 +478,7 @@ class MetaService:
             # whole; every mount watching the inode hears of it. An inode deleted since
             # shows the change to nobody: skipped.
             _, _name, ino, changes, t = op
-            if conn.execute("SELECT 1 FROM inodes WHERE id=?", (ino,)).fetchone():
+            if namespace.exists(conn, ino):
                 files.setattr_(conn, ino, changes, t)
                 events.append(inode(ino))
         else:  # "f"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import random
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -188,84 +188,84 @@ def small_io(
     )
 
 
-def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
-    """A new file's first write, and an appending writer's, need no chunk-map round trip:
-    the meta role keeps no rows past a file's size. Pieces within it are still asked for."""
-    meta, chunks = Meta(), Chunks(random.Random(0))
+def with_new_file(
+    seed: int, body: Callable[[Meta, Chunks, VolumeIO, FileData], Awaitable[None]]
+) -> None:
+    """Run ``body`` on an empty file over the fakes (its io's tasks cancelled after)."""
+    meta, chunks = Meta(), Chunks(random.Random(seed))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             io = small_io(meta, chunks, nursery)
-            data = FileData(meta.ino, io, size=0, committed_size=0)
-            await data.write(100, b"new")
-            await data.flush()
-            await data.write(PIECE + 5, b"appended")  # past the committed size (103)
-            await data.flush()
-            assert "fs.chunks" not in meta.calls, meta.calls
-            reopened = FileData(meta.ino, io, size=PIECE + 13, committed_size=PIECE + 13)
-            await reopened.write(101, b"X")  # into a stored piece: asks
-            assert meta.calls.count("fs.chunks") == 1
-            await reopened.write(3 * PIECE, b"far")  # past the end again: does not
-            await reopened.flush()
-            assert meta.calls.count("fs.chunks") == 1
-            fresh = FileData(meta.ino, io, size=3 * PIECE + 3, committed_size=3 * PIECE + 3)
-            expected = bytearray(3 * PIECE + 3)
-            expected[100:103] = b"nXw"
-            expected[PIECE + 5 : PIECE + 13] = b"appended"
-            expected[3 * PIECE :] = b"far"
-            assert await fresh.read(0, len(expected)) == expected
+            await body(meta, chunks, io, FileData(meta.ino, io, size=0, committed_size=0))
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_pieces_past_the_committed_size_are_holes_without_asking() -> None:
+    """A new file's first write, and an appending writer's, need no chunk-map round trip:
+    the meta role keeps no rows past a file's size. Pieces within it are still asked for."""
+
+    async def body(meta: Meta, chunks: Chunks, io: VolumeIO, data: FileData) -> None:
+        await data.write(100, b"new")
+        await data.flush()
+        await data.write(PIECE + 5, b"appended")  # past the committed size (103)
+        await data.flush()
+        assert "fs.chunks" not in meta.calls, meta.calls
+        reopened = FileData(meta.ino, io, size=PIECE + 13, committed_size=PIECE + 13)
+        await reopened.write(101, b"X")  # into a stored piece: asks
+        assert meta.calls.count("fs.chunks") == 1
+        await reopened.write(3 * PIECE, b"far")  # past the end again: does not
+        await reopened.flush()
+        assert meta.calls.count("fs.chunks") == 1
+        fresh = FileData(meta.ino, io, size=3 * PIECE + 3, committed_size=3 * PIECE + 3)
+        expected = bytearray(3 * PIECE + 3)
+        expected[100:103] = b"nXw"
+        expected[PIECE + 5 : PIECE + 13] = b"appended"
+        expected[3 * PIECE :] = b"far"
+        assert await fresh.read(0, len(expected)) == expected
+
+    with_new_file(0, body)
 
 
 def test_a_close_may_leave_chunks_buffered_and_an_fsync_leaves_none() -> None:
     """A flush for a close lets the servers put small chunks on disk later (buffered);
     a durable flush (fsync, unmount) syncs every buffered put, those of earlier flushes
     included, even when it has nothing new to store."""
-    meta, chunks = Meta(), Chunks(random.Random(1))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            io = small_io(meta, chunks, nursery)
-            data = FileData(meta.ino, io, size=0, committed_size=0)
-            await data.write(0, b"a" * 5000)
-            await data.flush()  # a close
-            assert len(chunks.unsynced) == 1 and chunks.syncs == 0
-            await data.flush(durable=True)  # an fsync with nothing new to store
-            assert not chunks.unsynced and chunks.syncs == 1
-            await data.write(PIECE, b"b" * 7000)
-            await data.write(3 * PIECE, b"c" * 100)
-            await data.flush(durable=True)  # its own puts are durable ones
-            assert not chunks.unsynced and chunks.syncs == 2
-            assert len(chunks.chunks) == 3
-            nursery.cancel_scope.cancel()
+    async def body(meta: Meta, chunks: Chunks, io: VolumeIO, data: FileData) -> None:
+        await data.write(0, b"a" * 5000)
+        await data.flush()  # a close
+        assert len(chunks.unsynced) == 1 and chunks.syncs == 0
+        await data.flush(durable=True)  # an fsync with nothing new to store
+        assert not chunks.unsynced and chunks.syncs == 1
+        await data.write(PIECE, b"b" * 7000)
+        await data.write(3 * PIECE, b"c" * 100)
+        await data.flush(durable=True)  # its own puts are durable ones
+        assert not chunks.unsynced and chunks.syncs == 2
+        assert len(chunks.chunks) == 3
 
-    trio.run(main)
+    with_new_file(1, body)
 
 
 def test_an_mtime_set_after_the_writes_is_what_their_commit_leaves() -> None:
     """utimens on the open file after writing it (tar x, cp -p): the commit at close
     keeps that time; a write after it makes the commit take its own time again."""
-    meta, chunks = Meta(), Chunks(random.Random(2))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            io = small_io(meta, chunks, nursery)
-            data = FileData(meta.ino, io, size=0, committed_size=0)
-            await data.write(0, b"a" * 5000)
-            data.mtime_set = 1_234_567_890_123_456_789
-            await data.flush()
-            with transaction(meta.conn):
-                attr = namespace.getattr_(meta.conn, meta.ino)
-            assert attr["mtime_ns"] == 1_234_567_890_123_456_789
-            assert attr["ctime_ns"] > attr["mtime_ns"]
-            await data.write(5000, b"b")
-            assert data.mtime_set is None
-            await data.flush()
-            with transaction(meta.conn):
-                later = namespace.getattr_(meta.conn, meta.ino)
-            assert later["mtime_ns"] >= attr["ctime_ns"]
-            nursery.cancel_scope.cancel()
+    async def body(meta: Meta, chunks: Chunks, io: VolumeIO, data: FileData) -> None:
+        await data.write(0, b"a" * 5000)
+        data.mtime_set = 1_234_567_890_123_456_789
+        await data.flush()
+        with transaction(meta.conn):
+            attr = namespace.getattr_(meta.conn, meta.ino)
+        assert attr["mtime_ns"] == 1_234_567_890_123_456_789
+        assert attr["ctime_ns"] > attr["mtime_ns"]
+        await data.write(5000, b"b")
+        assert data.mtime_set is None
+        await data.flush()
+        with transaction(meta.conn):
+            later = namespace.getattr_(meta.conn, meta.ino)
+        assert later["mtime_ns"] >= attr["ctime_ns"]
 
-    trio.run(main)
+    with_new_file(2, body)

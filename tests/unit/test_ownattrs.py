@@ -55,5 +55,3 @@ def test_an_entry_is_good_only_under_its_stamp() -> None:
         own.keep(ino, {"ino": ino}, 9)
     own.keep(4, {"ino": 4}, 9)  # full: emptied first
     assert len(own) == 1 and own.get(4, 9) == {"ino": 4}
-    own.forget(4)
-    assert own.get(4, 9) is None
